@@ -1,0 +1,8 @@
+//! rockfeed: an edge telemetry appliance for StarRocks.
+//!
+//! See `README.md` and `../shared/DESIGN.md` for the architecture. This crate
+//! currently holds the StarRocks model shared by every part ([`starrocks`])
+//! and the protocol-exact StarRocks emulator ([`starrocks_emulator`]) that
+//! every sink test, the demo and the benchmarks run against.
+
+pub mod starrocks;
