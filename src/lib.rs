@@ -6,3 +6,4 @@
 //! every sink test, the demo and the benchmarks run against.
 
 pub mod starrocks;
+pub mod starrocks_emulator;

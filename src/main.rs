@@ -1,1 +1,123 @@
-fn main(){}
+//! The `rockfeed` command line: thin wiring from arguments to the library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use rockfeed::starrocks::ddl::parse_ddl;
+use rockfeed::starrocks_emulator::engine::VersionPolicy;
+use rockfeed::starrocks_emulator::registry::RegistryConfig;
+use rockfeed::starrocks_emulator::{Emulator, EmulatorConfig};
+
+#[derive(Parser)]
+#[command(name = "rockfeed", version, about = "Edge telemetry appliance for StarRocks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a protocol-exact StarRocks FE/BE emulator (Stream Load, transactions).
+    StarrocksEmulator(EmulatorArgs),
+}
+
+#[derive(clap::Args)]
+struct EmulatorArgs {
+    /// Leader FE HTTP listen address.
+    #[arg(long, default_value = "127.0.0.1:8030")]
+    fe: SocketAddr,
+    /// BE HTTP listen address; repeat for several BEs.
+    #[arg(long, default_value = "127.0.0.1:8040")]
+    be: Vec<SocketAddr>,
+    /// Optional follower FE listen address (transaction calls hop to the leader).
+    #[arg(long)]
+    follower_fe: Option<SocketAddr>,
+    /// The user clients authenticate as.
+    #[arg(long, default_value = "root")]
+    user: String,
+    /// The user's password (prefer the environment variable).
+    #[arg(long, env = "ROCKFEED_EMULATOR_PASSWORD", default_value = "", hide_env_values = true)]
+    password: String,
+    /// File of CREATE DATABASE / USE / CREATE TABLE statements.
+    #[arg(long)]
+    ddl: PathBuf,
+    /// Directory to persist labels and visible data across restarts.
+    #[arg(long)]
+    state: Option<PathBuf>,
+    /// host:port written into redirects instead of each BE's bound address.
+    #[arg(long)]
+    be_advertise: Vec<String>,
+    /// Seconds a finished label is remembered (FE label_keep_max_second).
+    #[arg(long, default_value_t = 259_200)]
+    label_keep_max_second: u64,
+    /// Running transactions allowed per database (FE max_running_txn_num_per_db).
+    #[arg(long, default_value_t = 1000)]
+    max_running_txn_num_per_db: usize,
+    /// Default PREPARED timeout (FE prepared_transaction_default_timeout_second).
+    #[arg(long, default_value_t = 86_400)]
+    prepared_timeout_second: u64,
+    /// Versions a tablet may hold before loads fail with `too many versions`.
+    #[arg(long, default_value_t = 1000)]
+    max_versions: u64,
+    /// Versions compaction removes per tablet per second.
+    #[arg(long, default_value_t = 10.0)]
+    compaction_per_sec: f64,
+    /// Largest load body in MB (BE streaming_load_max_mb).
+    #[arg(long, default_value_t = 10_240)]
+    streaming_load_max_mb: u64,
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+}
+
+async fn run_emulator(a: EmulatorArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let ddl = std::fs::read_to_string(&a.ddl).map_err(|e| format!("cannot read --ddl {}: {e}", a.ddl.display()))?;
+    let catalog = parse_ddl(&ddl).map_err(|e| format!("{}: {e}", a.ddl.display()))?;
+    let mut cfg = EmulatorConfig::local(catalog, &a.user, &a.password);
+    cfg.fe = a.fe;
+    cfg.bes = a.be;
+    cfg.follower_fe = a.follower_fe;
+    cfg.state_dir = a.state;
+    cfg.be_advertise = a.be_advertise;
+    cfg.registry = RegistryConfig {
+        label_keep_max_ms: a.label_keep_max_second * 1000,
+        max_running_txn_num_per_db: a.max_running_txn_num_per_db,
+        prepared_default_timeout_ms: a.prepared_timeout_second * 1000,
+    };
+    cfg.versions = VersionPolicy { max_versions: a.max_versions, compaction_per_sec: a.compaction_per_sec };
+    cfg.max_body_bytes = a.streaming_load_max_mb * 1024 * 1024;
+    let tables = cfg.catalog.tables.len();
+    let emu = Emulator::start(cfg).await?;
+    println!("StarRocks emulator: FE http://{} BE {:?} ({tables} tables). Ctrl-C stops it.", emu.fe_addr, emu.be_addrs);
+    tokio::signal::ctrl_c().await?;
+    emu.shutdown().await;
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let res = rt.block_on(async {
+        match cli.command {
+            Command::StarrocksEmulator(a) => run_emulator(a).await,
+        }
+    });
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -178,7 +178,7 @@ pub fn parse_ddl(src: &str) -> Result<Catalog, DdlError> {
                 }
             } else if c.peek().is_some_and(|t| t.is_kw("VIEW") || t.is_kw("MATERIALIZED") || t.is_kw("OR")) {
                 while !c.eat_kw("VIEW") {
-                    c.next().ok_or_else(|| err(&c, "expected VIEW".into()))?;
+                    c.advance().ok_or_else(|| err(&c, "expected VIEW".into()))?;
                 }
                 if c.eat_kw("IF") {
                     c.expect_kw("NOT").and_then(|_| c.expect_kw("EXISTS")).map_err(|m| err(&c, m))?;
@@ -268,7 +268,7 @@ fn parse_create_table(c: &mut Cursor<'_>, current_db: &Option<String>, line: usi
             c.expect_kw("KEY").map_err(Ok)?;
             key_names = Some(name_list(c)?);
         } else if c.eat_kw("COMMENT") {
-            c.next();
+            c.advance();
         } else if c.eat_kw("PARTITION") {
             c.expect_kw("BY").map_err(Ok)?;
             let l = c.line();
@@ -284,9 +284,11 @@ fn parse_create_table(c: &mut Cursor<'_>, current_db: &Option<String>, line: usi
                 return Err(Ok(format!("expected HASH after DISTRIBUTED BY, found {}", c.describe())));
             }
             if c.eat_kw("BUCKETS") {
-                match c.next() {
+                match c.advance() {
                     Some(Tok::Num(n)) => {
-                        buckets = Some(n.parse::<u32>().ok().filter(|b| *b > 0).ok_or_else(|| Ok(format!("bad BUCKETS {n}")))?)
+                        buckets = Some(
+                            n.parse::<u32>().ok().filter(|b| *b > 0).ok_or_else(|| Ok(format!("bad BUCKETS {n}")))?,
+                        )
                     }
                     _ => return Err(Ok("expected a number after BUCKETS".into())),
                 }
@@ -297,12 +299,12 @@ fn parse_create_table(c: &mut Cursor<'_>, current_db: &Option<String>, line: usi
         } else if c.eat_kw("PROPERTIES") {
             c.expect_sym("(").map_err(Ok)?;
             loop {
-                let k = match c.next() {
+                let k = match c.advance() {
                     Some(Tok::Str(s)) => s.clone(),
                     _ => return Err(Ok("expected a quoted property name".into())),
                 };
                 c.expect_sym("=").map_err(Ok)?;
-                let v = match c.next() {
+                let v = match c.advance() {
                     Some(Tok::Str(s)) => s.clone(),
                     _ => return Err(Ok("expected a quoted property value".into())),
                 };
@@ -325,7 +327,9 @@ fn parse_create_table(c: &mut Cursor<'_>, current_db: &Option<String>, line: usi
     if !saw_dist {
         return Err(Err(DdlError {
             line,
-            msg: format!("table '{name}' has no DISTRIBUTED BY HASH(...) clause; the emulator needs the bucket columns"),
+            msg: format!(
+                "table '{name}' has no DISTRIBUTED BY HASH(...) clause; the emulator needs the bucket columns"
+            ),
         }));
     }
     let key_columns: Vec<usize> = match &key_names {
@@ -344,10 +348,17 @@ fn parse_create_table(c: &mut Cursor<'_>, current_db: &Option<String>, line: usi
         let is_key = key_columns.contains(&i);
         match (keys, is_key, col.agg) {
             (KeysType::Aggregate, false, None) => {
-                return Err(Err(DdlError { line, msg: format!("value column '{}' of an AGGREGATE table needs an aggregate function", col.name) }));
+                return Err(Err(DdlError {
+                    line,
+                    msg: format!("value column '{}' of an AGGREGATE table needs an aggregate function", col.name),
+                }));
             }
-            (KeysType::Aggregate, true, Some(_)) | (KeysType::Duplicate | KeysType::Primary | KeysType::Unique, _, Some(_)) => {
-                return Err(Err(DdlError { line, msg: format!("column '{}' may not have an aggregate function here", col.name) }));
+            (KeysType::Aggregate, true, Some(_))
+            | (KeysType::Duplicate | KeysType::Primary | KeysType::Unique, _, Some(_)) => {
+                return Err(Err(DdlError {
+                    line,
+                    msg: format!("column '{}' may not have an aggregate function here", col.name),
+                }));
             }
             _ => {}
         }
@@ -356,9 +367,16 @@ fn parse_create_table(c: &mut Cursor<'_>, current_db: &Option<String>, line: usi
         }
         if let Some(AggFn::Sum | AggFn::Min | AggFn::Max) = col.agg
             && !col.ty.is_numeric()
-            && !(col.agg != Some(AggFn::Sum) && matches!(col.ty, ColType::Date | ColType::DateTime | ColType::Varchar(_) | ColType::Char(_) | ColType::String))
+            && !(col.agg != Some(AggFn::Sum)
+                && matches!(
+                    col.ty,
+                    ColType::Date | ColType::DateTime | ColType::Varchar(_) | ColType::Char(_) | ColType::String
+                ))
         {
-            return Err(Err(DdlError { line, msg: format!("{} is not valid for {} column '{}'", col.agg.unwrap().name(), col.ty, col.name) }));
+            return Err(Err(DdlError {
+                line,
+                msg: format!("{} is not valid for {} column '{}'", col.agg.unwrap().name(), col.ty, col.name),
+            }));
         }
     }
     let distribution: Vec<usize> = dist_names.iter().map(|n| col_idx(n)).collect::<PResult<_>>()?;
@@ -373,7 +391,10 @@ fn parse_create_table(c: &mut Cursor<'_>, current_db: &Option<String>, line: usi
         Some((pl, PartClause::Trunc(unit, col))) => {
             let column = col_idx(&col)?;
             if !matches!(columns[column].ty, ColType::Date | ColType::DateTime) {
-                return Err(Err(DdlError { line: pl, msg: format!("date_trunc partition column '{col}' must be DATE or DATETIME") }));
+                return Err(Err(DdlError {
+                    line: pl,
+                    msg: format!("date_trunc partition column '{col}' must be DATE or DATETIME"),
+                }));
             }
             Partitioning::DateTrunc { unit, column }
         }
@@ -414,7 +435,7 @@ pub fn parse_type(c: &mut Cursor<'_>) -> Result<ColType, String> {
     let mut args: Vec<u32> = Vec::new();
     if c.eat_sym("(") {
         loop {
-            match c.next() {
+            match c.advance() {
                 Some(Tok::Num(n)) => args.push(n.parse().map_err(|_| format!("bad type argument {n}"))?),
                 other => return Err(format!("bad type argument {other:?}")),
             }
@@ -477,10 +498,13 @@ fn parse_column(c: &mut Cursor<'_>) -> PResult<Column> {
             col.agg = Some(AggFn::Replace);
         } else if c.eat_kw("REPLACE_IF_NOT_NULL") {
             col.agg = Some(AggFn::ReplaceIfNotNull);
-        } else if c.peek().is_some_and(|t| t.is_kw("HLL_UNION") || t.is_kw("BITMAP_UNION") || t.is_kw("PERCENTILE_UNION")) {
+        } else if c
+            .peek()
+            .is_some_and(|t| t.is_kw("HLL_UNION") || t.is_kw("BITMAP_UNION") || t.is_kw("PERCENTILE_UNION"))
+        {
             return Err(Ok(format!("aggregate {} is not supported by the emulator", c.describe())));
         } else if c.eat_kw("DEFAULT") {
-            let v = match c.next() {
+            let v = match c.advance() {
                 Some(Tok::Str(s)) | Some(Tok::Num(s)) => s.clone(),
                 Some(t) if t.is_kw("NULL") => {
                     col.default = Some(Value::Null);
@@ -493,7 +517,7 @@ fn parse_column(c: &mut Cursor<'_>) -> PResult<Column> {
             };
             col.default = Some(ty.parse(v.as_bytes()).map_err(|e| Ok(format!("bad DEFAULT for '{}': {e}", col.name)))?);
         } else if c.eat_kw("COMMENT") {
-            match c.next() {
+            match c.advance() {
                 Some(Tok::Str(s)) => col.comment = Some(s.clone()),
                 _ => return Err(Ok("expected a comment string".into())),
             }
@@ -520,7 +544,7 @@ enum RawRange {
 fn parse_partition_clause(c: &mut Cursor<'_>) -> PResult<PartClause> {
     if c.eat_kw("date_trunc") {
         c.expect_sym("(").map_err(Ok)?;
-        let unit = match c.next() {
+        let unit = match c.advance() {
             Some(Tok::Str(s)) => match s.to_ascii_lowercase().as_str() {
                 "hour" => TruncUnit::Hour,
                 "day" => TruncUnit::Day,
@@ -549,7 +573,7 @@ fn parse_partition_clause(c: &mut Cursor<'_>) -> PResult<PartClause> {
     }
     let lit = |c: &mut Cursor<'_>| -> PResult<String> {
         c.expect_sym("(").map_err(Ok)?;
-        let v = match c.next() {
+        let v = match c.advance() {
             Some(Tok::Str(s)) | Some(Tok::Num(s)) => s.clone(),
             _ => return Err(Ok("expected a partition bound literal".into())),
         };
@@ -584,8 +608,10 @@ fn parse_partition_clause(c: &mut Cursor<'_>) -> PResult<PartClause> {
             c.expect_kw("EVERY").map_err(Ok)?;
             c.expect_sym("(").map_err(Ok)?;
             c.expect_kw("INTERVAL").map_err(Ok)?;
-            let every = match c.next() {
-                Some(Tok::Num(n)) => n.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| Ok(format!("bad EVERY {n}")))?,
+            let every = match c.advance() {
+                Some(Tok::Num(n)) => {
+                    n.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| Ok(format!("bad EVERY {n}")))?
+                }
                 _ => return Err(Ok("expected a number after INTERVAL".into())),
             };
             let unit = match c.ident().map_err(Ok)?.to_ascii_uppercase().as_str() {
@@ -728,7 +754,9 @@ PROPERTIES ("replication_num" = "1", "colocate_with" = "vehicle");
 
     #[test]
     fn aggregate_tables_need_functions_on_values() {
-        let err = parse_ddl("CREATE DATABASE d; CREATE TABLE d.t (k INT, v INT) AGGREGATE KEY(k) DISTRIBUTED BY HASH(k)").unwrap_err();
+        let err =
+            parse_ddl("CREATE DATABASE d; CREATE TABLE d.t (k INT, v INT) AGGREGATE KEY(k) DISTRIBUTED BY HASH(k)")
+                .unwrap_err();
         assert!(err.msg.contains("needs an aggregate function"), "{err}");
     }
 

@@ -147,7 +147,7 @@ fn predicate(c: &mut Cursor<'_>) -> Result<Expr, String> {
         Some(Tok::Sym(">=")) => BinOp::Ge,
         _ => return Ok(l),
     };
-    c.next();
+    c.advance();
     Ok(Expr::Bin(op, Box::new(l), Box::new(additive(c)?)))
 }
 
@@ -192,7 +192,7 @@ fn unary(c: &mut Cursor<'_>) -> Result<Expr, String> {
 }
 
 fn primary(c: &mut Cursor<'_>) -> Result<Expr, String> {
-    match c.next() {
+    match c.advance() {
         Some(Tok::Num(n)) => parse_number(n).map(Expr::Lit),
         Some(Tok::Str(s)) => Ok(Expr::Lit(Value::Str(s.as_str().into()))),
         Some(Tok::Sym("(")) => {
@@ -473,7 +473,13 @@ fn call(name: &str, a: Vec<Value>) -> Result<Value, String> {
             arity(name, &a, 2..=3)?;
             let s: Vec<char> = a[0].to_string().chars().collect();
             let pos = num(&a[1])? as i64;
-            let start = if pos > 0 { (pos - 1) as usize } else if pos < 0 { s.len().saturating_sub((-pos) as usize) } else { s.len() };
+            let start = if pos > 0 {
+                (pos - 1) as usize
+            } else if pos < 0 {
+                s.len().saturating_sub((-pos) as usize)
+            } else {
+                s.len()
+            };
             let len = if a.len() == 3 { num(&a[2])?.max(0.0) as usize } else { usize::MAX };
             Value::Str(s.iter().skip(start).take(len).collect::<String>().into())
         }

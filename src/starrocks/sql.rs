@@ -86,9 +86,8 @@ pub fn lex(src: &str, first_line: usize) -> Result<Vec<Token>, LexError> {
             i += 2;
         } else if c == b'`' {
             let start = i + 1;
-            let end = src[start..]
-                .find('`')
-                .ok_or_else(|| LexError { line, msg: "unterminated `identifier`".into() })?;
+            let end =
+                src[start..].find('`').ok_or_else(|| LexError { line, msg: "unterminated `identifier`".into() })?;
             out.push(Token { tok: Tok::Quoted(src[start..start + end].to_string()), line });
             i = start + end + 1;
         } else if c == b'\'' || c == b'"' {
@@ -198,7 +197,7 @@ impl<'a> Cursor<'a> {
         self.pos >= self.toks.len()
     }
 
-    pub fn next(&mut self) -> Option<&'a Tok> {
+    pub fn advance(&mut self) -> Option<&'a Tok> {
         let t = self.toks.get(self.pos).map(|t| &t.tok);
         if t.is_some() {
             self.pos += 1;

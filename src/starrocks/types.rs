@@ -537,7 +537,10 @@ mod tests {
         assert_eq!(ColType::TinyInt.parse(b"127").unwrap(), Value::Int(127));
         assert!(matches!(ColType::TinyInt.parse(b"128"), Err(ConvError::OutOfRange { .. })));
         assert!(ColType::Int.parse(b"2147483648").is_err());
-        assert_eq!(ColType::LargeInt.parse(b"-170141183460469231731687303715884105728").unwrap(), Value::Int(i128::MIN));
+        assert_eq!(
+            ColType::LargeInt.parse(b"-170141183460469231731687303715884105728").unwrap(),
+            Value::Int(i128::MIN)
+        );
         assert!(ColType::BigInt.parse(b"12a").is_err());
     }
 
