@@ -596,7 +596,7 @@ fn finish(ctx: &Ctx, be: usize, key: (String, String), what: Finish) -> Result<R
     let now = now_ms();
     let table_of = |ctx: &Ctx| ctx.core.lock().be_ctx.get(&key).map(|c| c.table.clone());
     if let Finish::Prepare(_) = what
-        && let Some(f) = ctx.faults.check(Point::BePrepare, Some(&label), table_of(ctx).as_deref())
+        && let Some(f) = ctx.faults.check(Point::BeBeforePrepare, Some(&label), table_of(ctx).as_deref())
         && f.kind == FaultKind::ContextLost
     {
         ctx.core.lock().be_ctx.remove(&key);
@@ -690,7 +690,7 @@ fn finish(ctx: &Ctx, be: usize, key: (String, String), what: Finish) -> Result<R
                 return Ok(be_txn("INTERNAL_ERROR", &e.to_string(), &label, Some(id), json!({})));
             }
             drop(core);
-            if let Some(f) = ctx.faults.check(Point::BePrepare, Some(&label), Some(&table))
+            if let Some(f) = ctx.faults.check(Point::BeAfterPrepare, Some(&label), Some(&table))
                 && f.kind == FaultKind::CrashAfterPrepare
             {
                 ctx.core.lock().be_ctx.clear();

@@ -64,8 +64,10 @@ pub enum Point {
     BeWrite,
     /// BE stream load commit.
     BeCommit,
-    /// BE txn API prepare.
-    BePrepare,
+    /// BE txn API, before a prepare runs.
+    BeBeforePrepare,
+    /// BE txn API, after a prepare became durable.
+    BeAfterPrepare,
 }
 
 impl FaultKind {
@@ -76,7 +78,8 @@ impl FaultKind {
             HttpConcurrencyLimit | ShuttingDown | TxnInProcessing => Point::BeHeader,
             CommitUnknownCommitted | CommitUnknownAborted | PublishTimeout => Point::BeCommit,
             ResetMidBody | Slow100Continue => Point::BeBody,
-            ContextLost | CrashAfterPrepare => Point::BePrepare,
+            ContextLost => Point::BeBeforePrepare,
+            CrashAfterPrepare => Point::BeAfterPrepare,
             NoBackendAlive | RedirectLoop | RedirectUnreachable => Point::FeRedirect,
             Unauthorized => Point::FeAuth,
         }
