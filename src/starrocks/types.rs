@@ -100,9 +100,54 @@ impl ColType {
                 Ok(Value::Str(s.into()))
             }
             _ => {
+                if let Some(v) = self.parse_fast(raw) {
+                    return Ok(v);
+                }
                 let s = std::str::from_utf8(raw).map_err(|_| ConvError::InvalidUtf8)?;
                 self.parse_str(s.trim())
             }
+        }
+    }
+
+    /// Byte-level fast paths for the canonical forms (plain integers,
+    /// `YYYY-MM-DD[ HH:MM:SS]`); `None` falls back to the general parser,
+    /// which also produces the error.
+    fn parse_fast(&self, raw: &[u8]) -> Option<Value> {
+        match self {
+            ColType::TinyInt | ColType::SmallInt | ColType::Int | ColType::BigInt => {
+                let (neg, digits) = match raw.first()? {
+                    b'-' => (true, &raw[1..]),
+                    _ => (false, raw),
+                };
+                if digits.is_empty() || digits.len() > 18 || !digits.iter().all(u8::is_ascii_digit) {
+                    return None;
+                }
+                let v = digits.iter().fold(0i64, |a, d| a * 10 + (d - b'0') as i64);
+                self.check_int(if neg { -(v as i128) } else { v as i128 }).ok()
+            }
+            ColType::Date if raw.len() == 10 => fast_date(raw).map(Value::Date),
+            ColType::DateTime if raw.len() == 19 => {
+                let d = fast_date(&raw[..10])? as i64;
+                let t = &raw[10..];
+                if t[0] != b' ' || t[3] != b':' || t[6] != b':' {
+                    return None;
+                }
+                let (h, mi, se) = (two(&t[1..3])?, two(&t[4..6])?, two(&t[7..9])?);
+                if h > 23 || mi > 59 || se > 59 {
+                    return None;
+                }
+                Some(Value::DateTime(d * MICROS_PER_DAY + ((h * 60 + mi) * 60 + se) as i64 * 1_000_000))
+            }
+            ColType::Double | ColType::Float => {
+                // Reject what the general parser treats specially; parse the rest here.
+                if raw.is_empty() || !raw.iter().all(|b| b.is_ascii_digit() || b"+-.eE".contains(b)) {
+                    return None;
+                }
+                let s = std::str::from_utf8(raw).ok()?;
+                let v: f64 = s.parse().ok().filter(|v: &f64| v.is_finite())?;
+                Some(Value::Float(if *self == ColType::Float { v as f32 as f64 } else { v }))
+            }
+            _ => None,
         }
     }
 
@@ -452,6 +497,23 @@ fn digits(s: &str) -> Option<u32> {
         return None;
     }
     s.parse().ok()
+}
+
+fn two(b: &[u8]) -> Option<u32> {
+    if b[0].is_ascii_digit() && b[1].is_ascii_digit() { Some(((b[0] - b'0') * 10 + (b[1] - b'0')) as u32) } else { None }
+}
+
+/// `YYYY-MM-DD` from exactly 10 bytes.
+fn fast_date(b: &[u8]) -> Option<i32> {
+    if b[4] != b'-' || b[7] != b'-' {
+        return None;
+    }
+    let y = two(&b[0..2])? * 100 + two(&b[2..4])?;
+    let (m, d) = (two(&b[5..7])?, two(&b[8..10])?);
+    if !(1..=9999).contains(&y) || !(1..=12).contains(&m) || d == 0 || d > days_in_month(y as i32, m) {
+        return None;
+    }
+    Some(days_from_civil(y as i32, m, d))
 }
 
 /// Parses `YYYY-MM-DD` (also `YYYYMMDD`; a time part is accepted and dropped).

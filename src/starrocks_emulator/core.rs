@@ -141,7 +141,7 @@ impl Core {
         let policy = self.policy;
         let mut next = self.next_tablet_id;
         if let Some(tbl) = self.tables.get_mut(&key(&db, &table)) {
-            tbl.apply(&data, &policy, now, &mut next);
+            tbl.apply(data, &policy, now, &mut next);
         }
         self.next_tablet_id = next;
     }

@@ -17,7 +17,7 @@
 //! fails with StarRocks' `too many versions` error, so the error arises from
 //! genuine load frequency.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use crate::starrocks::bucket::hash_value;
@@ -81,8 +81,8 @@ impl Default for VersionPolicy {
 #[derive(Debug)]
 enum Rows {
     Dup(Vec<Vec<Value>>),
-    /// Key columns → full row.
-    Keyed(BTreeMap<Vec<Value>, Vec<Value>>),
+    /// Key columns → value columns.
+    Keyed(HashMap<Vec<Value>, Vec<Value>>),
 }
 
 #[derive(Debug)]
@@ -94,7 +94,7 @@ pub struct Table {
 
 impl Table {
     pub fn new(def: Arc<TableDef>) -> Self {
-        let rows = if def.keys == KeysType::Duplicate { Rows::Dup(Vec::new()) } else { Rows::Keyed(BTreeMap::new()) };
+        let rows = if def.keys == KeysType::Duplicate { Rows::Dup(Vec::new()) } else { Rows::Keyed(HashMap::new()) };
         Table { def, rows, tablets: BTreeMap::new() }
     }
 
@@ -151,7 +151,7 @@ impl Table {
     }
 
     /// Applies one published transaction's batches as one new version.
-    pub fn apply(&mut self, batches: &[StagedBatch], policy: &VersionPolicy, now: u64, next_tablet_id: &mut i64) {
+    pub fn apply(&mut self, batches: Vec<StagedBatch>, policy: &VersionPolicy, now: u64, next_tablet_id: &mut i64) {
         let mut touched: Vec<TabletKey> =
             batches.iter().flat_map(|b| b.rows.iter().map(|r| r.tablet.clone())).collect();
         touched.sort();
@@ -162,74 +162,80 @@ impl Table {
             t.versions_total += 1;
             t.versions_live += 1.0;
         }
+        let def = self.def.clone();
         for b in batches {
-            for r in &b.rows {
-                self.apply_row(r, b);
+            let (partial, mc) = (b.partial, b.merge_condition);
+            for r in b.rows {
+                self.apply_row(&def, r, partial.as_deref(), mc);
             }
         }
     }
 
-    fn apply_row(&mut self, r: &StagedRow, batch: &StagedBatch) {
-        let def = self.def.clone();
+    fn apply_row(&mut self, def: &TableDef, r: StagedRow, partial: Option<&[bool]>, merge_condition: Option<usize>) {
         let nkeys = def.key_columns.len();
-        match &mut self.rows {
-            Rows::Dup(v) => v.push(r.values.clone()),
-            Rows::Keyed(map) => {
-                let key = r.values[..nkeys].to_vec();
-                match def.keys {
-                    KeysType::Aggregate => match map.get_mut(&key) {
-                        None => {
-                            map.insert(key, r.values.clone());
-                        }
-                        Some(old) => {
-                            for ((slot, col), new) in old.iter_mut().zip(&def.columns).zip(&r.values).skip(nkeys) {
-                                let agg = col.agg.unwrap_or(AggFn::Replace);
-                                *slot = merge(agg, std::mem::replace(slot, Value::Null), new);
-                            }
-                        }
-                    },
-                    KeysType::Unique => {
-                        map.insert(key, r.values.clone());
+        let map = match &mut self.rows {
+            Rows::Dup(v) => return v.push(r.values),
+            Rows::Keyed(map) => map,
+        };
+        let mut key = r.values;
+        let vals = key.split_off(nkeys);
+        match def.keys {
+            KeysType::Aggregate => match map.get_mut(&key) {
+                None => {
+                    map.insert(key, vals);
+                }
+                Some(old) => {
+                    for ((slot, col), new) in old.iter_mut().zip(&def.columns[nkeys..]).zip(&vals) {
+                        let agg = col.agg.unwrap_or(AggFn::Replace);
+                        *slot = merge(agg, std::mem::replace(slot, Value::Null), new);
                     }
-                    KeysType::Primary => {
-                        if r.op == RowOp::Delete {
-                            map.remove(&key);
+                }
+            },
+            KeysType::Unique => {
+                map.insert(key, vals);
+            }
+            KeysType::Primary => {
+                if r.op == RowOp::Delete {
+                    map.remove(&key);
+                    return;
+                }
+                match map.get_mut(&key) {
+                    Some(old) => {
+                        if let Some(mc) = merge_condition
+                            && vals[mc - nkeys] < old[mc - nkeys]
+                        {
                             return;
                         }
-                        match map.get_mut(&key) {
-                            Some(old) => {
-                                if let Some(mc) = batch.merge_condition
-                                    && r.values[mc] < old[mc]
-                                {
-                                    return;
-                                }
-                                match &batch.partial {
-                                    Some(mask) => {
-                                        for (i, keep) in mask.iter().enumerate() {
-                                            if *keep {
-                                                old[i] = r.values[i].clone();
-                                            }
-                                        }
+                        match partial {
+                            Some(mask) => {
+                                for ((slot, new), keep) in old.iter_mut().zip(vals).zip(&mask[nkeys..]) {
+                                    if *keep {
+                                        *slot = new;
                                     }
-                                    None => *old = r.values.clone(),
                                 }
                             }
-                            None => {
-                                map.insert(key, r.values.clone());
-                            }
+                            None => *old = vals,
                         }
                     }
-                    KeysType::Duplicate => unreachable!("duplicate tables store Rows::Dup"),
+                    None => {
+                        map.insert(key, vals);
+                    }
                 }
             }
+            KeysType::Duplicate => unreachable!("duplicate tables store Rows::Dup"),
         }
     }
 
-    /// Visible rows, in key order for keyed tables and load order otherwise.
-    pub fn rows(&self) -> Box<dyn Iterator<Item = &Vec<Value>> + '_> {
+    /// Visible rows (full, in table column order): in key order for keyed
+    /// tables, in load order for duplicate tables.
+    pub fn rows(&self) -> Vec<Vec<Value>> {
         match &self.rows {
-            Rows::Dup(v) => Box::new(v.iter()),
-            Rows::Keyed(m) => Box::new(m.values()),
+            Rows::Dup(v) => v.clone(),
+            Rows::Keyed(m) => {
+                let mut out: Vec<Vec<Value>> = m.iter().map(|(k, v)| k.iter().chain(v).cloned().collect()).collect();
+                out.sort();
+                out
+            }
         }
     }
 
@@ -238,11 +244,6 @@ impl Table {
             Rows::Dup(v) => v.len(),
             Rows::Keyed(m) => m.len(),
         }
-    }
-
-    /// Whether a Primary Key table holds a row with these key values.
-    pub fn has_key(&self, key: &[Value]) -> bool {
-        matches!(&self.rows, Rows::Keyed(m) if m.contains_key(key))
     }
 }
 
@@ -386,9 +387,9 @@ mod tests {
             ],
             RowOp::Upsert,
         );
-        t.apply(&[v1], &p, 0, &mut id);
-        t.apply(&[v2], &p, 0, &mut id);
-        let rows: Vec<_> = t.rows().cloned().collect();
+        t.apply(vec![v1], &p, 0, &mut id);
+        t.apply(vec![v2], &p, 0, &mut id);
+        let rows = t.rows();
         assert_eq!(
             rows,
             vec![vec![s("a"), Value::Int(3), Value::Float(3.0), Value::Float(9.0), Value::Null, Value::Int(7)]]
@@ -406,16 +407,16 @@ mod tests {
             vec![vec![Value::Int(1), s("a"), Value::Int(10)], vec![Value::Int(2), s("b"), Value::Int(20)]],
             RowOp::Upsert,
         );
-        t.apply(&[b], &p, 0, &mut id);
+        t.apply(vec![b], &p, 0, &mut id);
         let mut partial = stage(&mut t, vec![vec![Value::Int(1), Value::Null, Value::Int(11)]], RowOp::Upsert);
         partial.partial = Some(vec![true, false, true]);
-        t.apply(&[partial], &p, 0, &mut id);
+        t.apply(vec![partial], &p, 0, &mut id);
         let del = stage(&mut t, vec![vec![Value::Int(2), Value::Null, Value::Null]], RowOp::Delete);
-        t.apply(&[del], &p, 0, &mut id);
+        t.apply(vec![del], &p, 0, &mut id);
         let mut cond = stage(&mut t, vec![vec![Value::Int(1), s("z"), Value::Int(5)]], RowOp::Upsert);
         cond.merge_condition = Some(2);
-        t.apply(&[cond], &p, 0, &mut id);
-        let rows: Vec<_> = t.rows().cloned().collect();
+        t.apply(vec![cond], &p, 0, &mut id);
+        let rows = t.rows();
         assert_eq!(rows, vec![vec![Value::Int(1), s("a"), Value::Int(11)]]);
     }
 
@@ -428,7 +429,7 @@ mod tests {
         let keys = vec![b.rows[0].tablet.clone()];
         for _ in 0..2 {
             t.check_versions(&keys, &policy, 0, &mut id).unwrap();
-            t.apply(std::slice::from_ref(&b), &policy, 0, &mut id);
+            t.apply(vec![b.clone()], &policy, 0, &mut id);
         }
         let err = t.check_versions(&keys, &policy, 0, &mut id).unwrap_err();
         assert!(err.contains("too many versions, current/limit: 4/3"), "{err}");

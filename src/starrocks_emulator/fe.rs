@@ -327,6 +327,7 @@ async fn admin(ctx: &Ctx, rest: &[&str], req: hyper::Request<Incoming>) -> Resul
             };
             let rows: Vec<J> = t
                 .rows()
+                .iter()
                 .map(|r| {
                     let mut m = serde_json::Map::new();
                     for (c, v) in t.def.columns.iter().zip(r) {

@@ -409,6 +409,10 @@ struct RowBuilder<'a> {
     plan: &'a Plan,
     spec: &'a LoadSpec,
     part_cache: HashMap<i64, Arc<str>>,
+    /// The partition of the previous row: consecutive rows usually share it.
+    last_part: Option<(i64, Arc<str>)>,
+    /// Reused per-row buffer of source values.
+    src_buf: Vec<Value>,
     out: Parsed,
 }
 
@@ -441,7 +445,8 @@ impl<'a> RowBuilder<'a> {
             return self.filter(reason, raw);
         }
         // Sources as values: typed by their target column when they have one.
-        let mut src_vals: Vec<Value> = Vec::with_capacity(fields.len());
+        let mut src_vals = std::mem::take(&mut self.src_buf);
+        src_vals.clear();
         for (i, f) in fields.iter().enumerate() {
             let v = match (f, plan.source_target[i]) {
                 (Field::Null, _) => Value::Null,
@@ -483,6 +488,8 @@ impl<'a> RowBuilder<'a> {
         for (i, a) in plan.assign.iter().enumerate() {
             let col = &table.columns[i];
             let v = match a {
+                // In the simple plan each source feeds one column: move it.
+                Assign::Source(s) if plan.simple => std::mem::replace(&mut src_vals[*s], Value::Null),
                 Assign::Source(s) => src_vals[*s].clone(),
                 Assign::Derived(d) => match col.ty.coerce(derived_vals[*d].clone()) {
                     Ok(v) => v,
@@ -550,7 +557,14 @@ impl<'a> RowBuilder<'a> {
             Ok(k) => k,
             Err(msg) => return self.filter(msg, raw),
         };
-        let part = self.part_cache.entry(pkey).or_insert_with(|| partition_label(table, pkey).into()).clone();
+        let part = match &self.last_part {
+            Some((k, p)) if *k == pkey => p.clone(),
+            _ => {
+                let p = self.part_cache.entry(pkey).or_insert_with(|| partition_label(table, pkey).into()).clone();
+                self.last_part = Some((pkey, p.clone()));
+                p
+            }
+        };
         if let Some(allowed) = &self.spec.partitions
             && !allowed.iter().any(|p| p.eq_ignore_ascii_case(&part))
         {
@@ -563,6 +577,7 @@ impl<'a> RowBuilder<'a> {
         let bucket = h.finalize() % table.buckets;
         self.out.counts.loaded += 1;
         self.out.batch.rows.push(StagedRow { values, op, tablet: (part, bucket) });
+        self.src_buf = src_vals;
     }
 }
 
@@ -584,7 +599,14 @@ fn json_scalar(j: &serde_json::Value) -> Value {
 
 /// Parses a (decompressed) body into staged rows.
 pub fn parse_body(spec: &LoadSpec, plan: &Plan, body: &[u8]) -> Result<Parsed, String> {
-    let mut b = RowBuilder { plan, spec, part_cache: HashMap::new(), out: Parsed::default() };
+    let mut b = RowBuilder {
+        plan,
+        spec,
+        part_cache: HashMap::new(),
+        last_part: None,
+        src_buf: Vec::new(),
+        out: Parsed::default(),
+    };
     b.out.counts.bytes = body.len() as u64;
     match spec.format {
         Format::Csv => parse_csv(&mut b, body),
@@ -611,6 +633,7 @@ pub fn parse_body(spec: &LoadSpec, plan: &Plan, body: &[u8]) -> Result<Parsed, S
 fn parse_csv(b: &mut RowBuilder<'_>, body: &[u8]) {
     let spec = b.spec;
     let rows = split_rows(body, &spec.row_delim, spec.enclose, spec.escape);
+    b.out.batch.rows.reserve(rows.len());
     let mut fields: Vec<Field<'_>> = Vec::with_capacity(b.plan.sources.len());
     for line in rows.into_iter().skip(spec.skip_header) {
         fields.clear();
