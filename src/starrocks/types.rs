@@ -18,6 +18,7 @@
 use std::cmp::Ordering;
 use std::fmt;
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 
 /// A column type of the subset rockfeed generates and the emulator accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,20 +86,7 @@ impl ColType {
     /// Converts a text field to a typed value. `\N` handling is the caller's.
     pub fn parse(&self, raw: &[u8]) -> Result<Value, ConvError> {
         match self {
-            ColType::Char(n) | ColType::Varchar(n) => {
-                if raw.len() > *n as usize {
-                    return Err(ConvError::TooLong { len: raw.len(), max: *n });
-                }
-                let s = std::str::from_utf8(raw).map_err(|_| ConvError::InvalidUtf8)?;
-                Ok(Value::Str(s.into()))
-            }
-            ColType::String => {
-                if raw.len() > MAX_VARCHAR_LEN as usize {
-                    return Err(ConvError::TooLong { len: raw.len(), max: MAX_VARCHAR_LEN });
-                }
-                let s = std::str::from_utf8(raw).map_err(|_| ConvError::InvalidUtf8)?;
-                Ok(Value::Str(s.into()))
-            }
+            ColType::Char(_) | ColType::Varchar(_) | ColType::String => Ok(Value::Str(self.check_str(raw)?.into())),
             _ => {
                 if let Some(v) = self.parse_fast(raw) {
                     return Ok(v);
@@ -107,6 +95,18 @@ impl ColType {
                 self.parse_str(s.trim())
             }
         }
+    }
+
+    /// Validates a string field (byte length and UTF-8) without allocating.
+    pub fn check_str<'a>(&self, raw: &'a [u8]) -> Result<&'a str, ConvError> {
+        let max = match self {
+            ColType::Char(n) | ColType::Varchar(n) => *n,
+            _ => MAX_VARCHAR_LEN,
+        };
+        if raw.len() > max as usize {
+            return Err(ConvError::TooLong { len: raw.len(), max });
+        }
+        std::str::from_utf8(raw).map_err(|_| ConvError::InvalidUtf8)
     }
 
     /// Byte-level fast paths for the canonical forms (plain integers,
@@ -266,7 +266,7 @@ pub enum Value {
     Float(f64),
     /// Unscaled decimal; the scale is the column's.
     Decimal(i128),
-    Str(Box<str>),
+    Str(Arc<str>),
     Date(i32),
     DateTime(i64),
 }
@@ -500,7 +500,11 @@ fn digits(s: &str) -> Option<u32> {
 }
 
 fn two(b: &[u8]) -> Option<u32> {
-    if b[0].is_ascii_digit() && b[1].is_ascii_digit() { Some(((b[0] - b'0') * 10 + (b[1] - b'0')) as u32) } else { None }
+    if b[0].is_ascii_digit() && b[1].is_ascii_digit() {
+        Some(((b[0] - b'0') * 10 + (b[1] - b'0')) as u32)
+    } else {
+        None
+    }
 }
 
 /// `YYYY-MM-DD` from exactly 10 bytes.

@@ -413,7 +413,55 @@ struct RowBuilder<'a> {
     last_part: Option<(i64, Arc<str>)>,
     /// Reused per-row buffer of source values.
     src_buf: Vec<Value>,
+    /// Shares repeated string values (vins, metric names, dims) within a load.
+    strings: Interner,
     out: Parsed,
+}
+
+/// Interns the string values of one load, so a vin or metric name that
+/// repeats on every row is allocated once. Bounded: past `MAX` distinct
+/// strings it stops remembering and allocates per value.
+#[derive(Default)]
+struct Interner {
+    map: HashMap<Box<str>, Arc<str>, std::hash::BuildHasherDefault<FxHasher>>,
+}
+
+impl Interner {
+    const MAX: usize = 65_536;
+
+    fn intern(&mut self, s: &str) -> Arc<str> {
+        if let Some(a) = self.map.get(s) {
+            return a.clone();
+        }
+        let a: Arc<str> = s.into();
+        if self.map.len() < Self::MAX {
+            self.map.insert(s.into(), a.clone());
+        }
+        a
+    }
+}
+
+/// A small multiplicative hasher for short keys (interner lookups); not
+/// DoS-resistant, which is fine for a per-load, bounded table.
+#[derive(Default)]
+struct FxHasher(u64);
+
+impl std::hash::Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut w = [0u8; 8];
+            w[..chunk.len()].copy_from_slice(chunk);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(w)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+    }
+
+    fn write_u8(&mut self, i: u8) {
+        self.write(&[i]);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 /// A field as read from the body, before conversion.
@@ -454,6 +502,9 @@ impl<'a> RowBuilder<'a> {
                 (f, Some(t)) if plan.simple || !matches!(plan.assign[t], Assign::Derived(_)) => {
                     let col = &table.columns[t];
                     let conv = match f {
+                        Field::Text(b) if col.ty.is_string() => {
+                            col.ty.check_str(b).map(|s| Value::Str(self.strings.intern(s)))
+                        }
                         Field::Text(b) => col.ty.parse(b),
                         Field::Json(j) => col.ty.coerce(json_scalar(j)),
                         Field::Null => Ok(Value::Null),
@@ -605,6 +656,7 @@ pub fn parse_body(spec: &LoadSpec, plan: &Plan, body: &[u8]) -> Result<Parsed, S
         part_cache: HashMap::new(),
         last_part: None,
         src_buf: Vec::new(),
+        strings: Interner::default(),
         out: Parsed::default(),
     };
     b.out.counts.bytes = body.len() as u64;
