@@ -413,36 +413,13 @@ struct RowBuilder<'a> {
     last_part: Option<(i64, Arc<str>)>,
     /// Reused per-row buffer of source values.
     src_buf: Vec<Value>,
-    /// Shares repeated string values (vins, metric names, dims) within a load.
-    strings: Interner,
+    /// Distinct (partition key, bucket) pairs the load writes to.
+    touched: std::collections::HashSet<(i64, u32), std::hash::BuildHasherDefault<FxHasher>>,
     out: Parsed,
 }
 
-/// Interns the string values of one load, so a vin or metric name that
-/// repeats on every row is allocated once. Bounded: past `MAX` distinct
-/// strings it stops remembering and allocates per value.
-#[derive(Default)]
-struct Interner {
-    map: HashMap<Box<str>, Arc<str>, std::hash::BuildHasherDefault<FxHasher>>,
-}
-
-impl Interner {
-    const MAX: usize = 65_536;
-
-    fn intern(&mut self, s: &str) -> Arc<str> {
-        if let Some(a) = self.map.get(s) {
-            return a.clone();
-        }
-        let a: Arc<str> = s.into();
-        if self.map.len() < Self::MAX {
-            self.map.insert(s.into(), a.clone());
-        }
-        a
-    }
-}
-
-/// A small multiplicative hasher for short keys (interner lookups); not
-/// DoS-resistant, which is fine for a per-load, bounded table.
+/// A small multiplicative hasher for the per-load set of touched tablets;
+/// not DoS-resistant, which is fine for keys the loader computes itself.
 #[derive(Default)]
 struct FxHasher(u64);
 
@@ -459,8 +436,23 @@ impl std::hash::Hasher for FxHasher {
         self.write(&[i]);
     }
 
+    fn write_u32(&mut self, i: u32) {
+        self.0 = (self.0.rotate_left(5) ^ i as u64).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+
+    fn write_i64(&mut self, i: i64) {
+        self.0 = (self.0.rotate_left(5) ^ i as u64).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+
     fn finish(&self) -> u64 {
-        self.0
+        // murmur3's fmix64: spread the multiply's high bits into the low
+        // bits hashbrown indexes by.
+        let mut h = self.0;
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        h ^ (h >> 33)
     }
 }
 
@@ -502,9 +494,7 @@ impl<'a> RowBuilder<'a> {
                 (f, Some(t)) if plan.simple || !matches!(plan.assign[t], Assign::Derived(_)) => {
                     let col = &table.columns[t];
                     let conv = match f {
-                        Field::Text(b) if col.ty.is_string() => {
-                            col.ty.check_str(b).map(|s| Value::Str(self.strings.intern(s)))
-                        }
+                        Field::Text(b) if col.ty.is_string() => col.ty.check_str(b).map(|s| Value::Str(s.into())),
                         Field::Text(b) => col.ty.parse(b),
                         Field::Json(j) => col.ty.coerce(json_scalar(j)),
                         Field::Null => Ok(Value::Null),
@@ -627,6 +617,7 @@ impl<'a> RowBuilder<'a> {
         }
         let bucket = h.finalize() % table.buckets;
         self.out.counts.loaded += 1;
+        self.touched.insert((pkey, bucket));
         self.out.batch.rows.push(StagedRow { values, op, tablet: (part, bucket) });
         self.src_buf = src_vals;
     }
@@ -656,7 +647,7 @@ pub fn parse_body(spec: &LoadSpec, plan: &Plan, body: &[u8]) -> Result<Parsed, S
         part_cache: HashMap::new(),
         last_part: None,
         src_buf: Vec::new(),
-        strings: Interner::default(),
+        touched: Default::default(),
         out: Parsed::default(),
     };
     b.out.counts.bytes = body.len() as u64;
@@ -672,12 +663,12 @@ pub fn parse_body(spec: &LoadSpec, plan: &Plan, body: &[u8]) -> Result<Parsed, S
             parse_json(&mut b, body)?;
         }
     }
+    let b_touched: Vec<TabletKey> = b.touched.iter().map(|(k, bucket)| (b.part_cache[k].clone(), *bucket)).collect();
     let mut out = b.out;
     out.batch.partial = plan.partial.clone();
     out.batch.merge_condition = plan.merge_condition;
-    let mut touched: Vec<TabletKey> = out.batch.rows.iter().map(|r| r.tablet.clone()).collect();
+    let mut touched: Vec<TabletKey> = b_touched;
     touched.sort();
-    touched.dedup();
     out.touched = touched;
     Ok(out)
 }
