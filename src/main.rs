@@ -64,6 +64,12 @@ struct EmulatorArgs {
     /// Versions compaction removes per tablet per second.
     #[arg(long, default_value_t = 10.0)]
     compaction_per_sec: f64,
+    /// PEM certificate chain: serve the FE over HTTPS (redirects to BEs stay http).
+    #[arg(long, requires = "fe_tls_key")]
+    fe_tls_cert: Option<PathBuf>,
+    /// PEM private key for --fe-tls-cert.
+    #[arg(long, requires = "fe_tls_cert")]
+    fe_tls_key: Option<PathBuf>,
     /// Largest load body in MB (BE streaming_load_max_mb).
     #[arg(long, default_value_t = 10_240)]
     streaming_load_max_mb: u64,
@@ -90,9 +96,10 @@ async fn run_emulator(a: EmulatorArgs) -> Result<(), Box<dyn std::error::Error>>
     };
     cfg.versions = VersionPolicy { max_versions: a.max_versions, compaction_per_sec: a.compaction_per_sec };
     cfg.max_body_bytes = a.streaming_load_max_mb * 1024 * 1024;
+    cfg.fe_tls = a.fe_tls_cert.zip(a.fe_tls_key);
     let tables = cfg.catalog.tables.len();
     let emu = Emulator::start(cfg).await?;
-    println!("StarRocks emulator: FE http://{} BE {:?} ({tables} tables). Ctrl-C stops it.", emu.fe_addr, emu.be_addrs);
+    println!("StarRocks emulator: FE {} BE {:?} ({tables} tables). Ctrl-C stops it.", emu.fe_url(), emu.be_addrs);
     tokio::signal::ctrl_c().await?;
     emu.shutdown().await;
     Ok(())

@@ -868,3 +868,93 @@ fn state_dir_survives_a_restart_with_labels_data_and_prepared_txns() {
     let (_, j) = t.stream_load("mydatabase", "table1", "keep1", &f, &["-H", "column_separator:,"]);
     assert_eq!(j["ExistingJobStatus"], "FINISHED");
 }
+
+#[test]
+fn https_fe_redirects_to_plain_http_be() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("fe.pem"), dir.path().join("fe.key"));
+    let out = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl is required (tests/run.sh installs it)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let t = TestEmu::start_with(|c| c.fe_tls = Some((cert.clone(), key.clone())));
+    assert!(t.fe.starts_with("https://"), "{}", t.fe);
+    let f = t.file("e.csv", CSV);
+    let url = format!("{}/api/mydatabase/table1/_stream_load", t.fe);
+    let auth = format!("root:{PW}");
+    let ca = cert.to_str().unwrap();
+    let (_, head) = curl(&[
+        "-i",
+        "--cacert",
+        ca,
+        "-u",
+        &auth,
+        "-H",
+        "Expect:100-continue",
+        "-T",
+        f.to_str().unwrap(),
+        "-XPUT",
+        &url,
+    ]);
+    let be = t.emu().be_addrs[0];
+    assert!(head.contains(&format!("location: http://{be}/api/mydatabase/table1/_stream_load")), "{head}");
+    let (code, out) = curl(&[
+        "--cacert",
+        ca,
+        "--location-trusted",
+        "-u",
+        &auth,
+        "-H",
+        "label:tls1",
+        "-H",
+        "Expect:100-continue",
+        "-H",
+        "column_separator:,",
+        "-T",
+        f.to_str().unwrap(),
+        "-XPUT",
+        &url,
+    ]);
+    assert_eq!(code, 0);
+    assert!(out.contains("\"Status\": \"Success\""), "{out}");
+}
+
+#[test]
+fn advertised_unresolvable_be_host_fails_to_connect_like_the_docker_pitfall() {
+    let t = TestEmu::start_with(|c| c.be_advertise = vec!["be-1.invalid:8040".into()]);
+    let f = t.file("e.csv", CSV);
+    let (code, _) = t.stream_load("mydatabase", "table1", "dns1", &f, &[]);
+    assert_eq!(code, 6, "curl: could not resolve host");
+}
+
+#[test]
+fn prepare_and_idle_timeouts_abort_transactions() {
+    let t = TestEmu::start();
+    let f = t.file("e.csv", CSV);
+    t.txn("begin", "test_db", Some("table1"), "to1", &["-H", "timeout:1"]);
+    t.txn("begin", "test_db", Some("table1"), "idle1", &["-H", "idle_transaction_timeout:1"]);
+    t.txn("load", "test_db", Some("table1"), "idle1", &["-T", f.to_str().unwrap(), "-H", "column_separator: ,"]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while t.state("test_db", "to1") != "ABORTED" || t.state("test_db", "idle1") != "ABORTED" {
+        assert!(std::time::Instant::now() < deadline, "timeouts never fired");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let j = t.txn("prepare", "test_db", None, "idle1", &[]);
+    assert_eq!(j["Status"], "TXN_NOT_EXISTS", "{j}");
+}
+
+#[test]
+fn oversize_bodies_fail_with_the_streaming_load_max_mb_message() {
+    let t = TestEmu::start_with(|c| c.max_body_bytes = 16);
+    let f = t.file("e.csv", CSV);
+    let (_, j) = t.stream_load("mydatabase", "table1", "big1", &f, &["-H", "column_separator:,"]);
+    assert_eq!(j["Status"], "Fail");
+    let m = j["Message"].as_str().unwrap();
+    assert!(m.starts_with("body size") && m.contains("streaming_load_max_mb"), "{m}");
+    assert_eq!(t.state("mydatabase", "big1"), "ABORTED");
+}

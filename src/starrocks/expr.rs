@@ -275,7 +275,7 @@ impl Expr {
             Expr::Col(c) => col(c).ok_or_else(|| format!("Unknown column '{c}'"))?,
             Expr::Neg(e) => match e.eval(col)? {
                 Value::Null => Value::Null,
-                Value::Int(i) => Value::Int(-i),
+                Value::Int(i) => i.checked_neg().map(Value::Int).unwrap_or(Value::Null),
                 v => Value::Float(-num(&v)?),
             },
             Expr::Not(e) => match truth(&e.eval(col)?) {
@@ -486,7 +486,7 @@ fn call(name: &str, a: Vec<Value>) -> Result<Value, String> {
         "abs" => {
             arity(name, &a, 1..=1)?;
             match &a[0] {
-                Value::Int(i) => Value::Int(i.abs()),
+                Value::Int(i) => i.checked_abs().map(Value::Int).unwrap_or(Value::Null),
                 v => Value::Float(num(v)?.abs()),
             }
         }
@@ -504,8 +504,12 @@ fn call(name: &str, a: Vec<Value>) -> Result<Value, String> {
         }
         "from_unixtime" => {
             arity(name, &a, 1..=1)?;
-            let secs = num(&a[0])? as i64;
-            Value::Str(format_datetime(secs * 1_000_000).into())
+            // Years 1..9999 only, as DATETIME allows.
+            let secs = num(&a[0])?;
+            if !(-62_135_596_800.0..=253_402_300_799.0).contains(&secs) {
+                return Ok(Value::Null);
+            }
+            Value::Str(format_datetime(secs as i64 * 1_000_000).into())
         }
         "unix_timestamp" => {
             arity(name, &a, 1..=1)?;

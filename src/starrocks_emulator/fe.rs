@@ -74,7 +74,7 @@ fn to_be(ctx: &Ctx, be: usize, req: &hyper::Request<Incoming>, label: Option<&st
     if let Some(f) = ctx.faults.check(Point::FeRedirect, label, table) {
         match f.kind {
             FaultKind::NoBackendAlive => return ddl_exception("No backend alive."),
-            FaultKind::RedirectLoop => return redirect(&format!("http://{}{pq}", ctx.fe_location)),
+            FaultKind::RedirectLoop => return redirect(&format!("{}{pq}", ctx.fe_base)),
             FaultKind::RedirectUnreachable => {
                 return redirect(&format!("http://{}{pq}", ctx.cfg.unreachable));
             }
@@ -98,13 +98,13 @@ pub async fn handle(ctx: Arc<Ctx>, role: Role, req: hyper::Request<Incoming>) ->
         }
         (&Method::GET, ["api", db, "get_load_state"]) => {
             if role == Role::Follower {
-                return Ok(redirect(&format!("http://{}{}", ctx.fe_location, path_and_query(&req))));
+                return Ok(redirect(&format!("{}{}", ctx.fe_base, path_and_query(&req))));
             }
             Ok(load_state(&ctx, db, query_param(req.uri().query(), "label")))
         }
         (&Method::POST | &Method::PUT, ["api", "transaction", op]) => {
             if role == Role::Follower {
-                return Ok(redirect(&format!("http://{}{}", ctx.fe_location, path_and_query(&req))));
+                return Ok(redirect(&format!("{}{}", ctx.fe_base, path_and_query(&req))));
             }
             Ok(transaction(&ctx, op, &req))
         }

@@ -109,9 +109,53 @@ pub async fn read_body(mut body: Incoming, limit: u64, drop_after: Option<u64>) 
     Ok(buf.freeze())
 }
 
-/// Accepts connections until `shutdown` flips, serving each with `handler`.
-pub async fn serve<H, F>(listener: TcpListener, mut shutdown: watch::Receiver<bool>, handler: Arc<H>)
+/// Loads a PEM certificate chain and private key into a TLS acceptor.
+pub fn tls_acceptor(cert: &std::path::Path, key: &std::path::Path) -> std::io::Result<tokio_rustls::TlsAcceptor> {
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let bad = |what: &str, e: &dyn std::fmt::Display| std::io::Error::other(format!("{what}: {e}"));
+    let certs = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| bad(&format!("cannot read certificate {}", cert.display()), &e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad("bad certificate PEM", &e))?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| bad(&format!("cannot read key {}", key.display()), &e))?;
+    let provider = std::sync::Arc::new(tokio_rustls::rustls::crypto::aws_lc_rs::default_provider());
+    let cfg = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad("TLS versions", &e))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| bad("certificate and key do not fit", &e))?;
+    Ok(tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(cfg)))
+}
+
+/// Serves one connection (plain or TLS) until it ends or `stop` flips.
+async fn serve_conn<IO, H, F>(io: IO, handler: Arc<H>, mut stop: watch::Receiver<bool>)
 where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    H: Fn(hyper::Request<Incoming>) -> F + Send + Sync + 'static,
+    F: Future<Output = Result<Resp, Drop>> + Send + 'static,
+{
+    let svc = service_fn(move |req| {
+        let h = handler.clone();
+        async move { h(req).await }
+    });
+    let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(io), svc);
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = stop.changed() => { conn.as_mut().graceful_shutdown(); let _ = conn.await; }
+    }
+}
+
+/// Accepts connections until `shutdown` flips, serving each with `handler`,
+/// over TLS when an acceptor is given.
+pub async fn serve<H, F>(
+    listener: TcpListener,
+    mut shutdown: watch::Receiver<bool>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    handler: Arc<H>,
+) where
     H: Fn(hyper::Request<Incoming>) -> F + Send + Sync + 'static,
     F: Future<Output = Result<Resp, Drop>> + Send + 'static,
 {
@@ -129,18 +173,14 @@ where
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let h = handler.clone();
-                let mut stop = shutdown.clone();
+                let (h, stop, tls) = (handler.clone(), shutdown.clone(), tls.clone());
                 tokio::spawn(async move {
-                    let svc = service_fn(move |req| {
-                        let h = h.clone();
-                        async move { h(req).await }
-                    });
-                    let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
-                    tokio::pin!(conn);
-                    tokio::select! {
-                        _ = conn.as_mut() => {}
-                        _ = stop.changed() => { conn.as_mut().graceful_shutdown(); let _ = conn.await; }
+                    match tls {
+                        None => serve_conn(stream, h, stop).await,
+                        Some(acceptor) => match acceptor.accept(stream).await {
+                            Ok(s) => serve_conn(s, h, stop).await,
+                            Err(e) => tracing::debug!(error = %e, "TLS handshake failed."),
+                        },
                     }
                 });
             }

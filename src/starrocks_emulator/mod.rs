@@ -80,6 +80,10 @@ pub struct EmulatorConfig {
     pub max_body_bytes: u64,
     /// Where the `redirect_unreachable` fault points.
     pub unreachable: String,
+    /// Serve the FE (leader and follower) over HTTPS with this PEM
+    /// certificate chain and key. Redirects to BEs stay `http://`, as the
+    /// real FE hard-codes the scheme.
+    pub fe_tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl EmulatorConfig {
@@ -99,6 +103,7 @@ impl EmulatorConfig {
             versions: VersionPolicy::default(),
             max_body_bytes: 10 * 1024 * 1024 * 1024,
             unreachable: "127.0.0.1:1".to_string(),
+            fe_tls: None,
         }
     }
 }
@@ -111,6 +116,8 @@ pub enum EmulatorError {
     State(std::io::Error),
     #[error("at least one BE address is needed")]
     NoBackend,
+    #[error("FE TLS: {0}")]
+    Tls(std::io::Error),
 }
 
 /// State shared by all listeners.
@@ -118,8 +125,8 @@ pub(crate) struct Ctx {
     pub cfg: EmulatorConfig,
     pub core: Mutex<Core>,
     pub faults: Faults,
-    /// `host:port` of the leader FE, for follower redirects and loops.
-    pub fe_location: String,
+    /// `scheme://host:port` of the leader FE, for follower redirects and loops.
+    pub fe_base: String,
     /// `host:port` each BE is advertised as in `Location`.
     pub be_locations: Vec<String>,
     /// Round-robin cursor over BEs for stream loads.
@@ -178,18 +185,23 @@ impl Emulator {
         let ctx = Arc::new(Ctx {
             core: Mutex::new(core),
             faults: Faults::default(),
-            fe_location: fe_addr.to_string(),
+            fe_base: format!("{}://{fe_addr}", if cfg.fe_tls.is_some() { "https" } else { "http" }),
             be_locations,
             rr: AtomicUsize::new(0),
             seq: AtomicU64::new(now_ms()),
             cfg,
         });
+        let tls = match &ctx.cfg.fe_tls {
+            Some((cert, key)) => Some(http::tls_acceptor(cert, key).map_err(EmulatorError::Tls)?),
+            None => None,
+        };
         let (tx, rx) = watch::channel(false);
         let mut tasks = Vec::new();
         let c = ctx.clone();
         tasks.push(tokio::spawn(http::serve(
             fe,
             rx.clone(),
+            tls.clone(),
             Arc::new(move |req| fe::handle(c.clone(), fe::Role::Leader, req)),
         )));
         if let Some(l) = follower {
@@ -197,12 +209,18 @@ impl Emulator {
             tasks.push(tokio::spawn(http::serve(
                 l,
                 rx.clone(),
+                tls.clone(),
                 Arc::new(move |req| fe::handle(c.clone(), fe::Role::Follower, req)),
             )));
         }
         for (i, l) in bes.into_iter().enumerate() {
             let c = ctx.clone();
-            tasks.push(tokio::spawn(http::serve(l, rx.clone(), Arc::new(move |req| be::handle(c.clone(), i, req)))));
+            tasks.push(tokio::spawn(http::serve(
+                l,
+                rx.clone(),
+                None,
+                Arc::new(move |req| be::handle(c.clone(), i, req)),
+            )));
         }
         // Publishes delayed commits and enforces timeouts without traffic.
         let c = ctx.clone();
@@ -220,9 +238,9 @@ impl Emulator {
         Ok(Emulator { fe_addr, be_addrs, follower_addr, ctx, shutdown: tx, tasks })
     }
 
-    /// `http://host:port` of the leader FE.
+    /// `http(s)://host:port` of the leader FE.
     pub fn fe_url(&self) -> String {
-        format!("http://{}", self.fe_addr)
+        self.ctx.fe_base.clone()
     }
 
     /// The fault switchboard (same as the admin endpoint).
