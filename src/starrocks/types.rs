@@ -15,10 +15,10 @@
 //!   since 1970-01-01 00:00:00 (no time zone: StarRocks DATETIME is naive).
 //! - FLOAT values are rounded to `f32` on conversion, as the column stores them.
 
+use compact_str::CompactString;
 use std::cmp::Ordering;
 use std::fmt;
 use std::hash::{Hash, Hasher};
-use std::sync::Arc;
 
 /// A column type of the subset rockfeed generates and the emulator accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,16 +97,42 @@ impl ColType {
         }
     }
 
+    /// Like [`ColType::parse`] for text already known to be UTF-8.
+    pub fn parse_text(&self, s: &str) -> Result<Value, ConvError> {
+        match self {
+            ColType::Char(_) | ColType::Varchar(_) | ColType::String => Ok(Value::Str(self.check_str_len(s)?.into())),
+            ColType::Double | ColType::Float => match self.parse_float(s) {
+                Some(v) => Ok(v),
+                None => self.parse_str(s.trim()),
+            },
+            _ => match self.parse_fast(s.as_bytes()) {
+                Some(v) => Ok(v),
+                None => self.parse_str(s.trim()),
+            },
+        }
+    }
+
+    /// A finite float, or `None` (NaN and infinities are not values).
+    fn parse_float(&self, s: &str) -> Option<Value> {
+        let v: f64 = s.parse().ok().filter(|v: &f64| v.is_finite())?;
+        Some(Value::Float(if *self == ColType::Float { v as f32 as f64 } else { v }))
+    }
+
     /// Validates a string field (byte length and UTF-8) without allocating.
     pub fn check_str<'a>(&self, raw: &'a [u8]) -> Result<&'a str, ConvError> {
+        self.check_str_len(std::str::from_utf8(raw).map_err(|_| ConvError::InvalidUtf8)?)
+    }
+
+    /// Checks an already valid string field against the column's byte length.
+    pub fn check_str_len<'a>(&self, s: &'a str) -> Result<&'a str, ConvError> {
         let max = match self {
             ColType::Char(n) | ColType::Varchar(n) => *n,
             _ => MAX_VARCHAR_LEN,
         };
-        if raw.len() > max as usize {
-            return Err(ConvError::TooLong { len: raw.len(), max });
+        if s.len() > max as usize {
+            return Err(ConvError::TooLong { len: s.len(), max });
         }
-        std::str::from_utf8(raw).map_err(|_| ConvError::InvalidUtf8)
+        Ok(s)
     }
 
     /// Byte-level fast paths for the canonical forms (plain integers,
@@ -138,15 +164,7 @@ impl ColType {
                 }
                 Some(Value::DateTime(d * MICROS_PER_DAY + ((h * 60 + mi) * 60 + se) as i64 * 1_000_000))
             }
-            ColType::Double | ColType::Float => {
-                // Reject what the general parser treats specially; parse the rest here.
-                if raw.is_empty() || !raw.iter().all(|b| b.is_ascii_digit() || b"+-.eE".contains(b)) {
-                    return None;
-                }
-                let s = std::str::from_utf8(raw).ok()?;
-                let v: f64 = s.parse().ok().filter(|v: &f64| v.is_finite())?;
-                Some(Value::Float(if *self == ColType::Float { v as f32 as f64 } else { v }))
-            }
+            ColType::Double | ColType::Float => self.parse_float(std::str::from_utf8(raw).ok()?),
             _ => None,
         }
     }
@@ -266,7 +284,7 @@ pub enum Value {
     Float(f64),
     /// Unscaled decimal; the scale is the column's.
     Decimal(i128),
-    Str(Arc<str>),
+    Str(CompactString),
     Date(i32),
     DateTime(i64),
 }

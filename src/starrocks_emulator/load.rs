@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use http::HeaderMap;
 
-use super::engine::{RowOp, StagedBatch, StagedRow, TabletKey, partition_key, partition_label};
+use super::engine::{FastHash, RowOp, StagedBatch, StagedRow, TabletKey, partition_key, partition_label};
 use super::registry::LoadCounts;
 use crate::starrocks::ddl::{AggFn, KeysType, TableDef};
 use crate::starrocks::expr::{Expr, parse_expr, parse_with, truth};
@@ -407,6 +407,8 @@ pub fn decompress(codec: Option<Codec>, body: &[u8]) -> Result<Cow<'_, [u8]>, St
 
 struct RowBuilder<'a> {
     plan: &'a Plan,
+    /// The whole body, when it is valid UTF-8 (checked once, not per field).
+    body_str: Option<&'a str>,
     spec: &'a LoadSpec,
     part_cache: HashMap<i64, Arc<str>>,
     /// The partition of the previous row: consecutive rows usually share it.
@@ -414,46 +416,8 @@ struct RowBuilder<'a> {
     /// Reused per-row buffer of source values.
     src_buf: Vec<Value>,
     /// Distinct (partition key, bucket) pairs the load writes to.
-    touched: std::collections::HashSet<(i64, u32), std::hash::BuildHasherDefault<FxHasher>>,
+    touched: std::collections::HashSet<(i64, u32), FastHash>,
     out: Parsed,
-}
-
-/// A small multiplicative hasher for the per-load set of touched tablets;
-/// not DoS-resistant, which is fine for keys the loader computes itself.
-#[derive(Default)]
-struct FxHasher(u64);
-
-impl std::hash::Hasher for FxHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut w = [0u8; 8];
-            w[..chunk.len()].copy_from_slice(chunk);
-            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(w)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-        }
-    }
-
-    fn write_u8(&mut self, i: u8) {
-        self.write(&[i]);
-    }
-
-    fn write_u32(&mut self, i: u32) {
-        self.0 = (self.0.rotate_left(5) ^ i as u64).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-
-    fn write_i64(&mut self, i: i64) {
-        self.0 = (self.0.rotate_left(5) ^ i as u64).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-
-    fn finish(&self) -> u64 {
-        // murmur3's fmix64: spread the multiply's high bits into the low
-        // bits hashbrown indexes by.
-        let mut h = self.0;
-        h ^= h >> 33;
-        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-        h ^= h >> 33;
-        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-        h ^ (h >> 33)
-    }
 }
 
 /// A field as read from the body, before conversion.
@@ -464,6 +428,14 @@ enum Field<'a> {
 }
 
 impl<'a> RowBuilder<'a> {
+    /// `b` as a `&str` without re-validating, when it is a slice of the
+    /// already validated body.
+    fn in_body(&self, b: &[u8]) -> Option<&'a str> {
+        let body = self.body_str?;
+        let off = (b.as_ptr() as usize).checked_sub(body.as_ptr() as usize)?;
+        body.get(off..off.checked_add(b.len())?)
+    }
+
     fn filter(&mut self, reason: String, row: &dyn Fn() -> String) {
         self.out.counts.filtered += 1;
         if self.out.errors.len() < 1000 {
@@ -494,8 +466,11 @@ impl<'a> RowBuilder<'a> {
                 (f, Some(t)) if plan.simple || !matches!(plan.assign[t], Assign::Derived(_)) => {
                     let col = &table.columns[t];
                     let conv = match f {
-                        Field::Text(b) if col.ty.is_string() => col.ty.check_str(b).map(|s| Value::Str(s.into())),
-                        Field::Text(b) => col.ty.parse(b),
+                        // Validated once with the whole body: no per-field UTF-8 check.
+                        Field::Text(b) => match self.in_body(b) {
+                            Some(s) => col.ty.parse_text(s),
+                            None => col.ty.parse(b),
+                        },
                         Field::Json(j) => col.ty.coerce(json_scalar(j)),
                         Field::Null => Ok(Value::Null),
                     };
@@ -643,6 +618,7 @@ fn json_scalar(j: &serde_json::Value) -> Value {
 pub fn parse_body(spec: &LoadSpec, plan: &Plan, body: &[u8]) -> Result<Parsed, String> {
     let mut b = RowBuilder {
         plan,
+        body_str: None,
         spec,
         part_cache: HashMap::new(),
         last_part: None,
@@ -673,8 +649,9 @@ pub fn parse_body(spec: &LoadSpec, plan: &Plan, body: &[u8]) -> Result<Parsed, S
     Ok(out)
 }
 
-fn parse_csv(b: &mut RowBuilder<'_>, body: &[u8]) {
+fn parse_csv<'a>(b: &mut RowBuilder<'a>, body: &'a [u8]) {
     let spec = b.spec;
+    b.body_str = std::str::from_utf8(body).ok();
     let rows = split_rows(body, &spec.row_delim, spec.enclose, spec.escape);
     b.out.batch.rows.reserve(rows.len());
     let mut fields: Vec<Field<'_>> = Vec::with_capacity(b.plan.sources.len());
