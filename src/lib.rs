@@ -5,5 +5,6 @@
 //! and the protocol-exact StarRocks emulator ([`starrocks_emulator`]) that
 //! every sink test, the demo and the benchmarks run against.
 
+pub mod sink;
 pub mod starrocks;
 pub mod starrocks_emulator;

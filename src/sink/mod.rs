@@ -1,0 +1,3 @@
+//! Sinks: where aggregated rows go. Today: StarRocks through Stream Load.
+
+pub mod starrocks;
