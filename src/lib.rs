@@ -5,6 +5,8 @@
 //! and the protocol-exact StarRocks emulator ([`starrocks_emulator`]) that
 //! every sink test, the demo and the benchmarks run against.
 
+pub mod decode;
 pub mod sink;
 pub mod starrocks;
 pub mod starrocks_emulator;
+pub mod util;

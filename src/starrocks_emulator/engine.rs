@@ -23,6 +23,7 @@ use std::sync::Arc;
 use crate::starrocks::bucket::hash_value;
 use crate::starrocks::ddl::{AggFn, KeysType, Partitioning, TableDef, TruncUnit};
 use crate::starrocks::types::{MICROS_PER_DAY, Value, civil_from_days, format_date};
+pub use crate::util::hash::FastHash;
 
 /// A row-level operation for Primary Key tables.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -76,64 +77,6 @@ impl Default for VersionPolicy {
         VersionPolicy { max_versions: 1000, compaction_per_sec: 10.0 }
     }
 }
-
-/// A small multiplicative hasher (FxHash-style mixing, murmur3 finish) for
-/// the emulator's row and tablet maps. Not DoS-resistant: the emulator is a
-/// test double, and SipHash on every key was a measurable share of ingest.
-#[derive(Default)]
-pub struct FxHasher(u64);
-
-impl FxHasher {
-    #[inline]
-    fn mix(&mut self, w: u64) {
-        self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-}
-
-impl std::hash::Hasher for FxHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            self.mix(u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]));
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut w = [0u8; 8];
-            w[..rest.len()].copy_from_slice(rest);
-            self.mix(u64::from_le_bytes(w) ^ ((rest.len() as u64) << 59));
-        }
-    }
-
-    fn write_u8(&mut self, i: u8) {
-        self.mix(i as u64);
-    }
-
-    fn write_u32(&mut self, i: u32) {
-        self.mix(i as u64);
-    }
-
-    fn write_u64(&mut self, i: u64) {
-        self.mix(i);
-    }
-
-    fn write_usize(&mut self, i: usize) {
-        self.mix(i as u64);
-    }
-
-    fn finish(&self) -> u64 {
-        // murmur3's fmix64: spread the multiply's high bits into the low
-        // bits hashbrown indexes by.
-        let mut h = self.0;
-        h ^= h >> 33;
-        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-        h ^= h >> 33;
-        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-        h ^ (h >> 33)
-    }
-}
-
-/// `BuildHasher` for [`FxHasher`].
-pub type FastHash = std::hash::BuildHasherDefault<FxHasher>;
 
 /// Stored rows of one table.
 #[derive(Debug)]

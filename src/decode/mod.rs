@@ -1,0 +1,227 @@
+//! Decoding payloads into vehicle samples.
+//!
+//! Two wire forms (field names and the topic template are configurable):
+//! - **wide**: `{"vin":"…","ts":<epoch ms | RFC 3339>,"seq":<u64>,"metrics":{"name":number|bool|null,…}}`,
+//!   or a JSON array of such objects in one message (`wide.rs`);
+//! - **narrow**: topic `<prefix>/{vin}/{metric}` with payload `{"ts":…,"v":…}`
+//!   or a bare number/bool (`narrow.rs`).
+//!
+//! Parsing never builds a DOM: objects are walked with sonic-rs' lazy
+//! iterators, metric names go through the [`catalog::MetricCatalog`] once,
+//! and values land in reused vectors. The parser was chosen by
+//! `benches/decode.rs` (numbers in the README).
+//!
+//! Bad input never panics and never takes good data down with it: a sample
+//! that cannot be trusted (malformed JSON, no vin, no or absurd timestamp) is
+//! rejected whole; a single bad value (a string, an object, a non-finite
+//! number) is rejected alone and the sample's other readings are kept. Every
+//! rejection carries a [`RejectReason`] (a counter label) and a detail for
+//! the dead-letter record.
+
+pub mod catalog;
+pub mod narrow;
+pub mod scan;
+pub mod wide;
+
+use compact_str::CompactString;
+
+use self::catalog::MetricId;
+use crate::starrocks::types::{MICROS_PER_DAY, parse_datetime};
+
+/// One reading of one metric.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Reading {
+    pub metric: MetricId,
+    pub value: f64,
+    /// The payload carried a boolean (stored as 0/1).
+    pub is_bool: bool,
+}
+
+/// One vehicle sample: a vin, an event time, a sequence number and readings.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Sample {
+    pub vin: CompactString,
+    /// Event time, epoch milliseconds (UTC).
+    pub ts_ms: i64,
+    pub seq: Option<u64>,
+    pub readings: Vec<Reading>,
+}
+
+/// Why input was rejected; `as_str` is the counter label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RejectReason {
+    MalformedJson,
+    NotAnObject,
+    MissingVin,
+    BadVin,
+    MissingTs,
+    BadTs,
+    TsOutOfRange,
+    BadSeq,
+    BadValue,
+    NonFinite,
+    CatalogFull,
+    Oversize,
+    BadTopic,
+}
+
+impl RejectReason {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RejectReason::MalformedJson => "malformed_json",
+            RejectReason::NotAnObject => "not_an_object",
+            RejectReason::MissingVin => "missing_vin",
+            RejectReason::BadVin => "bad_vin",
+            RejectReason::MissingTs => "missing_ts",
+            RejectReason::BadTs => "bad_ts",
+            RejectReason::TsOutOfRange => "ts_out_of_range",
+            RejectReason::BadSeq => "bad_seq",
+            RejectReason::BadValue => "bad_value",
+            RejectReason::NonFinite => "non_finite",
+            RejectReason::CatalogFull => "metric_catalog_full",
+            RejectReason::Oversize => "oversize",
+            RejectReason::BadTopic => "bad_topic",
+        }
+    }
+}
+
+/// A rejection: what, why, and (for one sample of an array) which one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reject {
+    pub reason: RejectReason,
+    pub detail: String,
+    /// Index of the sample in an array payload.
+    pub index: Option<usize>,
+}
+
+/// Decoder settings.
+#[derive(Debug, Clone)]
+pub struct DecodeConfig {
+    pub vin_field: String,
+    pub ts_field: String,
+    pub seq_field: String,
+    pub metrics_field: String,
+    /// Narrow form: value field of an object payload.
+    pub value_field: String,
+    /// Narrow form: topic template with `{vin}` and `{metric}` segments.
+    pub topic_template: String,
+    /// Largest payload accepted (bigger ones are rejected whole, counted).
+    pub max_payload_bytes: usize,
+    /// Longest vin accepted.
+    pub max_vin_len: usize,
+    /// Event times further ahead of the receive time are absurd.
+    pub max_future_ms: i64,
+    /// Event times further behind the receive time are absurd.
+    pub max_past_ms: i64,
+}
+
+impl Default for DecodeConfig {
+    fn default() -> Self {
+        DecodeConfig {
+            vin_field: "vin".into(),
+            ts_field: "ts".into(),
+            seq_field: "seq".into(),
+            metrics_field: "metrics".into(),
+            value_field: "v".into(),
+            topic_template: "telemetry/{vin}/{metric}".into(),
+            max_payload_bytes: 4 << 20,
+            max_vin_len: 64,
+            max_future_ms: 3_600_000,
+            max_past_ms: 30 * 86_400_000,
+        }
+    }
+}
+
+/// What one payload decoded into. Reused across payloads to keep
+/// allocations off the hot path.
+#[derive(Debug, Default)]
+pub struct Decoded {
+    pub samples: Vec<Sample>,
+    pub rejects: Vec<Reject>,
+}
+
+impl Decoded {
+    pub fn clear(&mut self) {
+        self.samples.clear();
+        self.rejects.clear();
+    }
+
+    /// Total readings decoded.
+    pub fn readings(&self) -> usize {
+        self.samples.iter().map(|s| s.readings.len()).sum()
+    }
+}
+
+/// Parses an RFC 3339 timestamp (`2024-05-06T07:08:09.123Z`, `…+02:00`)
+/// to epoch milliseconds.
+pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
+    let s = s.trim();
+    let (naive, offset_min) = if let Some(rest) = s.strip_suffix('Z').or_else(|| s.strip_suffix('z')) {
+        (rest, 0i64)
+    } else {
+        // ±HH:MM at the end, after the time part.
+        let cut = s.len().checked_sub(6)?;
+        let (head, tail) = s.split_at(cut);
+        let sign = match tail.as_bytes()[0] {
+            b'+' => 1,
+            b'-' => -1,
+            _ => return None,
+        };
+        let h: i64 = tail.get(1..3)?.parse().ok()?;
+        let m: i64 = tail.get(4..6)?.parse().ok()?;
+        if tail.as_bytes()[3] != b':' || h > 23 || m > 59 {
+            return None;
+        }
+        (head, sign * (h * 60 + m))
+    };
+    if !naive.contains(['T', 't', ' ']) {
+        return None;
+    }
+    let micros = parse_datetime(&naive.replace('t', "T"))?;
+    Some(micros.div_euclid(1000) - offset_min * 60_000)
+}
+
+/// Checks an event time against the receive time.
+pub fn check_ts(ts_ms: i64, now_ms: i64, cfg: &DecodeConfig) -> Result<(), Reject> {
+    if ts_ms > now_ms.saturating_add(cfg.max_future_ms) || ts_ms < now_ms.saturating_sub(cfg.max_past_ms) {
+        return Err(Reject {
+            reason: RejectReason::TsOutOfRange,
+            detail: format!(
+                "event time {ts_ms} ms is outside [now - {} ms, now + {} ms]",
+                cfg.max_past_ms, cfg.max_future_ms
+            ),
+            index: None,
+        });
+    }
+    Ok(())
+}
+
+/// Epoch milliseconds of the start of the day containing `ts_ms`.
+pub fn day_start_ms(ts_ms: i64) -> i64 {
+    ts_ms - ts_ms.rem_euclid(MICROS_PER_DAY / 1000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_with_zone_and_fraction() {
+        assert_eq!(parse_rfc3339_ms("1970-01-01T00:00:01Z"), Some(1000));
+        assert_eq!(parse_rfc3339_ms("1970-01-01T00:00:01.5Z"), Some(1500));
+        assert_eq!(parse_rfc3339_ms("1970-01-01T02:00:00+02:00"), Some(0));
+        assert_eq!(parse_rfc3339_ms("1969-12-31T23:00:00-01:00"), Some(0));
+        assert_eq!(parse_rfc3339_ms("2024-05-06T07:08:09.123456Z"), Some(1_714_979_289_123));
+        assert_eq!(parse_rfc3339_ms("2024-05-06"), None);
+        assert_eq!(parse_rfc3339_ms("yesterday"), None);
+        assert_eq!(parse_rfc3339_ms("2024-05-06T07:08:09+25:00"), None);
+    }
+
+    #[test]
+    fn absurd_times_are_rejected() {
+        let c = DecodeConfig::default();
+        assert!(check_ts(1_000, 1_000, &c).is_ok());
+        assert!(check_ts(1_000 + 3_600_001, 1_000, &c).is_err());
+        assert!(check_ts(-31 * 86_400_000, 0, &c).is_err());
+    }
+}
