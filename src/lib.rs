@@ -6,6 +6,7 @@
 //! every sink test, the demo and the benchmarks run against.
 
 pub mod decode;
+pub mod pipeline;
 pub mod sink;
 pub mod starrocks;
 pub mod starrocks_emulator;

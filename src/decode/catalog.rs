@@ -26,7 +26,9 @@ pub struct MetricCatalog {
 
 /// The catalog is full; the metric is new.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("metric catalog is full ({max} metrics); '{name}' is not admitted")]
+#[error(
+    "metric '{name}' is not admitted: the catalog is full ({max} metrics), or the name is empty, too long or has control characters"
+)]
 pub struct CatalogFull {
     pub name: String,
     pub max: usize,
@@ -45,7 +47,12 @@ impl MetricCatalog {
         if let Some(id) = self.ids.get(name) {
             return Ok(*id);
         }
-        if self.names.len() >= self.max || name.is_empty() || name.len() > MAX_METRIC_NAME {
+        if self.names.len() >= self.max
+            || name.is_empty()
+            || name.len() > MAX_METRIC_NAME
+            || name.chars().any(char::is_control)
+            || name == "\\N"
+        {
             return Err(CatalogFull { name: name.chars().take(MAX_METRIC_NAME).collect(), max: self.max });
         }
         let id = MetricId(self.names.len() as u32);
@@ -99,6 +106,8 @@ mod tests {
         assert!(c.intern("soc").is_err());
         assert_eq!(c.intern("speed").unwrap(), a, "known names still resolve when full");
         assert!(MetricCatalog::new(10).intern(&"x".repeat(129)).is_err());
+        assert!(MetricCatalog::new(10).intern("bad\x01name").is_err());
+        assert!(MetricCatalog::new(10).intern("line\nbreak").is_err());
     }
 
     #[test]

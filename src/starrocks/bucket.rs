@@ -17,7 +17,7 @@
 //! The emulator assigns tablets with this function and the pipeline routes
 //! with it, so both sides agree by construction.
 
-use super::types::{ColType, MICROS_PER_DAY, Value, civil_from_days};
+use super::types::{ColType, Value, write_date, write_datetime};
 
 /// Feeds one typed value into a running bucket hash.
 pub fn hash_value(hasher: &mut crc32fast::Hasher, ty: &ColType, v: &Value) {
@@ -66,44 +66,6 @@ pub fn hash_value(hasher: &mut crc32fast::Hasher, ty: &ColType, v: &Value) {
             hasher.update(&buf[..n]);
         }
     }
-}
-
-fn put(buf: &mut [u8], at: usize, v: u32, width: usize) {
-    let mut v = v;
-    for i in (0..width).rev() {
-        buf[at + i] = b'0' + (v % 10) as u8;
-        v /= 10;
-    }
-}
-
-/// `YYYY-MM-DD` into `buf` without allocating (same text as `format_date`).
-fn write_date(buf: &mut [u8; 26], d: i32) -> usize {
-    let (y, m, dd) = civil_from_days(d);
-    put(buf, 0, y.clamp(0, 9999) as u32, 4);
-    buf[4] = b'-';
-    put(buf, 5, m, 2);
-    buf[7] = b'-';
-    put(buf, 8, dd, 2);
-    10
-}
-
-/// `YYYY-MM-DD HH:MM:SS[.ffffff]` into `buf` (same text as `format_datetime`).
-fn write_datetime(buf: &mut [u8; 26], t: i64) -> usize {
-    write_date(buf, t.div_euclid(MICROS_PER_DAY) as i32);
-    let rem = t.rem_euclid(MICROS_PER_DAY);
-    let (secs, micros) = (rem / 1_000_000, (rem % 1_000_000) as u32);
-    buf[10] = b' ';
-    put(buf, 11, (secs / 3600) as u32, 2);
-    buf[13] = b':';
-    put(buf, 14, (secs / 60 % 60) as u32, 2);
-    buf[16] = b':';
-    put(buf, 17, (secs % 60) as u32, 2);
-    if micros == 0 {
-        return 19;
-    }
-    buf[19] = b'.';
-    put(buf, 20, micros, 6);
-    26
 }
 
 fn rescale(u: i128, from: u8, to: u8) -> i128 {
@@ -175,7 +137,7 @@ mod tests {
 
     #[test]
     fn allocation_free_date_text_matches_display() {
-        use super::super::types::{format_date, format_datetime};
+        use super::super::types::{MICROS_PER_DAY, format_date, format_datetime};
         for t in [0i64, 1_714_978_800_123_456, -86_400_000_001, 253_402_300_799_000_000] {
             let mut b = [0u8; 26];
             let n = write_datetime(&mut b, t);

@@ -612,6 +612,44 @@ pub fn format_datetime(t: i64) -> String {
     if micros == 0 { base } else { format!("{base}.{micros:06}") }
 }
 
+fn put(buf: &mut [u8], at: usize, v: u32, width: usize) {
+    let mut v = v;
+    for i in (0..width).rev() {
+        buf[at + i] = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
+}
+
+/// `YYYY-MM-DD` into `buf` without allocating (same text as `format_date`).
+pub fn write_date(buf: &mut [u8; 26], d: i32) -> usize {
+    let (y, m, dd) = civil_from_days(d);
+    put(buf, 0, y.clamp(0, 9999) as u32, 4);
+    buf[4] = b'-';
+    put(buf, 5, m, 2);
+    buf[7] = b'-';
+    put(buf, 8, dd, 2);
+    10
+}
+
+/// `YYYY-MM-DD HH:MM:SS[.ffffff]` into `buf` (same text as `format_datetime`).
+pub fn write_datetime(buf: &mut [u8; 26], t: i64) -> usize {
+    write_date(buf, t.div_euclid(MICROS_PER_DAY) as i32);
+    let rem = t.rem_euclid(MICROS_PER_DAY);
+    let (secs, micros) = (rem / 1_000_000, (rem % 1_000_000) as u32);
+    buf[10] = b' ';
+    put(buf, 11, (secs / 3600) as u32, 2);
+    buf[13] = b':';
+    put(buf, 14, (secs / 60 % 60) as u32, 2);
+    buf[16] = b':';
+    put(buf, 17, (secs % 60) as u32, 2);
+    if micros == 0 {
+        return 19;
+    }
+    buf[19] = b'.';
+    put(buf, 20, micros, 6);
+    26
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,6 +9,7 @@
 //! semantics.
 
 pub mod client;
+pub mod encode;
 pub mod label;
 pub mod response;
 pub mod retry;

@@ -1,0 +1,261 @@
+//! Tumbling event-time pre-aggregation: a pure state machine, no I/O.
+//!
+//! Readings are folded into `(vehicle, window start, metric, dims)` keys with
+//! count / sum / min / max. The target is a StarRocks *Aggregate* table
+//! (`cnt SUM, total SUM, min MIN, max MAX`), which merges partial rows on
+//! the server, so the aggregator never holds a window open: every epoch
+//! [`WindowAggregator::drain`]s what it has as partial rows, and a late reading
+//! simply produces one more partial row for its window. Only readings older
+//! than `max_lateness_ms` behind the newest event time seen are refused
+//! (dead-lettered by the caller, counted here).
+//!
+//! Keys carry small integers: vehicles are interned per epoch, metrics come
+//! interned from the decoder's catalog, dims are a row of the enrichment
+//! snapshot (`NO_DIMS` when the vehicle is unknown). Equal keys fold in any
+//! order to the same result, which `merge_is_order_independent` checks.
+
+use std::collections::HashMap;
+
+use compact_str::CompactString;
+
+use crate::decode::Sample;
+use crate::decode::catalog::MetricId;
+use crate::util::hash::FastHash;
+
+/// Dims row for vehicles the enrichment snapshot does not know.
+pub const NO_DIMS: u32 = u32::MAX;
+
+/// Count, sum, min and max of the readings of one key.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Agg {
+    pub cnt: u64,
+    pub sum: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl Agg {
+    fn one(v: f64) -> Agg {
+        Agg { cnt: 1, sum: v, min: v, max: v }
+    }
+
+    #[inline]
+    fn add(&mut self, v: f64) {
+        self.cnt += 1;
+        self.sum += v;
+        self.min = self.min.min(v);
+        self.max = self.max.max(v);
+    }
+
+    /// Folds another partial aggregate in (what the Aggregate table does).
+    pub fn merge(&mut self, o: &Agg) {
+        self.cnt += o.cnt;
+        self.sum += o.sum;
+        self.min = self.min.min(o.min);
+        self.max = self.max.max(o.max);
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Key {
+    pub vehicle: u32,
+    pub window_start_ms: i64,
+    pub metric: MetricId,
+    pub dims: u32,
+}
+
+/// One drained partial row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PartialRow<'a> {
+    pub vin: &'a str,
+    pub window_start_ms: i64,
+    pub metric: MetricId,
+    pub dims: u32,
+    pub agg: Agg,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowConfig {
+    /// Window width (default one minute).
+    pub width_ms: i64,
+    /// Readings older than this behind the newest event time are refused.
+    pub max_lateness_ms: i64,
+}
+
+impl Default for WindowConfig {
+    fn default() -> Self {
+        WindowConfig { width_ms: 60_000, max_lateness_ms: 86_400_000 }
+    }
+}
+
+/// What happened to one sample.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Added {
+    /// Its readings were folded in.
+    Folded(usize),
+    /// The sample is older than the lateness bound; nothing was folded.
+    TooLate { watermark_ms: i64 },
+}
+
+#[derive(Debug, Default)]
+pub struct WindowAggregator {
+    cfg: WindowConfig,
+    aggs: HashMap<Key, Agg, FastHash>,
+    vehicles: HashMap<CompactString, u32, FastHash>,
+    vins: Vec<CompactString>,
+    /// Newest event time seen (kept across epochs).
+    max_ts_ms: i64,
+    /// Readings folded since the last drain.
+    pub readings: u64,
+}
+
+/// Start of the tumbling window containing `ts_ms`.
+pub fn window_start(ts_ms: i64, width_ms: i64) -> i64 {
+    ts_ms - ts_ms.rem_euclid(width_ms)
+}
+
+impl WindowAggregator {
+    pub fn new(cfg: WindowConfig) -> Self {
+        WindowAggregator { cfg, max_ts_ms: i64::MIN, ..Default::default() }
+    }
+
+    /// Folds a sample's readings in, with its dims row.
+    pub fn add(&mut self, s: &Sample, dims: u32) -> Added {
+        if self.max_ts_ms != i64::MIN && s.ts_ms < self.max_ts_ms - self.cfg.max_lateness_ms {
+            return Added::TooLate { watermark_ms: self.max_ts_ms - self.cfg.max_lateness_ms };
+        }
+        self.max_ts_ms = self.max_ts_ms.max(s.ts_ms);
+        let vehicle = match self.vehicles.get(s.vin.as_str()) {
+            Some(v) => *v,
+            None => {
+                let v = self.vins.len() as u32;
+                self.vins.push(s.vin.clone());
+                self.vehicles.insert(s.vin.clone(), v);
+                v
+            }
+        };
+        let window_start_ms = window_start(s.ts_ms, self.cfg.width_ms);
+        for r in &s.readings {
+            let key = Key { vehicle, window_start_ms, metric: r.metric, dims };
+            self.aggs.entry(key).and_modify(|a| a.add(r.value)).or_insert_with(|| Agg::one(r.value));
+        }
+        self.readings += s.readings.len() as u64;
+        Added::Folded(s.readings.len())
+    }
+
+    /// Distinct keys held.
+    pub fn len(&self) -> usize {
+        self.aggs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.aggs.is_empty()
+    }
+
+    /// Calls `emit` for every partial row, then forgets them (the epoch's
+    /// vehicles too). Rows come sorted by (vehicle, window, metric, dims) so
+    /// bodies are deterministic for a given input.
+    pub fn drain(&mut self, mut emit: impl FnMut(PartialRow<'_>)) {
+        let mut rows: Vec<(Key, Agg)> = self.aggs.drain().collect();
+        rows.sort_unstable_by(|a, b| {
+            (self.vins[a.0.vehicle as usize].as_str(), a.0).cmp(&(self.vins[b.0.vehicle as usize].as_str(), b.0))
+        });
+        for (k, agg) in rows {
+            emit(PartialRow {
+                vin: &self.vins[k.vehicle as usize],
+                window_start_ms: k.window_start_ms,
+                metric: k.metric,
+                dims: k.dims,
+                agg,
+            });
+        }
+        self.vehicles.clear();
+        self.vins.clear();
+        self.readings = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::Reading;
+
+    fn sample(vin: &str, ts: i64, vals: &[(u32, f64)]) -> Sample {
+        Sample {
+            vin: vin.into(),
+            ts_ms: ts,
+            seq: None,
+            readings: vals.iter().map(|(m, v)| Reading { metric: MetricId(*m), value: *v, is_bool: false }).collect(),
+        }
+    }
+
+    fn drained(a: &mut WindowAggregator) -> Vec<(String, i64, u32, Agg)> {
+        let mut out = Vec::new();
+        a.drain(|r| out.push((r.vin.to_string(), r.window_start_ms, r.metric.0, r.agg)));
+        out
+    }
+
+    #[test]
+    fn readings_fold_per_vehicle_window_and_metric() {
+        let mut a = WindowAggregator::new(WindowConfig::default());
+        a.add(&sample("A", 60_000, &[(0, 1.0), (1, 10.0)]), NO_DIMS);
+        a.add(&sample("A", 119_999, &[(0, 3.0)]), NO_DIMS);
+        a.add(&sample("A", 120_000, &[(0, 5.0)]), NO_DIMS);
+        a.add(&sample("B", 60_500, &[(0, -2.0)]), NO_DIMS);
+        let rows = drained(&mut a);
+        assert_eq!(
+            rows,
+            vec![
+                ("A".into(), 60_000, 0, Agg { cnt: 2, sum: 4.0, min: 1.0, max: 3.0 }),
+                ("A".into(), 60_000, 1, Agg { cnt: 1, sum: 10.0, min: 10.0, max: 10.0 }),
+                ("A".into(), 120_000, 0, Agg { cnt: 1, sum: 5.0, min: 5.0, max: 5.0 }),
+                ("B".into(), 60_000, 0, Agg { cnt: 1, sum: -2.0, min: -2.0, max: -2.0 }),
+            ]
+        );
+        assert!(a.is_empty());
+    }
+
+    #[test]
+    fn late_readings_make_extra_partial_rows_until_the_bound() {
+        let mut a = WindowAggregator::new(WindowConfig { width_ms: 60_000, max_lateness_ms: 600_000 });
+        a.add(&sample("A", 1_000_000, &[(0, 1.0)]), NO_DIMS);
+        drained(&mut a);
+        // Same window again in a later epoch: one more partial row.
+        assert_eq!(a.add(&sample("A", 1_000_001, &[(0, 2.0)]), NO_DIMS), Added::Folded(1));
+        assert_eq!(drained(&mut a).len(), 1);
+        // Older than the bound behind the newest event time: refused.
+        assert_eq!(a.add(&sample("A", 399_999, &[(0, 9.0)]), NO_DIMS), Added::TooLate { watermark_ms: 400_001 });
+    }
+
+    #[test]
+    fn merge_is_order_independent() {
+        // Folding in any order, and merging partials, gives the same aggregate.
+        let vals = [3.5, -1.0, 8.25, 0.0, 2.0, 7.75];
+        let mut whole = WindowAggregator::new(WindowConfig::default());
+        for v in vals {
+            whole.add(&sample("A", 0, &[(0, v)]), 7);
+        }
+        let w = drained(&mut whole)[0].3;
+        let mut rev = WindowAggregator::new(WindowConfig::default());
+        for v in vals.iter().rev() {
+            rev.add(&sample("A", 0, &[(0, *v)]), 7);
+        }
+        assert_eq!(drained(&mut rev)[0].3, w);
+        let mut parts = WindowAggregator::new(WindowConfig::default());
+        let mut merged: Option<Agg> = None;
+        for chunk in vals.chunks(2) {
+            for v in chunk {
+                parts.add(&sample("A", 0, &[(0, *v)]), 7);
+            }
+            let p = drained(&mut parts)[0].3;
+            merged.get_or_insert(Agg { cnt: 0, sum: 0.0, min: f64::INFINITY, max: f64::NEG_INFINITY }).merge(&p);
+        }
+        assert_eq!(merged.unwrap(), w);
+    }
+
+    #[test]
+    fn window_start_handles_negative_times() {
+        assert_eq!(window_start(-1, 60_000), -60_000);
+        assert_eq!(window_start(59_999, 60_000), 0);
+    }
+}

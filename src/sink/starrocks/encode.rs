@@ -1,0 +1,138 @@
+//! CSV bodies for Stream Load: `\x01` between fields, `\n` between rows,
+//! `\N` for NULL, and an explicit `columns` header so schema-order drift
+//! cannot misplace a value (`starrocks-stream-load.md` §2).
+//!
+//! Text fields must not contain the separator or the delimiter; rockfeed
+//! validates vins, metric names and dims where they enter (decode, catalog,
+//! enrichment), and the encoder refuses them again rather than emit a row
+//! StarRocks would misparse. Floats are written shortest-round-trip (ryu),
+//! so `total` survives the trip bit for bit.
+
+use crate::pipeline::window::PartialRow;
+use crate::starrocks::types::write_datetime;
+
+pub const SEPARATOR: u8 = 0x01;
+/// The `column_separator` header value for [`SEPARATOR`].
+pub const SEPARATOR_HEADER: &str = "\\x01";
+
+/// A text field unfit for the CSV body.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("field '{0}' contains a separator, newline or NUL")]
+pub struct UnsafeField(pub String);
+
+/// Checks a text field before it is encoded.
+pub fn check_field(s: &str) -> Result<(), UnsafeField> {
+    if s.bytes().any(|b| b == SEPARATOR || b == b'\n' || b == b'\r' || b == 0) || s == "\\N" {
+        return Err(UnsafeField(s.chars().take(64).collect()));
+    }
+    Ok(())
+}
+
+/// Builds a `telemetry_1m` body: vehicle_id, window_start, metric, dims…,
+/// cnt, total, min, max.
+#[derive(Debug, Default)]
+pub struct TelemetryCsv {
+    pub buf: Vec<u8>,
+    pub rows: u64,
+}
+
+fn push_f64(buf: &mut Vec<u8>, v: f64) {
+    let mut b = ryu::Buffer::new();
+    buf.extend_from_slice(b.format_finite(v).as_bytes());
+}
+
+impl TelemetryCsv {
+    /// The `columns` header for these dims.
+    pub fn columns(dims: &[String]) -> String {
+        let mut c = vec!["vehicle_id".to_string(), "window_start".into(), "metric".into()];
+        c.extend(dims.iter().cloned());
+        c.extend(["cnt".into(), "total".into(), "min".into(), "max".into()]);
+        c.join(",")
+    }
+
+    /// Appends one partial row; `dims` are the vehicle's dim values (or
+    /// `None` per unknown dim).
+    pub fn push(&mut self, row: &PartialRow<'_>, metric: &str, dims: &[Option<&str>]) -> Result<(), UnsafeField> {
+        check_field(row.vin)?;
+        check_field(metric)?;
+        for d in dims.iter().flatten() {
+            check_field(d)?;
+        }
+        let b = &mut self.buf;
+        b.extend_from_slice(row.vin.as_bytes());
+        b.push(SEPARATOR);
+        let mut t = [0u8; 26];
+        let n = write_datetime(&mut t, row.window_start_ms * 1000);
+        b.extend_from_slice(&t[..n]);
+        b.push(SEPARATOR);
+        b.extend_from_slice(metric.as_bytes());
+        for d in dims {
+            b.push(SEPARATOR);
+            match d {
+                Some(v) => b.extend_from_slice(v.as_bytes()),
+                None => b.extend_from_slice(b"\\N"),
+            }
+        }
+        b.push(SEPARATOR);
+        b.extend_from_slice(itoa::Buffer::new().format(row.agg.cnt).as_bytes());
+        for v in [row.agg.sum, row.agg.min, row.agg.max] {
+            b.push(SEPARATOR);
+            push_f64(b, v);
+        }
+        b.push(b'\n');
+        self.rows += 1;
+        Ok(())
+    }
+
+    pub fn clear(&mut self) {
+        self.buf.clear();
+        self.rows = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::catalog::MetricId;
+    use crate::pipeline::window::Agg;
+
+    #[test]
+    fn rows_encode_with_separator_null_and_round_trip_floats() {
+        let mut c = TelemetryCsv::default();
+        let row = PartialRow {
+            vin: "VIN1",
+            window_start_ms: 1_714_979_280_000,
+            metric: MetricId(0),
+            dims: 0,
+            agg: Agg { cnt: 3, sum: 0.1 + 0.2, min: -1.5, max: 1e300 },
+        };
+        c.push(&row, "speed", &[Some("f1"), None]).unwrap();
+        let text = String::from_utf8(c.buf.clone()).unwrap();
+        assert_eq!(
+            text,
+            "VIN1\x012024-05-06 07:08:00\x01speed\x01f1\x01\\N\x013\x010.30000000000000004\x01-1.5\x011e300\n"
+        );
+        let total: f64 = text.split('\x01').nth(6).unwrap().parse().unwrap();
+        assert_eq!(total, 0.1 + 0.2);
+        assert_eq!(
+            TelemetryCsv::columns(&["fleet".into(), "region".into()]),
+            "vehicle_id,window_start,metric,fleet,region,cnt,total,min,max"
+        );
+    }
+
+    #[test]
+    fn unsafe_fields_are_refused() {
+        let mut c = TelemetryCsv::default();
+        let row = PartialRow {
+            vin: "V\x01X",
+            window_start_ms: 0,
+            metric: MetricId(0),
+            dims: 0,
+            agg: Agg { cnt: 1, sum: 1.0, min: 1.0, max: 1.0 },
+        };
+        assert!(c.push(&row, "m", &[]).is_err());
+        assert!(check_field("a\nb").is_err());
+        assert!(check_field("\\N").is_err());
+        assert!(c.buf.is_empty(), "nothing half-written");
+    }
+}
