@@ -95,7 +95,7 @@ async fn decoded_aggregated_and_loaded_rows_equal_an_independent_audit() {
         }
         for (k, agg) in shards.iter_mut().enumerate() {
             let mut csv = TelemetryCsv::default();
-            agg.drain(|row| csv.push(&row, catalog.name(row.metric), &[None, None, None]).unwrap());
+            agg.drain(|g| csv.push_group(&g, &[None, None, None], |m| catalog.name(m)).unwrap());
             if csv.rows == 0 {
                 continue;
             }

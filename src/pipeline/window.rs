@@ -56,22 +56,15 @@ impl Agg {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Key {
-    pub vehicle: u32,
-    pub window_start_ms: i64,
-    pub metric: MetricId,
-    pub dims: u32,
-}
-
-/// One drained partial row.
+/// The drained partial rows of one (vehicle, window, dims) group, in the
+/// order their metrics first arrived.
 #[derive(Debug, Clone, PartialEq)]
-pub struct PartialRow<'a> {
+pub struct PartialGroup<'a> {
     pub vin: &'a str,
     pub window_start_ms: i64,
-    pub metric: MetricId,
     pub dims: u32,
-    pub agg: Agg,
+    pub metrics: &'a [MetricId],
+    pub aggs: &'a [Agg],
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,12 +90,53 @@ pub enum Added {
     TooLate { watermark_ms: i64 },
 }
 
+/// The aggregates of one (vehicle, window, dims). A wide sample's readings
+/// arrive in the fleet's metric order, so the metric at position p is
+/// usually the one already at slot p: a compare instead of a lookup. The
+/// index is built only when the order differs (narrow streams, new metrics).
+#[derive(Debug)]
+struct Group {
+    vehicle: u32,
+    window_start_ms: i64,
+    dims: u32,
+    metrics: Vec<MetricId>,
+    aggs: Vec<Agg>,
+    index: Option<HashMap<MetricId, u32, FastHash>>,
+}
+
+impl Group {
+    #[inline]
+    fn add(&mut self, pos: usize, metric: MetricId, v: f64) -> bool {
+        if self.metrics.get(pos) == Some(&metric) {
+            self.aggs[pos].add(v);
+            return false;
+        }
+        let index =
+            self.index.get_or_insert_with(|| self.metrics.iter().enumerate().map(|(i, m)| (*m, i as u32)).collect());
+        match index.get(&metric) {
+            Some(&i) => {
+                self.aggs[i as usize].add(v);
+                false
+            }
+            None => {
+                index.insert(metric, self.metrics.len() as u32);
+                self.metrics.push(metric);
+                self.aggs.push(Agg::one(v));
+                true
+            }
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct WindowAggregator {
     cfg: WindowConfig,
-    aggs: HashMap<Key, Agg, FastHash>,
+    groups: Vec<Group>,
+    by_key: HashMap<(u32, i64, u32), u32, FastHash>,
     vehicles: HashMap<CompactString, u32, FastHash>,
     vins: Vec<CompactString>,
+    /// Distinct keys (partial rows) held.
+    keys: usize,
     /// Newest event time seen (kept across epochs).
     max_ts_ms: i64,
     /// Readings folded since the last drain.
@@ -135,42 +169,60 @@ impl WindowAggregator {
             }
         };
         let window_start_ms = window_start(s.ts_ms, self.cfg.width_ms);
-        for r in &s.readings {
-            let key = Key { vehicle, window_start_ms, metric: r.metric, dims };
-            self.aggs.entry(key).and_modify(|a| a.add(r.value)).or_insert_with(|| Agg::one(r.value));
+        let groups = &mut self.groups;
+        let g = *self.by_key.entry((vehicle, window_start_ms, dims)).or_insert_with(|| {
+            groups.push(Group { vehicle, window_start_ms, dims, metrics: Vec::new(), aggs: Vec::new(), index: None });
+            (groups.len() - 1) as u32
+        });
+        let group = &mut self.groups[g as usize];
+        for (pos, r) in s.readings.iter().enumerate() {
+            if group.add(pos, r.metric, r.value) {
+                self.keys += 1;
+            }
         }
         self.readings += s.readings.len() as u64;
         Added::Folded(s.readings.len())
     }
 
-    /// Distinct keys held.
+    /// Distinct keys (partial rows) held.
     pub fn len(&self) -> usize {
-        self.aggs.len()
+        self.keys
     }
 
     pub fn is_empty(&self) -> bool {
-        self.aggs.is_empty()
+        self.keys == 0
     }
 
-    /// Calls `emit` for every partial row, then forgets them (the epoch's
-    /// vehicles too). Rows come sorted by (vehicle, window, metric, dims) so
-    /// bodies are deterministic for a given input.
-    pub fn drain(&mut self, mut emit: impl FnMut(PartialRow<'_>)) {
-        let mut rows: Vec<(Key, Agg)> = self.aggs.drain().collect();
-        rows.sort_unstable_by(|a, b| {
-            (self.vins[a.0.vehicle as usize].as_str(), a.0).cmp(&(self.vins[b.0.vehicle as usize].as_str(), b.0))
+    /// Calls `emit` for every group of partial rows, then forgets them (the
+    /// epoch's vehicles too). Groups come sorted by (vin, window, dims) and
+    /// rows in arrival order of their metrics, so a body is a deterministic
+    /// function of the input.
+    pub fn drain(&mut self, mut emit: impl FnMut(PartialGroup<'_>)) {
+        let vins = &self.vins;
+        self.groups.sort_unstable_by(|a, b| {
+            (vins[a.vehicle as usize].as_str(), a.window_start_ms, a.dims).cmp(&(
+                vins[b.vehicle as usize].as_str(),
+                b.window_start_ms,
+                b.dims,
+            ))
         });
-        for (k, agg) in rows {
-            emit(PartialRow {
-                vin: &self.vins[k.vehicle as usize],
-                window_start_ms: k.window_start_ms,
-                metric: k.metric,
-                dims: k.dims,
-                agg,
+        for g in &self.groups {
+            if g.aggs.is_empty() {
+                continue;
+            }
+            emit(PartialGroup {
+                vin: &vins[g.vehicle as usize],
+                window_start_ms: g.window_start_ms,
+                dims: g.dims,
+                metrics: &g.metrics,
+                aggs: &g.aggs,
             });
         }
+        self.groups.clear();
+        self.by_key.clear();
         self.vehicles.clear();
         self.vins.clear();
+        self.keys = 0;
         self.readings = 0;
     }
 }
@@ -191,7 +243,11 @@ mod tests {
 
     fn drained(a: &mut WindowAggregator) -> Vec<(String, i64, u32, Agg)> {
         let mut out = Vec::new();
-        a.drain(|r| out.push((r.vin.to_string(), r.window_start_ms, r.metric.0, r.agg)));
+        a.drain(|g| {
+            for (m, agg) in g.metrics.iter().zip(g.aggs) {
+                out.push((g.vin.to_string(), g.window_start_ms, m.0, *agg));
+            }
+        });
         out
     }
 
@@ -199,7 +255,8 @@ mod tests {
     fn readings_fold_per_vehicle_window_and_metric() {
         let mut a = WindowAggregator::new(WindowConfig::default());
         a.add(&sample("A", 60_000, &[(0, 1.0), (1, 10.0)]), NO_DIMS);
-        a.add(&sample("A", 119_999, &[(0, 3.0)]), NO_DIMS);
+        // Another order of metrics in the same group: found through the index.
+        a.add(&sample("A", 119_999, &[(1, 0.5), (0, 3.0)]), NO_DIMS);
         a.add(&sample("A", 120_000, &[(0, 5.0)]), NO_DIMS);
         a.add(&sample("B", 60_500, &[(0, -2.0)]), NO_DIMS);
         let rows = drained(&mut a);
@@ -207,12 +264,21 @@ mod tests {
             rows,
             vec![
                 ("A".into(), 60_000, 0, Agg { cnt: 2, sum: 4.0, min: 1.0, max: 3.0 }),
-                ("A".into(), 60_000, 1, Agg { cnt: 1, sum: 10.0, min: 10.0, max: 10.0 }),
+                ("A".into(), 60_000, 1, Agg { cnt: 2, sum: 10.5, min: 0.5, max: 10.0 }),
                 ("A".into(), 120_000, 0, Agg { cnt: 1, sum: 5.0, min: 5.0, max: 5.0 }),
                 ("B".into(), 60_000, 0, Agg { cnt: 1, sum: -2.0, min: -2.0, max: -2.0 }),
             ]
         );
         assert!(a.is_empty());
+    }
+
+    #[test]
+    fn keys_count_distinct_partial_rows() {
+        let mut a = WindowAggregator::new(WindowConfig::default());
+        a.add(&sample("A", 0, &[(0, 1.0), (1, 1.0)]), NO_DIMS);
+        a.add(&sample("A", 1, &[(0, 1.0), (1, 1.0), (2, 1.0)]), NO_DIMS);
+        a.add(&sample("A", 2, &[(0, 1.0)]), 3);
+        assert_eq!((a.len(), a.readings), (4, 6));
     }
 
     #[test]

@@ -8,7 +8,8 @@
 //! StarRocks would misparse. Floats are written shortest-round-trip (ryu),
 //! so `total` survives the trip bit for bit.
 
-use crate::pipeline::window::PartialRow;
+use crate::decode::catalog::MetricId;
+use crate::pipeline::window::PartialGroup;
 use crate::starrocks::types::write_datetime;
 
 pub const SEPARATOR: u8 = 0x01;
@@ -37,11 +38,16 @@ pub struct TelemetryCsv {
 }
 
 fn push_f64(buf: &mut Vec<u8>, v: f64) {
+    // Integral values (counters, flags) print exactly as integers.
+    if v.fract() == 0.0 && v.abs() < 9.0e15 {
+        buf.extend_from_slice(itoa::Buffer::new().format(v as i64).as_bytes());
+        return;
+    }
     let mut b = ryu::Buffer::new();
     buf.extend_from_slice(b.format_finite(v).as_bytes());
 }
 
-impl TelemetryCsv {
+impl<'a> TelemetryCsv {
     /// The `columns` header for these dims.
     pub fn columns(dims: &[String]) -> String {
         let mut c = vec!["vehicle_id".to_string(), "window_start".into(), "metric".into()];
@@ -50,37 +56,59 @@ impl TelemetryCsv {
         c.join(",")
     }
 
-    /// Appends one partial row; `dims` are the vehicle's dim values (or
-    /// `None` per unknown dim).
-    pub fn push(&mut self, row: &PartialRow<'_>, metric: &str, dims: &[Option<&str>]) -> Result<(), UnsafeField> {
-        check_field(row.vin)?;
-        check_field(metric)?;
+    /// Appends a group's partial rows; `dims` are the vehicle's dim values
+    /// (`None` per unknown dim), `name` maps a metric id to its name (names
+    /// were checked when the catalog admitted them). Nothing is written when
+    /// a field is unsafe.
+    pub fn push_group(
+        &mut self,
+        g: &PartialGroup<'_>,
+        dims: &[Option<&str>],
+        name: impl Fn(MetricId) -> &'a str,
+    ) -> Result<(), UnsafeField>
+    where
+        Self: 'a,
+    {
+        check_field(g.vin)?;
         for d in dims.iter().flatten() {
             check_field(d)?;
         }
-        let b = &mut self.buf;
-        b.extend_from_slice(row.vin.as_bytes());
-        b.push(SEPARATOR);
         let mut t = [0u8; 26];
-        let n = write_datetime(&mut t, row.window_start_ms * 1000);
-        b.extend_from_slice(&t[..n]);
-        b.push(SEPARATOR);
-        b.extend_from_slice(metric.as_bytes());
-        for d in dims {
+        let n = write_datetime(&mut t, g.window_start_ms * 1000);
+        let b = &mut self.buf;
+        for (m, agg) in g.metrics.iter().zip(g.aggs) {
+            b.extend_from_slice(g.vin.as_bytes());
             b.push(SEPARATOR);
-            match d {
-                Some(v) => b.extend_from_slice(v.as_bytes()),
-                None => b.extend_from_slice(b"\\N"),
+            b.extend_from_slice(&t[..n]);
+            b.push(SEPARATOR);
+            b.extend_from_slice(name(*m).as_bytes());
+            for d in dims {
+                b.push(SEPARATOR);
+                match d {
+                    Some(v) => b.extend_from_slice(v.as_bytes()),
+                    None => b.extend_from_slice(b"\\N"),
+                }
             }
-        }
-        b.push(SEPARATOR);
-        b.extend_from_slice(itoa::Buffer::new().format(row.agg.cnt).as_bytes());
-        for v in [row.agg.sum, row.agg.min, row.agg.max] {
             b.push(SEPARATOR);
-            push_f64(b, v);
+            b.extend_from_slice(itoa::Buffer::new().format(agg.cnt).as_bytes());
+            if agg.cnt == 1 {
+                // One reading in this partial row (the common case with
+                // short epochs): sum = min = max, formatted once.
+                let start = b.len() + 1;
+                b.push(SEPARATOR);
+                push_f64(b, agg.sum);
+                let end = b.len();
+                b.extend_from_within(start - 1..end);
+                b.extend_from_within(start - 1..end);
+            } else {
+                for v in [agg.sum, agg.min, agg.max] {
+                    b.push(SEPARATOR);
+                    push_f64(b, v);
+                }
+            }
+            b.push(b'\n');
         }
-        b.push(b'\n');
-        self.rows += 1;
+        self.rows += g.aggs.len() as u64;
         Ok(())
     }
 
@@ -93,25 +121,24 @@ impl TelemetryCsv {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decode::catalog::MetricId;
     use crate::pipeline::window::Agg;
 
     #[test]
     fn rows_encode_with_separator_null_and_round_trip_floats() {
         let mut c = TelemetryCsv::default();
-        let row = PartialRow {
-            vin: "VIN1",
-            window_start_ms: 1_714_979_280_000,
-            metric: MetricId(0),
-            dims: 0,
-            agg: Agg { cnt: 3, sum: 0.1 + 0.2, min: -1.5, max: 1e300 },
-        };
-        c.push(&row, "speed", &[Some("f1"), None]).unwrap();
+        let aggs =
+            [Agg { cnt: 3, sum: 0.1 + 0.2, min: -1.5, max: 1e300 }, Agg { cnt: 1, sum: 2.0, min: 2.0, max: 2.0 }];
+        let metrics = [MetricId(0), MetricId(1)];
+        let g =
+            PartialGroup { vin: "VIN1", window_start_ms: 1_714_979_280_000, dims: 0, metrics: &metrics, aggs: &aggs };
+        c.push_group(&g, &[Some("f1"), None], |m| if m.0 == 0 { "speed" } else { "rpm" }).unwrap();
         let text = String::from_utf8(c.buf.clone()).unwrap();
         assert_eq!(
             text,
-            "VIN1\x012024-05-06 07:08:00\x01speed\x01f1\x01\\N\x013\x010.30000000000000004\x01-1.5\x011e300\n"
+            "VIN1\x012024-05-06 07:08:00\x01speed\x01f1\x01\\N\x013\x010.30000000000000004\x01-1.5\x011e300\n\
+             VIN1\x012024-05-06 07:08:00\x01rpm\x01f1\x01\\N\x011\x012\x012\x012\n"
         );
+        assert_eq!(c.rows, 2);
         let total: f64 = text.split('\x01').nth(6).unwrap().parse().unwrap();
         assert_eq!(total, 0.1 + 0.2);
         assert_eq!(
@@ -123,15 +150,11 @@ mod tests {
     #[test]
     fn unsafe_fields_are_refused() {
         let mut c = TelemetryCsv::default();
-        let row = PartialRow {
-            vin: "V\x01X",
-            window_start_ms: 0,
-            metric: MetricId(0),
-            dims: 0,
-            agg: Agg { cnt: 1, sum: 1.0, min: 1.0, max: 1.0 },
-        };
-        assert!(c.push(&row, "m", &[]).is_err());
-        assert!(check_field("a\nb").is_err());
+        let aggs = [Agg { cnt: 1, sum: 1.0, min: 1.0, max: 1.0 }];
+        let g = PartialGroup { vin: "V\x01X", window_start_ms: 0, dims: 0, metrics: &[MetricId(0)], aggs: &aggs };
+        assert!(c.push_group(&g, &[], |_| "m").is_err());
+        let g = PartialGroup { vin: "V", window_start_ms: 0, dims: 0, metrics: &[MetricId(0)], aggs: &aggs };
+        assert!(c.push_group(&g, &[Some("bad\ndim")], |_| "m").is_err());
         assert!(check_field("\\N").is_err());
         assert!(c.buf.is_empty(), "nothing half-written");
     }
