@@ -20,7 +20,19 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a protocol-exact StarRocks FE/BE emulator (Stream Load, transactions).
-    StarrocksEmulator(EmulatorArgs),
+    StarrocksEmulator(Box<EmulatorArgs>),
+    /// Print the CREATE statements for the configured tables and views.
+    Ddl {
+        /// The rockfeed configuration file.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Validate a configuration file without connecting to anything.
+    Check {
+        /// The rockfeed configuration file.
+        #[arg(long)]
+        config: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -117,7 +129,25 @@ fn main() -> ExitCode {
     };
     let res = rt.block_on(async {
         match cli.command {
-            Command::StarrocksEmulator(a) => run_emulator(a).await,
+            Command::StarrocksEmulator(a) => run_emulator(*a).await,
+            Command::Ddl { config } => {
+                let cfg = rockfeed::config::Config::load(&config)?;
+                print!("{}", rockfeed::config::ddl::ddl(&cfg));
+                Ok(())
+            }
+            Command::Check { config } => {
+                let cfg = rockfeed::config::Config::load(&config)?;
+                println!(
+                    "{}: OK ({} endpoint(s), database {}, {} shard(s), {:?} epochs, delivery {:?})",
+                    config.display(),
+                    cfg.starrocks.endpoints.len(),
+                    cfg.starrocks.database,
+                    cfg.pipeline.shards,
+                    cfg.pipeline.epoch.0,
+                    cfg.starrocks.delivery
+                );
+                Ok(())
+            }
         }
     });
     match res {

@@ -48,12 +48,13 @@ fn push_f64(buf: &mut Vec<u8>, v: f64) {
 }
 
 impl<'a> TelemetryCsv {
-    /// The `columns` header for these dims.
+    /// The `columns` header for these dims (backquoted, as the Flink
+    /// connector writes it, so `min`/`max` are never read as keywords).
     pub fn columns(dims: &[String]) -> String {
         let mut c = vec!["vehicle_id".to_string(), "window_start".into(), "metric".into()];
         c.extend(dims.iter().cloned());
         c.extend(["cnt".into(), "total".into(), "min".into(), "max".into()]);
-        c.join(",")
+        c.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(",")
     }
 
     /// Appends a group's partial rows; `dims` are the vehicle's dim values
@@ -143,7 +144,7 @@ mod tests {
         assert_eq!(total, 0.1 + 0.2);
         assert_eq!(
             TelemetryCsv::columns(&["fleet".into(), "region".into()]),
-            "vehicle_id,window_start,metric,fleet,region,cnt,total,min,max"
+            "`vehicle_id`,`window_start`,`metric`,`fleet`,`region`,`cnt`,`total`,`min`,`max`"
         );
     }
 

@@ -1,0 +1,407 @@
+//! rockfeed's configuration: one strict TOML file.
+//!
+//! Unknown keys are errors (a typo must not silently fall back to a
+//! default), every field is documented here, durations are written
+//! `"500ms"`, `"1s"`, `"1m"`, `"2h"`, and secrets may come from the
+//! environment: `ROCKFEED_STARROCKS_PASSWORD` overrides
+//! `starrocks.password`. [`Config::validate`] runs before anything touches
+//! the world; `rockfeed check --config` runs only that.
+//!
+//! This file grows with the pipeline; today it holds what the StarRocks side
+//! (tables, DDL, loader), decoding and pre-aggregation need.
+
+pub mod ddl;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The environment variable that overrides `starrocks.password`.
+pub const PASSWORD_ENV: &str = "ROCKFEED_STARROCKS_PASSWORD";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// A duration written as `"250ms"`, `"1s"`, `"5m"`, `"1h"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dur(pub Duration);
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_duration(&s).map(Dur).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Parses `"<n>ms|s|m|h|d"`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split =
+        s.find(|c: char| !c.is_ascii_digit()).ok_or_else(|| format!("duration '{s}' needs a unit (ms, s, m, h, d)"))?;
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n.parse().map_err(|_| format!("bad duration '{s}'"))?;
+    let ms = match unit.trim() {
+        "ms" => n,
+        "s" => n * 1000,
+        "m" => n * 60_000,
+        "h" => n * 3_600_000,
+        "d" => n * 86_400_000,
+        u => return Err(format!("unknown duration unit '{u}' in '{s}' (ms, s, m, h, d)")),
+    };
+    Ok(Duration::from_millis(ms))
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where and how rows are loaded.
+    pub starrocks: StarRocks,
+    /// Target tables (the DDL `rockfeed ddl` prints and the loader writes).
+    #[serde(default)]
+    pub tables: Tables,
+    /// Payload field names, topic template and sanity bounds.
+    #[serde(default)]
+    pub decode: Decode,
+    /// Pre-aggregation windows.
+    #[serde(default)]
+    pub window: Window,
+    /// Shards and epochs.
+    #[serde(default)]
+    pub pipeline: Pipeline,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Delivery {
+    /// Plain Stream Load, exactly once per label; for StarRocks without the
+    /// transaction API.
+    AtLeastOnce,
+    /// Epochs with two-phase commit (`/api/transaction/*`).
+    ExactlyOnce,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StarRocks {
+    /// FE (or BE) HTTP endpoints, `http(s)://host:port`, tried in order with failover.
+    pub endpoints: Vec<String>,
+    /// Database of the target tables.
+    pub database: String,
+    /// User with INSERT on the tables.
+    pub user: String,
+    /// Password; prefer the `ROCKFEED_STARROCKS_PASSWORD` environment variable.
+    #[serde(default)]
+    pub password: String,
+    /// Label prefix, unique per rockfeed instance: labels are `{prefix}-{table}-{shard}-{epoch}`.
+    #[serde(default = "default_label_prefix")]
+    pub label_prefix: String,
+    /// `exactly-once` (default) or `at-least-once`.
+    #[serde(default = "default_delivery")]
+    pub delivery: Delivery,
+    /// PEM CA bundle for `https` endpoints (system bundle when unset).
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
+    /// Per-request limit (Stream Load `timeout` is derived from it).
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout: Dur,
+    /// Retries of one batch before it is dead-lettered (0 = forever).
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+}
+
+fn default_label_prefix() -> String {
+    "rockfeed".into()
+}
+fn default_delivery() -> Delivery {
+    Delivery::ExactlyOnce
+}
+fn default_request_timeout() -> Dur {
+    Dur(Duration::from_secs(600))
+}
+fn default_max_attempts() -> u32 {
+    10
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tables {
+    /// The per-minute aggregate table.
+    #[serde(default = "default_telemetry")]
+    pub telemetry: String,
+    /// The latest-value-per-vehicle table.
+    #[serde(default = "default_latest")]
+    pub latest: String,
+    /// Metric columns of the latest table (REPLACE_IF_NOT_NULL, one per metric).
+    #[serde(default)]
+    pub latest_metrics: Vec<String>,
+    /// Dimension columns joined from the vehicle file (VARCHAR, nullable).
+    #[serde(default = "default_dims")]
+    pub dims: Vec<String>,
+    /// Buckets of every table (they share a colocation group).
+    #[serde(default = "default_buckets")]
+    pub buckets: u32,
+    /// The colocation group name.
+    #[serde(default = "default_colocate")]
+    pub colocate_with: String,
+    /// Replicas per tablet.
+    #[serde(default = "default_replication")]
+    pub replication_num: u32,
+}
+
+fn default_telemetry() -> String {
+    "telemetry_1m".into()
+}
+fn default_latest() -> String {
+    "vehicle_latest".into()
+}
+fn default_dims() -> Vec<String> {
+    vec!["fleet".into(), "model".into(), "region".into()]
+}
+fn default_buckets() -> u32 {
+    16
+}
+fn default_colocate() -> String {
+    "vehicle".into()
+}
+fn default_replication() -> u32 {
+    3
+}
+
+impl Default for Tables {
+    fn default() -> Self {
+        Tables {
+            telemetry: default_telemetry(),
+            latest: default_latest(),
+            latest_metrics: Vec::new(),
+            dims: default_dims(),
+            buckets: default_buckets(),
+            colocate_with: default_colocate(),
+            replication_num: default_replication(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Decode {
+    /// Field names of the wide form.
+    pub vin_field: String,
+    pub ts_field: String,
+    pub seq_field: String,
+    pub metrics_field: String,
+    /// Value field of a narrow object payload.
+    pub value_field: String,
+    /// Narrow topics: `<prefix>/{vin}/{metric}`.
+    pub topic_template: String,
+    /// Largest payload accepted.
+    pub max_payload_bytes: usize,
+    /// Bounded metric catalog.
+    pub max_metrics: usize,
+    /// Event times this far ahead of the receive time are rejected.
+    pub max_future: Dur,
+    /// Event times this far behind the receive time are rejected.
+    pub max_past: Dur,
+}
+
+impl Default for Decode {
+    fn default() -> Self {
+        let d = crate::decode::DecodeConfig::default();
+        Decode {
+            vin_field: d.vin_field,
+            ts_field: d.ts_field,
+            seq_field: d.seq_field,
+            metrics_field: d.metrics_field,
+            value_field: d.value_field,
+            topic_template: d.topic_template,
+            max_payload_bytes: d.max_payload_bytes,
+            max_metrics: 100_000,
+            max_future: Dur(Duration::from_millis(d.max_future_ms as u64)),
+            max_past: Dur(Duration::from_millis(d.max_past_ms as u64)),
+        }
+    }
+}
+
+impl Decode {
+    pub fn to_decode_config(&self) -> crate::decode::DecodeConfig {
+        crate::decode::DecodeConfig {
+            vin_field: self.vin_field.clone(),
+            ts_field: self.ts_field.clone(),
+            seq_field: self.seq_field.clone(),
+            metrics_field: self.metrics_field.clone(),
+            value_field: self.value_field.clone(),
+            topic_template: self.topic_template.clone(),
+            max_payload_bytes: self.max_payload_bytes,
+            max_vin_len: 64,
+            max_future_ms: self.max_future.0.as_millis() as i64,
+            max_past_ms: self.max_past.0.as_millis() as i64,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Window {
+    /// Tumbling window width (the `_1m` of `telemetry_1m`).
+    pub width: Dur,
+    /// Readings older than this behind the newest event time are dead-lettered.
+    pub max_lateness: Dur,
+}
+
+impl Default for Window {
+    fn default() -> Self {
+        Window { width: Dur(Duration::from_secs(60)), max_lateness: Dur(Duration::from_secs(86_400)) }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Pipeline {
+    /// Shard workers; shard = StarRocks bucket mod shards.
+    pub shards: u32,
+    /// Epoch length: how often partial aggregates are sealed and loaded.
+    pub epoch: Dur,
+}
+
+impl Default for Pipeline {
+    fn default() -> Self {
+        Pipeline { shards: 2, epoch: Dur(Duration::from_secs(1)) }
+    }
+}
+
+impl Config {
+    /// Reads, applies environment overrides, and validates.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        let mut cfg = Config::parse(&text).map_err(|message| ConfigError::Parse { path: path.into(), message })?;
+        if let Ok(pw) = std::env::var(PASSWORD_ENV) {
+            cfg.starrocks.password = pw;
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Parses TOML text (no environment, no validation).
+    pub fn parse(text: &str) -> Result<Config, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// Checks everything that can be checked without connecting.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        let sr = &self.starrocks;
+        if sr.endpoints.is_empty() {
+            return bad("starrocks.endpoints is empty".into());
+        }
+        for e in &sr.endpoints {
+            e.parse::<crate::sink::starrocks::client::Endpoint>().map_err(ConfigError::Invalid)?;
+        }
+        for (what, name) in [
+            ("starrocks.database", &sr.database),
+            ("tables.telemetry", &self.tables.telemetry),
+            ("tables.latest", &self.tables.latest),
+        ] {
+            if !is_identifier(name) {
+                return bad(format!("{what} '{name}' is not a plain identifier ([A-Za-z_][A-Za-z0-9_]*)"));
+            }
+        }
+        for d in self.tables.dims.iter().chain(&self.tables.latest_metrics) {
+            if !is_identifier(d) {
+                return bad(format!("column '{d}' is not a plain identifier"));
+            }
+        }
+        // The longest label must fit StarRocks' 128 characters.
+        let longest = self.tables.telemetry.len().max(self.tables.latest.len());
+        if sr.label_prefix.len() + longest + 2 + 10 + 1 + 20 > 128 || sr.label_prefix.is_empty() {
+            return bad("starrocks.label_prefix is empty or too long for 128-character labels".into());
+        }
+        if !(1..=1024).contains(&self.tables.buckets) {
+            return bad("tables.buckets must be within 1..=1024".into());
+        }
+        if self.pipeline.shards == 0 || self.pipeline.shards > self.tables.buckets {
+            return bad(format!("pipeline.shards must be within 1..=tables.buckets ({})", self.tables.buckets));
+        }
+        if self.window.width.0 < Duration::from_secs(1) || 86_400_000 % self.window.width.0.as_millis() != 0 {
+            return bad("window.width must be at least 1s and divide a day".into());
+        }
+        if self.pipeline.epoch.0 < Duration::from_millis(100) {
+            return bad("pipeline.epoch must be at least 100ms".into());
+        }
+        crate::decode::narrow::TopicTemplate::parse(&self.decode.topic_template).map_err(ConfigError::Invalid)?;
+        if self.decode.max_payload_bytes < 256 * 1024 {
+            return bad("decode.max_payload_bytes below 256 KiB would refuse legitimate wide samples".into());
+        }
+        Ok(())
+    }
+}
+
+fn is_identifier(s: &str) -> bool {
+    let mut c = s.chars();
+    matches!(c.next(), Some(ch) if ch.is_ascii_alphabetic() || ch == '_')
+        && c.all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
+        && s.len() <= 64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: &str = r#"
+[starrocks]
+endpoints = ["http://127.0.0.1:8030"]
+database = "rockfeed"
+user = "root"
+"#;
+
+    #[test]
+    fn a_minimal_file_gets_documented_defaults() {
+        let c = Config::parse(MIN).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.starrocks.delivery, Delivery::ExactlyOnce);
+        assert_eq!(c.tables.buckets, 16);
+        assert_eq!(c.window.width.0, Duration::from_secs(60));
+        assert_eq!(c.pipeline.epoch.0, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let e = Config::parse(&format!("{MIN}\n[pipeline]\nshardz = 3\n")).unwrap_err();
+        assert!(e.contains("shardz"), "{e}");
+        let e = Config::parse(&format!("{MIN}\ncolour = 1\n")).unwrap_err();
+        assert!(e.contains("colour"), "{e}");
+    }
+
+    #[test]
+    fn validation_catches_what_would_fail_later() {
+        let with = |extra: &str| Config::parse(&format!("{MIN}\n{extra}")).unwrap().validate();
+        assert!(with("[pipeline]\nshards = 0").is_err());
+        assert!(with("[window]\nwidth = \"7s\"").is_err());
+        assert!(with("[tables]\ndims = [\"bad-name\"]").is_err());
+        assert!(with("[decode]\ntopic_template = \"x/{vin}\"").is_err());
+        assert!(Config::parse(&MIN.replace("http://127.0.0.1:8030", "ftp://x")).unwrap().validate().is_err());
+        assert!(with("[pipeline]\nepoch = \"10ms\"").is_err());
+    }
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
+        assert!(parse_duration("5").is_err());
+        assert!(parse_duration("5 weeks").is_err());
+    }
+
+    #[test]
+    fn the_example_config_in_deploy_loads_and_validates() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/rockfeed.example.toml");
+        let c = Config::load(&path).unwrap();
+        assert_eq!(c.tables.dims, vec!["fleet", "model", "region"]);
+    }
+}
