@@ -6,7 +6,9 @@
 //! every sink test, the demo and the benchmarks run against.
 
 pub mod config;
+pub mod deadletter;
 pub mod decode;
+pub mod enrich;
 pub mod pipeline;
 pub mod sink;
 pub mod starrocks;
