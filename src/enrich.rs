@@ -36,12 +36,15 @@ pub enum EnrichError {
     Bad { path: PathBuf, line: usize, msg: String },
 }
 
+/// A vehicle's dim values, shared cheaply with the shards.
+pub type DimRow = Arc<[Option<CompactString>]>;
+
 /// One immutable version of the dimension table.
 #[derive(Debug, Default)]
 pub struct DimSnapshot {
     /// The configured dims, in order.
     pub columns: Vec<String>,
-    rows: Vec<Vec<Option<CompactString>>>,
+    rows: Vec<DimRow>,
     by_vin: HashMap<CompactString, u32>,
     /// When the file was read (for change detection).
     pub modified: Option<SystemTime>,
@@ -51,6 +54,11 @@ impl DimSnapshot {
     /// Row of a vin, or [`NO_DIMS`].
     pub fn row_of(&self, vin: &str) -> u32 {
         self.by_vin.get(vin).copied().unwrap_or(NO_DIMS)
+    }
+
+    /// The shared row of a vin, when known.
+    pub fn row(&self, vin: &str) -> Option<DimRow> {
+        self.by_vin.get(vin).map(|i| self.rows[*i as usize].clone())
     }
 
     /// Dim values of a row (all `None` for [`NO_DIMS`]).
@@ -132,7 +140,7 @@ pub fn load(path: &Path, dims: &[String]) -> Result<DimSnapshot, EnrichError> {
         if snap.by_vin.insert(CompactString::from(vin), idx).is_some() {
             return Err(bad(n, format!("duplicate vin {vin}")));
         }
-        snap.rows.push(row);
+        snap.rows.push(row.into());
     }
     Ok(snap)
 }

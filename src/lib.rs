@@ -11,6 +11,7 @@ pub mod decode;
 pub mod enrich;
 pub mod pipeline;
 pub mod sink;
+pub mod source;
 pub mod starrocks;
 pub mod starrocks_emulator;
 pub mod util;

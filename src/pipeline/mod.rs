@@ -3,4 +3,5 @@
 //! sources and the epoch coordinator.
 
 pub mod route;
+pub mod runner;
 pub mod window;

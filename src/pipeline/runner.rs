@@ -1,0 +1,306 @@
+//! The pipeline's I/O loop (at-least-once delivery): raw messages →
+//! decode → enrich → route → per-shard pre-aggregation → every epoch, one
+//! labelled Stream Load per shard.
+//!
+//! Tasks and channels (all bounded, so a slow StarRocks stops the source):
+//! - the **decoder** owns the metric catalog and the dead-letter writer; it
+//!   decodes, joins dims, dead-letters what it refuses, routes samples by
+//!   StarRocks bucket to shard channels, and every `epoch` sends each shard
+//!   a seal (in the same channel, so a seal follows exactly the samples
+//!   routed before it);
+//! - each **shard** owns its aggregator; on a seal it drains, encodes one CSV
+//!   body and loads it under `{prefix}-{table}-{shard}-{epoch}` with the
+//!   label-exact retry loop (`sink::starrocks::service`). A batch that fails
+//!   permanently is dead-lettered whole (`load_failed`), never dropped.
+//!
+//! Epoch numbers are `epoch_start_ms / epoch_ms`: unique per time slot and
+//! increasing across restarts, so a restarted instance never reuses a label
+//! of different data. Exactly-once epochs replace this with source positions
+//! (DESIGN.md §3).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use compact_str::CompactString;
+use http::{HeaderMap, HeaderValue};
+use tokio::sync::{mpsc, watch};
+
+use super::route::shard_of;
+use super::window::{Added, WindowAggregator, WindowConfig};
+use crate::deadletter::{DeadLetter, DeadLetterWriter};
+use crate::decode::catalog::MetricCatalog;
+use crate::decode::narrow::TopicTemplate;
+use crate::decode::{DecodeConfig, Decoded, Sample, narrow, wide};
+use crate::enrich::{DimRow, Enrichment, UnknownVehicle};
+use crate::sink::starrocks::encode::{SEPARATOR_HEADER, TelemetryCsv};
+use crate::sink::starrocks::label::label;
+use crate::sink::starrocks::service::StreamLoader;
+use crate::source::RawMessage;
+
+/// Which wire form payloads use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Form {
+    Wide,
+    Narrow,
+    /// Narrow when the topic matches the template, wide otherwise.
+    Auto,
+}
+
+#[derive(Debug, Clone)]
+pub struct RunnerConfig {
+    pub decode: DecodeConfig,
+    pub form: Form,
+    pub max_metrics: usize,
+    pub window: WindowConfig,
+    pub shards: u32,
+    pub buckets: u32,
+    pub epoch: Duration,
+    pub dims: Vec<String>,
+    pub unknown_vehicle: UnknownVehicle,
+    pub table: String,
+    pub label_prefix: String,
+    pub dead_letter_dir: std::path::PathBuf,
+    /// Capacity of each shard channel, in batches.
+    pub channel_batches: usize,
+}
+
+/// Counters, read by tests and (later) the metrics endpoint.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub messages: AtomicU64,
+    pub samples: AtomicU64,
+    pub readings: AtomicU64,
+    pub rejected: AtomicU64,
+    pub rows_loaded: AtomicU64,
+    pub loads: AtomicU64,
+    pub loads_failed: AtomicU64,
+    pub epochs: AtomicU64,
+}
+
+enum ShardMsg {
+    Samples(Vec<(Sample, Option<DimRow>)>),
+    Seal(u64),
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// Runs until `rx` closes or `shutdown` flips; seals and loads what is left,
+/// then returns.
+pub async fn run(
+    cfg: RunnerConfig,
+    loader: Arc<StreamLoader>,
+    enrich: Option<Arc<Enrichment>>,
+    mut rx: mpsc::Receiver<RawMessage>,
+    mut shutdown: watch::Receiver<bool>,
+    stats: Arc<Stats>,
+) -> std::io::Result<()> {
+    let template = TopicTemplate::parse(&cfg.decode.topic_template).map_err(std::io::Error::other)?;
+    let catalog = Arc::new(RwLock::new(MetricCatalog::new(cfg.max_metrics)));
+    let dead = Arc::new(Mutex::new(DeadLetterWriter::open(&cfg.dead_letter_dir, 64 << 20, 100)?));
+    let mut headers = HeaderMap::new();
+    headers.insert("column_separator", HeaderValue::from_static(SEPARATOR_HEADER));
+    headers.insert("columns", HeaderValue::from_str(&TelemetryCsv::columns(&cfg.dims)).map_err(std::io::Error::other)?);
+    headers.insert("format", HeaderValue::from_static("csv"));
+
+    let mut shard_tx = Vec::new();
+    let mut shard_tasks = Vec::new();
+    for k in 0..cfg.shards {
+        let (tx, srx) = mpsc::channel::<ShardMsg>(cfg.channel_batches.max(1));
+        shard_tx.push(tx);
+        let ctx = ShardCtx {
+            k,
+            cfg: cfg.clone(),
+            catalog: catalog.clone(),
+            dead: dead.clone(),
+            loader: loader.clone(),
+            headers: headers.clone(),
+            stats: stats.clone(),
+        };
+        shard_tasks.push(tokio::spawn(shard(ctx, srx)));
+    }
+
+    let epoch_ms = cfg.epoch.as_millis().max(1) as i64;
+    let mut tick = tokio::time::interval(cfg.epoch);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    let mut decoded = Decoded::default();
+    let mut last_epoch = 0u64;
+    let mut seal = |shard_tx: &Vec<mpsc::Sender<ShardMsg>>| {
+        let e = ((now_ms() / epoch_ms) as u64).max(last_epoch + 1);
+        last_epoch = e;
+        let txs = shard_tx.clone();
+        async move {
+            for t in &txs {
+                let _ = t.send(ShardMsg::Seal(e)).await;
+            }
+        }
+    };
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.changed() => break,
+            _ = tick.tick() => {
+                if let Ok(mut d) = dead.lock() { let _ = d.flush(false); }
+                if let Some(e) = &enrich && let Err(err) = e.reload_if_changed() {
+                    tracing::error!(error = %err, "Vehicle file reload failed; keeping the previous snapshot.");
+                }
+                seal(&shard_tx).await;
+                stats.epochs.fetch_add(1, Ordering::Relaxed);
+            }
+            msg = rx.recv() => {
+                let Some(m) = msg else { break };
+                stats.messages.fetch_add(1, Ordering::Relaxed);
+                decoded.clear();
+                {
+                    let mut cat = catalog.write().unwrap_or_else(|p| p.into_inner());
+                    let narrow_topic = matches!(cfg.form, Form::Narrow) || (cfg.form == Form::Auto && template.captures(&m.topic).is_some());
+                    if narrow_topic {
+                        narrow::decode(&m.topic, &m.payload, m.received_ms, &cfg.decode, &template, &mut cat, &mut decoded);
+                    } else {
+                        wide::decode(&m.payload, m.received_ms, &cfg.decode, &mut cat, &mut decoded);
+                    }
+                }
+                let source = format!("mqtt:{}", m.topic);
+                if !decoded.rejects.is_empty() {
+                    stats.rejected.fetch_add(decoded.rejects.len() as u64, Ordering::Relaxed);
+                    let mut d = dead.lock().unwrap_or_else(|p| p.into_inner());
+                    for r in &decoded.rejects {
+                        let detail = match r.index { Some(i) => format!("sample {i}: {}", r.detail), None => r.detail.clone() };
+                        let _ = d.write(&DeadLetter { at_ms: m.received_ms, reason: r.reason.as_str(), detail: &detail, source: &source, payload: &m.payload });
+                    }
+                }
+                let snap = enrich.as_ref().map(|e| e.snapshot());
+                let mut per_shard: Vec<Vec<(Sample, Option<DimRow>)>> = (0..cfg.shards).map(|_| Vec::new()).collect();
+                for s in decoded.samples.drain(..) {
+                    let dims = snap.as_ref().and_then(|sn| sn.row(&s.vin));
+                    if dims.is_none() && snap.is_some() && cfg.unknown_vehicle == UnknownVehicle::DeadLetter {
+                        stats.rejected.fetch_add(1, Ordering::Relaxed);
+                        let mut d = dead.lock().unwrap_or_else(|p| p.into_inner());
+                        let _ = d.write(&DeadLetter { at_ms: m.received_ms, reason: "unknown_vehicle", detail: &format!("vin {} is not in the vehicle file", s.vin), source: &source, payload: &m.payload });
+                        continue;
+                    }
+                    stats.samples.fetch_add(1, Ordering::Relaxed);
+                    stats.readings.fetch_add(s.readings.len() as u64, Ordering::Relaxed);
+                    let k = shard_of(s.vin.as_bytes(), cfg.buckets, cfg.shards) as usize;
+                    per_shard[k].push((s, dims));
+                }
+                for (k, batch) in per_shard.into_iter().enumerate() {
+                    if !batch.is_empty() && shard_tx[k].send(ShardMsg::Samples(batch)).await.is_err() {
+                        return Err(std::io::Error::other("a shard stopped"));
+                    }
+                }
+            }
+        }
+    }
+    // Drain: one last seal so everything received is loaded.
+    seal(&shard_tx).await;
+    drop(shard_tx);
+    for t in shard_tasks {
+        let _ = t.await;
+    }
+    if let Ok(mut d) = dead.lock() {
+        d.flush(true)?;
+    }
+    Ok(())
+}
+
+struct ShardCtx {
+    k: u32,
+    cfg: RunnerConfig,
+    catalog: Arc<RwLock<MetricCatalog>>,
+    dead: Arc<Mutex<DeadLetterWriter>>,
+    loader: Arc<StreamLoader>,
+    headers: HeaderMap,
+    stats: Arc<Stats>,
+}
+
+async fn shard(ctx: ShardCtx, mut rx: mpsc::Receiver<ShardMsg>) {
+    let mut agg = WindowAggregator::new(ctx.cfg.window);
+    // Dims tuples of this epoch, interned: the key carries their index.
+    let mut dims: Vec<Option<DimRow>> = Vec::new();
+    let mut dims_index: HashMap<Option<Vec<Option<CompactString>>>, u32> = HashMap::new();
+    while let Some(msg) = rx.recv().await {
+        match msg {
+            ShardMsg::Samples(batch) => {
+                for (s, row) in batch {
+                    let key = row.as_ref().map(|r| r.to_vec());
+                    let d = *dims_index.entry(key).or_insert_with(|| {
+                        dims.push(row.clone());
+                        (dims.len() - 1) as u32
+                    });
+                    if let Added::TooLate { watermark_ms } = agg.add(&s, d) {
+                        ctx.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                        let detail = format!(
+                            "vin {} event time {} is older than the lateness bound {}",
+                            s.vin, s.ts_ms, watermark_ms
+                        );
+                        let mut w = ctx.dead.lock().unwrap_or_else(|p| p.into_inner());
+                        let _ = w.write(&DeadLetter {
+                            at_ms: now_ms(),
+                            reason: "too_late",
+                            detail: &detail,
+                            source: "pipeline",
+                            payload: b"",
+                        });
+                    }
+                }
+            }
+            ShardMsg::Seal(epoch) => {
+                if agg.is_empty() {
+                    continue;
+                }
+                let mut csv = TelemetryCsv::default();
+                {
+                    let cat = ctx.catalog.read().unwrap_or_else(|p| p.into_inner());
+                    let ndims = ctx.cfg.dims.len();
+                    agg.drain(|g| {
+                        let values: Vec<Option<&str>> = match dims.get(g.dims as usize).and_then(|d| d.as_ref()) {
+                            Some(r) => r.iter().map(|v| v.as_deref()).collect(),
+                            None => vec![None; ndims],
+                        };
+                        if let Err(e) = csv.push_group(&g, &values, |m| cat.name(m)) {
+                            tracing::error!(error = %e, "Unsafe field in a partial row; refused.");
+                        }
+                    });
+                }
+                dims.clear();
+                dims_index.clear();
+                let l = match label(&ctx.cfg.label_prefix, &ctx.cfg.table, ctx.k, epoch) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::error!(error = %e, "Cannot build a label.");
+                        continue;
+                    }
+                };
+                let rows = csv.rows;
+                let body = Bytes::from(csv.buf);
+                match ctx.loader.load(&ctx.cfg.table, &l, &ctx.headers, body.clone()).await {
+                    Ok(r) => {
+                        ctx.stats.loads.fetch_add(1, Ordering::Relaxed);
+                        ctx.stats.rows_loaded.fetch_add(rows, Ordering::Relaxed);
+                        tracing::debug!(shard = ctx.k, label = %l, rows, attempts = r.attempts, "Stream load committed.");
+                    }
+                    Err(e) => {
+                        ctx.stats.loads_failed.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(shard = ctx.k, label = %l, error = %e, "Stream load failed; the batch goes to the dead-letter directory.");
+                        let mut w = ctx.dead.lock().unwrap_or_else(|p| p.into_inner());
+                        let _ = w.write(&DeadLetter {
+                            at_ms: now_ms(),
+                            reason: "load_failed",
+                            detail: &e.to_string(),
+                            source: &l,
+                            payload: &body,
+                        });
+                        let _ = w.flush(true);
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,246 @@
+//! The MQTT source (rumqttc): MQTT 3.1.1 or 5, QoS 0/1, persistent sessions
+//! under a fixed client id, several topic filters (v5 shared subscriptions
+//! `$share/group/filter` let instances split a stream), username/password,
+//! TLS (rustls), a configurable maximum packet size, and reconnects with
+//! back-off that always resubscribe.
+//!
+//! Acknowledgement: manual acks. Until the write-ahead log lands (DESIGN.md
+//! §4), a message is PUBACKed once it has been handed to the pipeline's
+//! bounded channel; a crash between hand-off and load can lose what was
+//! handed off but not yet loaded. The hand-off awaits channel capacity, so a
+//! full pipeline stops the source reading (backpressure reaches the broker)
+//! instead of growing memory.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, watch};
+
+use super::RawMessage;
+
+/// MQTT source settings.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttConfig {
+    /// Broker host.
+    pub host: String,
+    /// Broker port.
+    #[serde(default = "default_port")]
+    pub port: u16,
+    /// Fixed client id: the broker keeps the session (and queued QoS 1
+    /// messages) across reconnects.
+    pub client_id: String,
+    /// Topic filters to subscribe, e.g. `telemetry/+/+` or `$share/g/telemetry/#`.
+    pub topics: Vec<String>,
+    /// 0 or 1.
+    #[serde(default = "default_qos")]
+    pub qos: u8,
+    /// `"3.1.1"` or `"5"`.
+    #[serde(default = "default_protocol")]
+    pub protocol: String,
+    /// Start without a persistent session (default false: keep it).
+    #[serde(default)]
+    pub clean_session: bool,
+    /// Username; the password comes from `ROCKFEED_MQTT_PASSWORD` or `password`.
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    /// PEM CA bundle: connect over TLS.
+    #[serde(default)]
+    pub tls_ca_file: Option<std::path::PathBuf>,
+    /// Largest packet accepted (payloads of ≥ 256 KiB must fit).
+    #[serde(default = "default_max_packet")]
+    pub max_packet_bytes: usize,
+    /// Keep-alive interval in seconds.
+    #[serde(default = "default_keep_alive")]
+    pub keep_alive_secs: u64,
+}
+
+fn default_port() -> u16 {
+    1883
+}
+fn default_qos() -> u8 {
+    1
+}
+fn default_protocol() -> String {
+    "5".into()
+}
+fn default_max_packet() -> usize {
+    4 << 20
+}
+fn default_keep_alive() -> u64 {
+    30
+}
+
+/// The environment variable that overrides `source.mqtt.password`.
+pub const MQTT_PASSWORD_ENV: &str = "ROCKFEED_MQTT_PASSWORD";
+
+impl MqttConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.topics.is_empty() {
+            return Err("source.mqtt.topics is empty".into());
+        }
+        if self.qos > 1 {
+            return Err("source.mqtt.qos must be 0 or 1".into());
+        }
+        if self.protocol != "5" && self.protocol != "3.1.1" {
+            return Err("source.mqtt.protocol must be \"5\" or \"3.1.1\"".into());
+        }
+        if self.protocol == "3.1.1" && self.topics.iter().any(|t| t.starts_with("$share/")) {
+            return Err("shared subscriptions ($share/…) need protocol \"5\"".into());
+        }
+        if self.max_packet_bytes < 256 * 1024 {
+            return Err("source.mqtt.max_packet_bytes must be at least 256 KiB".into());
+        }
+        if self.client_id.is_empty() {
+            return Err("source.mqtt.client_id is empty".into());
+        }
+        Ok(())
+    }
+
+    fn password(&self) -> Option<String> {
+        std::env::var(MQTT_PASSWORD_ENV).ok().or_else(|| self.password.clone())
+    }
+
+    fn tls(&self) -> std::io::Result<Option<rumqttc::TlsConfiguration>> {
+        match &self.tls_ca_file {
+            None => Ok(None),
+            Some(p) => {
+                Ok(Some(rumqttc::TlsConfiguration::Simple { ca: std::fs::read(p)?, alpn: None, client_auth: None }))
+            }
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// Runs the source until `shutdown` flips or the pipeline goes away.
+pub async fn run(
+    cfg: MqttConfig,
+    tx: mpsc::Sender<RawMessage>,
+    shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    if cfg.protocol == "3.1.1" { run_v4(cfg, tx, shutdown).await } else { run_v5(cfg, tx, shutdown).await }
+}
+
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis((100u64 << attempt.min(6)).min(5_000))
+}
+
+async fn run_v4(
+    cfg: MqttConfig,
+    tx: mpsc::Sender<RawMessage>,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+    let mut o = MqttOptions::new(&cfg.client_id, &cfg.host, cfg.port);
+    o.set_keep_alive(Duration::from_secs(cfg.keep_alive_secs))
+        .set_clean_session(cfg.clean_session)
+        .set_manual_acks(true)
+        .set_max_packet_size(cfg.max_packet_bytes, cfg.max_packet_bytes);
+    if let (Some(u), Some(p)) = (&cfg.username, cfg.password()) {
+        o.set_credentials(u, p);
+    }
+    if let Some(t) = cfg.tls()? {
+        o.set_transport(rumqttc::Transport::Tls(t));
+    }
+    let qos = if cfg.qos == 0 { QoS::AtMostOnce } else { QoS::AtLeastOnce };
+    let (client, mut ev) = AsyncClient::new(o, 1024);
+    let mut failures = 0;
+    loop {
+        let polled = tokio::select! {
+            biased;
+            _ = shutdown.changed() => break,
+            e = ev.poll() => e,
+        };
+        match polled {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                failures = 0;
+                tracing::info!(host = %cfg.host, port = cfg.port, "MQTT connected; subscribing.");
+                for t in &cfg.topics {
+                    client.subscribe(t.clone(), qos).await.map_err(std::io::Error::other)?;
+                }
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                let raw = RawMessage { topic: p.topic.clone(), payload: p.payload.clone(), received_ms: now_ms() };
+                if tx.send(raw).await.is_err() {
+                    break;
+                }
+                client.ack(&p).await.map_err(std::io::Error::other)?;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                failures += 1;
+                let wait = backoff(failures);
+                tracing::warn!(error = %e, ?wait, "MQTT connection failed; reconnecting.");
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+    let _ = client.disconnect().await;
+    Ok(())
+}
+
+async fn run_v5(
+    cfg: MqttConfig,
+    tx: mpsc::Sender<RawMessage>,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    use rumqttc::v5::mqttbytes::QoS;
+    use rumqttc::v5::mqttbytes::v5::Packet;
+    use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+    let mut o = MqttOptions::new(&cfg.client_id, &cfg.host, cfg.port);
+    o.set_keep_alive(Duration::from_secs(cfg.keep_alive_secs))
+        .set_clean_start(cfg.clean_session)
+        .set_manual_acks(true)
+        .set_max_packet_size(Some(cfg.max_packet_bytes as u32));
+    if !cfg.clean_session {
+        // Keep the session after disconnects (MQTT 5 session expiry).
+        o.set_session_expiry_interval(Some(u32::MAX));
+    }
+    if let (Some(u), Some(p)) = (&cfg.username, cfg.password()) {
+        o.set_credentials(u, p);
+    }
+    if let Some(t) = cfg.tls()? {
+        o.set_transport(rumqttc::Transport::Tls(t));
+    }
+    let qos = if cfg.qos == 0 { QoS::AtMostOnce } else { QoS::AtLeastOnce };
+    let (client, mut ev) = AsyncClient::new(o, 1024);
+    let mut failures = 0;
+    loop {
+        let polled = tokio::select! {
+            biased;
+            _ = shutdown.changed() => break,
+            e = ev.poll() => e,
+        };
+        match polled {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                failures = 0;
+                tracing::info!(host = %cfg.host, port = cfg.port, "MQTT 5 connected; subscribing.");
+                for t in &cfg.topics {
+                    client.subscribe(t.clone(), qos).await.map_err(std::io::Error::other)?;
+                }
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                let topic = String::from_utf8_lossy(&p.topic).into_owned();
+                let raw = RawMessage { topic, payload: Bytes::clone(&p.payload), received_ms: now_ms() };
+                if tx.send(raw).await.is_err() {
+                    break;
+                }
+                client.ack(&p).await.map_err(std::io::Error::other)?;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                failures += 1;
+                let wait = backoff(failures);
+                tracing::warn!(error = %e, ?wait, "MQTT connection failed; reconnecting.");
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+    let _ = client.disconnect().await;
+    Ok(())
+}

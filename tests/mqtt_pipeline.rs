@@ -1,0 +1,283 @@
+//! MQTT → rockfeed pipeline → StarRocks emulator, against a real mosquitto
+//! started by the test on a free port (tests/run.sh installs the Debian
+//! package), over MQTT 5 and 3.1.1. A known dataset with late, duplicate-key
+//! and malformed messages is published; the emulator's aggregate table must
+//! equal an independent computation exactly, and the dead-letter directory
+//! must hold each refused message with its reason.
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use rockfeed::decode::DecodeConfig;
+use rockfeed::enrich::UnknownVehicle;
+use rockfeed::pipeline::runner::{Form, RunnerConfig, Stats, run};
+use rockfeed::pipeline::window::WindowConfig;
+use rockfeed::sink::starrocks::client::{ClientConfig, Credentials, StreamLoadClient};
+use rockfeed::sink::starrocks::service::{RetryPolicy, StreamLoader};
+use rockfeed::source::mqtt::MqttConfig;
+use rockfeed::starrocks::ddl::parse_ddl;
+use rockfeed::starrocks_emulator::{Emulator, EmulatorConfig, now_ms};
+use tokio::sync::{mpsc, watch};
+
+struct Mosquitto {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn mosquitto() -> Mosquitto {
+    let bin = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"].into_iter().find(|p| std::path::Path::new(p).exists());
+    let bin = bin.expect("mosquitto is not installed: run tests/run.sh, which installs it (apt-get install mosquitto)");
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let conf = dir.path().join("m.conf");
+    std::fs::write(
+        &conf,
+        format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 100000\nmax_inflight_messages 1000\nmessage_size_limit 0\n"),
+    )
+    .unwrap();
+    let child = Command::new(bin).arg("-c").arg(&conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    // Owned by the guard from here on: dropping it kills and reaps mosquitto.
+    let m = Mosquitto { child, port, _dir: dir };
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return m;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("mosquitto did not start on port {port}");
+}
+
+const DDL: &str = "CREATE DATABASE rockfeed; USE rockfeed;
+CREATE TABLE telemetry_1m (
+  vehicle_id VARCHAR(64) NOT NULL, window_start DATETIME NOT NULL, metric VARCHAR(128) NOT NULL,
+  fleet VARCHAR(128) NULL, cnt BIGINT SUM DEFAULT \"0\", total DOUBLE SUM DEFAULT \"0\", `min` DOUBLE MIN, `max` DOUBLE MAX
+) AGGREGATE KEY(vehicle_id, window_start, metric, fleet)
+PARTITION BY date_trunc('day', window_start) DISTRIBUTED BY HASH(vehicle_id) BUCKETS 8;";
+
+type Key = (String, i64, String, Option<String>);
+
+/// Publishes the dataset; returns the expected table and expected dead-letter reasons.
+async fn publish(port: u16, v5: bool, now: i64) -> (BTreeMap<Key, (u64, f64, f64, f64)>, Vec<&'static str>) {
+    let base = now - now.rem_euclid(60_000) - 60_000;
+    let mut msgs: Vec<(String, String)> = Vec::new();
+    let mut exp: BTreeMap<Key, (u64, f64, f64, f64)> = BTreeMap::new();
+    let fleet = |v: u32| if v == 3 { None } else { Some(format!("fleet-{}", v % 2)) };
+    let mut add = |vin: &str, fleet: Option<String>, ts: i64, m: &str, v: f64| {
+        let e = exp.entry((vin.to_string(), ts - ts.rem_euclid(60_000), m.to_string(), fleet)).or_insert((
+            0,
+            0.0,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+        ));
+        e.0 += 1;
+        e.1 += v;
+        e.2 = e.2.min(v);
+        e.3 = e.3.max(v);
+    };
+    for i in 0..40u32 {
+        let v = i % 4;
+        let vin = format!("VIN{v:04}");
+        let ts = base + (i as i64) * 2_500;
+        let (a, b) = (i as f64 * 0.5, 100.0 - i as f64);
+        msgs.push((
+            "telemetry/wide".into(),
+            format!(r#"{{"vin":"{vin}","ts":{ts},"seq":{i},"metrics":{{"speed":{a},"soc":{b},"door":true}}}}"#),
+        ));
+        add(&vin, fleet(v), ts, "speed", a);
+        add(&vin, fleet(v), ts, "soc", b);
+        add(&vin, fleet(v), ts, "door", 1.0);
+    }
+    // An array of two samples, one of them for the same key again (duplicate key → cnt 2).
+    msgs.push((
+        "telemetry/wide".into(),
+        format!(r#"[{{"vin":"VIN0000","ts":{base},"metrics":{{"speed":7}}}},{{"vin":"VIN0001","ts":"{}","metrics":{{"rpm":900}}}}]"#, rfc3339(base + 1000)),
+    ));
+    add("VIN0000", fleet(0), base, "speed", 7.0);
+    add("VIN0001", fleet(1), base + 1000, "rpm", 900.0);
+    // Narrow messages: topic per signal.
+    for i in 0..10 {
+        let ts = base + 30_000 + i;
+        msgs.push(("telemetry/VIN0002/coolant".into(), format!(r#"{{"ts":{ts},"v":{}}}"#, 80 + i)));
+        add("VIN0002", fleet(2), ts, "coolant", (80 + i) as f64);
+    }
+    // Late (but within the lateness bound): an older window, one more partial row.
+    msgs.push((
+        "telemetry/wide".into(),
+        format!(r#"{{"vin":"VIN0003","ts":{},"metrics":{{"speed":1.25}}}}"#, base - 600_000),
+    ));
+    add("VIN0003", fleet(3), base - 600_000, "speed", 1.25);
+    // Bad input: each refused with a reason, neighbours unaffected.
+    let bad = [
+        ("telemetry/wide", "{not json".to_string(), "malformed_json"),
+        ("telemetry/wide", format!(r#"{{"ts":{base},"metrics":{{"x":1}}}}"#), "missing_vin"),
+        ("telemetry/wide", r#"{"vin":"VIN0000","ts":"yesterday","metrics":{}}"#.to_string(), "bad_ts"),
+        (
+            "telemetry/wide",
+            format!(r#"{{"vin":"VIN0000","ts":{},"metrics":{{"x":1}}}}"#, now + 86_400_000),
+            "ts_out_of_range",
+        ),
+        ("telemetry/VIN0002/coolant", "hot".to_string(), "malformed_json"),
+    ];
+    msgs.push((bad[0].0.into(), bad[0].1.clone()));
+    // A sample with one bad value: the good readings stay.
+    msgs.push((
+        "telemetry/wide".into(),
+        format!(r#"{{"vin":"VIN0001","ts":{},"metrics":{{"rpm":1000,"gear":"D"}}}}"#, base + 2000),
+    ));
+    add("VIN0001", fleet(1), base + 2000, "rpm", 1000.0);
+    for b in &bad[1..] {
+        msgs.push((b.0.into(), b.1.clone()));
+    }
+    let mut reasons: Vec<&'static str> = bad.iter().map(|b| b.2).collect();
+    reasons.push("bad_value");
+    reasons.sort();
+
+    if v5 {
+        use rumqttc::v5::mqttbytes::QoS;
+        use rumqttc::v5::{AsyncClient, MqttOptions};
+        let (c, mut ev) = AsyncClient::new(MqttOptions::new("pub5", "127.0.0.1", port), 100);
+        let h = tokio::spawn(async move { while ev.poll().await.is_ok() {} });
+        for (t, p) in msgs {
+            c.publish(t, QoS::AtLeastOnce, false, p.into_bytes()).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        h.abort();
+    } else {
+        use rumqttc::{AsyncClient, MqttOptions, QoS};
+        let (c, mut ev) = AsyncClient::new(MqttOptions::new("pub4", "127.0.0.1", port), 100);
+        let h = tokio::spawn(async move { while ev.poll().await.is_ok() {} });
+        for (t, p) in msgs {
+            c.publish(t, QoS::AtLeastOnce, false, p.into_bytes()).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        h.abort();
+    }
+    (exp, reasons)
+}
+
+fn rfc3339(ms: i64) -> String {
+    let s = rockfeed::starrocks::types::format_datetime(ms * 1000);
+    format!("{}Z", s.replace(' ', "T"))
+}
+
+async fn scenario(v5: bool) {
+    let broker = mosquitto();
+    let emu = Emulator::start(EmulatorConfig::local(parse_ddl(DDL).unwrap(), "root", "pw")).await.unwrap();
+    let client = StreamLoadClient::new(ClientConfig::new(
+        vec![emu.fe_url().parse().unwrap()],
+        Credentials { user: "root".into(), password: "pw".into() },
+    ))
+    .unwrap();
+    let loader = Arc::new(StreamLoader::new(client, "rockfeed", RetryPolicy::default()));
+    let dir = tempfile::tempdir().unwrap();
+    let vehicles = dir.path().join("vehicles.csv");
+    std::fs::write(&vehicles, "vin,fleet\nVIN0000,fleet-0\nVIN0001,fleet-1\nVIN0002,fleet-0\n").unwrap();
+    let enrich = Arc::new(rockfeed::enrich::Enrichment::open(&vehicles, &["fleet".to_string()]).unwrap());
+    let cfg = RunnerConfig {
+        decode: DecodeConfig::default(),
+        form: Form::Auto,
+        max_metrics: 1000,
+        window: WindowConfig { width_ms: 60_000, max_lateness_ms: 3_600_000 },
+        shards: 2,
+        buckets: 8,
+        epoch: Duration::from_millis(300),
+        dims: vec!["fleet".into()],
+        unknown_vehicle: UnknownVehicle::Keep,
+        table: "telemetry_1m".into(),
+        label_prefix: if v5 { "t5".into() } else { "t4".into() },
+        dead_letter_dir: dir.path().join("dead"),
+        channel_batches: 64,
+    };
+    let mcfg = MqttConfig {
+        host: "127.0.0.1".into(),
+        port: broker.port,
+        client_id: format!("rockfeed-test-{v5}"),
+        topics: vec!["telemetry/#".into()],
+        qos: 1,
+        protocol: if v5 { "5".into() } else { "3.1.1".into() },
+        clean_session: false,
+        username: None,
+        password: None,
+        tls_ca_file: None,
+        max_packet_bytes: 1 << 20,
+        keep_alive_secs: 30,
+    };
+    mcfg.validate().unwrap();
+    let (tx, rx) = mpsc::channel(256);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stats = Arc::new(Stats::default());
+    let src = tokio::spawn(rockfeed::source::mqtt::run(mcfg, tx, stop_rx.clone()));
+    let pipe = tokio::spawn(run(cfg, loader, Some(enrich), rx, stop_rx, stats.clone()));
+    tokio::time::sleep(Duration::from_millis(500)).await; // subscribed
+
+    let now = now_ms() as i64;
+    let (expected, reasons) = publish(broker.port, v5, now).await;
+    let want_samples = 40 + 2 + 10 + 1 + 1;
+    for _ in 0..200 {
+        if stats.samples.load(Ordering::Relaxed) >= want_samples && stats.rejected.load(Ordering::Relaxed) >= 6 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop_tx.send(true).unwrap();
+    src.await.unwrap().unwrap();
+    pipe.await.unwrap().unwrap();
+    assert_eq!(stats.samples.load(Ordering::Relaxed), want_samples);
+    assert_eq!(stats.loads_failed.load(Ordering::Relaxed), 0);
+
+    let rows = emu.with_core(|c| c.table("rockfeed", "telemetry_1m").unwrap().rows());
+    let mut got: BTreeMap<Key, (u64, f64, f64, f64)> = BTreeMap::new();
+    for r in rows {
+        let win = match r[1] {
+            rockfeed::starrocks::types::Value::DateTime(t) => t / 1000,
+            ref other => panic!("{other:?}"),
+        };
+        let fleet = match &r[3] {
+            rockfeed::starrocks::types::Value::Null => None,
+            v => Some(v.to_string()),
+        };
+        let f = |i: usize| r[i].as_f64().unwrap();
+        got.insert((r[0].to_string(), win, r[2].to_string(), fleet), (f(4) as u64, f(5), f(6), f(7)));
+    }
+    assert_eq!(got.len(), expected.len(), "rows: {got:#?}\nexpected: {expected:#?}");
+    for (k, (cnt, sum, min, max)) in &expected {
+        let g = got.get(k).unwrap_or_else(|| panic!("missing row {k:?}"));
+        assert_eq!(g.0, *cnt, "{k:?}");
+        assert!((g.1 - sum).abs() < 1e-9, "{k:?}: {} vs {sum}", g.1);
+        assert_eq!((g.2, g.3), (*min, *max), "{k:?}");
+    }
+    let mut dead: Vec<String> = rockfeed::deadletter::read_all(&dir.path().join("dead"))
+        .unwrap()
+        .iter()
+        .map(|r| r["reason"].as_str().unwrap().to_string())
+        .collect();
+    dead.sort();
+    assert_eq!(dead, reasons);
+    emu.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mosquitto_mqtt5_into_the_aggregate_table_exactly() {
+    scenario(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mosquitto_mqtt311_into_the_aggregate_table_exactly() {
+    scenario(false).await;
+}
