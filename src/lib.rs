@@ -5,6 +5,7 @@
 //! and the protocol-exact StarRocks emulator ([`starrocks_emulator`]) that
 //! every sink test, the demo and the benchmarks run against.
 
+pub mod app;
 pub mod config;
 pub mod deadletter;
 pub mod decode;

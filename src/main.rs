@@ -27,6 +27,12 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Run the pipeline: MQTT → decode → enrich → pre-aggregate → Stream Load.
+    Run {
+        /// The rockfeed configuration file.
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Validate a configuration file without connecting to anything.
     Check {
         /// The rockfeed configuration file.
@@ -130,6 +136,28 @@ fn main() -> ExitCode {
     let res = rt.block_on(async {
         match cli.command {
             Command::StarrocksEmulator(a) => run_emulator(*a).await,
+            Command::Run { config } => {
+                let cfg = rockfeed::config::Config::load(&config)?;
+                let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+                tokio::spawn(async move {
+                    let _ = tokio::signal::ctrl_c().await;
+                    tracing::info!("Shutting down: sealing and loading what is held.");
+                    let _ = stop_tx.send(true);
+                });
+                let stats = rockfeed::app::run(cfg, stop_rx).await?;
+                use std::sync::atomic::Ordering::Relaxed;
+                println!(
+                    "messages {} samples {} readings {} rejected {} rows loaded {} loads {} failed loads {}",
+                    stats.messages.load(Relaxed),
+                    stats.samples.load(Relaxed),
+                    stats.readings.load(Relaxed),
+                    stats.rejected.load(Relaxed),
+                    stats.rows_loaded.load(Relaxed),
+                    stats.loads.load(Relaxed),
+                    stats.loads_failed.load(Relaxed)
+                );
+                Ok(())
+            }
             Command::Ddl { config } => {
                 let cfg = rockfeed::config::Config::load(&config)?;
                 print!("{}", rockfeed::config::ddl::ddl(&cfg));

@@ -77,6 +77,49 @@ pub struct Config {
     /// Shards and epochs.
     #[serde(default)]
     pub pipeline: Pipeline,
+    /// Where messages come from.
+    #[serde(default)]
+    pub source: Source,
+    /// Vehicle dimensions joined to every sample.
+    #[serde(default)]
+    pub enrich: Option<Enrich>,
+    /// Where refused input goes.
+    #[serde(default)]
+    pub dead_letter: DeadLetterCfg,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Source {
+    /// MQTT broker subscription.
+    pub mqtt: Option<crate::source::mqtt::MqttConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Enrich {
+    /// CSV with a `vin` column and the `tables.dims` columns; reloaded when it changes.
+    pub file: PathBuf,
+    /// `keep` (NULL dims) or `dead-letter` for vins not in the file.
+    #[serde(default = "default_unknown")]
+    pub unknown_vehicle: crate::enrich::UnknownVehicle,
+}
+
+fn default_unknown() -> crate::enrich::UnknownVehicle {
+    crate::enrich::UnknownVehicle::Keep
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeadLetterCfg {
+    /// Directory of `dead-letter-NNNNNN.jsonl` files.
+    pub dir: PathBuf,
+}
+
+impl Default for DeadLetterCfg {
+    fn default() -> Self {
+        DeadLetterCfg { dir: PathBuf::from("rockfeed-data/dead-letter") }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -104,7 +147,8 @@ pub struct StarRocks {
     /// Label prefix, unique per rockfeed instance: labels are `{prefix}-{table}-{shard}-{epoch}`.
     #[serde(default = "default_label_prefix")]
     pub label_prefix: String,
-    /// `exactly-once` (default) or `at-least-once`.
+    /// `at-least-once` (default today: plain Stream Load, label-exact) or
+    /// `exactly-once` (epochs with 2PC; not implemented yet, refused by `run`).
     #[serde(default = "default_delivery")]
     pub delivery: Delivery,
     /// PEM CA bundle for `https` endpoints (system bundle when unset).
@@ -122,7 +166,8 @@ fn default_label_prefix() -> String {
     "rockfeed".into()
 }
 fn default_delivery() -> Delivery {
-    Delivery::ExactlyOnce
+    // Until the epoch 2PC mode lands, the default is the mode that exists.
+    Delivery::AtLeastOnce
 }
 fn default_request_timeout() -> Dur {
     Dur(Duration::from_secs(600))
@@ -202,6 +247,8 @@ pub struct Decode {
     pub value_field: String,
     /// Narrow topics: `<prefix>/{vin}/{metric}`.
     pub topic_template: String,
+    /// `wide`, `narrow`, or `auto` (narrow when the topic matches the template).
+    pub form: crate::pipeline::runner::Form,
     /// Largest payload accepted.
     pub max_payload_bytes: usize,
     /// Bounded metric catalog.
@@ -222,6 +269,7 @@ impl Default for Decode {
             metrics_field: d.metrics_field,
             value_field: d.value_field,
             topic_template: d.topic_template,
+            form: crate::pipeline::runner::Form::Auto,
             max_payload_bytes: d.max_payload_bytes,
             max_metrics: 100_000,
             max_future: Dur(Duration::from_millis(d.max_future_ms as u64)),
@@ -269,11 +317,13 @@ pub struct Pipeline {
     pub shards: u32,
     /// Epoch length: how often partial aggregates are sealed and loaded.
     pub epoch: Dur,
+    /// Batches buffered per shard before the source is held back.
+    pub channel_batches: usize,
 }
 
 impl Default for Pipeline {
     fn default() -> Self {
-        Pipeline { shards: 2, epoch: Dur(Duration::from_secs(1)) }
+        Pipeline { shards: 2, epoch: Dur(Duration::from_secs(1)), channel_batches: 64 }
     }
 }
 
@@ -336,6 +386,9 @@ impl Config {
             return bad("pipeline.epoch must be at least 100ms".into());
         }
         crate::decode::narrow::TopicTemplate::parse(&self.decode.topic_template).map_err(ConfigError::Invalid)?;
+        if let Some(m) = &self.source.mqtt {
+            m.validate().map_err(ConfigError::Invalid)?;
+        }
         if self.decode.max_payload_bytes < 256 * 1024 {
             return bad("decode.max_payload_bytes below 256 KiB would refuse legitimate wide samples".into());
         }
@@ -365,7 +418,7 @@ user = "root"
     fn a_minimal_file_gets_documented_defaults() {
         let c = Config::parse(MIN).unwrap();
         c.validate().unwrap();
-        assert_eq!(c.starrocks.delivery, Delivery::ExactlyOnce);
+        assert_eq!(c.starrocks.delivery, Delivery::AtLeastOnce);
         assert_eq!(c.tables.buckets, 16);
         assert_eq!(c.window.width.0, Duration::from_secs(60));
         assert_eq!(c.pipeline.epoch.0, Duration::from_secs(1));
@@ -403,5 +456,6 @@ user = "root"
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/rockfeed.example.toml");
         let c = Config::load(&path).unwrap();
         assert_eq!(c.tables.dims, vec!["fleet", "model", "region"]);
+        assert_eq!(c.source.mqtt.as_ref().unwrap().topics, vec!["telemetry/#"]);
     }
 }
