@@ -9,6 +9,7 @@ pub mod app;
 pub mod config;
 pub mod deadletter;
 pub mod decode;
+pub mod demo;
 pub mod enrich;
 pub mod pipeline;
 pub mod sink;

@@ -79,10 +79,23 @@ pub struct Stats {
     pub loads: AtomicU64,
     pub loads_failed: AtomicU64,
     pub epochs: AtomicU64,
+    /// Receive → committed latency per sample, in milliseconds (recorded per
+    /// batch after its load succeeded).
+    pub latency_ms: Mutex<Option<hdrhistogram::Histogram<u64>>>,
+}
+
+impl Stats {
+    /// (p50, p99, max) of receive → committed latency in ms, if any sample landed.
+    pub fn latency(&self) -> Option<(u64, u64, u64)> {
+        let g = self.latency_ms.lock().ok()?;
+        let h = g.as_ref()?;
+        (!h.is_empty()).then(|| (h.value_at_quantile(0.5), h.value_at_quantile(0.99), h.max()))
+    }
 }
 
 enum ShardMsg {
-    Samples(Vec<(Sample, Option<DimRow>)>),
+    /// Samples with their dims and receive time (ms).
+    Samples(Vec<(Sample, Option<DimRow>, i64)>),
     Seal(u64),
 }
 
@@ -176,7 +189,7 @@ pub async fn run(
                     }
                 }
                 let snap = enrich.as_ref().map(|e| e.snapshot());
-                let mut per_shard: Vec<Vec<(Sample, Option<DimRow>)>> = (0..cfg.shards).map(|_| Vec::new()).collect();
+                let mut per_shard: Vec<Vec<(Sample, Option<DimRow>, i64)>> = (0..cfg.shards).map(|_| Vec::new()).collect();
                 for s in decoded.samples.drain(..) {
                     let dims = snap.as_ref().and_then(|sn| sn.row(&s.vin));
                     if dims.is_none() && snap.is_some() && cfg.unknown_vehicle == UnknownVehicle::DeadLetter {
@@ -188,7 +201,7 @@ pub async fn run(
                     stats.samples.fetch_add(1, Ordering::Relaxed);
                     stats.readings.fetch_add(s.readings.len() as u64, Ordering::Relaxed);
                     let k = shard_of(s.vin.as_bytes(), cfg.buckets, cfg.shards) as usize;
-                    per_shard[k].push((s, dims));
+                    per_shard[k].push((s, dims, m.received_ms));
                 }
                 for (k, batch) in per_shard.into_iter().enumerate() {
                     if !batch.is_empty() && shard_tx[k].send(ShardMsg::Samples(batch)).await.is_err() {
@@ -225,16 +238,22 @@ async fn shard(ctx: ShardCtx, mut rx: mpsc::Receiver<ShardMsg>) {
     // Dims tuples of this epoch, interned: the key carries their index.
     let mut dims: Vec<Option<DimRow>> = Vec::new();
     let mut dims_index: HashMap<Option<Vec<Option<CompactString>>>, u32> = HashMap::new();
+    // Receive times of this epoch's samples, for the latency histogram.
+    let mut received: Vec<i64> = Vec::new();
     while let Some(msg) = rx.recv().await {
         match msg {
             ShardMsg::Samples(batch) => {
-                for (s, row) in batch {
+                for (s, row, rx_ms) in batch {
                     let key = row.as_ref().map(|r| r.to_vec());
                     let d = *dims_index.entry(key).or_insert_with(|| {
                         dims.push(row.clone());
                         (dims.len() - 1) as u32
                     });
-                    if let Added::TooLate { watermark_ms } = agg.add(&s, d) {
+                    let added = agg.add(&s, d);
+                    if let Added::Folded(_) = added {
+                        received.push(rx_ms);
+                    }
+                    if let Added::TooLate { watermark_ms } = added {
                         ctx.stats.rejected.fetch_add(1, Ordering::Relaxed);
                         let detail = format!(
                             "vin {} event time {} is older than the lateness bound {}",
@@ -253,6 +272,7 @@ async fn shard(ctx: ShardCtx, mut rx: mpsc::Receiver<ShardMsg>) {
             }
             ShardMsg::Seal(epoch) => {
                 if agg.is_empty() {
+                    received.clear();
                     continue;
                 }
                 let mut csv = TelemetryCsv::default();
@@ -282,11 +302,21 @@ async fn shard(ctx: ShardCtx, mut rx: mpsc::Receiver<ShardMsg>) {
                 let body = Bytes::from(csv.buf);
                 match ctx.loader.load(&ctx.cfg.table, &l, &ctx.headers, body.clone()).await {
                     Ok(r) => {
+                        let done = now_ms();
+                        if let Ok(mut h) = ctx.stats.latency_ms.lock() {
+                            let h = h.get_or_insert_with(|| {
+                                hdrhistogram::Histogram::new(3).expect("3 significant digits is valid")
+                            });
+                            for rx in received.drain(..) {
+                                let _ = h.record((done - rx).max(0) as u64);
+                            }
+                        }
                         ctx.stats.loads.fetch_add(1, Ordering::Relaxed);
                         ctx.stats.rows_loaded.fetch_add(rows, Ordering::Relaxed);
                         tracing::debug!(shard = ctx.k, label = %l, rows, attempts = r.attempts, "Stream load committed.");
                     }
                     Err(e) => {
+                        received.clear();
                         ctx.stats.loads_failed.fetch_add(1, Ordering::Relaxed);
                         tracing::error!(shard = ctx.k, label = %l, error = %e, "Stream load failed; the batch goes to the dead-letter directory.");
                         let mut w = ctx.dead.lock().unwrap_or_else(|p| p.into_inner());
