@@ -181,6 +181,26 @@ pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
     Some(micros.div_euclid(1000) - offset_min * 60_000)
 }
 
+/// Reads an event time value: epoch milliseconds (integer, or a finite
+/// float truncated) or an RFC 3339 string; `None` for anything else (the
+/// value is consumed either way).
+pub fn event_time(sc: &mut scan::Scanner<'_>) -> Result<Option<i64>, scan::ScanError> {
+    use scan::{Kind, Num};
+    Ok(match sc.kind()? {
+        Kind::Number => match sc.number()? {
+            Num::U(u) => i64::try_from(u).ok(),
+            Num::I(i) => Some(i),
+            Num::F(f) if f.is_finite() && f.abs() < 9.2e18 => Some(f as i64),
+            Num::F(_) => None,
+        },
+        Kind::String => parse_rfc3339_ms(&sc.string()?),
+        _ => {
+            sc.skip()?;
+            None
+        }
+    })
+}
+
 /// Checks an event time against the receive time.
 pub fn check_ts(ts_ms: i64, now_ms: i64, cfg: &DecodeConfig) -> Result<(), Reject> {
     if ts_ms > now_ms.saturating_add(cfg.max_future_ms) || ts_ms < now_ms.saturating_sub(cfg.max_past_ms) {

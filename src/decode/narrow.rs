@@ -5,8 +5,8 @@
 use compact_str::CompactString;
 
 use super::catalog::MetricCatalog;
-use super::scan::{Kind, Num, ScanError, Scanner};
-use super::{DecodeConfig, Decoded, Reading, Reject, RejectReason, Sample, check_ts, parse_rfc3339_ms};
+use super::scan::{Kind, ScanError, Scanner};
+use super::{DecodeConfig, Decoded, Reading, Reject, RejectReason, Sample, check_ts, event_time};
 
 /// A parsed topic template: literal segments and the two captures.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,19 +103,7 @@ pub fn decode(
     let parsed = match sc.kind() {
         Ok(Kind::Object) => sc.object(|sc, k| {
             if k == cfg.ts_field {
-                let t = match sc.kind()? {
-                    Kind::Number => match sc.number()? {
-                        Num::U(u) => i64::try_from(u).ok(),
-                        Num::I(i) => Some(i),
-                        Num::F(f) if f.is_finite() && f.abs() < 9.2e18 => Some(f as i64),
-                        Num::F(_) => None,
-                    },
-                    Kind::String => parse_rfc3339_ms(&sc.string()?),
-                    _ => {
-                        sc.skip()?;
-                        None
-                    }
-                };
+                let t = event_time(sc)?;
                 match t {
                     Some(t) => ts = t,
                     None => {

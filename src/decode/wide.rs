@@ -12,7 +12,7 @@ use compact_str::CompactString;
 
 use super::catalog::MetricCatalog;
 use super::scan::{Kind, Num, ScanError, Scanner};
-use super::{DecodeConfig, Decoded, Reading, Reject, RejectReason, Sample, check_ts, parse_rfc3339_ms};
+use super::{DecodeConfig, Decoded, Reading, Reject, RejectReason, Sample, check_ts, event_time};
 
 /// Decodes one wide payload into `out` (appending).
 pub fn decode(payload: &[u8], now_ms: i64, cfg: &DecodeConfig, catalog: &mut MetricCatalog, out: &mut Decoded) {
@@ -92,19 +92,7 @@ fn sample(
             let msg = format!("{} must be a non-empty string of at most {} bytes", cfg.vin_field, cfg.max_vin_len);
             problem.get_or_insert((RejectReason::BadVin, msg));
         } else if k == cfg.ts_field {
-            let ts = match sc.kind()? {
-                Kind::Number => match sc.number()? {
-                    Num::U(u) => i64::try_from(u).ok(),
-                    Num::I(i) => Some(i),
-                    Num::F(f) if f.is_finite() && f.abs() < 9.2e18 => Some(f as i64),
-                    Num::F(_) => None,
-                },
-                Kind::String => parse_rfc3339_ms(&sc.string()?),
-                _ => {
-                    sc.skip()?;
-                    None
-                }
-            };
+            let ts = event_time(sc)?;
             match ts {
                 Some(t) => {
                     s.ts_ms = t;
