@@ -56,6 +56,7 @@ pub fn runner_config(cfg: &Config) -> RunnerConfig {
         label_prefix: cfg.starrocks.label_prefix.clone(),
         dead_letter_dir: cfg.dead_letter.dir.clone(),
         channel_batches: cfg.pipeline.channel_batches,
+        max_rows_per_load: cfg.pipeline.max_rows_per_load,
     }
 }
 

@@ -203,6 +203,7 @@ async fn scenario(v5: bool) {
         label_prefix: if v5 { "t5".into() } else { "t4".into() },
         dead_letter_dir: dir.path().join("dead"),
         channel_batches: 64,
+        max_rows_per_load: 500_000,
     };
     let mcfg = MqttConfig {
         host: "127.0.0.1".into(),

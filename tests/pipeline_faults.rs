@@ -48,6 +48,7 @@ fn runner_cfg(dir: &std::path::Path) -> RunnerConfig {
         label_prefix: "faults".into(),
         dead_letter_dir: dir.join("dead"),
         channel_batches: 64,
+        max_rows_per_load: 500_000,
     }
 }
 
@@ -175,5 +176,33 @@ async fn permanent_failures_keep_every_batch_as_a_dead_letter() {
             .sum::<u64>();
     }
     assert_eq!(rows, want.values().map(|(c, _)| c).sum::<u64>());
+    emu.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_over_the_row_limit_load_early_under_their_own_labels() {
+    let emu = Emulator::start(EmulatorConfig::local(parse_ddl(DDL).unwrap(), "root", "pw")).await.unwrap();
+    let client = StreamLoadClient::new(ClientConfig::new(
+        vec![emu.fe_url().parse().unwrap()],
+        Credentials { user: "root".into(), password: "pw".into() },
+    ))
+    .unwrap();
+    let loader = Arc::new(StreamLoader::new(client, "rockfeed", RetryPolicy::default()));
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = runner_cfg(dir.path());
+    cfg.epoch = Duration::from_secs(3600); // only the size limit and the final drain load
+    cfg.max_rows_per_load = 6;
+    let (tx, rx) = mpsc::channel(64);
+    let (_stop_tx, stop_rx) = watch::channel(false);
+    let stats = Arc::new(Stats::default());
+    let pipe = tokio::spawn(run(cfg, loader, None, rx, stop_rx, stats.clone()));
+    let want = feed(tx.clone(), 60).await;
+    drop(tx);
+    pipe.await.unwrap().unwrap();
+    let loads = stats.loads.load(Ordering::Relaxed);
+    assert!(loads >= 10, "expected early loads, got {loads}");
+    let labels = emu.with_core(|c| c.registry.all().filter(|t| t.label.starts_with("faults-")).count() as u64);
+    assert_eq!(labels, loads, "every load had its own label");
+    assert_same(&table(&emu), &want);
     emu.shutdown().await;
 }

@@ -319,11 +319,14 @@ pub struct Pipeline {
     pub epoch: Dur,
     /// Batches buffered per shard before the source is held back.
     pub channel_batches: usize,
+    /// A shard loads early when it holds this many partial rows (bounds
+    /// memory and body size within an epoch).
+    pub max_rows_per_load: usize,
 }
 
 impl Default for Pipeline {
     fn default() -> Self {
-        Pipeline { shards: 2, epoch: Dur(Duration::from_secs(1)), channel_batches: 64 }
+        Pipeline { shards: 2, epoch: Dur(Duration::from_secs(1)), channel_batches: 64, max_rows_per_load: 500_000 }
     }
 }
 

@@ -13,9 +13,11 @@
 //!   label-exact retry loop (`sink::starrocks::service`). A batch that fails
 //!   permanently is dead-lettered whole (`load_failed`), never dropped.
 //!
-//! Epoch numbers are `epoch_start_ms / epoch_ms`: unique per time slot and
-//! increasing across restarts, so a restarted instance never reuses a label
-//! of different data. Exactly-once epochs replace this with source positions
+//! Label sequences are `slot * 1000 + n` with `slot = now_ms / epoch_ms`
+//! and `n` counting the loads of a shard within a slot (a seal, or an early
+//! load when a shard holds `max_rows_per_load` rows): unique per time slot
+//! and increasing across restarts, so a restarted instance never reuses a
+//! label of different data. Exactly-once epochs replace this with source positions
 //! (DESIGN.md §3).
 
 use std::collections::HashMap;
@@ -66,6 +68,8 @@ pub struct RunnerConfig {
     pub dead_letter_dir: std::path::PathBuf,
     /// Capacity of each shard channel, in batches.
     pub channel_batches: usize,
+    /// A shard loads early when it holds this many partial rows.
+    pub max_rows_per_load: usize,
 }
 
 /// Counters, read by tests and (later) the metrics endpoint.
@@ -233,104 +237,133 @@ struct ShardCtx {
     stats: Arc<Stats>,
 }
 
+/// A shard's state between flushes.
+struct ShardState {
+    agg: WindowAggregator,
+    /// Dims tuples of this batch, interned: the key carries their index.
+    dims: Vec<Option<DimRow>>,
+    dims_index: HashMap<Option<Vec<Option<CompactString>>>, u32>,
+    /// Receive times of this batch's samples, for the latency histogram.
+    received: Vec<i64>,
+    /// Label sequence: `slot * 1000 + n`, n counting flushes within a slot.
+    last_slot: u64,
+    n: u64,
+}
+
 async fn shard(ctx: ShardCtx, mut rx: mpsc::Receiver<ShardMsg>) {
-    let mut agg = WindowAggregator::new(ctx.cfg.window);
-    // Dims tuples of this epoch, interned: the key carries their index.
-    let mut dims: Vec<Option<DimRow>> = Vec::new();
-    let mut dims_index: HashMap<Option<Vec<Option<CompactString>>>, u32> = HashMap::new();
-    // Receive times of this epoch's samples, for the latency histogram.
-    let mut received: Vec<i64> = Vec::new();
+    let mut st = ShardState {
+        agg: WindowAggregator::new(ctx.cfg.window),
+        dims: Vec::new(),
+        dims_index: HashMap::new(),
+        received: Vec::new(),
+        last_slot: 0,
+        n: 0,
+    };
     while let Some(msg) = rx.recv().await {
         match msg {
             ShardMsg::Samples(batch) => {
                 for (s, row, rx_ms) in batch {
                     let key = row.as_ref().map(|r| r.to_vec());
-                    let d = *dims_index.entry(key).or_insert_with(|| {
+                    let dims = &mut st.dims;
+                    let d = *st.dims_index.entry(key).or_insert_with(|| {
                         dims.push(row.clone());
                         (dims.len() - 1) as u32
                     });
-                    let added = agg.add(&s, d);
-                    if let Added::Folded(_) = added {
-                        received.push(rx_ms);
-                    }
-                    if let Added::TooLate { watermark_ms } = added {
-                        ctx.stats.rejected.fetch_add(1, Ordering::Relaxed);
-                        let detail = format!(
-                            "vin {} event time {} is older than the lateness bound {}",
-                            s.vin, s.ts_ms, watermark_ms
-                        );
-                        let mut w = ctx.dead.lock().unwrap_or_else(|p| p.into_inner());
-                        let _ = w.write(&DeadLetter {
-                            at_ms: now_ms(),
-                            reason: "too_late",
-                            detail: &detail,
-                            source: "pipeline",
-                            payload: b"",
-                        });
-                    }
-                }
-            }
-            ShardMsg::Seal(epoch) => {
-                if agg.is_empty() {
-                    received.clear();
-                    continue;
-                }
-                let mut csv = TelemetryCsv::default();
-                {
-                    let cat = ctx.catalog.read().unwrap_or_else(|p| p.into_inner());
-                    let ndims = ctx.cfg.dims.len();
-                    agg.drain(|g| {
-                        let values: Vec<Option<&str>> = match dims.get(g.dims as usize).and_then(|d| d.as_ref()) {
-                            Some(r) => r.iter().map(|v| v.as_deref()).collect(),
-                            None => vec![None; ndims],
-                        };
-                        if let Err(e) = csv.push_group(&g, &values, |m| cat.name(m)) {
-                            tracing::error!(error = %e, "Unsafe field in a partial row; refused.");
-                        }
-                    });
-                }
-                dims.clear();
-                dims_index.clear();
-                let l = match label(&ctx.cfg.label_prefix, &ctx.cfg.table, ctx.k, epoch) {
-                    Ok(l) => l,
-                    Err(e) => {
-                        tracing::error!(error = %e, "Cannot build a label.");
-                        continue;
-                    }
-                };
-                let rows = csv.rows;
-                let body = Bytes::from(csv.buf);
-                match ctx.loader.load(&ctx.cfg.table, &l, &ctx.headers, body.clone()).await {
-                    Ok(r) => {
-                        let done = now_ms();
-                        if let Ok(mut h) = ctx.stats.latency_ms.lock() {
-                            let h = h.get_or_insert_with(|| {
-                                hdrhistogram::Histogram::new(3).expect("3 significant digits is valid")
+                    match st.agg.add(&s, d) {
+                        Added::Folded(_) => st.received.push(rx_ms),
+                        Added::TooLate { watermark_ms } => {
+                            ctx.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                            let detail = format!(
+                                "vin {} event time {} is older than the lateness bound {}",
+                                s.vin, s.ts_ms, watermark_ms
+                            );
+                            let mut w = ctx.dead.lock().unwrap_or_else(|p| p.into_inner());
+                            let _ = w.write(&DeadLetter {
+                                at_ms: now_ms(),
+                                reason: "too_late",
+                                detail: &detail,
+                                source: "pipeline",
+                                payload: b"",
                             });
-                            for rx in received.drain(..) {
-                                let _ = h.record((done - rx).max(0) as u64);
-                            }
                         }
-                        ctx.stats.loads.fetch_add(1, Ordering::Relaxed);
-                        ctx.stats.rows_loaded.fetch_add(rows, Ordering::Relaxed);
-                        tracing::debug!(shard = ctx.k, label = %l, rows, attempts = r.attempts, "Stream load committed.");
-                    }
-                    Err(e) => {
-                        received.clear();
-                        ctx.stats.loads_failed.fetch_add(1, Ordering::Relaxed);
-                        tracing::error!(shard = ctx.k, label = %l, error = %e, "Stream load failed; the batch goes to the dead-letter directory.");
-                        let mut w = ctx.dead.lock().unwrap_or_else(|p| p.into_inner());
-                        let _ = w.write(&DeadLetter {
-                            at_ms: now_ms(),
-                            reason: "load_failed",
-                            detail: &e.to_string(),
-                            source: &l,
-                            payload: &body,
-                        });
-                        let _ = w.flush(true);
                     }
                 }
+                // Size limit: a batch never grows past max_rows_per_load.
+                if st.agg.len() >= ctx.cfg.max_rows_per_load {
+                    flush(&ctx, &mut st, (now_ms() / ctx.cfg.epoch.as_millis().max(1) as i64) as u64).await;
+                }
             }
+            ShardMsg::Seal(slot) => flush(&ctx, &mut st, slot).await,
+        }
+    }
+}
+
+/// Encodes and loads what the shard holds, under the next label of `slot`.
+async fn flush(ctx: &ShardCtx, st: &mut ShardState, slot: u64) {
+    if st.agg.is_empty() {
+        st.received.clear();
+        return;
+    }
+    if slot == st.last_slot {
+        st.n += 1;
+    } else {
+        st.last_slot = slot.max(st.last_slot);
+        st.n = 0;
+    }
+    let seq = st.last_slot * 1000 + st.n.min(999);
+    let mut csv = TelemetryCsv::default();
+    {
+        let cat = ctx.catalog.read().unwrap_or_else(|p| p.into_inner());
+        let ndims = ctx.cfg.dims.len();
+        let dims = &st.dims;
+        st.agg.drain(|g| {
+            let values: Vec<Option<&str>> = match dims.get(g.dims as usize).and_then(|d| d.as_ref()) {
+                Some(r) => r.iter().map(|v| v.as_deref()).collect(),
+                None => vec![None; ndims],
+            };
+            if let Err(e) = csv.push_group(&g, &values, |m| cat.name(m)) {
+                tracing::error!(error = %e, "Unsafe field in a partial row; refused.");
+            }
+        });
+    }
+    st.dims.clear();
+    st.dims_index.clear();
+    let l = match label(&ctx.cfg.label_prefix, &ctx.cfg.table, ctx.k, seq) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "Cannot build a label.");
+            return;
+        }
+    };
+    let rows = csv.rows;
+    let body = Bytes::from(csv.buf);
+    match ctx.loader.load(&ctx.cfg.table, &l, &ctx.headers, body.clone()).await {
+        Ok(r) => {
+            let done = now_ms();
+            if let Ok(mut h) = ctx.stats.latency_ms.lock() {
+                let h =
+                    h.get_or_insert_with(|| hdrhistogram::Histogram::new(3).expect("3 significant digits is valid"));
+                for rx in st.received.drain(..) {
+                    let _ = h.record((done - rx).max(0) as u64);
+                }
+            }
+            ctx.stats.loads.fetch_add(1, Ordering::Relaxed);
+            ctx.stats.rows_loaded.fetch_add(rows, Ordering::Relaxed);
+            tracing::debug!(shard = ctx.k, label = %l, rows, attempts = r.attempts, "Stream load committed.");
+        }
+        Err(e) => {
+            st.received.clear();
+            ctx.stats.loads_failed.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(shard = ctx.k, label = %l, error = %e, "Stream load failed; the batch goes to the dead-letter directory.");
+            let mut w = ctx.dead.lock().unwrap_or_else(|p| p.into_inner());
+            let _ = w.write(&DeadLetter {
+                at_ms: now_ms(),
+                reason: "load_failed",
+                detail: &e.to_string(),
+                source: &l,
+                payload: &body,
+            });
+            let _ = w.flush(true);
         }
     }
 }
