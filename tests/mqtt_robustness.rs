@@ -1,0 +1,219 @@
+//! The MQTT source against a real mosquitto with TLS and a password file: a
+//! 300 KiB payload arrives whole, and a broker restart is survived by
+//! reconnecting and resubscribing (messages published after the restart are
+//! loaded too).
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use rockfeed::decode::DecodeConfig;
+use rockfeed::enrich::UnknownVehicle;
+use rockfeed::pipeline::runner::{Form, RunnerConfig, Stats, run};
+use rockfeed::pipeline::window::WindowConfig;
+use rockfeed::sink::starrocks::client::{ClientConfig, Credentials, StreamLoadClient};
+use rockfeed::sink::starrocks::service::{RetryPolicy, StreamLoader};
+use rockfeed::source::mqtt::MqttConfig;
+use rockfeed::starrocks::ddl::parse_ddl;
+use rockfeed::starrocks_emulator::{Emulator, EmulatorConfig, now_ms};
+use tokio::sync::{mpsc, watch};
+
+fn sh(cmd: &mut Command) {
+    let out = cmd.output().expect("run a setup tool (tests/run.sh installs openssl and mosquitto)");
+    assert!(out.status.success(), "{:?}: {}", cmd, String::from_utf8_lossy(&out.stderr));
+}
+
+/// CA, server certificate for 127.0.0.1, and a password file.
+fn material(dir: &Path) {
+    let p = |n: &str| dir.join(n);
+    sh(Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=rockfeed-test-ca",
+            "-keyout",
+        ])
+        .arg(p("ca.key"))
+        .arg("-out")
+        .arg(p("ca.pem")));
+    sh(Command::new("openssl")
+        .args(["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout"])
+        .arg(p("server.key"))
+        .arg("-out")
+        .arg(p("server.csr")));
+    std::fs::write(p("ext.cnf"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    sh(Command::new("openssl")
+        .args(["x509", "-req", "-days", "2", "-in"])
+        .arg(p("server.csr"))
+        .arg("-CA")
+        .arg(p("ca.pem"))
+        .arg("-CAkey")
+        .arg(p("ca.key"))
+        .args(["-CAcreateserial", "-out"])
+        .arg(p("server.pem"))
+        .arg("-extfile")
+        .arg(p("ext.cnf")));
+    let passwd = ["/usr/bin/mosquitto_passwd", "/usr/sbin/mosquitto_passwd"]
+        .into_iter()
+        .find(|b| Path::new(b).exists())
+        .expect("mosquitto_passwd (package mosquitto)");
+    sh(Command::new(passwd).args(["-b", "-c"]).arg(p("passwd")).args(["rockfeed", "s3cret-mqtt"]));
+    // mosquitto started as root drops to its own user: it must be able to
+    // read this throw-away material.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for f in ["ca.pem", "server.pem", "server.key", "passwd"] {
+        std::fs::set_permissions(p(f), std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+}
+
+fn start_broker(dir: &Path, port: u16) -> Child {
+    let bin = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
+        .into_iter()
+        .find(|b| Path::new(b).exists())
+        .expect("mosquitto (tests/run.sh installs it)");
+    let conf = dir.join("m.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listener {port} 127.0.0.1\ncafile {0}/ca.pem\ncertfile {0}/server.pem\nkeyfile {0}/server.key\npassword_file {0}/passwd\nallow_anonymous false\npersistence false\nmessage_size_limit 0\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new(bin).arg("-c").arg(&conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return child;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("mosquitto did not start");
+}
+
+async fn publish(dir: &Path, port: u16, id: &str, payloads: Vec<String>) {
+    use rumqttc::{AsyncClient, MqttOptions, QoS, TlsConfiguration, Transport};
+    let mut o = MqttOptions::new(id, "127.0.0.1", port);
+    o.set_credentials("rockfeed", "s3cret-mqtt");
+    o.set_max_packet_size(1 << 20, 1 << 20);
+    o.set_transport(Transport::Tls(TlsConfiguration::Simple {
+        ca: std::fs::read(dir.join("ca.pem")).unwrap(),
+        alpn: None,
+        client_auth: None,
+    }));
+    let (c, mut ev) = AsyncClient::new(o, 100);
+    let h = tokio::spawn(async move { while ev.poll().await.is_ok() {} });
+    for p in payloads {
+        c.publish("telemetry/wide", QoS::AtLeastOnce, false, p.into_bytes()).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    h.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_auth_large_payloads_and_a_broker_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    material(dir.path());
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut broker = start_broker(dir.path(), port);
+
+    let ddl = "CREATE DATABASE rockfeed; USE rockfeed; CREATE TABLE telemetry_1m (vehicle_id VARCHAR(64) NOT NULL, window_start DATETIME NOT NULL, metric VARCHAR(128) NOT NULL, cnt BIGINT SUM DEFAULT \"0\", total DOUBLE SUM DEFAULT \"0\", `min` DOUBLE MIN, `max` DOUBLE MAX) AGGREGATE KEY(vehicle_id, window_start, metric) PARTITION BY date_trunc('day', window_start) DISTRIBUTED BY HASH(vehicle_id) BUCKETS 4;";
+    let emu = Emulator::start(EmulatorConfig::local(parse_ddl(ddl).unwrap(), "root", "pw")).await.unwrap();
+    let client = StreamLoadClient::new(ClientConfig::new(
+        vec![emu.fe_url().parse().unwrap()],
+        Credentials { user: "root".into(), password: "pw".into() },
+    ))
+    .unwrap();
+    let loader = Arc::new(StreamLoader::new(client, "rockfeed", RetryPolicy::default()));
+    let cfg = RunnerConfig {
+        decode: DecodeConfig::default(),
+        form: Form::Wide,
+        max_metrics: 100_000,
+        window: WindowConfig::default(),
+        shards: 1,
+        buckets: 4,
+        epoch: Duration::from_millis(200),
+        dims: vec![],
+        unknown_vehicle: UnknownVehicle::Keep,
+        table: "telemetry_1m".into(),
+        label_prefix: "robust".into(),
+        dead_letter_dir: dir.path().join("dead"),
+        channel_batches: 16,
+        max_rows_per_load: 500_000,
+    };
+    let mcfg = MqttConfig {
+        host: "127.0.0.1".into(),
+        port,
+        client_id: "rockfeed-robust".into(),
+        topics: vec!["telemetry/#".into()],
+        qos: 1,
+        protocol: "3.1.1".into(),
+        clean_session: false,
+        username: Some("rockfeed".into()),
+        password: Some("s3cret-mqtt".into()),
+        tls_ca_file: Some(dir.path().join("ca.pem")),
+        max_packet_bytes: 1 << 20,
+        keep_alive_secs: 5,
+    };
+    let (tx, rx) = mpsc::channel(64);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stats = Arc::new(Stats::default());
+    let src = tokio::spawn(rockfeed::source::mqtt::run(mcfg, tx, stop_rx.clone()));
+    let pipe = tokio::spawn(run(cfg, loader, None, rx, stop_rx, stats.clone()));
+    tokio::time::sleep(Duration::from_millis(700)).await;
+
+    // A ~300 KiB wide sample: 12,000 metrics.
+    let now = now_ms() as i64;
+    let metrics: Vec<String> = (0..12_000).map(|m| format!("\"vehicle.subsystem.signal_{m:05}\":{m}.25")).collect();
+    let big = format!(r#"{{"vin":"BIG1","ts":{now},"metrics":{{{}}}}}"#, metrics.join(","));
+    assert!(big.len() > 300 * 1024, "{} bytes", big.len());
+    publish(dir.path(), port, "pub-1", vec![big]).await;
+    for _ in 0..100 {
+        if stats.readings.load(Ordering::Relaxed) >= 12_000 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(stats.readings.load(Ordering::Relaxed), 12_000, "the large payload arrived whole");
+
+    // Restart the broker (it forgets every session); rockfeed must come back.
+    broker.kill().unwrap();
+    broker.wait().unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _broker = KillOnDrop(start_broker(dir.path(), port));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after: Vec<String> =
+        (0..5).map(|i| format!(r#"{{"vin":"AFTER","ts":{},"metrics":{{"x":{i}}}}}"#, now + i)).collect();
+    publish(dir.path(), port, "pub-2", after).await;
+    for _ in 0..100 {
+        if stats.samples.load(Ordering::Relaxed) >= 6 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop_tx.send(true).unwrap();
+    src.await.unwrap().unwrap();
+    pipe.await.unwrap().unwrap();
+    assert_eq!(stats.samples.load(Ordering::Relaxed), 6, "resubscribed after the restart");
+    let rows = emu.with_core(|c| c.table("rockfeed", "telemetry_1m").unwrap().row_count());
+    assert_eq!(rows, 12_000 + 1);
+    emu.shutdown().await;
+}
+
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
