@@ -76,7 +76,7 @@ fn material(dir: &Path) {
     }
 }
 
-fn start_broker(dir: &Path, port: u16) -> Child {
+fn start_broker(dir: &Path, port: u16) -> KillOnDrop {
     let bin = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
         .into_iter()
         .find(|b| Path::new(b).exists())
@@ -90,7 +90,8 @@ fn start_broker(dir: &Path, port: u16) -> Child {
         ),
     )
     .unwrap();
-    let child = Command::new(bin).arg("-c").arg(&conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let child =
+        KillOnDrop(Command::new(bin).arg("-c").arg(&conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
     for _ in 0..100 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
             return child;
@@ -124,7 +125,7 @@ async fn tls_auth_large_payloads_and_a_broker_restart() {
     let dir = tempfile::tempdir().unwrap();
     material(dir.path());
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut broker = start_broker(dir.path(), port);
+    let broker = start_broker(dir.path(), port);
 
     let ddl = "CREATE DATABASE rockfeed; USE rockfeed; CREATE TABLE telemetry_1m (vehicle_id VARCHAR(64) NOT NULL, window_start DATETIME NOT NULL, metric VARCHAR(128) NOT NULL, cnt BIGINT SUM DEFAULT \"0\", total DOUBLE SUM DEFAULT \"0\", `min` DOUBLE MIN, `max` DOUBLE MAX) AGGREGATE KEY(vehicle_id, window_start, metric) PARTITION BY date_trunc('day', window_start) DISTRIBUTED BY HASH(vehicle_id) BUCKETS 4;";
     let emu = Emulator::start(EmulatorConfig::local(parse_ddl(ddl).unwrap(), "root", "pw")).await.unwrap();
@@ -186,10 +187,9 @@ async fn tls_auth_large_payloads_and_a_broker_restart() {
     assert_eq!(stats.readings.load(Ordering::Relaxed), 12_000, "the large payload arrived whole");
 
     // Restart the broker (it forgets every session); rockfeed must come back.
-    broker.kill().unwrap();
-    broker.wait().unwrap();
+    drop(broker);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let _broker = KillOnDrop(start_broker(dir.path(), port));
+    let _broker = start_broker(dir.path(), port);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after: Vec<String> =
         (0..5).map(|i| format!(r#"{{"vin":"AFTER","ts":{},"metrics":{{"x":{i}}}}}"#, now + i)).collect();
