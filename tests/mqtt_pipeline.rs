@@ -282,3 +282,94 @@ async fn mosquitto_mqtt5_into_the_aggregate_table_exactly() {
 async fn mosquitto_mqtt311_into_the_aggregate_table_exactly() {
     scenario(false).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt5_shared_subscription_splits_a_stream_between_two_instances() {
+    let broker = mosquitto();
+    let emu = Emulator::start(EmulatorConfig::local(parse_ddl(DDL).unwrap(), "root", "pw")).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut sources = Vec::new();
+    let mut pipes = Vec::new();
+    let mut all_stats = Vec::new();
+    for i in 0..2 {
+        let client = StreamLoadClient::new(ClientConfig::new(
+            vec![emu.fe_url().parse().unwrap()],
+            Credentials { user: "root".into(), password: "pw".into() },
+        ))
+        .unwrap();
+        let loader = Arc::new(StreamLoader::new(client, "rockfeed", RetryPolicy::default()));
+        let cfg = RunnerConfig {
+            decode: DecodeConfig::default(),
+            form: Form::Wide,
+            max_metrics: 1000,
+            window: WindowConfig::default(),
+            shards: 1,
+            buckets: 8,
+            epoch: Duration::from_millis(200),
+            dims: vec!["fleet".into()],
+            unknown_vehicle: UnknownVehicle::Keep,
+            table: "telemetry_1m".into(),
+            label_prefix: format!("inst{i}"),
+            dead_letter_dir: dir.path().join(format!("dead{i}")),
+            channel_batches: 64,
+            max_rows_per_load: 500_000,
+        };
+        let mcfg = MqttConfig {
+            host: "127.0.0.1".into(),
+            port: broker.port,
+            client_id: format!("rockfeed-shared-{i}"),
+            topics: vec!["$share/rockfeed/telemetry/#".into()],
+            qos: 1,
+            protocol: "5".into(),
+            clean_session: true,
+            username: None,
+            password: None,
+            tls_ca_file: None,
+            max_packet_bytes: 1 << 20,
+            keep_alive_secs: 30,
+        };
+        mcfg.validate().unwrap();
+        let (tx, rx) = mpsc::channel(256);
+        let stats = Arc::new(Stats::default());
+        sources.push(tokio::spawn(rockfeed::source::mqtt::run(mcfg, tx, stop_rx.clone())));
+        pipes.push(tokio::spawn(run(cfg, loader, None, rx, stop_rx.clone(), stats.clone())));
+        all_stats.push(stats);
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let now = now_ms() as i64;
+    let n = 200u64;
+    {
+        use rumqttc::v5::mqttbytes::QoS;
+        use rumqttc::v5::{AsyncClient, MqttOptions};
+        let (c, mut ev) = AsyncClient::new(MqttOptions::new("pub-shared", "127.0.0.1", broker.port), 100);
+        let h = tokio::spawn(async move { while ev.poll().await.is_ok() {} });
+        for i in 0..n {
+            let p = format!(r#"{{"vin":"S{:03}","ts":{now},"metrics":{{"x":1}}}}"#, i % 10);
+            c.publish("telemetry/wide", QoS::AtLeastOnce, false, p.into_bytes()).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        h.abort();
+    }
+    for _ in 0..100 {
+        if all_stats.iter().map(|s| s.samples.load(Ordering::Relaxed)).sum::<u64>() >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop_tx.send(true).unwrap();
+    for s in sources {
+        s.await.unwrap().unwrap();
+    }
+    for p in pipes {
+        p.await.unwrap().unwrap();
+    }
+    let per: Vec<u64> = all_stats.iter().map(|s| s.samples.load(Ordering::Relaxed)).collect();
+    assert_eq!(per.iter().sum::<u64>(), n, "each message went to exactly one instance: {per:?}");
+    assert!(per.iter().all(|c| *c > 0), "both instances took a share: {per:?}");
+    let total: u64 = emu.with_core(|c| {
+        c.table("rockfeed", "telemetry_1m").unwrap().rows().iter().map(|r| r[4].as_f64().unwrap() as u64).sum()
+    });
+    assert_eq!(total, n, "the table counts every reading once");
+    emu.shutdown().await;
+}
