@@ -57,6 +57,7 @@ pub fn runner_config(cfg: &Config) -> RunnerConfig {
         dead_letter_dir: cfg.dead_letter.dir.clone(),
         channel_batches: cfg.pipeline.channel_batches,
         max_rows_per_load: cfg.pipeline.max_rows_per_load,
+        compression: cfg.starrocks.compression,
     }
 }
 

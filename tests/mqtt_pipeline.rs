@@ -204,6 +204,7 @@ async fn scenario(v5: bool) {
         dead_letter_dir: dir.path().join("dead"),
         channel_batches: 64,
         max_rows_per_load: 500_000,
+        compression: rockfeed::sink::starrocks::encode::Compression::None,
     };
     let mcfg = MqttConfig {
         host: "127.0.0.1".into(),
@@ -314,6 +315,7 @@ async fn mqtt5_shared_subscription_splits_a_stream_between_two_instances() {
             dead_letter_dir: dir.path().join(format!("dead{i}")),
             channel_batches: 64,
             max_rows_per_load: 500_000,
+            compression: rockfeed::sink::starrocks::encode::Compression::None,
         };
         let mcfg = MqttConfig {
             host: "127.0.0.1".into(),

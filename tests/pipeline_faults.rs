@@ -49,6 +49,7 @@ fn runner_cfg(dir: &std::path::Path) -> RunnerConfig {
         dead_letter_dir: dir.join("dead"),
         channel_batches: 64,
         max_rows_per_load: 500_000,
+        compression: rockfeed::sink::starrocks::encode::Compression::None,
     }
 }
 
@@ -205,4 +206,31 @@ async fn batches_over_the_row_limit_load_early_under_their_own_labels() {
     assert_eq!(labels, loads, "every load had its own label");
     assert_same(&table(&emu), &want);
     emu.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compressed_bodies_load_exactly() {
+    use rockfeed::sink::starrocks::encode::Compression;
+    for comp in [Compression::Gzip, Compression::Lz4, Compression::Zstd] {
+        let emu = Emulator::start(EmulatorConfig::local(parse_ddl(DDL).unwrap(), "root", "pw")).await.unwrap();
+        let client = StreamLoadClient::new(ClientConfig::new(
+            vec![emu.fe_url().parse().unwrap()],
+            Credentials { user: "root".into(), password: "pw".into() },
+        ))
+        .unwrap();
+        let loader = Arc::new(StreamLoader::new(client, "rockfeed", RetryPolicy::default()));
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = runner_cfg(dir.path());
+        cfg.compression = comp;
+        let (tx, rx) = mpsc::channel(64);
+        let (_stop_tx, stop_rx) = watch::channel(false);
+        let stats = Arc::new(Stats::default());
+        let pipe = tokio::spawn(run(cfg, loader, None, rx, stop_rx, stats.clone()));
+        let want = feed(tx.clone(), 20).await;
+        drop(tx);
+        pipe.await.unwrap().unwrap();
+        assert_eq!(stats.loads_failed.load(Ordering::Relaxed), 0, "{comp:?}");
+        assert_same(&table(&emu), &want);
+        emu.shutdown().await;
+    }
 }

@@ -157,6 +157,9 @@ pub struct StarRocks {
     /// Per-request limit (Stream Load `timeout` is derived from it).
     #[serde(default = "default_request_timeout")]
     pub request_timeout: Dur,
+    /// Body compression: `none`, `gzip`, `lz4`, `zstd` (sent as compressed-CSV `format`).
+    #[serde(default = "default_compression")]
+    pub compression: crate::sink::starrocks::encode::Compression,
     /// Retries of one batch before it is dead-lettered (0 = forever).
     #[serde(default = "default_max_attempts")]
     pub max_attempts: u32,
@@ -171,6 +174,9 @@ fn default_delivery() -> Delivery {
 }
 fn default_request_timeout() -> Dur {
     Dur(Duration::from_secs(600))
+}
+fn default_compression() -> crate::sink::starrocks::encode::Compression {
+    crate::sink::starrocks::encode::Compression::None
 }
 fn default_max_attempts() -> u32 {
     10

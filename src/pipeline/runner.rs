@@ -37,7 +37,7 @@ use crate::decode::catalog::MetricCatalog;
 use crate::decode::narrow::TopicTemplate;
 use crate::decode::{DecodeConfig, Decoded, Sample, narrow, wide};
 use crate::enrich::{DimRow, Enrichment, UnknownVehicle};
-use crate::sink::starrocks::encode::{SEPARATOR_HEADER, TelemetryCsv};
+use crate::sink::starrocks::encode::{Compression, SEPARATOR_HEADER, TelemetryCsv};
 use crate::sink::starrocks::label::label;
 use crate::sink::starrocks::service::StreamLoader;
 use crate::source::RawMessage;
@@ -70,6 +70,8 @@ pub struct RunnerConfig {
     pub channel_batches: usize,
     /// A shard loads early when it holds this many partial rows.
     pub max_rows_per_load: usize,
+    /// Body compression.
+    pub compression: Compression,
 }
 
 /// Counters, read by tests and (later) the metrics endpoint.
@@ -123,7 +125,7 @@ pub async fn run(
     let mut headers = HeaderMap::new();
     headers.insert("column_separator", HeaderValue::from_static(SEPARATOR_HEADER));
     headers.insert("columns", HeaderValue::from_str(&TelemetryCsv::columns(&cfg.dims)).map_err(std::io::Error::other)?);
-    headers.insert("format", HeaderValue::from_static("csv"));
+    headers.insert("format", HeaderValue::from_static(cfg.compression.format()));
 
     let mut shard_tx = Vec::new();
     let mut shard_tasks = Vec::new();
@@ -336,7 +338,13 @@ async fn flush(ctx: &ShardCtx, st: &mut ShardState, slot: u64) {
         }
     };
     let rows = csv.rows;
-    let body = Bytes::from(csv.buf);
+    let body = match ctx.cfg.compression.apply(csv.buf) {
+        Ok(b) => Bytes::from(b),
+        Err(e) => {
+            tracing::error!(error = %e, "Compressing a body failed.");
+            return;
+        }
+    };
     match ctx.loader.load(&ctx.cfg.table, &l, &ctx.headers, body.clone()).await {
         Ok(r) => {
             let done = now_ms();
