@@ -13,11 +13,11 @@
 //!   label-exact retry loop (`sink::starrocks::service`). A batch that fails
 //!   permanently is dead-lettered whole (`load_failed`), never dropped.
 //!
-//! Label sequences are `slot * 1000 + n` with `slot = now_ms / epoch_ms`
-//! and `n` counting the loads of a shard within a slot (a seal, or an early
-//! load when a shard holds `max_rows_per_load` rows): unique per time slot
-//! and increasing across restarts, so a restarted instance never reuses a
-//! label of different data. Exactly-once epochs replace this with source positions
+//! Label sequences are `flush_ms * 100 + n` (`n` counting a shard's loads
+//! within one millisecond): unique within a process and increasing across
+//! restarts, so a restarted instance never reuses a label of different data
+//! (a wall clock stepped backwards by NTP is the one way to collide; the
+//! exactly-once mode replaces wall time with source positions). Exactly-once epochs replace this with source positions
 //! (DESIGN.md §3).
 
 use std::collections::HashMap;
@@ -102,7 +102,7 @@ impl Stats {
 enum ShardMsg {
     /// Samples with their dims and receive time (ms).
     Samples(Vec<(Sample, Option<DimRow>, i64)>),
-    Seal(u64),
+    Seal,
 }
 
 fn now_ms() -> i64 {
@@ -144,19 +144,15 @@ pub async fn run(
         shard_tasks.push(tokio::spawn(shard(ctx, srx)));
     }
 
-    let epoch_ms = cfg.epoch.as_millis().max(1) as i64;
     let mut tick = tokio::time::interval(cfg.epoch);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
     let mut decoded = Decoded::default();
-    let mut last_epoch = 0u64;
-    let mut seal = |shard_tx: &Vec<mpsc::Sender<ShardMsg>>| {
-        let e = ((now_ms() / epoch_ms) as u64).max(last_epoch + 1);
-        last_epoch = e;
+    let seal = |shard_tx: &Vec<mpsc::Sender<ShardMsg>>| {
         let txs = shard_tx.clone();
         async move {
             for t in &txs {
-                let _ = t.send(ShardMsg::Seal(e)).await;
+                let _ = t.send(ShardMsg::Seal).await;
             }
         }
     };
@@ -247,8 +243,8 @@ struct ShardState {
     dims_index: HashMap<Option<Vec<Option<CompactString>>>, u32>,
     /// Receive times of this batch's samples, for the latency histogram.
     received: Vec<i64>,
-    /// Label sequence: `slot * 1000 + n`, n counting flushes within a slot.
-    last_slot: u64,
+    /// Last flush time (ms) and flushes within it, for label sequences.
+    last_ms: u64,
     n: u64,
 }
 
@@ -258,7 +254,7 @@ async fn shard(ctx: ShardCtx, mut rx: mpsc::Receiver<ShardMsg>) {
         dims: Vec::new(),
         dims_index: HashMap::new(),
         received: Vec::new(),
-        last_slot: 0,
+        last_ms: 0,
         n: 0,
     };
     while let Some(msg) = rx.recv().await {
@@ -292,27 +288,29 @@ async fn shard(ctx: ShardCtx, mut rx: mpsc::Receiver<ShardMsg>) {
                 }
                 // Size limit: a batch never grows past max_rows_per_load.
                 if st.agg.len() >= ctx.cfg.max_rows_per_load {
-                    flush(&ctx, &mut st, (now_ms() / ctx.cfg.epoch.as_millis().max(1) as i64) as u64).await;
+                    flush(&ctx, &mut st).await;
                 }
             }
-            ShardMsg::Seal(slot) => flush(&ctx, &mut st, slot).await,
+            ShardMsg::Seal => flush(&ctx, &mut st).await,
         }
     }
 }
 
-/// Encodes and loads what the shard holds, under the next label of `slot`.
-async fn flush(ctx: &ShardCtx, st: &mut ShardState, slot: u64) {
+/// Encodes and loads what the shard holds, under a fresh label.
+async fn flush(ctx: &ShardCtx, st: &mut ShardState) {
     if st.agg.is_empty() {
         st.received.clear();
         return;
     }
-    if slot == st.last_slot {
-        st.n += 1;
-    } else {
-        st.last_slot = slot.max(st.last_slot);
-        st.n = 0;
-    }
-    let seq = st.last_slot * 1000 + st.n.min(999);
+    // Label sequence: flush time (ms) * 100 + a per-shard counter. Unique
+    // within the process, and a restarted process flushes at later
+    // milliseconds, so a fresh batch never meets an old label (which
+    // StarRocks would answer with "Label Already Exists" — and the data
+    // would be dropped as already loaded).
+    let ms = (now_ms().max(0) as u64).max(st.last_ms);
+    st.n = if ms == st.last_ms { st.n + 1 } else { 0 };
+    st.last_ms = ms;
+    let seq = ms * 100 + st.n % 100;
     let mut csv = TelemetryCsv::default();
     {
         let cat = ctx.catalog.read().unwrap_or_else(|p| p.into_inner());
