@@ -58,6 +58,8 @@ pub fn runner_config(cfg: &Config) -> RunnerConfig {
         channel_batches: cfg.pipeline.channel_batches,
         max_rows_per_load: cfg.pipeline.max_rows_per_load,
         compression: cfg.starrocks.compression,
+        latest: (!cfg.tables.latest_metrics.is_empty() || cfg.tables.load_latest)
+            .then(|| (cfg.tables.latest.clone(), cfg.tables.latest_metrics.clone())),
     }
 }
 

@@ -106,6 +106,7 @@ label_prefix = "demo"
 delivery = "at-least-once"
 [tables]
 dims = ["fleet"]
+latest_metrics = ["m000", "m001"]
 buckets = 8
 replication_num = 1
 [pipeline]
@@ -149,7 +150,7 @@ dir = "{}"
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     // The generator and the independent audit totals.
-    let (published, readings, expected) = generate(mqtt_addr, &o).await?;
+    let (published, readings, expected, latest) = generate(mqtt_addr, &o).await?;
     // Wait until the pipeline has taken everything, then stop and drain.
     let deadline = Instant::now() + Duration::from_secs(30);
     while stats.samples.load(Ordering::Relaxed) < published && Instant::now() < deadline {
@@ -160,7 +161,9 @@ dir = "{}"
     pipeline.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
 
     let rows = emu.with_core(|c| c.table("rockfeed", &cfg.tables.telemetry).map(|t| t.rows()).unwrap_or_default());
-    let audit_errors = audit(&rows, &expected);
+    let mut audit_errors = audit(&rows, &expected);
+    let latest_rows = emu.with_core(|c| c.table("rockfeed", &cfg.tables.latest).map(|t| t.rows()).unwrap_or_default());
+    audit_errors.extend(audit_latest(&latest_rows, &latest));
     emu.shutdown().await;
     Ok(DemoReport {
         published,
@@ -176,15 +179,20 @@ fn vin(v: u32) -> String {
     format!("RFDEMO{v:011}")
 }
 
+/// Per vin: newest event time and the m000 value sent with it.
+type Latest = BTreeMap<String, (i64, f64)>;
+
+#[allow(clippy::type_complexity)]
 async fn generate(
     addr: SocketAddr,
     o: &DemoOptions,
-) -> Result<(u64, u64, BTreeMap<Key, (u64, f64, f64, f64)>), String> {
+) -> Result<(u64, u64, BTreeMap<Key, (u64, f64, f64, f64)>, Latest), String> {
     use rumqttc::{AsyncClient, MqttOptions, QoS};
     let (client, mut ev) =
         AsyncClient::new(MqttOptions::new("rockfeed-demo-generator", addr.ip().to_string(), addr.port()), 1000);
     let poller = tokio::spawn(async move { while ev.poll().await.is_ok() {} });
     let mut expected: BTreeMap<Key, (u64, f64, f64, f64)> = BTreeMap::new();
+    let mut latest = Latest::new();
     let (mut published, mut readings) = (0u64, 0u64);
     let ticks = o.seconds * o.rate_hz.max(1) as u64;
     let period = Duration::from_millis(1000 / o.rate_hz.max(1) as u64);
@@ -199,6 +207,9 @@ async fn generate(
                     body.push(',');
                 }
                 body.push_str(&format!("\"m{m:03}\":{value}"));
+                if m == 0 {
+                    latest.insert(vin(v), (ts, value));
+                }
                 let e = expected.entry((vin(v), ts - ts.rem_euclid(60_000), format!("m{m:03}"))).or_insert((
                     0,
                     0.0,
@@ -223,7 +234,30 @@ async fn generate(
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     poller.abort();
-    Ok((published, readings, expected))
+    Ok((published, readings, expected, latest))
+}
+
+/// Compares `vehicle_latest` with the newest sample per vehicle.
+fn audit_latest(rows: &[Vec<Value>], want: &Latest) -> Vec<String> {
+    let mut errors = Vec::new();
+    if rows.len() != want.len() {
+        errors.push(format!("vehicle_latest has {} rows, {} vehicles published", rows.len(), want.len()));
+    }
+    for r in rows {
+        let vin = r[0].to_string();
+        let Some((ts, m0)) = want.get(&vin) else {
+            errors.push(format!("vehicle_latest: unexpected {vin}"));
+            continue;
+        };
+        let got_ts = match r[1] {
+            Value::DateTime(t) => t / 1000,
+            _ => i64::MIN,
+        };
+        if got_ts != *ts || r[2].as_f64() != Some(*m0) {
+            errors.push(format!("vehicle_latest {vin}: got ({got_ts}, {:?}), want ({ts}, {m0})", r[2].as_f64()));
+        }
+    }
+    errors
 }
 
 /// Compares the table with the generator's totals; returns the differences.

@@ -205,6 +205,7 @@ async fn scenario(v5: bool) {
         channel_batches: 64,
         max_rows_per_load: 500_000,
         compression: rockfeed::sink::starrocks::encode::Compression::None,
+        latest: None,
     };
     let mcfg = MqttConfig {
         host: "127.0.0.1".into(),
@@ -316,6 +317,7 @@ async fn mqtt5_shared_subscription_splits_a_stream_between_two_instances() {
             channel_batches: 64,
             max_rows_per_load: 500_000,
             compression: rockfeed::sink::starrocks::encode::Compression::None,
+            latest: None,
         };
         let mcfg = MqttConfig {
             host: "127.0.0.1".into(),

@@ -151,6 +151,7 @@ async fn tls_auth_large_payloads_and_a_broker_restart() {
         channel_batches: 16,
         max_rows_per_load: 500_000,
         compression: rockfeed::sink::starrocks::encode::Compression::None,
+        latest: None,
     };
     let mcfg = MqttConfig {
         host: "127.0.0.1".into(),

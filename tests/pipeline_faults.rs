@@ -50,6 +50,7 @@ fn runner_cfg(dir: &std::path::Path) -> RunnerConfig {
         channel_batches: 64,
         max_rows_per_load: 500_000,
         compression: rockfeed::sink::starrocks::encode::Compression::None,
+        latest: None,
     }
 }
 

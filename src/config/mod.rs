@@ -194,6 +194,9 @@ pub struct Tables {
     /// Metric columns of the latest table (REPLACE_IF_NOT_NULL, one per metric).
     #[serde(default)]
     pub latest_metrics: Vec<String>,
+    /// Load the latest table even without metric columns (`last_ts` only).
+    #[serde(default)]
+    pub load_latest: bool,
     /// Dimension columns joined from the vehicle file (VARCHAR, nullable).
     #[serde(default = "default_dims")]
     pub dims: Vec<String>,
@@ -233,6 +236,7 @@ impl Default for Tables {
             telemetry: default_telemetry(),
             latest: default_latest(),
             latest_metrics: Vec::new(),
+            load_latest: false,
             dims: default_dims(),
             buckets: default_buckets(),
             colocate_with: default_colocate(),

@@ -30,6 +30,7 @@ use compact_str::CompactString;
 use http::{HeaderMap, HeaderValue};
 use tokio::sync::{mpsc, watch};
 
+use super::latest::LatestTracker;
 use super::route::shard_of;
 use super::window::{Added, WindowAggregator, WindowConfig};
 use crate::deadletter::{DeadLetter, DeadLetterWriter};
@@ -72,6 +73,8 @@ pub struct RunnerConfig {
     pub max_rows_per_load: usize,
     /// Body compression.
     pub compression: Compression,
+    /// The latest-values table and its metrics (`None`: not loaded).
+    pub latest: Option<(String, Vec<String>)>,
 }
 
 /// Counters, read by tests and (later) the metrics endpoint.
@@ -246,6 +249,8 @@ struct ShardState {
     /// Last flush time (ms) and flushes within it, for label sequences.
     last_ms: u64,
     n: u64,
+    /// Latest values per vehicle for the latest table.
+    latest: Option<LatestTracker>,
 }
 
 async fn shard(ctx: ShardCtx, mut rx: mpsc::Receiver<ShardMsg>) {
@@ -256,10 +261,15 @@ async fn shard(ctx: ShardCtx, mut rx: mpsc::Receiver<ShardMsg>) {
         received: Vec::new(),
         last_ms: 0,
         n: 0,
+        latest: ctx.cfg.latest.as_ref().map(|(_, m)| LatestTracker::new(m)),
     };
     while let Some(msg) = rx.recv().await {
         match msg {
             ShardMsg::Samples(batch) => {
+                if let Some(l) = st.latest.as_mut() {
+                    let cat = ctx.catalog.read().unwrap_or_else(|p| p.into_inner());
+                    l.bind(|id| (id.0 < cat.len() as u32).then(|| cat.name(id).to_string()), cat.len());
+                }
                 for (s, row, rx_ms) in batch {
                     let key = row.as_ref().map(|r| r.to_vec());
                     let dims = &mut st.dims;
@@ -268,7 +278,12 @@ async fn shard(ctx: ShardCtx, mut rx: mpsc::Receiver<ShardMsg>) {
                         (dims.len() - 1) as u32
                     });
                     match st.agg.add(&s, d) {
-                        Added::Folded(_) => st.received.push(rx_ms),
+                        Added::Folded(_) => {
+                            st.received.push(rx_ms);
+                            if let Some(l) = st.latest.as_mut() {
+                                l.add(&s);
+                            }
+                        }
                         Added::TooLate { watermark_ms } => {
                             ctx.stats.rejected.fetch_add(1, Ordering::Relaxed);
                             let detail = format!(
@@ -361,6 +376,45 @@ async fn flush(ctx: &ShardCtx, st: &mut ShardState) {
             st.received.clear();
             ctx.stats.loads_failed.fetch_add(1, Ordering::Relaxed);
             tracing::error!(shard = ctx.k, label = %l, error = %e, "Stream load failed; the batch goes to the dead-letter directory.");
+            let mut w = ctx.dead.lock().unwrap_or_else(|p| p.into_inner());
+            let _ = w.write(&DeadLetter {
+                at_ms: now_ms(),
+                reason: "load_failed",
+                detail: &e.to_string(),
+                source: &l,
+                payload: &body,
+            });
+            let _ = w.flush(true);
+        }
+    }
+    load_latest(ctx, st, seq).await;
+}
+
+/// Loads the batch's latest values per vehicle into the latest table.
+async fn load_latest(ctx: &ShardCtx, st: &mut ShardState, seq: u64) {
+    let (Some(tracker), Some((table, _))) = (st.latest.as_mut(), ctx.cfg.latest.as_ref()) else { return };
+    if tracker.is_empty() {
+        return;
+    }
+    let columns = tracker.columns();
+    let (body, rows) = tracker.drain();
+    let mut h = ctx.headers.clone();
+    h.insert("format", HeaderValue::from_static("csv"));
+    if let Ok(v) = HeaderValue::from_str(&columns) {
+        h.insert("columns", v);
+    }
+    let l = match label(&ctx.cfg.label_prefix, table, ctx.k, seq) {
+        Ok(l) => l,
+        Err(e) => return tracing::error!(error = %e, "Cannot build a label."),
+    };
+    match ctx.loader.load(table, &l, &h, Bytes::from(body.clone())).await {
+        Ok(_) => {
+            ctx.stats.loads.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(shard = ctx.k, label = %l, rows, "Latest values loaded.");
+        }
+        Err(e) => {
+            ctx.stats.loads_failed.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(shard = ctx.k, label = %l, error = %e, "Latest-values load failed; the batch goes to the dead-letter directory.");
             let mut w = ctx.dead.lock().unwrap_or_else(|p| p.into_inner());
             let _ = w.write(&DeadLetter {
                 at_ms: now_ms(),
