@@ -18,12 +18,15 @@ use crate::starrocks::types::write_datetime;
 
 use crate::sink::starrocks::encode::SEPARATOR;
 
+/// A vehicle's newest event time and, per tracked metric, (event time, value).
+type LatestRow = (i64, Vec<Option<(i64, f64)>>);
+
 #[derive(Debug, Default)]
 pub struct LatestTracker {
     /// Slot of each metric id among the configured metrics (`u16::MAX` = not tracked).
     slots: Vec<u16>,
     names: Vec<String>,
-    rows: HashMap<CompactString, (i64, Vec<Option<(i64, f64)>>)>,
+    rows: HashMap<CompactString, LatestRow>,
 }
 
 impl LatestTracker {
