@@ -47,7 +47,9 @@ fn free_addr() -> std::io::Result<SocketAddr> {
     TcpListener::bind("127.0.0.1:0")?.local_addr()
 }
 
-fn broker(addr: SocketAddr) -> Result<(), String> {
+/// Starts an embedded MQTT 3.1.1 broker (rumqttd) on `addr`, in its own
+/// thread, for the demo and for tests that must run without mosquitto.
+pub fn embedded_broker(addr: SocketAddr) -> Result<(), String> {
     let text = format!(
         r#"id = 0
 [router]
@@ -87,7 +89,7 @@ pub async fn demo(o: DemoOptions) -> Result<DemoReport, String> {
     let started = Instant::now();
     std::fs::create_dir_all(&o.data_dir).map_err(|e| format!("{}: {e}", o.data_dir.display()))?;
     let mqtt_addr = free_addr().map_err(|e| e.to_string())?;
-    broker(mqtt_addr)?;
+    embedded_broker(mqtt_addr)?;
     for _ in 0..100 {
         if tokio::net::TcpStream::connect(mqtt_addr).await.is_ok() {
             break;

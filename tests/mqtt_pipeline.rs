@@ -133,6 +133,12 @@ async fn publish(port: u16, v5: bool, now: i64) -> (BTreeMap<Key, (u64, f64, f64
             "ts_out_of_range",
         ),
         ("telemetry/VIN0002/coolant", "hot".to_string(), "malformed_json"),
+        // Two hours behind the newest event time, past the one-hour bound.
+        (
+            "telemetry/wide",
+            format!(r#"{{"vin":"VIN0003","ts":{},"metrics":{{"speed":5}}}}"#, base - 7_200_000),
+            "too_late",
+        ),
     ];
     msgs.push((bad[0].0.into(), bad[0].1.clone()));
     // A sample with one bad value: the good readings stay.
@@ -178,6 +184,10 @@ fn rfc3339(ms: i64) -> String {
 
 async fn scenario(v5: bool) {
     let broker = mosquitto();
+    scenario_on(broker.port, v5).await;
+}
+
+async fn scenario_on(port: u16, v5: bool) {
     let emu = Emulator::start(EmulatorConfig::local(parse_ddl(DDL).unwrap(), "root", "pw")).await.unwrap();
     let client = StreamLoadClient::new(ClientConfig::new(
         vec![emu.fe_url().parse().unwrap()],
@@ -209,7 +219,7 @@ async fn scenario(v5: bool) {
     };
     let mcfg = MqttConfig {
         host: "127.0.0.1".into(),
-        port: broker.port,
+        port: port,
         client_id: format!("rockfeed-test-{v5}"),
         topics: vec!["telemetry/#".into()],
         qos: 1,
@@ -230,10 +240,10 @@ async fn scenario(v5: bool) {
     tokio::time::sleep(Duration::from_millis(500)).await; // subscribed
 
     let now = now_ms() as i64;
-    let (expected, reasons) = publish(broker.port, v5, now).await;
+    let (expected, reasons) = publish(port, v5, now).await;
     let want_samples = 40 + 2 + 10 + 1 + 1;
     for _ in 0..200 {
-        if stats.samples.load(Ordering::Relaxed) >= want_samples && stats.rejected.load(Ordering::Relaxed) >= 6 {
+        if stats.samples.load(Ordering::Relaxed) >= want_samples + 1 && stats.rejected.load(Ordering::Relaxed) >= 7 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -241,7 +251,8 @@ async fn scenario(v5: bool) {
     stop_tx.send(true).unwrap();
     src.await.unwrap().unwrap();
     pipe.await.unwrap().unwrap();
-    assert_eq!(stats.samples.load(Ordering::Relaxed), want_samples);
+    // The too-late sample is decoded (a sample) and then refused by the window.
+    assert_eq!(stats.samples.load(Ordering::Relaxed), want_samples + 1);
     assert_eq!(stats.loads_failed.load(Ordering::Relaxed), 0);
 
     let rows = emu.with_core(|c| c.table("rockfeed", "telemetry_1m").unwrap().rows());
@@ -283,6 +294,19 @@ async fn mosquitto_mqtt5_into_the_aggregate_table_exactly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mosquitto_mqtt311_into_the_aggregate_table_exactly() {
     scenario(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_rumqttd_into_the_aggregate_table_exactly() {
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    rockfeed::demo::embedded_broker(addr).unwrap();
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(addr).is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    scenario_on(addr.port(), false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
