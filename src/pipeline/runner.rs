@@ -374,17 +374,7 @@ async fn flush(ctx: &ShardCtx, st: &mut ShardState) {
         }
         Err(e) => {
             st.received.clear();
-            ctx.stats.loads_failed.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(shard = ctx.k, label = %l, error = %e, "Stream load failed; the batch goes to the dead-letter directory.");
-            let mut w = ctx.dead.lock().unwrap_or_else(|p| p.into_inner());
-            let _ = w.write(&DeadLetter {
-                at_ms: now_ms(),
-                reason: "load_failed",
-                detail: &e.to_string(),
-                source: &l,
-                payload: &body,
-            });
-            let _ = w.flush(true);
+            keep_failed_batch(ctx, &l, &e, &body);
         }
     }
     load_latest(ctx, st, seq).await;
@@ -412,18 +402,19 @@ async fn load_latest(ctx: &ShardCtx, st: &mut ShardState, seq: u64) {
             ctx.stats.loads.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(shard = ctx.k, label = %l, rows, "Latest values loaded.");
         }
-        Err(e) => {
-            ctx.stats.loads_failed.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(shard = ctx.k, label = %l, error = %e, "Latest-values load failed; the batch goes to the dead-letter directory.");
-            let mut w = ctx.dead.lock().unwrap_or_else(|p| p.into_inner());
-            let _ = w.write(&DeadLetter {
-                at_ms: now_ms(),
-                reason: "load_failed",
-                detail: &e.to_string(),
-                source: &l,
-                payload: &body,
-            });
-            let _ = w.flush(true);
-        }
+        Err(e) => keep_failed_batch(ctx, &l, &e, &body),
+    }
+}
+
+/// A batch StarRocks refused for good: counted, logged, and written whole to
+/// the dead-letter directory (synced) so no reading is dropped.
+fn keep_failed_batch(ctx: &ShardCtx, label: &str, e: &crate::sink::starrocks::service::LoadError, body: &[u8]) {
+    ctx.stats.loads_failed.fetch_add(1, Ordering::Relaxed);
+    tracing::error!(shard = ctx.k, label, error = %e, "Stream load failed; the batch goes to the dead-letter directory.");
+    let mut w = ctx.dead.lock().unwrap_or_else(|p| p.into_inner());
+    let rec =
+        DeadLetter { at_ms: now_ms(), reason: "load_failed", detail: &e.to_string(), source: label, payload: body };
+    if let Err(io) = w.write(&rec).and_then(|_| w.flush(true)) {
+        tracing::error!(label, error = %io, "Writing the failed batch to the dead-letter directory failed.");
     }
 }
