@@ -112,8 +112,11 @@ struct EmulatorArgs {
     streaming_load_max_mb: u64,
 }
 
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,rumqttd=warn".into());
+/// Logs go to stderr; `RUST_LOG` overrides the default filter. The demo's
+/// embedded broker is silenced by default (its readiness probe alone makes
+/// it log an error); `RUST_LOG=rumqttd=info` brings it back.
+fn init_tracing(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
     tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
 }
 
@@ -144,7 +147,7 @@ async fn run_emulator(a: EmulatorArgs) -> Result<(), Box<dyn std::error::Error>>
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    init_tracing(if matches!(cli.command, Command::Demo { .. }) { "info,rumqttd=off" } else { "info" });
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
