@@ -401,3 +401,76 @@ async fn mqtt5_shared_subscription_splits_a_stream_between_two_instances() {
     assert_eq!(total, n, "the table counts every reading once");
     emu.shutdown().await;
 }
+
+/// `rockfeed run`'s wiring (`app::run`) from a TOML configuration, against
+/// mosquitto and the emulator running the DDL `rockfeed ddl` generates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn app_run_from_a_toml_config() {
+    let broker = mosquitto();
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        r#"
+[starrocks]
+endpoints = ["http://127.0.0.1:1"]
+database = "rockfeed"
+user = "root"
+password = "pw"
+label_prefix = "apprun"
+[tables]
+dims = ["fleet"]
+latest_metrics = ["speed"]
+buckets = 8
+replication_num = 1
+[pipeline]
+shards = 2
+epoch = "200ms"
+[source.mqtt]
+host = "127.0.0.1"
+port = {}
+client_id = "rockfeed-app-run"
+topics = ["telemetry/#"]
+protocol = "5"
+[dead_letter]
+dir = "{}"
+"#,
+        broker.port,
+        dir.path().join("dead").display()
+    );
+    let mut cfg = rockfeed::config::Config::parse(&toml).unwrap();
+    let ddl = rockfeed::config::ddl::ddl(&cfg);
+    let emu = Emulator::start(EmulatorConfig::local(parse_ddl(&ddl).unwrap(), "root", "pw")).await.unwrap();
+    cfg.starrocks.endpoints = vec![emu.fe_url()];
+    cfg.validate().unwrap();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let app = tokio::spawn(rockfeed::app::run(cfg, stop_rx));
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let now = now_ms() as i64;
+    {
+        use rumqttc::v5::mqttbytes::QoS;
+        use rumqttc::v5::{AsyncClient, MqttOptions};
+        let (c, mut ev) = AsyncClient::new(MqttOptions::new("pub-app", "127.0.0.1", broker.port), 100);
+        let h = tokio::spawn(async move { while ev.poll().await.is_ok() {} });
+        for i in 0..20 {
+            let p = format!(r#"{{"vin":"APP{}","ts":{},"metrics":{{"speed":{i},"rpm":1000}}}}"#, i % 4, now + i);
+            c.publish("telemetry/wide", QoS::AtLeastOnce, false, p.into_bytes()).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        h.abort();
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop_tx.send(true).unwrap();
+    let stats = app.await.unwrap().unwrap();
+    assert_eq!(stats.samples.load(Ordering::Relaxed), 20);
+    assert_eq!(stats.loads_failed.load(Ordering::Relaxed), 0);
+    let (cnt, latest) = emu.with_core(|c| {
+        let t = c.table("rockfeed", "telemetry_1m").unwrap();
+        let cnt: u64 = t.rows().iter().map(|r| r[4].as_f64().unwrap() as u64).sum();
+        (cnt, c.table("rockfeed", "vehicle_latest").unwrap().rows())
+    });
+    assert_eq!(cnt, 40, "20 samples × 2 metrics");
+    assert_eq!(latest.len(), 4);
+    // APP3's newest sample is i = 19: speed 19.
+    let app3 = latest.iter().find(|r| r[0].to_string() == "APP3").unwrap();
+    assert_eq!(app3[2].as_f64(), Some(19.0));
+    emu.shutdown().await;
+}
