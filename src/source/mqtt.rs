@@ -130,12 +130,56 @@ fn backoff(attempt: u32) -> Duration {
     Duration::from_millis((100u64 << attempt.min(6)).min(5_000))
 }
 
+/// The event loop shared by both protocol versions (their types differ, the
+/// logic does not): subscribe on every ConnAck, hand each publish to the
+/// pipeline and then acknowledge it, back off on errors (rumqttc reconnects
+/// on the next poll), stop on shutdown.
+macro_rules! event_loop {
+    ($cfg:ident, $tx:ident, $shutdown:ident, $client:ident, $ev:ident, $qos:ident, $Event:path, $Packet:path, $topic:expr) => {{
+        use $Event as Ev;
+        use $Packet as Pk;
+        let mut failures = 0;
+        loop {
+            let polled = tokio::select! {
+                biased;
+                _ = $shutdown.changed() => break,
+                e = $ev.poll() => e,
+            };
+            match polled {
+                Ok(Ev::Incoming(Pk::ConnAck(_))) => {
+                    failures = 0;
+                    tracing::info!(host = %$cfg.host, port = $cfg.port, protocol = %$cfg.protocol, "MQTT connected; subscribing.");
+                    for t in &$cfg.topics {
+                        $client.subscribe(t.clone(), $qos).await.map_err(std::io::Error::other)?;
+                    }
+                }
+                Ok(Ev::Incoming(Pk::Publish(p))) => {
+                    let raw = RawMessage { topic: $topic(&p), payload: Bytes::clone(&p.payload), received_ms: now_ms() };
+                    if $tx.send(raw).await.is_err() {
+                        break;
+                    }
+                    $client.ack(&p).await.map_err(std::io::Error::other)?;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    failures += 1;
+                    let wait = backoff(failures);
+                    tracing::warn!(error = %e, ?wait, "MQTT connection failed; reconnecting.");
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+        let _ = $client.disconnect().await;
+        Ok(())
+    }};
+}
+
 async fn run_v4(
     cfg: MqttConfig,
     tx: mpsc::Sender<RawMessage>,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+    use rumqttc::{AsyncClient, MqttOptions, QoS};
     let mut o = MqttOptions::new(&cfg.client_id, &cfg.host, cfg.port);
     o.set_keep_alive(Duration::from_secs(cfg.keep_alive_secs))
         .set_clean_session(cfg.clean_session)
@@ -149,39 +193,9 @@ async fn run_v4(
     }
     let qos = if cfg.qos == 0 { QoS::AtMostOnce } else { QoS::AtLeastOnce };
     let (client, mut ev) = AsyncClient::new(o, 1024);
-    let mut failures = 0;
-    loop {
-        let polled = tokio::select! {
-            biased;
-            _ = shutdown.changed() => break,
-            e = ev.poll() => e,
-        };
-        match polled {
-            Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                failures = 0;
-                tracing::info!(host = %cfg.host, port = cfg.port, "MQTT connected; subscribing.");
-                for t in &cfg.topics {
-                    client.subscribe(t.clone(), qos).await.map_err(std::io::Error::other)?;
-                }
-            }
-            Ok(Event::Incoming(Packet::Publish(p))) => {
-                let raw = RawMessage { topic: p.topic.clone(), payload: p.payload.clone(), received_ms: now_ms() };
-                if tx.send(raw).await.is_err() {
-                    break;
-                }
-                client.ack(&p).await.map_err(std::io::Error::other)?;
-            }
-            Ok(_) => {}
-            Err(e) => {
-                failures += 1;
-                let wait = backoff(failures);
-                tracing::warn!(error = %e, ?wait, "MQTT connection failed; reconnecting.");
-                tokio::time::sleep(wait).await;
-            }
-        }
-    }
-    let _ = client.disconnect().await;
-    Ok(())
+    event_loop!(cfg, tx, shutdown, client, ev, qos, rumqttc::Event, rumqttc::Packet, |p: &rumqttc::Publish| p
+        .topic
+        .clone())
 }
 
 async fn run_v5(
@@ -190,8 +204,7 @@ async fn run_v5(
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     use rumqttc::v5::mqttbytes::QoS;
-    use rumqttc::v5::mqttbytes::v5::Packet;
-    use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+    use rumqttc::v5::{AsyncClient, MqttOptions};
     let mut o = MqttOptions::new(&cfg.client_id, &cfg.host, cfg.port);
     o.set_keep_alive(Duration::from_secs(cfg.keep_alive_secs))
         .set_clean_start(cfg.clean_session)
@@ -209,38 +222,15 @@ async fn run_v5(
     }
     let qos = if cfg.qos == 0 { QoS::AtMostOnce } else { QoS::AtLeastOnce };
     let (client, mut ev) = AsyncClient::new(o, 1024);
-    let mut failures = 0;
-    loop {
-        let polled = tokio::select! {
-            biased;
-            _ = shutdown.changed() => break,
-            e = ev.poll() => e,
-        };
-        match polled {
-            Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                failures = 0;
-                tracing::info!(host = %cfg.host, port = cfg.port, "MQTT 5 connected; subscribing.");
-                for t in &cfg.topics {
-                    client.subscribe(t.clone(), qos).await.map_err(std::io::Error::other)?;
-                }
-            }
-            Ok(Event::Incoming(Packet::Publish(p))) => {
-                let topic = String::from_utf8_lossy(&p.topic).into_owned();
-                let raw = RawMessage { topic, payload: Bytes::clone(&p.payload), received_ms: now_ms() };
-                if tx.send(raw).await.is_err() {
-                    break;
-                }
-                client.ack(&p).await.map_err(std::io::Error::other)?;
-            }
-            Ok(_) => {}
-            Err(e) => {
-                failures += 1;
-                let wait = backoff(failures);
-                tracing::warn!(error = %e, ?wait, "MQTT connection failed; reconnecting.");
-                tokio::time::sleep(wait).await;
-            }
-        }
-    }
-    let _ = client.disconnect().await;
-    Ok(())
+    event_loop!(
+        cfg,
+        tx,
+        shutdown,
+        client,
+        ev,
+        qos,
+        rumqttc::v5::Event,
+        rumqttc::v5::mqttbytes::v5::Packet,
+        |p: &rumqttc::v5::mqttbytes::v5::Publish| String::from_utf8_lossy(&p.topic).into_owned()
+    )
 }
