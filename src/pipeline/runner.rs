@@ -351,14 +351,21 @@ async fn flush(ctx: &ShardCtx, st: &mut ShardState) {
         }
     };
     let rows = csv.rows;
-    let body = match ctx.cfg.compression.apply(csv.buf) {
-        Ok(b) => Bytes::from(b),
-        Err(e) => {
-            tracing::error!(error = %e, "Compressing a body failed.");
-            return;
-        }
+    // The label is bound to these exact bytes: compress once, and should
+    // compression ever fail, send the plain CSV rather than drop the batch.
+    let mut headers = ctx.headers.clone();
+    let body = match ctx.cfg.compression {
+        Compression::None => Bytes::from(csv.buf),
+        c => match c.apply(&csv.buf) {
+            Ok(b) => Bytes::from(b),
+            Err(e) => {
+                tracing::error!(error = %e, "Compressing a body failed; sending it uncompressed.");
+                headers.insert("format", HeaderValue::from_static("csv"));
+                Bytes::from(csv.buf)
+            }
+        },
     };
-    match ctx.loader.load(&ctx.cfg.table, &l, &ctx.headers, body.clone()).await {
+    match ctx.loader.load(&ctx.cfg.table, &l, &headers, body.clone()).await {
         Ok(r) => {
             let done = now_ms();
             if let Ok(mut h) = ctx.stats.latency_ms.lock() {

@@ -39,23 +39,23 @@ impl Compression {
         }
     }
 
-    /// Compresses a body (identity for `None`).
-    pub fn apply(&self, body: Vec<u8>) -> std::io::Result<Vec<u8>> {
+    /// Compresses a body (a copy for `None`).
+    pub fn apply(&self, body: &[u8]) -> std::io::Result<Vec<u8>> {
         use std::io::Write;
         Ok(match self {
-            Compression::None => body,
+            Compression::None => body.to_vec(),
             Compression::Gzip => {
                 let mut e =
                     flate2::write::GzEncoder::new(Vec::with_capacity(body.len() / 4), flate2::Compression::fast());
-                e.write_all(&body)?;
+                e.write_all(body)?;
                 e.finish()?
             }
             Compression::Lz4 => {
                 let mut e = lz4_flex::frame::FrameEncoder::new(Vec::with_capacity(body.len() / 3));
-                e.write_all(&body)?;
+                e.write_all(body)?;
                 e.finish().map_err(std::io::Error::other)?
             }
-            Compression::Zstd => zstd::encode_all(&body[..], 3)?,
+            Compression::Zstd => zstd::encode_all(body, 3)?,
         })
     }
 }
