@@ -90,7 +90,7 @@ pub fn decode(
     let Some((vin, metric)) = template.captures(topic) else {
         return reject(out, RejectReason::BadTopic, format!("topic '{topic}' does not match '{}'", template.filter()));
     };
-    if vin.is_empty() || vin.len() > cfg.max_vin_len {
+    if vin.is_empty() || vin.len() > cfg.max_vin_len || vin.contains(char::is_control) || vin == "\\N" {
         return reject(out, RejectReason::BadVin, format!("vin '{vin}' from the topic"));
     }
     let mut ts = now_ms;

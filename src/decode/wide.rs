@@ -81,7 +81,7 @@ fn sample(
         if k == cfg.vin_field {
             if sc.kind()? == Kind::String {
                 let vin = sc.string()?;
-                if !vin.is_empty() && vin.len() <= cfg.max_vin_len && !vin.contains(['\x01', '\n', '\r']) {
+                if !vin.is_empty() && vin.len() <= cfg.max_vin_len && !vin.contains(char::is_control) && vin != "\\N" {
                     s.vin = CompactString::from(&*vin);
                     have_vin = true;
                     return Ok(());
@@ -271,6 +271,15 @@ mod tests {
         }
         let (d, _) = run(r#"{"vin":"V","ts":99999999999999,"metrics":{}}"#);
         assert_eq!(d.rejects[0].reason, RejectReason::TsOutOfRange);
+    }
+
+    #[test]
+    fn vins_that_would_break_the_csv_body_are_rejected() {
+        for vin in [r#""\\N""#, r#""a\u0001b""#, r#""line\nbreak""#] {
+            let (d, _) = run(&format!(r#"{{"vin":{vin},"ts":1714979289000,"metrics":{{"x":1}}}}"#));
+            assert!(d.samples.is_empty(), "{vin}");
+            assert_eq!(d.rejects[0].reason, RejectReason::BadVin, "{vin}");
+        }
     }
 
     #[test]

@@ -190,7 +190,9 @@ pub async fn run(
                     let mut d = dead.lock().unwrap_or_else(|p| p.into_inner());
                     for r in &decoded.rejects {
                         let detail = match r.index { Some(i) => format!("sample {i}: {}", r.detail), None => r.detail.clone() };
-                        let _ = d.write(&DeadLetter { at_ms: m.received_ms, reason: r.reason.as_str(), detail: &detail, source: &source, payload: &m.payload });
+                        if let Err(e) = d.write(&DeadLetter { at_ms: m.received_ms, reason: r.reason.as_str(), detail: &detail, source: &source, payload: &m.payload }) {
+                            tracing::error!(error = %e, "Cannot write a dead letter.");
+                        }
                     }
                 }
                 let snap = enrich.as_ref().map(|e| e.snapshot());
@@ -200,7 +202,9 @@ pub async fn run(
                     if dims.is_none() && snap.is_some() && cfg.unknown_vehicle == UnknownVehicle::DeadLetter {
                         stats.rejected.fetch_add(1, Ordering::Relaxed);
                         let mut d = dead.lock().unwrap_or_else(|p| p.into_inner());
-                        let _ = d.write(&DeadLetter { at_ms: m.received_ms, reason: "unknown_vehicle", detail: &format!("vin {} is not in the vehicle file", s.vin), source: &source, payload: &m.payload });
+                        if let Err(e) = d.write(&DeadLetter { at_ms: m.received_ms, reason: "unknown_vehicle", detail: &format!("vin {} is not in the vehicle file", s.vin), source: &source, payload: &m.payload }) {
+                            tracing::error!(error = %e, "Cannot write a dead letter.");
+                        }
                         continue;
                     }
                     stats.samples.fetch_add(1, Ordering::Relaxed);
@@ -290,14 +294,7 @@ async fn shard(ctx: ShardCtx, mut rx: mpsc::Receiver<ShardMsg>) {
                                 "vin {} event time {} is older than the lateness bound {}",
                                 s.vin, s.ts_ms, watermark_ms
                             );
-                            let mut w = ctx.dead.lock().unwrap_or_else(|p| p.into_inner());
-                            let _ = w.write(&DeadLetter {
-                                at_ms: now_ms(),
-                                reason: "too_late",
-                                detail: &detail,
-                                source: "pipeline",
-                                payload: b"",
-                            });
+                            dead_letter(&ctx, "too_late", &detail, "pipeline", b"");
                         }
                     }
                 }
@@ -327,6 +324,7 @@ async fn flush(ctx: &ShardCtx, st: &mut ShardState) {
     st.last_ms = ms;
     let seq = ms * 100 + st.n % 100;
     let mut csv = TelemetryCsv::default();
+    let mut refused: Vec<String> = Vec::new();
     {
         let cat = ctx.catalog.read().unwrap_or_else(|p| p.into_inner());
         let ndims = ctx.cfg.dims.len();
@@ -337,9 +335,15 @@ async fn flush(ctx: &ShardCtx, st: &mut ShardState) {
                 None => vec![None; ndims],
             };
             if let Err(e) = csv.push_group(&g, &values, |m| cat.name(m)) {
-                tracing::error!(error = %e, "Unsafe field in a partial row; refused.");
+                refused.push(format!("vin {} window {}: {e}", g.vin, g.window_start_ms));
             }
         });
+    }
+    // Rows the CSV cannot carry (a separator or `\N` in a text field) are
+    // kept as dead letters, never dropped silently.
+    for detail in refused {
+        ctx.stats.rejected.fetch_add(1, Ordering::Relaxed);
+        dead_letter(ctx, "unsafe_field", &detail, "pipeline", b"");
     }
     st.dims.clear();
     st.dims_index.clear();
@@ -423,5 +427,13 @@ fn keep_failed_batch(ctx: &ShardCtx, label: &str, e: &crate::sink::starrocks::se
         DeadLetter { at_ms: now_ms(), reason: "load_failed", detail: &e.to_string(), source: label, payload: body };
     if let Err(io) = w.write(&rec).and_then(|_| w.flush(true)) {
         tracing::error!(label, error = %io, "Writing the failed batch to the dead-letter directory failed.");
+    }
+}
+
+/// Writes one dead letter from a shard; a write failure is logged loudly.
+fn dead_letter(ctx: &ShardCtx, reason: &str, detail: &str, source: &str, payload: &[u8]) {
+    let mut w = ctx.dead.lock().unwrap_or_else(|p| p.into_inner());
+    if let Err(e) = w.write(&DeadLetter { at_ms: now_ms(), reason, detail, source, payload }) {
+        tracing::error!(error = %e, reason, "Cannot write a dead letter.");
     }
 }
