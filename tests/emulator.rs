@@ -854,8 +854,15 @@ fn state_dir_survives_a_restart_with_labels_data_and_prepared_txns() {
         );
         assert_eq!(t.txn("prepare", "rockfeed", None, "prep1", &[])["Status"], "OK");
     }
+    // Two restarts: the second replays the compacted log (one snapshot event
+    // plus the registry), and nothing may be applied twice.
+    drop(TestEmu::start_cfg(cfg(), tempfile::tempdir().unwrap()));
+    let log = std::fs::read_to_string(state.join("emulator.log")).unwrap();
+    assert!(log.starts_with("{\"ev\":\"snapshot\""), "{}", &log[..log.len().min(200)]);
+    assert_eq!(log.matches("\"ev\":\"snapshot\"").count(), 1);
     let t = TestEmu::start_cfg(cfg(), tempfile::tempdir().unwrap());
     assert_eq!(t.rows("mydatabase", "table1").len(), 4);
+    assert_eq!(t.rows("mydatabase", "table1")[0], serde_json::json!({"id": 1, "name": "Lily", "score": 23}));
     assert_eq!(t.state("mydatabase", "keep1"), "VISIBLE");
     assert_eq!(t.state("rockfeed", "prep1"), "PREPARED");
     assert!(t.rows("rockfeed", "telemetry_1m").is_empty());
@@ -867,6 +874,13 @@ fn state_dir_survives_a_restart_with_labels_data_and_prepared_txns() {
     let f = t.file("e.csv", CSV);
     let (_, j) = t.stream_load("mydatabase", "table1", "keep1", &f, &["-H", "column_separator:,"]);
     assert_eq!(j["ExistingJobStatus"], "FINISHED");
+    drop(t);
+    // Aggregate data (SUM) must not double across yet another compaction.
+    let t = TestEmu::start_cfg(cfg(), tempfile::tempdir().unwrap());
+    let rows = t.rows("rockfeed", "telemetry_1m");
+    assert_eq!(rows.len(), 1);
+    assert_eq!((rows[0]["cnt"].as_i64(), rows[0]["total"].as_f64()), (Some(1), Some(2.5)));
+    assert_eq!(t.state("rockfeed", "prep1"), "VISIBLE");
 }
 
 #[test]
