@@ -65,6 +65,15 @@ pub fn runner_config(cfg: &Config) -> RunnerConfig {
 
 /// Runs until `shutdown` flips; returns the pipeline's counters.
 pub async fn run(cfg: Config, shutdown: watch::Receiver<bool>) -> Result<Arc<Stats>, AppError> {
+    run_with_ready(cfg, shutdown, watch::channel(false).0).await
+}
+
+/// Like [`run`]; `ready` flips to true once the source has subscribed.
+pub async fn run_with_ready(
+    cfg: Config,
+    shutdown: watch::Receiver<bool>,
+    ready: watch::Sender<bool>,
+) -> Result<Arc<Stats>, AppError> {
     if cfg.starrocks.delivery == Delivery::ExactlyOnce {
         return Err(AppError::Config(
             "delivery = \"exactly-once\" (epochs with 2PC) is not implemented yet; set starrocks.delivery = \"at-least-once\"".into(),
@@ -82,7 +91,7 @@ pub async fn run(cfg: Config, shutdown: watch::Receiver<bool>) -> Result<Arc<Sta
     };
     let stats = Arc::new(Stats::default());
     let (tx, rx) = mpsc::channel(1024);
-    let source = tokio::spawn(crate::source::mqtt::run(mqtt, tx, shutdown.clone()));
+    let source = tokio::spawn(crate::source::mqtt::run_with_ready(mqtt, tx, shutdown.clone(), ready));
     let pipeline = crate::pipeline::runner::run(runner_config(&cfg), loader, enrich, rx, shutdown, stats.clone());
     pipeline.await?;
     match source.await {

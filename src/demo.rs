@@ -147,9 +147,12 @@ dir = "{}"
     let (tx, rx) = mpsc::channel(1024);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mqtt = cfg.source.mqtt.clone().ok_or("no mqtt source")?;
-    let source = tokio::spawn(crate::source::mqtt::run(mqtt, tx, stop_rx.clone()));
+    let (ready_tx, mut ready) = watch::channel(false);
+    let source = tokio::spawn(crate::source::mqtt::run_with_ready(mqtt, tx, stop_rx.clone(), ready_tx));
     let pipeline = tokio::spawn(run(crate::app::runner_config(&cfg), loader, Some(enrich), rx, stop_rx, stats.clone()));
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    if !crate::source::mqtt::wait_ready(&mut ready, Duration::from_secs(30)).await {
+        return Err("the pipeline did not subscribe to the embedded broker within 30 s".into());
+    }
 
     // The generator and the independent audit totals.
     let (published, readings, expected, latest) = generate(mqtt_addr, &o).await?;

@@ -235,9 +235,10 @@ async fn scenario_on(port: u16, v5: bool) {
     let (tx, rx) = mpsc::channel(256);
     let (stop_tx, stop_rx) = watch::channel(false);
     let stats = Arc::new(Stats::default());
-    let src = tokio::spawn(rockfeed::source::mqtt::run(mcfg, tx, stop_rx.clone()));
+    let (ready_tx, mut ready) = watch::channel(false);
+    let src = tokio::spawn(rockfeed::source::mqtt::run_with_ready(mcfg, tx, stop_rx.clone(), ready_tx));
     let pipe = tokio::spawn(run(cfg, loader, Some(enrich), rx, stop_rx, stats.clone()));
-    tokio::time::sleep(Duration::from_millis(500)).await; // subscribed
+    assert!(rockfeed::source::mqtt::wait_ready(&mut ready, Duration::from_secs(30)).await, "never subscribed");
 
     let now = now_ms() as i64;
     let (expected, reasons) = publish(port, v5, now).await;
@@ -318,6 +319,7 @@ async fn mqtt5_shared_subscription_splits_a_stream_between_two_instances() {
     let mut sources = Vec::new();
     let mut pipes = Vec::new();
     let mut all_stats = Vec::new();
+    let mut readies = Vec::new();
     for i in 0..2 {
         let client = StreamLoadClient::new(ClientConfig::new(
             vec![emu.fe_url().parse().unwrap()],
@@ -360,11 +362,15 @@ async fn mqtt5_shared_subscription_splits_a_stream_between_two_instances() {
         mcfg.validate().unwrap();
         let (tx, rx) = mpsc::channel(256);
         let stats = Arc::new(Stats::default());
-        sources.push(tokio::spawn(rockfeed::source::mqtt::run(mcfg, tx, stop_rx.clone())));
+        let (ready_tx, ready) = watch::channel(false);
+        readies.push(ready);
+        sources.push(tokio::spawn(rockfeed::source::mqtt::run_with_ready(mcfg, tx, stop_rx.clone(), ready_tx)));
         pipes.push(tokio::spawn(run(cfg, loader, None, rx, stop_rx.clone(), stats.clone())));
         all_stats.push(stats);
     }
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    for r in &mut readies {
+        assert!(rockfeed::source::mqtt::wait_ready(r, Duration::from_secs(30)).await, "never subscribed");
+    }
     let now = now_ms() as i64;
     let n = 200u64;
     {
@@ -442,8 +448,9 @@ dir = "{}"
     cfg.starrocks.endpoints = vec![emu.fe_url()];
     cfg.validate().unwrap();
     let (stop_tx, stop_rx) = watch::channel(false);
-    let app = tokio::spawn(rockfeed::app::run(cfg, stop_rx));
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    let (ready_tx, mut ready) = watch::channel(false);
+    let app = tokio::spawn(rockfeed::app::run_with_ready(cfg, stop_rx, ready_tx));
+    assert!(rockfeed::source::mqtt::wait_ready(&mut ready, Duration::from_secs(30)).await, "never subscribed");
     let now = now_ms() as i64;
     {
         use rumqttc::v5::mqttbytes::QoS;

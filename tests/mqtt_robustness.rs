@@ -170,9 +170,10 @@ async fn tls_auth_large_payloads_and_a_broker_restart() {
     let (tx, rx) = mpsc::channel(64);
     let (stop_tx, stop_rx) = watch::channel(false);
     let stats = Arc::new(Stats::default());
-    let src = tokio::spawn(rockfeed::source::mqtt::run(mcfg, tx, stop_rx.clone()));
+    let (ready_tx, mut ready) = watch::channel(false);
+    let src = tokio::spawn(rockfeed::source::mqtt::run_with_ready(mcfg, tx, stop_rx.clone(), ready_tx));
     let pipe = tokio::spawn(run(cfg, loader, None, rx, stop_rx, stats.clone()));
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(rockfeed::source::mqtt::wait_ready(&mut ready, Duration::from_secs(30)).await, "never subscribed");
 
     // A ~300 KiB wide sample: 12,000 metrics.
     let now = now_ms() as i64;
@@ -189,10 +190,24 @@ async fn tls_auth_large_payloads_and_a_broker_restart() {
     assert_eq!(stats.readings.load(Ordering::Relaxed), 12_000, "the large payload arrived whole");
 
     // Restart the broker (it forgets every session); rockfeed must come back.
+    ready.mark_unchanged();
     drop(broker);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let _broker = start_broker(dir.path(), port);
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The source reconnects (ready is re-sent at the new ConnAck and SubAck)
+    // and resubscribes: wait for a change after the restart, then for true.
+    let resubscribed = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            if ready.changed().await.is_err() {
+                return false;
+            }
+            if *ready.borrow() {
+                return true;
+            }
+        }
+    })
+    .await;
+    assert_eq!(resubscribed, Ok(true), "never resubscribed");
     let after: Vec<String> =
         (0..5).map(|i| format!(r#"{{"vin":"AFTER","ts":{},"metrics":{{"x":{i}}}}}"#, now + i)).collect();
     publish(dir.path(), port, "pub-2", after).await;

@@ -123,7 +123,23 @@ pub async fn run(
     tx: mpsc::Sender<RawMessage>,
     shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    if cfg.protocol == "3.1.1" { run_v4(cfg, tx, shutdown).await } else { run_v5(cfg, tx, shutdown).await }
+    run_with_ready(cfg, tx, shutdown, watch::channel(false).0).await
+}
+
+/// Like [`run`], and flips `ready` to true once every topic filter is
+/// acknowledged by the broker (after each (re)connect), so callers (the
+/// demo, tests) publish only when nothing can be missed.
+pub async fn run_with_ready(
+    cfg: MqttConfig,
+    tx: mpsc::Sender<RawMessage>,
+    shutdown: watch::Receiver<bool>,
+    ready: watch::Sender<bool>,
+) -> std::io::Result<()> {
+    if cfg.protocol == "3.1.1" {
+        run_v4(cfg, tx, shutdown, ready).await
+    } else {
+        run_v5(cfg, tx, shutdown, ready).await
+    }
 }
 
 fn backoff(attempt: u32) -> Duration {
@@ -135,10 +151,11 @@ fn backoff(attempt: u32) -> Duration {
 /// pipeline and then acknowledge it, back off on errors (rumqttc reconnects
 /// on the next poll), stop on shutdown.
 macro_rules! event_loop {
-    ($cfg:ident, $tx:ident, $shutdown:ident, $client:ident, $ev:ident, $qos:ident, $Event:path, $Packet:path, $topic:expr) => {{
+    ($cfg:ident, $tx:ident, $shutdown:ident, $ready:ident, $client:ident, $ev:ident, $qos:ident, $Event:path, $Packet:path, $topic:expr) => {{
         use $Event as Ev;
         use $Packet as Pk;
         let mut failures = 0;
+        let mut acked = 0;
         loop {
             let polled = tokio::select! {
                 biased;
@@ -148,9 +165,17 @@ macro_rules! event_loop {
             match polled {
                 Ok(Ev::Incoming(Pk::ConnAck(_))) => {
                     failures = 0;
+                    acked = 0;
+                    let _ = $ready.send(false);
                     tracing::info!(host = %$cfg.host, port = $cfg.port, protocol = %$cfg.protocol, "MQTT connected; subscribing.");
                     for t in &$cfg.topics {
                         $client.subscribe(t.clone(), $qos).await.map_err(std::io::Error::other)?;
+                    }
+                }
+                Ok(Ev::Incoming(Pk::SubAck(_))) => {
+                    acked += 1;
+                    if acked == $cfg.topics.len() {
+                        let _ = $ready.send(true);
                     }
                 }
                 Ok(Ev::Incoming(Pk::Publish(p))) => {
@@ -178,6 +203,7 @@ async fn run_v4(
     cfg: MqttConfig,
     tx: mpsc::Sender<RawMessage>,
     mut shutdown: watch::Receiver<bool>,
+    ready: watch::Sender<bool>,
 ) -> std::io::Result<()> {
     use rumqttc::{AsyncClient, MqttOptions, QoS};
     let mut o = MqttOptions::new(&cfg.client_id, &cfg.host, cfg.port);
@@ -193,7 +219,7 @@ async fn run_v4(
     }
     let qos = if cfg.qos == 0 { QoS::AtMostOnce } else { QoS::AtLeastOnce };
     let (client, mut ev) = AsyncClient::new(o, 1024);
-    event_loop!(cfg, tx, shutdown, client, ev, qos, rumqttc::Event, rumqttc::Packet, |p: &rumqttc::Publish| p
+    event_loop!(cfg, tx, shutdown, ready, client, ev, qos, rumqttc::Event, rumqttc::Packet, |p: &rumqttc::Publish| p
         .topic
         .clone())
 }
@@ -202,6 +228,7 @@ async fn run_v5(
     cfg: MqttConfig,
     tx: mpsc::Sender<RawMessage>,
     mut shutdown: watch::Receiver<bool>,
+    ready: watch::Sender<bool>,
 ) -> std::io::Result<()> {
     use rumqttc::v5::mqttbytes::QoS;
     use rumqttc::v5::{AsyncClient, MqttOptions};
@@ -226,6 +253,7 @@ async fn run_v5(
         cfg,
         tx,
         shutdown,
+        ready,
         client,
         ev,
         qos,
@@ -233,4 +261,9 @@ async fn run_v5(
         rumqttc::v5::mqttbytes::v5::Packet,
         |p: &rumqttc::v5::mqttbytes::v5::Publish| String::from_utf8_lossy(&p.topic).into_owned()
     )
+}
+
+/// Waits until `ready` is true, or `limit` passes.
+pub async fn wait_ready(ready: &mut watch::Receiver<bool>, limit: Duration) -> bool {
+    tokio::time::timeout(limit, ready.wait_for(|r| *r)).await.map(|r| r.is_ok()).unwrap_or(false)
 }
