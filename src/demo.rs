@@ -195,7 +195,16 @@ async fn generate(
     use rumqttc::{AsyncClient, MqttOptions, QoS};
     let (client, mut ev) =
         AsyncClient::new(MqttOptions::new("rockfeed-demo-generator", addr.ip().to_string(), addr.port()), 1000);
-    let poller = tokio::spawn(async move { while ev.poll().await.is_ok() {} });
+    // Counts PUBACKs, so the generator knows when the broker has everything.
+    let acked = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let acks = acked.clone();
+    let poller = tokio::spawn(async move {
+        while let Ok(e) = ev.poll().await {
+            if let rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)) = e {
+                acks.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    });
     let mut expected: BTreeMap<Key, (u64, f64, f64, f64)> = BTreeMap::new();
     let mut latest = Latest::new();
     let (mut published, mut readings) = (0u64, 0u64);
@@ -237,8 +246,14 @@ async fn generate(
         next += period;
         tokio::time::sleep_until(next).await;
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while acked.load(Ordering::Relaxed) < published && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     poller.abort();
+    if acked.load(Ordering::Relaxed) < published {
+        return Err(format!("the broker acknowledged {} of {published} messages", acked.load(Ordering::Relaxed)));
+    }
     Ok((published, readings, expected, latest))
 }
 

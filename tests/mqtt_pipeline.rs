@@ -155,26 +155,56 @@ async fn publish(port: u16, v5: bool, now: i64) -> (BTreeMap<Key, (u64, f64, f64
     reasons.sort();
 
     if v5 {
-        use rumqttc::v5::mqttbytes::QoS;
-        use rumqttc::v5::{AsyncClient, MqttOptions};
-        let (c, mut ev) = AsyncClient::new(MqttOptions::new("pub5", "127.0.0.1", port), 100);
-        let h = tokio::spawn(async move { while ev.poll().await.is_ok() {} });
-        for (t, p) in msgs {
-            c.publish(t, QoS::AtLeastOnce, false, p.into_bytes()).await.unwrap();
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        h.abort();
+        publish_v5(port, "pub5", msgs).await;
     } else {
-        use rumqttc::{AsyncClient, MqttOptions, QoS};
-        let (c, mut ev) = AsyncClient::new(MqttOptions::new("pub4", "127.0.0.1", port), 100);
-        let h = tokio::spawn(async move { while ev.poll().await.is_ok() {} });
-        for (t, p) in msgs {
-            c.publish(t, QoS::AtLeastOnce, false, p.into_bytes()).await.unwrap();
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        h.abort();
+        publish_v4(port, "pub4", msgs).await;
     }
     (exp, reasons)
+}
+
+/// Publishes QoS 1 messages with MQTT 5 and returns once the broker has
+/// acknowledged every one (no sleeps to race on a loaded machine).
+async fn publish_v5(port: u16, id: &str, msgs: Vec<(String, String)>) {
+    use rumqttc::v5::mqttbytes::QoS;
+    use rumqttc::v5::mqttbytes::v5::Packet;
+    use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+    let (c, mut ev) = AsyncClient::new(MqttOptions::new(id, "127.0.0.1", port), 100);
+    let (acks_tx, mut acks) = watch::channel(0usize);
+    let h = tokio::spawn(async move {
+        while let Ok(e) = ev.poll().await {
+            if let Event::Incoming(Packet::PubAck(_)) = e {
+                acks_tx.send_modify(|n| *n += 1);
+            }
+        }
+    });
+    let n = msgs.len();
+    for (t, p) in msgs {
+        c.publish(t, QoS::AtLeastOnce, false, p.into_bytes()).await.unwrap();
+    }
+    let done = tokio::time::timeout(Duration::from_secs(30), acks.wait_for(|a| *a >= n)).await;
+    assert!(matches!(done, Ok(Ok(_))), "the broker did not acknowledge all {n} messages");
+    h.abort();
+}
+
+/// The same with MQTT 3.1.1.
+async fn publish_v4(port: u16, id: &str, msgs: Vec<(String, String)>) {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+    let (c, mut ev) = AsyncClient::new(MqttOptions::new(id, "127.0.0.1", port), 100);
+    let (acks_tx, mut acks) = watch::channel(0usize);
+    let h = tokio::spawn(async move {
+        while let Ok(e) = ev.poll().await {
+            if let Event::Incoming(Packet::PubAck(_)) = e {
+                acks_tx.send_modify(|n| *n += 1);
+            }
+        }
+    });
+    let n = msgs.len();
+    for (t, p) in msgs {
+        c.publish(t, QoS::AtLeastOnce, false, p.into_bytes()).await.unwrap();
+    }
+    let done = tokio::time::timeout(Duration::from_secs(30), acks.wait_for(|a| *a >= n)).await;
+    assert!(matches!(done, Ok(Ok(_))), "the broker did not acknowledge all {n} messages");
+    h.abort();
 }
 
 fn rfc3339(ms: i64) -> String {
@@ -244,7 +274,7 @@ async fn scenario_on(port: u16, v5: bool) {
     let (expected, reasons) = publish(port, v5, now).await;
     // Good samples, plus the too-late one (decoded, then refused by the window).
     let want_samples = 40 + 2 + 10 + 1 + 1 + 1;
-    for _ in 0..200 {
+    for _ in 0..600 {
         if stats.samples.load(Ordering::Relaxed) >= want_samples && stats.rejected.load(Ordering::Relaxed) >= 7 {
             break;
         }
@@ -373,19 +403,13 @@ async fn mqtt5_shared_subscription_splits_a_stream_between_two_instances() {
     }
     let now = now_ms() as i64;
     let n = 200u64;
-    {
-        use rumqttc::v5::mqttbytes::QoS;
-        use rumqttc::v5::{AsyncClient, MqttOptions};
-        let (c, mut ev) = AsyncClient::new(MqttOptions::new("pub-shared", "127.0.0.1", broker.port), 100);
-        let h = tokio::spawn(async move { while ev.poll().await.is_ok() {} });
-        for i in 0..n {
-            let p = format!(r#"{{"vin":"S{:03}","ts":{now},"metrics":{{"x":1}}}}"#, i % 10);
-            c.publish("telemetry/wide", QoS::AtLeastOnce, false, p.into_bytes()).await.unwrap();
-        }
-        tokio::time::sleep(Duration::from_millis(700)).await;
-        h.abort();
-    }
-    for _ in 0..100 {
+    let msgs = (0..n)
+        .map(|i| {
+            ("telemetry/wide".to_string(), format!(r#"{{"vin":"S{:03}","ts":{now},"metrics":{{"x":1}}}}"#, i % 10))
+        })
+        .collect();
+    publish_v5(broker.port, "pub-shared", msgs).await;
+    for _ in 0..600 {
         if all_stats.iter().map(|s| s.samples.load(Ordering::Relaxed)).sum::<u64>() >= n {
             break;
         }
@@ -452,19 +476,26 @@ dir = "{}"
     let app = tokio::spawn(rockfeed::app::run_with_ready(cfg, stop_rx, ready_tx));
     assert!(rockfeed::source::mqtt::wait_ready(&mut ready, Duration::from_secs(30)).await, "never subscribed");
     let now = now_ms() as i64;
-    {
-        use rumqttc::v5::mqttbytes::QoS;
-        use rumqttc::v5::{AsyncClient, MqttOptions};
-        let (c, mut ev) = AsyncClient::new(MqttOptions::new("pub-app", "127.0.0.1", broker.port), 100);
-        let h = tokio::spawn(async move { while ev.poll().await.is_ok() {} });
-        for i in 0..20 {
+    let msgs = (0..20)
+        .map(|i| {
             let p = format!(r#"{{"vin":"APP{}","ts":{},"metrics":{{"speed":{i},"rpm":1000}}}}"#, i % 4, now + i);
-            c.publish("telemetry/wide", QoS::AtLeastOnce, false, p.into_bytes()).await.unwrap();
+            ("telemetry/wide".to_string(), p)
+        })
+        .collect();
+    publish_v5(broker.port, "pub-app", msgs).await;
+    for _ in 0..600 {
+        if app.is_finished() {
+            break;
         }
-        tokio::time::sleep(Duration::from_millis(700)).await;
-        h.abort();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Stop once everything is in (checked through the emulator below).
+        let loaded: u64 = emu.with_core(|c| {
+            c.table("rockfeed", "telemetry_1m").unwrap().rows().iter().map(|r| r[4].as_f64().unwrap() as u64).sum()
+        });
+        if loaded >= 40 {
+            break;
+        }
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
     stop_tx.send(true).unwrap();
     let stats = app.await.unwrap().unwrap();
     assert_eq!(stats.samples.load(Ordering::Relaxed), 20);

@@ -112,11 +112,20 @@ async fn publish(dir: &Path, port: u16, id: &str, payloads: Vec<String>) {
         client_auth: None,
     }));
     let (c, mut ev) = AsyncClient::new(o, 100);
-    let h = tokio::spawn(async move { while ev.poll().await.is_ok() {} });
+    let (acks_tx, mut acks) = watch::channel(0usize);
+    let h = tokio::spawn(async move {
+        while let Ok(e) = ev.poll().await {
+            if let rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)) = e {
+                acks_tx.send_modify(|n| *n += 1);
+            }
+        }
+    });
+    let n = payloads.len();
     for p in payloads {
         c.publish("telemetry/wide", QoS::AtLeastOnce, false, p.into_bytes()).await.unwrap();
     }
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    let done = tokio::time::timeout(Duration::from_secs(30), acks.wait_for(|a| *a >= n)).await;
+    assert!(matches!(done, Ok(Ok(_))), "the broker did not acknowledge all {n} messages");
     h.abort();
 }
 
@@ -181,7 +190,7 @@ async fn tls_auth_large_payloads_and_a_broker_restart() {
     let big = format!(r#"{{"vin":"BIG1","ts":{now},"metrics":{{{}}}}}"#, metrics.join(","));
     assert!(big.len() > 300 * 1024, "{} bytes", big.len());
     publish(dir.path(), port, "pub-1", vec![big]).await;
-    for _ in 0..100 {
+    for _ in 0..600 {
         if stats.readings.load(Ordering::Relaxed) >= 12_000 {
             break;
         }
@@ -211,7 +220,7 @@ async fn tls_auth_large_payloads_and_a_broker_restart() {
     let after: Vec<String> =
         (0..5).map(|i| format!(r#"{{"vin":"AFTER","ts":{},"metrics":{{"x":{i}}}}}"#, now + i)).collect();
     publish(dir.path(), port, "pub-2", after).await;
-    for _ in 0..100 {
+    for _ in 0..600 {
         if stats.samples.load(Ordering::Relaxed) >= 6 {
             break;
         }
