@@ -26,7 +26,7 @@ pub mod wide;
 use compact_str::CompactString;
 
 use self::catalog::MetricId;
-use crate::starrocks::types::{MICROS_PER_DAY, parse_datetime};
+use crate::starrocks::types::parse_datetime;
 
 /// One reading of one metric.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -214,11 +214,6 @@ pub fn check_ts(ts_ms: i64, now_ms: i64, cfg: &DecodeConfig) -> Result<(), Rejec
         });
     }
     Ok(())
-}
-
-/// Epoch milliseconds of the start of the day containing `ts_ms`.
-pub fn day_start_ms(ts_ms: i64) -> i64 {
-    ts_ms - ts_ms.rem_euclid(MICROS_PER_DAY / 1000)
 }
 
 #[cfg(test)]

@@ -86,6 +86,11 @@ pub fn bucket_of<'a>(cols: impl IntoIterator<Item = (&'a ColType, &'a Value)>, b
     bucket_hash(cols) % buckets.max(1)
 }
 
+/// Bucket of a typed row of `def` (its DISTRIBUTED BY HASH columns, in order).
+pub fn row_bucket(def: &super::ddl::TableDef, row: &[Value]) -> u32 {
+    bucket_of(def.distribution.iter().map(|&i| (&def.columns[i].ty, &row[i])), def.buckets)
+}
+
 /// Bucket of a single VARCHAR key given as bytes: the pipeline's hot path
 /// (colocation key = vin) without building a `Value`.
 pub fn bucket_of_str(key: &[u8], buckets: u32) -> u32 {

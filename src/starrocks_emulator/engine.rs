@@ -20,7 +20,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use crate::starrocks::bucket::hash_value;
 use crate::starrocks::ddl::{AggFn, KeysType, Partitioning, TableDef, TruncUnit};
 use crate::starrocks::types::{MICROS_PER_DAY, Value, civil_from_days, format_date};
 pub use crate::util::hash::FastHash;
@@ -107,11 +106,7 @@ impl Table {
 
     /// Bucket of a typed row (CRC-32 chain of the distribution columns).
     pub fn bucket_of(&self, row: &[Value]) -> u32 {
-        let mut h = crc32fast::Hasher::new();
-        for &i in &self.def.distribution {
-            hash_value(&mut h, &self.def.columns[i].ty, &row[i]);
-        }
-        h.finalize() % self.def.buckets
+        crate::starrocks::bucket::row_bucket(&self.def, row)
     }
 
     /// Fails with StarRocks' message when a tablet has no room for one more version.

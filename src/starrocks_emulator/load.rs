@@ -593,11 +593,7 @@ impl<'a> RowBuilder<'a> {
         {
             return self.filter(format!("The row is not in the specified partitions; it belongs to {part}"), raw);
         }
-        let mut h = crc32fast::Hasher::new();
-        for &i in &table.distribution {
-            crate::starrocks::bucket::hash_value(&mut h, &table.columns[i].ty, &values[i]);
-        }
-        let bucket = h.finalize() % table.buckets;
+        let bucket = crate::starrocks::bucket::row_bucket(table, &values);
         self.out.counts.loaded += 1;
         self.touched.insert((pkey, bucket));
         self.out.batch.rows.push(StagedRow { values, op, tablet: (part, bucket) });

@@ -158,14 +158,6 @@ pub enum ClientError {
     NoEndpoints,
 }
 
-impl ClientError {
-    /// Whether the request may have reached the server (so a retry must use
-    /// the same label, which it always does).
-    pub fn maybe_delivered(&self) -> bool {
-        matches!(self, ClientError::Http { .. } | ClientError::Timeout { what: "exchange", .. })
-    }
-}
-
 /// Where a `Location` points: an absolute URL (host rewritten from loopback
 /// to the first hop's host when `rewrite` and the first hop was not
 /// loopback) or a path on the current target.
