@@ -26,7 +26,6 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use compact_str::CompactString;
 use http::{HeaderMap, HeaderValue};
 use tokio::sync::{mpsc, watch};
 
@@ -184,13 +183,14 @@ pub async fn run(
                         wide::decode(&m.payload, m.received_ms, &cfg.decode, &mut cat, &mut decoded);
                     }
                 }
-                let source = format!("mqtt:{}", m.topic);
+                // Only refused input needs the source text: build it then.
+                let source = || format!("mqtt:{}", m.topic);
                 if !decoded.rejects.is_empty() {
                     stats.rejected.fetch_add(decoded.rejects.len() as u64, Ordering::Relaxed);
                     let mut d = dead.lock().unwrap_or_else(|p| p.into_inner());
                     for r in &decoded.rejects {
                         let detail = match r.index { Some(i) => format!("sample {i}: {}", r.detail), None => r.detail.clone() };
-                        if let Err(e) = d.write(&DeadLetter { at_ms: m.received_ms, reason: r.reason.as_str(), detail: &detail, source: &source, payload: &m.payload }) {
+                        if let Err(e) = d.write(&DeadLetter { at_ms: m.received_ms, reason: r.reason.as_str(), detail: &detail, source: &source(), payload: &m.payload }) {
                             tracing::error!(error = %e, "Cannot write a dead letter.");
                         }
                     }
@@ -202,7 +202,7 @@ pub async fn run(
                     if dims.is_none() && snap.is_some() && cfg.unknown_vehicle == UnknownVehicle::DeadLetter {
                         stats.rejected.fetch_add(1, Ordering::Relaxed);
                         let mut d = dead.lock().unwrap_or_else(|p| p.into_inner());
-                        if let Err(e) = d.write(&DeadLetter { at_ms: m.received_ms, reason: "unknown_vehicle", detail: &format!("vin {} is not in the vehicle file", s.vin), source: &source, payload: &m.payload }) {
+                        if let Err(e) = d.write(&DeadLetter { at_ms: m.received_ms, reason: "unknown_vehicle", detail: &format!("vin {} is not in the vehicle file", s.vin), source: &source(), payload: &m.payload }) {
                             tracing::error!(error = %e, "Cannot write a dead letter.");
                         }
                         continue;
@@ -247,7 +247,10 @@ struct ShardState {
     agg: WindowAggregator,
     /// Dims tuples of this batch, interned: the key carries their index.
     dims: Vec<Option<DimRow>>,
-    dims_index: HashMap<Option<Vec<Option<CompactString>>>, u32>,
+    /// Keyed by the snapshot row's address (`None` for unknown vehicles):
+    /// rows are shared `Arc`s kept alive in `dims`, so equal rows of one
+    /// snapshot share a key without hashing their strings per sample.
+    dims_index: HashMap<Option<usize>, u32>,
     /// Receive times of this batch's samples, for the latency histogram.
     received: Vec<i64>,
     /// Last flush time (ms) and flushes within it, for label sequences.
@@ -275,7 +278,7 @@ async fn shard(ctx: ShardCtx, mut rx: mpsc::Receiver<ShardMsg>) {
                     l.bind(|id| (id.0 < cat.len() as u32).then(|| cat.name(id).to_string()), cat.len());
                 }
                 for (s, row, rx_ms) in batch {
-                    let key = row.as_ref().map(|r| r.to_vec());
+                    let key = row.as_ref().map(|r| Arc::as_ptr(r) as *const () as usize);
                     let dims = &mut st.dims;
                     let d = *st.dims_index.entry(key).or_insert_with(|| {
                         dims.push(row.clone());
