@@ -6,61 +6,34 @@
 //! must hold each refused message with its reason.
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use rockfeed::decode::DecodeConfig;
-use rockfeed::enrich::UnknownVehicle;
+mod common;
+
 use rockfeed::pipeline::runner::{Form, RunnerConfig, Stats, run};
 use rockfeed::pipeline::window::WindowConfig;
-use rockfeed::sink::starrocks::client::{ClientConfig, Credentials, StreamLoadClient};
-use rockfeed::sink::starrocks::service::{RetryPolicy, StreamLoader};
+use rockfeed::sink::starrocks::service::RetryPolicy;
 use rockfeed::source::mqtt::MqttConfig;
 use rockfeed::starrocks::ddl::parse_ddl;
 use rockfeed::starrocks_emulator::{Emulator, EmulatorConfig, now_ms};
 use tokio::sync::{mpsc, watch};
 
+/// A mosquitto on a free port, with the temporary directory of its config.
 struct Mosquitto {
-    child: Child,
+    _broker: common::Broker,
     port: u16,
     _dir: tempfile::TempDir,
 }
 
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 fn mosquitto() -> Mosquitto {
-    let bin = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"].into_iter().find(|p| std::path::Path::new(p).exists());
-    let bin = bin.expect("mosquitto is not installed: run tests/run.sh, which installs it (apt-get install mosquitto)");
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let conf = dir.path().join("m.conf");
-    std::fs::write(
-        &conf,
-        format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 100000\nmax_inflight_messages 1000\nmessage_size_limit 0\n"),
-    )
-    .unwrap();
-    let child = Command::new(bin).arg("-c").arg(&conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-    // Owned by the guard from here on: dropping it kills and reaps mosquitto.
-    let m = Mosquitto { child, port, _dir: dir };
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return m;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("mosquitto did not start on port {port}");
+    let port = common::free_port();
+    let conf = format!(
+        "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 100000\nmax_inflight_messages 1000\nmessage_size_limit 0\n"
+    );
+    Mosquitto { _broker: common::mosquitto(dir.path(), port, &conf), port, _dir: dir }
 }
 
 const DDL: &str = "CREATE DATABASE rockfeed; USE rockfeed;
@@ -155,56 +128,11 @@ async fn publish(port: u16, v5: bool, now: i64) -> (BTreeMap<Key, (u64, f64, f64
     reasons.sort();
 
     if v5 {
-        publish_v5(port, "pub5", msgs).await;
+        common::publish_v5(rumqttc::v5::MqttOptions::new("pub5", "127.0.0.1", port), msgs).await;
     } else {
-        publish_v4(port, "pub4", msgs).await;
+        common::publish_v4(rumqttc::MqttOptions::new("pub4", "127.0.0.1", port), msgs).await;
     }
     (exp, reasons)
-}
-
-/// Publishes QoS 1 messages with MQTT 5 and returns once the broker has
-/// acknowledged every one (no sleeps to race on a loaded machine).
-async fn publish_v5(port: u16, id: &str, msgs: Vec<(String, String)>) {
-    use rumqttc::v5::mqttbytes::QoS;
-    use rumqttc::v5::mqttbytes::v5::Packet;
-    use rumqttc::v5::{AsyncClient, Event, MqttOptions};
-    let (c, mut ev) = AsyncClient::new(MqttOptions::new(id, "127.0.0.1", port), 100);
-    let (acks_tx, mut acks) = watch::channel(0usize);
-    let h = tokio::spawn(async move {
-        while let Ok(e) = ev.poll().await {
-            if let Event::Incoming(Packet::PubAck(_)) = e {
-                acks_tx.send_modify(|n| *n += 1);
-            }
-        }
-    });
-    let n = msgs.len();
-    for (t, p) in msgs {
-        c.publish(t, QoS::AtLeastOnce, false, p.into_bytes()).await.unwrap();
-    }
-    let done = tokio::time::timeout(Duration::from_secs(30), acks.wait_for(|a| *a >= n)).await;
-    assert!(matches!(done, Ok(Ok(_))), "the broker did not acknowledge all {n} messages");
-    h.abort();
-}
-
-/// The same with MQTT 3.1.1.
-async fn publish_v4(port: u16, id: &str, msgs: Vec<(String, String)>) {
-    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-    let (c, mut ev) = AsyncClient::new(MqttOptions::new(id, "127.0.0.1", port), 100);
-    let (acks_tx, mut acks) = watch::channel(0usize);
-    let h = tokio::spawn(async move {
-        while let Ok(e) = ev.poll().await {
-            if let Event::Incoming(Packet::PubAck(_)) = e {
-                acks_tx.send_modify(|n| *n += 1);
-            }
-        }
-    });
-    let n = msgs.len();
-    for (t, p) in msgs {
-        c.publish(t, QoS::AtLeastOnce, false, p.into_bytes()).await.unwrap();
-    }
-    let done = tokio::time::timeout(Duration::from_secs(30), acks.wait_for(|a| *a >= n)).await;
-    assert!(matches!(done, Ok(Ok(_))), "the broker did not acknowledge all {n} messages");
-    h.abort();
 }
 
 fn rfc3339(ms: i64) -> String {
@@ -219,33 +147,19 @@ async fn scenario(v5: bool) {
 
 async fn scenario_on(port: u16, v5: bool) {
     let emu = Emulator::start(EmulatorConfig::local(parse_ddl(DDL).unwrap(), "root", "pw")).await.unwrap();
-    let client = StreamLoadClient::new(ClientConfig::new(
-        vec![emu.fe_url().parse().unwrap()],
-        Credentials { user: "root".into(), password: "pw".into() },
-    ))
-    .unwrap();
-    let loader = Arc::new(StreamLoader::new(client, "rockfeed", RetryPolicy::default()));
+    let loader = common::loader(&emu, "pw", "rockfeed", RetryPolicy::default());
     let dir = tempfile::tempdir().unwrap();
     let vehicles = dir.path().join("vehicles.csv");
     std::fs::write(&vehicles, "vin,fleet\nVIN0000,fleet-0\nVIN0001,fleet-1\nVIN0002,fleet-0\n").unwrap();
     let enrich = Arc::new(rockfeed::enrich::Enrichment::open(&vehicles, &["fleet".to_string()]).unwrap());
     let cfg = RunnerConfig {
-        decode: DecodeConfig::default(),
         form: Form::Auto,
-        max_metrics: 1000,
         window: WindowConfig { width_ms: 60_000, max_lateness_ms: 3_600_000 },
         shards: 2,
-        buckets: 8,
         epoch: Duration::from_millis(300),
         dims: vec!["fleet".into()],
-        unknown_vehicle: UnknownVehicle::Keep,
-        table: "telemetry_1m".into(),
         label_prefix: if v5 { "t5".into() } else { "t4".into() },
-        dead_letter_dir: dir.path().join("dead"),
-        channel_batches: 64,
-        max_rows_per_load: 500_000,
-        compression: rockfeed::sink::starrocks::encode::Compression::None,
-        latest: None,
+        ..common::runner_cfg(dir.path())
     };
     let mcfg = MqttConfig {
         host: "127.0.0.1".into(),
@@ -329,7 +243,7 @@ async fn mosquitto_mqtt311_into_the_aggregate_table_exactly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_rumqttd_into_the_aggregate_table_exactly() {
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", common::free_port()).parse().unwrap();
     rockfeed::demo::embedded_broker(addr).unwrap();
     for _ in 0..100 {
         if std::net::TcpStream::connect(addr).is_ok() {
@@ -351,29 +265,12 @@ async fn mqtt5_shared_subscription_splits_a_stream_between_two_instances() {
     let mut all_stats = Vec::new();
     let mut readies = Vec::new();
     for i in 0..2 {
-        let client = StreamLoadClient::new(ClientConfig::new(
-            vec![emu.fe_url().parse().unwrap()],
-            Credentials { user: "root".into(), password: "pw".into() },
-        ))
-        .unwrap();
-        let loader = Arc::new(StreamLoader::new(client, "rockfeed", RetryPolicy::default()));
+        let loader = common::loader(&emu, "pw", "rockfeed", RetryPolicy::default());
         let cfg = RunnerConfig {
-            decode: DecodeConfig::default(),
-            form: Form::Wide,
-            max_metrics: 1000,
-            window: WindowConfig::default(),
-            shards: 1,
-            buckets: 8,
-            epoch: Duration::from_millis(200),
             dims: vec!["fleet".into()],
-            unknown_vehicle: UnknownVehicle::Keep,
-            table: "telemetry_1m".into(),
             label_prefix: format!("inst{i}"),
             dead_letter_dir: dir.path().join(format!("dead{i}")),
-            channel_batches: 64,
-            max_rows_per_load: 500_000,
-            compression: rockfeed::sink::starrocks::encode::Compression::None,
-            latest: None,
+            ..common::runner_cfg(dir.path())
         };
         let mcfg = MqttConfig {
             host: "127.0.0.1".into(),
@@ -408,7 +305,7 @@ async fn mqtt5_shared_subscription_splits_a_stream_between_two_instances() {
             ("telemetry/wide".to_string(), format!(r#"{{"vin":"S{:03}","ts":{now},"metrics":{{"x":1}}}}"#, i % 10))
         })
         .collect();
-    publish_v5(broker.port, "pub-shared", msgs).await;
+    common::publish_v5(rumqttc::v5::MqttOptions::new("pub-shared", "127.0.0.1", broker.port), msgs).await;
     for _ in 0..600 {
         if all_stats.iter().map(|s| s.samples.load(Ordering::Relaxed)).sum::<u64>() >= n {
             break;
@@ -482,7 +379,7 @@ dir = "{}"
             ("telemetry/wide".to_string(), p)
         })
         .collect();
-    publish_v5(broker.port, "pub-app", msgs).await;
+    common::publish_v5(rumqttc::v5::MqttOptions::new("pub-app", "127.0.0.1", broker.port), msgs).await;
     for _ in 0..600 {
         if app.is_finished() {
             break;

@@ -5,17 +5,15 @@
 
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use rockfeed::decode::DecodeConfig;
-use rockfeed::enrich::UnknownVehicle;
-use rockfeed::pipeline::runner::{Form, RunnerConfig, Stats, run};
-use rockfeed::pipeline::window::WindowConfig;
-use rockfeed::sink::starrocks::client::{ClientConfig, Credentials, StreamLoadClient};
-use rockfeed::sink::starrocks::service::{RetryPolicy, StreamLoader};
+mod common;
+
+use rockfeed::pipeline::runner::{RunnerConfig, Stats, run};
+use rockfeed::sink::starrocks::service::RetryPolicy;
 use rockfeed::source::mqtt::MqttConfig;
 use rockfeed::starrocks::ddl::parse_ddl;
 use rockfeed::starrocks_emulator::{Emulator, EmulatorConfig, now_ms};
@@ -76,33 +74,16 @@ fn material(dir: &Path) {
     }
 }
 
-fn start_broker(dir: &Path, port: u16) -> KillOnDrop {
-    let bin = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
-        .into_iter()
-        .find(|b| Path::new(b).exists())
-        .expect("mosquitto (tests/run.sh installs it)");
-    let conf = dir.join("m.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "listener {port} 127.0.0.1\ncafile {0}/ca.pem\ncertfile {0}/server.pem\nkeyfile {0}/server.key\npassword_file {0}/passwd\nallow_anonymous false\npersistence false\nmessage_size_limit 0\n",
-            dir.display()
-        ),
-    )
-    .unwrap();
-    let child =
-        KillOnDrop(Command::new(bin).arg("-c").arg(&conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return child;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("mosquitto did not start");
+fn start_broker(dir: &Path, port: u16) -> common::Broker {
+    let conf = format!(
+        "listener {port} 127.0.0.1\ncafile {0}/ca.pem\ncertfile {0}/server.pem\nkeyfile {0}/server.key\npassword_file {0}/passwd\nallow_anonymous false\npersistence false\nmessage_size_limit 0\n",
+        dir.display()
+    );
+    common::mosquitto(dir, port, &conf)
 }
 
 async fn publish(dir: &Path, port: u16, id: &str, payloads: Vec<String>) {
-    use rumqttc::{AsyncClient, MqttOptions, QoS, TlsConfiguration, Transport};
+    use rumqttc::{MqttOptions, TlsConfiguration, Transport};
     let mut o = MqttOptions::new(id, "127.0.0.1", port);
     o.set_credentials("rockfeed", "s3cret-mqtt");
     o.set_max_packet_size(1 << 20, 1 << 20);
@@ -111,22 +92,8 @@ async fn publish(dir: &Path, port: u16, id: &str, payloads: Vec<String>) {
         alpn: None,
         client_auth: None,
     }));
-    let (c, mut ev) = AsyncClient::new(o, 100);
-    let (acks_tx, mut acks) = watch::channel(0usize);
-    let h = tokio::spawn(async move {
-        while let Ok(e) = ev.poll().await {
-            if let rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)) = e {
-                acks_tx.send_modify(|n| *n += 1);
-            }
-        }
-    });
-    let n = payloads.len();
-    for p in payloads {
-        c.publish("telemetry/wide", QoS::AtLeastOnce, false, p.into_bytes()).await.unwrap();
-    }
-    let done = tokio::time::timeout(Duration::from_secs(30), acks.wait_for(|a| *a >= n)).await;
-    assert!(matches!(done, Ok(Ok(_))), "the broker did not acknowledge all {n} messages");
-    h.abort();
+    let msgs = payloads.into_iter().map(|p| ("telemetry/wide".to_string(), p)).collect();
+    common::publish_v4(o, msgs).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -138,29 +105,13 @@ async fn tls_auth_large_payloads_and_a_broker_restart() {
 
     let ddl = "CREATE DATABASE rockfeed; USE rockfeed; CREATE TABLE telemetry_1m (vehicle_id VARCHAR(64) NOT NULL, window_start DATETIME NOT NULL, metric VARCHAR(128) NOT NULL, cnt BIGINT SUM DEFAULT \"0\", total DOUBLE SUM DEFAULT \"0\", `min` DOUBLE MIN, `max` DOUBLE MAX) AGGREGATE KEY(vehicle_id, window_start, metric) PARTITION BY date_trunc('day', window_start) DISTRIBUTED BY HASH(vehicle_id) BUCKETS 4;";
     let emu = Emulator::start(EmulatorConfig::local(parse_ddl(ddl).unwrap(), "root", "pw")).await.unwrap();
-    let client = StreamLoadClient::new(ClientConfig::new(
-        vec![emu.fe_url().parse().unwrap()],
-        Credentials { user: "root".into(), password: "pw".into() },
-    ))
-    .unwrap();
-    let loader = Arc::new(StreamLoader::new(client, "rockfeed", RetryPolicy::default()));
+    let loader = common::loader(&emu, "pw", "rockfeed", RetryPolicy::default());
     let cfg = RunnerConfig {
-        decode: DecodeConfig::default(),
-        form: Form::Wide,
         max_metrics: 100_000,
-        window: WindowConfig::default(),
-        shards: 1,
         buckets: 4,
-        epoch: Duration::from_millis(200),
-        dims: vec![],
-        unknown_vehicle: UnknownVehicle::Keep,
-        table: "telemetry_1m".into(),
         label_prefix: "robust".into(),
-        dead_letter_dir: dir.path().join("dead"),
         channel_batches: 16,
-        max_rows_per_load: 500_000,
-        compression: rockfeed::sink::starrocks::encode::Compression::None,
-        latest: None,
+        ..common::runner_cfg(dir.path())
     };
     let mcfg = MqttConfig {
         host: "127.0.0.1".into(),
@@ -233,13 +184,4 @@ async fn tls_auth_large_payloads_and_a_broker_restart() {
     let rows = emu.with_core(|c| c.table("rockfeed", "telemetry_1m").unwrap().row_count());
     assert_eq!(rows, 12_000 + 1);
     emu.shutdown().await;
-}
-
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }

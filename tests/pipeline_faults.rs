@@ -11,12 +11,10 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
-use rockfeed::decode::DecodeConfig;
-use rockfeed::enrich::UnknownVehicle;
-use rockfeed::pipeline::runner::{Form, RunnerConfig, Stats, run};
-use rockfeed::pipeline::window::WindowConfig;
-use rockfeed::sink::starrocks::client::{ClientConfig, Credentials, StreamLoadClient};
-use rockfeed::sink::starrocks::service::{RetryPolicy, StreamLoader};
+mod common;
+
+use rockfeed::pipeline::runner::{RunnerConfig, Stats, run};
+use rockfeed::sink::starrocks::service::RetryPolicy;
 use rockfeed::source::RawMessage;
 use rockfeed::starrocks::ddl::parse_ddl;
 use rockfeed::starrocks::types::Value;
@@ -35,22 +33,10 @@ type Totals = BTreeMap<(String, i64, String), (u64, f64)>;
 
 fn runner_cfg(dir: &std::path::Path) -> RunnerConfig {
     RunnerConfig {
-        decode: DecodeConfig::default(),
-        form: Form::Wide,
-        max_metrics: 1000,
-        window: WindowConfig::default(),
         shards: 2,
-        buckets: 8,
         epoch: Duration::from_millis(150),
-        dims: vec![],
-        unknown_vehicle: UnknownVehicle::Keep,
-        table: "telemetry_1m".into(),
         label_prefix: "faults".into(),
-        dead_letter_dir: dir.join("dead"),
-        channel_batches: 64,
-        max_rows_per_load: 500_000,
-        compression: rockfeed::sink::starrocks::encode::Compression::None,
-        latest: None,
+        ..common::runner_cfg(dir)
     }
 }
 
@@ -112,11 +98,6 @@ async fn transient_faults_on_a_third_of_loads_change_nothing_in_the_table() {
         let rule: FaultRule = serde_json::from_str(&format!(r#"{{"fault":"{f}","percent":5{extra}}}"#)).unwrap();
         emu.faults().add(rule).unwrap();
     }
-    let client = StreamLoadClient::new(ClientConfig::new(
-        vec![emu.fe_url().parse().unwrap()],
-        Credentials { user: "root".into(), password: "pw".into() },
-    ))
-    .unwrap();
     let policy = RetryPolicy {
         max_attempts: 0,
         base: Duration::from_millis(5),
@@ -124,7 +105,7 @@ async fn transient_faults_on_a_third_of_loads_change_nothing_in_the_table() {
         max: Duration::from_millis(50),
         label_wait: Duration::from_secs(10),
     };
-    let loader = Arc::new(StreamLoader::new(client, "rockfeed", policy));
+    let loader = common::loader(&emu, "pw", "rockfeed", policy);
     let dir = tempfile::tempdir().unwrap();
     let (tx, rx) = mpsc::channel(64);
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -146,12 +127,7 @@ async fn transient_faults_on_a_third_of_loads_change_nothing_in_the_table() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn permanent_failures_keep_every_batch_as_a_dead_letter() {
     let emu = Emulator::start(EmulatorConfig::local(parse_ddl(DDL).unwrap(), "root", "pw")).await.unwrap();
-    let client = StreamLoadClient::new(ClientConfig::new(
-        vec![emu.fe_url().parse().unwrap()],
-        Credentials { user: "root".into(), password: "wrong".into() },
-    ))
-    .unwrap();
-    let loader = Arc::new(StreamLoader::new(client, "rockfeed", RetryPolicy::default()));
+    let loader = common::loader(&emu, "wrong", "rockfeed", RetryPolicy::default());
     let dir = tempfile::tempdir().unwrap();
     let (tx, rx) = mpsc::channel(64);
     let (_stop_tx, stop_rx) = watch::channel(false);
@@ -184,12 +160,7 @@ async fn permanent_failures_keep_every_batch_as_a_dead_letter() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_over_the_row_limit_load_early_under_their_own_labels() {
     let emu = Emulator::start(EmulatorConfig::local(parse_ddl(DDL).unwrap(), "root", "pw")).await.unwrap();
-    let client = StreamLoadClient::new(ClientConfig::new(
-        vec![emu.fe_url().parse().unwrap()],
-        Credentials { user: "root".into(), password: "pw".into() },
-    ))
-    .unwrap();
-    let loader = Arc::new(StreamLoader::new(client, "rockfeed", RetryPolicy::default()));
+    let loader = common::loader(&emu, "pw", "rockfeed", RetryPolicy::default());
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = runner_cfg(dir.path());
     cfg.epoch = Duration::from_secs(3600); // only the size limit and the final drain load
@@ -214,12 +185,7 @@ async fn compressed_bodies_load_exactly() {
     use rockfeed::sink::starrocks::encode::Compression;
     for comp in [Compression::Gzip, Compression::Lz4, Compression::Zstd] {
         let emu = Emulator::start(EmulatorConfig::local(parse_ddl(DDL).unwrap(), "root", "pw")).await.unwrap();
-        let client = StreamLoadClient::new(ClientConfig::new(
-            vec![emu.fe_url().parse().unwrap()],
-            Credentials { user: "root".into(), password: "pw".into() },
-        ))
-        .unwrap();
-        let loader = Arc::new(StreamLoader::new(client, "rockfeed", RetryPolicy::default()));
+        let loader = common::loader(&emu, "pw", "rockfeed", RetryPolicy::default());
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = runner_cfg(dir.path());
         cfg.compression = comp;

@@ -1,0 +1,127 @@
+//! Helpers shared by the integration tests: a loader for an in-process
+//! emulator, default runner settings, a mosquitto launcher, and publishers
+//! that return only once the broker has acknowledged every message.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rockfeed::decode::DecodeConfig;
+use rockfeed::enrich::UnknownVehicle;
+use rockfeed::pipeline::runner::{Form, RunnerConfig};
+use rockfeed::pipeline::window::WindowConfig;
+use rockfeed::sink::starrocks::client::{ClientConfig, Credentials, StreamLoadClient};
+use rockfeed::sink::starrocks::encode::Compression;
+use rockfeed::sink::starrocks::service::{RetryPolicy, StreamLoader};
+use rockfeed::starrocks_emulator::Emulator;
+use tokio::sync::watch;
+
+/// A Stream Load loader for `db` on the emulator's FE, as user root.
+pub fn loader(emu: &Emulator, password: &str, db: &str, policy: RetryPolicy) -> Arc<StreamLoader> {
+    let creds = Credentials { user: "root".into(), password: password.into() };
+    let client = StreamLoadClient::new(ClientConfig::new(vec![emu.fe_url().parse().unwrap()], creds)).unwrap();
+    Arc::new(StreamLoader::new(client, db, policy))
+}
+
+/// Runner settings for tests: wide payloads into `telemetry_1m`, one shard,
+/// 200 ms epochs, dead letters under `dir/dead`. Override with `..runner_cfg(dir)`.
+pub fn runner_cfg(dir: &Path) -> RunnerConfig {
+    RunnerConfig {
+        decode: DecodeConfig::default(),
+        form: Form::Wide,
+        max_metrics: 1000,
+        window: WindowConfig::default(),
+        shards: 1,
+        buckets: 8,
+        epoch: Duration::from_millis(200),
+        dims: vec![],
+        unknown_vehicle: UnknownVehicle::Keep,
+        table: "telemetry_1m".into(),
+        label_prefix: "test".into(),
+        dead_letter_dir: dir.join("dead"),
+        channel_batches: 64,
+        max_rows_per_load: 500_000,
+        compression: Compression::None,
+        latest: None,
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A running mosquitto, killed and reaped on drop.
+pub struct Broker(Child);
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts mosquitto with `conf` (written to `dir/m.conf`) and waits until
+/// `port` accepts connections.
+pub fn mosquitto(dir: &Path, port: u16, conf: &str) -> Broker {
+    let bin = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
+        .into_iter()
+        .find(|b| Path::new(b).exists())
+        .expect("mosquitto is not installed: run tests/run.sh, which installs it (apt-get install mosquitto)");
+    let path = dir.join("m.conf");
+    std::fs::write(&path, conf).unwrap();
+    let broker =
+        Broker(Command::new(bin).arg("-c").arg(&path).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return broker;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("mosquitto did not start on port {port}");
+}
+
+/// Publishes QoS 1 messages and returns once every PUBACK has arrived (the
+/// two MQTT versions differ only in their types).
+macro_rules! publish_acked {
+    ($opts:expr, $msgs:expr, $AsyncClient:path, $Event:path, $Packet:path, $QoS:path) => {{
+        use $AsyncClient as Client;
+        use $Event as Ev;
+        use $Packet as Pk;
+        use $QoS as Q;
+        let (c, mut ev) = Client::new($opts, 100);
+        let (acks_tx, mut acks) = watch::channel(0usize);
+        let h = tokio::spawn(async move {
+            while let Ok(e) = ev.poll().await {
+                if let Ev::Incoming(Pk::PubAck(_)) = e {
+                    acks_tx.send_modify(|n| *n += 1);
+                }
+            }
+        });
+        let n = $msgs.len();
+        for (t, p) in $msgs {
+            c.publish(t, Q::AtLeastOnce, false, p.into_bytes()).await.unwrap();
+        }
+        let done = tokio::time::timeout(Duration::from_secs(30), acks.wait_for(|a| *a >= n)).await;
+        assert!(matches!(done, Ok(Ok(_))), "the broker did not acknowledge all {n} messages");
+        h.abort();
+    }};
+}
+
+/// MQTT 3.1.1 publisher.
+pub async fn publish_v4(opts: rumqttc::MqttOptions, msgs: Vec<(String, String)>) {
+    publish_acked!(opts, msgs, rumqttc::AsyncClient, rumqttc::Event, rumqttc::Packet, rumqttc::QoS)
+}
+
+/// MQTT 5 publisher.
+pub async fn publish_v5(opts: rumqttc::v5::MqttOptions, msgs: Vec<(String, String)>) {
+    publish_acked!(
+        opts,
+        msgs,
+        rumqttc::v5::AsyncClient,
+        rumqttc::v5::Event,
+        rumqttc::v5::mqttbytes::v5::Packet,
+        rumqttc::v5::mqttbytes::QoS
+    )
+}
