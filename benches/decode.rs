@@ -19,24 +19,9 @@ use rockfeed::decode::narrow::TopicTemplate;
 use rockfeed::decode::{DecodeConfig, Decoded, narrow, wide};
 use sonic_rs::{JsonContainerTrait, JsonValueTrait};
 
-const NOW: i64 = 1_714_979_289_000;
+mod support;
 
-fn wide_payloads(n: usize, metrics: usize) -> Vec<Vec<u8>> {
-    (0..n)
-        .map(|i| {
-            let mut s = format!("{{\"vin\":\"RFVIN{i:012}\",\"ts\":{NOW},\"seq\":{i},\"metrics\":{{");
-            for m in 0..metrics {
-                if m > 0 {
-                    s.push(',');
-                }
-                let v = ((i * 31 + m * 17) % 10_000) as f64 / 7.0;
-                s.push_str(&format!("\"powertrain.sensor_{m:04}\":{v:.3}"));
-            }
-            s.push_str("}}");
-            s.into_bytes()
-        })
-        .collect()
-}
+use support::NOW;
 
 fn sum_serde(p: &[u8]) -> f64 {
     let v: serde_json::Value = serde_json::from_slice(p).unwrap();
@@ -55,7 +40,7 @@ fn sum_simd(p: &mut [u8]) -> f64 {
 }
 
 fn bench_wide(c: &mut Criterion) {
-    let payloads = wide_payloads(64, 1000);
+    let payloads = support::wide_payloads(64, 1000, 64);
     let values = (payloads.len() * 1000) as u64;
     let bytes: usize = payloads.iter().map(Vec::len).sum();
     let cfg = DecodeConfig::default();

@@ -15,27 +15,9 @@ use rockfeed::pipeline::window::{NO_DIMS, WindowAggregator, WindowConfig};
 use rockfeed::sink::starrocks::encode::TelemetryCsv;
 use sonic_rs::{JsonContainerTrait, JsonValueTrait};
 
-const NOW: i64 = 1_714_979_289_000;
+mod support;
 
-fn wide_payloads(n: usize, metrics: usize) -> Vec<Vec<u8>> {
-    (0..n)
-        .map(|i| {
-            let mut s = format!(
-                "{{\"vin\":\"RFVIN{:012}\",\"ts\":{},\"seq\":{i},\"metrics\":{{",
-                i % 50,
-                NOW - (i as i64 % 50) * 20
-            );
-            for m in 0..metrics {
-                if m > 0 {
-                    s.push(',');
-                }
-                s.push_str(&format!("\"powertrain.sensor_{m:04}\":{:.3}", ((i * 31 + m * 17) % 10_000) as f64 / 7.0));
-            }
-            s.push_str("}}");
-            s.into_bytes()
-        })
-        .collect()
-}
+use support::NOW;
 
 /// decode → route → aggregate (one aggregator per shard) → encode every row.
 struct Path {
@@ -89,7 +71,7 @@ fn sum_sonic(p: &[u8]) -> f64 {
 }
 
 fn bench(c: &mut Criterion) {
-    let payloads = wide_payloads(64, 1000);
+    let payloads = support::wide_payloads(64, 1000, 50);
     let values = (payloads.len() * 1000) as u64;
     let mut path = Path::new();
     let mut g = c.benchmark_group("hot_path_wide_1000");
