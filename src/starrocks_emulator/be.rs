@@ -18,6 +18,7 @@ use hyper::body::Incoming;
 use serde_json::{Value as J, json};
 
 use super::core::BeCtx;
+use super::engine::TabletKey;
 use super::faults::{FaultKind, Point};
 use super::fe::{commit_unknown_msg, fe_commit};
 use super::http::{BodyError, Drop, Resp, basic_auth, json, query_param, read_body, text};
@@ -182,6 +183,28 @@ fn write_fault(ctx: &Ctx, label: &str, table: &str, tablet: Option<i64>) -> Opti
     })
 }
 
+/// Whether a load may write its tablets: an injected write fault, or a
+/// tablet with no room for one more version (genuine `too many versions`).
+fn check_write(ctx: &Ctx, db: &str, table: &str, label: &str, touched: &[TabletKey], now: u64) -> Result<(), String> {
+    let first_tablet = touched.first().and_then(|k| {
+        ctx.core.lock().table(db, table).and_then(|t| t.tablets.get(&(k.0.to_string(), k.1)).map(|x| x.id))
+    });
+    if let Some(msg) = write_fault(ctx, label, table, first_tablet) {
+        return Err(msg);
+    }
+    let mut core = ctx.core.lock();
+    let policy = core.policy;
+    let mut next = core.next_tablet_id;
+    let check = core.table_mut(db, table).map(|t| t.check_versions(touched, &policy, now, &mut next));
+    core.next_tablet_id = next;
+    check.unwrap_or(Ok(()))
+}
+
+/// The BE's answer when another request holds the label's context.
+fn in_processing(label: &str) -> Resp {
+    be_txn("TXN_IN_PROCESSING", &format!("Transaction with label {label} is in processing"), label, None, json!({}))
+}
+
 /// Filter-ratio check: `filtered / (total - unselected) > ratio` fails the load.
 fn too_filtered(c: &LoadCounts, ratio: f64) -> bool {
     let considered = c.total.saturating_sub(c.unselected);
@@ -272,21 +295,10 @@ async fn stream_load(ctx: &Ctx, be: usize, db: &str, table: &str, req: hyper::Re
         return Ok(abort_fail(ctx, r, "too many filtered rows".into()));
     }
     let now = now_ms();
-    let first_tablet = parsed.touched.first().and_then(|k| {
-        ctx.core.lock().table(db, table).and_then(|t| t.tablets.get(&(k.0.to_string(), k.1)).map(|x| x.id))
-    });
-    if let Some(msg) = write_fault(ctx, &r.label, table, first_tablet) {
+    if let Err(msg) = check_write(ctx, db, table, &r.label, &parsed.touched, now) {
         return Ok(abort_fail(ctx, r, msg));
     }
     let mut core = ctx.core.lock();
-    let policy = core.policy;
-    let mut next = core.next_tablet_id;
-    let check = core.table_mut(db, table).map(|t| t.check_versions(&parsed.touched, &policy, now, &mut next));
-    core.next_tablet_id = next;
-    if let Some(Err(msg)) = check {
-        drop(core);
-        return Ok(abort_fail(ctx, r, msg));
-    }
     core.stage(id, vec![parsed.batch], &parsed.counts);
     r.write_ms = ms(write);
     let commit = Instant::now();
@@ -502,13 +514,7 @@ async fn txn_load(
     let (id, table) = match acquire(ctx, &key) {
         None => return Ok(not_exists(&label)),
         Some(Err(())) => {
-            return Ok(be_txn(
-                "TXN_IN_PROCESSING",
-                &format!("Transaction with label {label} is in processing"),
-                &label,
-                None,
-                json!({}),
-            ));
+            return Ok(in_processing(&label));
         }
         Some(Ok(x)) => x,
     };
@@ -604,13 +610,7 @@ fn finish(ctx: &Ctx, be: usize, key: (String, String), what: Finish) -> Result<R
     let (id, table) = match acquire(ctx, &key) {
         Some(Ok(x)) => x,
         Some(Err(())) => {
-            return Ok(be_txn(
-                "TXN_IN_PROCESSING",
-                &format!("Transaction with label {label} is in processing"),
-                &label,
-                None,
-                json!({}),
-            ));
+            return Ok(in_processing(&label));
         }
         None => {
             // No BE context: a PREPARED/finished txn is the FE's to answer.
@@ -656,21 +656,10 @@ fn finish(ctx: &Ctx, be: usize, key: (String, String), what: Finish) -> Result<R
     let mut touched: Vec<_> = c.batches.iter().flat_map(|b| b.rows.iter().map(|r| r.tablet.clone())).collect();
     touched.sort();
     touched.dedup();
-    let first_tablet = touched.first().and_then(|k| {
-        ctx.core.lock().table(&key.0, &table).and_then(|t| t.tablets.get(&(k.0.to_string(), k.1)).map(|x| x.id))
-    });
-    if let Some(msg) = write_fault(ctx, &label, &table, first_tablet) {
+    if let Err(msg) = check_write(ctx, &key.0, &table, &label, &touched, now) {
         return fail(msg);
     }
     let mut core = ctx.core.lock();
-    let policy = core.policy;
-    let mut next = core.next_tablet_id;
-    let check = core.table_mut(&key.0, &table).map(|t| t.check_versions(&touched, &policy, now, &mut next));
-    core.next_tablet_id = next;
-    if let Some(Err(msg)) = check {
-        drop(core);
-        return fail(msg);
-    }
     core.stage(id, c.batches, &c.counts);
     core.stats.rows_loaded += c.counts.loaded;
     core.stats.rows_filtered += c.counts.filtered;
