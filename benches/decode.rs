@@ -11,7 +11,6 @@
 //! rockfeed_decode / sonic_dom, measured in the same run.
 
 use std::hint::black_box;
-use std::time::Instant;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use rockfeed::decode::catalog::MetricCatalog;
@@ -26,11 +25,6 @@ use support::NOW;
 fn sum_serde(p: &[u8]) -> f64 {
     let v: serde_json::Value = serde_json::from_slice(p).unwrap();
     v["metrics"].as_object().unwrap().values().filter_map(|x| x.as_f64()).sum()
-}
-
-fn sum_sonic(p: &[u8]) -> f64 {
-    let v: sonic_rs::Value = sonic_rs::from_slice(p).unwrap();
-    v.get("metrics").unwrap().as_object().unwrap().iter().filter_map(|(_, x)| x.as_f64()).sum()
 }
 
 fn sum_simd(p: &mut [u8]) -> f64 {
@@ -48,7 +42,7 @@ fn bench_wide(c: &mut Criterion) {
     g.throughput(Throughput::Elements(values));
     g.sample_size(20);
     g.bench_function("serde_json_dom", |b| b.iter(|| payloads.iter().map(|p| sum_serde(p)).sum::<f64>()));
-    g.bench_function("sonic_dom", |b| b.iter(|| payloads.iter().map(|p| sum_sonic(p)).sum::<f64>()));
+    g.bench_function("sonic_dom", |b| b.iter(|| payloads.iter().map(|p| support::sum_sonic(p)).sum::<f64>()));
     let mut copies = payloads.clone();
     g.bench_function("simd_json_dom", |b| {
         b.iter(|| {
@@ -77,17 +71,10 @@ fn bench_wide(c: &mut Criterion) {
     });
     g.finish();
     // The ratio DESIGN.md asks for, measured back to back.
-    let time = |f: &mut dyn FnMut()| {
-        let t = Instant::now();
-        for _ in 0..20 {
-            f();
-        }
-        t.elapsed().as_secs_f64() / 20.0
-    };
-    let base = time(&mut || {
-        black_box(payloads.iter().map(|p| sum_sonic(p)).sum::<f64>());
+    let base = support::mean_secs(20, || {
+        black_box(payloads.iter().map(|p| support::sum_sonic(p)).sum::<f64>());
     });
-    let ours = time(&mut || {
+    let ours = support::mean_secs(20, || {
         out.clear();
         for p in &payloads {
             wide::decode(p, NOW, &cfg, &mut cat, &mut out);

@@ -4,7 +4,6 @@
 //! the same run and the ratio printed.
 
 use std::hint::black_box;
-use std::time::Instant;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use rockfeed::decode::catalog::MetricCatalog;
@@ -13,7 +12,7 @@ use rockfeed::decode::{DecodeConfig, Decoded, narrow, wide};
 use rockfeed::pipeline::route::shard_of;
 use rockfeed::pipeline::window::{NO_DIMS, WindowAggregator, WindowConfig};
 use rockfeed::sink::starrocks::encode::TelemetryCsv;
-use sonic_rs::{JsonContainerTrait, JsonValueTrait};
+use sonic_rs::JsonValueTrait;
 
 mod support;
 
@@ -65,11 +64,6 @@ impl Path {
     }
 }
 
-fn sum_sonic(p: &[u8]) -> f64 {
-    let v: sonic_rs::Value = sonic_rs::from_slice(p).unwrap();
-    v.get("metrics").unwrap().as_object().unwrap().iter().filter_map(|(_, x)| x.as_f64()).sum()
-}
-
 fn bench(c: &mut Criterion) {
     let payloads = support::wide_payloads(64, 1000, 50);
     let values = (payloads.len() * 1000) as u64;
@@ -77,20 +71,15 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("hot_path_wide_1000");
     g.throughput(Throughput::Elements(values));
     g.sample_size(20);
-    g.bench_function("parse_only_sonic_dom", |b| b.iter(|| payloads.iter().map(|p| sum_sonic(p)).sum::<f64>()));
+    g.bench_function("parse_only_sonic_dom", |b| {
+        b.iter(|| payloads.iter().map(|p| support::sum_sonic(p)).sum::<f64>())
+    });
     g.bench_function("decode_route_aggregate_encode", |b| b.iter(|| black_box(path.wide(&payloads))));
     g.finish();
-    let time = |f: &mut dyn FnMut()| {
-        let t = Instant::now();
-        for _ in 0..20 {
-            f();
-        }
-        t.elapsed().as_secs_f64() / 20.0
-    };
-    let base = time(&mut || {
-        black_box(payloads.iter().map(|p| sum_sonic(p)).sum::<f64>());
+    let base = support::mean_secs(20, || {
+        black_box(payloads.iter().map(|p| support::sum_sonic(p)).sum::<f64>());
     });
-    let ours = time(&mut || {
+    let ours = support::mean_secs(20, || {
         black_box(path.wide(&payloads));
     });
     println!(

@@ -23,3 +23,20 @@ pub fn wide_payloads(n: usize, metrics: usize, vehicles: usize) -> Vec<Vec<u8>> 
         })
         .collect()
 }
+
+/// The parse-only baseline: sonic-rs DOM, then the sum of the metric values.
+pub fn sum_sonic(p: &[u8]) -> f64 {
+    use sonic_rs::{JsonContainerTrait, JsonValueTrait};
+    let v: sonic_rs::Value = sonic_rs::from_slice(p).unwrap();
+    v.get("metrics").unwrap().as_object().unwrap().iter().filter_map(|(_, x)| x.as_f64()).sum()
+}
+
+/// Mean seconds of `runs` calls of `f`: for the side-by-side ratios the
+/// benches print next to criterion's numbers.
+pub fn mean_secs(runs: u32, mut f: impl FnMut()) -> f64 {
+    let t = std::time::Instant::now();
+    for _ in 0..runs {
+        f();
+    }
+    t.elapsed().as_secs_f64() / runs as f64
+}
