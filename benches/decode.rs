@@ -16,7 +16,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use rockfeed::decode::catalog::MetricCatalog;
 use rockfeed::decode::narrow::TopicTemplate;
 use rockfeed::decode::{DecodeConfig, Decoded, narrow, wide};
-use sonic_rs::{JsonContainerTrait, JsonValueTrait};
+use sonic_rs::JsonValueTrait;
 
 mod support;
 
