@@ -1,0 +1,117 @@
+//! `loadgen audit`: what landed in the StarRocks emulator against the sent
+//! file. Rows come from the emulator's inspection endpoint
+//! (`GET /_emulator/{db}/{table}`, the visible rows as JSON objects); rows of
+//! the aggregate table are summed over their dims before the comparison, as
+//! a `SELECT … GROUP BY vehicle_id, window_start, metric` would.
+
+use serde_json::Value as J;
+
+use crate::ledger::{Agg, LandedRow, LatestRow, Ledger, TableAudit, audit_aggregates, audit_latest};
+
+/// Epoch ms of a StarRocks DATETIME text, `YYYY-MM-DD HH:MM:SS[.ffffff]` (UTC).
+pub fn parse_datetime_ms(s: &str) -> Option<i64> {
+    let (date, time) = s.trim().split_once([' ', 'T'])?;
+    let mut d = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
+    let mut t = hms.splitn(3, ':').map(|p| p.parse::<i64>().ok());
+    let (hh, mm, ss) = (t.next()??, t.next()??, t.next()??);
+    let frac_ms = if frac.is_empty() { 0 } else { format!("{frac:0<3}")[..3].parse::<i64>().ok()? };
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(((days * 24 + hh) * 60 + mm) * 60_000 + ss * 1000 + frac_ms)
+}
+
+/// Where the tables are.
+#[derive(Debug, Clone)]
+pub struct EmulatorTables {
+    /// FE base URL, e.g. `http://127.0.0.1:8030`.
+    pub url: String,
+    pub user: String,
+    pub password: String,
+    pub db: String,
+    pub telemetry: String,
+    /// `None`: do not audit the latest table.
+    pub latest: Option<String>,
+}
+
+async fn rows(t: &EmulatorTables, table: &str) -> Result<Vec<serde_json::Map<String, J>>, String> {
+    let url = format!("{}/_emulator/{}/{}", t.url.trim_end_matches('/'), t.db, table);
+    let (status, body) = crate::http::get(&url, Some((&t.user, &t.password))).await?;
+    if status != 200 {
+        return Err(format!("GET {url}: HTTP {status}: {}", String::from_utf8_lossy(&body)));
+    }
+    let v: Vec<J> = serde_json::from_slice(&body).map_err(|e| format!("GET {url}: not a JSON array: {e}"))?;
+    Ok(v.into_iter()
+        .filter_map(|r| match r {
+            J::Object(m) => Some(m),
+            _ => None,
+        })
+        .collect())
+}
+
+fn landed_row(r: &serde_json::Map<String, J>) -> Result<LandedRow, String> {
+    let s = |k: &str| r.get(k).and_then(J::as_str).ok_or_else(|| format!("row without {k}: {r:?}"));
+    let f = |k: &str| r.get(k).and_then(J::as_f64).ok_or_else(|| format!("row without numeric {k}: {r:?}"));
+    Ok(LandedRow {
+        vin: s("vehicle_id")?.to_string(),
+        window_ms: parse_datetime_ms(s("window_start")?).ok_or_else(|| format!("bad window_start in {r:?}"))?,
+        metric: s("metric")?.to_string(),
+        agg: Agg { cnt: f("cnt")? as u64, sum: f("total")?, min: f("min")?, max: f("max")? },
+    })
+}
+
+/// Audits the emulator's tables against `sent`.
+pub async fn audit_emulator(t: &EmulatorTables, sent: &Ledger) -> Result<Vec<TableAudit>, String> {
+    let agg = rows(t, &t.telemetry).await?.iter().map(landed_row).collect::<Result<Vec<_>, _>>()?;
+    let mut out = vec![audit_aggregates(&t.telemetry, sent, agg)];
+    if let Some(latest) = &t.latest {
+        let rows = rows(t, latest).await?;
+        let mut landed = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let vin =
+                r.get("vehicle_id").and_then(J::as_str).ok_or_else(|| format!("row without vehicle_id: {r:?}"))?;
+            let ts = r.get("last_ts").and_then(J::as_str).and_then(parse_datetime_ms).unwrap_or(i64::MIN);
+            let values = r
+                .iter()
+                .filter(|(k, _)| *k != "vehicle_id" && *k != "last_ts")
+                .map(|(k, v)| (k.clone(), v.as_f64()))
+                .collect();
+            landed.push(LatestRow { vin: vin.to_string(), last_ts_ms: ts, values });
+        }
+        out.push(audit_latest(latest, sent, landed));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn datetimes_parse_to_epoch_milliseconds() {
+        assert_eq!(parse_datetime_ms("1970-01-01 00:00:00"), Some(0));
+        assert_eq!(parse_datetime_ms("2024-05-06 07:08:09"), Some(1_714_979_289_000));
+        assert_eq!(parse_datetime_ms("2024-05-06 07:08:09.5"), Some(1_714_979_289_500));
+        assert_eq!(parse_datetime_ms("2024-02-29 23:59:59.123456"), Some(1_709_251_199_123));
+        assert_eq!(parse_datetime_ms("yesterday"), None);
+    }
+
+    #[test]
+    fn an_aggregate_row_needs_every_column() {
+        let good: serde_json::Map<String, J> = serde_json::from_str(
+            r#"{"vehicle_id":"V","window_start":"2024-05-06 07:08:00","metric":"speed","fleet":null,"cnt":2,"total":3.5,"min":1.5,"max":2.0}"#,
+        )
+        .unwrap();
+        let r = landed_row(&good).unwrap();
+        assert_eq!((r.window_ms, r.agg.cnt, r.agg.sum), (1_714_979_280_000, 2, 3.5));
+        let mut bad = good.clone();
+        bad.remove("cnt");
+        assert!(landed_row(&bad).is_err());
+    }
+}

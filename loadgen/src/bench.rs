@@ -1,0 +1,533 @@
+//! `loadgen bench`: the end-to-end benchmark on one machine.
+//!
+//! It starts mosquitto (a temporary config on a free loopback port), then for
+//! each rate of the ladder:
+//!
+//! 1. a fresh StarRocks emulator (`rockfeed starrocks-emulator`) with the DDL
+//!    `rockfeed ddl` prints for the benchmark's config;
+//! 2. a fresh `rockfeed run --report DIR` subscribed to the broker, with its
+//!    `/metrics` endpoint on a free port; the step starts once `/ready` says
+//!    the subscription is in place;
+//! 3. the generator at that rate for the step's duration (in-process, open
+//!    loop, every reading in a ledger);
+//! 4. wait until rockfeed's `rockfeed_readings_received_total` reaches what
+//!    was sent (the time this takes, from the first message, gives the
+//!    sustained rate), then SIGINT: rockfeed seals, loads what it holds and
+//!    writes its report (latency histograms, CPU seconds, peak RSS);
+//! 5. audit the emulator's tables against the ledger: loss and duplicates
+//!    per table, which must be zero.
+//!
+//! In the same run it measures the broker's ceiling: the generator
+//! unthrottled with the no-op consumer subscribed instead of rockfeed, and
+//! then with rockfeed, so rockfeed's throughput is printed as a ratio of
+//! what the broker itself delivers.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value as J, json};
+use tokio::process::{Child, Command};
+
+use crate::audit::{EmulatorTables, audit_emulator};
+use crate::fleet::Fleet;
+use crate::ledger::Ledger;
+use crate::mqtt::{MqttSender, MqttTarget};
+use crate::payload::{Generator, Profile};
+use crate::run::{ProgressMode, RunOptions, Target};
+
+/// Benchmark settings.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Rates of the ladder, records/s, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "25000,50000,100000,150000,200000")]
+    pub rates: Vec<f64>,
+    /// Seconds per step.
+    #[arg(long, default_value_t = 20.0)]
+    pub seconds: f64,
+    /// Seconds of the unthrottled ceiling runs (0 skips them).
+    #[arg(long, default_value_t = 10.0)]
+    pub ceiling_seconds: f64,
+    #[arg(long, default_value = "wide")]
+    pub profile: Profile,
+    #[arg(long, default_value_t = 1000)]
+    pub vehicles: u32,
+    #[arg(long, default_value_t = 100)]
+    pub metrics: u32,
+    /// MQTT QoS of the generator and of rockfeed's subscription.
+    #[arg(long, default_value_t = 1)]
+    pub qos: u8,
+    /// Generator connections.
+    #[arg(long, default_value_t = 4)]
+    pub connections: u32,
+    /// rockfeed shards.
+    #[arg(long, default_value_t = 2)]
+    pub shards: u32,
+    /// rockfeed epoch.
+    #[arg(long, default_value = "1s")]
+    pub epoch: String,
+    /// The rockfeed binary (default: next to this one).
+    #[arg(long)]
+    pub rockfeed: Option<PathBuf>,
+    /// The mosquitto binary.
+    #[arg(long, default_value = "/usr/sbin/mosquitto")]
+    pub mosquitto: PathBuf,
+    /// Where configs, logs and reports go.
+    #[arg(long, default_value = "target/bench-e2e")]
+    pub out: PathBuf,
+}
+
+const PASSWORD: &str = "bench";
+
+fn free_port() -> Result<u16, String> {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).map_err(|e| e.to_string())
+}
+
+/// A child process killed (and reaped) on drop.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.start_kill();
+    }
+}
+
+fn log_file(dir: &Path, name: &str) -> Result<Stdio, String> {
+    std::fs::File::create(dir.join(name)).map(Stdio::from).map_err(|e| format!("{name}: {e}"))
+}
+
+async fn wait_port(port: u16, what: &str) -> Result<(), String> {
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(format!("{what} did not listen on port {port}"))
+}
+
+fn mosquitto_conf(port: u16) -> String {
+    // Unbounded queues: a slow subscriber must hold the broker's backlog, not
+    // lose it (mosquitto drops QoS 1 messages past max_queued_messages).
+    format!(
+        "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 0\nmax_inflight_messages 0\nmax_queued_bytes 0\nlog_type error\n"
+    )
+}
+
+fn rockfeed_conf(a: &BenchArgs, mqtt_port: u16, fe: &str, metrics_port: u16, dir: &Path) -> String {
+    format!(
+        r#"[starrocks]
+endpoints = ["{fe}"]
+database = "rockfeed"
+user = "root"
+password = "{PASSWORD}"
+label_prefix = "bench"
+delivery = "at-least-once"
+max_attempts = 0
+[tables]
+latest_metrics = ["speed", "soc", "odometer"]
+buckets = 16
+replication_num = 1
+[pipeline]
+shards = {shards}
+epoch = "{epoch}"
+[source.mqtt]
+host = "127.0.0.1"
+port = {mqtt_port}
+client_id = "rockfeed-bench"
+topics = ["telemetry/#"]
+qos = {qos}
+protocol = "3.1.1"
+[telemetry]
+listen = "127.0.0.1:{metrics_port}"
+[dead_letter]
+dir = "{dead}"
+"#,
+        shards = a.shards,
+        epoch = a.epoch,
+        qos = a.qos,
+        dead = dir.join("dead-letter").display(),
+    )
+}
+
+/// A Prometheus counter's value from `/metrics` text.
+pub fn metric_value(text: &str, name: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        let rest = l.strip_prefix(name)?;
+        let rest = rest.strip_prefix(' ')?;
+        rest.trim().parse().ok()
+    })
+}
+
+/// One rung of the ladder.
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub target_rate: f64,
+    pub sent_rate: f64,
+    pub records: u64,
+    pub sustained_rate: f64,
+    pub missing: u64,
+    pub duplicated: u64,
+    pub mismatched: u64,
+    /// Event time → committed, ms.
+    pub e2e: Option<(f64, f64, f64)>,
+    pub cpu_s_per_m: Option<f64>,
+    pub peak_rss_mib: Option<f64>,
+    pub max_behind_ms: f64,
+}
+
+impl Step {
+    fn json(&self) -> J {
+        json!({
+            "target_records_per_s": self.target_rate, "sent_records_per_s": self.sent_rate, "records": self.records,
+            "sustained_records_per_s": self.sustained_rate, "missing": self.missing, "duplicated": self.duplicated,
+            "mismatched": self.mismatched,
+            "e2e_ms": self.e2e.map(|(a, b, c)| json!({"p50": a, "p99": b, "max": c})),
+            "cpu_seconds_per_million_records": self.cpu_s_per_m, "peak_rss_mib": self.peak_rss_mib,
+            "generator_max_behind_ms": self.max_behind_ms,
+        })
+    }
+}
+
+struct Env {
+    a: BenchArgs,
+    rockfeed: PathBuf,
+    mqtt_port: u16,
+    out: PathBuf,
+}
+
+impl Env {
+    fn generator(&self, seed: u64) -> (Generator, Ledger) {
+        let fleet = Fleet::new(self.a.vehicles, self.a.metrics, seed, "RFBN");
+        let ledger = Ledger::new(&fleet.metrics, 60_000);
+        (Generator::new(fleet, self.a.profile, "telemetry", 100), ledger)
+    }
+
+    async fn send(
+        &self,
+        rate: f64,
+        seconds: f64,
+        generator: &mut Generator,
+        ledger: &mut Ledger,
+    ) -> Result<crate::run::RunSummary, String> {
+        let mut t = MqttTarget::new("127.0.0.1", self.mqtt_port);
+        t.connections = self.a.connections;
+        t.qos = self.a.qos;
+        let sender = MqttSender::connect(&t).await.map_err(|e| e.to_string())?;
+        let o = RunOptions {
+            rate,
+            duration: Some(Duration::from_secs_f64(seconds)),
+            count: None,
+            warmup: Duration::ZERO,
+            progress: ProgressMode::Lines,
+            ack_timeout: Duration::from_secs(120),
+        };
+        let s = crate::run::run(generator, self.a.profile, ledger, Target::Mqtt(sender), &o, &AtomicBool::new(false))
+            .await?;
+        if !s.complete() {
+            return Err(format!("the broker acknowledged {} of {} messages", s.delivered, s.messages));
+        }
+        Ok(s)
+    }
+
+    /// One step: fresh emulator and rockfeed, `rate` for `seconds`.
+    async fn step(&self, name: &str, rate: f64, seconds: f64, seed: u64) -> Result<Step, String> {
+        let dir = self.out.join(name);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let (fe, be, metrics_port) = (free_port()?, free_port()?, free_port()?);
+        let fe_url = format!("http://127.0.0.1:{fe}");
+        let conf = dir.join("rockfeed.toml");
+        std::fs::write(&conf, rockfeed_conf(&self.a, self.mqtt_port, &fe_url, metrics_port, &dir))
+            .map_err(|e| e.to_string())?;
+        let ddl = Command::new(&self.rockfeed)
+            .arg("ddl")
+            .arg("--config")
+            .arg(&conf)
+            .output()
+            .await
+            .map_err(|e| e.to_string())?;
+        if !ddl.status.success() {
+            return Err(format!("rockfeed ddl: {}", String::from_utf8_lossy(&ddl.stderr)));
+        }
+        std::fs::write(dir.join("ddl.sql"), &ddl.stdout).map_err(|e| e.to_string())?;
+        let _emu = Proc(
+            Command::new(&self.rockfeed)
+                .args(["starrocks-emulator", "--fe", &format!("127.0.0.1:{fe}"), "--be", &format!("127.0.0.1:{be}")])
+                .arg("--ddl")
+                .arg(dir.join("ddl.sql"))
+                .env("ROCKFEED_EMULATOR_PASSWORD", PASSWORD)
+                .stdout(log_file(&dir, "emulator.log")?)
+                .stderr(log_file(&dir, "emulator.err")?)
+                .kill_on_drop(true)
+                .spawn()
+                .map_err(|e| format!("{}: {e}", self.rockfeed.display()))?,
+        );
+        wait_port(fe, "the emulator").await?;
+        let report_dir = dir.join("report");
+        let mut rf = Proc(
+            Command::new(&self.rockfeed)
+                .arg("run")
+                .arg("--config")
+                .arg(&conf)
+                .arg("--report")
+                .arg(&report_dir)
+                .stdout(log_file(&dir, "rockfeed.out")?)
+                .stderr(log_file(&dir, "rockfeed.log")?)
+                .kill_on_drop(true)
+                .spawn()
+                .map_err(|e| e.to_string())?,
+        );
+        let metrics_url = format!("http://127.0.0.1:{metrics_port}");
+        let ready = async {
+            for _ in 0..300 {
+                if let Ok((200, _)) = crate::http::get(&format!("{metrics_url}/ready"), None).await {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            false
+        };
+        if !ready.await {
+            return Err(format!("rockfeed was not ready within 30 s (see {})", dir.join("rockfeed.log").display()));
+        }
+
+        let (mut generator, mut ledger) = self.generator(seed);
+        let started = Instant::now();
+        let sent = self.send(rate, seconds, &mut generator, &mut ledger).await?;
+        // Everything received? Then the time it took is the sustained rate.
+        let deadline = Instant::now() + Duration::from_secs(300);
+        let caught_up = loop {
+            let got = match crate::http::get(&format!("{metrics_url}/metrics"), None).await {
+                Ok((200, b)) => metric_value(&String::from_utf8_lossy(&b), "rockfeed_readings_received_total"),
+                _ => None,
+            };
+            if got.is_some_and(|g| g as u64 >= sent.readings) {
+                break started.elapsed();
+            }
+            if Instant::now() > deadline {
+                return Err(format!("rockfeed received {got:?} of {} readings within 300 s", sent.readings));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let pid = rf.0.id().ok_or("rockfeed exited early")?;
+        let _ = Command::new("kill").arg("-INT").arg(pid.to_string()).status().await;
+        let status = tokio::time::timeout(Duration::from_secs(120), rf.0.wait()).await;
+        match status {
+            Ok(Ok(s)) if s.success() => {}
+            other => {
+                return Err(format!(
+                    "rockfeed did not stop cleanly: {other:?} (see {})",
+                    dir.join("rockfeed.log").display()
+                ));
+            }
+        }
+        let report: J = std::fs::read_to_string(report_dir.join("report.json"))
+            .map_err(|e| e.to_string())
+            .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))
+            .map_err(|e| format!("rockfeed's report: {e}"))?;
+        let t = EmulatorTables {
+            url: fe_url,
+            user: "root".into(),
+            password: PASSWORD.into(),
+            db: "rockfeed".into(),
+            telemetry: "telemetry_1m".into(),
+            latest: Some("vehicle_latest".into()),
+        };
+        let audits = audit_emulator(&t, &ledger).await?;
+        for r in &audits {
+            println!("  audit {r}");
+            for e in r.examples.iter().take(5) {
+                println!("    {e}");
+            }
+        }
+        let series = report["series"].as_array().cloned().unwrap_or_default();
+        let e2e = series
+            .iter()
+            .find(|s| s["name"] == "event_to_committed")
+            .and_then(|s| Some((s["p50"].as_f64()?, s["p99"].as_f64()?, s["max"].as_f64()?)));
+        let facts = &report["facts"];
+        Ok(Step {
+            target_rate: rate,
+            sent_rate: sent.measured_rate,
+            records: sent.readings,
+            sustained_rate: sent.readings as f64 / caught_up.as_secs_f64(),
+            missing: audits.iter().map(|a| a.missing).sum(),
+            duplicated: audits.iter().map(|a| a.duplicated).sum(),
+            mismatched: audits.iter().map(|a| a.mismatched).sum(),
+            e2e,
+            cpu_s_per_m: facts["cpu_seconds"].as_f64().map(|c| c / (sent.readings.max(1) as f64 / 1e6)),
+            peak_rss_mib: facts["peak_rss_bytes"].as_f64().map(|b| b / (1024.0 * 1024.0)),
+            max_behind_ms: sent.max_behind.as_secs_f64() * 1e3,
+        })
+    }
+
+    /// The broker's ceiling: unthrottled generator, no-op consumer.
+    async fn noop_ceiling(&self, seconds: f64) -> Result<(f64, f64), String> {
+        let counts = Arc::new(crate::consume::Counts::default());
+        let (ready_tx, mut ready) = tokio::sync::watch::channel(false);
+        let (stop_tx, stop) = tokio::sync::watch::channel(false);
+        let c = counts.clone();
+        let (port, qos) = (self.mqtt_port, self.a.qos);
+        let task = tokio::spawn(async move {
+            crate::consume::mqtt("127.0.0.1", port, "telemetry/#", qos, c, ready_tx, stop).await
+        });
+        let _ = tokio::time::timeout(Duration::from_secs(10), ready.wait_for(|r| *r)).await;
+        let (mut generator, mut ledger) = self.generator(7);
+        let started = Instant::now();
+        let s = self.send(0.0, seconds, &mut generator, &mut ledger).await?;
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while counts.messages.load(Ordering::Relaxed) < s.messages && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let took = started.elapsed();
+        let _ = stop_tx.send(true);
+        let _ = task.await;
+        let got = counts.messages.load(Ordering::Relaxed);
+        if got < s.messages {
+            return Err(format!("the no-op consumer received {got} of {} messages", s.messages));
+        }
+        // Records/s delivered end to end, and records/s the generator offered.
+        Ok((s.readings as f64 / took.as_secs_f64(), s.measured_rate))
+    }
+}
+
+fn fmt_opt(v: Option<f64>, digits: usize) -> String {
+    v.map(|x| format!("{x:.digits$}")).unwrap_or_else(|| "-".into())
+}
+
+/// Runs the benchmark and prints the table.
+pub async fn bench(a: BenchArgs) -> Result<(), String> {
+    let rockfeed = match &a.rockfeed {
+        Some(p) => p.clone(),
+        None => std::env::current_exe().map_err(|e| e.to_string())?.with_file_name("rockfeed"),
+    };
+    if !rockfeed.exists() {
+        return Err(format!(
+            "{} not found: build it (cargo build --release --workspace) or pass --rockfeed",
+            rockfeed.display()
+        ));
+    }
+    if !a.mosquitto.exists() {
+        return Err(format!("{} not found: apt-get install mosquitto (benches/e2e.sh does)", a.mosquitto.display()));
+    }
+    std::fs::create_dir_all(&a.out).map_err(|e| format!("{}: {e}", a.out.display()))?;
+    let out = std::fs::canonicalize(&a.out).map_err(|e| e.to_string())?;
+    let mqtt_port = free_port()?;
+    std::fs::write(out.join("mosquitto.conf"), mosquitto_conf(mqtt_port)).map_err(|e| e.to_string())?;
+    let _broker = Proc(
+        Command::new(&a.mosquitto)
+            .arg("-c")
+            .arg(out.join("mosquitto.conf"))
+            .stdout(Stdio::null())
+            .stderr(log_file(&out, "mosquitto.log")?)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("{}: {e}", a.mosquitto.display()))?,
+    );
+    wait_port(mqtt_port, "mosquitto").await?;
+    let machine = machine();
+    println!("loadgen bench on {machine}");
+    println!(
+        "profile {:?}, {} vehicles × {} metrics, QoS {}, {} s per step, rockfeed {} shards, epoch {}",
+        a.profile, a.vehicles, a.metrics, a.qos, a.seconds, a.shards, a.epoch
+    );
+    let env = Env { a: a.clone(), rockfeed, mqtt_port, out: out.clone() };
+    let mut steps = Vec::new();
+    let mut failures = Vec::new();
+    for (i, &rate) in a.rates.iter().enumerate() {
+        println!("== step {rate:.0} records/s");
+        match env.step(&format!("rate-{rate:.0}"), rate, a.seconds, 100 + i as u64).await {
+            Ok(s) => steps.push(s),
+            Err(e) => {
+                println!("  step failed: {e}");
+                failures.push(format!("{rate:.0}: {e}"));
+            }
+        }
+    }
+    let mut ceiling = None;
+    if a.ceiling_seconds > 0.0 {
+        println!("== broker ceiling: unthrottled generator, no-op consumer");
+        let noop = env.noop_ceiling(a.ceiling_seconds).await?;
+        println!("== rockfeed unthrottled");
+        match env.step("unthrottled", 0.0, a.ceiling_seconds, 99).await {
+            Ok(s) => ceiling = Some((noop, s)),
+            Err(e) => failures.push(format!("unthrottled: {e}")),
+        }
+    }
+
+    let mut table = String::from(
+        "| offered rec/s | sent rec/s | sustained rec/s | lost | duplicated | e2e p50 ms | e2e p99 ms | e2e max ms | CPU s per M rec | peak RSS MiB |\n|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    let row = |s: &Step, offered: String| {
+        format!(
+            "| {offered} | {:.0} | {:.0} | {} | {} | {} | {} | {} | {} | {} |\n",
+            s.sent_rate,
+            s.sustained_rate,
+            s.missing,
+            s.duplicated + s.mismatched,
+            fmt_opt(s.e2e.map(|e| e.0), 0),
+            fmt_opt(s.e2e.map(|e| e.1), 0),
+            fmt_opt(s.e2e.map(|e| e.2), 0),
+            fmt_opt(s.cpu_s_per_m, 2),
+            fmt_opt(s.peak_rss_mib, 0)
+        )
+    };
+    for s in &steps {
+        table.push_str(&row(s, format!("{:.0}", s.target_rate)));
+    }
+    let mut summary = json!({"machine": machine, "args": format!("{a:?}"), "steps": steps.iter().map(Step::json).collect::<Vec<_>>()});
+    if let Some(((noop_rate, noop_offered), s)) = &ceiling {
+        table.push_str(&row(s, "unthrottled".into()));
+        let ratio = s.sustained_rate / noop_rate;
+        table.push_str(&format!(
+            "\nBroker ceiling (no-op consumer, unthrottled generator offering {noop_offered:.0} rec/s): {noop_rate:.0} rec/s; rockfeed unthrottled: {:.0} rec/s = {:.2} of the ceiling.\n",
+            s.sustained_rate, ratio
+        ));
+        summary["ceiling"] = json!({"noop_records_per_s": noop_rate, "noop_offered_records_per_s": noop_offered, "rockfeed": s.json(), "ratio": ratio});
+    }
+    println!("\n{table}");
+    std::fs::write(out.join("bench.md"), &table).map_err(|e| e.to_string())?;
+    std::fs::write(out.join("bench.json"), serde_json::to_string_pretty(&summary).unwrap_or_default())
+        .map_err(|e| e.to_string())?;
+    println!("results: {} and bench.json; per-step reports under rate-*/report/", out.join("bench.md").display());
+    let lossy: Vec<String> = steps
+        .iter()
+        .chain(ceiling.as_ref().map(|c| &c.1))
+        .filter(|s| s.missing + s.duplicated + s.mismatched > 0)
+        .map(|s| format!("{:.0} rec/s", s.target_rate))
+        .collect();
+    if !lossy.is_empty() {
+        failures.push(format!("the audit found loss or duplicates at {}", lossy.join(", ")));
+    }
+    if failures.is_empty() { Ok(()) } else { Err(failures.join("; ")) }
+}
+
+/// CPU model and core count, for the report.
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, m)| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    format!("{cores} cores, {cpu}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_are_read_from_prometheus_text() {
+        let t = "# HELP x y\n# TYPE rockfeed_readings_received_total counter\nrockfeed_readings_received_total 1234\nrockfeed_readings_received_total_x 5\n";
+        assert_eq!(metric_value(t, "rockfeed_readings_received_total"), Some(1234.0));
+        assert_eq!(metric_value(t, "missing"), None);
+    }
+}
