@@ -68,7 +68,8 @@ pub async fn run(cfg: Config, shutdown: watch::Receiver<bool>) -> Result<Arc<Sta
     run_with_ready(cfg, shutdown, watch::channel(false).0).await
 }
 
-/// Like [`run`]; `ready` flips to true once the source has subscribed.
+/// Like [`run`]; `ready` flips to true once the source has subscribed (and
+/// `/ready` answers 200 from then on).
 pub async fn run_with_ready(
     cfg: Config,
     shutdown: watch::Receiver<bool>,
@@ -90,6 +91,10 @@ pub async fn run_with_ready(
         None => None,
     };
     let stats = Arc::new(Stats::default());
+    if let Some(addr) = cfg.telemetry.listen {
+        let bound = crate::telemetry::http::start(addr, stats.clone(), ready.subscribe(), shutdown.clone()).await?;
+        tracing::info!(%bound, "Serving /metrics, /health and /ready.");
+    }
     let (tx, rx) = mpsc::channel(1024);
     let source = tokio::spawn(crate::source::mqtt::run_with_ready(mqtt, tx, shutdown.clone(), ready));
     let pipeline = crate::pipeline::runner::run(runner_config(&cfg), loader, enrich, rx, shutdown, stats.clone());

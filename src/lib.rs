@@ -16,4 +16,5 @@ pub mod sink;
 pub mod source;
 pub mod starrocks;
 pub mod starrocks_emulator;
+pub mod telemetry;
 pub mod util;

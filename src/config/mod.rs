@@ -86,6 +86,17 @@ pub struct Config {
     /// Where refused input goes.
     #[serde(default)]
     pub dead_letter: DeadLetterCfg,
+    /// The `/metrics`, `/health` and `/ready` endpoints.
+    #[serde(default)]
+    pub telemetry: Telemetry,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Telemetry {
+    /// Listen address of `/metrics` (Prometheus text), `/health` and `/ready`,
+    /// e.g. `"127.0.0.1:9464"`; unset: no endpoint.
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

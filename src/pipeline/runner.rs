@@ -21,9 +21,9 @@
 //! (DESIGN.md §3).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue};
@@ -41,6 +41,7 @@ use crate::sink::starrocks::encode::{Compression, SEPARATOR_HEADER, TelemetryCsv
 use crate::sink::starrocks::label::label;
 use crate::sink::starrocks::service::StreamLoader;
 use crate::source::RawMessage;
+use crate::telemetry::{Local, Stage};
 
 /// Which wire form payloads use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
@@ -76,34 +77,12 @@ pub struct RunnerConfig {
     pub latest: Option<(String, Vec<String>)>,
 }
 
-/// Counters, read by tests and (later) the metrics endpoint.
-#[derive(Debug, Default)]
-pub struct Stats {
-    pub messages: AtomicU64,
-    pub samples: AtomicU64,
-    pub readings: AtomicU64,
-    pub rejected: AtomicU64,
-    pub rows_loaded: AtomicU64,
-    pub loads: AtomicU64,
-    pub loads_failed: AtomicU64,
-    pub epochs: AtomicU64,
-    /// Receive → committed latency per sample, in milliseconds (recorded per
-    /// batch after its load succeeded).
-    pub latency_ms: Mutex<Option<hdrhistogram::Histogram<u64>>>,
-}
-
-impl Stats {
-    /// (p50, p99, max) of receive → committed latency in ms, if any sample landed.
-    pub fn latency(&self) -> Option<(u64, u64, u64)> {
-        let g = self.latency_ms.lock().ok()?;
-        let h = g.as_ref()?;
-        (!h.is_empty()).then(|| (h.value_at_quantile(0.5), h.value_at_quantile(0.99), h.max()))
-    }
-}
+pub use crate::telemetry::Stats;
 
 enum ShardMsg {
-    /// Samples with their dims and receive time (ms).
-    Samples(Vec<(Sample, Option<DimRow>, i64)>),
+    /// Samples with their dims and receive time (ms), and when the decoder
+    /// handed them over (for the shard's queue-wait histogram).
+    Samples(Vec<(Sample, Option<DimRow>, i64)>, Instant),
     Seal,
 }
 
@@ -150,6 +129,8 @@ pub async fn run(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
     let mut decoded = Decoded::default();
+    // Event time → received, recorded here and merged once per epoch.
+    let mut event_to_received = Local::default();
     let seal = |shard_tx: &Vec<mpsc::Sender<ShardMsg>>| {
         let txs = shard_tx.clone();
         async move {
@@ -169,6 +150,8 @@ pub async fn run(
                 }
                 seal(&shard_tx).await;
                 stats.epochs.fetch_add(1, Ordering::Relaxed);
+                stats.merge(Stage::EventToReceived, &mut event_to_received);
+                *stats.queue_depth.lock() = shard_tx.iter().map(|t| (t.max_capacity() - t.capacity()) as u64).collect();
             }
             msg = rx.recv() => {
                 let Some(m) = msg else { break };
@@ -209,11 +192,12 @@ pub async fn run(
                     }
                     stats.samples.fetch_add(1, Ordering::Relaxed);
                     stats.readings.fetch_add(s.readings.len() as u64, Ordering::Relaxed);
+                    event_to_received.record_ms(m.received_ms - s.ts_ms, s.readings.len() as u64);
                     let k = shard_of(s.vin.as_bytes(), cfg.buckets, cfg.shards) as usize;
                     per_shard[k].push((s, dims, m.received_ms));
                 }
                 for (k, batch) in per_shard.into_iter().enumerate() {
-                    if !batch.is_empty() && shard_tx[k].send(ShardMsg::Samples(batch)).await.is_err() {
+                    if !batch.is_empty() && shard_tx[k].send(ShardMsg::Samples(batch, Instant::now())).await.is_err() {
                         return Err(std::io::Error::other("a shard stopped"));
                     }
                 }
@@ -222,6 +206,7 @@ pub async fn run(
     }
     // Drain: one last seal so everything received is loaded.
     seal(&shard_tx).await;
+    stats.merge(Stage::EventToReceived, &mut event_to_received);
     drop(shard_tx);
     for t in shard_tasks {
         let _ = t.await;
@@ -251,8 +236,13 @@ struct ShardState {
     /// rows are shared `Arc`s kept alive in `dims`, so equal rows of one
     /// snapshot share a key without hashing their strings per sample.
     dims_index: HashMap<Option<usize>, u32>,
-    /// Receive times of this batch's samples, for the latency histogram.
-    received: Vec<i64>,
+    /// (receive time, event time, readings) of this batch's samples, for
+    /// the committed-latency histograms once its load succeeds.
+    received: Vec<(i64, i64, u32)>,
+    /// This shard's histograms, merged into [`Stats`] once per load.
+    received_to_committed: Local,
+    event_to_committed: Local,
+    queue_wait: Local,
     /// Last flush time (ms) and flushes within it, for label sequences.
     last_ms: u64,
     n: u64,
@@ -266,13 +256,17 @@ async fn shard(ctx: ShardCtx, mut rx: mpsc::Receiver<ShardMsg>) {
         dims: Vec::new(),
         dims_index: HashMap::new(),
         received: Vec::new(),
+        received_to_committed: Local::default(),
+        event_to_committed: Local::default(),
+        queue_wait: Local::default(),
         last_ms: 0,
         n: 0,
         latest: ctx.cfg.latest.as_ref().map(|(_, m)| LatestTracker::new(m)),
     };
     while let Some(msg) = rx.recv().await {
         match msg {
-            ShardMsg::Samples(batch) => {
+            ShardMsg::Samples(batch, handed_over) => {
+                st.queue_wait.0.saturating_record_n(handed_over.elapsed().as_micros() as u64, batch.len() as u64);
                 if let Some(l) = st.latest.as_mut() {
                     let cat = ctx.catalog.read().unwrap_or_else(|p| p.into_inner());
                     l.bind(|id| (id.0 < cat.len() as u32).then(|| cat.name(id).to_string()), cat.len());
@@ -286,7 +280,7 @@ async fn shard(ctx: ShardCtx, mut rx: mpsc::Receiver<ShardMsg>) {
                     });
                     match st.agg.add(&s, d) {
                         Added::Folded(_) => {
-                            st.received.push(rx_ms);
+                            st.received.push((rx_ms, s.ts_ms, s.readings.len() as u32));
                             if let Some(l) = st.latest.as_mut() {
                                 l.add(&s);
                             }
@@ -372,16 +366,22 @@ async fn flush(ctx: &ShardCtx, st: &mut ShardState) {
             }
         },
     };
+    let call = Instant::now();
     match ctx.loader.load(&ctx.cfg.table, &l, &headers, body.clone()).await {
         Ok(r) => {
             let done = now_ms();
-            if let Ok(mut h) = ctx.stats.latency_ms.lock() {
-                let h =
-                    h.get_or_insert_with(|| hdrhistogram::Histogram::new(3).expect("3 significant digits is valid"));
-                for rx in st.received.drain(..) {
-                    let _ = h.record((done - rx).max(0) as u64);
-                }
+            let mut committed = 0u64;
+            for (rx, ts, n) in st.received.drain(..) {
+                st.received_to_committed.record_ms(done - rx, n as u64);
+                st.event_to_committed.record_ms(done - ts, n as u64);
+                committed += n as u64;
             }
+            let stats = &ctx.stats;
+            stats.merge(Stage::ReceivedToCommitted, &mut st.received_to_committed);
+            stats.merge(Stage::EventToCommitted, &mut st.event_to_committed);
+            stats.merge_queue_wait(ctx.k as usize, &mut st.queue_wait);
+            record_load(stats, call, &r);
+            stats.readings_committed.fetch_add(committed, Ordering::Relaxed);
             ctx.stats.loads.fetch_add(1, Ordering::Relaxed);
             ctx.stats.rows_loaded.fetch_add(rows, Ordering::Relaxed);
             tracing::debug!(shard = ctx.k, label = %l, rows, attempts = r.attempts, "Stream load committed.");
@@ -411,12 +411,35 @@ async fn load_latest(ctx: &ShardCtx, st: &mut ShardState, seq: u64) {
         Ok(l) => l,
         Err(e) => return tracing::error!(error = %e, "Cannot build a label."),
     };
+    let call = Instant::now();
     match ctx.loader.load(table, &l, &h, Bytes::from(body.clone())).await {
-        Ok(_) => {
+        Ok(r) => {
+            record_load(&ctx.stats, call, &r);
             ctx.stats.loads.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(shard = ctx.k, label = %l, rows, "Latest values loaded.");
         }
         Err(e) => keep_failed_batch(ctx, &l, &e, &body),
+    }
+}
+
+/// Records a successful load's client-side time and the phases StarRocks
+/// reported (one lock per load, never per reading).
+fn record_load(stats: &Stats, call: Instant, r: &crate::sink::starrocks::service::LoadReport) {
+    stats.record_load_ms(Stage::LoadCall, call.elapsed().as_millis() as u64);
+    // A label an earlier attempt already loaded has no phases to report.
+    if r.already_loaded {
+        return;
+    }
+    let p = &r.reply;
+    for (stage, ms) in [
+        (Stage::LoadBeginTxn, p.begin_txn_ms),
+        (Stage::LoadPlan, p.plan_ms),
+        (Stage::LoadReadData, p.read_data_ms),
+        (Stage::LoadWriteData, p.write_data_ms),
+        (Stage::LoadCommitPublish, p.commit_publish_ms),
+        (Stage::LoadTotal, p.load_time_ms),
+    ] {
+        stats.record_load_ms(stage, ms);
     }
 }
 

@@ -128,7 +128,8 @@ pub async fn run(
 
 /// Like [`run`], and flips `ready` to true once every topic filter is
 /// acknowledged by the broker (after each (re)connect), so callers (the
-/// demo, tests) publish only when nothing can be missed.
+/// demo, tests) publish only when nothing can be missed; back to false when
+/// the connection fails and when the source stops (`/ready` follows it).
 pub async fn run_with_ready(
     cfg: MqttConfig,
     tx: mpsc::Sender<RawMessage>,
@@ -188,12 +189,14 @@ macro_rules! event_loop {
                 Ok(_) => {}
                 Err(e) => {
                     failures += 1;
+                    let _ = $ready.send(false);
                     let wait = backoff(failures);
                     tracing::warn!(error = %e, ?wait, "MQTT connection failed; reconnecting.");
                     tokio::time::sleep(wait).await;
                 }
             }
         }
+        let _ = $ready.send(false);
         let _ = $client.disconnect().await;
         Ok(())
     }};

@@ -1,0 +1,148 @@
+//! `/metrics` (Prometheus text format 0.0.4), `/health` and `/ready`.
+//!
+//! - `/health`: 200 while the process serves requests.
+//! - `/ready`: 200 once the source has subscribed (the pipeline takes
+//!   messages), 503 before and during shutdown.
+//! - `/metrics`: the [`Stats`] counters (`rockfeed_*_total`), gauges (ready,
+//!   shard queue depth, process memory) and every latency histogram as one
+//!   Prometheus histogram family, `rockfeed_stage_latency_seconds{stage=…}`,
+//!   with fixed buckets read off the HDR histogram (`_sum` is mean × count:
+//!   HDR histograms keep no exact sum).
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use http::{Method, StatusCode};
+use tokio::sync::watch;
+
+use super::{Stats, process};
+use crate::starrocks_emulator::http::{Drop, Resp, serve, text};
+
+/// Bucket bounds of the latency histograms, seconds.
+pub const BUCKETS_S: [f64; 15] =
+    [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.5, 5.0, 10.0, 30.0, 60.0];
+
+fn counter(out: &mut String, name: &str, help: &str, v: impl std::fmt::Display) {
+    let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n");
+}
+
+fn gauge(out: &mut String, name: &str, help: &str, v: impl std::fmt::Display) {
+    let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}\n");
+}
+
+/// The `/metrics` text.
+pub fn render(s: &Stats, ready: bool) -> String {
+    let mut o = String::new();
+    counter(&mut o, "rockfeed_messages_total", "Messages received from the source.", s.messages.load(Relaxed));
+    counter(&mut o, "rockfeed_samples_total", "Vehicle samples decoded and accepted.", s.samples.load(Relaxed));
+    counter(&mut o, "rockfeed_readings_total", "Readings decoded and accepted.", s.readings.load(Relaxed));
+    counter(
+        &mut o,
+        "rockfeed_readings_committed_total",
+        "Readings whose aggregate rows StarRocks committed.",
+        s.readings_committed.load(Relaxed),
+    );
+    counter(&mut o, "rockfeed_rejected_total", "Samples, readings or rows dead-lettered.", s.rejected.load(Relaxed));
+    counter(&mut o, "rockfeed_rows_loaded_total", "Aggregate rows loaded into StarRocks.", s.rows_loaded.load(Relaxed));
+    counter(&mut o, "rockfeed_loads_total", "Stream Loads that succeeded.", s.loads.load(Relaxed));
+    counter(
+        &mut o,
+        "rockfeed_loads_failed_total",
+        "Stream Loads that failed for good (dead-lettered).",
+        s.loads_failed.load(Relaxed),
+    );
+    counter(&mut o, "rockfeed_epochs_total", "Epochs sealed.", s.epochs.load(Relaxed));
+    gauge(&mut o, "rockfeed_ready", "1 once the source has subscribed.", u8::from(ready));
+    let depth = s.queue_depth.lock().clone();
+    if !depth.is_empty() {
+        o.push_str("# HELP rockfeed_shard_queue_batches Batches waiting in a shard's channel.\n# TYPE rockfeed_shard_queue_batches gauge\n");
+        for (k, d) in depth.iter().enumerate() {
+            let _ = writeln!(o, "rockfeed_shard_queue_batches{{shard=\"{k}\"}} {d}");
+        }
+    }
+    if let Some(c) = process::cpu_seconds() {
+        counter(&mut o, "process_cpu_seconds_total", "User and system CPU time.", c);
+    }
+    if let Some(r) = process::rss_bytes() {
+        gauge(&mut o, "process_resident_memory_bytes", "Resident memory.", r);
+    }
+    o.push_str("# HELP rockfeed_stage_latency_seconds Latency per pipeline stage (see the stage label).\n# TYPE rockfeed_stage_latency_seconds histogram\n");
+    for (name, h) in s.histograms() {
+        for le in BUCKETS_S {
+            let n = if h.is_empty() { 0 } else { h.count_between(0, (le * 1e6) as u64) };
+            let _ = writeln!(o, "rockfeed_stage_latency_seconds_bucket{{stage=\"{name}\",le=\"{le}\"}} {n}");
+        }
+        let _ = writeln!(o, "rockfeed_stage_latency_seconds_bucket{{stage=\"{name}\",le=\"+Inf\"}} {}", h.len());
+        let sum = if h.is_empty() { 0.0 } else { h.mean() * h.len() as f64 / 1e6 };
+        let _ = writeln!(o, "rockfeed_stage_latency_seconds_sum{{stage=\"{name}\"}} {sum}");
+        let _ = writeln!(o, "rockfeed_stage_latency_seconds_count{{stage=\"{name}\"}} {}", h.len());
+    }
+    o
+}
+
+/// Serves the endpoints on `addr` until `shutdown` flips; returns the bound
+/// address (useful with port 0).
+pub async fn start(
+    addr: SocketAddr,
+    stats: Arc<Stats>,
+    ready: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
+) -> std::io::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("telemetry.listen {addr}: {e}")))?;
+    let bound = listener.local_addr()?;
+    let handler = Arc::new(move |req: hyper::Request<hyper::body::Incoming>| {
+        let (stats, ready) = (stats.clone(), ready.clone());
+        async move {
+            let is_ready = *ready.borrow();
+            let r: Resp = match (req.method(), req.uri().path()) {
+                (&Method::GET, "/metrics") => {
+                    let mut r = text(StatusCode::OK, render(&stats, is_ready));
+                    r.headers_mut().insert(
+                        http::header::CONTENT_TYPE,
+                        http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                    );
+                    r
+                }
+                (&Method::GET, "/health") => text(StatusCode::OK, "ok\n".into()),
+                (&Method::GET, "/ready") if is_ready => text(StatusCode::OK, "ready\n".into()),
+                (&Method::GET, "/ready") => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n".into()),
+                _ => text(StatusCode::NOT_FOUND, "not found: /metrics, /health, /ready\n".into()),
+            };
+            Ok::<Resp, Drop>(r)
+        }
+    });
+    tokio::spawn(serve(listener, shutdown, None, handler));
+    Ok(bound)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::telemetry::{Local, Stage};
+
+    #[test]
+    fn metrics_text_has_counters_and_cumulative_buckets() {
+        let s = Stats::default();
+        s.readings.store(42, Relaxed);
+        *s.queue_depth.lock() = vec![0, 3];
+        let mut l = Local::default();
+        l.record_ms(3, 5); // 3 ms
+        l.record_ms(700, 1); // 0.7 s
+        s.merge(Stage::ReceivedToCommitted, &mut l);
+        let t = render(&s, true);
+        assert!(t.contains("# TYPE rockfeed_readings_total counter\nrockfeed_readings_total 42\n"));
+        assert!(t.contains("rockfeed_ready 1\n"));
+        assert!(t.contains("rockfeed_shard_queue_batches{shard=\"1\"} 3\n"));
+        let bucket = |le: &str| -> u64 {
+            let key = format!("rockfeed_stage_latency_seconds_bucket{{stage=\"received_to_committed\",le=\"{le}\"}} ");
+            t.lines().find_map(|l| l.strip_prefix(&key)).unwrap().parse().unwrap()
+        };
+        assert_eq!((bucket("0.001"), bucket("0.005"), bucket("0.5"), bucket("1"), bucket("+Inf")), (0, 5, 5, 6, 6));
+        assert!(t.contains("rockfeed_stage_latency_seconds_count{stage=\"received_to_committed\"} 6\n"));
+        assert!(t.contains("rockfeed_stage_latency_seconds_count{stage=\"event_to_received\"} 0\n"));
+    }
+}

@@ -1,0 +1,233 @@
+//! Counters and latency histograms of a running pipeline, the `/metrics`,
+//! `/health` and `/ready` endpoints, and the end-of-run report.
+//!
+//! **Counters** ([`Stats`]) are relaxed atomics, bumped per message or per
+//! batch. **Latency** is kept in HDR histograms (microseconds, 1 µs to 1 h,
+//! three significant digits), one per stage ([`Stage`]):
+//!
+//! | stage | from → to | weight |
+//! | --- | --- | --- |
+//! | `event_to_received` | the sample's event time → rockfeed received the message | readings |
+//! | `received_to_committed` | received → the Stream Load carrying its aggregate succeeded | readings |
+//! | `event_to_committed` | event time → committed (end to end, broker included) | readings |
+//! | `stream_load_call` | one load, client side, retries included | loads |
+//! | `stream_load_begin_txn`, `_plan`, `_read_data`, `_write_data`, `_commit_publish`, `_total` | the phases StarRocks reports in the load reply (`BeginTxnTimeMs`, …, `LoadTimeMs`) | loads |
+//! | `queue_wait_shard_{k}` | decoder hand-off → shard k picks the batch up | samples |
+//!
+//! Nothing takes a lock per reading: the decoder and each shard record into
+//! histograms they own ([`Local`]) and merge them into the shared ones
+//! under a lock once per batch (shards, after each load) or once per epoch
+//! (decoder). A reading "counts as committed" when the load that carries its
+//! aggregate has succeeded, so committed latencies are recorded only then.
+
+pub mod http;
+pub mod process;
+pub mod report;
+
+use std::sync::atomic::AtomicU64;
+
+use hdrhistogram::Histogram;
+use parking_lot::Mutex;
+
+/// Largest latency a histogram holds: one hour, in microseconds.
+pub const MAX_US: u64 = 3_600_000_000;
+
+/// An empty latency histogram (µs).
+pub fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_US, 3).expect("1 µs .. 1 h at 3 significant digits is valid")
+}
+
+/// The stages with a shared histogram (queue waits are per shard, apart).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    EventToReceived,
+    ReceivedToCommitted,
+    EventToCommitted,
+    LoadCall,
+    LoadBeginTxn,
+    LoadPlan,
+    LoadReadData,
+    LoadWriteData,
+    LoadCommitPublish,
+    LoadTotal,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 10] = [
+        Stage::EventToReceived,
+        Stage::ReceivedToCommitted,
+        Stage::EventToCommitted,
+        Stage::LoadCall,
+        Stage::LoadBeginTxn,
+        Stage::LoadPlan,
+        Stage::LoadReadData,
+        Stage::LoadWriteData,
+        Stage::LoadCommitPublish,
+        Stage::LoadTotal,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::EventToReceived => "event_to_received",
+            Stage::ReceivedToCommitted => "received_to_committed",
+            Stage::EventToCommitted => "event_to_committed",
+            Stage::LoadCall => "stream_load_call",
+            Stage::LoadBeginTxn => "stream_load_begin_txn",
+            Stage::LoadPlan => "stream_load_plan",
+            Stage::LoadReadData => "stream_load_read_data",
+            Stage::LoadWriteData => "stream_load_write_data",
+            Stage::LoadCommitPublish => "stream_load_commit_publish",
+            Stage::LoadTotal => "stream_load_total",
+        }
+    }
+}
+
+/// A histogram a task owns and merges into [`Stats`] once per batch.
+pub struct Local(pub Histogram<u64>);
+
+impl Default for Local {
+    fn default() -> Self {
+        Local(histogram())
+    }
+}
+
+impl Local {
+    /// Records `n` occurrences of a latency of `ms` milliseconds (negative
+    /// latencies, from clocks that disagree, count as zero).
+    pub fn record_ms(&mut self, ms: i64, n: u64) {
+        if n > 0 {
+            self.0.saturating_record_n((ms.max(0) as u64).saturating_mul(1000), n);
+        }
+    }
+}
+
+/// Counters and histograms, shared by the pipeline's tasks, the metrics
+/// endpoint and the report.
+#[derive(Debug)]
+pub struct Stats {
+    pub messages: AtomicU64,
+    pub samples: AtomicU64,
+    /// Readings accepted by decode (and enrichment).
+    pub readings: AtomicU64,
+    /// Readings whose aggregate rows were loaded.
+    pub readings_committed: AtomicU64,
+    pub rejected: AtomicU64,
+    pub rows_loaded: AtomicU64,
+    pub loads: AtomicU64,
+    pub loads_failed: AtomicU64,
+    pub epochs: AtomicU64,
+    /// Batches waiting in each shard's channel, sampled every epoch.
+    pub queue_depth: Mutex<Vec<u64>>,
+    stages: [Mutex<Histogram<u64>>; Stage::ALL.len()],
+    queue_wait: Mutex<Vec<Histogram<u64>>>,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Stats {
+            messages: AtomicU64::new(0),
+            samples: AtomicU64::new(0),
+            readings: AtomicU64::new(0),
+            readings_committed: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+            rows_loaded: AtomicU64::new(0),
+            loads: AtomicU64::new(0),
+            loads_failed: AtomicU64::new(0),
+            epochs: AtomicU64::new(0),
+            queue_depth: Mutex::new(Vec::new()),
+            stages: std::array::from_fn(|_| Mutex::new(histogram())),
+            queue_wait: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+impl Stats {
+    /// Merges a task's local histogram into `stage` and clears it.
+    pub fn merge(&self, stage: Stage, local: &mut Local) {
+        if local.0.is_empty() {
+            return;
+        }
+        let _ = self.stages[stage as usize].lock().add(&local.0);
+        local.0.reset();
+    }
+
+    /// Records one value (ms) of a per-load stage directly (one lock per load).
+    pub fn record_load_ms(&self, stage: Stage, ms: u64) {
+        self.stages[stage as usize].lock().saturating_record(ms.saturating_mul(1000));
+    }
+
+    /// Merges shard `k`'s queue-wait histogram and clears it.
+    pub fn merge_queue_wait(&self, k: usize, local: &mut Local) {
+        if local.0.is_empty() {
+            return;
+        }
+        let mut q = self.queue_wait.lock();
+        if q.len() <= k {
+            q.resize_with(k + 1, histogram);
+        }
+        let _ = q[k].add(&local.0);
+        local.0.reset();
+    }
+
+    /// A copy of one stage's histogram.
+    pub fn stage(&self, stage: Stage) -> Histogram<u64> {
+        self.stages[stage as usize].lock().clone()
+    }
+
+    /// Every histogram with its name: the stages, then the shards' queue waits.
+    pub fn histograms(&self) -> Vec<(String, Histogram<u64>)> {
+        let mut out: Vec<(String, Histogram<u64>)> =
+            Stage::ALL.iter().map(|s| (s.name().to_string(), self.stage(*s))).collect();
+        for (k, h) in self.queue_wait.lock().iter().enumerate() {
+            out.push((format!("queue_wait_shard_{k}"), h.clone()));
+        }
+        out
+    }
+
+    /// (p50, p99, max) of received → committed in ms, if anything landed.
+    pub fn latency(&self) -> Option<(u64, u64, u64)> {
+        let h = self.stage(Stage::ReceivedToCommitted);
+        (!h.is_empty()).then(|| (h.value_at_quantile(0.5) / 1000, h.value_at_quantile(0.99) / 1000, h.max() / 1000))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_histograms_merge_into_the_shared_stage_and_start_over() {
+        let stats = Stats::default();
+        let mut l = Local::default();
+        l.record_ms(250, 1000);
+        l.record_ms(-5, 10);
+        l.record_ms(7, 0);
+        stats.merge(Stage::ReceivedToCommitted, &mut l);
+        assert!(l.0.is_empty());
+        let h = stats.stage(Stage::ReceivedToCommitted);
+        assert_eq!(h.len(), 1010, "weights count, negative latencies count as 0");
+        assert_eq!(h.min(), 0);
+        assert_eq!(stats.latency(), Some((250, 250, 250)));
+        l.record_ms(1000, 1);
+        stats.merge(Stage::ReceivedToCommitted, &mut l);
+        assert_eq!(stats.stage(Stage::ReceivedToCommitted).len(), 1011);
+    }
+
+    #[test]
+    fn queue_waits_are_kept_per_shard() {
+        let stats = Stats::default();
+        let mut l = Local::default();
+        l.record_ms(3, 2);
+        stats.merge_queue_wait(2, &mut l);
+        let names: Vec<String> = stats.histograms().into_iter().map(|(n, _)| n).collect();
+        assert!(names.contains(&"queue_wait_shard_2".to_string()) && names.contains(&"queue_wait_shard_0".to_string()));
+        assert_eq!(stats.histograms().last().unwrap().1.len(), 2);
+    }
+
+    #[test]
+    fn latencies_beyond_an_hour_saturate_instead_of_failing() {
+        let mut l = Local::default();
+        l.record_ms(10 * 3_600_000, 1);
+        assert!(l.0.max() >= MAX_US - MAX_US / 1000);
+    }
+}

@@ -1,0 +1,39 @@
+//! The end-of-run report of `rockfeed run --report DIR` and `rockfeed demo`:
+//! every stage histogram, the counters, and this process's CPU seconds and
+//! peak RSS, written with the load generator's report writer (percentile
+//! table, `report.json`, `.hgrm` files, `latency.svg`).
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use loadgen::report::Report;
+
+use super::{Stats, process};
+
+/// Builds the report of a run that took `elapsed`.
+pub fn build(title: &str, stats: &Stats, elapsed: Duration) -> Report {
+    let mut r = Report::new(title);
+    for (name, h) in stats.histograms() {
+        r.series(&name, h);
+    }
+    let readings = stats.readings.load(Relaxed);
+    let rows = stats.rows_loaded.load(Relaxed);
+    r.fact("elapsed_s", elapsed.as_secs_f64())
+        .fact("messages", stats.messages.load(Relaxed))
+        .fact("samples", stats.samples.load(Relaxed))
+        .fact("readings", readings)
+        .fact("readings_committed", stats.readings_committed.load(Relaxed))
+        .fact("rejected", stats.rejected.load(Relaxed))
+        .fact("rows_loaded", rows)
+        .fact("rows_per_reading", if readings > 0 { rows as f64 / readings as f64 } else { 0.0 })
+        .fact("loads", stats.loads.load(Relaxed))
+        .fact("loads_failed", stats.loads_failed.load(Relaxed))
+        .fact("epochs", stats.epochs.load(Relaxed));
+    if let Some(c) = process::cpu_seconds() {
+        r.fact("cpu_seconds", c);
+    }
+    if let Some(p) = process::peak_rss_bytes() {
+        r.fact("peak_rss_bytes", p);
+    }
+    r
+}
