@@ -1,24 +1,29 @@
 //! `rockfeed demo`: the whole appliance on one machine with nothing
 //! installed. An embedded MQTT broker (rumqttd), the StarRocks emulator
 //! in-process with the DDL `rockfeed ddl` generates, the pipeline exactly as
-//! `rockfeed run` wires it, and a built-in generator publishing wide samples
-//! for a fleet. At the end: a summary and an independent audit of the
-//! aggregate table against what was published (every cnt/sum/min/max per
-//! key). The exit status says whether the audit passed.
+//! `rockfeed run` wires it, and the load generator (`loadgen`'s fleet model
+//! and open-loop schedule) publishing wide samples. At the end: a summary,
+//! the latency report (table, JSON, `.hgrm`, SVG) and `loadgen`'s audit of
+//! both tables against every reading it sent. The exit status says whether
+//! the audit passed.
 
-use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use loadgen::audit::{EmulatorTables, audit_emulator};
+use loadgen::fleet::{Fleet, readings_per_sample};
+use loadgen::ledger::{Ledger, TableAudit};
+use loadgen::mqtt::{MqttSender, MqttTarget};
+use loadgen::payload::{Generator, Profile};
+use loadgen::run::{ProgressMode, RunOptions, Target};
 use tokio::sync::{mpsc, watch};
 
 use crate::config::Config;
 use crate::pipeline::runner::{Stats, run};
 use crate::starrocks::ddl::parse_ddl;
-use crate::starrocks::types::Value;
 use crate::starrocks_emulator::{Emulator, EmulatorConfig};
 
 /// Demo knobs.
@@ -30,17 +35,26 @@ pub struct DemoOptions {
     /// Samples per vehicle per second.
     pub rate_hz: u32,
     pub data_dir: PathBuf,
+    /// Where the latency report goes (default `data_dir/report`).
+    pub report: Option<PathBuf>,
 }
 
 /// What the demo measured.
 #[derive(Debug)]
 pub struct DemoReport {
+    /// Messages published (one wide sample each).
     pub published: u64,
     pub readings_published: u64,
     pub stats: Arc<Stats>,
     pub table_rows: usize,
+    /// `loadgen`'s audit, one entry per table.
+    pub audits: Vec<TableAudit>,
+    /// The differences the audits found (empty when they passed).
     pub audit_errors: Vec<String>,
     pub elapsed: Duration,
+    /// The latency report and where it was written.
+    pub report: loadgen::report::Report,
+    pub report_dir: PathBuf,
 }
 
 fn free_addr() -> std::io::Result<SocketAddr> {
@@ -82,8 +96,6 @@ dynamic_filters = true
     Ok(())
 }
 
-type Key = (String, i64, String);
-
 /// Runs the demo.
 pub async fn demo(o: DemoOptions) -> Result<DemoReport, String> {
     let started = Instant::now();
@@ -108,7 +120,7 @@ label_prefix = "demo"
 delivery = "at-least-once"
 [tables]
 dims = ["fleet"]
-latest_metrics = ["m000", "m001"]
+latest_metrics = ["speed", "soc"]
 buckets = 8
 replication_num = 1
 [pipeline]
@@ -133,11 +145,12 @@ dir = "{}"
     cfg.starrocks.endpoints = vec![emu.fe_url()];
     cfg.validate().map_err(|e| e.to_string())?;
 
-    // Vehicle file: every third vehicle has no entry (NULL dims).
+    // The fleet, and its vehicle file: every third vehicle has no entry (NULL dims).
+    let fleet = Fleet::new(o.vehicles, o.metrics, 42, "RFDEMO");
     let vehicles_csv = o.data_dir.join("vehicles.csv");
     let mut csv = String::from("vin,fleet\n");
     for v in (0..o.vehicles).filter(|v| v % 3 != 2) {
-        csv.push_str(&format!("{},fleet-{}\n", vin(v), v % 4));
+        csv.push_str(&format!("{},fleet-{}\n", fleet.vin(v), v % 4));
     }
     std::fs::write(&vehicles_csv, csv).map_err(|e| e.to_string())?;
     let enrich = Arc::new(crate::enrich::Enrichment::open(&vehicles_csv, &cfg.tables.dims).map_err(|e| e.to_string())?);
@@ -154,162 +167,77 @@ dir = "{}"
         return Err("the pipeline did not subscribe to the embedded broker within 30 s".into());
     }
 
-    // The generator and the independent audit totals.
-    let (published, readings, expected, latest) = generate(mqtt_addr, &o).await?;
+    // The load generator: rate_hz samples per vehicle per second, open loop.
+    let mut ledger = Ledger::new(&fleet.metrics, cfg.window.width.0.as_millis() as i64);
+    let rate = (o.vehicles * o.rate_hz.max(1)) as f64 * readings_per_sample(&fleet.metrics);
+    let mut generator = Generator::new(fleet, Profile::Wide, "telemetry", 0);
+    let mut target = MqttTarget::new(&mqtt_addr.ip().to_string(), mqtt_addr.port());
+    target.connections = 2;
+    target.client_prefix = "rockfeed-demo-generator".into();
+    let sender = MqttSender::connect(&target).await.map_err(|e| e.to_string())?;
+    let run_opts = RunOptions {
+        rate,
+        duration: Some(Duration::from_secs(o.seconds)),
+        count: None,
+        warmup: Duration::ZERO,
+        progress: ProgressMode::Off,
+        ack_timeout: Duration::from_secs(30),
+    };
+    let sent = loadgen::run::run(
+        &mut generator,
+        Profile::Wide,
+        &mut ledger,
+        Target::Mqtt(sender),
+        &run_opts,
+        &AtomicBool::new(false),
+    )
+    .await?;
+    if !sent.complete() {
+        return Err(format!("the broker acknowledged {} of {} messages", sent.delivered, sent.messages));
+    }
     // Wait until the pipeline has taken everything, then stop and drain.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while stats.samples.load(Ordering::Relaxed) < published && Instant::now() < deadline {
+    while stats.samples.load(Ordering::Relaxed) < sent.messages && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let _ = stop_tx.send(true);
     source.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
     pipeline.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
 
-    let rows = emu.with_core(|c| c.table("rockfeed", &cfg.tables.telemetry).map(|t| t.rows()).unwrap_or_default());
-    let mut audit_errors = audit(&rows, &expected);
-    let latest_rows = emu.with_core(|c| c.table("rockfeed", &cfg.tables.latest).map(|t| t.rows()).unwrap_or_default());
-    audit_errors.extend(audit_latest(&latest_rows, &latest));
+    let table_rows =
+        emu.with_core(|c| c.table("rockfeed", &cfg.tables.telemetry).map(|t| t.rows().len()).unwrap_or_default());
+    let tables = EmulatorTables {
+        url: emu.fe_url(),
+        user: "root".into(),
+        password: password.into(),
+        db: "rockfeed".into(),
+        telemetry: cfg.tables.telemetry.clone(),
+        latest: Some(cfg.tables.latest.clone()),
+    };
+    let audits = audit_emulator(&tables, &ledger).await?;
+    let audit_errors: Vec<String> = audits
+        .iter()
+        .filter(|a| !a.ok())
+        .flat_map(|a| std::iter::once(a.to_string()).chain(a.examples.clone()))
+        .collect();
     emu.shutdown().await;
+
+    let elapsed = started.elapsed();
+    let mut report = crate::telemetry::report::build("rockfeed demo", &stats, elapsed);
+    report.series("loadgen_send_lag", sent.lag_us.clone());
+    report.fact("published_messages", sent.messages).fact("published_readings", sent.readings);
+    report.fact("audit", if audit_errors.is_empty() { "PASS" } else { "FAIL" });
+    let report_dir = o.report.clone().unwrap_or_else(|| o.data_dir.join("report"));
+    report.write(&report_dir).map_err(|e| format!("{}: {e}", report_dir.display()))?;
     Ok(DemoReport {
-        published,
-        readings_published: readings,
+        published: sent.messages,
+        readings_published: sent.readings,
         stats,
-        table_rows: rows.len(),
+        table_rows,
+        audits,
         audit_errors,
-        elapsed: started.elapsed(),
+        elapsed,
+        report,
+        report_dir,
     })
-}
-
-fn vin(v: u32) -> String {
-    format!("RFDEMO{v:011}")
-}
-
-/// Per vin: newest event time and the m000 value sent with it.
-type Latest = BTreeMap<String, (i64, f64)>;
-
-#[allow(clippy::type_complexity)]
-async fn generate(
-    addr: SocketAddr,
-    o: &DemoOptions,
-) -> Result<(u64, u64, BTreeMap<Key, (u64, f64, f64, f64)>, Latest), String> {
-    use rumqttc::{AsyncClient, MqttOptions, QoS};
-    let (client, mut ev) =
-        AsyncClient::new(MqttOptions::new("rockfeed-demo-generator", addr.ip().to_string(), addr.port()), 1000);
-    // Counts PUBACKs, so the generator knows when the broker has everything.
-    let acked = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let acks = acked.clone();
-    let poller = tokio::spawn(async move {
-        while let Ok(e) = ev.poll().await {
-            if let rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)) = e {
-                acks.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-    });
-    let mut expected: BTreeMap<Key, (u64, f64, f64, f64)> = BTreeMap::new();
-    let mut latest = Latest::new();
-    let (mut published, mut readings) = (0u64, 0u64);
-    let ticks = o.seconds * o.rate_hz.max(1) as u64;
-    let period = Duration::from_millis(1000 / o.rate_hz.max(1) as u64);
-    let mut next = tokio::time::Instant::now();
-    for t in 0..ticks {
-        let ts = crate::starrocks_emulator::now_ms() as i64;
-        for v in 0..o.vehicles {
-            let mut body = format!("{{\"vin\":\"{}\",\"ts\":{ts},\"seq\":{t},\"metrics\":{{", vin(v));
-            for m in 0..o.metrics {
-                let value = ((t * 7 + v as u64 * 13 + m as u64 * 3) % 1000) as f64 / 8.0;
-                if m > 0 {
-                    body.push(',');
-                }
-                body.push_str(&format!("\"m{m:03}\":{value}"));
-                if m == 0 {
-                    latest.insert(vin(v), (ts, value));
-                }
-                let e = expected.entry((vin(v), ts - ts.rem_euclid(60_000), format!("m{m:03}"))).or_insert((
-                    0,
-                    0.0,
-                    f64::INFINITY,
-                    f64::NEG_INFINITY,
-                ));
-                e.0 += 1;
-                e.1 += value;
-                e.2 = e.2.min(value);
-                e.3 = e.3.max(value);
-            }
-            body.push_str("}}");
-            client
-                .publish("telemetry/wide", QoS::AtLeastOnce, false, body.into_bytes())
-                .await
-                .map_err(|e| e.to_string())?;
-            published += 1;
-            readings += o.metrics as u64;
-        }
-        next += period;
-        tokio::time::sleep_until(next).await;
-    }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while acked.load(Ordering::Relaxed) < published && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    poller.abort();
-    if acked.load(Ordering::Relaxed) < published {
-        return Err(format!("the broker acknowledged {} of {published} messages", acked.load(Ordering::Relaxed)));
-    }
-    Ok((published, readings, expected, latest))
-}
-
-/// Compares `vehicle_latest` with the newest sample per vehicle.
-fn audit_latest(rows: &[Vec<Value>], want: &Latest) -> Vec<String> {
-    let mut errors = Vec::new();
-    if rows.len() != want.len() {
-        errors.push(format!("vehicle_latest has {} rows, {} vehicles published", rows.len(), want.len()));
-    }
-    for r in rows {
-        let vin = r[0].to_string();
-        let Some((ts, m0)) = want.get(&vin) else {
-            errors.push(format!("vehicle_latest: unexpected {vin}"));
-            continue;
-        };
-        let got_ts = match r[1] {
-            Value::DateTime(t) => t / 1000,
-            _ => i64::MIN,
-        };
-        if got_ts != *ts || r[2].as_f64() != Some(*m0) {
-            errors.push(format!("vehicle_latest {vin}: got ({got_ts}, {:?}), want ({ts}, {m0})", r[2].as_f64()));
-        }
-    }
-    errors
-}
-
-/// Compares the table with the generator's totals; returns the differences.
-fn audit(rows: &[Vec<Value>], expected: &BTreeMap<Key, (u64, f64, f64, f64)>) -> Vec<String> {
-    let mut got: BTreeMap<Key, (u64, f64, f64, f64)> = BTreeMap::new();
-    let n = rows.first().map(|r| r.len()).unwrap_or(0);
-    for r in rows {
-        let win = match r[1] {
-            Value::DateTime(t) => t / 1000,
-            _ => i64::MIN,
-        };
-        let f = |i: usize| r[i].as_f64().unwrap_or(f64::NAN);
-        // Keys ignore dims: the generator's totals are per (vin, window, metric).
-        let e =
-            got.entry((r[0].to_string(), win, r[2].to_string())).or_insert((0, 0.0, f64::INFINITY, f64::NEG_INFINITY));
-        e.0 += f(n - 4) as u64;
-        e.1 += f(n - 3);
-        e.2 = e.2.min(f(n - 2));
-        e.3 = e.3.max(f(n - 1));
-    }
-    let mut errors = Vec::new();
-    for (k, want) in expected {
-        match got.get(k) {
-            None => errors.push(format!("missing {k:?}")),
-            Some(g) if g.0 != want.0 || (g.1 - want.1).abs() > 1e-6 || g.2 != want.2 || g.3 != want.3 => {
-                errors.push(format!("{k:?}: got {g:?}, want {want:?}"))
-            }
-            _ => {}
-        }
-    }
-    for k in got.keys().filter(|k| !expected.contains_key(*k)) {
-        errors.push(format!("unexpected {k:?}"));
-    }
-    errors
 }

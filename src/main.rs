@@ -34,9 +34,12 @@ enum Command {
         /// Samples per vehicle per second.
         #[arg(long, default_value_t = 1)]
         rate_hz: u32,
-        /// Where dead letters and the vehicle file go.
+        /// Where dead letters, the vehicle file and the report go.
         #[arg(long, default_value = "rockfeed-demo")]
         data_dir: PathBuf,
+        /// Latency report directory (default DATA_DIR/report).
+        #[arg(long)]
+        report: Option<PathBuf>,
     },
     /// Run a protocol-exact StarRocks FE/BE emulator (Stream Load, transactions).
     StarrocksEmulator(Box<EmulatorArgs>),
@@ -51,6 +54,9 @@ enum Command {
         /// The rockfeed configuration file.
         #[arg(long)]
         config: PathBuf,
+        /// At shutdown, write the latency report (table, JSON, .hgrm, SVG) here.
+        #[arg(long)]
+        report: Option<PathBuf>,
     },
     /// Validate a configuration file without connecting to anything.
     Check {
@@ -158,10 +164,10 @@ fn main() -> ExitCode {
     let res = rt.block_on(async {
         match cli.command {
             Command::StarrocksEmulator(a) => run_emulator(*a).await,
-            Command::Demo { seconds, vehicles, metrics, rate_hz, data_dir } => {
-                let o = rockfeed::demo::DemoOptions { seconds, vehicles, metrics, rate_hz, data_dir };
+            Command::Demo { seconds, vehicles, metrics, rate_hz, data_dir, report } => {
+                let o = rockfeed::demo::DemoOptions { seconds, vehicles, metrics, rate_hz, data_dir, report };
                 println!(
-                    "rockfeed demo: {} vehicles × {} metrics at {} Hz for {} s (embedded broker, emulator, pipeline)…",
+                    "rockfeed demo: {} vehicles × {} metrics at {} Hz for {} s (embedded broker, load generator, emulator, pipeline)…",
                     o.vehicles, o.metrics, o.rate_hz, o.seconds
                 );
                 let r = rockfeed::demo::demo(o).await?;
@@ -175,12 +181,14 @@ fn main() -> ExitCode {
                 println!("stream loads            {} ({} failed)", s.loads.load(Relaxed), s.loads_failed.load(Relaxed));
                 println!("rows loaded             {} (rows per reading {:.3})", s.rows_loaded.load(Relaxed), s.rows_loaded.load(Relaxed) as f64 / r.readings_published.max(1) as f64);
                 println!("rows in telemetry_1m    {}", r.table_rows);
-                if let Some((p50, p99, max)) = s.latency() {
-                    println!("receive→committed ms    p50 {p50}  p99 {p99}  max {max}");
-                }
                 println!("elapsed                 {:.1} s", r.elapsed.as_secs_f64());
+                println!("\n{}", r.report.table());
+                println!("latency report          {} (summary.txt, report.json, *.hgrm, latency.svg)", r.report_dir.display());
+                for a in &r.audits {
+                    println!("audit                   {a}");
+                }
                 if r.audit_errors.is_empty() {
-                    println!("audit                   PASS: every (vin, window, metric) count/sum/min/max equals what was published");
+                    println!("audit                   PASS: every (vin, window, metric) count/sum/min/max and every vehicle's latest values equal what was published");
                     Ok(())
                 } else {
                     for e in r.audit_errors.iter().take(10) {
@@ -189,8 +197,9 @@ fn main() -> ExitCode {
                     Err(format!("audit FAILED: {} differences", r.audit_errors.len()).into())
                 }
             }
-            Command::Run { config } => {
+            Command::Run { config, report } => {
                 let cfg = rockfeed::config::Config::load(&config)?;
+                let started = std::time::Instant::now();
                 let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
                 tokio::spawn(async move {
                     let _ = tokio::signal::ctrl_c().await;
@@ -198,6 +207,12 @@ fn main() -> ExitCode {
                     let _ = stop_tx.send(true);
                 });
                 let stats = rockfeed::app::run(cfg, stop_rx).await?;
+                if let Some(dir) = report {
+                    let r = rockfeed::telemetry::report::build(&format!("rockfeed run {}", config.display()), &stats, started.elapsed());
+                    r.write(&dir).map_err(|e| format!("--report {}: {e}", dir.display()))?;
+                    print!("{}", r.table());
+                    println!("latency report: {}", dir.display());
+                }
                 use std::sync::atomic::Ordering::Relaxed;
                 println!(
                     "messages {} samples {} readings {} rejected {} rows loaded {} loads {} failed loads {}",
