@@ -1,4 +1,5 @@
 //! Payloads shared by the benches (the shapes rockfeed decodes).
+#![allow(dead_code)] // each bench uses a different subset
 
 /// Event time of the generated samples, epoch ms.
 pub const NOW: i64 = 1_714_979_289_000;
