@@ -96,6 +96,11 @@ impl MqttConfig {
         if self.client_id.is_empty() {
             return Err("source.mqtt.client_id is empty".into());
         }
+        // Checked here: the source subscribes without waiting (try_subscribe),
+        // where an invalid filter would look like a full channel.
+        if let Some(t) = self.topics.iter().find(|t| !rumqttc::valid_filter(t)) {
+            return Err(format!("source.mqtt.topics: {t:?} is not a valid MQTT topic filter"));
+        }
         Ok(())
     }
 
@@ -151,13 +156,42 @@ fn backoff(attempt: u32) -> Duration {
 /// logic does not): subscribe on every ConnAck, hand each publish to the
 /// pipeline and then acknowledge it, back off on errors (rumqttc reconnects
 /// on the next poll), stop on shutdown.
+///
+/// Acknowledgements never wait on rumqttc's request channel. Only this task
+/// polls the event loop, and the event loop takes at most one request per
+/// poll (and only when its select picks that branch) while one network read
+/// yields up to ten publishes: awaiting `ack()` on a full channel here
+/// would wait for a poll that can never come. Under a backlog (a restart
+/// after an outage, a broker allowing more than the channel's 1,024
+/// messages in flight) that was a silent deadlock. So each handed-off
+/// publish leaves an ack-only stub (`$stub`: no topic, no payload) in
+/// `unacked`, and the stubs go out with `try_ack` before every poll, as far
+/// as the channel takes them. The queue is bounded by what the broker lets
+/// be in flight unacknowledged.
 macro_rules! event_loop {
-    ($cfg:ident, $tx:ident, $shutdown:ident, $ready:ident, $client:ident, $ev:ident, $qos:ident, $Event:path, $Packet:path, $topic:expr) => {{
+    ($cfg:ident, $tx:ident, $shutdown:ident, $ready:ident, $client:ident, $ev:ident, $qos:ident, $Event:path, $Packet:path, $topic:expr, $stub:expr) => {{
         use $Event as Ev;
         use $Packet as Pk;
         let mut failures = 0;
         let mut acked = 0;
+        let mut unacked = std::collections::VecDeque::new();
+        // Filters still to subscribe after a ConnAck (same rule as acks).
+        let mut to_subscribe: Vec<String> = Vec::new();
         loop {
+            while let Some(t) = to_subscribe.last() {
+                if $client.try_subscribe(t.clone(), $qos).is_err() {
+                    break;
+                }
+                to_subscribe.pop();
+            }
+            while let Some(a) = unacked.front() {
+                // The only error is a full channel (the event loop is ours
+                // and alive): the rest goes after the next poll.
+                if $client.try_ack(a).is_err() {
+                    break;
+                }
+                unacked.pop_front();
+            }
             let polled = tokio::select! {
                 biased;
                 _ = $shutdown.changed() => break,
@@ -169,9 +203,7 @@ macro_rules! event_loop {
                     acked = 0;
                     let _ = $ready.send(false);
                     tracing::info!(host = %$cfg.host, port = $cfg.port, protocol = %$cfg.protocol, "MQTT connected; subscribing.");
-                    for t in &$cfg.topics {
-                        $client.subscribe(t.clone(), $qos).await.map_err(std::io::Error::other)?;
-                    }
+                    to_subscribe = $cfg.topics.iter().rev().cloned().collect();
                 }
                 Ok(Ev::Incoming(Pk::SubAck(_))) => {
                     acked += 1;
@@ -184,7 +216,7 @@ macro_rules! event_loop {
                     if $tx.send(raw).await.is_err() {
                         break;
                     }
-                    $client.ack(&p).await.map_err(std::io::Error::other)?;
+                    unacked.push_back($stub(p));
                 }
                 Ok(_) => {}
                 Err(e) => {
@@ -197,7 +229,29 @@ macro_rules! event_loop {
             }
         }
         let _ = $ready.send(false);
-        let _ = $client.disconnect().await;
+        // Stopping: the pipeline holds the messages of the queued acks, so
+        // send those (and then DISCONNECT) while polling, for up to 2 s;
+        // neither may wait on the request channel without a poll.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        let mut disconnecting = false;
+        while tokio::time::Instant::now() < deadline {
+            while let Some(a) = unacked.front() {
+                if $client.try_ack(a).is_err() {
+                    break;
+                }
+                unacked.pop_front();
+            }
+            if unacked.is_empty() && !disconnecting {
+                disconnecting = $client.try_disconnect().is_ok();
+            }
+            // After DISCONNECT the broker closes the connection: poll errors.
+            if let Ok(Err(_)) = tokio::time::timeout(Duration::from_millis(100), $ev.poll()).await {
+                break;
+            }
+        }
+        if !unacked.is_empty() {
+            tracing::warn!(unacked = unacked.len(), "Stopped with acks unsent; the broker will redeliver those messages.");
+        }
         Ok(())
     }};
 }
@@ -222,9 +276,19 @@ async fn run_v4(
     }
     let qos = if cfg.qos == 0 { QoS::AtMostOnce } else { QoS::AtLeastOnce };
     let (client, mut ev) = AsyncClient::new(o, 1024);
-    event_loop!(cfg, tx, shutdown, ready, client, ev, qos, rumqttc::Event, rumqttc::Packet, |p: &rumqttc::Publish| p
-        .topic
-        .clone())
+    event_loop!(
+        cfg,
+        tx,
+        shutdown,
+        ready,
+        client,
+        ev,
+        qos,
+        rumqttc::Event,
+        rumqttc::Packet,
+        |p: &rumqttc::Publish| p.topic.clone(),
+        |p: rumqttc::Publish| rumqttc::Publish { topic: String::new(), payload: Bytes::new(), ..p }
+    )
 }
 
 async fn run_v5(
@@ -262,7 +326,13 @@ async fn run_v5(
         qos,
         rumqttc::v5::Event,
         rumqttc::v5::mqttbytes::v5::Packet,
-        |p: &rumqttc::v5::mqttbytes::v5::Publish| String::from_utf8_lossy(&p.topic).into_owned()
+        |p: &rumqttc::v5::mqttbytes::v5::Publish| String::from_utf8_lossy(&p.topic).into_owned(),
+        |p: rumqttc::v5::mqttbytes::v5::Publish| rumqttc::v5::mqttbytes::v5::Publish {
+            topic: Bytes::new(),
+            payload: Bytes::new(),
+            properties: None,
+            ..p
+        }
     )
 }
 

@@ -1,0 +1,70 @@
+//! The MQTT source after an outage: the broker holds a backlog for its
+//! persistent session far larger than rumqttc's request channel (1,024), and
+//! lets all of it be in flight at once (mosquitto `max_inflight_messages 0`).
+//! On reconnect every message must arrive, every one must be acknowledged
+//! (a further restart receives nothing again), and the source must stop
+//! cleanly. Before acks went through a non-blocking queue, the source
+//! deadlocked here after about a thousand messages, silently.
+
+use std::time::Duration;
+
+mod common;
+
+use rockfeed::source::RawMessage;
+use rockfeed::source::mqtt::{MqttConfig, run_with_ready, wait_ready};
+use tokio::sync::{mpsc, watch};
+
+fn source_cfg(port: u16) -> MqttConfig {
+    let text = format!(
+        "host = \"127.0.0.1\"\nport = {port}\nclient_id = \"rockfeed-backlog\"\ntopics = [\"telemetry/#\"]\nprotocol = \"3.1.1\"\n"
+    );
+    let cfg: MqttConfig = toml::from_str(&text).unwrap();
+    cfg.validate().unwrap();
+    cfg
+}
+
+/// Runs the source until it has delivered `want` messages (or `limit`
+/// passes), then stops it; returns how many it delivered. The channel is
+/// drained from the start: a persistent session's backlog arrives before
+/// the SubAck that makes the source ready.
+async fn session(port: u16, want: usize, limit: Duration) -> usize {
+    let (tx, mut rx) = mpsc::channel::<RawMessage>(1024);
+    let (stop_tx, stop) = watch::channel(false);
+    let (ready_tx, mut ready) = watch::channel(false);
+    let (count_tx, mut count) = watch::channel(0usize);
+    let counter = tokio::spawn(async move {
+        while rx.recv().await.is_some() {
+            count_tx.send_modify(|n| *n += 1);
+        }
+    });
+    let src = tokio::spawn(run_with_ready(source_cfg(port), tx, stop, ready_tx));
+    assert!(wait_ready(&mut ready, Duration::from_secs(30)).await, "never subscribed");
+    let _ = tokio::time::timeout(limit, count.wait_for(|n| *n >= want)).await;
+    let got = *count.borrow();
+    stop_tx.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), src).await.expect("the source stops within 10 s").unwrap().unwrap();
+    counter.await.unwrap();
+    got.max(*count.borrow())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_far_beyond_the_ack_channel_drains_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let conf = format!(
+        "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 0\nmax_inflight_messages 0\nmax_queued_bytes 0\n"
+    );
+    let _broker = common::mosquitto(dir.path(), port, &conf);
+    // The persistent session exists (subscribed), then the appliance is down.
+    assert_eq!(session(port, 0, Duration::ZERO).await, 0);
+    let n = 30_000;
+    let msgs: Vec<(String, String)> =
+        (0..n).map(|i| (format!("telemetry/RFBL{:013}/speed", i % 100), format!("{{\"ts\":{i},\"v\":{i}}}"))).collect();
+    let mut o = rumqttc::MqttOptions::new("backlog-publisher", "127.0.0.1", port);
+    o.set_inflight(1000);
+    common::publish_v4(o, msgs).await;
+    // Back up: the broker sends the whole backlog at once.
+    assert_eq!(session(port, n, Duration::from_secs(60)).await, n, "every queued message arrives");
+    // Everything was acknowledged: nothing is redelivered.
+    assert_eq!(session(port, 1, Duration::from_secs(2)).await, 0, "no redelivery after a clean stop");
+}
