@@ -89,8 +89,10 @@ pub struct Generator {
     prefix: String,
     batch_gap_ms: i64,
     next_vehicle: u32,
-    /// Narrow messages of the current sample not handed out yet.
-    pending: VecDeque<Message>,
+    /// Narrow messages of the current sample not handed out yet, each with
+    /// what the ledger records when it is: (metric, value) and, on the
+    /// sample's first message, its seq.
+    pending: VecDeque<(Message, u32, f64, Option<u64>)>,
     scratch: Vec<(u32, Val)>,
 }
 
@@ -111,7 +113,11 @@ impl Generator {
     /// time of the sample the message belongs to). Records its readings.
     pub fn next(&mut self, event_ms: i64, ledger: &mut Ledger) -> Message {
         loop {
-            if let Some(m) = self.pending.pop_front() {
+            if let Some((m, metric, value, first)) = self.pending.pop_front() {
+                if let Some(seq) = first {
+                    ledger.sample(&m.vin, seq, m.event_ms);
+                }
+                ledger.reading(&m.vin, metric, m.event_ms, value);
                 return m;
             }
             let v = self.next_vehicle;
@@ -120,7 +126,7 @@ impl Generator {
             match self.profile {
                 Profile::Wide => return self.wide(v, vin, event_ms, ledger),
                 Profile::Batched(k) => return self.batched(v, vin, k, event_ms, ledger),
-                Profile::Narrow => self.narrow(v, vin, event_ms, ledger),
+                Profile::Narrow => self.narrow(v, vin, event_ms),
             }
         }
     }
@@ -171,10 +177,11 @@ impl Generator {
         Message { vehicle: v, topic: format!("{}/{vin}", self.prefix), vin, payload, readings, event_ms: ts }
     }
 
-    fn narrow(&mut self, v: u32, vin: String, ts: i64, ledger: &mut Ledger) {
+    /// Queues one message per reading; the ledger records each as it is
+    /// handed out, so a run that stops mid-sample records only what it sent.
+    fn narrow(&mut self, v: u32, vin: String, ts: i64) {
         let seq = self.fleet.sample(v, &mut self.scratch);
-        ledger.sample(&vin, seq, ts);
-        for (m, val) in &self.scratch {
+        for (j, (m, val)) in self.scratch.iter().enumerate() {
             let name = &self.fleet.metrics[*m as usize].name;
             let mut payload = Vec::with_capacity(40);
             payload.extend_from_slice(b"{\"ts\":");
@@ -182,15 +189,15 @@ impl Generator {
             payload.extend_from_slice(b",\"v\":");
             push_value(&mut payload, *val);
             payload.push(b'}');
-            ledger.reading(&vin, *m, ts, val.as_f64());
-            self.pending.push_back(Message {
+            let msg = Message {
                 vehicle: v,
                 vin: vin.clone(),
                 topic: format!("{}/{vin}/{name}", self.prefix),
                 payload,
                 readings: 1,
                 event_ms: ts,
-            });
+            };
+            self.pending.push_back((msg, *m, val.as_f64(), (j == 0).then_some(seq)));
         }
     }
 }
