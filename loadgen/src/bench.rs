@@ -10,7 +10,7 @@
 //!    the subscription is in place;
 //! 3. the generator at that rate for the step's duration (in-process, open
 //!    loop, every reading in a ledger);
-//! 4. wait until rockfeed's `rockfeed_readings_received_total` reaches what
+//! 4. wait until rockfeed's `rockfeed_readings_total` reaches what
 //!    was sent (the time this takes, from the first message, gives the
 //!    sustained rate), then SIGINT: rockfeed seals, loads what it holds and
 //!    writes its report (latency histograms, CPU seconds, peak RSS);
@@ -116,7 +116,10 @@ fn mosquitto_conf(port: u16) -> String {
     )
 }
 
-fn rockfeed_conf(a: &BenchArgs, mqtt_port: u16, fe: &str, metrics_port: u16, dir: &Path) -> String {
+/// rockfeed's config for one step. Each step has its own client id and a
+/// clean session: a persistent session would make the broker queue every
+/// later step's traffic (and the no-op run's) for a subscriber that is gone.
+fn rockfeed_conf(a: &BenchArgs, step: &str, mqtt_port: u16, fe: &str, metrics_port: u16, dir: &Path) -> String {
     format!(
         r#"[starrocks]
 endpoints = ["{fe}"]
@@ -136,7 +139,8 @@ epoch = "{epoch}"
 [source.mqtt]
 host = "127.0.0.1"
 port = {mqtt_port}
-client_id = "rockfeed-bench"
+client_id = "rockfeed-bench-{step}"
+clean_session = true
 topics = ["telemetry/#"]
 qos = {qos}
 protocol = "3.1.1"
@@ -240,7 +244,7 @@ impl Env {
         let (fe, be, metrics_port) = (free_port()?, free_port()?, free_port()?);
         let fe_url = format!("http://127.0.0.1:{fe}");
         let conf = dir.join("rockfeed.toml");
-        std::fs::write(&conf, rockfeed_conf(&self.a, self.mqtt_port, &fe_url, metrics_port, &dir))
+        std::fs::write(&conf, rockfeed_conf(&self.a, name, self.mqtt_port, &fe_url, metrics_port, &dir))
             .map_err(|e| e.to_string())?;
         let ddl = Command::new(&self.rockfeed)
             .arg("ddl")
@@ -301,7 +305,7 @@ impl Env {
         let deadline = Instant::now() + Duration::from_secs(300);
         let caught_up = loop {
             let got = match crate::http::get(&format!("{metrics_url}/metrics"), None).await {
-                Ok((200, b)) => metric_value(&String::from_utf8_lossy(&b), "rockfeed_readings_received_total"),
+                Ok((200, b)) => metric_value(&String::from_utf8_lossy(&b), "rockfeed_readings_total"),
                 _ => None,
             };
             if got.is_some_and(|g| g as u64 >= sent.readings) {
@@ -309,6 +313,12 @@ impl Env {
             }
             if Instant::now() > deadline {
                 return Err(format!("rockfeed received {got:?} of {} readings within 300 s", sent.readings));
+            }
+            if let Ok(Some(status)) = rf.0.try_wait() {
+                return Err(format!(
+                    "rockfeed exited ({status}) before receiving everything (see {})",
+                    dir.join("rockfeed.log").display()
+                ));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
@@ -526,8 +536,8 @@ mod tests {
 
     #[test]
     fn counters_are_read_from_prometheus_text() {
-        let t = "# HELP x y\n# TYPE rockfeed_readings_received_total counter\nrockfeed_readings_received_total 1234\nrockfeed_readings_received_total_x 5\n";
-        assert_eq!(metric_value(t, "rockfeed_readings_received_total"), Some(1234.0));
+        let t = "# HELP x y\n# TYPE rockfeed_readings_total counter\nrockfeed_readings_total 1234\nrockfeed_readings_total_x 5\n";
+        assert_eq!(metric_value(t, "rockfeed_readings_total"), Some(1234.0));
         assert_eq!(metric_value(t, "missing"), None);
     }
 }
