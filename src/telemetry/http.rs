@@ -145,4 +145,24 @@ mod tests {
         assert!(t.contains("rockfeed_stage_latency_seconds_count{stage=\"received_to_committed\"} 6\n"));
         assert!(t.contains("rockfeed_stage_latency_seconds_count{stage=\"event_to_received\"} 0\n"));
     }
+
+    #[tokio::test]
+    async fn ready_follows_the_source_and_health_answers_throughout() {
+        let (ready_tx, ready) = watch::channel(false);
+        let (stop_tx, stop) = watch::channel(false);
+        let addr = start("127.0.0.1:0".parse().unwrap(), Arc::new(Stats::default()), ready, stop).await.unwrap();
+        let get =
+            |p: &'static str| async move { loadgen::http::get(&format!("http://{addr}{p}"), None).await.unwrap() };
+        assert_eq!(get("/health").await.0, 200);
+        assert_eq!(get("/ready").await.0, 503);
+        ready_tx.send(true).unwrap();
+        assert_eq!(get("/ready").await.0, 200);
+        let (st, body) = get("/metrics").await;
+        assert_eq!(st, 200);
+        assert!(String::from_utf8_lossy(&body).contains("rockfeed_ready 1\n"));
+        assert_eq!(get("/nope").await.0, 404);
+        ready_tx.send(false).unwrap();
+        assert_eq!(get("/ready").await.0, 503, "back to 503 when the source drops");
+        stop_tx.send(true).unwrap();
+    }
 }
