@@ -123,7 +123,7 @@ struct EmulatorArgs {
 /// it log an error); `RUST_LOG=rumqttd=info` brings it back.
 fn init_tracing(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_writer(std::io::stderr).init();
 }
 
 async fn run_emulator(a: EmulatorArgs) -> Result<(), Box<dyn std::error::Error>> {
