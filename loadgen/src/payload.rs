@@ -94,6 +94,8 @@ pub struct Generator {
     /// sample's first message, its seq.
     pending: VecDeque<(Message, u32, f64, Option<u64>)>,
     scratch: Vec<(u32, Val)>,
+    /// Narrow readings as one-reading wide objects (Kafka: no topic per signal).
+    narrow_objects: bool,
 }
 
 impl Generator {
@@ -106,7 +108,15 @@ impl Generator {
             next_vehicle: 0,
             pending: VecDeque::new(),
             scratch: Vec::new(),
+            narrow_objects: false,
         }
+    }
+
+    /// Sends narrow readings as one-reading wide objects, for targets
+    /// without a topic per signal (Kafka).
+    pub fn narrow_as_objects(mut self, on: bool) -> Self {
+        self.narrow_objects = on;
+        self
     }
 
     /// The next message, with event time `event_ms` (for narrow, the event
@@ -183,12 +193,26 @@ impl Generator {
         let seq = self.fleet.sample(v, &mut self.scratch);
         for (j, (m, val)) in self.scratch.iter().enumerate() {
             let name = &self.fleet.metrics[*m as usize].name;
-            let mut payload = Vec::with_capacity(40);
-            payload.extend_from_slice(b"{\"ts\":");
-            payload.extend_from_slice(itoa::Buffer::new().format(ts).as_bytes());
-            payload.extend_from_slice(b",\"v\":");
-            push_value(&mut payload, *val);
-            payload.push(b'}');
+            let mut payload = Vec::with_capacity(80);
+            if self.narrow_objects {
+                payload.extend_from_slice(b"{\"vin\":\"");
+                payload.extend_from_slice(vin.as_bytes());
+                payload.extend_from_slice(b"\",\"ts\":");
+                payload.extend_from_slice(itoa::Buffer::new().format(ts).as_bytes());
+                payload.extend_from_slice(b",\"seq\":");
+                payload.extend_from_slice(itoa::Buffer::new().format(seq).as_bytes());
+                payload.extend_from_slice(b",\"metrics\":{\"");
+                payload.extend_from_slice(name.as_bytes());
+                payload.extend_from_slice(b"\":");
+                push_value(&mut payload, *val);
+                payload.extend_from_slice(b"}}");
+            } else {
+                payload.extend_from_slice(b"{\"ts\":");
+                payload.extend_from_slice(itoa::Buffer::new().format(ts).as_bytes());
+                payload.extend_from_slice(b",\"v\":");
+                push_value(&mut payload, *val);
+                payload.push(b'}');
+            }
             let msg = Message {
                 vehicle: v,
                 vin: vin.clone(),
@@ -245,11 +269,28 @@ mod tests {
         let first = g.next(5_000, &mut l);
         assert_eq!(first.topic, format!("t/{}/speed", first.vin));
         assert!(parse(&first.payload)["v"].is_number());
-        let mut n = 1;
-        while l.readings() > n {
+        assert_eq!(l.readings(), 1, "the ledger records only what was handed out");
+        // Five dense metrics: the sample's other four readings, then the next sample.
+        for n in 2..=5 {
             assert_eq!(g.next(9_000, &mut l).event_ms, 5_000, "a sample's readings share its event time");
-            n += 1;
+            assert_eq!(l.readings(), n);
         }
+        assert_eq!(g.next(9_000, &mut l).event_ms, 9_000, "then the next sample starts");
+        assert_eq!(l.vehicles[0].samples, 2);
+    }
+
+    #[test]
+    fn narrow_readings_as_objects_are_one_reading_wide_samples() {
+        let mut g = Generator::new(Fleet::new(1, 5, 1, "RF"), Profile::Narrow, "t", 100).narrow_as_objects(true);
+        let mut l = Ledger::new(&g.fleet.metrics, 60_000);
+        let m = g.next(5_000, &mut l);
+        let j = parse(&m.payload);
+        assert_eq!(
+            (j["vin"].as_str(), j["ts"].as_i64(), j["seq"].as_u64()),
+            (Some(m.vin.as_str()), Some(5_000), Some(0))
+        );
+        assert_eq!(j["metrics"].as_object().unwrap().len(), 1);
+        assert!(j["metrics"]["speed"].is_number());
     }
 
     #[test]
