@@ -50,6 +50,10 @@ pub struct BenchArgs {
     /// Seconds of the unthrottled ceiling runs (0 skips them).
     #[arg(long, default_value_t = 10.0)]
     pub ceiling_seconds: f64,
+    /// Seconds per Kafka run: loadgen into librdkafka's mock cluster with a
+    /// no-op consumer, at 150k records/s and unthrottled (0 skips them).
+    #[arg(long, default_value_t = 10.0)]
+    pub kafka_seconds: f64,
     #[arg(long, default_value = "wide")]
     pub profile: Profile,
     #[arg(long, default_value_t = 1000)]
@@ -404,6 +408,72 @@ impl Env {
     }
 }
 
+/// A Kafka run: records/s offered, sent, and delivered through the broker
+/// to the no-op consumer.
+#[derive(Debug, Clone, Copy)]
+struct KafkaRow {
+    offered: f64,
+    sent: f64,
+    consumed: f64,
+    records: u64,
+}
+
+impl Env {
+    /// loadgen → mock cluster (3 brokers, 6 partitions) → no-op consumer.
+    async fn kafka(&self, rate: f64, seconds: f64) -> Result<KafkaRow, String> {
+        let mock = crate::kafka::mock_cluster(3, "telemetry", 6)?;
+        let brokers = mock.bootstrap_servers();
+        let counts = Arc::new(crate::consume::Counts::default());
+        let (ready_tx, mut ready) = tokio::sync::watch::channel(false);
+        let (stop_tx, stop) = tokio::sync::watch::channel(false);
+        let (c, b) = (counts.clone(), brokers.clone());
+        let task = tokio::spawn(async move { crate::consume::kafka(&b, "telemetry", c, ready_tx, stop).await });
+        let _ = tokio::time::timeout(Duration::from_secs(10), ready.wait_for(|r| *r)).await;
+        let (generator, mut ledger) = self.generator(11);
+        let mut generator = generator.narrow_as_objects(true);
+        let sender = crate::kafka::KafkaSender::connect(&crate::kafka::KafkaTarget::new(&brokers, "telemetry"))?;
+        let o = RunOptions {
+            rate,
+            duration: Some(Duration::from_secs_f64(seconds)),
+            count: None,
+            warmup: Duration::ZERO,
+            progress: ProgressMode::Lines,
+            ack_timeout: Duration::from_secs(120),
+        };
+        let started = Instant::now();
+        let s = crate::run::run(
+            &mut generator,
+            self.a.profile,
+            &mut ledger,
+            Target::Kafka(sender),
+            &o,
+            &AtomicBool::new(false),
+        )
+        .await?;
+        if !s.complete() {
+            return Err(format!("Kafka acknowledged {} of {} messages", s.delivered, s.messages));
+        }
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while counts.messages.load(Ordering::Relaxed) < s.messages && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let took = started.elapsed();
+        let _ = stop_tx.send(true);
+        let _ = task.await;
+        let got = counts.messages.load(Ordering::Relaxed);
+        if got != s.messages {
+            return Err(format!("the no-op Kafka consumer received {got} of {} messages", s.messages));
+        }
+        drop(mock);
+        Ok(KafkaRow {
+            offered: rate,
+            sent: s.measured_rate,
+            consumed: s.readings as f64 / took.as_secs_f64(),
+            records: s.readings,
+        })
+    }
+}
+
 fn fmt_opt(v: Option<f64>, digits: usize) -> String {
     v.map(|x| format!("{x:.digits$}")).unwrap_or_else(|| "-".into())
 }
@@ -468,6 +538,20 @@ pub async fn bench(a: BenchArgs) -> Result<(), String> {
         }
     }
 
+    let mut kafka_rows = Vec::new();
+    if a.kafka_seconds > 0.0 {
+        for rate in [150_000.0, 0.0] {
+            println!(
+                "== Kafka (mock cluster), {} records/s",
+                if rate > 0.0 { format!("{rate:.0}") } else { "unthrottled".into() }
+            );
+            match env.kafka(rate, a.kafka_seconds).await {
+                Ok(r) => kafka_rows.push(r),
+                Err(e) => failures.push(format!("Kafka {rate:.0}: {e}")),
+            }
+        }
+    }
+
     let mut table = String::from(
         "| offered rec/s | sent rec/s | sustained rec/s | lost | duplicated | e2e p50 ms | e2e p99 ms | e2e max ms | CPU s per M rec | peak RSS MiB |\n|---|---|---|---|---|---|---|---|---|---|\n",
     );
@@ -497,6 +581,19 @@ pub async fn bench(a: BenchArgs) -> Result<(), String> {
             s.sustained_rate, ratio
         ));
         summary["ceiling"] = json!({"noop_records_per_s": noop_rate, "noop_offered_records_per_s": noop_offered, "rockfeed": s.json(), "ratio": ratio});
+    }
+    if !kafka_rows.is_empty() {
+        table.push_str("\nKafka (librdkafka mock cluster, 3 brokers, 6 partitions, in the loadgen process; no-op consumer; rockfeed's Kafka source comes with the exactly-once issue):\n\n| offered rec/s | sent rec/s | consumed rec/s (end to end) | records |\n|---|---|---|---|\n");
+        for r in &kafka_rows {
+            let offered = if r.offered > 0.0 { format!("{:.0}", r.offered) } else { "unthrottled".into() };
+            table.push_str(&format!("| {offered} | {:.0} | {:.0} | {} |\n", r.sent, r.consumed, r.records));
+        }
+        summary["kafka"] = json!(
+            kafka_rows
+                .iter()
+                .map(|r| json!({"offered": r.offered, "sent": r.sent, "consumed": r.consumed, "records": r.records}))
+                .collect::<Vec<_>>()
+        );
     }
     println!("\n{table}");
     std::fs::write(out.join("bench.md"), &table).map_err(|e| e.to_string())?;

@@ -1,5 +1,5 @@
-//! The no-op consumer: subscribes like rockfeed does (same broker, filter
-//! and QoS) and only counts what arrives. The end-to-end benchmark measures
+//! The no-op consumers (MQTT and Kafka): subscribe like rockfeed does (same
+//! broker, filter and QoS; same topic) and only count what arrives. The end-to-end benchmark measures
 //! the broker's own ceiling with it, in the same run as rockfeed, so
 //! rockfeed's throughput can be stated as a ratio of what the broker can
 //! deliver at all.
@@ -21,6 +21,16 @@ pub struct Counts {
 }
 
 impl Counts {
+    /// Counts one message of `bytes` bytes arriving `since` the start.
+    pub fn add(&self, since: Instant, bytes: usize) {
+        let us = since.elapsed().as_micros() as u64;
+        if self.messages.fetch_add(1, Ordering::Relaxed) == 0 {
+            self.first_us.store(us, Ordering::Relaxed);
+        }
+        self.last_us.store(us, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
     /// Messages per second between the first and the last message.
     pub fn rate(&self) -> f64 {
         let n = self.messages.load(Ordering::Relaxed);
@@ -51,14 +61,7 @@ pub async fn mqtt(
         tokio::select! {
             _ = stop.changed() => break,
             e = ev.poll() => match e {
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    let us = start.elapsed().as_micros() as u64;
-                    if counts.messages.fetch_add(1, Ordering::Relaxed) == 0 {
-                        counts.first_us.store(us, Ordering::Relaxed);
-                    }
-                    counts.last_us.store(us, Ordering::Relaxed);
-                    counts.bytes.fetch_add(p.payload.len() as u64, Ordering::Relaxed);
-                }
+                Ok(Event::Incoming(Packet::Publish(p))) => counts.add(start, p.payload.len()),
                 Ok(Event::Incoming(Packet::SubAck(_))) => {
                     let _ = ready.send(true);
                 }
@@ -71,5 +74,43 @@ pub async fn mqtt(
         }
     }
     let _ = client.disconnect().await;
+    Ok(())
+}
+
+/// Consumes `topic` from the Kafka cluster at `brokers` in a fresh consumer
+/// group (from the earliest offset) and counts messages until `stop` flips;
+/// `ready` flips once subscribed.
+pub async fn kafka(
+    brokers: &str,
+    topic: &str,
+    counts: Arc<Counts>,
+    ready: watch::Sender<bool>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), String> {
+    use rdkafka::Message;
+    use rdkafka::config::ClientConfig;
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    let c: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("loadgen-noop-{}", std::process::id()))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .map_err(|e| format!("Kafka consumer: {e}"))?;
+    c.subscribe(&[topic]).map_err(|e| format!("subscribe {topic}: {e}"))?;
+    let _ = ready.send(true);
+    let start = Instant::now();
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            m = c.recv() => match m {
+                Ok(m) => counts.add(start, m.payload().map_or(0, |p| p.len())),
+                Err(e) => {
+                    eprintln!("loadgen: no-op Kafka consumer: {e}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    }
     Ok(())
 }

@@ -6,6 +6,8 @@
 //!   formats, every reading recorded in the [`ledger`];
 //! - [`rate`]: the open-loop schedule (lag is reported, never hidden);
 //! - [`mqtt`]: the MQTT target (several connections, QoS 0/1, v3.1.1/v5, TLS);
+//! - [`kafka`]: the Kafka target (rdkafka producer keyed by VIN, any
+//!   librdkafka property passed through) and librdkafka's mock cluster;
 //! - [`run`]: pacing, progress and the run summary;
 //! - [`ledger`] and [`audit`]: the sent file and its comparison with the
 //!   StarRocks emulator's tables (missing / duplicated / changed per key);
@@ -22,6 +24,7 @@ pub mod bench;
 pub mod consume;
 pub mod fleet;
 pub mod http;
+pub mod kafka;
 pub mod ledger;
 pub mod mqtt;
 pub mod payload;

@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use loadgen::audit::{EmulatorTables, audit_emulator};
 use loadgen::fleet::Fleet;
+use loadgen::kafka::{KafkaSender, KafkaTarget};
 use loadgen::ledger::Ledger;
 use loadgen::mqtt::{MqttSender, MqttTarget};
 use loadgen::payload::{Generator, Profile};
@@ -24,7 +25,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Send fleet telemetry to an MQTT broker on a fixed schedule.
+    /// Send fleet telemetry to an MQTT broker or Kafka on a fixed schedule.
     Run(Box<RunArgs>),
     /// Compare a sent file with what landed in the StarRocks emulator.
     Audit(AuditArgs),
@@ -65,9 +66,25 @@ struct FleetArgs {
 struct RunArgs {
     #[command(flatten)]
     fleet: FleetArgs,
-    /// MQTT broker, host:port.
-    #[arg(long, default_value = "127.0.0.1:1883")]
-    mqtt: String,
+    /// MQTT broker, host:port (the default target: 127.0.0.1:1883).
+    #[arg(long, conflicts_with_all = ["kafka", "kafka_mock"])]
+    mqtt: Option<String>,
+    /// Kafka bootstrap servers: send to Kafka instead of MQTT.
+    #[arg(long, conflicts_with = "kafka_mock")]
+    kafka: Option<String>,
+    /// Start librdkafka's mock cluster with this many brokers in this process
+    /// and send to it (tests, benchmarks).
+    #[arg(long)]
+    kafka_mock: Option<i32>,
+    /// Kafka topic.
+    #[arg(long, default_value = "telemetry")]
+    topic: String,
+    /// Partitions of the topic the mock cluster creates.
+    #[arg(long, default_value_t = 6)]
+    partitions: i32,
+    /// A librdkafka producer property, KEY=VALUE (repeatable): acks, compression.type, security.protocol, sasl.* (password from LOADGEN_KAFKA_PASSWORD).
+    #[arg(short = 'X', value_name = "KEY=VALUE")]
+    property: Vec<String>,
     /// Parallel MQTT connections (vehicles are spread over them).
     #[arg(long, default_value_t = 4)]
     connections: u32,
@@ -144,6 +161,10 @@ struct ConsumeArgs {
     /// MQTT broker, host:port.
     #[arg(long, default_value = "127.0.0.1:1883")]
     mqtt: String,
+    /// Kafka bootstrap servers: consume --topic from Kafka instead.
+    #[arg(long)]
+    kafka: Option<String>,
+    /// MQTT topic filter, or the Kafka topic.
     #[arg(long, default_value = "telemetry/#")]
     topic: String,
     #[arg(long, default_value_t = 1)]
@@ -159,17 +180,42 @@ fn host_port(s: &str) -> Result<(String, u16), String> {
 }
 
 async fn run(a: RunArgs) -> Result<(), String> {
-    let (host, port) = host_port(&a.mqtt)?;
-    let mut t = MqttTarget::new(&host, port);
-    t.connections = a.connections;
-    t.qos = a.qos;
-    t.v5 = match a.protocol.as_str() {
-        "5" => true,
-        "3.1.1" | "4" => false,
-        p => return Err(format!("--protocol {p}: 3.1.1 or 5")),
+    let properties = a
+        .property
+        .iter()
+        .map(|kv| kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+        .collect::<Option<Vec<_>>>()
+        .ok_or("-X takes KEY=VALUE")?;
+    // The mock cluster lives as long as the run.
+    let mock = match a.kafka_mock {
+        Some(n) => Some(loadgen::kafka::mock_cluster(n, &a.topic, a.partitions)?),
+        None => None,
     };
-    t.username = a.username;
-    t.tls_ca = a.tls_ca;
+    let kafka_brokers = a.kafka.clone().or_else(|| mock.as_ref().map(|m| m.bootstrap_servers()));
+    if let Some(m) = &mock {
+        println!("Kafka mock cluster: {} (topic {}, {} partitions)", m.bootstrap_servers(), a.topic, a.partitions);
+    }
+    let target = match &kafka_brokers {
+        Some(brokers) => {
+            let mut t = KafkaTarget::new(brokers, &a.topic);
+            t.properties = properties;
+            Target::Kafka(KafkaSender::connect(&t)?)
+        }
+        None => {
+            let (host, port) = host_port(a.mqtt.as_deref().unwrap_or("127.0.0.1:1883"))?;
+            let mut t = MqttTarget::new(&host, port);
+            t.connections = a.connections;
+            t.qos = a.qos;
+            t.v5 = match a.protocol.as_str() {
+                "5" => true,
+                "3.1.1" | "4" => false,
+                p => return Err(format!("--protocol {p}: 3.1.1 or 5")),
+            };
+            t.username = a.username.clone();
+            t.tls_ca = a.tls_ca.clone();
+            Target::Mqtt(MqttSender::connect(&t).await.map_err(|e| format!("MQTT: {e}"))?)
+        }
+    };
     let progress = match a.progress.as_str() {
         "auto" => ProgressMode::Auto,
         "lines" => ProgressMode::Lines,
@@ -184,8 +230,8 @@ async fn run(a: RunArgs) -> Result<(), String> {
     let f = &a.fleet;
     let fleet = Fleet::new(f.vehicles, f.metrics, f.seed, &f.vin_prefix);
     let mut ledger = Ledger::new(&fleet.metrics, a.window_secs * 1000);
-    let mut generator = Generator::new(fleet, a.profile, &a.topic_prefix, a.batch_gap_ms);
-    let sender = MqttSender::connect(&t).await.map_err(|e| format!("MQTT: {e}"))?;
+    let mut generator =
+        Generator::new(fleet, a.profile, &a.topic_prefix, a.batch_gap_ms).narrow_as_objects(kafka_brokers.is_some());
     let o = RunOptions {
         rate: a.rate,
         duration,
@@ -200,7 +246,7 @@ async fn run(a: RunArgs) -> Result<(), String> {
         let _ = tokio::signal::ctrl_c().await;
         s2.store(true, std::sync::atomic::Ordering::Relaxed);
     });
-    let s = loadgen::run::run(&mut generator, a.profile, &mut ledger, Target::Mqtt(sender), &o, &stop).await?;
+    let s = loadgen::run::run(&mut generator, a.profile, &mut ledger, target, &o, &stop).await?;
     println!(
         "sent {} records in {} messages over {:.1} s: {:.0} records/s after warm-up (target {:.0}); {} of {} messages acknowledged",
         s.readings,
@@ -236,6 +282,7 @@ async fn run(a: RunArgs) -> Result<(), String> {
     if !s.complete() {
         return Err(format!("the broker acknowledged {} of {} messages", s.delivered, s.messages));
     }
+    drop(mock);
     Ok(())
 }
 
@@ -268,7 +315,12 @@ async fn consume(a: ConsumeArgs) -> Result<(), String> {
     let (ready, _r) = tokio::sync::watch::channel(false);
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let c = counts.clone();
-    let task = tokio::spawn(async move { loadgen::consume::mqtt(&host, port, &a.topic, a.qos, c, ready, stop).await });
+    let task = tokio::spawn(async move {
+        match a.kafka {
+            Some(brokers) => loadgen::consume::kafka(&brokers, &a.topic, c, ready, stop).await,
+            None => loadgen::consume::mqtt(&host, port, &a.topic, a.qos, c, ready, stop).await,
+        }
+    });
     tokio::select! {
         _ = tokio::time::sleep(Duration::from_secs_f64(a.seconds)) => {}
         _ = tokio::signal::ctrl_c() => {}

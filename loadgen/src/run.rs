@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 
 use crate::fleet::readings_per_sample;
+use crate::kafka::KafkaSender;
 use crate::ledger::Ledger;
 use crate::mqtt::MqttSender;
 use crate::payload::{Generator, Profile};
@@ -23,27 +24,30 @@ use crate::rate::{Pacer, Schedule};
 /// Where messages go.
 pub enum Target {
     Mqtt(MqttSender),
+    Kafka(KafkaSender),
 }
 
 impl Target {
     async fn send(&mut self, m: crate::payload::Message) -> Result<(), String> {
         match self {
             Target::Mqtt(s) => s.send(m).await,
+            Target::Kafka(s) => s.send(m).await,
         }
     }
 
     fn delivered(&self) -> u64 {
         match self {
             Target::Mqtt(s) => s.delivered(),
+            Target::Kafka(s) => s.delivered(),
         }
     }
 
-    async fn finish(self, limit: Duration) -> (u64, u64) {
+    /// Waits for the outstanding acknowledgements; returns the messages
+    /// delivered (a failed Kafka delivery report is an error).
+    async fn finish(self, limit: Duration) -> Result<u64, String> {
         match self {
-            Target::Mqtt(s) => {
-                let published = s.published();
-                (published, s.finish(limit).await)
-            }
+            Target::Mqtt(s) => Ok(s.finish(limit).await),
+            Target::Kafka(s) => s.finish(limit).await,
         }
     }
 }
@@ -203,7 +207,7 @@ pub async fn run(
     }
     let measured = elapsed.saturating_sub(o.warmup).as_secs_f64();
     let messages = pacer.sent;
-    let (_, delivered) = target.finish(o.ack_timeout).await;
+    let delivered = target.finish(o.ack_timeout).await?;
     Ok(RunSummary {
         messages,
         readings,
