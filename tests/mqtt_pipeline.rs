@@ -174,6 +174,7 @@ async fn scenario_on(port: u16, v5: bool) {
         tls_ca_file: None,
         max_packet_bytes: 1 << 20,
         keep_alive_secs: 30,
+        receive_maximum: 1000,
     };
     mcfg.validate().unwrap();
     let (tx, rx) = mpsc::channel(256);
@@ -285,6 +286,7 @@ async fn mqtt5_shared_subscription_splits_a_stream_between_two_instances() {
             tls_ca_file: None,
             max_packet_bytes: 1 << 20,
             keep_alive_secs: 30,
+            receive_maximum: 1000,
         };
         mcfg.validate().unwrap();
         let (tx, rx) = mpsc::channel(256);

@@ -126,6 +126,7 @@ async fn tls_auth_large_payloads_and_a_broker_restart() {
         tls_ca_file: Some(dir.path().join("ca.pem")),
         max_packet_bytes: 1 << 20,
         keep_alive_secs: 5,
+        receive_maximum: 1000,
     };
     let (tx, rx) = mpsc::channel(64);
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -55,6 +55,14 @@ pub struct MqttConfig {
     /// Keep-alive interval in seconds.
     #[serde(default = "default_keep_alive")]
     pub keep_alive_secs: u64,
+    /// MQTT 5 Receive Maximum: messages the broker may have in flight to
+    /// rockfeed unacknowledged. It bounds what a reconnect redelivers: while
+    /// StarRocks is slow rockfeed reads slowly, a PINGRESP queued behind an
+    /// unbounded in-flight window can miss the keep-alive, and each
+    /// reconnect would then redeliver the whole window. MQTT 3.1.1 has no
+    /// such field: set the broker's limit (mosquitto `max_inflight_messages`).
+    #[serde(default = "default_receive_maximum")]
+    pub receive_maximum: u16,
 }
 
 fn default_port() -> u16 {
@@ -68,6 +76,9 @@ fn default_protocol() -> String {
 }
 fn default_max_packet() -> usize {
     4 << 20
+}
+fn default_receive_maximum() -> u16 {
+    1000
 }
 fn default_keep_alive() -> u64 {
     30
@@ -95,6 +106,9 @@ impl MqttConfig {
         }
         if self.client_id.is_empty() {
             return Err("source.mqtt.client_id is empty".into());
+        }
+        if self.receive_maximum == 0 {
+            return Err("source.mqtt.receive_maximum must be at least 1".into());
         }
         // Checked here: the source subscribes without waiting (try_subscribe),
         // where an invalid filter would look like a full channel.
@@ -303,7 +317,8 @@ async fn run_v5(
     o.set_keep_alive(Duration::from_secs(cfg.keep_alive_secs))
         .set_clean_start(cfg.clean_session)
         .set_manual_acks(true)
-        .set_max_packet_size(Some(cfg.max_packet_bytes as u32));
+        .set_max_packet_size(Some(cfg.max_packet_bytes as u32))
+        .set_receive_maximum(Some(cfg.receive_maximum));
     if !cfg.clean_session {
         // Keep the session after disconnects (MQTT 5 session expiry).
         o.set_session_expiry_interval(Some(u32::MAX));
