@@ -5,9 +5,11 @@
 //! Tasks and channels (all bounded, so a slow StarRocks stops the source):
 //! - the **decoder** owns the metric catalog and the dead-letter writer; it
 //!   decodes, joins dims, dead-letters what it refuses, routes samples by
-//!   StarRocks bucket to shard channels, and every `epoch` sends each shard
-//!   a seal (in the same channel, so a seal follows exactly the samples
-//!   routed before it);
+//!   StarRocks bucket to shard channels (one batch per shard for everything
+//!   already waiting in the source channel, up to 256 messages, so a stream
+//!   of small narrow messages does not cost a channel send each), and every
+//!   `epoch` sends each shard a seal (in the same channel, so a seal follows
+//!   exactly the samples routed before it);
 //! - each **shard** owns its aggregator; on a seal it drains, encodes one CSV
 //!   body and loads it under `{prefix}-{table}-{shard}-{epoch}` with the
 //!   label-exact retry loop (`sink::starrocks::service`). A batch that fails
@@ -128,9 +130,19 @@ pub async fn run(
     let mut tick = tokio::time::interval(cfg.epoch);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
-    let mut decoded = Decoded::default();
-    // Event time → received, recorded here and merged once per epoch.
-    let mut event_to_received = Local::default();
+    let mut dec = Decoder {
+        cfg: &cfg,
+        template: &template,
+        catalog: &catalog,
+        dead: &dead,
+        enrich: enrich.as_deref(),
+        stats: &stats,
+        decoded: Decoded::default(),
+        event_to_received: Local::default(),
+    };
+    // Samples routed but not yet handed to their shard; empty between
+    // branches, so a seal always follows exactly the samples before it.
+    let mut per_shard: Vec<Vec<(Sample, Option<DimRow>, i64)>> = (0..cfg.shards).map(|_| Vec::new()).collect();
     let seal = |shard_tx: &Vec<mpsc::Sender<ShardMsg>>| {
         let txs = shard_tx.clone();
         async move {
@@ -150,54 +162,24 @@ pub async fn run(
                 }
                 seal(&shard_tx).await;
                 stats.epochs.fetch_add(1, Ordering::Relaxed);
-                stats.merge(Stage::EventToReceived, &mut event_to_received);
+                stats.merge(Stage::EventToReceived, &mut dec.event_to_received);
                 *stats.queue_depth.lock() = shard_tx.iter().map(|t| (t.max_capacity() - t.capacity()) as u64).collect();
             }
             msg = rx.recv() => {
                 let Some(m) = msg else { break };
-                stats.messages.fetch_add(1, Ordering::Relaxed);
-                decoded.clear();
-                {
-                    let mut cat = catalog.write().unwrap_or_else(|p| p.into_inner());
-                    let narrow_topic = matches!(cfg.form, Form::Narrow) || (cfg.form == Form::Auto && template.captures(&m.topic).is_some());
-                    if narrow_topic {
-                        narrow::decode(&m.topic, &m.payload, m.received_ms, &cfg.decode, &template, &mut cat, &mut decoded);
-                    } else {
-                        wide::decode(&m.payload, m.received_ms, &cfg.decode, &mut cat, &mut decoded);
+                dec.take(m, &mut per_shard);
+                // Take what is already waiting too (try_recv never waits, so
+                // a quiet stream gains no latency): a burst of small
+                // messages costs one channel send per shard, not one each.
+                for _ in 1..MAX_MESSAGES_PER_HANDOFF {
+                    match rx.try_recv() {
+                        Ok(m) => dec.take(m, &mut per_shard),
+                        Err(_) => break,
                     }
                 }
-                // Only refused input needs the source text: build it then.
-                let source = || format!("mqtt:{}", m.topic);
-                if !decoded.rejects.is_empty() {
-                    stats.rejected.fetch_add(decoded.rejects.len() as u64, Ordering::Relaxed);
-                    let mut d = dead.lock().unwrap_or_else(|p| p.into_inner());
-                    for r in &decoded.rejects {
-                        let detail = match r.index { Some(i) => format!("sample {i}: {}", r.detail), None => r.detail.clone() };
-                        if let Err(e) = d.write(&DeadLetter { at_ms: m.received_ms, reason: r.reason.as_str(), detail: &detail, source: &source(), payload: &m.payload }) {
-                            tracing::error!(error = %e, "Cannot write a dead letter.");
-                        }
-                    }
-                }
-                let snap = enrich.as_ref().map(|e| e.snapshot());
-                let mut per_shard: Vec<Vec<(Sample, Option<DimRow>, i64)>> = (0..cfg.shards).map(|_| Vec::new()).collect();
-                for s in decoded.samples.drain(..) {
-                    let dims = snap.as_ref().and_then(|sn| sn.row(&s.vin));
-                    if dims.is_none() && snap.is_some() && cfg.unknown_vehicle == UnknownVehicle::DeadLetter {
-                        stats.rejected.fetch_add(1, Ordering::Relaxed);
-                        let mut d = dead.lock().unwrap_or_else(|p| p.into_inner());
-                        if let Err(e) = d.write(&DeadLetter { at_ms: m.received_ms, reason: "unknown_vehicle", detail: &format!("vin {} is not in the vehicle file", s.vin), source: &source(), payload: &m.payload }) {
-                            tracing::error!(error = %e, "Cannot write a dead letter.");
-                        }
-                        continue;
-                    }
-                    stats.samples.fetch_add(1, Ordering::Relaxed);
-                    stats.readings.fetch_add(s.readings.len() as u64, Ordering::Relaxed);
-                    event_to_received.record_ms(m.received_ms - s.ts_ms, s.readings.len() as u64);
-                    let k = shard_of(s.vin.as_bytes(), cfg.buckets, cfg.shards) as usize;
-                    per_shard[k].push((s, dims, m.received_ms));
-                }
-                for (k, batch) in per_shard.into_iter().enumerate() {
-                    if !batch.is_empty() && shard_tx[k].send(ShardMsg::Samples(batch, Instant::now())).await.is_err() {
+                let now = Instant::now();
+                for (k, batch) in per_shard.iter_mut().enumerate() {
+                    if !batch.is_empty() && shard_tx[k].send(ShardMsg::Samples(std::mem::take(batch), now)).await.is_err() {
                         return Err(std::io::Error::other("a shard stopped"));
                     }
                 }
@@ -206,7 +188,7 @@ pub async fn run(
     }
     // Drain: one last seal so everything received is loaded.
     seal(&shard_tx).await;
-    stats.merge(Stage::EventToReceived, &mut event_to_received);
+    stats.merge(Stage::EventToReceived, &mut dec.event_to_received);
     drop(shard_tx);
     for t in shard_tasks {
         let _ = t.await;
@@ -215,6 +197,98 @@ pub async fn run(
         d.flush(true)?;
     }
     Ok(())
+}
+
+/// Messages the decoder takes from the source channel before handing the
+/// routed samples to the shards.
+const MAX_MESSAGES_PER_HANDOFF: usize = 256;
+
+/// The decoder's state: decode, dead-letter what is refused, enrich, route.
+struct Decoder<'a> {
+    cfg: &'a RunnerConfig,
+    template: &'a TopicTemplate,
+    catalog: &'a RwLock<MetricCatalog>,
+    dead: &'a Mutex<DeadLetterWriter>,
+    enrich: Option<&'a Enrichment>,
+    stats: &'a Stats,
+    /// Reused for every message.
+    decoded: Decoded,
+    /// Event time → received, merged into the stats once per epoch.
+    event_to_received: Local,
+}
+
+impl Decoder<'_> {
+    /// Decodes one message and routes its samples into `per_shard`.
+    fn take(&mut self, m: RawMessage, per_shard: &mut [Vec<(Sample, Option<DimRow>, i64)>]) {
+        let (cfg, stats) = (self.cfg, self.stats);
+        stats.messages.fetch_add(1, Ordering::Relaxed);
+        self.decoded.clear();
+        {
+            let mut cat = self.catalog.write().unwrap_or_else(|p| p.into_inner());
+            let narrow_topic = matches!(cfg.form, Form::Narrow)
+                || (cfg.form == Form::Auto && self.template.captures(&m.topic).is_some());
+            if narrow_topic {
+                narrow::decode(
+                    &m.topic,
+                    &m.payload,
+                    m.received_ms,
+                    &cfg.decode,
+                    self.template,
+                    &mut cat,
+                    &mut self.decoded,
+                );
+            } else {
+                wide::decode(&m.payload, m.received_ms, &cfg.decode, &mut cat, &mut self.decoded);
+            }
+        }
+        // Only refused input needs the source text: build it then.
+        let source = || format!("mqtt:{}", m.topic);
+        if !self.decoded.rejects.is_empty() {
+            stats.rejected.fetch_add(self.decoded.rejects.len() as u64, Ordering::Relaxed);
+            let mut d = self.dead.lock().unwrap_or_else(|p| p.into_inner());
+            for r in &self.decoded.rejects {
+                let detail = match r.index {
+                    Some(i) => format!("sample {i}: {}", r.detail),
+                    None => r.detail.clone(),
+                };
+                let rec = DeadLetter {
+                    at_ms: m.received_ms,
+                    reason: r.reason.as_str(),
+                    detail: &detail,
+                    source: &source(),
+                    payload: &m.payload,
+                };
+                if let Err(e) = d.write(&rec) {
+                    tracing::error!(error = %e, "Cannot write a dead letter.");
+                }
+            }
+        }
+        let snap = self.enrich.map(|e| e.snapshot());
+        for s in self.decoded.samples.drain(..) {
+            let dims = snap.as_ref().and_then(|sn| sn.row(&s.vin));
+            if dims.is_none() && snap.is_some() && cfg.unknown_vehicle == UnknownVehicle::DeadLetter {
+                stats.rejected.fetch_add(1, Ordering::Relaxed);
+                let mut d = self.dead.lock().unwrap_or_else(|p| p.into_inner());
+                let detail = format!("vin {} is not in the vehicle file", s.vin);
+                let rec = DeadLetter {
+                    at_ms: m.received_ms,
+                    reason: "unknown_vehicle",
+                    detail: &detail,
+                    source: &source(),
+                    payload: &m.payload,
+                };
+                if let Err(e) = d.write(&rec) {
+                    tracing::error!(error = %e, "Cannot write a dead letter.");
+                }
+                continue;
+            }
+            stats.samples.fetch_add(1, Ordering::Relaxed);
+            stats.readings.fetch_add(s.readings.len() as u64, Ordering::Relaxed);
+            self.event_to_received.record_ms(m.received_ms - s.ts_ms, s.readings.len() as u64);
+            let k = shard_of(s.vin.as_bytes(), cfg.buckets, cfg.shards) as usize;
+            per_shard[k].push((s, dims, m.received_ms));
+        }
+    }
 }
 
 struct ShardCtx {
