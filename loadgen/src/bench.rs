@@ -10,10 +10,11 @@
 //!    the subscription is in place;
 //! 3. the generator at that rate for the step's duration (in-process, open
 //!    loop, every reading in a ledger);
-//! 4. wait until rockfeed's `rockfeed_readings_total` reaches what
-//!    was sent (the time this takes, from the first message, gives the
-//!    sustained rate), then SIGINT: rockfeed seals, loads what it holds and
-//!    writes its report (latency histograms, CPU seconds, peak RSS);
+//! 4. wait until rockfeed's `rockfeed_readings_total` reaches what was sent
+//!    and then stays still for 3 s (duplicates from a redelivery can reach
+//!    the count early); the time of the last arrival gives the sustained
+//!    rate. Then SIGINT: rockfeed seals, loads what it holds and writes its
+//!    report (latency histograms, CPU seconds, peak RSS);
 //! 5. audit the emulator's tables against the ledger: loss and duplicates
 //!    per table, which must be zero.
 //!
@@ -114,15 +115,19 @@ async fn wait_port(port: u16, what: &str) -> Result<(), String> {
 
 fn mosquitto_conf(port: u16) -> String {
     // Unbounded queues: a slow subscriber must hold the broker's backlog, not
-    // lose it (mosquitto drops QoS 1 messages past max_queued_messages).
+    // lose it (mosquitto drops QoS 1 messages past max_queued_messages). A
+    // bounded in-flight window, as in production: unbounded, a reconnect of
+    // a backpressured subscriber redelivers everything queued for it.
     format!(
-        "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 0\nmax_inflight_messages 0\nmax_queued_bytes 0\nlog_type error\n"
+        "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 0\nmax_inflight_messages 1000\nmax_queued_bytes 0\nlog_type error\n"
     )
 }
 
-/// rockfeed's config for one step. Each step has its own client id and a
-/// clean session: a persistent session would make the broker queue every
-/// later step's traffic (and the no-op run's) for a subscriber that is gone.
+/// rockfeed's config for one step: a persistent session as in production
+/// (a reconnect, e.g. after a keep-alive timeout on an overloaded broker,
+/// must not discard what the broker holds), under a client id of its own;
+/// [`purge_session`] removes it after the step, so the broker does not
+/// queue later steps' traffic for a subscriber that is gone.
 fn rockfeed_conf(a: &BenchArgs, step: &str, mqtt_port: u16, fe: &str, metrics_port: u16, dir: &Path) -> String {
     format!(
         r#"[starrocks]
@@ -144,7 +149,7 @@ epoch = "{epoch}"
 host = "127.0.0.1"
 port = {mqtt_port}
 client_id = "rockfeed-bench-{step}"
-clean_session = true
+clean_session = false
 topics = ["telemetry/#"]
 qos = {qos}
 protocol = "3.1.1"
@@ -158,6 +163,24 @@ dir = "{dead}"
         qos = a.qos,
         dead = dir.join("dead-letter").display(),
     )
+}
+
+/// Ends the persistent session `client_id` (a connect with a clean session
+/// discards it and its queue).
+async fn purge_session(port: u16, client_id: &str) {
+    let mut o = rumqttc::MqttOptions::new(client_id, "127.0.0.1", port);
+    o.set_clean_session(true);
+    let (c, mut ev) = rumqttc::AsyncClient::new(o, 10);
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Ok(e) = ev.poll().await {
+            if let rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_)) = e {
+                break;
+            }
+        }
+    })
+    .await;
+    let _ = c.try_disconnect();
+    let _ = tokio::time::timeout(Duration::from_secs(1), ev.poll()).await;
 }
 
 /// A Prometheus counter's value from `/metrics` text.
@@ -213,17 +236,24 @@ impl Env {
         (Generator::new(fleet, self.a.profile, "telemetry", 100), ledger)
     }
 
+    /// The bench's MQTT target: the generator's connections at its QoS.
+    async fn mqtt(&self) -> Result<Target, String> {
+        let mut t = MqttTarget::new("127.0.0.1", self.mqtt_port);
+        t.connections = self.a.connections;
+        t.qos = self.a.qos;
+        Ok(Target::Mqtt(MqttSender::connect(&t).await.map_err(|e| e.to_string())?))
+    }
+
+    /// The generator at `rate` for `seconds` into `target`; every message
+    /// must be acknowledged.
     async fn send(
         &self,
         rate: f64,
         seconds: f64,
         generator: &mut Generator,
         ledger: &mut Ledger,
+        target: Target,
     ) -> Result<crate::run::RunSummary, String> {
-        let mut t = MqttTarget::new("127.0.0.1", self.mqtt_port);
-        t.connections = self.a.connections;
-        t.qos = self.a.qos;
-        let sender = MqttSender::connect(&t).await.map_err(|e| e.to_string())?;
         let o = RunOptions {
             rate,
             duration: Some(Duration::from_secs_f64(seconds)),
@@ -232,16 +262,60 @@ impl Env {
             progress: ProgressMode::Lines,
             ack_timeout: Duration::from_secs(120),
         };
-        let s = crate::run::run(generator, self.a.profile, ledger, Target::Mqtt(sender), &o, &AtomicBool::new(false))
-            .await?;
+        let s = crate::run::run(generator, self.a.profile, ledger, target, &o, &AtomicBool::new(false)).await?;
         if !s.complete() {
             return Err(format!("the broker acknowledged {} of {} messages", s.delivered, s.messages));
         }
         Ok(s)
     }
 
-    /// One step: fresh emulator and rockfeed, `rate` for `seconds`.
+    /// The generator into `target` while a no-op consumer (started by
+    /// `spawn`) counts what the broker delivers; returns the run and the
+    /// time until the consumer had every message.
+    async fn via_noop(
+        &self,
+        rate: f64,
+        seconds: f64,
+        target: Target,
+        narrow_objects: bool,
+        spawn: impl FnOnce(
+            Arc<crate::consume::Counts>,
+            tokio::sync::watch::Sender<bool>,
+            tokio::sync::watch::Receiver<bool>,
+        ) -> tokio::task::JoinHandle<Result<(), String>>,
+    ) -> Result<(crate::run::RunSummary, Duration), String> {
+        let counts = Arc::new(crate::consume::Counts::default());
+        let (ready_tx, mut ready) = tokio::sync::watch::channel(false);
+        let (stop_tx, stop) = tokio::sync::watch::channel(false);
+        let task = spawn(counts.clone(), ready_tx, stop);
+        let _ = tokio::time::timeout(Duration::from_secs(10), ready.wait_for(|r| *r)).await;
+        let (generator, mut ledger) = self.generator(7);
+        let mut generator = generator.narrow_as_objects(narrow_objects);
+        let started = Instant::now();
+        let s = self.send(rate, seconds, &mut generator, &mut ledger, target).await?;
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while counts.messages.load(Ordering::Relaxed) < s.messages && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let took = started.elapsed();
+        let _ = stop_tx.send(true);
+        let _ = task.await;
+        let got = counts.messages.load(Ordering::Relaxed);
+        if got != s.messages {
+            return Err(format!("the no-op consumer received {got} of {} messages", s.messages));
+        }
+        Ok((s, took))
+    }
+
+    /// One step: fresh emulator and rockfeed, `rate` for `seconds`; then
+    /// the step's MQTT session is removed, whatever happened.
     async fn step(&self, name: &str, rate: f64, seconds: f64, seed: u64) -> Result<Step, String> {
+        let r = self.run_step(name, rate, seconds, seed).await;
+        purge_session(self.mqtt_port, &format!("rockfeed-bench-{name}")).await;
+        r
+    }
+
+    async fn run_step(&self, name: &str, rate: f64, seconds: f64, seed: u64) -> Result<Step, String> {
         let dir = self.out.join(name);
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
@@ -304,16 +378,26 @@ impl Env {
 
         let (mut generator, mut ledger) = self.generator(seed);
         let started = Instant::now();
-        let sent = self.send(rate, seconds, &mut generator, &mut ledger).await?;
-        // Everything received? Then the time it took is the sustained rate.
+        let sent = self.send(rate, seconds, &mut generator, &mut ledger, self.mqtt().await?).await?;
+        // Everything received? The count alone is not proof: redelivered
+        // duplicates (at-least-once) can reach it while originals are still
+        // queued at the broker. So: at least what was sent, then nothing new
+        // for QUIET. The time of the last arrival gives the sustained rate.
+        const QUIET: Duration = Duration::from_secs(3);
         let deadline = Instant::now() + Duration::from_secs(300);
+        let (mut last, mut last_change) = (0u64, started.elapsed());
         let caught_up = loop {
             let got = match crate::http::get(&format!("{metrics_url}/metrics"), None).await {
-                Ok((200, b)) => metric_value(&String::from_utf8_lossy(&b), "rockfeed_readings_total"),
+                Ok((200, b)) => metric_value(&String::from_utf8_lossy(&b), "rockfeed_readings_total").map(|g| g as u64),
                 _ => None,
             };
-            if got.is_some_and(|g| g as u64 >= sent.readings) {
-                break started.elapsed();
+            if let Some(g) = got
+                && g != last
+            {
+                (last, last_change) = (g, started.elapsed());
+            }
+            if last >= sent.readings && started.elapsed() >= last_change + QUIET {
+                break last_change;
             }
             if Instant::now() > deadline {
                 return Err(format!("rockfeed received {got:?} of {} readings within 300 s", sent.readings));
@@ -380,29 +464,14 @@ impl Env {
 
     /// The broker's ceiling: unthrottled generator, no-op consumer.
     async fn noop_ceiling(&self, seconds: f64) -> Result<(f64, f64), String> {
-        let counts = Arc::new(crate::consume::Counts::default());
-        let (ready_tx, mut ready) = tokio::sync::watch::channel(false);
-        let (stop_tx, stop) = tokio::sync::watch::channel(false);
-        let c = counts.clone();
         let (port, qos) = (self.mqtt_port, self.a.qos);
-        let task = tokio::spawn(async move {
-            crate::consume::mqtt("127.0.0.1", port, "telemetry/#", qos, c, ready_tx, stop).await
-        });
-        let _ = tokio::time::timeout(Duration::from_secs(10), ready.wait_for(|r| *r)).await;
-        let (mut generator, mut ledger) = self.generator(7);
-        let started = Instant::now();
-        let s = self.send(0.0, seconds, &mut generator, &mut ledger).await?;
-        let deadline = Instant::now() + Duration::from_secs(300);
-        while counts.messages.load(Ordering::Relaxed) < s.messages && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let took = started.elapsed();
-        let _ = stop_tx.send(true);
-        let _ = task.await;
-        let got = counts.messages.load(Ordering::Relaxed);
-        if got < s.messages {
-            return Err(format!("the no-op consumer received {got} of {} messages", s.messages));
-        }
+        let (s, took) = self
+            .via_noop(0.0, seconds, self.mqtt().await?, false, move |c, ready, stop| {
+                tokio::spawn(async move {
+                    crate::consume::mqtt("127.0.0.1", port, "telemetry/#", qos, c, ready, stop).await
+                })
+            })
+            .await?;
         // Records/s delivered end to end, and records/s the generator offered.
         Ok((s.readings as f64 / took.as_secs_f64(), s.measured_rate))
     }
@@ -423,47 +492,13 @@ impl Env {
     async fn kafka(&self, rate: f64, seconds: f64) -> Result<KafkaRow, String> {
         let mock = crate::kafka::mock_cluster(3, "telemetry", 6)?;
         let brokers = mock.bootstrap_servers();
-        let counts = Arc::new(crate::consume::Counts::default());
-        let (ready_tx, mut ready) = tokio::sync::watch::channel(false);
-        let (stop_tx, stop) = tokio::sync::watch::channel(false);
-        let (c, b) = (counts.clone(), brokers.clone());
-        let task = tokio::spawn(async move { crate::consume::kafka(&b, "telemetry", c, ready_tx, stop).await });
-        let _ = tokio::time::timeout(Duration::from_secs(10), ready.wait_for(|r| *r)).await;
-        let (generator, mut ledger) = self.generator(11);
-        let mut generator = generator.narrow_as_objects(true);
-        let sender = crate::kafka::KafkaSender::connect(&crate::kafka::KafkaTarget::new(&brokers, "telemetry"))?;
-        let o = RunOptions {
-            rate,
-            duration: Some(Duration::from_secs_f64(seconds)),
-            count: None,
-            warmup: Duration::ZERO,
-            progress: ProgressMode::Lines,
-            ack_timeout: Duration::from_secs(120),
-        };
-        let started = Instant::now();
-        let s = crate::run::run(
-            &mut generator,
-            self.a.profile,
-            &mut ledger,
-            Target::Kafka(sender),
-            &o,
-            &AtomicBool::new(false),
-        )
-        .await?;
-        if !s.complete() {
-            return Err(format!("Kafka acknowledged {} of {} messages", s.delivered, s.messages));
-        }
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while counts.messages.load(Ordering::Relaxed) < s.messages && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let took = started.elapsed();
-        let _ = stop_tx.send(true);
-        let _ = task.await;
-        let got = counts.messages.load(Ordering::Relaxed);
-        if got != s.messages {
-            return Err(format!("the no-op Kafka consumer received {got} of {} messages", s.messages));
-        }
+        let target =
+            Target::Kafka(crate::kafka::KafkaSender::connect(&crate::kafka::KafkaTarget::new(&brokers, "telemetry"))?);
+        let (s, took) = self
+            .via_noop(rate, seconds, target, true, move |c, ready, stop| {
+                tokio::spawn(async move { crate::consume::kafka(&brokers, "telemetry", c, ready, stop).await })
+            })
+            .await?;
         drop(mock);
         Ok(KafkaRow {
             offered: rate,

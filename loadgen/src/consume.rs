@@ -79,38 +79,39 @@ pub async fn mqtt(
 
 /// Consumes `topic` from the Kafka cluster at `brokers` in a fresh consumer
 /// group (from the earliest offset) and counts messages until `stop` flips;
-/// `ready` flips once subscribed.
+/// `ready` flips once subscribed. A polled `BaseConsumer` on a blocking
+/// thread (the stream consumer received nothing from the mock cluster).
 pub async fn kafka(
     brokers: &str,
     topic: &str,
     counts: Arc<Counts>,
     ready: watch::Sender<bool>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) -> Result<(), String> {
     use rdkafka::Message;
     use rdkafka::config::ClientConfig;
-    use rdkafka::consumer::{Consumer, StreamConsumer};
-    let c: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", format!("loadgen-noop-{}", std::process::id()))
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .create()
-        .map_err(|e| format!("Kafka consumer: {e}"))?;
-    c.subscribe(&[topic]).map_err(|e| format!("subscribe {topic}: {e}"))?;
-    let _ = ready.send(true);
-    let start = Instant::now();
-    loop {
-        tokio::select! {
-            _ = stop.changed() => break,
-            m = c.recv() => match m {
-                Ok(m) => counts.add(start, m.payload().map_or(0, |p| p.len())),
-                Err(e) => {
-                    eprintln!("loadgen: no-op Kafka consumer: {e}");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let (brokers, topic) = (brokers.to_string(), topic.to_string());
+    tokio::task::spawn_blocking(move || {
+        let c: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .set("group.id", format!("loadgen-noop-{}", std::process::id()))
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "false")
+            .create()
+            .map_err(|e| format!("Kafka consumer: {e}"))?;
+        c.subscribe(&[&topic]).map_err(|e| format!("subscribe {topic}: {e}"))?;
+        let _ = ready.send(true);
+        let start = Instant::now();
+        while !*stop.borrow() {
+            match c.poll(Duration::from_millis(100)) {
+                Some(Ok(m)) => counts.add(start, m.payload().map_or(0, |p| p.len())),
+                Some(Err(e)) => eprintln!("loadgen: no-op Kafka consumer: {e}"),
+                None => {}
             }
         }
-    }
-    Ok(())
+        Ok(())
+    })
+    .await
+    .map_err(|e| e.to_string())?
 }

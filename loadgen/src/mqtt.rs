@@ -76,6 +76,32 @@ pub struct MqttSender {
 
 const MAX_PACKET: usize = 64 << 20;
 
+/// Spawns the event loop of one connection (the two protocol versions differ
+/// in types, not in logic): counts PUBACKs, reports errors while rumqttc
+/// reconnects on the next poll, ends once the sender is closing.
+macro_rules! pump {
+    ($ev:ident, $Event:path, $Packet:path, $acked:ident, $errors:ident, $closing:ident) => {
+        tokio::spawn(async move {
+            use $Event as Ev;
+            use $Packet as Pk;
+            loop {
+                match $ev.poll().await {
+                    Ok(Ev::Incoming(Pk::PubAck(_))) => {
+                        $acked.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(_) => {}
+                    Err(_) if $closing.load(Ordering::Relaxed) => break,
+                    Err(e) => {
+                        $errors.fetch_add(1, Ordering::Relaxed);
+                        eprintln!("loadgen: MQTT connection error: {e}; reconnecting");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                }
+            }
+        })
+    };
+}
+
 impl MqttSender {
     pub async fn connect(t: &MqttTarget) -> std::io::Result<MqttSender> {
         let acked = Arc::new(AtomicU64::new(0));
@@ -102,24 +128,7 @@ impl MqttSender {
                     o.set_transport(rumqttc::Transport::Tls(tls.clone()));
                 }
                 let (client, mut ev) = rumqttc::v5::AsyncClient::new(o, 4096);
-                loops.push(tokio::spawn(async move {
-                    use rumqttc::v5::Event;
-                    use rumqttc::v5::mqttbytes::v5::Packet;
-                    loop {
-                        match ev.poll().await {
-                            Ok(Event::Incoming(Packet::PubAck(_))) => {
-                                acked.fetch_add(1, Ordering::Relaxed);
-                            }
-                            Ok(_) => {}
-                            Err(_) if closing.load(Ordering::Relaxed) => break,
-                            Err(e) => {
-                                errors.fetch_add(1, Ordering::Relaxed);
-                                eprintln!("loadgen: MQTT connection error: {e}; reconnecting");
-                                tokio::time::sleep(Duration::from_millis(500)).await;
-                            }
-                        }
-                    }
-                }));
+                loops.push(pump!(ev, rumqttc::v5::Event, rumqttc::v5::mqttbytes::v5::Packet, acked, errors, closing));
                 clients.push(Client::V5(client));
             } else {
                 let mut o = rumqttc::MqttOptions::new(id, t.host.clone(), t.port);
@@ -134,23 +143,7 @@ impl MqttSender {
                     o.set_transport(rumqttc::Transport::Tls(tls.clone()));
                 }
                 let (client, mut ev) = rumqttc::AsyncClient::new(o, 4096);
-                loops.push(tokio::spawn(async move {
-                    use rumqttc::{Event, Packet};
-                    loop {
-                        match ev.poll().await {
-                            Ok(Event::Incoming(Packet::PubAck(_))) => {
-                                acked.fetch_add(1, Ordering::Relaxed);
-                            }
-                            Ok(_) => {}
-                            Err(_) if closing.load(Ordering::Relaxed) => break,
-                            Err(e) => {
-                                errors.fetch_add(1, Ordering::Relaxed);
-                                eprintln!("loadgen: MQTT connection error: {e}; reconnecting");
-                                tokio::time::sleep(Duration::from_millis(500)).await;
-                            }
-                        }
-                    }
-                }));
+                loops.push(pump!(ev, rumqttc::Event, rumqttc::Packet, acked, errors, closing));
                 clients.push(Client::V4(client));
             }
         }
