@@ -51,8 +51,8 @@ pub struct BenchArgs {
     /// Seconds of the unthrottled ceiling runs (0 skips them).
     #[arg(long, default_value_t = 10.0)]
     pub ceiling_seconds: f64,
-    /// Seconds per Kafka run: loadgen into librdkafka's mock cluster with a
-    /// no-op consumer, at 150k records/s and unthrottled (0 skips them).
+    /// Seconds of the Kafka run: loadgen into librdkafka's mock cluster at
+    /// 150k records/s with a no-op consumer (0 skips it).
     #[arg(long, default_value_t = 10.0)]
     pub kafka_seconds: f64,
     #[arg(long, default_value = "wide")]
@@ -575,14 +575,16 @@ pub async fn bench(a: BenchArgs) -> Result<(), String> {
 
     let mut kafka_rows = Vec::new();
     if a.kafka_seconds > 0.0 {
-        for rate in [150_000.0, 0.0] {
-            println!(
-                "== Kafka (mock cluster), {} records/s",
-                if rate > 0.0 { format!("{rate:.0}") } else { "unthrottled".into() }
-            );
-            match env.kafka(rate, a.kafka_seconds).await {
-                Ok(r) => kafka_rows.push(r),
-                Err(e) => failures.push(format!("Kafka {rate:.0}: {e}")),
+        // 150k records/s: the rate the generator must hold into Kafka on its
+        // own. (An unthrottled run would measure how fast the in-memory mock
+        // cluster drains afterwards, not the generator.)
+        let rate = 150_000.0;
+        println!("== Kafka (mock cluster), {rate:.0} records/s");
+        match env.kafka(rate, a.kafka_seconds).await {
+            Ok(r) => kafka_rows.push(r),
+            Err(e) => {
+                println!("  Kafka run failed: {e}");
+                failures.push(format!("Kafka {rate:.0}: {e}"));
             }
         }
     }
@@ -620,8 +622,7 @@ pub async fn bench(a: BenchArgs) -> Result<(), String> {
     if !kafka_rows.is_empty() {
         table.push_str("\nKafka (librdkafka mock cluster, 3 brokers, 6 partitions, in the loadgen process; no-op consumer; rockfeed's Kafka source comes with the exactly-once issue):\n\n| offered rec/s | sent rec/s | consumed rec/s (end to end) | records |\n|---|---|---|---|\n");
         for r in &kafka_rows {
-            let offered = if r.offered > 0.0 { format!("{:.0}", r.offered) } else { "unthrottled".into() };
-            table.push_str(&format!("| {offered} | {:.0} | {:.0} | {} |\n", r.sent, r.consumed, r.records));
+            table.push_str(&format!("| {:.0} | {:.0} | {:.0} | {} |\n", r.offered, r.sent, r.consumed, r.records));
         }
         summary["kafka"] = json!(
             kafka_rows

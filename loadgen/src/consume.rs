@@ -77,10 +77,11 @@ pub async fn mqtt(
     Ok(())
 }
 
-/// Consumes `topic` from the Kafka cluster at `brokers` in a fresh consumer
-/// group (from the earliest offset) and counts messages until `stop` flips;
-/// `ready` flips once subscribed. A polled `BaseConsumer` on a blocking
-/// thread (the stream consumer received nothing from the mock cluster).
+/// Consumes every partition of `topic` from the Kafka cluster at `brokers`
+/// from the beginning and counts messages until `stop` flips; `ready` flips
+/// once the partitions are assigned. No consumer group: the partitions are
+/// assigned directly from the topic's metadata, so no rebalance sits in the
+/// measured path. A polled `BaseConsumer` on a blocking thread.
 pub async fn kafka(
     brokers: &str,
     topic: &str,
@@ -88,19 +89,29 @@ pub async fn kafka(
     ready: watch::Sender<bool>,
     stop: watch::Receiver<bool>,
 ) -> Result<(), String> {
-    use rdkafka::Message;
     use rdkafka::config::ClientConfig;
     use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{Message, Offset, TopicPartitionList};
     let (brokers, topic) = (brokers.to_string(), topic.to_string());
     tokio::task::spawn_blocking(move || {
         let c: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", &brokers)
-            .set("group.id", format!("loadgen-noop-{}", std::process::id()))
-            .set("auto.offset.reset", "earliest")
+            .set("group.id", "loadgen-noop")
             .set("enable.auto.commit", "false")
             .create()
             .map_err(|e| format!("Kafka consumer: {e}"))?;
-        c.subscribe(&[&topic]).map_err(|e| format!("subscribe {topic}: {e}"))?;
+        let md =
+            c.fetch_metadata(Some(&topic), Duration::from_secs(10)).map_err(|e| format!("metadata of {topic}: {e}"))?;
+        let mut tpl = TopicPartitionList::new();
+        for t in md.topics().iter().filter(|t| t.name() == topic) {
+            for p in t.partitions() {
+                tpl.add_partition_offset(&topic, p.id(), Offset::Beginning).map_err(|e| e.to_string())?;
+            }
+        }
+        if tpl.count() == 0 {
+            return Err(format!("topic {topic} has no partitions"));
+        }
+        c.assign(&tpl).map_err(|e| format!("assign {topic}: {e}"))?;
         let _ = ready.send(true);
         let start = Instant::now();
         while !*stop.borrow() {
