@@ -177,16 +177,19 @@ pub async fn run(
                         Err(_) => break,
                     }
                 }
-                let now = Instant::now();
-                for (k, batch) in per_shard.iter_mut().enumerate() {
-                    if !batch.is_empty() && shard_tx[k].send(ShardMsg::Samples(std::mem::take(batch), now)).await.is_err() {
-                        return Err(std::io::Error::other("a shard stopped"));
-                    }
-                }
+                hand_off(&mut per_shard, &shard_tx).await?;
             }
         }
     }
-    // Drain: one last seal so everything received is loaded.
+    // Drain. What is still queued in the source channel was handed over,
+    // and the source has acknowledged it to the broker: it must be loaded,
+    // not dropped. Close the channel (the source stops sending) and take
+    // everything in it, then one last seal so everything received is loaded.
+    rx.close();
+    while let Some(m) = rx.recv().await {
+        dec.take(m, &mut per_shard);
+    }
+    hand_off(&mut per_shard, &shard_tx).await?;
     seal(&shard_tx).await;
     stats.merge(Stage::EventToReceived, &mut dec.event_to_received);
     drop(shard_tx);
@@ -195,6 +198,21 @@ pub async fn run(
     }
     if let Ok(mut d) = dead.lock() {
         d.flush(true)?;
+    }
+    Ok(())
+}
+
+/// Sends each shard its routed samples (one batch per shard) and leaves
+/// `per_shard` empty.
+async fn hand_off(
+    per_shard: &mut [Vec<(Sample, Option<DimRow>, i64)>],
+    shard_tx: &[mpsc::Sender<ShardMsg>],
+) -> std::io::Result<()> {
+    let now = Instant::now();
+    for (batch, tx) in per_shard.iter_mut().zip(shard_tx) {
+        if !batch.is_empty() && tx.send(ShardMsg::Samples(std::mem::take(batch), now)).await.is_err() {
+            return Err(std::io::Error::other("a shard stopped"));
+        }
     }
     Ok(())
 }
