@@ -1,10 +1,12 @@
-//! The MQTT source after an outage: the broker holds a backlog for its
+//! The MQTT source under pressure. After an outage: the broker holds a backlog for its
 //! persistent session far larger than rumqttc's request channel (1,024), and
 //! lets all of it be in flight at once (mosquitto `max_inflight_messages 0`).
 //! On reconnect every message must arrive, every one must be acknowledged
 //! (a further restart receives nothing again), and the source must stop
 //! cleanly. Before acks went through a non-blocking queue, the source
-//! deadlocked here after about a thousand messages, silently.
+//! deadlocked here after about a thousand messages, silently. And while the
+//! pipeline takes nothing for several keep-alive periods (StarRocks slow),
+//! the connection must survive: no reconnect, every message exactly once.
 
 use std::time::Duration;
 
@@ -15,8 +17,12 @@ use rockfeed::source::mqtt::{MqttConfig, run_with_ready, wait_ready};
 use tokio::sync::{mpsc, watch};
 
 fn source_cfg(port: u16) -> MqttConfig {
+    source_cfg_with(port, "")
+}
+
+fn source_cfg_with(port: u16, extra: &str) -> MqttConfig {
     let text = format!(
-        "host = \"127.0.0.1\"\nport = {port}\nclient_id = \"rockfeed-backlog\"\ntopics = [\"telemetry/#\"]\nprotocol = \"3.1.1\"\n"
+        "host = \"127.0.0.1\"\nport = {port}\nclient_id = \"rockfeed-backlog\"\ntopics = [\"telemetry/#\"]\nprotocol = \"3.1.1\"\n{extra}"
     );
     let cfg: MqttConfig = toml::from_str(&text).unwrap();
     cfg.validate().unwrap();
@@ -67,4 +73,39 @@ async fn a_backlog_far_beyond_the_ack_channel_drains_after_a_restart() {
     assert_eq!(session(port, n, Duration::from_secs(60)).await, n, "every queued message arrives");
     // Everything was acknowledged: nothing is redelivered.
     assert_eq!(session(port, 1, Duration::from_secs(2)).await, 0, "no redelivery after a clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_pipeline_keeps_the_connection_and_gets_every_message_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let conf = format!(
+        "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 0\nmax_inflight_messages 100\n"
+    );
+    let _broker = common::mosquitto(dir.path(), port, &conf);
+    // A pipeline with room for one message, not read for 8 s: more than
+    // twice the broker's 1.5 × 2 s keep-alive limit.
+    let (tx, mut rx) = mpsc::channel::<RawMessage>(1);
+    let (stop_tx, stop) = watch::channel(false);
+    let (ready_tx, mut ready) = watch::channel(false);
+    let src = tokio::spawn(run_with_ready(source_cfg_with(port, "keep_alive_secs = 2\n"), tx, stop, ready_tx));
+    assert!(wait_ready(&mut ready, Duration::from_secs(30)).await, "never subscribed");
+    let n = 300;
+    let msgs: Vec<(String, String)> =
+        (0..n).map(|i| (format!("telemetry/RFKA{i:013}/speed"), format!("{{\"ts\":{i},\"v\":{i}}}"))).collect();
+    common::publish_v4(rumqttc::MqttOptions::new("stall-publisher", "127.0.0.1", port), msgs).await;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert!(*ready.borrow(), "the connection survived the stall (no reconnect)");
+    assert!(!ready.has_changed().unwrap(), "and never dropped in between");
+    let mut seen = std::collections::HashSet::new();
+    let mut got = 0;
+    while got < n {
+        let m = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("every message arrives").unwrap();
+        seen.insert(m.topic);
+        got += 1;
+    }
+    assert_eq!(seen.len(), n, "each message once");
+    assert!(tokio::time::timeout(Duration::from_secs(2), rx.recv()).await.is_err(), "nothing redelivered");
+    stop_tx.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), src).await.expect("the source stops").unwrap().unwrap();
 }

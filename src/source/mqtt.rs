@@ -182,6 +182,16 @@ fn backoff(attempt: u32) -> Duration {
 /// `unacked`, and the stubs go out with `try_ack` before every poll, as far
 /// as the channel takes them. The queue is bounded by what the broker lets
 /// be in flight unacknowledged.
+///
+/// The hand-off to the pipeline never stops the polling either. Received
+/// publishes wait in `inbox` and go to the pipeline when it has room
+/// (`reserve`), in the same select as the poll, so while StarRocks is slow
+/// the connection still answers and sends pings: before, a full pipeline
+/// left it unpolled past the keep-alive, the broker dropped it, and the
+/// reconnect redelivered everything in flight. The inbox cannot outgrow
+/// the broker's in-flight window (acks follow the hand-off); at
+/// `receive_maximum` (QoS 0 has no window) polling pauses, which is TCP
+/// backpressure as before.
 macro_rules! event_loop {
     ($cfg:ident, $tx:ident, $shutdown:ident, $ready:ident, $client:ident, $ev:ident, $qos:ident, $Event:path, $Packet:path, $topic:expr, $stub:expr) => {{
         use $Event as Ev;
@@ -189,6 +199,9 @@ macro_rules! event_loop {
         let mut failures = 0;
         let mut acked = 0;
         let mut unacked = std::collections::VecDeque::new();
+        // Received, not yet handed to the pipeline: (message, ack stub).
+        let mut inbox = std::collections::VecDeque::new();
+        let inbox_cap = $cfg.receive_maximum.max(1) as usize;
         // Filters still to subscribe after a ConnAck (same rule as acks).
         let mut to_subscribe: Vec<String> = Vec::new();
         loop {
@@ -209,7 +222,14 @@ macro_rules! event_loop {
             let polled = tokio::select! {
                 biased;
                 _ = $shutdown.changed() => break,
-                e = $ev.poll() => e,
+                permit = $tx.reserve(), if !inbox.is_empty() => {
+                    let Ok(permit) = permit else { break };
+                    let (raw, stub) = inbox.pop_front().expect("the branch runs only with a message waiting");
+                    permit.send(raw);
+                    unacked.push_back(stub);
+                    continue;
+                }
+                e = $ev.poll(), if inbox.len() < inbox_cap => e,
             };
             match polled {
                 Ok(Ev::Incoming(Pk::ConnAck(_))) => {
@@ -227,10 +247,7 @@ macro_rules! event_loop {
                 }
                 Ok(Ev::Incoming(Pk::Publish(p))) => {
                     let raw = RawMessage { topic: $topic(&p), payload: Bytes::clone(&p.payload), received_ms: now_ms() };
-                    if $tx.send(raw).await.is_err() {
-                        break;
-                    }
-                    unacked.push_back($stub(p));
+                    inbox.push_back((raw, $stub(p)));
                 }
                 Ok(_) => {}
                 Err(e) => {
