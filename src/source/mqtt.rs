@@ -7,9 +7,11 @@
 //! Acknowledgement: manual acks. Until the write-ahead log lands (DESIGN.md
 //! §4), a message is PUBACKed once it has been handed to the pipeline's
 //! bounded channel; a crash between hand-off and load can lose what was
-//! handed off but not yet loaded. The hand-off awaits channel capacity, so a
-//! full pipeline stops the source reading (backpressure reaches the broker)
-//! instead of growing memory.
+//! handed off but not yet loaded. A full pipeline does not stop the
+//! connection being polled (keep-alives keep flowing): received messages
+//! wait unacknowledged in a small inbox, which the broker's in-flight window
+//! bounds (`receive_maximum`); past that the source stops reading and the
+//! backpressure reaches the broker, instead of memory growing.
 
 use std::time::Duration;
 
@@ -55,12 +57,11 @@ pub struct MqttConfig {
     /// Keep-alive interval in seconds.
     #[serde(default = "default_keep_alive")]
     pub keep_alive_secs: u64,
-    /// MQTT 5 Receive Maximum: messages the broker may have in flight to
-    /// rockfeed unacknowledged. It bounds what a reconnect redelivers: while
-    /// StarRocks is slow rockfeed reads slowly, a PINGRESP queued behind an
-    /// unbounded in-flight window can miss the keep-alive, and each
-    /// reconnect would then redeliver the whole window. MQTT 3.1.1 has no
-    /// such field: set the broker's limit (mosquitto `max_inflight_messages`).
+    /// Messages received and not yet handed to the pipeline (so not yet
+    /// acknowledged) before the source stops reading; with MQTT 5 also sent
+    /// as Receive Maximum, the broker's in-flight limit, which bounds what a
+    /// reconnect redelivers. MQTT 3.1.1 has no such field: set the broker's
+    /// limit to at most this (mosquitto `max_inflight_messages`).
     #[serde(default = "default_receive_maximum")]
     pub receive_maximum: u16,
 }
@@ -199,6 +200,17 @@ macro_rules! event_loop {
         let mut failures = 0;
         let mut acked = 0;
         let mut unacked = std::collections::VecDeque::new();
+        // Hands queued acks to the event loop as far as its channel takes
+        // them (the only error is a full channel: the event loop is ours and
+        // alive); the rest goes after the next poll.
+        let send_acks = |unacked: &mut std::collections::VecDeque<_>| {
+            while let Some(a) = unacked.front() {
+                if $client.try_ack(a).is_err() {
+                    break;
+                }
+                unacked.pop_front();
+            }
+        };
         // Received, not yet handed to the pipeline: (message, ack stub).
         let mut inbox = std::collections::VecDeque::new();
         let inbox_cap = $cfg.receive_maximum.max(1) as usize;
@@ -211,14 +223,7 @@ macro_rules! event_loop {
                 }
                 to_subscribe.pop();
             }
-            while let Some(a) = unacked.front() {
-                // The only error is a full channel (the event loop is ours
-                // and alive): the rest goes after the next poll.
-                if $client.try_ack(a).is_err() {
-                    break;
-                }
-                unacked.pop_front();
-            }
+            send_acks(&mut unacked);
             let polled = tokio::select! {
                 biased;
                 _ = $shutdown.changed() => break,
@@ -266,12 +271,7 @@ macro_rules! event_loop {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
         let mut disconnecting = false;
         while tokio::time::Instant::now() < deadline {
-            while let Some(a) = unacked.front() {
-                if $client.try_ack(a).is_err() {
-                    break;
-                }
-                unacked.pop_front();
-            }
+            send_acks(&mut unacked);
             if unacked.is_empty() && !disconnecting {
                 disconnecting = $client.try_disconnect().is_ok();
             }
