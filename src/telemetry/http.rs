@@ -24,37 +24,60 @@ use crate::starrocks_emulator::http::{Drop, Resp, serve, text};
 pub const BUCKETS_S: [f64; 15] =
     [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.5, 5.0, 10.0, 30.0, 60.0];
 
-fn counter(out: &mut String, name: &str, help: &str, v: impl std::fmt::Display) {
-    let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n");
-}
-
-fn gauge(out: &mut String, name: &str, help: &str, v: impl std::fmt::Display) {
-    let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}\n");
+/// One unlabelled sample with its HELP and TYPE (`counter` or `gauge`) lines.
+fn metric(out: &mut String, kind: &str, name: &str, help: &str, v: impl std::fmt::Display) {
+    let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n");
 }
 
 /// The `/metrics` text.
 pub fn render(s: &Stats, ready: bool) -> String {
     let mut o = String::new();
-    counter(&mut o, "rockfeed_messages_total", "Messages received from the source.", s.messages.load(Relaxed));
-    counter(&mut o, "rockfeed_samples_total", "Vehicle samples decoded and accepted.", s.samples.load(Relaxed));
-    counter(&mut o, "rockfeed_readings_total", "Readings decoded and accepted.", s.readings.load(Relaxed));
-    counter(
+    metric(
         &mut o,
+        "counter",
+        "rockfeed_messages_total",
+        "Messages received from the source.",
+        s.messages.load(Relaxed),
+    );
+    metric(
+        &mut o,
+        "counter",
+        "rockfeed_samples_total",
+        "Vehicle samples decoded and accepted.",
+        s.samples.load(Relaxed),
+    );
+    metric(&mut o, "counter", "rockfeed_readings_total", "Readings decoded and accepted.", s.readings.load(Relaxed));
+    metric(
+        &mut o,
+        "counter",
         "rockfeed_readings_committed_total",
         "Readings whose aggregate rows StarRocks committed.",
         s.readings_committed.load(Relaxed),
     );
-    counter(&mut o, "rockfeed_rejected_total", "Samples, readings or rows dead-lettered.", s.rejected.load(Relaxed));
-    counter(&mut o, "rockfeed_rows_loaded_total", "Aggregate rows loaded into StarRocks.", s.rows_loaded.load(Relaxed));
-    counter(&mut o, "rockfeed_loads_total", "Stream Loads that succeeded.", s.loads.load(Relaxed));
-    counter(
+    metric(
         &mut o,
+        "counter",
+        "rockfeed_rejected_total",
+        "Samples, readings or rows dead-lettered.",
+        s.rejected.load(Relaxed),
+    );
+    metric(
+        &mut o,
+        "counter",
+        "rockfeed_rows_loaded_total",
+        "Aggregate rows loaded into StarRocks.",
+        s.rows_loaded.load(Relaxed),
+    );
+    metric(&mut o, "counter", "rockfeed_loads_total", "Stream Loads that succeeded.", s.loads.load(Relaxed));
+    metric(
+        &mut o,
+        "counter",
         "rockfeed_loads_failed_total",
         "Stream Loads that failed for good (dead-lettered).",
         s.loads_failed.load(Relaxed),
     );
-    counter(&mut o, "rockfeed_epochs_total", "Epochs sealed.", s.epochs.load(Relaxed));
-    gauge(&mut o, "rockfeed_ready", "1 once the source has subscribed.", u8::from(ready));
+    metric(&mut o, "counter", "rockfeed_epochs_total", "Epochs sealed.", s.epochs.load(Relaxed));
+    metric(&mut o, "gauge", "rockfeed_ready", "1 once the source has subscribed.", u8::from(ready));
     let depth = s.queue_depth.lock().clone();
     if !depth.is_empty() {
         o.push_str("# HELP rockfeed_shard_queue_batches Batches waiting in a shard's channel.\n# TYPE rockfeed_shard_queue_batches gauge\n");
@@ -63,10 +86,10 @@ pub fn render(s: &Stats, ready: bool) -> String {
         }
     }
     if let Some(c) = process::cpu_seconds() {
-        counter(&mut o, "process_cpu_seconds_total", "User and system CPU time.", c);
+        metric(&mut o, "counter", "process_cpu_seconds_total", "User and system CPU time.", c);
     }
     if let Some(r) = process::rss_bytes() {
-        gauge(&mut o, "process_resident_memory_bytes", "Resident memory.", r);
+        metric(&mut o, "gauge", "process_resident_memory_bytes", "Resident memory.", r);
     }
     o.push_str("# HELP rockfeed_stage_latency_seconds Latency per pipeline stage (see the stage label).\n# TYPE rockfeed_stage_latency_seconds histogram\n");
     for (name, h) in s.histograms() {
