@@ -18,7 +18,7 @@ use loadgen::fleet::{Fleet, readings_per_sample};
 use loadgen::ledger::{Ledger, TableAudit};
 use loadgen::mqtt::{MqttSender, MqttTarget};
 use loadgen::payload::{Generator, Profile};
-use loadgen::run::{ProgressMode, RunOptions, Target};
+use loadgen::run::{RunOptions, Target};
 use tokio::sync::{mpsc, watch};
 
 use crate::config::Config;
@@ -175,14 +175,7 @@ dir = "{}"
     target.connections = 2;
     target.client_prefix = "rockfeed-demo-generator".into();
     let sender = MqttSender::connect(&target).await.map_err(|e| e.to_string())?;
-    let run_opts = RunOptions {
-        rate,
-        duration: Some(Duration::from_secs(o.seconds)),
-        count: None,
-        warmup: Duration::ZERO,
-        progress: ProgressMode::Off,
-        ack_timeout: Duration::from_secs(30),
-    };
+    let run_opts = RunOptions::timed(rate, Duration::from_secs(o.seconds));
     let sent = loadgen::run::run(
         &mut generator,
         Profile::Wide,

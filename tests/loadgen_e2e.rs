@@ -19,7 +19,7 @@ use loadgen::fleet::Fleet;
 use loadgen::ledger::Ledger;
 use loadgen::mqtt::{MqttSender, MqttTarget};
 use loadgen::payload::{Generator, Profile};
-use loadgen::run::{ProgressMode, RunOptions, Target};
+use loadgen::run::{RunOptions, Target};
 use rockfeed::sink::starrocks::service::RetryPolicy;
 use rockfeed::starrocks::ddl::parse_ddl;
 use rockfeed::starrocks_emulator::{Emulator, EmulatorConfig};
@@ -90,14 +90,7 @@ async fn send(
     t.connections = 3;
     t.v5 = v5;
     let sender = MqttSender::connect(&t).await.unwrap();
-    let o = RunOptions {
-        rate,
-        duration: Some(Duration::from_secs(secs)),
-        count: None,
-        warmup: Duration::ZERO,
-        progress: ProgressMode::Off,
-        ack_timeout: Duration::from_secs(30),
-    };
+    let o = RunOptions::timed(rate, Duration::from_secs(secs));
     let s = loadgen::run::run(&mut generator, profile, &mut ledger, Target::Mqtt(sender), &o, &AtomicBool::new(false))
         .await
         .unwrap();

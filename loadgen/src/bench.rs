@@ -255,12 +255,9 @@ impl Env {
         target: Target,
     ) -> Result<crate::run::RunSummary, String> {
         let o = RunOptions {
-            rate,
-            duration: Some(Duration::from_secs_f64(seconds)),
-            count: None,
-            warmup: Duration::ZERO,
             progress: ProgressMode::Lines,
             ack_timeout: Duration::from_secs(120),
+            ..RunOptions::timed(rate, Duration::from_secs_f64(seconds))
         };
         let s = crate::run::run(generator, self.a.profile, ledger, target, &o, &AtomicBool::new(false)).await?;
         if !s.complete() {

@@ -76,6 +76,21 @@ pub struct RunOptions {
     pub ack_timeout: Duration,
 }
 
+impl RunOptions {
+    /// `rate` records/s for `duration`: no count, no warm-up, no progress
+    /// output, 30 s for the last acknowledgements.
+    pub fn timed(rate: f64, duration: Duration) -> Self {
+        RunOptions {
+            rate,
+            duration: Some(duration),
+            count: None,
+            warmup: Duration::ZERO,
+            progress: ProgressMode::Off,
+            ack_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
 /// What a run did.
 #[derive(Debug)]
 pub struct RunSummary {

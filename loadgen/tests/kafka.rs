@@ -12,7 +12,7 @@ use loadgen::fleet::Fleet;
 use loadgen::kafka::{KafkaSender, KafkaTarget, mock_cluster};
 use loadgen::ledger::Ledger;
 use loadgen::payload::{Generator, Profile};
-use loadgen::run::{ProgressMode, RunOptions, Target};
+use loadgen::run::{RunOptions, Target};
 use rdkafka::Message;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -23,14 +23,7 @@ async fn produce(brokers: &str, profile: Profile) -> (Ledger, loadgen::run::RunS
     let mut ledger = Ledger::new(&fleet.metrics, 60_000);
     let mut generator = Generator::new(fleet, profile, "telemetry", 50).narrow_as_objects(true);
     let sender = KafkaSender::connect(&KafkaTarget::new(brokers, "telemetry")).unwrap();
-    let o = RunOptions {
-        rate: 4000.0,
-        duration: Some(Duration::from_secs(2)),
-        count: None,
-        warmup: Duration::ZERO,
-        progress: ProgressMode::Off,
-        ack_timeout: Duration::from_secs(60),
-    };
+    let o = RunOptions { ack_timeout: Duration::from_secs(60), ..RunOptions::timed(4000.0, Duration::from_secs(2)) };
     let s = loadgen::run::run(&mut generator, profile, &mut ledger, Target::Kafka(sender), &o, &AtomicBool::new(false))
         .await
         .unwrap();
@@ -116,14 +109,7 @@ async fn run_into(
     let mut t = KafkaTarget::new(&mock.bootstrap_servers(), "telemetry");
     t.properties.push(("message.timeout.ms".into(), "1500".into()));
     let sender = KafkaSender::connect(&t).unwrap();
-    let o = RunOptions {
-        rate: 100.0,
-        duration: Some(Duration::from_millis(300)),
-        count: None,
-        warmup: Duration::ZERO,
-        progress: ProgressMode::Off,
-        ack_timeout: Duration::from_secs(20),
-    };
+    let o = RunOptions { ack_timeout: Duration::from_secs(20), ..RunOptions::timed(100.0, Duration::from_millis(300)) };
     loadgen::run::run(&mut generator, Profile::Wide, &mut ledger, Target::Kafka(sender), &o, &AtomicBool::new(false))
         .await
 }
