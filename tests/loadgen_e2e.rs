@@ -174,7 +174,7 @@ async fn narrow_mqtt5_traffic_lands_exactly_and_the_audit_catches_a_duplicate_an
     // key than the duplicate's, so the two cannot cancel out): missing.
     let mut more = ledger.clone();
     let (v2, win2, m2) = *ledger.keys.keys().find(|k| **k != (v, win, m)).unwrap();
-    more.reading(&ledger.vins[v2 as usize].clone(), m2, win2, ledger.keys[&(v2, win2, m2)].max);
+    more.reading(v2, m2, win2, ledger.keys[&(v2, win2, m2)].max);
     let a = &audit_emulator(&t, &more).await.unwrap()[0];
     assert_eq!((a.missing, a.duplicated), (1, 1), "{a}");
     emu.shutdown().await;

@@ -92,7 +92,9 @@ impl Ledger {
         l
     }
 
-    fn vin_id(&mut self, vin: &str) -> u32 {
+    /// The id of `vin`, interned on first use (the string is hashed once per
+    /// sample, not once per reading).
+    pub fn vehicle(&mut self, vin: &str) -> u32 {
         if let Some(&i) = self.vin_ids.get(vin) {
             return i;
         }
@@ -113,10 +115,9 @@ impl Ledger {
         i
     }
 
-    /// Records a sample header.
-    pub fn sample(&mut self, vin: &str, seq: u64, ts_ms: i64) {
-        let i = self.vin_id(vin) as usize;
-        let v = &mut self.vehicles[i];
+    /// Records a sample header of vehicle `vid` (from [`Ledger::vehicle`]).
+    pub fn sample(&mut self, vid: u32, seq: u64, ts_ms: i64) {
+        let v = &mut self.vehicles[vid as usize];
         if v.samples == 0 || seq >= v.last_seq {
             v.last_seq = seq;
         }
@@ -124,9 +125,9 @@ impl Ledger {
         v.samples += 1;
     }
 
-    /// Records one reading of metric `metric` (catalogue index).
-    pub fn reading(&mut self, vin: &str, metric: u32, ts_ms: i64, value: f64) {
-        let v = self.vin_id(vin);
+    /// Records one reading of vehicle `v` (from [`Ledger::vehicle`]) and
+    /// metric `metric` (catalogue index).
+    pub fn reading(&mut self, v: u32, metric: u32, ts_ms: i64, value: f64) {
         if let Some(l) = self.vehicles[v as usize].latest.get_mut(metric as usize)
             && l.is_none_or(|(t, _)| ts_ms >= t)
         {
@@ -195,12 +196,12 @@ impl Ledger {
                         min: num(min)?,
                         max: num(max)?,
                     };
-                    let key = (l.vin_id(vin), win.parse().map_err(|_| bad("bad window"))?, l.metric_id(metric));
+                    let key = (l.vehicle(vin), win.parse().map_err(|_| bad("bad window"))?, l.metric_id(metric));
                     l.readings += a.cnt;
                     l.keys.insert(key, a);
                 }
                 ["V", vin, seq, ts, samples, latest @ ..] if latest.len() == LATEST => {
-                    let i = l.vin_id(vin) as usize;
+                    let i = l.vehicle(vin) as usize;
                     let mut v = VehicleSent {
                         last_seq: seq.parse().map_err(|_| bad("bad seq"))?,
                         last_ts_ms: ts.parse().map_err(|_| bad("bad ts"))?,
@@ -372,13 +373,15 @@ mod tests {
 
     fn ledger() -> Ledger {
         let mut l = Ledger::new(&catalogue(3), 60_000);
+        let v1 = l.vehicle("V1");
         for (i, ts) in [59_000, 61_000, 62_000].into_iter().enumerate() {
-            l.sample("V1", i as u64, ts);
-            l.reading("V1", 0, ts, 1.5 * (i + 1) as f64);
-            l.reading("V1", 2, ts, 10.0);
+            l.sample(v1, i as u64, ts);
+            l.reading(v1, 0, ts, 1.5 * (i + 1) as f64);
+            l.reading(v1, 2, ts, 10.0);
         }
-        l.sample("V2", 0, 1_000);
-        l.reading("V2", 1, 1_000, -0.125);
+        let v2 = l.vehicle("V2");
+        l.sample(v2, 0, 1_000);
+        l.reading(v2, 1, 1_000, -0.125);
         l
     }
 

@@ -90,9 +90,9 @@ pub struct Generator {
     batch_gap_ms: i64,
     next_vehicle: u32,
     /// Narrow messages of the current sample not handed out yet, each with
-    /// what the ledger records when it is: (metric, value) and, on the
-    /// sample's first message, its seq.
-    pending: VecDeque<(Message, u32, f64, Option<u64>)>,
+    /// what the ledger records when it is: (ledger vehicle id, metric,
+    /// value) and, on the sample's first message, its seq.
+    pending: VecDeque<(Message, u32, u32, f64, Option<u64>)>,
     scratch: Vec<(u32, Val)>,
     /// Narrow readings as one-reading wide objects (Kafka: no topic per signal).
     narrow_objects: bool,
@@ -123,11 +123,11 @@ impl Generator {
     /// time of the sample the message belongs to). Records its readings.
     pub fn next(&mut self, event_ms: i64, ledger: &mut Ledger) -> Message {
         loop {
-            if let Some((m, metric, value, first)) = self.pending.pop_front() {
+            if let Some((m, vid, metric, value, first)) = self.pending.pop_front() {
                 if let Some(seq) = first {
-                    ledger.sample(&m.vin, seq, m.event_ms);
+                    ledger.sample(vid, seq, m.event_ms);
                 }
-                ledger.reading(&m.vin, metric, m.event_ms, value);
+                ledger.reading(vid, metric, m.event_ms, value);
                 return m;
             }
             let v = self.next_vehicle;
@@ -136,7 +136,11 @@ impl Generator {
             match self.profile {
                 Profile::Wide => return self.wide(v, vin, event_ms, ledger),
                 Profile::Batched(k) => return self.batched(v, vin, k, event_ms, ledger),
-                Profile::Narrow => self.narrow(v, vin, event_ms),
+                Profile::Narrow => {
+                    // Interned now, recorded as each message is handed out.
+                    let vid = ledger.vehicle(&vin);
+                    self.narrow(v, vin, event_ms, vid)
+                }
             }
         }
     }
@@ -144,7 +148,8 @@ impl Generator {
     /// Appends one wide sample object; returns its readings.
     fn push_sample(&mut self, out: &mut Vec<u8>, v: u32, vin: &str, ts: i64, ledger: &mut Ledger) -> u32 {
         let seq = self.fleet.sample(v, &mut self.scratch);
-        ledger.sample(vin, seq, ts);
+        let vid = ledger.vehicle(vin);
+        ledger.sample(vid, seq, ts);
         out.extend_from_slice(b"{\"vin\":\"");
         out.extend_from_slice(vin.as_bytes());
         out.extend_from_slice(b"\",\"ts\":");
@@ -160,7 +165,7 @@ impl Generator {
             out.extend_from_slice(self.fleet.metrics[*m as usize].name.as_bytes());
             out.extend_from_slice(b"\":");
             push_value(out, *val);
-            ledger.reading(vin, *m, ts, val.as_f64());
+            ledger.reading(vid, *m, ts, val.as_f64());
         }
         out.extend_from_slice(b"}}");
         self.scratch.len() as u32
@@ -189,7 +194,7 @@ impl Generator {
 
     /// Queues one message per reading; the ledger records each as it is
     /// handed out, so a run that stops mid-sample records only what it sent.
-    fn narrow(&mut self, v: u32, vin: String, ts: i64) {
+    fn narrow(&mut self, v: u32, vin: String, ts: i64, vid: u32) {
         let seq = self.fleet.sample(v, &mut self.scratch);
         for (j, (m, val)) in self.scratch.iter().enumerate() {
             let name = &self.fleet.metrics[*m as usize].name;
@@ -221,7 +226,7 @@ impl Generator {
                 readings: 1,
                 event_ms: ts,
             };
-            self.pending.push_back((msg, *m, val.as_f64(), (j == 0).then_some(seq)));
+            self.pending.push_back((msg, vid, *m, val.as_f64(), (j == 0).then_some(seq)));
         }
     }
 }
