@@ -1,12 +1,22 @@
 //! `rockfeed run`: builds the stages from the configuration, wires the
 //! bounded channels, and owns shutdown (sources stop first, shards seal and
 //! load what they hold, dead letters are synced last).
+//!
+//! With Kafka, the epoch coordinator drives the shards. An epoch that has to
+//! be abandoned (StarRocks failing past the retry budget, a decision that
+//! cannot be made) restarts the whole Kafka pipeline after a back-off: new
+//! consumer, recovery, consumption from the decided offsets. A fatal error
+//! (another writer on the label prefix) stops rockfeed.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
-use crate::config::{Config, Delivery};
+use crate::config::Config;
+use crate::pipeline::epoch::{Coordinator, CoordinatorConfig, EpochError};
+use crate::sink::starrocks::txn::TxnTimeouts;
+use crate::source::kafka::{KafkaConfig, KafkaSource};
 use crate::enrich::Enrichment;
 use crate::pipeline::runner::{RunnerConfig, Stats};
 use crate::pipeline::window::WindowConfig;
@@ -60,6 +70,12 @@ pub fn runner_config(cfg: &Config) -> RunnerConfig {
         compression: cfg.starrocks.compression,
         latest: (!cfg.tables.latest_metrics.is_empty() || cfg.tables.load_latest)
             .then(|| (cfg.tables.latest.clone(), cfg.tables.latest_metrics.clone())),
+        delivery: cfg.delivery(),
+        timeouts: TxnTimeouts {
+            txn_timeout_s: cfg.starrocks.txn_timeout.0.as_secs().max(1),
+            prepared_timeout_s: cfg.starrocks.prepared_timeout.map(|d| d.0.as_secs().max(1)),
+        },
+        route_by_key: cfg.source.kafka.as_ref().is_some_and(|k| k.key_is_colocation_key),
     }
 }
 
@@ -75,14 +91,9 @@ pub async fn run_with_ready(
     shutdown: watch::Receiver<bool>,
     ready: watch::Sender<bool>,
 ) -> Result<Arc<Stats>, AppError> {
-    if cfg.starrocks.delivery == Delivery::ExactlyOnce {
-        return Err(AppError::Config(
-            "delivery = \"exactly-once\" (epochs with 2PC) is not implemented yet; set starrocks.delivery = \"at-least-once\"".into(),
-        ));
+    if cfg.source.mqtt.is_none() && cfg.source.kafka.is_none() {
+        return Err(AppError::Config("no source configured: add a [source.mqtt] or [source.kafka] section".into()));
     }
-    let Some(mqtt) = cfg.source.mqtt.clone() else {
-        return Err(AppError::Config("no source configured: add a [source.mqtt] section".into()));
-    };
     let loader = Arc::new(loader(&cfg)?);
     let enrich = match &cfg.enrich {
         Some(e) => {
@@ -95,13 +106,119 @@ pub async fn run_with_ready(
         let bound = crate::telemetry::http::start(addr, stats.clone(), ready.subscribe(), shutdown.clone()).await?;
         tracing::info!(%bound, "Serving /metrics, /health and /ready.");
     }
+    if let Some(kafka) = cfg.source.kafka.clone() {
+        let mut restarts = 0u32;
+        loop {
+            let r = run_kafka(&cfg, &kafka, &loader, &enrich, &stats, &shutdown, &ready).await;
+            match r {
+                Ok(()) => return Ok(stats),
+                Err(EpochError::Fatal(m)) => return Err(AppError::Config(m)),
+                Err(e @ EpochError::Abandoned { .. }) => {
+                    restarts += 1;
+                    let wait = Duration::from_secs(1u64 << restarts.min(5));
+                    tracing::error!(error = %e, restarts, ?wait, "Restarting the Kafka pipeline from the decided offsets.");
+                    let _ = ready.send(false);
+                    let mut stop = shutdown.clone();
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = stop.wait_for(|s| *s) => return Ok(stats),
+                    }
+                }
+            }
+        }
+    }
+    let Some(mqtt) = cfg.source.mqtt.clone() else { unreachable!("checked above") };
     let (tx, rx) = mpsc::channel(1024);
     let source = tokio::spawn(crate::source::mqtt::run_with_ready(mqtt, tx, shutdown.clone(), ready));
-    let pipeline = crate::pipeline::runner::run(runner_config(&cfg), loader, enrich, rx, shutdown, stats.clone());
+    let pipeline = crate::pipeline::runner::run(runner_config(&cfg), loader, enrich, rx, shutdown, stats.clone(), None);
     pipeline.await?;
     match source.await {
         Ok(r) => r?,
         Err(e) => return Err(AppError::Io(std::io::Error::other(e))),
     }
     Ok(stats)
+}
+
+/// One life of the Kafka pipeline: consumer thread, decoder and shards,
+/// coordinator. Returns when `shutdown` has flipped and the last epoch is
+/// committed, or with the error that ended it.
+async fn run_kafka(
+    cfg: &Config,
+    kafka: &KafkaConfig,
+    loader: &Arc<StreamLoader>,
+    enrich: &Option<Arc<Enrichment>>,
+    stats: &Arc<Stats>,
+    shutdown: &watch::Receiver<bool>,
+    ready: &watch::Sender<bool>,
+) -> Result<(), EpochError> {
+    let rcfg = runner_config(cfg);
+    let (req_tx, req_rx) = mpsc::channel(4);
+    let source = KafkaSource::new(kafka, req_tx, ready.clone()).map_err(EpochError::Fatal)?;
+    let (tx, rx) = mpsc::channel(kafka.max_buffered.max(1));
+    let (cut_tx, cut_rx) = mpsc::channel(1);
+    // The poll thread stops on this one: the outer shutdown, or the end of
+    // this life.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut outer = shutdown.clone();
+    let forward = stop_tx.clone();
+    let fwd = tokio::spawn(async move {
+        let _ = outer.wait_for(|s| *s).await;
+        let _ = forward.send(true);
+    });
+    let (poll_done_tx, poll_done) = tokio::sync::oneshot::channel();
+    let poll = {
+        let (source, stop, max) = (source.clone(), stop_rx.clone(), kafka.max_buffered.max(1));
+        std::thread::Builder::new()
+            .name("kafka-poll".into())
+            .spawn(move || {
+                let r = source.poll_loop(tx, stop, max);
+                let _ = poll_done_tx.send(r);
+            })
+            .map_err(|e| EpochError::Fatal(format!("cannot start the Kafka thread: {e}")))?
+    };
+    let pipeline = tokio::spawn(crate::pipeline::runner::run(
+        rcfg.clone(),
+        loader.clone(),
+        enrich.clone(),
+        rx,
+        stop_rx,
+        stats.clone(),
+        Some(cut_rx),
+    ));
+    let coordinator = Coordinator::new(
+        CoordinatorConfig {
+            delivery: cfg.delivery(),
+            prefix: cfg.starrocks.label_prefix.clone(),
+            tables: rcfg.tables(),
+            shards: rcfg.shards,
+            epoch: rcfg.epoch,
+            timeouts: rcfg.timeouts,
+        },
+        source.clone(),
+        loader.clone(),
+        cut_tx,
+        stats.clone(),
+    );
+    let coordinate = coordinator.run(req_rx, shutdown.clone());
+    tokio::pin!(coordinate);
+    let result = tokio::select! {
+        r = &mut coordinate => r,
+        r = poll_done => match r {
+            Ok(Err(e)) => Err(EpochError::Abandoned { epoch: 0, reason: e }),
+            // The poll loop ended because of shutdown: the coordinator
+            // finishes the last epoch.
+            _ => coordinate.await,
+        },
+    };
+    let _ = stop_tx.send(true);
+    fwd.abort();
+    // The decoder ends when the coordinator's cut sender is gone.
+    let _ = pipeline.await;
+    source.close();
+    let _ = tokio::task::spawn_blocking(move || {
+        let _ = poll.join();
+        drop(source);
+    })
+    .await;
+    result
 }

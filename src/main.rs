@@ -240,7 +240,7 @@ fn main() -> ExitCode {
                     cfg.starrocks.database,
                     cfg.pipeline.shards,
                     cfg.pipeline.epoch.0,
-                    cfg.starrocks.delivery
+                    cfg.delivery()
                 );
                 Ok(())
             }

@@ -53,7 +53,7 @@ async fn feed(tx: mpsc::Sender<RawMessage>, n: u32) -> Totals {
             e.0 += 1;
             e.1 += v;
         }
-        tx.send(RawMessage { topic: "t".into(), payload: Bytes::from(p), received_ms: now }).await.unwrap();
+        tx.send(RawMessage::new("t", Bytes::from(p), now)).await.unwrap();
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     exp
@@ -110,7 +110,7 @@ async fn transient_faults_on_a_third_of_loads_change_nothing_in_the_table() {
     let (tx, rx) = mpsc::channel(64);
     let (stop_tx, stop_rx) = watch::channel(false);
     let stats = Arc::new(Stats::default());
-    let pipe = tokio::spawn(run(runner_cfg(dir.path()), loader, None, rx, stop_rx, stats.clone()));
+    let pipe = tokio::spawn(run(runner_cfg(dir.path()), loader, None, rx, stop_rx, stats.clone(), None));
     let want = feed(tx.clone(), 150).await;
     drop(tx);
     let _ = stop_tx;
@@ -132,7 +132,7 @@ async fn permanent_failures_keep_every_batch_as_a_dead_letter() {
     let (tx, rx) = mpsc::channel(64);
     let (_stop_tx, stop_rx) = watch::channel(false);
     let stats = Arc::new(Stats::default());
-    let pipe = tokio::spawn(run(runner_cfg(dir.path()), loader, None, rx, stop_rx, stats.clone()));
+    let pipe = tokio::spawn(run(runner_cfg(dir.path()), loader, None, rx, stop_rx, stats.clone(), None));
     let want = feed(tx.clone(), 30).await;
     drop(tx);
     pipe.await.unwrap().unwrap();
@@ -168,7 +168,7 @@ async fn batches_over_the_row_limit_load_early_under_their_own_labels() {
     let (tx, rx) = mpsc::channel(64);
     let (_stop_tx, stop_rx) = watch::channel(false);
     let stats = Arc::new(Stats::default());
-    let pipe = tokio::spawn(run(cfg, loader, None, rx, stop_rx, stats.clone()));
+    let pipe = tokio::spawn(run(cfg, loader, None, rx, stop_rx, stats.clone(), None));
     let want = feed(tx.clone(), 60).await;
     drop(tx);
     pipe.await.unwrap().unwrap();
@@ -192,7 +192,7 @@ async fn compressed_bodies_load_exactly() {
         let (tx, rx) = mpsc::channel(64);
         let (_stop_tx, stop_rx) = watch::channel(false);
         let stats = Arc::new(Stats::default());
-        let pipe = tokio::spawn(run(cfg, loader, None, rx, stop_rx, stats.clone()));
+        let pipe = tokio::spawn(run(cfg, loader, None, rx, stop_rx, stats.clone(), None));
         let want = feed(tx.clone(), 20).await;
         drop(tx);
         pipe.await.unwrap().unwrap();
@@ -215,13 +215,13 @@ async fn shutdown_loads_what_is_still_queued_in_the_source_channel() {
     let now = now_ms() as i64;
     for i in 0..500 {
         let p = format!(r#"{{"vin":"Q{:03}","ts":{now},"metrics":{{"a":1}}}}"#, i % 20);
-        tx.send(RawMessage { topic: "t".into(), payload: Bytes::from(p), received_ms: now }).await.unwrap();
+        tx.send(RawMessage::new("t", Bytes::from(p), now)).await.unwrap();
     }
     // Shutdown before the runner has taken a single message.
     let (stop_tx, stop) = watch::channel(false);
     stop_tx.send(true).unwrap();
     let stats = Arc::new(Stats::default());
-    run(runner_cfg(dir.path()), loader, None, rx, stop, stats.clone()).await.unwrap();
+    run(runner_cfg(dir.path()), loader, None, rx, stop, stats.clone(), None).await.unwrap();
     assert_eq!(stats.messages.load(Ordering::Relaxed), 500, "every queued message was taken");
     let cnt: u64 = emu.with_core(|c| {
         c.table("rockfeed", "telemetry_1m").unwrap().rows().iter().map(|r| r[3].as_f64().unwrap() as u64).sum()

@@ -104,6 +104,8 @@ pub struct Telemetry {
 pub struct Source {
     /// MQTT broker subscription.
     pub mqtt: Option<crate::source::mqtt::MqttConfig>,
+    /// Kafka consumer group.
+    pub kafka: Option<crate::source::kafka::KafkaConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -158,10 +160,23 @@ pub struct StarRocks {
     /// Label prefix, unique per rockfeed instance: labels are `{prefix}-{table}-{shard}-{epoch}`.
     #[serde(default = "default_label_prefix")]
     pub label_prefix: String,
-    /// `at-least-once` (default today: plain Stream Load, label-exact) or
-    /// `exactly-once` (epochs with 2PC; not implemented yet, refused by `run`).
-    #[serde(default = "default_delivery")]
-    pub delivery: Delivery,
+    /// `exactly-once` (epochs with 2PC, StarRocks 2.4+; the default with a
+    /// Kafka source) or `at-least-once` (plain Stream Load, label-exact; the
+    /// default and only mode with MQTT until its WAL lands). See
+    /// [`Config::delivery`].
+    #[serde(default)]
+    pub delivery: Option<Delivery>,
+    /// Exactly-once: the `timeout` header of `begin` (an epoch's transaction
+    /// must be prepared within it).
+    #[serde(default = "default_txn_timeout")]
+    pub txn_timeout: Dur,
+    /// Exactly-once: the `prepared_timeout` header of `prepare` (StarRocks
+    /// 3.5.4+; unset leaves the FE's `prepared_transaction_default_timeout_second`,
+    /// 86400 s). A prepared transaction not committed within it is aborted
+    /// and its rows are lost, so it must exceed the longest outage of
+    /// rockfeed you want to survive.
+    #[serde(default)]
+    pub prepared_timeout: Option<Dur>,
     /// PEM CA bundle for `https` endpoints (system bundle when unset).
     #[serde(default)]
     pub tls_ca_file: Option<PathBuf>,
@@ -179,9 +194,8 @@ pub struct StarRocks {
 fn default_label_prefix() -> String {
     "rockfeed".into()
 }
-fn default_delivery() -> Delivery {
-    // Until the epoch 2PC mode lands, the default is the mode that exists.
-    Delivery::AtLeastOnce
+fn default_txn_timeout() -> Dur {
+    Dur(Duration::from_secs(600))
 }
 fn default_request_timeout() -> Dur {
     Dur(Duration::from_secs(600))
@@ -352,6 +366,16 @@ impl Default for Pipeline {
 }
 
 impl Config {
+    /// The delivery mode: as configured, else exactly-once for Kafka and
+    /// at-least-once for MQTT.
+    pub fn delivery(&self) -> Delivery {
+        self.starrocks.delivery.unwrap_or(if self.source.kafka.is_some() {
+            Delivery::ExactlyOnce
+        } else {
+            Delivery::AtLeastOnce
+        })
+    }
+
     /// Reads, applies environment overrides, and validates.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
@@ -413,6 +437,28 @@ impl Config {
         if let Some(m) = &self.source.mqtt {
             m.validate().map_err(ConfigError::Invalid)?;
         }
+        if let Some(k) = &self.source.kafka {
+            k.validate().map_err(ConfigError::Invalid)?;
+        }
+        if self.source.mqtt.is_some() && self.source.kafka.is_some() {
+            return bad("configure one source: [source.mqtt] or [source.kafka], not both".into());
+        }
+        if self.source.mqtt.is_some() && self.delivery() == Delivery::ExactlyOnce {
+            return bad(
+                "delivery = \"exactly-once\" needs a replayable source: Kafka. MQTT joins the epoch protocol with its write-ahead log (not yet); use \"at-least-once\"".into(),
+            );
+        }
+        if !sr.label_prefix.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+            return bad(format!(
+                "starrocks.label_prefix '{}' may only hold [-_A-Za-z0-9] (labels are prefix-table-shard-epoch)",
+                sr.label_prefix
+            ));
+        }
+        if let Some(p) = self.starrocks.prepared_timeout
+            && p.0 < Duration::from_secs(1)
+        {
+            return bad("starrocks.prepared_timeout must be at least 1s".into());
+        }
         if self.decode.max_payload_bytes < 256 * 1024 {
             return bad("decode.max_payload_bytes below 256 KiB would refuse legitimate wide samples".into());
         }
@@ -442,7 +488,7 @@ user = "root"
     fn a_minimal_file_gets_documented_defaults() {
         let c = Config::parse(MIN).unwrap();
         c.validate().unwrap();
-        assert_eq!(c.starrocks.delivery, Delivery::AtLeastOnce);
+        assert_eq!(c.delivery(), Delivery::AtLeastOnce);
         assert_eq!(c.tables.buckets, 16);
         assert_eq!(c.window.width.0, Duration::from_secs(60));
         assert_eq!(c.pipeline.epoch.0, Duration::from_secs(1));

@@ -2,6 +2,7 @@
 //! event-time pre-aggregation. The I/O loops around them come with the
 //! sources and the epoch coordinator.
 
+pub mod epoch;
 pub mod latest;
 pub mod route;
 pub mod runner;

@@ -29,11 +29,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
+use super::epoch::{Cut, CutReply, Positions, PreparedTxn, ShardDone, ShardError};
 use super::latest::LatestTracker;
 use super::route::shard_of;
 use super::window::{Added, WindowAggregator, WindowConfig};
+use crate::config::Delivery;
 use crate::deadletter::{DeadLetter, DeadLetterWriter};
 use crate::decode::catalog::MetricCatalog;
 use crate::decode::narrow::TopicTemplate;
@@ -42,6 +44,7 @@ use crate::enrich::{DimRow, Enrichment, UnknownVehicle};
 use crate::sink::starrocks::encode::{Compression, SEPARATOR_HEADER, TelemetryCsv};
 use crate::sink::starrocks::label::label;
 use crate::sink::starrocks::service::StreamLoader;
+use crate::sink::starrocks::txn::{Chunk, TxnError, TxnLoader, TxnTimeouts};
 use crate::source::RawMessage;
 use crate::telemetry::{Local, Stage};
 
@@ -77,6 +80,20 @@ pub struct RunnerConfig {
     pub compression: Compression,
     /// The latest-values table and its metrics (`None`: not loaded).
     pub latest: Option<(String, Vec<String>)>,
+    /// Epoch seals load with 2PC (exactly-once) or plain Stream Load.
+    pub delivery: Delivery,
+    pub timeouts: TxnTimeouts,
+    /// Route by the message key (Kafka) instead of the decoded VIN.
+    pub route_by_key: bool,
+}
+
+impl RunnerConfig {
+    /// Every table a shard may write.
+    pub fn tables(&self) -> Vec<String> {
+        let mut t = vec![self.table.clone()];
+        t.extend(self.latest.as_ref().map(|(l, _)| l.clone()));
+        t
+    }
 }
 
 pub use crate::telemetry::Stats;
@@ -85,7 +102,9 @@ enum ShardMsg {
     /// Samples with their dims and receive time (ms), and when the decoder
     /// handed them over (for the shard's queue-wait histogram).
     Samples(Vec<(Sample, Option<DimRow>, i64)>, Instant),
-    Seal,
+    /// Load what the shard holds: on its own tick (uncoordinated) or for
+    /// the coordinator's epoch, answering when prepared (or loaded).
+    Seal(Option<(u64, oneshot::Sender<ShardDone>)>),
 }
 
 fn now_ms() -> i64 {
@@ -93,7 +112,9 @@ fn now_ms() -> i64 {
 }
 
 /// Runs until `rx` closes or `shutdown` flips; seals and loads what is left,
-/// then returns.
+/// then returns. With `cuts`, the epoch coordinator decides when to seal
+/// (and the last cut ends the run); without, the decoder seals every
+/// `epoch` on its own.
 pub async fn run(
     cfg: RunnerConfig,
     loader: Arc<StreamLoader>,
@@ -101,6 +122,7 @@ pub async fn run(
     mut rx: mpsc::Receiver<RawMessage>,
     mut shutdown: watch::Receiver<bool>,
     stats: Arc<Stats>,
+    mut cuts: Option<mpsc::Receiver<Cut>>,
 ) -> std::io::Result<()> {
     let template = TopicTemplate::parse(&cfg.decode.topic_template).map_err(std::io::Error::other)?;
     let catalog = Arc::new(RwLock::new(MetricCatalog::new(cfg.max_metrics)));
@@ -139,6 +161,7 @@ pub async fn run(
         stats: &stats,
         decoded: Decoded::default(),
         event_to_received: Local::default(),
+        positions: Positions::new(),
     };
     // Samples routed but not yet handed to their shard; empty between
     // branches, so a seal always follows exactly the samples before it.
@@ -147,26 +170,72 @@ pub async fn run(
         let txs = shard_tx.clone();
         async move {
             for t in &txs {
-                let _ = t.send(ShardMsg::Seal).await;
+                let _ = t.send(ShardMsg::Seal(None)).await;
             }
         }
     };
+    let coordinated = cuts.is_some();
+    let mut source_open = true;
     loop {
         tokio::select! {
             biased;
-            _ = shutdown.changed() => break,
-            _ = tick.tick() => {
+            _ = shutdown.changed(), if !coordinated => break,
+            cut = recv_cut(&mut cuts) => {
+                let Some(cut) = cut else { break };
+                let last = cut.last;
+                if cut.last {
+                    // Everything the source handed over belongs to the last epoch.
+                    rx.close();
+                    while let Some(m) = rx.recv().await {
+                        dec.take(m, &mut per_shard);
+                    }
+                } else if cut.drain {
+                    while let Ok(m) = rx.try_recv() {
+                        dec.take(m, &mut per_shard);
+                    }
+                }
+                hand_off(&mut per_shard, &shard_tx).await?;
                 if let Ok(mut d) = dead.lock() { let _ = d.flush(false); }
+                let mut replies = Vec::with_capacity(shard_tx.len());
+                for t in &shard_tx {
+                    let (done_tx, done_rx) = oneshot::channel();
+                    if t.send(ShardMsg::Seal(Some((cut.epoch, done_tx)))).await.is_err() {
+                        return Err(std::io::Error::other("a shard stopped"));
+                    }
+                    replies.push(done_rx);
+                }
+                let positions = if cut.reset_positions { std::mem::take(&mut dec.positions) } else { dec.positions.clone() };
+                let _ = cut.reply.send(CutReply { positions, shards: replies });
+                stats.epochs.fetch_add(1, Ordering::Relaxed);
+                stats.merge(Stage::EventToReceived, &mut dec.event_to_received);
+                *stats.queue_depth.lock() = shard_tx.iter().map(|t| (t.max_capacity() - t.capacity()) as u64).collect();
+                if last {
+                    break;
+                }
+            }
+            _ = tick.tick() => {
                 if let Some(e) = &enrich && let Err(err) = e.reload_if_changed() {
                     tracing::error!(error = %err, "Vehicle file reload failed; keeping the previous snapshot.");
                 }
+                if coordinated {
+                    continue;
+                }
+                if let Ok(mut d) = dead.lock() { let _ = d.flush(false); }
                 seal(&shard_tx).await;
                 stats.epochs.fetch_add(1, Ordering::Relaxed);
                 stats.merge(Stage::EventToReceived, &mut dec.event_to_received);
                 *stats.queue_depth.lock() = shard_tx.iter().map(|t| (t.max_capacity() - t.capacity()) as u64).collect();
             }
-            msg = rx.recv() => {
-                let Some(m) = msg else { break };
+            msg = rx.recv(), if source_open => {
+                let Some(m) = msg else {
+                    // Coordinated: the source is gone, but the last cut
+                    // still seals what was taken.
+                    if coordinated {
+                        source_open = false;
+                        continue;
+                    }
+                    break;
+                };
                 dec.take(m, &mut per_shard);
                 // Take what is already waiting too (try_recv never waits, so
                 // a quiet stream gains no latency): a burst of small
@@ -185,12 +254,16 @@ pub async fn run(
     // and the source has acknowledged it to the broker: it must be loaded,
     // not dropped. Close the channel (the source stops sending) and take
     // everything in it, then one last seal so everything received is loaded.
-    rx.close();
-    while let Some(m) = rx.recv().await {
-        dec.take(m, &mut per_shard);
+    // (Coordinated: the last cut did this, and positions not decided are
+    // simply read again.)
+    if !coordinated {
+        rx.close();
+        while let Some(m) = rx.recv().await {
+            dec.take(m, &mut per_shard);
+        }
+        hand_off(&mut per_shard, &shard_tx).await?;
+        seal(&shard_tx).await;
     }
-    hand_off(&mut per_shard, &shard_tx).await?;
-    seal(&shard_tx).await;
     stats.merge(Stage::EventToReceived, &mut dec.event_to_received);
     drop(shard_tx);
     for t in shard_tasks {
@@ -200,6 +273,14 @@ pub async fn run(
         d.flush(true)?;
     }
     Ok(())
+}
+
+/// The next cut, or never when the decoder seals on its own.
+async fn recv_cut(cuts: &mut Option<mpsc::Receiver<Cut>>) -> Option<Cut> {
+    match cuts {
+        Some(c) => c.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Sends each shard its routed samples (one batch per shard) and leaves
@@ -233,6 +314,8 @@ struct Decoder<'a> {
     decoded: Decoded,
     /// Event time → received, merged into the stats once per epoch.
     event_to_received: Local,
+    /// Position after the last message taken, per (stream, partition).
+    positions: Positions,
 }
 
 impl Decoder<'_> {
@@ -240,6 +323,9 @@ impl Decoder<'_> {
     fn take(&mut self, m: RawMessage, per_shard: &mut [Vec<(Sample, Option<DimRow>, i64)>]) {
         let (cfg, stats) = (self.cfg, self.stats);
         stats.messages.fetch_add(1, Ordering::Relaxed);
+        if let Some((stream, partition, offset)) = &m.position {
+            self.positions.insert((stream.clone(), *partition), offset + 1);
+        }
         self.decoded.clear();
         {
             let mut cat = self.catalog.write().unwrap_or_else(|p| p.into_inner());
@@ -260,7 +346,10 @@ impl Decoder<'_> {
             }
         }
         // Only refused input needs the source text: build it then.
-        let source = || format!("mqtt:{}", m.topic);
+        let source = || match &m.position {
+            Some((s, p, o)) => format!("kafka:{s}/{p}@{o}"),
+            None => format!("mqtt:{}", m.topic),
+        };
         if !self.decoded.rejects.is_empty() {
             stats.rejected.fetch_add(self.decoded.rejects.len() as u64, Ordering::Relaxed);
             let mut d = self.dead.lock().unwrap_or_else(|p| p.into_inner());
@@ -303,7 +392,11 @@ impl Decoder<'_> {
             stats.samples.fetch_add(1, Ordering::Relaxed);
             stats.readings.fetch_add(s.readings.len() as u64, Ordering::Relaxed);
             self.event_to_received.record_ms(m.received_ms - s.ts_ms, s.readings.len() as u64);
-            let k = shard_of(s.vin.as_bytes(), cfg.buckets, cfg.shards) as usize;
+            let key = match (&m.key, cfg.route_by_key) {
+                (Some(k), true) => k.as_ref(),
+                _ => s.vin.as_bytes(),
+            };
+            let k = shard_of(key, cfg.buckets, cfg.shards) as usize;
             per_shard[k].push((s, dims, m.received_ms));
         }
     }
@@ -340,6 +433,11 @@ struct ShardState {
     n: u64,
     /// Latest values per vehicle for the latest table.
     latest: Option<LatestTracker>,
+    /// Exactly-once: bodies encoded for the open epoch (a shard that holds
+    /// `max_rows_per_load` rows encodes them early; all are loaded into the
+    /// epoch's one transaction at the seal).
+    chunks: Vec<Chunk>,
+    chunk_rows: u64,
 }
 
 async fn shard(ctx: ShardCtx, mut rx: mpsc::Receiver<ShardMsg>) {
@@ -354,7 +452,10 @@ async fn shard(ctx: ShardCtx, mut rx: mpsc::Receiver<ShardMsg>) {
         last_ms: 0,
         n: 0,
         latest: ctx.cfg.latest.as_ref().map(|(_, m)| LatestTracker::new(m)),
+        chunks: Vec::new(),
+        chunk_rows: 0,
     };
+    let exactly_once = ctx.cfg.delivery == Delivery::ExactlyOnce;
     while let Some(msg) = rx.recv().await {
         match msg {
             ShardMsg::Samples(batch, handed_over) => {
@@ -389,29 +490,94 @@ async fn shard(ctx: ShardCtx, mut rx: mpsc::Receiver<ShardMsg>) {
                 }
                 // Size limit: a batch never grows past max_rows_per_load.
                 if st.agg.len() >= ctx.cfg.max_rows_per_load {
-                    flush(&ctx, &mut st).await;
+                    if exactly_once {
+                        if let Some((c, rows)) = encode(&ctx, &mut st) {
+                            st.chunks.push(c);
+                            st.chunk_rows += rows;
+                        }
+                    } else {
+                        flush(&ctx, &mut st).await;
+                    }
                 }
             }
-            ShardMsg::Seal => flush(&ctx, &mut st).await,
+            ShardMsg::Seal(None) => flush(&ctx, &mut st).await,
+            ShardMsg::Seal(Some((epoch, reply))) if exactly_once => {
+                let done = prepare_epoch(&ctx, &mut st, epoch).await;
+                let _ = reply.send(done);
+            }
+            ShardMsg::Seal(Some((_, reply))) => {
+                flush(&ctx, &mut st).await;
+                let _ = reply.send(ShardDone::default());
+            }
         }
     }
 }
 
-/// Encodes and loads what the shard holds, under a fresh label.
-async fn flush(ctx: &ShardCtx, st: &mut ShardState) {
-    if st.agg.is_empty() {
-        st.received.clear();
-        return;
+/// Exactly-once seal: one transaction per table with rows, prepared under
+/// `{prefix}-{table}-{shard}-{epoch}`; the coordinator decides and commits.
+async fn prepare_epoch(ctx: &ShardCtx, st: &mut ShardState, epoch: u64) -> ShardDone {
+    let mut done = ShardDone { received: std::mem::take(&mut st.received), ..Default::default() };
+    if let Some((c, rows)) = encode(ctx, st) {
+        st.chunks.push(c);
+        st.chunk_rows += rows;
     }
-    // Label sequence: flush time (ms) * 100 + a per-shard counter. Unique
-    // within the process, and a restarted process flushes at later
-    // milliseconds, so a fresh batch never meets an old label (which
-    // StarRocks would answer with "Label Already Exists" — and the data
-    // would be dropped as already loaded).
-    let ms = (now_ms().max(0) as u64).max(st.last_ms);
-    st.n = if ms == st.last_ms { st.n + 1 } else { 0 };
-    st.last_ms = ms;
-    let seq = ms * 100 + st.n % 100;
+    let mut work = Vec::new();
+    if !st.chunks.is_empty() {
+        work.push((ctx.cfg.table.clone(), std::mem::take(&mut st.chunks), std::mem::take(&mut st.chunk_rows)));
+    }
+    if let (Some(tracker), Some((table, _))) = (st.latest.as_mut(), ctx.cfg.latest.as_ref())
+        && !tracker.is_empty()
+    {
+        let mut headers = ctx.headers.clone();
+        headers.insert("format", HeaderValue::from_static("csv"));
+        if let Ok(v) = HeaderValue::from_str(&tracker.columns()) {
+            headers.insert("columns", v);
+        }
+        let (body, rows) = tracker.drain();
+        work.push((table.clone(), vec![Chunk { headers, body: Bytes::from(body) }], rows as u64));
+    }
+    let txn = TxnLoader::new(&ctx.loader, ctx.cfg.timeouts);
+    for (table, chunks, rows) in work {
+        let l = match label(&ctx.cfg.label_prefix, &table, ctx.k, epoch) {
+            Ok(l) => l,
+            Err(e) => {
+                done.error = Some(ShardError::Conflict(e));
+                return done;
+            }
+        };
+        let call = Instant::now();
+        match txn.prepare(&table, &l, &chunks).await {
+            Ok(()) => {
+                ctx.stats.record_load_ms(Stage::LoadCall, call.elapsed().as_millis() as u64);
+                done.txns.push(PreparedTxn { table, label: l, chunks, rows });
+            }
+            Err(TxnError::Permanent { reason, .. }) => {
+                // StarRocks refuses these rows for good: they go to the
+                // dead-letter directory whole, and the epoch goes on.
+                let e = crate::sink::starrocks::service::LoadError::Permanent { label: l.clone(), reason };
+                for c in &chunks {
+                    keep_failed_batch(ctx, &l, &e, &c.body);
+                }
+            }
+            Err(e @ TxnError::Conflict { .. }) => {
+                done.error = Some(ShardError::Conflict(e.to_string()));
+                return done;
+            }
+            Err(e @ TxnError::Exhausted { .. }) => {
+                done.error = Some(ShardError::Transient(e.to_string()));
+                return done;
+            }
+        }
+    }
+    done
+}
+
+/// Drains the aggregator into one CSV body (compressed as configured) and
+/// its headers; `None` when the shard holds no rows.
+fn encode(ctx: &ShardCtx, st: &mut ShardState) -> Option<(Chunk, u64)> {
+    if st.agg.is_empty() {
+        return None;
+    }
     let mut csv = TelemetryCsv::default();
     let mut refused: Vec<String> = Vec::new();
     {
@@ -436,13 +602,6 @@ async fn flush(ctx: &ShardCtx, st: &mut ShardState) {
     }
     st.dims.clear();
     st.dims_index.clear();
-    let l = match label(&ctx.cfg.label_prefix, &ctx.cfg.table, ctx.k, seq) {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::error!(error = %e, "Cannot build a label.");
-            return;
-        }
-    };
     let rows = csv.rows;
     // The label is bound to these exact bytes: compress once, and should
     // compression ever fail, send the plain CSV rather than drop the batch.
@@ -457,6 +616,32 @@ async fn flush(ctx: &ShardCtx, st: &mut ShardState) {
                 Bytes::from(csv.buf)
             }
         },
+    };
+    Some((Chunk { headers, body }, rows))
+}
+
+/// Encodes and loads what the shard holds, under a fresh label.
+async fn flush(ctx: &ShardCtx, st: &mut ShardState) {
+    // Label sequence: flush time (ms) * 100 + a per-shard counter. Unique
+    // within the process, and a restarted process flushes at later
+    // milliseconds, so a fresh batch never meets an old label (which
+    // StarRocks would answer with "Label Already Exists" — and the data
+    // would be dropped as already loaded).
+    let ms = (now_ms().max(0) as u64).max(st.last_ms);
+    st.n = if ms == st.last_ms { st.n + 1 } else { 0 };
+    st.last_ms = ms;
+    let seq = ms * 100 + st.n % 100;
+    let Some((Chunk { headers, body }, rows)) = encode(ctx, st) else {
+        st.received.clear();
+        load_latest(ctx, st, seq).await;
+        return;
+    };
+    let l = match label(&ctx.cfg.label_prefix, &ctx.cfg.table, ctx.k, seq) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "Cannot build a label.");
+            return;
+        }
     };
     let call = Instant::now();
     match ctx.loader.load(&ctx.cfg.table, &l, &headers, body.clone()).await {

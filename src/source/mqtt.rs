@@ -251,7 +251,7 @@ macro_rules! event_loop {
                     }
                 }
                 Ok(Ev::Incoming(Pk::Publish(p))) => {
-                    let raw = RawMessage { topic: $topic(&p), payload: Bytes::clone(&p.payload), received_ms: now_ms() };
+                    let raw = RawMessage::new($topic(&p), Bytes::clone(&p.payload), now_ms());
                     inbox.push_back((raw, $stub(p)));
                 }
                 Ok(_) => {}

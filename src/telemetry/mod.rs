@@ -116,6 +116,18 @@ pub struct Stats {
     pub loads: AtomicU64,
     pub loads_failed: AtomicU64,
     pub epochs: AtomicU64,
+    /// Exactly-once / coordinated epochs whose decision is durable.
+    pub epochs_decided: AtomicU64,
+    /// 2PC transactions committed after their epoch's decision.
+    pub txns_committed: AtomicU64,
+    /// Decided transactions found ABORTED and loaded again under their label.
+    pub txns_reloaded: AtomicU64,
+    /// Transactions of undecided epochs rolled back (abandon or recovery).
+    pub txns_rolled_back: AtomicU64,
+    /// PREPARED transactions of decided epochs committed by recovery.
+    pub txns_recovered: AtomicU64,
+    /// Decided transactions StarRocks aborted before they could be committed.
+    pub txns_lost: AtomicU64,
     /// Batches waiting in each shard's channel, sampled every epoch.
     pub queue_depth: Mutex<Vec<u64>>,
     stages: [Mutex<Histogram<u64>>; Stage::ALL.len()],
@@ -134,6 +146,12 @@ impl Default for Stats {
             loads: AtomicU64::new(0),
             loads_failed: AtomicU64::new(0),
             epochs: AtomicU64::new(0),
+            epochs_decided: AtomicU64::new(0),
+            txns_committed: AtomicU64::new(0),
+            txns_reloaded: AtomicU64::new(0),
+            txns_rolled_back: AtomicU64::new(0),
+            txns_recovered: AtomicU64::new(0),
+            txns_lost: AtomicU64::new(0),
             queue_depth: Mutex::new(Vec::new()),
             stages: std::array::from_fn(|_| Mutex::new(histogram())),
             queue_wait: Mutex::new(Vec::new()),

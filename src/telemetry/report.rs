@@ -28,7 +28,12 @@ pub fn build(title: &str, stats: &Stats, elapsed: Duration) -> Report {
         .fact("rows_per_reading", if readings > 0 { rows as f64 / readings as f64 } else { 0.0 })
         .fact("loads", stats.loads.load(Relaxed))
         .fact("loads_failed", stats.loads_failed.load(Relaxed))
-        .fact("epochs", stats.epochs.load(Relaxed));
+        .fact("epochs", stats.epochs.load(Relaxed))
+        .fact("epochs_decided", stats.epochs_decided.load(Relaxed))
+        .fact("txns_committed", stats.txns_committed.load(Relaxed))
+        .fact("txns_rolled_back", stats.txns_rolled_back.load(Relaxed))
+        .fact("txns_recovered", stats.txns_recovered.load(Relaxed))
+        .fact("txns_lost", stats.txns_lost.load(Relaxed));
     if let Some(c) = process::cpu_seconds() {
         r.fact("cpu_seconds", c);
     }

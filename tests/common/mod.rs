@@ -45,6 +45,9 @@ pub fn runner_cfg(dir: &Path) -> RunnerConfig {
         max_rows_per_load: 500_000,
         compression: Compression::None,
         latest: None,
+        delivery: rockfeed::config::Delivery::AtLeastOnce,
+        timeouts: Default::default(),
+        route_by_key: false,
     }
 }
 

@@ -6,7 +6,8 @@
 //! `response.rs` parses replies leniently; `retry.rs` turns a reply into
 //! done / in flight / retry / permanent; `label.rs` builds deterministic
 //! labels; `service.rs` loads one labelled batch exactly once through label
-//! semantics.
+//! semantics; `txn.rs` drives one transaction of the 2PC interface
+//! (begin → load… → prepare, commit, rollback) with the same retry rules.
 
 pub mod client;
 pub mod encode;
@@ -14,3 +15,4 @@ pub mod label;
 pub mod response;
 pub mod retry;
 pub mod service;
+pub mod txn;

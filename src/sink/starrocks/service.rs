@@ -97,6 +97,14 @@ impl StreamLoader {
         &self.client
     }
 
+    pub fn db(&self) -> &str {
+        &self.db
+    }
+
+    pub fn policy(&self) -> &RetryPolicy {
+        &self.policy
+    }
+
     /// `GET /api/{db}/get_load_state?label=`.
     pub async fn label_state(&self, label: &str) -> Result<LabelState, String> {
         let path = format!("/api/{}/get_load_state?label={label}", self.db);
@@ -180,7 +188,7 @@ impl StreamLoader {
     }
 }
 
-fn transport_outcome(e: &ClientError) -> Outcome {
+pub(crate) fn transport_outcome(e: &ClientError) -> Outcome {
     match e {
         ClientError::Tls(_) | ClientError::NoEndpoints | ClientError::BadLocation(_) => {
             Outcome::Permanent { reason: e.to_string() }

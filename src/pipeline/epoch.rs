@@ -1,0 +1,539 @@
+//! The epoch coordinator (DESIGN.md §3): cuts the stream into epochs and
+//! runs each one through seal → decide → commit.
+//!
+//! 1. **Seal** epoch e: the decoder hands every shard a seal after exactly
+//!    the samples it routed before it, and reports the source positions
+//!    after the last message it took. Each shard with rows for a table runs
+//!    begin → load → prepare under `{prefix}-{table}-{shard}-{e}` (in
+//!    at-least-once mode: a plain labelled Stream Load).
+//! 2. **Decide**: once every shard has prepared, the source makes "epoch e
+//!    committed at positions P_e" durable ([`EpochSource::decide`]; Kafka:
+//!    the group's offset commit with the epoch in the offset metadata). An
+//!    ambiguous decide (error or timeout) is resolved by reading the
+//!    decision back ([`EpochSource::decided`]), never guessed.
+//! 3. **Commit** every prepared transaction of e (idempotent on the FE).
+//!    A transaction that ends ABORTED after the decision is loaded again
+//!    from memory under the same label (an aborted label may be reused),
+//!    so the tables still receive exactly the epoch's rows.
+//!
+//! Only then is epoch e+1 cut, so at any instant at most one epoch is
+//! undecided: recovery knows where to look. **Recovery** (at start and on
+//! every partition assignment) reads the decisions the source holds: the
+//! PREPARED transactions of each decided epoch are committed (for this
+//! instance's prefix and for any other prefix found, since a decided
+//! epoch's commit is always right); labels of this prefix above the last
+//! decided epoch E are probed upward and rolled back while PREPARE or
+//! PREPARED (cancelled if rollback fails); a COMMITTED one means another
+//! writer uses this label prefix, and rockfeed refuses to go on.
+//!
+//! An epoch with no positions and no rows is skipped without using a
+//! number. A source only supplies positions (through the messages) and the
+//! three [`EpochSource`] operations; MQTT will supply WAL positions.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::config::Delivery;
+use crate::sink::starrocks::label::label;
+use crate::sink::starrocks::retry::Backoff;
+use crate::sink::starrocks::service::StreamLoader;
+use crate::sink::starrocks::txn::{Chunk, Committed, TxnError, TxnLoader, TxnTimeouts};
+use crate::telemetry::{Local, Stage, Stats};
+
+/// Source positions: (stream, partition) → the next position to read.
+pub type Positions = BTreeMap<(Arc<str>, i32), i64>;
+
+/// "Epoch `epoch` of instance `prefix` (with `shards` shards writing
+/// `tables`) is decided": what a source stores with its positions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub prefix: String,
+    pub epoch: u64,
+    pub shards: u32,
+    pub tables: Vec<String>,
+}
+
+const MAGIC: &str = "rockfeed/1";
+
+impl Decision {
+    /// `rockfeed/1 <prefix> <epoch> <shards> <table>,<table>`.
+    pub fn encode(&self) -> String {
+        format!("{MAGIC} {} {} {} {}", self.prefix, self.epoch, self.shards, self.tables.join(","))
+    }
+
+    /// `None` for metadata rockfeed did not write.
+    pub fn parse(s: &str) -> Option<Decision> {
+        let mut it = s.split(' ');
+        if it.next()? != MAGIC {
+            return None;
+        }
+        let prefix = it.next()?.to_string();
+        let epoch = it.next()?.parse().ok()?;
+        let shards = it.next()?.parse().ok()?;
+        let tables = it.next()?.split(',').filter(|t| !t.is_empty()).map(str::to_string).collect();
+        Some(Decision { prefix, epoch, shards, tables })
+    }
+
+    fn labels(&self) -> impl Iterator<Item = (String, String)> + '_ {
+        self.tables.iter().flat_map(move |t| {
+            (0..self.shards).filter_map(move |k| label(&self.prefix, t, k, self.epoch).ok().map(|l| (t.clone(), l)))
+        })
+    }
+}
+
+/// What a source does for the epoch protocol.
+pub trait EpochSource: Send + Sync + 'static {
+    /// Makes `d` durable together with `positions`.
+    fn decide(&self, d: &Decision, positions: &Positions) -> impl Future<Output = Result<(), String>> + Send;
+    /// Every decision the source holds (Kafka: the offset metadata of every
+    /// partition of the subscribed topics, not only the assigned ones).
+    fn decisions(&self) -> impl Future<Output = Result<Vec<Decision>, String>> + Send;
+    /// Whether `d` (or a later epoch of its prefix) is durable.
+    fn decided(&self, d: &Decision) -> impl Future<Output = Result<bool, String>> + Send {
+        async move { Ok(self.decisions().await?.iter().any(|x| x.prefix == d.prefix && x.epoch >= d.epoch)) }
+    }
+}
+
+/// One table's share of a shard's epoch, prepared (or, at-least-once,
+/// already loaded).
+#[derive(Debug, Clone)]
+pub struct PreparedTxn {
+    pub table: String,
+    pub label: String,
+    /// The body chunks with their format headers, kept until the commit,
+    /// so an aborted transaction can be loaded again.
+    pub chunks: Vec<Chunk>,
+    pub rows: u64,
+}
+
+/// A shard's answer to a seal.
+#[derive(Debug, Default)]
+pub struct ShardDone {
+    pub txns: Vec<PreparedTxn>,
+    /// (received ms, event ms, readings) of the samples in the epoch.
+    pub received: Vec<(i64, i64, u32)>,
+    /// Set when the shard could not prepare: the epoch is abandoned.
+    pub error: Option<ShardError>,
+}
+
+#[derive(Debug)]
+pub enum ShardError {
+    /// Retryable failures outlasted the attempts: abandon the epoch, replay.
+    Transient(String),
+    /// Another writer owns a label: stop.
+    Conflict(String),
+}
+
+/// A seal request from the coordinator to the decoder.
+pub struct Cut {
+    pub epoch: u64,
+    /// Take everything already queued from the source before sealing (a
+    /// rebalance or stop: the source is not sending).
+    pub drain: bool,
+    /// Forget positions after this cut (partitions were revoked).
+    pub reset_positions: bool,
+    /// The last cut: the decoder closes the source channel, drains it, seals
+    /// and stops.
+    pub last: bool,
+    pub reply: oneshot::Sender<CutReply>,
+}
+
+pub struct CutReply {
+    pub positions: Positions,
+    pub shards: Vec<oneshot::Receiver<ShardDone>>,
+}
+
+/// Requests from a source (its rebalance callbacks) to the coordinator.
+pub enum Request {
+    /// Finish the open epoch now (partitions are being revoked).
+    Finish(oneshot::Sender<Result<(), String>>),
+    /// Recover after an assignment, before any message of it is read.
+    Recover(oneshot::Sender<Result<(), String>>),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EpochError {
+    /// The epoch was rolled back; the pipeline must restart from the
+    /// decided positions.
+    #[error("epoch {epoch} abandoned: {reason}")]
+    Abandoned { epoch: u64, reason: String },
+    /// Refuse to go on (another writer, StarRocks says no for good).
+    #[error("{0}")]
+    Fatal(String),
+}
+
+/// Test hook: `ROCKFEED_TEST_HALT_AT=<step>:<n>` stops the process (it logs
+/// the step and sleeps, to be killed) the n-th time it reaches `step`:
+/// `after_prepare`, `after_decide` or `mid_commit`.
+#[derive(Debug, Default)]
+pub struct Hook {
+    at: Option<(String, u64)>,
+    seen: BTreeMap<&'static str, u64>,
+}
+
+pub const HOOK_ENV: &str = "ROCKFEED_TEST_HALT_AT";
+
+impl Hook {
+    pub fn from_env() -> Hook {
+        let at = std::env::var(HOOK_ENV).ok().and_then(|v| {
+            let (s, n) = v.split_once(':')?;
+            Some((s.to_string(), n.parse().ok()?))
+        });
+        Hook { at, seen: BTreeMap::new() }
+    }
+
+    async fn reach(&mut self, step: &'static str) {
+        let Some((s, n)) = &self.at else { return };
+        if s != step {
+            return;
+        }
+        let c = self.seen.entry(step).or_default();
+        *c += 1;
+        if *c == *n {
+            eprintln!("rockfeed test hook: halted at {step}");
+            loop {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+            }
+        }
+    }
+}
+
+/// Coordinator settings.
+#[derive(Debug, Clone)]
+pub struct CoordinatorConfig {
+    pub delivery: Delivery,
+    pub prefix: String,
+    pub tables: Vec<String>,
+    pub shards: u32,
+    pub epoch: Duration,
+    pub timeouts: TxnTimeouts,
+}
+
+pub struct Coordinator<S> {
+    cfg: CoordinatorConfig,
+    source: Arc<S>,
+    loader: Arc<StreamLoader>,
+    cuts: mpsc::Sender<Cut>,
+    stats: Arc<Stats>,
+    next_epoch: u64,
+    hook: Hook,
+    received_to_committed: Local,
+    event_to_committed: Local,
+}
+
+impl<S: EpochSource> Coordinator<S> {
+    pub fn new(
+        cfg: CoordinatorConfig,
+        source: Arc<S>,
+        loader: Arc<StreamLoader>,
+        cuts: mpsc::Sender<Cut>,
+        stats: Arc<Stats>,
+    ) -> Self {
+        Coordinator {
+            cfg,
+            source,
+            loader,
+            cuts,
+            stats,
+            next_epoch: 1,
+            hook: Hook::from_env(),
+            received_to_committed: Local::default(),
+            event_to_committed: Local::default(),
+        }
+    }
+
+    fn exactly_once(&self) -> bool {
+        self.cfg.delivery == Delivery::ExactlyOnce
+    }
+
+    /// Runs epochs until `shutdown` flips (then one last, draining epoch) or
+    /// an epoch fails.
+    pub async fn run(
+        mut self,
+        mut requests: mpsc::Receiver<Request>,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Result<(), EpochError> {
+        let mut next_cut = tokio::time::Instant::now() + self.cfg.epoch;
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => break,
+                req = requests.recv() => match req {
+                    Some(Request::Finish(reply)) => {
+                        let r = self.epoch(true, true, false).await;
+                        let _ = reply.send(r.as_ref().map(|_| ()).map_err(|e| e.to_string()));
+                        r?;
+                        next_cut = tokio::time::Instant::now() + self.cfg.epoch;
+                    }
+                    Some(Request::Recover(reply)) => {
+                        let r = self.recover().await;
+                        let _ = reply.send(r.as_ref().map(|_| ()).map_err(|e| e.to_string()));
+                        r?;
+                    }
+                    None => break,
+                },
+                _ = tokio::time::sleep_until(next_cut) => {
+                    self.epoch(false, false, false).await?;
+                    next_cut = tokio::time::Instant::now() + self.cfg.epoch;
+                }
+            }
+        }
+        self.epoch(true, false, true).await
+    }
+
+    /// Seal, decide and commit one epoch.
+    async fn epoch(&mut self, drain: bool, reset_positions: bool, last: bool) -> Result<(), EpochError> {
+        let e = self.next_epoch;
+        let (tx, rx) = oneshot::channel();
+        let cut = Cut { epoch: e, drain, reset_positions, last, reply: tx };
+        if self.cuts.send(cut).await.is_err() {
+            return Ok(()); // the decoder has stopped: nothing more to seal
+        }
+        let Ok(CutReply { positions, shards }) = rx.await else { return Ok(()) };
+        let mut txns = Vec::new();
+        let mut received = Vec::new();
+        let mut failure = None;
+        for s in shards {
+            let Ok(done) = s.await else {
+                failure.get_or_insert(ShardError::Transient("a shard stopped".into()));
+                continue;
+            };
+            txns.extend(done.txns);
+            received.extend(done.received);
+            if let Some(err) = done.error {
+                failure.get_or_insert(err);
+            }
+        }
+        if let Some(f) = failure {
+            self.roll_back(&txns).await;
+            return Err(match f {
+                ShardError::Conflict(m) => EpochError::Fatal(m),
+                ShardError::Transient(reason) => EpochError::Abandoned { epoch: e, reason },
+            });
+        }
+        if positions.is_empty() && txns.is_empty() {
+            return Ok(());
+        }
+        self.hook.reach("after_prepare").await;
+        let d = Decision {
+            prefix: self.cfg.prefix.clone(),
+            epoch: e,
+            shards: self.cfg.shards,
+            tables: self.cfg.tables.clone(),
+        };
+        if let Err(reason) = self.decide(&d, &positions).await {
+            if self.exactly_once() {
+                self.roll_back(&txns).await;
+            }
+            return Err(EpochError::Abandoned { epoch: e, reason });
+        }
+        self.stats.epochs_decided.fetch_add(1, Ordering::Relaxed);
+        self.hook.reach("after_decide").await;
+        if self.exactly_once() {
+            let txn = TxnLoader::new(&self.loader, self.cfg.timeouts);
+            for (i, t) in txns.iter().enumerate() {
+                if i == 1 {
+                    self.hook.reach("mid_commit").await;
+                }
+                self.commit_decided(&txn, t).await?;
+            }
+        }
+        let done = now_ms();
+        let mut committed = 0u64;
+        for (rx, ts, n) in received {
+            self.received_to_committed.record_ms(done - rx, n as u64);
+            self.event_to_committed.record_ms(done - ts, n as u64);
+            committed += n as u64;
+        }
+        if self.exactly_once() {
+            self.stats.readings_committed.fetch_add(committed, Ordering::Relaxed);
+            self.stats.merge(Stage::ReceivedToCommitted, &mut self.received_to_committed);
+            self.stats.merge(Stage::EventToCommitted, &mut self.event_to_committed);
+        }
+        self.next_epoch = e + 1;
+        tracing::debug!(epoch = e, txns = txns.len(), partitions = positions.len(), "Epoch committed.");
+        Ok(())
+    }
+
+    /// Makes the decision durable; an ambiguous failure is resolved by
+    /// reading it back. Gives up (so the epoch is abandoned) after ~1 min
+    /// of failures that leave it undecided.
+    async fn decide(&self, d: &Decision, positions: &Positions) -> Result<(), String> {
+        let policy = self.loader.policy();
+        let started = Instant::now();
+        let mut n = 0;
+        loop {
+            n += 1;
+            let err = match self.source.decide(d, positions).await {
+                Ok(()) => return Ok(()),
+                Err(e) => e,
+            };
+            match self.source.decided(d).await {
+                Ok(true) => return Ok(()),
+                Ok(false) if started.elapsed() > Duration::from_secs(60) => return Err(err),
+                Ok(false) => {}
+                // Cannot even read it back: keep trying, the outcome matters.
+                Err(e) => tracing::warn!(epoch = d.epoch, error = %e, "Cannot read the decision back."),
+            }
+            let delay = policy.delay(n, Backoff::Normal);
+            tracing::warn!(epoch = d.epoch, error = %err, ?delay, "Deciding the epoch failed; retrying.");
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// Commits one transaction of a decided epoch; an aborted one is loaded
+    /// again under its label and committed.
+    async fn commit_decided(&self, txn: &TxnLoader<'_>, t: &PreparedTxn) -> Result<(), EpochError> {
+        loop {
+            match txn.commit(&t.table, &t.label).await {
+                Ok(Committed::Yes) => {
+                    self.stats.txns_committed.fetch_add(1, Ordering::Relaxed);
+                    self.stats.loads.fetch_add(1, Ordering::Relaxed);
+                    self.stats.rows_loaded.fetch_add(t.rows, Ordering::Relaxed);
+                    return Ok(());
+                }
+                Ok(Committed::Aborted { reason }) => {
+                    self.stats.txns_reloaded.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(label = %t.label, %reason, "A decided transaction was aborted; loading its rows again under the same label.");
+                    txn.prepare(&t.table, &t.label, &t.chunks).await.map_err(|e| fatal_txn(&e))?;
+                }
+                Err(e) => return Err(fatal_txn(&e)),
+            }
+        }
+    }
+
+    async fn roll_back(&self, txns: &[PreparedTxn]) {
+        if !self.exactly_once() {
+            return;
+        }
+        let txn = TxnLoader::new(&self.loader, self.cfg.timeouts);
+        for t in txns {
+            txn.abort(&t.table, &t.label).await;
+            self.stats.txns_rolled_back.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Recovery (module doc). At-least-once has nothing to recover.
+    pub async fn recover(&mut self) -> Result<(), EpochError> {
+        if !self.exactly_once() {
+            return Ok(());
+        }
+        let decisions = loop {
+            match self.source.decisions().await {
+                Ok(d) => break d,
+                Err(e) => {
+                    tracing::warn!(error = %e, "Cannot read the source's decisions; retrying.");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        };
+        let txn = TxnLoader::new(&self.loader, self.cfg.timeouts);
+        // Latest decision per prefix.
+        let mut latest: BTreeMap<String, Decision> = BTreeMap::new();
+        for d in decisions {
+            if latest.get(&d.prefix).is_none_or(|x| x.epoch < d.epoch) {
+                latest.insert(d.prefix.clone(), d);
+            }
+        }
+        for d in latest.values() {
+            for (table, l) in d.labels() {
+                let st = txn.state(&l).await.map_err(|e| EpochError::Fatal(format!("get_load_state {l}: {e}")))?;
+                match st.state.as_str() {
+                    "PREPARED" => {
+                        match txn.commit(&table, &l).await.map_err(|e| fatal_txn(&e))? {
+                            Committed::Yes => {
+                                self.stats.txns_recovered.fetch_add(1, Ordering::Relaxed);
+                                tracing::info!(label = %l, epoch = d.epoch, "Recovery committed a prepared transaction of a decided epoch.");
+                            }
+                            Committed::Aborted { reason } => lost(&l, &reason, &self.stats),
+                        }
+                    }
+                    "ABORTED" => lost(&l, &st.reason, &self.stats),
+                    _ => {}
+                }
+            }
+        }
+        let ours = latest.get(&self.cfg.prefix);
+        let decided = ours.map(|d| d.epoch).unwrap_or(0);
+        let shards = ours.map(|d| d.shards).unwrap_or(0).max(self.cfg.shards);
+        let mut tables = self.cfg.tables.clone();
+        for t in ours.map(|d| d.tables.clone()).unwrap_or_default() {
+            if !tables.contains(&t) {
+                tables.push(t);
+            }
+        }
+        // Probe upward: only decided+1 can hold transactions (the next epoch
+        // is cut after the previous commit), the one above is checked too.
+        let mut e = decided + 1;
+        loop {
+            let probe = Decision { prefix: self.cfg.prefix.clone(), epoch: e, shards, tables: tables.clone() };
+            let mut used = false;
+            for (table, l) in probe.labels() {
+                let st = txn.state(&l).await.map_err(|err| EpochError::Fatal(format!("get_load_state {l}: {err}")))?;
+                match st.state.as_str() {
+                    "PREPARE" | "PREPARED" => {
+                        used = true;
+                        let fin = txn.abort(&table, &l).await;
+                        self.stats.txns_rolled_back.fetch_add(1, Ordering::Relaxed);
+                        tracing::info!(label = %l, state = %st.state, now = ?fin, "Recovery rolled back a transaction of an undecided epoch.");
+                    }
+                    "COMMITTED" | "VISIBLE" => {
+                        return Err(EpochError::Fatal(format!(
+                            "label {l} (epoch {e}) is {} in StarRocks, but the last epoch decided for prefix '{}' is {decided}: \
+                             another rockfeed instance uses this label prefix, or the consumer group's offsets were reset. \
+                             Give each instance its own starrocks.label_prefix.",
+                            st.state, self.cfg.prefix
+                        )));
+                    }
+                    "ABORTED" => used = true,
+                    _ => {}
+                }
+            }
+            if !used && e > decided + 1 {
+                break;
+            }
+            e += 1;
+        }
+        self.next_epoch = self.next_epoch.max(decided + 1);
+        tracing::info!(prefix = %self.cfg.prefix, decided, next = self.next_epoch, "Epoch recovery done.");
+        Ok(())
+    }
+}
+
+fn lost(label: &str, reason: &str, stats: &Stats) {
+    stats.txns_lost.fetch_add(1, Ordering::Relaxed);
+    tracing::error!(
+        label,
+        reason,
+        "A transaction of a decided epoch is ABORTED in StarRocks: its rows are lost (prepared timeout shorter than the outage?)."
+    );
+}
+
+fn fatal_txn(e: &TxnError) -> EpochError {
+    EpochError::Fatal(e.to_string())
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decisions_round_trip_and_foreign_metadata_is_ignored() {
+        let d = Decision { prefix: "edge_7".into(), epoch: 42, shards: 4, tables: vec!["t1".into(), "latest".into()] };
+        assert_eq!(Decision::parse(&d.encode()), Some(d.clone()));
+        assert_eq!(Decision::parse(""), None);
+        assert_eq!(Decision::parse("some other consumer"), None);
+        assert_eq!(Decision::parse("rockfeed/1 p notanumber 1 t"), None);
+        let labels: Vec<_> = d.labels().map(|(_, l)| l).collect();
+        assert_eq!(labels.len(), 8);
+        assert!(labels.contains(&"edge_7-latest-3-42".to_string()));
+    }
+}

@@ -1,0 +1,370 @@
+//! One transaction of Stream Load's 2PC interface (`starrocks-stream-load.md`
+//! §5): begin → load (one PUT per chunk) → prepare under a deterministic
+//! label, then commit — or rollback, with the FE's `_cancel` as the fallback
+//! the Flink connector's lingering-transaction aborter uses.
+//!
+//! Every failure is classified (§5.2, §6.1) and the work is retried under the
+//! **same label**, which only data of that label can ever use:
+//! - `TXN_IN_PROCESSING` (another request holds the BE context): retry the
+//!   same call after `min(retry, 500 ms · n)`, as the Flink SDK.
+//! - `LABEL_ALREADY_EXISTS` on begin, `TXN_NOT_EXISTS`, a transport error or
+//!   any other retryable failure: ask `get_load_state` what the label is.
+//!   PREPARED after a prepare → done (the reply was lost). PREPARE → roll it
+//!   back (cancel if the BE lost the context) and start over from begin: a
+//!   half-loaded transaction is never prepared. ABORTED/UNKNOWN → start over
+//!   (an aborted label may be reused). COMMITTED/VISIBLE before this process
+//!   committed it → another writer owns the label: [`TxnError::Conflict`].
+//! - `current running txns on db … larger than limit` (the FE's
+//!   `max_running_txn_num_per_db`), `too many versions`, memory and HTTP
+//!   concurrency limits: back off longer and retry (the Flink SDK gives up on
+//!   the running-transaction cap; rockfeed's labels make waiting safe).
+//! - Permanent failures (bad data, access denied, client errors): roll back
+//!   and return [`TxnError::Permanent`]; the caller keeps the data.
+//!
+//! Retryable failures are retried until `policy.max_attempts` (0 = forever,
+//! the exactly-once default: Kafka keeps the data, so waiting out an outage
+//! is backpressure, never loss).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
+
+use super::client::HttpReply;
+use super::response::{LabelState, LoadReply};
+use super::retry::{Backoff, Outcome, classify};
+use super::service::{StreamLoader, transport_outcome};
+
+/// Transaction timeouts sent as headers.
+#[derive(Debug, Clone, Copy)]
+pub struct TxnTimeouts {
+    /// `timeout` on begin (PREPARE → PREPARED must happen within it), seconds.
+    pub txn_timeout_s: u64,
+    /// `prepared_timeout` on prepare (PREPARED → COMMITTED), seconds. Needs
+    /// StarRocks 3.5.4+; `None` leaves the FE default
+    /// (`prepared_transaction_default_timeout_second`, 86400).
+    pub prepared_timeout_s: Option<u64>,
+}
+
+impl Default for TxnTimeouts {
+    fn default() -> Self {
+        TxnTimeouts { txn_timeout_s: 600, prepared_timeout_s: None }
+    }
+}
+
+/// One `load` call's body and its format headers.
+#[derive(Debug, Clone)]
+pub struct Chunk {
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TxnError {
+    #[error("transaction {label} failed permanently at {step}: {reason}")]
+    Permanent { label: String, step: &'static str, reason: String },
+    #[error("transaction {label} still failing after {attempts} attempts: {last}")]
+    Exhausted { label: String, attempts: u32, last: String },
+    #[error(
+        "label {label} is already {state} in StarRocks, but this process never committed it: another writer uses the same label prefix"
+    )]
+    Conflict { label: String, state: String },
+}
+
+/// How a commit ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Committed {
+    /// COMMITTED or VISIBLE.
+    Yes,
+    /// The transaction is ABORTED (or its label unknown): its data is not in
+    /// StarRocks. `reason` is the FE's abort reason.
+    Aborted { reason: String },
+}
+
+/// What a reply to one transaction call means.
+#[derive(Debug)]
+enum Step {
+    Ok,
+    /// Retry the same call (TXN_IN_PROCESSING).
+    Busy(String),
+    /// Look at the label's state before deciding.
+    Check(String, Backoff),
+    Permanent(String),
+}
+
+fn step_of(r: Result<HttpReply, super::client::ClientError>) -> Step {
+    let r = match r {
+        Ok(r) => r,
+        Err(e) => {
+            return match transport_outcome(&e) {
+                Outcome::Permanent { reason } => Step::Permanent(reason),
+                _ => Step::Check(e.to_string(), Backoff::Normal),
+            };
+        }
+    };
+    let reply = LoadReply::parse(&r.body);
+    if let Some(p) = &reply {
+        match p.status.as_str() {
+            "OK" => return Step::Ok,
+            "TXN_IN_PROCESSING" => return Step::Busy(format!("TXN_IN_PROCESSING: {}", p.message)),
+            "LABEL_ALREADY_EXISTS" | "Label Already Exists" | "TXN_NOT_EXISTS" => {
+                return Step::Check(format!("{}: {}", p.status, p.message), Backoff::Normal);
+            }
+            _ => {}
+        }
+    }
+    match classify(r.status, reply) {
+        Outcome::Permanent { reason } => Step::Permanent(reason),
+        Outcome::Retry { reason, backoff } => Step::Check(reason, backoff),
+        // Plain Stream Load statuses never answer the transaction API; if one
+        // does, the label's state decides.
+        o => Step::Check(format!("unexpected reply {o:?}"), Backoff::Normal),
+    }
+}
+
+/// The transaction interface over one database.
+#[derive(Debug)]
+pub struct TxnLoader<'a> {
+    loader: &'a StreamLoader,
+    timeouts: TxnTimeouts,
+}
+
+impl<'a> TxnLoader<'a> {
+    pub fn new(loader: &'a StreamLoader, timeouts: TxnTimeouts) -> Self {
+        TxnLoader { loader, timeouts }
+    }
+
+    async fn call(
+        &self,
+        op: &str,
+        table: &str,
+        label: &str,
+        extra: &HeaderMap,
+        body: Bytes,
+    ) -> Result<HttpReply, super::client::ClientError> {
+        let mut h = extra.clone();
+        let v = |s: &str| HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static(""));
+        h.insert(HeaderName::from_static("label"), v(label));
+        h.insert(HeaderName::from_static("db"), v(self.loader.db()));
+        h.insert(HeaderName::from_static("table"), v(table));
+        let method = if op == "load" { Method::PUT } else { Method::POST };
+        self.loader.client().request(method, &format!("/api/transaction/{op}"), &h, body).await
+    }
+
+    /// `get_load_state`, retried a few times on transport errors.
+    pub async fn state(&self, label: &str) -> Result<LabelState, String> {
+        let mut last = String::new();
+        for n in 0..5u32 {
+            if n > 0 {
+                tokio::time::sleep(self.loader.policy().delay(n, Backoff::Normal)).await;
+            }
+            match self.loader.label_state(label).await {
+                Ok(s) => return Ok(s),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    fn give_up(&self, attempt: u32) -> bool {
+        let max = self.loader.policy().max_attempts;
+        max != 0 && attempt >= max
+    }
+
+    /// begin → load every chunk → prepare, under `label`. Returns once the
+    /// transaction is PREPARED (its data durable and invisible).
+    pub async fn prepare(&self, table: &str, label: &str, chunks: &[Chunk]) -> Result<(), TxnError> {
+        let policy = self.loader.policy();
+        let mut attempt = 0u32;
+        let mut why = String::new();
+        let mut backoff = Backoff::Normal;
+        loop {
+            if attempt > 0 {
+                if self.give_up(attempt) {
+                    return Err(TxnError::Exhausted { label: label.into(), attempts: attempt, last: why });
+                }
+                let d = policy.delay(attempt, backoff);
+                tracing::warn!(table, label, attempt, ?d, reason = %why, "Transaction failed; retrying with the same label.");
+                tokio::time::sleep(d).await;
+            }
+            attempt += 1;
+            backoff = Backoff::Normal;
+            // begin
+            let mut begin = HeaderMap::new();
+            if let Ok(v) = HeaderValue::from_str(&self.timeouts.txn_timeout_s.to_string()) {
+                begin.insert("timeout", v);
+            }
+            match self.busy_retry(|| self.call("begin", table, label, &begin, Bytes::new())).await {
+                Step::Ok => {}
+                Step::Permanent(reason) => {
+                    return Err(TxnError::Permanent { label: label.into(), step: "begin", reason });
+                }
+                Step::Busy(r) | Step::Check(r, _) if r.contains("running txns") => {
+                    why = r;
+                    backoff = Backoff::Throttle;
+                    continue;
+                }
+                Step::Busy(r) | Step::Check(r, _) => {
+                    why = r;
+                    // The begin may have happened (reply lost) or an earlier
+                    // attempt's transaction may be open under this label.
+                    match self.settle_unfinished(table, label, false).await? {
+                        true => return Ok(()),
+                        false => continue,
+                    }
+                }
+            }
+            // load, chunk by chunk, into the open transaction
+            let mut loaded = true;
+            for chunk in chunks {
+                match self.busy_retry(|| self.call("load", table, label, &chunk.headers, chunk.body.clone())).await {
+                    Step::Ok => {}
+                    Step::Permanent(reason) => {
+                        self.abort(table, label).await;
+                        return Err(TxnError::Permanent { label: label.into(), step: "load", reason });
+                    }
+                    Step::Busy(r) | Step::Check(r, _) => {
+                        why = r;
+                        loaded = false;
+                        break;
+                    }
+                }
+            }
+            if !loaded {
+                // Part of the data may be in the transaction: never prepare
+                // it; roll it back and load the whole batch again.
+                self.settle_unfinished(table, label, false).await?;
+                continue;
+            }
+            // prepare
+            let mut prep = HeaderMap::new();
+            if let Some(s) = self.timeouts.prepared_timeout_s
+                && let Ok(v) = HeaderValue::from_str(&s.to_string())
+            {
+                prep.insert("prepared_timeout", v);
+            }
+            match self.busy_retry(|| self.call("prepare", table, label, &prep, Bytes::new())).await {
+                Step::Ok => return Ok(()),
+                Step::Permanent(reason) => {
+                    self.abort(table, label).await;
+                    return Err(TxnError::Permanent { label: label.into(), step: "prepare", reason });
+                }
+                Step::Busy(r) => {
+                    why = r;
+                    match self.settle_unfinished(table, label, true).await? {
+                        true => return Ok(()),
+                        false => continue,
+                    }
+                }
+                Step::Check(r, b) => {
+                    why = r;
+                    backoff = b;
+                    // Prepared with the reply lost → done; otherwise start over.
+                    match self.settle_unfinished(table, label, true).await? {
+                        true => return Ok(()),
+                        false => continue,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Repeats a call while the BE answers TXN_IN_PROCESSING (up to 10 times,
+    /// `min(1 s, 500 ms · n)` apart), then returns its last step.
+    async fn busy_retry<F, Fut>(&self, mut f: F) -> Step
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<HttpReply, super::client::ClientError>>,
+    {
+        let mut n = 0u64;
+        loop {
+            let s = step_of(f().await);
+            match s {
+                Step::Busy(_) if n < 10 => {
+                    n += 1;
+                    tokio::time::sleep(Duration::from_millis((500 * n).min(1000))).await;
+                }
+                s => return s,
+            }
+        }
+    }
+
+    /// After a failed step: looks the label up. `Ok(true)` when it is
+    /// PREPARED and `prepared_ok` (our prepare landed), `Ok(false)` when the
+    /// label is free again (rolled back here if it was open).
+    async fn settle_unfinished(&self, table: &str, label: &str, prepared_ok: bool) -> Result<bool, TxnError> {
+        let st = match self.state(label).await {
+            Ok(s) => s,
+            // Unknown state: roll back blindly (harmless when nothing is open).
+            Err(_) => {
+                self.abort(table, label).await;
+                return Ok(false);
+            }
+        };
+        match st.state.as_str() {
+            "PREPARED" if prepared_ok => Ok(true),
+            "PREPARE" | "PREPARED" => {
+                self.abort(table, label).await;
+                Ok(false)
+            }
+            "COMMITTED" | "VISIBLE" => Err(TxnError::Conflict { label: label.into(), state: st.state }),
+            _ => Ok(false),
+        }
+    }
+
+    /// Rolls `label` back (PREPARE or PREPARED); when the rollback fails,
+    /// cancels it through the FE (`POST /api/{db}/{table}/_cancel`). Returns
+    /// the label's final state as far as it is known.
+    pub async fn abort(&self, table: &str, label: &str) -> Option<String> {
+        let none = HeaderMap::new();
+        let r = self.busy_retry(|| self.call("rollback", table, label, &none, Bytes::new())).await;
+        if matches!(r, Step::Ok) {
+            return Some("ABORTED".into());
+        }
+        let st = self.state(label).await.ok().map(|s| s.state);
+        if !matches!(st.as_deref(), Some("PREPARE") | Some("PREPARED")) {
+            return st;
+        }
+        let path = format!("/api/{}/{}/_cancel?label={label}", self.loader.db(), table);
+        if let Err(e) = self.loader.client().request(Method::POST, &path, &HeaderMap::new(), Bytes::new()).await {
+            tracing::warn!(label, error = %e, "Cancelling a transaction failed.");
+        }
+        let st = self.state(label).await.ok().map(|s| s.state);
+        if matches!(st.as_deref(), Some("PREPARE") | Some("PREPARED")) {
+            tracing::error!(label, state = ?st, "Cannot roll back or cancel a transaction; it stays open until its timeout.");
+        }
+        st
+    }
+
+    /// Commits a PREPARED `label` (idempotent on the FE). A non-OK reply is
+    /// checked with `get_load_state`: COMMITTED/VISIBLE is success, ABORTED
+    /// or UNKNOWN is reported, anything else is retried.
+    pub async fn commit(&self, table: &str, label: &str) -> Result<Committed, TxnError> {
+        let none = HeaderMap::new();
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let step = self.busy_retry(|| self.call("commit", table, label, &none, Bytes::new())).await;
+            let (why, backoff) = match step {
+                Step::Ok => return Ok(Committed::Yes),
+                Step::Permanent(r) => (r, Backoff::Normal),
+                Step::Busy(r) => (r, Backoff::Normal),
+                Step::Check(r, b) => (r, b),
+            };
+            match self.state(label).await {
+                Ok(s) if s.state == "COMMITTED" || s.state == "VISIBLE" => return Ok(Committed::Yes),
+                Ok(s) if s.state == "ABORTED" || s.state == "UNKNOWN" => {
+                    let reason = if s.reason.is_empty() { format!("{} ({why})", s.state) } else { s.reason };
+                    return Ok(Committed::Aborted { reason });
+                }
+                _ => {}
+            }
+            if self.give_up(attempt) {
+                return Err(TxnError::Exhausted { label: label.into(), attempts: attempt, last: why });
+            }
+            let d = self.loader.policy().delay(attempt, backoff);
+            tracing::warn!(table, label, attempt, ?d, reason = %why, "Commit failed; retrying.");
+            tokio::time::sleep(d).await;
+        }
+    }
+}

@@ -1,0 +1,343 @@
+//! The Kafka source: an rdkafka consumer in a consumer group, polled on its
+//! own thread, feeding the pipeline's bounded channel, with offsets owned by
+//! the epoch coordinator (`pipeline::epoch`).
+//!
+//! - **Offsets**: auto-commit and auto offset store are off. A message's
+//!   position (topic, partition, offset) travels with it; the coordinator
+//!   commits the positions of an epoch only once every shard has prepared
+//!   it, with the decision (`rockfeed/1 <prefix> <epoch> <shards> <tables>`)
+//!   as the offset metadata of every partition it commits. That commit *is*
+//!   the epoch's decision; [`KafkaSource::decisions`] reads it back for every
+//!   partition of the subscribed topics.
+//! - **Backpressure**: a full pipeline channel pauses every assigned
+//!   partition (the thread keeps polling, so the group membership and
+//!   rebalances go on); what was already fetched waits in a small queue and
+//!   the partitions resume once it is handed over. Nothing is buffered
+//!   without bound, and librdkafka's own prefetch is capped
+//!   (`queued.max.messages.kbytes`, default here 16 MiB).
+//! - **Rebalances** (eager): on revoke, the coordinator finishes the open
+//!   epoch (everything handed over is sealed, decided and committed) before
+//!   the partitions go; if it cannot, the epoch is rolled back and the
+//!   pipeline restarts from the committed offsets. On assign, the
+//!   coordinator recovers (commits prepared transactions of decided epochs,
+//!   rolls back undecided ones) before a message of the new assignment is
+//!   read.
+//! - **Security**: any librdkafka property passes through `properties`
+//!   (`security.protocol`, `sasl.mechanism`, `sasl.username`, …); the SASL
+//!   password comes from [`PASSWORD_ENV`] or the file, and is never logged.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::message::Message;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::RawMessage;
+use crate::pipeline::epoch::{Decision, EpochSource, Positions, Request};
+
+/// Environment variable with the SASL password (`sasl.password`).
+pub const PASSWORD_ENV: &str = "ROCKFEED_KAFKA_PASSWORD";
+
+/// Kafka source settings (`[source.kafka]`).
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// `bootstrap.servers`, e.g. `"broker1:9092,broker2:9092"`.
+    pub brokers: String,
+    /// Consumer group; its committed offsets carry the epoch decisions.
+    pub group_id: String,
+    /// Topics to subscribe.
+    pub topics: Vec<String>,
+    /// Where a partition without a committed offset starts: `earliest`,
+    /// `latest` or `error`.
+    #[serde(default = "default_reset")]
+    pub auto_offset_reset: String,
+    /// librdkafka properties passed through as they are (TLS, SASL, fetch
+    /// sizes, `client.id`, …). Offset handling properties are rockfeed's.
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+    /// Use the message key as the colocation key (route by key, not by the
+    /// decoded VIN). Producers keyed by VIN give the same shards.
+    #[serde(default)]
+    pub key_is_colocation_key: bool,
+    /// Messages fetched but not yet handed to the pipeline before the
+    /// partitions are paused.
+    #[serde(default = "default_buffer")]
+    pub max_buffered: usize,
+}
+
+fn default_reset() -> String {
+    "earliest".into()
+}
+fn default_buffer() -> usize {
+    1024
+}
+
+/// Properties rockfeed sets itself; a config that sets them is refused.
+const OWNED: [&str; 5] =
+    ["enable.auto.commit", "enable.auto.offset.store", "group.id", "bootstrap.servers", "auto.offset.reset"];
+
+impl KafkaConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.topics.is_empty() {
+            return Err("source.kafka.topics is empty".into());
+        }
+        if !["earliest", "latest", "error"].contains(&self.auto_offset_reset.as_str()) {
+            return Err(format!(
+                "source.kafka.auto_offset_reset '{}' is not earliest, latest or error",
+                self.auto_offset_reset
+            ));
+        }
+        if let Some(k) = self.properties.keys().find(|k| OWNED.contains(&k.as_str())) {
+            return Err(format!("source.kafka.properties may not set '{k}' (rockfeed owns offsets and the group)"));
+        }
+        Ok(())
+    }
+
+    fn client_config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers)
+            .set("group.id", &self.group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", &self.auto_offset_reset)
+            .set("queued.max.messages.kbytes", "16384")
+            .set("partition.assignment.strategy", "range,roundrobin");
+        for (k, v) in &self.properties {
+            c.set(k, v);
+        }
+        if let Ok(p) = std::env::var(PASSWORD_ENV) {
+            c.set("sasl.password", p);
+        }
+        c
+    }
+}
+
+/// State shared between the poll thread and the rebalance callbacks.
+struct Shared {
+    requests: mpsc::Sender<Request>,
+    /// A revoke happened since the poll loop last looked.
+    revoked: AtomicBool,
+    /// The open epoch could not be finished or recovery failed: stop.
+    failed: Mutex<Option<String>>,
+    /// Set before the consumer is closed: callbacks do nothing.
+    closing: AtomicBool,
+    ready: watch::Sender<bool>,
+}
+
+pub struct Ctx(Arc<Shared>);
+
+impl ClientContext for Ctx {}
+
+impl Ctx {
+    /// Sends a request to the coordinator and waits for its answer (on the
+    /// poll thread, inside `poll`).
+    fn ask(&self, make: impl FnOnce(oneshot::Sender<Result<(), String>>) -> Request) -> Option<Result<(), String>> {
+        if self.0.closing.load(Ordering::Relaxed) || tokio::runtime::Handle::try_current().is_ok() {
+            return None;
+        }
+        let (tx, rx) = oneshot::channel();
+        self.0.requests.blocking_send(make(tx)).ok()?;
+        rx.blocking_recv().ok()
+    }
+
+    fn fail(&self, msg: String) {
+        tracing::error!(error = %msg, "Kafka source stops.");
+        self.0.failed.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(msg);
+    }
+}
+
+impl ConsumerContext for Ctx {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, r: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = r {
+            tracing::info!(partitions = tpl.count(), "Kafka partitions revoked; finishing the open epoch.");
+            self.0.revoked.store(true, Ordering::Relaxed);
+            if let Some(Err(e)) = self.ask(Request::Finish) {
+                self.fail(format!("could not finish the epoch on revoke: {e}"));
+            }
+        }
+    }
+
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, r: &Rebalance<'_>) {
+        match r {
+            Rebalance::Assign(tpl) => {
+                tracing::info!(partitions = tpl.count(), "Kafka partitions assigned; recovering epochs.");
+                match self.ask(Request::Recover) {
+                    Some(Err(e)) => self.fail(format!("recovery failed: {e}")),
+                    Some(Ok(())) => {
+                        let _ = self.0.ready.send(true);
+                    }
+                    None => {}
+                }
+            }
+            Rebalance::Error(e) => tracing::warn!(error = %e, "Kafka rebalance error."),
+            Rebalance::Revoke(_) => {}
+        }
+    }
+}
+
+/// The consumer, shared by the poll thread and the coordinator.
+pub struct KafkaSource {
+    consumer: BaseConsumer<Ctx>,
+    topics: Vec<String>,
+    timeout: Duration,
+    shared: Arc<Shared>,
+}
+
+impl KafkaSource {
+    /// Creates the consumer and subscribes. `requests` goes to the epoch
+    /// coordinator; `ready` flips once the first assignment is recovered.
+    pub fn new(
+        cfg: &KafkaConfig,
+        requests: mpsc::Sender<Request>,
+        ready: watch::Sender<bool>,
+    ) -> Result<Arc<KafkaSource>, String> {
+        cfg.validate()?;
+        let shared = Arc::new(Shared {
+            requests,
+            revoked: AtomicBool::new(false),
+            failed: Mutex::new(None),
+            closing: AtomicBool::new(false),
+            ready,
+        });
+        let consumer: BaseConsumer<Ctx> =
+            cfg.client_config().create_with_context(Ctx(shared.clone())).map_err(|e| format!("Kafka consumer: {e}"))?;
+        let topics: Vec<&str> = cfg.topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&topics).map_err(|e| format!("Kafka subscribe: {e}"))?;
+        Ok(Arc::new(KafkaSource { consumer, topics: cfg.topics.clone(), timeout: Duration::from_secs(30), shared }))
+    }
+
+    /// Stops the callbacks from talking to the coordinator (before drop).
+    pub fn close(&self) {
+        self.shared.closing.store(true, Ordering::Relaxed);
+    }
+
+    fn all_partitions(&self) -> Result<TopicPartitionList, String> {
+        let mut tpl = TopicPartitionList::new();
+        for t in &self.topics {
+            let md = self.consumer.fetch_metadata(Some(t), self.timeout).map_err(|e| format!("metadata of {t}: {e}"))?;
+            for mt in md.topics() {
+                if let Some(e) = mt.error() {
+                    return Err(format!("metadata of {t}: {e:?}"));
+                }
+                for p in mt.partitions() {
+                    tpl.add_partition(mt.name(), p.id());
+                }
+            }
+        }
+        Ok(tpl)
+    }
+
+    fn decisions_blocking(&self) -> Result<Vec<Decision>, String> {
+        let tpl = self.all_partitions()?;
+        let c = self.consumer.committed_offsets(tpl, self.timeout).map_err(|e| format!("committed offsets: {e}"))?;
+        Ok(c.elements().iter().filter_map(|e| Decision::parse(e.metadata())).collect())
+    }
+
+    fn decide_blocking(&self, d: &Decision, positions: &Positions) -> Result<(), String> {
+        let mut tpl = TopicPartitionList::new();
+        let meta = d.encode();
+        for ((topic, partition), next) in positions {
+            let mut e = tpl.add_partition(topic, *partition);
+            e.set_offset(Offset::Offset(*next)).map_err(|e| e.to_string())?;
+            e.set_metadata(meta.clone());
+        }
+        self.consumer.commit(&tpl, CommitMode::Sync).map_err(|e| format!("offset commit: {e}"))
+    }
+
+    /// Polls until `shutdown` flips or the channel closes; hands messages to
+    /// `tx` (see the module doc for pausing). Runs on its own thread.
+    pub fn poll_loop(&self, tx: mpsc::Sender<RawMessage>, shutdown: watch::Receiver<bool>, max_buffered: usize) -> Result<(), String> {
+        let mut pending: VecDeque<RawMessage> = VecDeque::new();
+        let mut paused = false;
+        let mut topics: HashMap<String, Arc<str>> = HashMap::new();
+        let c = &self.consumer;
+        loop {
+            if *shutdown.borrow() {
+                return Ok(());
+            }
+            if let Some(e) = self.shared.failed.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+                return Err(e);
+            }
+            while let Some(m) = pending.pop_front() {
+                match tx.try_send(m) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(m)) => {
+                        pending.push_front(m);
+                        break;
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => return Ok(()),
+                }
+            }
+            if paused && pending.is_empty() {
+                if let Ok(a) = c.assignment() {
+                    let _ = c.resume(&a);
+                }
+                paused = false;
+            }
+            let wait = if pending.is_empty() { Duration::from_millis(100) } else { Duration::from_millis(5) };
+            let polled = c.poll(wait);
+            if self.shared.revoked.swap(false, Ordering::Relaxed) {
+                // The open epoch was finished (or abandoned) in the callback;
+                // what was fetched before is read again from the committed
+                // offsets by whoever owns the partitions now.
+                pending.clear();
+                if paused {
+                    if let Ok(a) = c.assignment() {
+                        let _ = c.resume(&a);
+                    }
+                    paused = false;
+                }
+            }
+            match polled {
+                None => {}
+                Some(Err(e)) => tracing::warn!(error = %e, "Kafka consumer error."),
+                Some(Ok(m)) => {
+                    let topic = topics.entry(m.topic().to_string()).or_insert_with(|| Arc::from(m.topic())).clone();
+                    let raw = RawMessage {
+                        topic: m.topic().to_string(),
+                        payload: Bytes::copy_from_slice(m.payload().unwrap_or_default()),
+                        received_ms: now_ms(),
+                        key: m.key().map(Bytes::copy_from_slice),
+                        position: Some((topic, m.partition(), m.offset())),
+                    };
+                    if pending.is_empty() {
+                        match tx.try_send(raw) {
+                            Ok(()) => continue,
+                            Err(mpsc::error::TrySendError::Full(raw)) => pending.push_back(raw),
+                            Err(mpsc::error::TrySendError::Closed(_)) => return Ok(()),
+                        }
+                    } else {
+                        pending.push_back(raw);
+                    }
+                    if !paused || pending.len() >= max_buffered {
+                        if let Ok(a) = c.assignment() {
+                            let _ = c.pause(&a);
+                        }
+                        paused = true;
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl EpochSource for KafkaSource {
+    fn decide(&self, d: &Decision, positions: &Positions) -> impl Future<Output = Result<(), String>> + Send {
+        async move { tokio::task::block_in_place(|| self.decide_blocking(d, positions)) }
+    }
+
+    fn decisions(&self) -> impl Future<Output = Result<Vec<Decision>, String>> + Send {
+        async move { tokio::task::block_in_place(|| self.decisions_blocking()) }
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
