@@ -223,6 +223,9 @@ pub struct Coordinator<S> {
     hook: Hook,
     received_to_committed: Local,
     event_to_committed: Local,
+    /// Positions of the last decision (an epoch that moves none and loads
+    /// nothing is skipped).
+    last_decided: Positions,
 }
 
 impl<S: EpochSource> Coordinator<S> {
@@ -243,6 +246,7 @@ impl<S: EpochSource> Coordinator<S> {
             hook: Hook::from_env(),
             received_to_committed: Local::default(),
             event_to_committed: Local::default(),
+            last_decided: Positions::new(),
         }
     }
 
@@ -265,6 +269,7 @@ impl<S: EpochSource> Coordinator<S> {
                 req = requests.recv() => match req {
                     Some(Request::Finish(reply)) => {
                         let r = self.epoch(true, true, false).await;
+                        self.last_decided.clear();
                         let _ = reply.send(r.as_ref().map(|_| ()).map_err(|e| e.to_string()));
                         r?;
                         next_cut = tokio::time::Instant::now() + self.cfg.epoch;
@@ -315,8 +320,8 @@ impl<S: EpochSource> Coordinator<S> {
                 ShardError::Transient(reason) => EpochError::Abandoned { epoch: e, reason },
             });
         }
-        if positions.is_empty() && txns.is_empty() {
-            return Ok(());
+        if txns.is_empty() && positions == self.last_decided {
+            return Ok(()); // nothing new: no decision, no epoch number used
         }
         self.hook.reach("after_prepare").await;
         let d = Decision {
@@ -355,6 +360,7 @@ impl<S: EpochSource> Coordinator<S> {
             self.stats.merge(Stage::EventToCommitted, &mut self.event_to_committed);
         }
         self.next_epoch = e + 1;
+        self.last_decided = positions.clone();
         tracing::debug!(epoch = e, txns = txns.len(), partitions = positions.len(), "Epoch committed.");
         Ok(())
     }

@@ -9,12 +9,13 @@
 //!   as the offset metadata of every partition it commits. That commit *is*
 //!   the epoch's decision; [`KafkaSource::decisions`] reads it back for every
 //!   partition of the subscribed topics.
-//! - **Backpressure**: a full pipeline channel pauses every assigned
-//!   partition (the thread keeps polling, so the group membership and
-//!   rebalances go on); what was already fetched waits in a small queue and
-//!   the partitions resume once it is handed over. Nothing is buffered
-//!   without bound, and librdkafka's own prefetch is capped
-//!   (`queued.max.messages.kbytes`, default here 16 MiB).
+//! - **Backpressure**: a full pipeline channel is waited on with the next
+//!   message in hand (librdkafka's prefetch is capped by
+//!   `queued.max.messages.kbytes`, 16 MiB here); a stall longer than
+//!   [`PAUSE_AFTER`] pauses every assigned partition and the thread goes on
+//!   polling, so group membership and rebalances stay alive. The partitions
+//!   resume once what was fetched is handed over. Nothing is buffered
+//!   without bound.
 //! - **Rebalances** (eager): on revoke, the coordinator finishes the open
 //!   epoch (everything handed over is sealed, decided and committed) before
 //!   the partitions go; if it cannot, the epoch is rolled back and the
@@ -252,12 +253,29 @@ impl KafkaSource {
     }
 
     /// Polls until `shutdown` flips or the channel closes; hands messages to
-    /// `tx` (see the module doc for pausing). Runs on its own thread.
-    pub fn poll_loop(&self, tx: mpsc::Sender<RawMessage>, shutdown: watch::Receiver<bool>, max_buffered: usize) -> Result<(), String> {
+    /// `tx`. A full channel is waited on for up to [`PAUSE_AFTER`] with the
+    /// message in hand (librdkafka's own prefetch is bounded); past that the
+    /// partitions are paused and polling goes on, so group membership and
+    /// rebalances stay alive however long the pipeline stalls. Runs on its
+    /// own thread.
+    pub fn poll_loop(
+        &self,
+        tx: mpsc::Sender<RawMessage>,
+        shutdown: watch::Receiver<bool>,
+        max_buffered: usize,
+    ) -> Result<(), String> {
         let mut pending: VecDeque<RawMessage> = VecDeque::new();
         let mut paused = false;
         let mut topics: HashMap<String, Arc<str>> = HashMap::new();
         let c = &self.consumer;
+        let set_paused = |on: bool| {
+            if let Ok(a) = c.assignment() {
+                let r = if on { c.pause(&a) } else { c.resume(&a) };
+                if let Err(e) = r {
+                    tracing::warn!(error = %e, pause = on, "Kafka pause/resume failed.");
+                }
+            }
+        };
         loop {
             if *shutdown.borrow() {
                 return Ok(());
@@ -265,68 +283,62 @@ impl KafkaSource {
             if let Some(e) = self.shared.failed.lock().unwrap_or_else(|p| p.into_inner()).clone() {
                 return Err(e);
             }
+            // Hand over what waits, waiting a little for room.
+            let started = std::time::Instant::now();
             while let Some(m) = pending.pop_front() {
                 match tx.try_send(m) {
                     Ok(()) => {}
                     Err(mpsc::error::TrySendError::Full(m)) => {
                         pending.push_front(m);
-                        break;
+                        if paused || started.elapsed() >= PAUSE_AFTER || *shutdown.borrow() {
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_millis(1));
                     }
                     Err(mpsc::error::TrySendError::Closed(_)) => return Ok(()),
                 }
             }
-            if paused && pending.is_empty() {
-                if let Ok(a) = c.assignment() {
-                    let _ = c.resume(&a);
-                }
+            if pending.is_empty() && paused {
+                set_paused(false);
                 paused = false;
+            } else if !pending.is_empty() && !paused {
+                tracing::debug!(waiting = pending.len(), "Pipeline full; pausing the Kafka partitions.");
+                set_paused(true);
+                paused = true;
             }
-            let wait = if pending.is_empty() { Duration::from_millis(100) } else { Duration::from_millis(5) };
+            let wait = if pending.is_empty() { Duration::from_millis(100) } else { Duration::from_millis(20) };
             let polled = c.poll(wait);
             if self.shared.revoked.swap(false, Ordering::Relaxed) {
                 // The open epoch was finished (or abandoned) in the callback;
                 // what was fetched before is read again from the committed
                 // offsets by whoever owns the partitions now.
                 pending.clear();
-                if paused {
-                    if let Ok(a) = c.assignment() {
-                        let _ = c.resume(&a);
-                    }
-                    paused = false;
-                }
+                paused = false;
             }
             match polled {
                 None => {}
                 Some(Err(e)) => tracing::warn!(error = %e, "Kafka consumer error."),
                 Some(Ok(m)) => {
                     let topic = topics.entry(m.topic().to_string()).or_insert_with(|| Arc::from(m.topic())).clone();
-                    let raw = RawMessage {
+                    pending.push_back(RawMessage {
                         topic: m.topic().to_string(),
                         payload: Bytes::copy_from_slice(m.payload().unwrap_or_default()),
                         received_ms: now_ms(),
                         key: m.key().map(Bytes::copy_from_slice),
                         position: Some((topic, m.partition(), m.offset())),
-                    };
-                    if pending.is_empty() {
-                        match tx.try_send(raw) {
-                            Ok(()) => continue,
-                            Err(mpsc::error::TrySendError::Full(raw)) => pending.push_back(raw),
-                            Err(mpsc::error::TrySendError::Closed(_)) => return Ok(()),
-                        }
-                    } else {
-                        pending.push_back(raw);
-                    }
-                    if !paused || pending.len() >= max_buffered {
-                        if let Ok(a) = c.assignment() {
-                            let _ = c.pause(&a);
-                        }
-                        paused = true;
+                    });
+                    if pending.len() > max_buffered {
+                        tracing::warn!(waiting = pending.len(), "Kafka messages keep arriving while paused.");
                     }
                 }
             }
         }
     }
 }
+
+/// How long a full pipeline channel is waited on before the partitions
+/// are paused.
+pub const PAUSE_AFTER: Duration = Duration::from_secs(1);
 
 impl EpochSource for KafkaSource {
     fn decide(&self, d: &Decision, positions: &Positions) -> impl Future<Output = Result<(), String>> + Send {

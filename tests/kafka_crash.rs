@@ -1,0 +1,299 @@
+//! Crash tests: `rockfeed run` as a child process, consuming from
+//! librdkafka's mock cluster (in this process) into the StarRocks emulator
+//! (in this process, running across every kill), is killed with SIGKILL
+//! again and again while loadgen produces, and restarted each time. Kills
+//! come at random moments and at each step of the epoch protocol (the test
+//! hook halts the child there: after every shard prepared, after the offset
+//! commit, between two transaction commits). Afterwards the emulator's
+//! tables are audited against everything produced:
+//! - exactly-once: every (vin, window, metric) row exactly equal, no
+//!   transaction left open;
+//! - at-least-once, killed after its loads but before its offset commit:
+//!   the audit must find the duplicates (so the test can tell the modes apart).
+
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use loadgen::audit::{EmulatorTables, audit_emulator};
+use loadgen::fleet::Fleet;
+use loadgen::kafka::{KafkaSender, KafkaTarget, mock_cluster};
+use loadgen::ledger::{Ledger, TableAudit};
+use loadgen::payload::{Generator, Profile};
+use loadgen::run::{RunOptions, Target};
+use rand::{Rng, SeedableRng};
+use rockfeed::starrocks::ddl::parse_ddl;
+use rockfeed::starrocks_emulator::{Emulator, EmulatorConfig};
+use tokio::io::AsyncBufReadExt;
+use tokio::process::{Child, Command};
+
+fn config(brokers: &str, emu: &str, dir: &std::path::Path, delivery: &str, prefix: &str) -> String {
+    format!(
+        r#"
+[starrocks]
+endpoints = ["{emu}"]
+database = "rockfeed"
+user = "root"
+password = "pw"
+label_prefix = "{prefix}"
+delivery = "{delivery}"
+max_attempts = 0
+[tables]
+latest_metrics = ["speed", "soc"]
+buckets = 8
+replication_num = 1
+[pipeline]
+shards = 3
+epoch = "250ms"
+[source.kafka]
+brokers = "{brokers}"
+group_id = "crash-{prefix}"
+topics = ["telemetry"]
+[source.kafka.properties]
+"session.timeout.ms" = "2500"
+"heartbeat.interval.ms" = "300"
+"group.instance.id" = "crash-{prefix}-1"
+{}
+[dead_letter]
+dir = "{}"
+"#,
+        std::env::var("CRASH_KAFKA_DEBUG").map(|d| format!("\"debug\" = \"{d}\"")).unwrap_or_default(),
+        dir.join("dead").display()
+    )
+}
+
+fn tables(url: String) -> EmulatorTables {
+    EmulatorTables {
+        url,
+        user: "root".into(),
+        password: "pw".into(),
+        db: "rockfeed".into(),
+        telemetry: "telemetry_1m".into(),
+        latest: Some("vehicle_latest".into()),
+    }
+}
+
+/// A running child and the stderr lines it wrote.
+struct Run {
+    child: Child,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+fn spawn(conf: &std::path::Path, halt_at: Option<String>) -> Run {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rockfeed"));
+    cmd.arg("run").arg("--config").arg(conf);
+    cmd.env("RUST_LOG", std::env::var("CRASH_RUST_LOG").unwrap_or_else(|_| "rockfeed=info,librdkafka=warn".into()));
+    match &halt_at {
+        Some(h) => cmd.env(rockfeed::pipeline::epoch::HOOK_ENV, h),
+        None => cmd.env_remove(rockfeed::pipeline::epoch::HOOK_ENV),
+    };
+    let mut child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let (l, err) = (log.clone(), child.stderr.take().unwrap());
+    tokio::spawn(async move {
+        let mut lines = tokio::io::BufReader::new(err).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            l.lock().unwrap().push(line);
+        }
+    });
+    Run { child, log }
+}
+
+impl Run {
+    fn saw(&self, needle: &str) -> bool {
+        self.log.lock().unwrap().iter().any(|l| l.contains(needle))
+    }
+
+    fn tail(&self) -> String {
+        let l = self.log.lock().unwrap();
+        l[l.len().saturating_sub(30)..].join("\n")
+    }
+
+    /// Waits until the child logs `needle` (or exits, or `limit` passes).
+    async fn wait_for(&mut self, needle: &str, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        while tokio::time::Instant::now() < deadline {
+            if self.saw(needle) {
+                return true;
+            }
+            if let Ok(Some(st)) = self.child.try_wait() {
+                panic!("rockfeed exited ({st}) while waiting for '{needle}':\n{}", self.tail());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
+
+    /// SIGKILL; returns the child's log.
+    async fn kill9(mut self) -> Vec<String> {
+        self.child.start_kill().unwrap();
+        let _ = self.child.wait().await;
+        self.keep_log();
+        self.log.lock().unwrap().clone()
+    }
+
+    /// With `CRASH_LOG_DIR` set, keeps every child's log there.
+    fn keep_log(&self) {
+        if let Ok(d) = std::env::var("CRASH_LOG_DIR") {
+            static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+            let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let _ = std::fs::create_dir_all(&d);
+            let _ = std::fs::write(format!("{d}/run-{n:03}.log"), self.log.lock().unwrap().join("\n"));
+        }
+    }
+}
+
+struct Crash {
+    emu: Emulator,
+    conf: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+async fn setup(brokers: &str, delivery: &str, prefix: &str) -> Crash {
+    let dir = tempfile::tempdir().unwrap();
+    let text = config(brokers, "http://127.0.0.1:1", dir.path(), delivery, prefix);
+    let cfg = rockfeed::config::Config::parse(&text).unwrap();
+    let mut ec = EmulatorConfig::local(parse_ddl(&rockfeed::config::ddl::ddl(&cfg)).unwrap(), "root", "pw");
+    ec.bes.push("127.0.0.1:0".parse().unwrap());
+    let emu = Emulator::start(ec).await.unwrap();
+    let conf = dir.path().join("rockfeed.toml");
+    std::fs::write(&conf, config(brokers, &emu.fe_url(), dir.path(), delivery, prefix)).unwrap();
+    Crash { emu, conf, _dir: dir }
+}
+
+/// Produces narrow traffic (one reading per message) in the background
+/// until `stop` (or `secs`); the ledger comes back when it is done.
+fn produce(brokers: String, rate: f64, secs: u64, seed: u64, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<Ledger> {
+    tokio::spawn(async move {
+        let fleet = Fleet::new(64, 12, seed, "RFCRASH");
+        let mut ledger = Ledger::new(&fleet.metrics, 60_000);
+        let mut generator = Generator::new(fleet, Profile::Narrow, "telemetry", 50).narrow_as_objects(true);
+        let sender = KafkaSender::connect(&KafkaTarget::new(&brokers, "telemetry")).unwrap();
+        let o =
+            RunOptions { ack_timeout: Duration::from_secs(120), ..RunOptions::timed(rate, Duration::from_secs(secs)) };
+        let s = loadgen::run::run(
+            &mut generator,
+            Profile::Narrow,
+            &mut ledger,
+            Target::Kafka(sender),
+            &o,
+            &stop,
+        )
+        .await
+        .unwrap();
+        assert!(s.complete(), "{} of {} delivered", s.delivered, s.messages);
+        ledger
+    })
+}
+
+/// Runs a last, undisturbed child until the audit passes, or until what
+/// landed stops changing for `quiet`, then stops it with SIGINT and returns
+/// the final audit.
+async fn settle(c: &Crash, ledger: &Ledger, quiet: Duration) -> Vec<TableAudit> {
+    let mut run = spawn(&c.conf, None);
+    let t = tables(c.emu.fe_url());
+    let mut last = (u64::MAX, tokio::time::Instant::now());
+    loop {
+        let a = audit_emulator(&t, ledger).await.unwrap();
+        if a.iter().all(|a| a.ok()) {
+            break;
+        }
+        let landed = a[0].records_landed + a[0].duplicated;
+        if landed != last.0 {
+            last = (landed, tokio::time::Instant::now());
+        } else if last.1.elapsed() > quiet {
+            break;
+        }
+        if let Ok(Some(st)) = run.child.try_wait() {
+            panic!("the final rockfeed exited ({st}):\n{}", run.tail());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let pid = run.child.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill").arg("-INT").arg(&pid).status().unwrap().success());
+    let exit = tokio::time::timeout(Duration::from_secs(60), run.child.wait()).await.unwrap().unwrap();
+    run.keep_log();
+    assert!(exit.success(), "clean exit on SIGINT: {exit}\n{}", run.tail());
+    audit_emulator(&t, ledger).await.unwrap()
+}
+
+fn open_txns(emu: &Emulator) -> Vec<String> {
+    emu.with_core(|c| {
+        c.registry.all().filter(|t| t.state.is_running()).map(|t| format!("{} {}", t.label, t.state.name())).collect()
+    })
+}
+
+const STEPS: [&str; 3] = ["after_prepare", "after_decide", "mid_commit"];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_once_survives_repeated_sigkill_at_random_moments_and_at_every_protocol_step() {
+    let mock = mock_cluster(3, "telemetry", 4).unwrap();
+    let brokers = mock.bootstrap_servers();
+    let c = setup(&brokers, "exactly-once", "crash").await;
+    let seed: u64 = std::env::var("CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
+    eprintln!("crash test seed {seed} (CRASH_SEED={seed} repeats it)");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let stop = Arc::new(AtomicBool::new(false));
+    let producer = produce(brokers.clone(), 600.0, 600, seed, stop.clone());
+    let mut kills = Vec::new();
+    let mut logs = Vec::new();
+    let kills_wanted: usize = std::env::var("CRASH_KILLS").ok().and_then(|s| s.parse().ok()).unwrap_or(24);
+    for i in 0..kills_wanted {
+        // Every fourth kill at a random moment; the others at each protocol
+        // step in turn.
+        let hook = (i % 4 != 0).then(|| format!("{}:{}", STEPS[(i - i / 4 - 1) % STEPS.len()], rng.random_range(1..=3)));
+        let mut run = spawn(&c.conf, hook.clone());
+        match &hook {
+            Some(h) => {
+                let reached = run.wait_for("test hook: halted at", Duration::from_secs(60)).await;
+                assert!(reached, "kill {i}: the hook {h} was never reached:\n{}", run.tail());
+            }
+            None => tokio::time::sleep(Duration::from_millis(rng.random_range(300..3000))).await,
+        }
+        kills.push(hook.unwrap_or_else(|| "random".into()));
+        logs.extend(run.kill9().await);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let ledger = producer.await.unwrap();
+    eprintln!("{} kills: {kills:?}; {} readings produced", kills.len(), ledger.readings());
+    let audits = settle(&c, &ledger, Duration::from_secs(20)).await;
+    assert!(audits.iter().all(|a| a.ok()), "{audits:?}");
+    assert_eq!(audits[0].records_landed, ledger.readings());
+    assert!(open_txns(&c.emu).is_empty(), "{:?}", open_txns(&c.emu));
+    // The kills did hit the protocol: recovery rolled transactions of
+    // undecided epochs back and committed prepared ones of decided epochs.
+    let saw = |s: &str| logs.iter().filter(|l| l.contains(s)).count();
+    assert!(saw("Recovery rolled back a transaction") > 0 && saw("Recovery committed a prepared transaction") > 0);
+    // The premise: nothing was lost to the mock broker's retention (it keeps
+    // 5 MiB per partition), which would show as an offset reset.
+    assert_eq!(saw("offset reset"), 0, "the mock broker deleted unconsumed data; lower the rate");
+    c.emu.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_least_once_killed_between_load_and_offset_commit_duplicates_rows() {
+    let mock = mock_cluster(1, "telemetry", 4).unwrap();
+    let brokers = mock.bootstrap_servers();
+    let c = setup(&brokers, "at-least-once", "alo").await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let producer = produce(brokers.clone(), 600.0, 600, 3, stop.clone());
+    for _ in 0..4 {
+        let mut run = spawn(&c.conf, Some("after_prepare:2".into()));
+        assert!(run.wait_for("test hook: halted at", Duration::from_secs(60)).await, "{}", run.tail());
+        run.kill9().await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let ledger = producer.await.unwrap();
+    let t = tables(c.emu.fe_url());
+    // Let a last run catch up, then look.
+    let _ = settle(&c, &ledger, Duration::from_secs(10)).await;
+    let a = &audit_emulator(&t, &ledger).await.unwrap()[0];
+    assert_eq!(a.missing, 0, "at-least-once loses nothing: {a}");
+    assert!(a.duplicated > 0, "loads before the offset commit are loaded again after the kill: {a}");
+    c.emu.shutdown().await;
+}
