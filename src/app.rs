@@ -14,14 +14,14 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 use crate::config::Config;
-use crate::pipeline::epoch::{Coordinator, CoordinatorConfig, EpochError};
-use crate::sink::starrocks::txn::TxnTimeouts;
-use crate::source::kafka::{KafkaConfig, KafkaSource};
 use crate::enrich::Enrichment;
+use crate::pipeline::epoch::{Coordinator, CoordinatorConfig, EpochError};
 use crate::pipeline::runner::{RunnerConfig, Stats};
 use crate::pipeline::window::WindowConfig;
 use crate::sink::starrocks::client::{ClientConfig, Credentials, Endpoint, StreamLoadClient};
 use crate::sink::starrocks::service::{RetryPolicy, StreamLoader};
+use crate::sink::starrocks::txn::TxnTimeouts;
+use crate::source::kafka::{KafkaConfig, KafkaSource};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {

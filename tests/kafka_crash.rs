@@ -176,16 +176,9 @@ fn produce(brokers: String, rate: f64, secs: u64, seed: u64, stop: Arc<AtomicBoo
         let sender = KafkaSender::connect(&KafkaTarget::new(&brokers, "telemetry")).unwrap();
         let o =
             RunOptions { ack_timeout: Duration::from_secs(120), ..RunOptions::timed(rate, Duration::from_secs(secs)) };
-        let s = loadgen::run::run(
-            &mut generator,
-            Profile::Narrow,
-            &mut ledger,
-            Target::Kafka(sender),
-            &o,
-            &stop,
-        )
-        .await
-        .unwrap();
+        let s = loadgen::run::run(&mut generator, Profile::Narrow, &mut ledger, Target::Kafka(sender), &o, &stop)
+            .await
+            .unwrap();
         assert!(s.complete(), "{} of {} delivered", s.delivered, s.messages);
         ledger
     })
@@ -246,7 +239,8 @@ async fn exactly_once_survives_repeated_sigkill_at_random_moments_and_at_every_p
     for i in 0..kills_wanted {
         // Every fourth kill at a random moment; the others at each protocol
         // step in turn.
-        let hook = (i % 4 != 0).then(|| format!("{}:{}", STEPS[(i - i / 4 - 1) % STEPS.len()], rng.random_range(1..=3)));
+        let hook =
+            (i % 4 != 0).then(|| format!("{}:{}", STEPS[(i - i / 4 - 1) % STEPS.len()], rng.random_range(1..=3)));
         let mut run = spawn(&c.conf, hook.clone());
         match &hook {
             Some(h) => {

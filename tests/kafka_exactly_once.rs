@@ -18,6 +18,7 @@ use loadgen::kafka::{KafkaSender, KafkaTarget, mock_cluster};
 use loadgen::ledger::Ledger;
 use loadgen::payload::{Generator, Profile};
 use loadgen::run::{RunOptions, Target};
+use rockfeed::sink::starrocks::txn::{Chunk, TxnLoader};
 use rockfeed::starrocks::ddl::parse_ddl;
 use rockfeed::starrocks_emulator::faults::FaultRule;
 use rockfeed::starrocks_emulator::registry::RegistryConfig;
@@ -111,10 +112,7 @@ async fn several_partitions_land_exactly_once_through_epochs() {
     let (stop_tx, stop_rx) = watch::channel(false);
     let (ready_tx, mut ready) = watch::channel(false);
     let app = tokio::spawn(rockfeed::app::run_with_ready(r.cfg.clone(), stop_rx, ready_tx));
-    assert!(
-        tokio::time::timeout(Duration::from_secs(60), ready.wait_for(|r| *r)).await.is_ok(),
-        "never assigned"
-    );
+    assert!(tokio::time::timeout(Duration::from_secs(60), ready.wait_for(|r| *r)).await.is_ok(), "never assigned");
     let t = tables(r.emu.fe_url());
     let mut ok = false;
     for _ in 0..300 {
@@ -136,5 +134,167 @@ async fn several_partitions_land_exactly_once_through_epochs() {
     let labels: Vec<(String, &'static str)> =
         r.emu.with_core(|c| c.registry.all().map(|t| (t.label.clone(), t.state.name())).collect());
     assert!(labels.iter().all(|(l, s)| l.starts_with("kx-") && *s == "VISIBLE"), "{labels:?}");
+    r.emu.shutdown().await;
+}
+
+/// Arms `rules`, runs `setup`, runs rockfeed while 2 s of traffic arrive
+/// (so faults meet several epochs), calls `during` every 100 ms while
+/// waiting, and requires exact tables; returns the rig and the app's stats.
+async fn exact_despite(
+    prefix: &str,
+    registry: RegistryConfig,
+    rules: &[&str],
+    setup: impl AsyncFnOnce(&Emulator),
+    mut during: impl AsyncFnMut(&Emulator),
+) -> (Rig, Arc<rockfeed::telemetry::Stats>) {
+    let mock = mock_cluster(1, "telemetry", 3).unwrap();
+    let brokers = mock.bootstrap_servers();
+    let r = rig(&brokers, prefix, registry).await;
+    for rule in rules {
+        r.emu.faults().add(serde_json::from_str::<FaultRule>(rule).unwrap()).unwrap();
+    }
+    setup(&r.emu).await;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (ready_tx, mut ready) = watch::channel(false);
+    let app = tokio::spawn(rockfeed::app::run_with_ready(r.cfg.clone(), stop_rx, ready_tx));
+    assert!(tokio::time::timeout(Duration::from_secs(60), ready.wait_for(|r| *r)).await.is_ok(), "never assigned");
+    let ledger = produce(&brokers, Profile::Narrow, 2000.0, 2, 7).await;
+    let t = tables(r.emu.fe_url());
+    for _ in 0..600 {
+        during(&r.emu).await;
+        if audit_emulator(&t, &ledger).await.unwrap().iter().all(|a| a.ok()) || app.is_finished() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop_tx.send(true).unwrap();
+    let stats = app.await.unwrap().unwrap();
+    let audits = audit_emulator(&t, &ledger).await.unwrap();
+    assert!(audits.iter().all(|a| a.ok()), "{rules:?}: {audits:?}");
+    assert!(open_txns(&r.emu).is_empty(), "{:?}", open_txns(&r.emu));
+    drop(mock);
+    (r, stats)
+}
+
+fn fired(emu: &Emulator, kind: &str) -> usize {
+    emu.faults().fired().iter().filter(|(k, _)| serde_json::to_value(k).unwrap() == kind).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_and_lost_transaction_contexts_end_in_exact_tables() {
+    // TXN_IN_PROCESSING on the BE (retried), the BE context lost before
+    // prepare (TXN_NOT_EXISTS: rolled back, cancelled, loaded again), and a
+    // prepare that became durable while its reply was lost (PREPARED found).
+    let (r, _) = exact_despite(
+        "kbusy",
+        RegistryConfig::default(),
+        &[
+            r#"{"fault":"txn_in_processing","next":6}"#,
+            r#"{"fault":"context_lost","next":2}"#,
+            r#"{"fault":"crash_after_prepare","next":2}"#,
+        ],
+        async |_| {},
+        async |_| {},
+    )
+    .await;
+    for f in ["txn_in_processing", "context_lost", "crash_after_prepare"] {
+        assert!(fired(&r.emu, f) > 0, "{f} never fired");
+    }
+    r.emu.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commit_transport_errors_both_ways_end_in_exact_tables() {
+    // The commit happened but its reply says "status unknown" (checked with
+    // get_load_state: done), and the commit failed with the transaction
+    // aborted (the decided epoch's rows are loaded again under the label).
+    let (r, stats) = exact_despite(
+        "kcommit",
+        RegistryConfig::default(),
+        &[r#"{"fault":"commit_unknown_committed","next":3}"#, r#"{"fault":"commit_unknown_aborted","next":2}"#],
+        async |_| {},
+        async |_| {},
+    )
+    .await;
+    assert_eq!(fired(&r.emu, "commit_unknown_committed"), 3);
+    assert_eq!(fired(&r.emu, "commit_unknown_aborted"), 2);
+    assert_eq!(stats.txns_reloaded.load(Ordering::Relaxed), 2, "each aborted commit was loaded again");
+    r.emu.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lingering_prepared_label_is_rolled_back_not_committed() {
+    // Another writer left a PREPARED transaction, with rows, under the label
+    // rockfeed will use for epoch 3 (above what recovery probes at start):
+    // begin answers LABEL_ALREADY_EXISTS, the label is rolled back and
+    // reused, and those foreign rows never become visible.
+    let (r, _) = exact_despite(
+        "kling",
+        RegistryConfig::default(),
+        &[],
+        async |emu: &Emulator| {
+            let loader = common::loader(emu, "pw", "rockfeed", Default::default());
+            let txn = TxnLoader::new(&loader, Default::default());
+            let mut h = http::HeaderMap::new();
+            h.insert("column_separator", http::HeaderValue::from_static(","));
+            h.insert("columns", http::HeaderValue::from_static("vehicle_id,window_start,metric,cnt,total,`min`,`max`"));
+            let body = bytes::Bytes::from_static(b"FOREIGN,2026-01-01 00:00:00,speed,1,1,1,1\n");
+            txn.prepare("telemetry_1m", "kling-telemetry_1m-0-3", &[Chunk { headers: h, body }]).await.unwrap();
+        },
+        async |_| {},
+    )
+    .await;
+    let foreign =
+        r.emu.with_core(|c| c.registry.by_label("rockfeed", "kling-telemetry_1m-0-3").map(|t| t.state.name()));
+    assert_eq!(foreign, Some("VISIBLE"), "the label was reused by rockfeed's own epoch 3");
+    r.emu.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_running_transaction_cap_is_waited_out() {
+    // max_running_txn_num_per_db = 6 = shards × tables, and two foreign
+    // transactions hold slots until rockfeed has met the cap: its begins fail
+    // with "current running txns on db … larger than limit" and are retried
+    // with back-off until the slots free up.
+    let (r, _) = exact_despite(
+        "kcap",
+        RegistryConfig { max_running_txn_num_per_db: 6, ..RegistryConfig::default() },
+        &[],
+        async |emu: &Emulator| {
+            let loader = common::loader(emu, "pw", "rockfeed", Default::default());
+            let mut h = http::HeaderMap::new();
+            for l in ["other-1", "other-2"] {
+                h.insert("label", http::HeaderValue::from_static(l));
+                h.insert("db", http::HeaderValue::from_static("rockfeed"));
+                h.insert("table", http::HeaderValue::from_static("telemetry_1m"));
+                let r = loader
+                    .client()
+                    .request(http::Method::POST, "/api/transaction/begin", &h, bytes::Bytes::new())
+                    .await
+                    .unwrap();
+                assert_eq!(r.status, 200);
+            }
+            assert_eq!(open_txns(emu).len(), 2, "the other writer holds two slots");
+        },
+        async |emu: &Emulator| {
+            // Once rockfeed has met the cap, the other writer finishes.
+            if emu.with_core(|c| c.stats.begin_rejected_cap) > 0
+                && open_txns(emu).iter().any(|t| t.starts_with("other-"))
+            {
+                for l in ["other-1", "other-2"] {
+                    let out = std::process::Command::new("curl")
+                        .args(["-s", "--location-trusted", "-u", "root:pw", "-XPOST", "-H", &format!("label:{l}")])
+                        .args(["-H", "db:rockfeed", "-H", "table:telemetry_1m"])
+                        .arg(format!("{}/api/transaction/rollback", emu.fe_url()))
+                        .output()
+                        .unwrap();
+                    assert!(String::from_utf8_lossy(&out.stdout).contains("\"OK\""), "{out:?}");
+                }
+            }
+        },
+    )
+    .await;
+    let capped = r.emu.with_core(|c| c.stats.begin_rejected_cap);
+    assert!(capped > 0, "the cap was hit");
     r.emu.shutdown().await;
 }

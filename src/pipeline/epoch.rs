@@ -449,15 +449,13 @@ impl<S: EpochSource> Coordinator<S> {
             for (table, l) in d.labels() {
                 let st = txn.state(&l).await.map_err(|e| EpochError::Fatal(format!("get_load_state {l}: {e}")))?;
                 match st.state.as_str() {
-                    "PREPARED" => {
-                        match txn.commit(&table, &l).await.map_err(|e| fatal_txn(&e))? {
-                            Committed::Yes => {
-                                self.stats.txns_recovered.fetch_add(1, Ordering::Relaxed);
-                                tracing::info!(label = %l, epoch = d.epoch, "Recovery committed a prepared transaction of a decided epoch.");
-                            }
-                            Committed::Aborted { reason } => lost(&l, &reason, &self.stats),
+                    "PREPARED" => match txn.commit(&table, &l).await.map_err(|e| fatal_txn(&e))? {
+                        Committed::Yes => {
+                            self.stats.txns_recovered.fetch_add(1, Ordering::Relaxed);
+                            tracing::info!(label = %l, epoch = d.epoch, "Recovery committed a prepared transaction of a decided epoch.");
                         }
-                    }
+                        Committed::Aborted { reason } => lost(&l, &reason, &self.stats),
+                    },
                     "ABORTED" => lost(&l, &st.reason, &self.stats),
                     _ => {}
                 }

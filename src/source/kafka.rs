@@ -222,7 +222,8 @@ impl KafkaSource {
     fn all_partitions(&self) -> Result<TopicPartitionList, String> {
         let mut tpl = TopicPartitionList::new();
         for t in &self.topics {
-            let md = self.consumer.fetch_metadata(Some(t), self.timeout).map_err(|e| format!("metadata of {t}: {e}"))?;
+            let md =
+                self.consumer.fetch_metadata(Some(t), self.timeout).map_err(|e| format!("metadata of {t}: {e}"))?;
             for mt in md.topics() {
                 if let Some(e) = mt.error() {
                     return Err(format!("metadata of {t}: {e:?}"));

@@ -54,6 +54,8 @@ pub struct Stats {
     pub rows_filtered: u64,
     pub bytes_received: u64,
     pub redirects: u64,
+    /// Begins refused by `max_running_txn_num_per_db`.
+    pub begin_rejected_cap: u64,
 }
 
 pub struct Core {
@@ -158,7 +160,11 @@ impl Core {
         now: u64,
     ) -> Result<i64, super::registry::BeginError> {
         self.tick(now);
-        let id = self.registry.begin(db, table, label, timeout_ms, be, now)?;
+        let id = self.registry.begin(db, table, label, timeout_ms, be, now).inspect_err(|e| {
+            if matches!(e, super::registry::BeginError::TooManyRunning { .. }) {
+                self.stats.begin_rejected_cap += 1;
+            }
+        })?;
         self.write(
             json!({"ev":"begin","id":id,"db":db,"table":table,"label":label,"be":be,"at":now,"timeout_ms":timeout_ms}),
         );

@@ -79,10 +79,18 @@ pub fn render(s: &Stats, ready: bool) -> String {
     metric(&mut o, "counter", "rockfeed_epochs_total", "Epochs sealed.", s.epochs.load(Relaxed));
     for (name, help, v) in [
         ("rockfeed_epochs_decided_total", "Epochs whose decision (source positions) is durable.", &s.epochs_decided),
-        ("rockfeed_txns_committed_total", "2PC transactions committed after their epoch's decision.", &s.txns_committed),
+        (
+            "rockfeed_txns_committed_total",
+            "2PC transactions committed after their epoch's decision.",
+            &s.txns_committed,
+        ),
         ("rockfeed_txns_reloaded_total", "Decided transactions found aborted and loaded again.", &s.txns_reloaded),
         ("rockfeed_txns_rolled_back_total", "Transactions of undecided epochs rolled back.", &s.txns_rolled_back),
-        ("rockfeed_txns_recovered_total", "Prepared transactions of decided epochs committed by recovery.", &s.txns_recovered),
+        (
+            "rockfeed_txns_recovered_total",
+            "Prepared transactions of decided epochs committed by recovery.",
+            &s.txns_recovered,
+        ),
         ("rockfeed_txns_lost_total", "Decided transactions StarRocks aborted first (rows lost).", &s.txns_lost),
     ] {
         metric(&mut o, "counter", name, help, v.load(Relaxed));
