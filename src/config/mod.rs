@@ -522,6 +522,34 @@ user = "root"
     }
 
     #[test]
+    fn delivery_defaults_by_source_and_exactly_once_needs_kafka() {
+        let kafka = "[source.kafka]\nbrokers = \"b:9092\"\ngroup_id = \"g\"\ntopics = [\"t\"]\n";
+        let mqtt = "[source.mqtt]\nhost = \"h\"\nclient_id = \"c\"\ntopics = [\"t/#\"]\n";
+        let c = Config::parse(&format!("{MIN}\n{kafka}")).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.delivery(), Delivery::ExactlyOnce);
+        let c = Config::parse(&format!("{MIN}\n{mqtt}")).unwrap();
+        assert_eq!(c.delivery(), Delivery::AtLeastOnce);
+        let c = Config::parse(&format!("{}delivery = \"exactly-once\"\n{mqtt}", MIN)).unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("replayable source"), "{e}");
+        let c = Config::parse(&format!("{MIN}\n{kafka}[source.kafka.properties]\n\"enable.auto.commit\" = \"true\"\n"))
+            .unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("enable.auto.commit"));
+        assert!(Config::parse(&format!("{MIN}\n{kafka}{mqtt}")).unwrap().validate().is_err(), "one source");
+    }
+
+    #[test]
+    fn the_kafka_example_config_in_deploy_loads_and_validates() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/rockfeed.kafka.example.toml");
+        let c = Config::load(&path).unwrap();
+        assert_eq!(c.delivery(), Delivery::ExactlyOnce);
+        let k = c.source.kafka.as_ref().unwrap();
+        assert!(k.key_is_colocation_key);
+        assert_eq!(k.properties.get("group.instance.id").map(String::as_str), Some("rockfeed-edge-1"));
+    }
+
+    #[test]
     fn the_example_config_in_deploy_loads_and_validates() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/rockfeed.example.toml");
         let c = Config::load(&path).unwrap();

@@ -534,7 +534,7 @@ async fn prepare_epoch(ctx: &ShardCtx, st: &mut ShardState, epoch: u64) -> Shard
             headers.insert("columns", v);
         }
         let (body, rows) = tracker.drain();
-        work.push((table.clone(), vec![Chunk { headers, body: Bytes::from(body) }], rows as u64));
+        work.push((table.clone(), vec![Chunk { headers, body: Bytes::from(body) }], rows));
     }
     let txn = TxnLoader::new(&ctx.loader, ctx.cfg.timeouts);
     for (table, chunks, rows) in work {

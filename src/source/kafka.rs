@@ -342,12 +342,14 @@ impl KafkaSource {
 pub const PAUSE_AFTER: Duration = Duration::from_secs(1);
 
 impl EpochSource for KafkaSource {
-    fn decide(&self, d: &Decision, positions: &Positions) -> impl Future<Output = Result<(), String>> + Send {
-        async move { tokio::task::block_in_place(|| self.decide_blocking(d, positions)) }
+    // librdkafka's commit and offset fetch block: off the async workers
+    // (needs the multi-threaded runtime `rockfeed run` uses).
+    async fn decide(&self, d: &Decision, positions: &Positions) -> Result<(), String> {
+        tokio::task::block_in_place(|| self.decide_blocking(d, positions))
     }
 
-    fn decisions(&self) -> impl Future<Output = Result<Vec<Decision>, String>> + Send {
-        async move { tokio::task::block_in_place(|| self.decisions_blocking()) }
+    async fn decisions(&self) -> Result<Vec<Decision>, String> {
+        tokio::task::block_in_place(|| self.decisions_blocking())
     }
 }
 
