@@ -113,6 +113,10 @@ pub async fn run_with_ready(
             match r {
                 Ok(()) => return Ok(stats),
                 Err(EpochError::Fatal(m)) => return Err(AppError::Config(m)),
+                Err(e @ EpochError::Abandoned { .. }) if *shutdown.borrow() => {
+                    tracing::error!(error = %e, "Stopped without committing the last epoch.");
+                    return Ok(stats);
+                }
                 Err(e @ EpochError::Abandoned { .. }) => {
                     restarts += 1;
                     let wait = Duration::from_secs(1u64 << restarts.min(5));
@@ -138,6 +142,10 @@ pub async fn run_with_ready(
     }
     Ok(stats)
 }
+
+/// How long a stop waits for the last epoch to commit.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+const GRACE_MSG: &str = "the last epoch did not commit within 30 s of the stop; it is rolled back at the next start";
 
 /// One life of the Kafka pipeline: consumer thread, decoder and shards,
 /// coordinator. Returns when `shutdown` has flipped and the last epoch is
@@ -201,19 +209,36 @@ async fn run_kafka(
     );
     let coordinate = coordinator.run(req_rx, shutdown.clone());
     tokio::pin!(coordinate);
+    // A stop waits this long for the last epoch; past it (StarRocks down),
+    // rockfeed exits undecided and recovery rolls the epoch back next time.
+    let mut stopping = shutdown.clone();
+    let grace = async move {
+        let _ = stopping.wait_for(|s| *s).await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::pin!(grace);
     let result = tokio::select! {
         r = &mut coordinate => r,
         r = poll_done => match r {
             Ok(Err(e)) => Err(EpochError::Abandoned { epoch: 0, reason: e }),
             // The poll loop ended because of shutdown: the coordinator
             // finishes the last epoch.
-            _ => coordinate.await,
+            _ => tokio::select! {
+                r = &mut coordinate => r,
+                _ = &mut grace => Err(EpochError::Abandoned { epoch: 0, reason: GRACE_MSG.into() }),
+            },
         },
+        _ = &mut grace => Err(EpochError::Abandoned { epoch: 0, reason: GRACE_MSG.into() }),
     };
+    drop(coordinate);
     let _ = stop_tx.send(true);
     fwd.abort();
-    // The decoder ends when the coordinator's cut sender is gone.
-    let _ = pipeline.await;
+    // The decoder ends when the coordinator's cut sender is gone; a shard
+    // still retrying a transaction is not waited for long.
+    let abort = pipeline.abort_handle();
+    if tokio::time::timeout(Duration::from_secs(10), pipeline).await.is_err() {
+        abort.abort();
+    }
     source.close();
     let _ = tokio::task::spawn_blocking(move || {
         let _ = poll.join();

@@ -128,7 +128,32 @@ fn mosquitto_conf(port: u16) -> String {
 /// must not discard what the broker holds), under a client id of its own;
 /// [`purge_session`] removes it after the step, so the broker does not
 /// queue later steps' traffic for a subscriber that is gone.
-fn rockfeed_conf(a: &BenchArgs, step: &str, mqtt_port: u16, fe: &str, metrics_port: u16, dir: &Path) -> String {
+fn rockfeed_conf(a: &BenchArgs, step: &str, via: &Via, fe: &str, metrics_port: u16, dir: &Path) -> String {
+    let source = match via {
+        Via::Mqtt(port) => format!(
+            r#"delivery = "at-least-once"
+[source.mqtt]
+host = "127.0.0.1"
+port = {port}
+client_id = "rockfeed-bench-{step}"
+clean_session = false
+topics = ["telemetry/#"]
+qos = {qos}
+protocol = "3.1.1"
+"#,
+            qos = a.qos
+        ),
+        // Exactly-once, the Kafka default.
+        Via::Kafka(brokers) => format!(
+            r#"[source.kafka]
+brokers = "{brokers}"
+group_id = "rockfeed-bench-{step}"
+topics = ["telemetry"]
+key_is_colocation_key = true
+"#
+        ),
+    };
+    let (head, source) = source.split_at(source.find("[source").unwrap_or(0));
     format!(
         r#"[starrocks]
 endpoints = ["{fe}"]
@@ -136,31 +161,21 @@ database = "rockfeed"
 user = "root"
 password = "{PASSWORD}"
 label_prefix = "bench"
-delivery = "at-least-once"
 max_attempts = 0
-[tables]
+{head}[tables]
 latest_metrics = ["speed", "soc", "odometer"]
 buckets = 16
 replication_num = 1
 [pipeline]
 shards = {shards}
 epoch = "{epoch}"
-[source.mqtt]
-host = "127.0.0.1"
-port = {mqtt_port}
-client_id = "rockfeed-bench-{step}"
-clean_session = false
-topics = ["telemetry/#"]
-qos = {qos}
-protocol = "3.1.1"
-[telemetry]
+{source}[telemetry]
 listen = "127.0.0.1:{metrics_port}"
 [dead_letter]
 dir = "{dead}"
 "#,
         shards = a.shards,
         epoch = a.epoch,
-        qos = a.qos,
         dead = dir.join("dead-letter").display(),
     )
 }
@@ -220,6 +235,12 @@ impl Step {
             "generator_max_behind_ms": self.max_behind_ms,
         })
     }
+}
+
+/// Where a step's traffic goes: mosquitto on this port, or Kafka brokers.
+enum Via {
+    Mqtt(u16),
+    Kafka(String),
 }
 
 struct Env {
@@ -307,19 +328,19 @@ impl Env {
     /// One step: fresh emulator and rockfeed, `rate` for `seconds`; then
     /// the step's MQTT session is removed, whatever happened.
     async fn step(&self, name: &str, rate: f64, seconds: f64, seed: u64) -> Result<Step, String> {
-        let r = self.run_step(name, rate, seconds, seed).await;
+        let r = self.run_step(name, rate, seconds, seed, &Via::Mqtt(self.mqtt_port)).await;
         purge_session(self.mqtt_port, &format!("rockfeed-bench-{name}")).await;
         r
     }
 
-    async fn run_step(&self, name: &str, rate: f64, seconds: f64, seed: u64) -> Result<Step, String> {
+    async fn run_step(&self, name: &str, rate: f64, seconds: f64, seed: u64, via: &Via) -> Result<Step, String> {
         let dir = self.out.join(name);
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         let (fe, be, metrics_port) = (free_port()?, free_port()?, free_port()?);
         let fe_url = format!("http://127.0.0.1:{fe}");
         let conf = dir.join("rockfeed.toml");
-        std::fs::write(&conf, rockfeed_conf(&self.a, name, self.mqtt_port, &fe_url, metrics_port, &dir))
+        std::fs::write(&conf, rockfeed_conf(&self.a, name, via, &fe_url, metrics_port, &dir))
             .map_err(|e| e.to_string())?;
         let ddl = Command::new(&self.rockfeed)
             .arg("ddl")
@@ -373,9 +394,19 @@ impl Env {
             return Err(format!("rockfeed was not ready within 30 s (see {})", dir.join("rockfeed.log").display()));
         }
 
-        let (mut generator, mut ledger) = self.generator(seed);
+        let (generator, mut ledger) = self.generator(seed);
+        let (mut generator, target) = match via {
+            Via::Mqtt(_) => (generator, self.mqtt().await?),
+            Via::Kafka(brokers) => (
+                generator.narrow_as_objects(true),
+                Target::Kafka(crate::kafka::KafkaSender::connect(&crate::kafka::KafkaTarget::new(
+                    brokers,
+                    "telemetry",
+                ))?),
+            ),
+        };
         let started = Instant::now();
-        let sent = self.send(rate, seconds, &mut generator, &mut ledger, self.mqtt().await?).await?;
+        let sent = self.send(rate, seconds, &mut generator, &mut ledger, target).await?;
         // Everything received? The count alone is not proof: redelivered
         // duplicates (at-least-once) can reach it while originals are still
         // queued at the broker. So: at least what was sent, then nothing new
@@ -571,6 +602,7 @@ pub async fn bench(a: BenchArgs) -> Result<(), String> {
     }
 
     let mut kafka_rows = Vec::new();
+    let mut kafka_step: Option<Step> = None;
     if a.kafka_seconds > 0.0 {
         // 150k records/s: the rate the generator must hold into Kafka on its
         // own. (An unthrottled run would measure how fast the in-memory mock
@@ -584,11 +616,17 @@ pub async fn bench(a: BenchArgs) -> Result<(), String> {
                 failures.push(format!("Kafka {rate:.0}: {e}"));
             }
         }
+        println!("== rockfeed (exactly-once) from Kafka (mock cluster), {rate:.0} records/s");
+        let mock = crate::kafka::mock_cluster(3, "telemetry", 6)?;
+        match env.run_step("kafka", rate, a.kafka_seconds, 11, &Via::Kafka(mock.bootstrap_servers())).await {
+            Ok(s) => kafka_step = Some(s),
+            Err(e) => failures.push(format!("rockfeed from Kafka {rate:.0}: {e}")),
+        }
+        drop(mock);
     }
 
-    let mut table = String::from(
-        "| offered rec/s | sent rec/s | sustained rec/s | lost | duplicated | e2e p50 ms | e2e p99 ms | e2e max ms | CPU s per M rec | peak RSS MiB |\n|---|---|---|---|---|---|---|---|---|---|\n",
-    );
+    const HEADER: &str = "| offered rec/s | sent rec/s | sustained rec/s | lost | duplicated | e2e p50 ms | e2e p99 ms | e2e max ms | CPU s per M rec | peak RSS MiB |\n|---|---|---|---|---|---|---|---|---|---|\n";
+    let mut table = String::from(HEADER);
     let row = |s: &Step, offered: String| {
         format!(
             "| {offered} | {:.0} | {:.0} | {} | {} | {} | {} | {} | {} | {} |\n",
@@ -617,7 +655,7 @@ pub async fn bench(a: BenchArgs) -> Result<(), String> {
         summary["ceiling"] = json!({"noop_records_per_s": noop_rate, "noop_offered_records_per_s": noop_offered, "rockfeed": s.json(), "ratio": ratio});
     }
     if !kafka_rows.is_empty() {
-        table.push_str("\nKafka (librdkafka mock cluster, 3 brokers, 6 partitions, in the loadgen process; no-op consumer; rockfeed's Kafka source comes with the exactly-once issue):\n\n| offered rec/s | sent rec/s | consumed rec/s (end to end) | records |\n|---|---|---|---|\n");
+        table.push_str("\nKafka (librdkafka mock cluster, 3 brokers, 6 partitions, in the loadgen process), no-op consumer:\n\n| offered rec/s | sent rec/s | consumed rec/s (end to end) | records |\n|---|---|---|---|\n");
         for r in &kafka_rows {
             table.push_str(&format!("| {:.0} | {:.0} | {:.0} | {} |\n", r.offered, r.sent, r.consumed, r.records));
         }
@@ -628,6 +666,20 @@ pub async fn bench(a: BenchArgs) -> Result<(), String> {
                 .collect::<Vec<_>>()
         );
     }
+    if let Some(s) = &kafka_step {
+        table.push_str("\nrockfeed from Kafka, exactly-once (epochs with 2PC), same mock cluster setup:\n\n");
+        table.push_str(HEADER);
+        table.push_str(&row(s, format!("{:.0}", s.target_rate)));
+        if let Some(r) = kafka_rows.first() {
+            let ratio = s.sustained_rate / r.consumed;
+            table.push_str(&format!(
+                "\nrockfeed sustained {:.0} rec/s against the no-op consumer's {:.0}: {ratio:.2}.\n",
+                s.sustained_rate, r.consumed
+            ));
+            summary["kafka_rockfeed_ratio"] = json!(ratio);
+        }
+        summary["kafka_rockfeed"] = s.json();
+    }
     println!("\n{table}");
     std::fs::write(out.join("bench.md"), &table).map_err(|e| e.to_string())?;
     std::fs::write(out.join("bench.json"), serde_json::to_string_pretty(&summary).unwrap_or_default())
@@ -636,6 +688,7 @@ pub async fn bench(a: BenchArgs) -> Result<(), String> {
     let lossy: Vec<String> = steps
         .iter()
         .chain(ceiling.as_ref().map(|c| &c.1))
+        .chain(kafka_step.as_ref())
         .filter(|s| s.missing + s.duplicated + s.mismatched > 0)
         .map(|s| format!("{:.0} rec/s", s.target_rate))
         .collect();

@@ -95,6 +95,9 @@ impl KafkaConfig {
                 self.auto_offset_reset
             ));
         }
+        if self.properties.get("partition.assignment.strategy").is_some_and(|v| v.contains("cooperative")) {
+            return Err("source.kafka: cooperative rebalancing is not supported (an epoch is finished on every revoke, which assumes eager assignment)".into());
+        }
         if let Some(k) = self.properties.keys().find(|k| OWNED.contains(&k.as_str())) {
             return Err(format!("source.kafka.properties may not set '{k}' (rockfeed owns offsets and the group)"));
         }
@@ -109,6 +112,8 @@ impl KafkaConfig {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", &self.auto_offset_reset)
             .set("queued.max.messages.kbytes", "16384")
+            // Latency at the edge: a fetch waits at most 100 ms for data.
+            .set("fetch.wait.max.ms", "100")
             .set("partition.assignment.strategy", "range,roundrobin");
         for (k, v) in &self.properties {
             c.set(k, v);

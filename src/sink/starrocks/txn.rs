@@ -368,3 +368,69 @@ impl<'a> TxnLoader<'a> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::starrocks::client::ClientError;
+
+    fn reply(status: u16, body: &str) -> Result<HttpReply, ClientError> {
+        Ok(HttpReply {
+            status,
+            headers: HeaderMap::new(),
+            body: Bytes::from(body.to_string()),
+            url: "http://be".into(),
+        })
+    }
+
+    #[test]
+    fn every_transaction_reply_is_classified() {
+        assert!(matches!(step_of(reply(200, r#"{"Status":"OK","Label":"l","TxnId":1}"#)), Step::Ok));
+        assert!(matches!(
+            step_of(reply(
+                200,
+                r#"{"Status":"TXN_IN_PROCESSING","Message":"Transaction with label l is in processing"}"#
+            )),
+            Step::Busy(_)
+        ));
+        for s in ["LABEL_ALREADY_EXISTS", "TXN_NOT_EXISTS"] {
+            assert!(
+                matches!(
+                    step_of(reply(200, &format!(r#"{{"Status":"{s}","Message":"m"}}"#))),
+                    Step::Check(_, Backoff::Normal)
+                ),
+                "{s}"
+            );
+        }
+        // The running-transaction cap and too many versions: retried, longer back-off.
+        for m in [
+            "current running txns on db 10001 is 6, larger than limit 6",
+            "Failed to load data into tablet 1, because of too many versions, current/limit: 1001/1000",
+        ] {
+            let j = format!(r#"{{"Status":"FAILED","Message":"class com.starrocks.common.UserException: {m}"}}"#);
+            assert!(matches!(step_of(reply(200, &j)), Step::Check(_, Backoff::Throttle)), "{m}");
+        }
+        // FE failures, commit status unknown, BE internal errors: look at the label.
+        for j in [
+            r#"{"Status":"FAILED","Message":"class com.starrocks.common.DdlException: No backend alive."}"#,
+            r#"{"Status":"FAILED","Message":"Commit transaction fail cause x, Transaction status unknown, you can retry with same label."}"#,
+            r#"{"Status":"INTERNAL_ERROR","Message":"boom"}"#,
+        ] {
+            assert!(matches!(step_of(reply(200, j)), Step::Check(_, Backoff::Normal)), "{j}");
+        }
+        assert!(matches!(
+            step_of(Err(ClientError::Http { endpoint: "be".into(), reason: "connection reset".into() })),
+            Step::Check(..)
+        ));
+        assert!(matches!(step_of(reply(502, "bad gateway")), Step::Check(..)));
+        // Data and auth errors are final.
+        for j in [
+            r#"{"Status":"FAILED","Message":"Access denied for user 'x'"}"#,
+            r#"{"Status":"Fail","Message":"too many filtered rows"}"#,
+        ] {
+            assert!(matches!(step_of(reply(200, j)), Step::Permanent(_)), "{j}");
+        }
+        assert!(matches!(step_of(reply(401, "")), Step::Permanent(_)));
+        assert!(matches!(step_of(Err(ClientError::Tls("no CA".into()))), Step::Permanent(_)));
+    }
+}
