@@ -207,8 +207,9 @@ async fn run_kafka(
         cut_tx,
         stats.clone(),
     );
-    let coordinate = coordinator.run(req_rx, shutdown.clone());
-    tokio::pin!(coordinate);
+    // Boxed, so an unfinished coordinator can be dropped below (its cut
+    // sender going is what ends the decoder).
+    let mut coordinate = Box::pin(coordinator.run(req_rx, shutdown.clone()));
     // A stop waits this long for the last epoch; past it (StarRocks down),
     // rockfeed exits undecided and recovery rolls the epoch back next time.
     let mut stopping = shutdown.clone();

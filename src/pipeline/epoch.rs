@@ -349,7 +349,8 @@ impl<S: EpochSource> Coordinator<S> {
                 self.hook.reach("mid_commit").await;
             }
             let mut rest = tokio::task::JoinSet::new();
-            for t in txns[1..].iter().cloned() {
+            for t in &txns[1..] {
+                let t = t.clone();
                 let (loader, stats, timeouts) = (self.loader.clone(), self.stats.clone(), self.cfg.timeouts);
                 rest.spawn(async move { commit_decided(&TxnLoader::new(&loader, timeouts), &stats, &t).await });
             }
