@@ -298,3 +298,56 @@ async fn the_running_transaction_cap_is_waited_out() {
     assert!(capped > 0, "the cap was hit");
     r.emu.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebalances_between_two_instances_finish_their_epochs_and_lose_nothing() {
+    // Instance A alone; B joins the group mid-stream (A's partitions are
+    // revoked: A finishes its open epoch, then both recover and split the
+    // partitions); A stops mid-stream (B takes everything over from A's
+    // decided offsets). Every reading lands once, each under the prefix of
+    // the instance that read it.
+    let mock = mock_cluster(1, "telemetry", 4).unwrap();
+    let brokers = mock.bootstrap_servers();
+    let r = rig(&brokers, "kra", RegistryConfig::default()).await;
+    let mut cfg_b = r.cfg.clone();
+    cfg_b.starrocks.label_prefix = "krb".into();
+    cfg_b.dead_letter.dir = r.cfg.dead_letter.dir.with_file_name("dead-b");
+    let start = |cfg: rockfeed::config::Config| {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (ready_tx, ready) = watch::channel(false);
+        (stop_tx, ready, tokio::spawn(rockfeed::app::run_with_ready(cfg, stop_rx, ready_tx)))
+    };
+    let (stop_a, mut ready_a, app_a) = start(r.cfg.clone());
+    assert!(tokio::time::timeout(Duration::from_secs(60), ready_a.wait_for(|r| *r)).await.is_ok());
+    let producer = {
+        let brokers = brokers.clone();
+        tokio::spawn(async move { produce(&brokers, Profile::Narrow, 1500.0, 12, 21).await })
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (stop_b, mut ready_b, app_b) = start(cfg_b);
+    assert!(tokio::time::timeout(Duration::from_secs(60), ready_b.wait_for(|r| *r)).await.is_ok());
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    stop_a.send(true).unwrap();
+    let stats_a = app_a.await.unwrap().unwrap();
+    let ledger = producer.await.unwrap();
+    let t = tables(r.emu.fe_url());
+    for _ in 0..300 {
+        if audit_emulator(&t, &ledger).await.unwrap().iter().all(|a| a.ok()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    stop_b.send(true).unwrap();
+    let stats_b = app_b.await.unwrap().unwrap();
+    let audits = audit_emulator(&t, &ledger).await.unwrap();
+    assert!(audits.iter().all(|a| a.ok()), "{audits:?}");
+    assert!(open_txns(&r.emu).is_empty(), "{:?}", open_txns(&r.emu));
+    let (a, b) = (stats_a.txns_committed.load(Ordering::Relaxed), stats_b.txns_committed.load(Ordering::Relaxed));
+    assert!(a > 0 && b > 0, "both instances committed epochs: {a} {b}");
+    assert_eq!(
+        stats_a.readings_committed.load(Ordering::Relaxed) + stats_b.readings_committed.load(Ordering::Relaxed),
+        ledger.readings(),
+        "each reading committed by exactly one instance"
+    );
+    r.emu.shutdown().await;
+}
