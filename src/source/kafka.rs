@@ -361,3 +361,50 @@ impl EpochSource for KafkaSource {
 fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(props: &[(&str, &str)]) -> KafkaConfig {
+        KafkaConfig {
+            brokers: "127.0.0.1:1".into(),
+            group_id: "g".into(),
+            topics: vec!["t".into()],
+            auto_offset_reset: "earliest".into(),
+            properties: props.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            key_is_colocation_key: false,
+            max_buffered: 16,
+        }
+    }
+
+    #[test]
+    fn tls_and_scram_are_built_in() {
+        // librdkafka refuses these at creation when built without OpenSSL
+        // ("OpenSSL not available at build time").
+        for props in [
+            vec![("security.protocol", "ssl")],
+            vec![
+                ("security.protocol", "sasl_ssl"),
+                ("sasl.mechanism", "SCRAM-SHA-512"),
+                ("sasl.username", "u"),
+                ("sasl.password", "p"),
+            ],
+        ] {
+            let (tx, _rx) = mpsc::channel(1);
+            let r = KafkaSource::new(&cfg(&props), tx, watch::channel(false).0);
+            assert!(r.is_ok(), "{props:?}: {:?}", r.err());
+            r.unwrap().close();
+        }
+    }
+
+    #[test]
+    fn owned_properties_and_cooperative_rebalancing_are_refused() {
+        assert!(cfg(&[("enable.auto.commit", "true")]).validate().is_err());
+        assert!(cfg(&[("partition.assignment.strategy", "cooperative-sticky")]).validate().is_err());
+        assert!(cfg(&[("fetch.wait.max.ms", "50")]).validate().is_ok());
+        let mut c = cfg(&[]);
+        c.auto_offset_reset = "smallest-ish".into();
+        assert!(c.validate().is_err());
+    }
+}
