@@ -175,11 +175,12 @@ async fn run_kafka(
     });
     let (poll_done_tx, poll_done) = tokio::sync::oneshot::channel();
     let poll = {
-        let (source, stop, max) = (source.clone(), stop_rx.clone(), kafka.max_buffered.max(1));
+        let (source, stop, max, by_key) =
+            (source.clone(), stop_rx.clone(), kafka.max_buffered.max(1), kafka.topic_from_key);
         std::thread::Builder::new()
             .name("kafka-poll".into())
             .spawn(move || {
-                let r = source.poll_loop(tx, stop, max);
+                let r = source.poll_loop(tx, stop, max, by_key);
                 let _ = poll_done_tx.send(r);
             })
             .map_err(|e| EpochError::Fatal(format!("cannot start the Kafka thread: {e}")))?

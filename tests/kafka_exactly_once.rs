@@ -351,3 +351,47 @@ async fn rebalances_between_two_instances_finish_their_epochs_and_lose_nothing()
     );
     r.emu.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn narrow_records_keyed_by_their_mqtt_topic_decode_as_narrow() {
+    // An MQTT-to-Kafka bridge: the key is the MQTT topic
+    // (`telemetry/{vin}/{metric}`), the value the narrow payload.
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+    let mock = mock_cluster(1, "telemetry", 3).unwrap();
+    let brokers = mock.bootstrap_servers();
+    let mut r = rig(&brokers, "knarrow", RegistryConfig::default()).await;
+    r.cfg.source.kafka.as_mut().unwrap().key_is_colocation_key = false;
+    r.cfg.source.kafka.as_mut().unwrap().topic_from_key = true;
+    r.cfg.validate().unwrap();
+    let fleet = Fleet::new(12, 10, 3, "RFKN");
+    let mut ledger = Ledger::new(&fleet.metrics, 60_000);
+    let mut generator = Generator::new(fleet, Profile::Narrow, "telemetry", 50);
+    let producer: ThreadedProducer<DefaultProducerContext> =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let mut n = 0;
+    for i in 0..3000 {
+        let m = generator.next(now - 5_000 + i, &mut ledger);
+        assert!(m.topic.starts_with("telemetry/"), "{}", m.topic);
+        producer.send(BaseRecord::to("telemetry").key(m.topic.as_bytes()).payload(&m.payload)).unwrap();
+        n += 1;
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+    assert_eq!(n, 3000);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let app = tokio::spawn(rockfeed::app::run_with_ready(r.cfg.clone(), stop_rx, watch::channel(false).0));
+    let t = tables(r.emu.fe_url());
+    for _ in 0..300 {
+        if audit_emulator(&t, &ledger).await.unwrap().iter().all(|a| a.ok()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    stop_tx.send(true).unwrap();
+    let stats = app.await.unwrap().unwrap();
+    let audits = audit_emulator(&t, &ledger).await.unwrap();
+    assert!(audits.iter().all(|a| a.ok()), "{audits:?}");
+    assert_eq!(stats.rejected.load(Ordering::Relaxed), 0);
+    assert_eq!(stats.messages.load(Ordering::Relaxed), 3000);
+    r.emu.shutdown().await;
+}

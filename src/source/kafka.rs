@@ -67,6 +67,12 @@ pub struct KafkaConfig {
     /// decoded VIN). Producers keyed by VIN give the same shards.
     #[serde(default)]
     pub key_is_colocation_key: bool,
+    /// Match `decode.topic_template` against the record key instead of the
+    /// Kafka topic: MQTT-to-Kafka bridges (Kafka Connect's MQTT source,
+    /// EMQX, HiveMQ) write the MQTT topic (`telemetry/{vin}/{metric}`) as
+    /// the key, so narrow records decode as they would from MQTT.
+    #[serde(default)]
+    pub topic_from_key: bool,
     /// Messages fetched but not yet handed to the pipeline before the
     /// partitions are paused.
     #[serde(default = "default_buffer")]
@@ -97,6 +103,9 @@ impl KafkaConfig {
         }
         if self.properties.get("partition.assignment.strategy").is_some_and(|v| v.contains("cooperative")) {
             return Err("source.kafka: cooperative rebalancing is not supported (an epoch is finished on every revoke, which assumes eager assignment)".into());
+        }
+        if self.topic_from_key && self.key_is_colocation_key {
+            return Err("source.kafka: topic_from_key and key_is_colocation_key exclude each other (the key is a topic, not a VIN)".into());
         }
         if let Some(k) = self.properties.keys().find(|k| OWNED.contains(&k.as_str())) {
             return Err(format!("source.kafka.properties may not set '{k}' (rockfeed owns offsets and the group)"));
@@ -269,6 +278,7 @@ impl KafkaSource {
         tx: mpsc::Sender<RawMessage>,
         shutdown: watch::Receiver<bool>,
         max_buffered: usize,
+        topic_from_key: bool,
     ) -> Result<(), String> {
         let mut pending: VecDeque<RawMessage> = VecDeque::new();
         let mut paused = false;
@@ -326,8 +336,12 @@ impl KafkaSource {
                 Some(Err(e)) => tracing::warn!(error = %e, "Kafka consumer error."),
                 Some(Ok(m)) => {
                     let topic = topics.entry(m.topic().to_string()).or_insert_with(|| Arc::from(m.topic())).clone();
+                    let name = match (topic_from_key, m.key()) {
+                        (true, Some(k)) => String::from_utf8_lossy(k).into_owned(),
+                        _ => m.topic().to_string(),
+                    };
                     pending.push_back(RawMessage {
-                        topic: m.topic().to_string(),
+                        topic: name,
                         payload: Bytes::copy_from_slice(m.payload().unwrap_or_default()),
                         received_ms: now_ms(),
                         key: m.key().map(Bytes::copy_from_slice),
@@ -374,6 +388,7 @@ mod tests {
             auto_offset_reset: "earliest".into(),
             properties: props.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             key_is_colocation_key: false,
+            topic_from_key: false,
             max_buffered: 16,
         }
     }
