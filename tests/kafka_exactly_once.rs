@@ -106,7 +106,10 @@ fn open_txns(emu: &Emulator) -> Vec<String> {
 async fn several_partitions_land_exactly_once_through_epochs() {
     let mock = mock_cluster(3, "telemetry", 4).unwrap();
     let brokers = mock.bootstrap_servers();
-    let r = rig(&brokers, "kx", RegistryConfig::default()).await;
+    let mut r = rig(&brokers, "kx", RegistryConfig::default()).await;
+    // prepare sends `prepared_timeout` (and begin `timeout`) when configured.
+    r.cfg.starrocks.prepared_timeout = Some(rockfeed::config::Dur(Duration::from_secs(3600)));
+    r.cfg.starrocks.txn_timeout = rockfeed::config::Dur(Duration::from_secs(120));
     let secs = std::env::var("KX_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(2);
     let ledger = produce(&brokers, Profile::Narrow, 3000.0, secs, 1).await;
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -134,6 +137,17 @@ async fn several_partitions_land_exactly_once_through_epochs() {
     let labels: Vec<(String, &'static str)> =
         r.emu.with_core(|c| c.registry.all().map(|t| (t.label.clone(), t.state.name())).collect());
     assert!(labels.iter().all(|(l, s)| l.starts_with("kx-") && *s == "VISIBLE"), "{labels:?}");
+    // (begin timeout, prepared deadline), both relative to the begin.
+    let timeouts: Vec<(u64, Option<u64>)> = r.emu.with_core(|c| {
+        c.registry
+            .all()
+            .map(|t| (t.timeout_ms - t.created_ms, t.prepared_deadline_ms.map(|d| d.saturating_sub(t.created_ms))))
+            .collect()
+    });
+    assert!(
+        timeouts.iter().all(|(t, p)| *t == 120_000 && p.is_some_and(|p| (3_600_000..3_700_000).contains(&p))),
+        "{timeouts:?}"
+    );
     r.emu.shutdown().await;
 }
 
@@ -393,5 +407,46 @@ async fn narrow_records_keyed_by_their_mqtt_topic_decode_as_narrow() {
     assert!(audits.iter().all(|a| a.ok()), "{audits:?}");
     assert_eq!(stats.rejected.load(Ordering::Relaxed), 0);
     assert_eq!(stats.messages.load(Ordering::Relaxed), 3000);
+    r.emu.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_writer_on_the_same_label_prefix_is_refused() {
+    // Instance one commits epochs under prefix "kdup". A second instance
+    // with the same prefix but another consumer group (no decisions of its
+    // own) finds those labels COMMITTED above its last decided epoch (none)
+    // and must refuse to start rather than write under labels it does not
+    // own.
+    let mock = mock_cluster(1, "telemetry", 2).unwrap();
+    let brokers = mock.bootstrap_servers();
+    let r = rig(&brokers, "kdup", RegistryConfig::default()).await;
+    let ledger = produce(&brokers, Profile::Narrow, 2000.0, 1, 5).await;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let app = tokio::spawn(rockfeed::app::run_with_ready(r.cfg.clone(), stop_rx, watch::channel(false).0));
+    let t = tables(r.emu.fe_url());
+    for _ in 0..300 {
+        if audit_emulator(&t, &ledger).await.unwrap().iter().all(|a| a.ok()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    stop_tx.send(true).unwrap();
+    app.await.unwrap().unwrap();
+    let mut other = r.cfg.clone();
+    other.source.kafka.as_mut().unwrap().group_id = "another-group".into();
+    let (_stop, stop_rx) = watch::channel(false);
+    let res = tokio::time::timeout(
+        Duration::from_secs(60),
+        rockfeed::app::run_with_ready(other, stop_rx, watch::channel(false).0),
+    )
+    .await
+    .expect("the second writer must stop by itself");
+    let err = match res {
+        Ok(_) => panic!("the second writer was not refused"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("another rockfeed instance uses this label prefix"), "{err}");
+    // And it wrote nothing: the tables still match the first run exactly.
+    assert!(audit_emulator(&t, &ledger).await.unwrap().iter().all(|a| a.ok()));
     r.emu.shutdown().await;
 }
