@@ -6,6 +6,7 @@
 //! every sink test, the demo and the benchmarks run against.
 
 pub mod app;
+pub mod archive;
 pub mod config;
 pub mod deadletter;
 pub mod decode;

@@ -8,6 +8,7 @@ need=()
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 [ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null 2>&1 || need+=(mosquitto)
+command -v python3 >/dev/null 2>&1 || need+=(python3 python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" = 0 ] || sudo="sudo"
@@ -15,5 +16,21 @@ if [ ${#need[@]} -gt 0 ]; then
   $sudo apt-get update -qq >/dev/null
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
 fi
+
+# pyarrow (PyPI) reads the Parquet archive back as an independent reader,
+# from a virtualenv inside the build directory.
+venv=target/pyenv
+if ! "$venv/bin/python" -c 'import pyarrow' >/dev/null 2>&1; then
+  echo "tests/run.sh: installing pyarrow into $venv" >&2
+  if ! python3 -m venv "$venv" >/dev/null 2>&1; then
+    sudo=""
+    [ "$(id -u)" = 0 ] || sudo="sudo"
+    $sudo apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq python3-venv >/dev/null
+    python3 -m venv "$venv"
+  fi
+  "$venv/bin/pip" install -q --disable-pip-version-check 'pyarrow>=20'
+fi
+export ROCKFEED_TEST_PYTHON="$PWD/$venv/bin/python"
 
 exec cargo test --workspace --all-targets "$@"

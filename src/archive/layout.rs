@@ -1,0 +1,63 @@
+//! The Hive layout: `{table}/dt=YYYY-MM-DD/hour=HH/part-{shard}-{first}-{last}.parquet`,
+//! partitioned by the readings' event time (UTC). A file's name comes from
+//! its content's epoch range, so writing the same content again after a
+//! crash names the same file.
+
+/// (date `YYYY-MM-DD`, hour `HH`) of an event time in ms, UTC.
+pub fn partition_of(ts_ms: i64) -> (String, String) {
+    let secs = ts_ms.div_euclid(1000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (y, m, d) = civil_from_days(days);
+    (format!("{y:04}-{m:02}-{d:02}"), format!("{:02}", rem / 3600))
+}
+
+/// The hour (ms since the epoch, floored) an event time belongs to.
+pub fn hour_of(ts_ms: i64) -> i64 {
+    ts_ms.div_euclid(3_600_000) * 3_600_000
+}
+
+/// The object path of one file, relative to the archive root.
+pub fn file_path(table: &str, hour_ms: i64, shard: u32, first_epoch: u64, last_epoch: u64) -> String {
+    let (dt, hour) = partition_of(hour_ms);
+    format!("{table}/dt={dt}/hour={hour}/part-{shard}-{first_epoch}-{last_epoch}.parquet")
+}
+
+/// Days since 1970-01-01 → (year, month, day), proleptic Gregorian
+/// (Howard Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partitions_follow_utc_event_time() {
+        assert_eq!(partition_of(0), ("1970-01-01".into(), "00".into()));
+        // 2026-11-24T10:59:59.999Z and the next millisecond.
+        let t = 1_795_517_999_999;
+        assert_eq!(partition_of(t), ("2026-11-24".into(), "10".into()));
+        assert_eq!(partition_of(t + 1), ("2026-11-24".into(), "11".into()));
+        // Leap day, and before 1970.
+        assert_eq!(partition_of(951_782_400_000).0, "2000-02-29");
+        assert_eq!(partition_of(-1), ("1969-12-31".into(), "23".into()));
+        assert_eq!(hour_of(t), 1_795_514_400_000);
+    }
+
+    #[test]
+    fn file_names_come_from_the_epoch_range() {
+        assert_eq!(
+            file_path("telemetry", 1_795_514_400_000, 3, 17, 42),
+            "telemetry/dt=2026-11-24/hour=10/part-3-17-42.parquet"
+        );
+    }
+}
