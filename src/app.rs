@@ -173,14 +173,16 @@ async fn run_kafka(
         let _ = outer.wait_for(|s| *s).await;
         let _ = forward.send(true);
     });
+    let (done_tx, done_rx) = watch::channel(false);
     let (poll_done_tx, poll_done) = tokio::sync::oneshot::channel();
     let poll = {
         let (source, stop, max, by_key) =
             (source.clone(), stop_rx.clone(), kafka.max_buffered.max(1), kafka.topic_from_key);
+        let done = done_rx;
         std::thread::Builder::new()
             .name("kafka-poll".into())
             .spawn(move || {
-                let r = source.poll_loop(tx, stop, max, by_key);
+                let r = source.poll_loop(tx, stop, done, max, by_key);
                 let _ = poll_done_tx.send(r);
             })
             .map_err(|e| EpochError::Fatal(format!("cannot start the Kafka thread: {e}")))?
@@ -234,6 +236,7 @@ async fn run_kafka(
     };
     drop(coordinate);
     let _ = stop_tx.send(true);
+    let _ = done_tx.send(true);
     fwd.abort();
     // The decoder ends when the coordinator's cut sender is gone; a shard
     // still retrying a transaction is not waited for long.

@@ -85,6 +85,8 @@ struct Rig {
 }
 
 async fn rig(brokers: &str, prefix: &str, registry: RegistryConfig) -> Rig {
+    // rockfeed's log, shown with a failing test's output.
+    let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter("rockfeed=info,librdkafka=warn").try_init();
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = rockfeed::config::Config::parse(&config(brokers, dir.path(), prefix, "rockfeed-it")).unwrap();
     let mut ec = EmulatorConfig::local(parse_ddl(&rockfeed::config::ddl::ddl(&cfg)).unwrap(), "root", "pw");

@@ -17,6 +17,7 @@
 
 pub mod layout;
 pub mod parquet;
+pub mod roll;
 
 pub use self::parquet::{ArchiveFormat, Schema, encode};
 

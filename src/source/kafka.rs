@@ -267,7 +267,9 @@ impl KafkaSource {
         self.consumer.commit(&tpl, CommitMode::Sync).map_err(|e| format!("offset commit: {e}"))
     }
 
-    /// Polls until `shutdown` flips or the channel closes; hands messages to
+    /// Polls until `done` flips or the channel closes; hands messages to
+    /// `tx` until `shutdown` flips (then only polls, so the last epoch's
+    /// offset commit meets a live group member).
     /// `tx`. A full channel is waited on for up to [`PAUSE_AFTER`] with the
     /// message in hand (librdkafka's own prefetch is bounded); past that the
     /// partitions are paused and polling goes on, so group membership and
@@ -277,9 +279,11 @@ impl KafkaSource {
         &self,
         tx: mpsc::Sender<RawMessage>,
         shutdown: watch::Receiver<bool>,
+        done: watch::Receiver<bool>,
         max_buffered: usize,
         topic_from_key: bool,
     ) -> Result<(), String> {
+        let mut tx = Some(tx);
         let mut pending: VecDeque<RawMessage> = VecDeque::new();
         let mut paused = false;
         let mut topics: HashMap<String, Arc<str>> = HashMap::new();
@@ -293,9 +297,21 @@ impl KafkaSource {
             }
         };
         loop {
-            if *shutdown.borrow() {
+            if *done.borrow() {
                 return Ok(());
             }
+            if *shutdown.borrow() && tx.is_some() {
+                // Stop reading, but keep the consumer polled (callbacks,
+                // group membership) until the last epoch is decided.
+                tx = None;
+                pending.clear();
+                set_paused(true);
+                paused = true;
+            }
+            let Some(tx) = tx.as_ref() else {
+                let _ = c.poll(Duration::from_millis(100));
+                continue;
+            };
             if let Some(e) = self.shared.failed.lock().unwrap_or_else(|p| p.into_inner()).clone() {
                 return Err(e);
             }
