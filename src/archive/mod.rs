@@ -16,8 +16,10 @@
 //! Spooling, rolling and the epoch protocol build on these.
 
 pub mod layout;
+pub mod merge;
 pub mod parquet;
 pub mod roll;
+pub mod spool;
 
 pub use self::parquet::{ArchiveFormat, Schema, encode};
 
@@ -50,6 +52,16 @@ pub struct Interner {
 }
 
 impl Interner {
+    /// An interner holding `values` (ids in that order).
+    pub fn from_values(values: Vec<CompactString>) -> Interner {
+        let index = values.iter().enumerate().map(|(i, v)| (v.clone(), i as u32)).collect();
+        Interner { values, index }
+    }
+
+    pub fn get(&self, id: u32) -> &str {
+        &self.values[id as usize]
+    }
+
     pub fn id(&mut self, s: &str) -> u32 {
         if let Some(i) = self.index.get(s) {
             return *i;
@@ -129,6 +141,205 @@ impl RawRows {
             let v = dims.get(d).copied().flatten();
             col.push(v.map(|v| self.dim_values.id(v)));
         }
+    }
+}
+
+/// Id translation from one [`RawRows`] into another, filled as rows are
+/// copied (one lookup per distinct string, not per row).
+#[derive(Debug)]
+pub struct Remap {
+    vin: Vec<u32>,
+    metric: Vec<u32>,
+    source: Vec<u32>,
+    dim: Vec<u32>,
+}
+
+const UNMAPPED: u32 = u32::MAX;
+
+impl Remap {
+    pub fn new(src: &RawRows) -> Remap {
+        Remap {
+            vin: vec![UNMAPPED; src.vins.len()],
+            metric: vec![UNMAPPED; src.metrics.len()],
+            source: vec![UNMAPPED; src.sources.len()],
+            dim: vec![UNMAPPED; src.dim_values.len()],
+        }
+    }
+}
+
+fn remap(cache: &mut [u32], id: u32, src: &Interner, dst: &mut Interner) -> u32 {
+    let c = &mut cache[id as usize];
+    if *c == UNMAPPED {
+        *c = dst.id(src.get(id));
+    }
+    *c
+}
+
+impl RawRows {
+    /// Appends row `i` of `src` (same dimension columns).
+    pub fn copy_row(&mut self, src: &RawRows, i: usize, m: &mut Remap) {
+        self.vin.push(remap(&mut m.vin, src.vin[i], &src.vins, &mut self.vins));
+        self.ts_ms.push(src.ts_ms[i]);
+        self.seq.push(src.seq[i]);
+        self.metric.push(remap(&mut m.metric, src.metric[i], &src.metrics, &mut self.metrics));
+        self.value.push(src.value[i]);
+        self.kind.push(src.kind[i]);
+        self.received_ms.push(src.received_ms[i]);
+        self.source.push(remap(&mut m.source, src.source[i], &src.sources, &mut self.sources));
+        for (d, col) in self.dims.iter_mut().enumerate() {
+            let v = src.dims[d][i].map(|id| remap(&mut m.dim, id, &src.dim_values, &mut self.dim_values));
+            col.push(v);
+        }
+    }
+
+    /// The rows at `idx`, in that order, with only the strings they use.
+    pub fn select(&self, idx: &[u32]) -> RawRows {
+        let mut out = RawRows::new(self.dims.len());
+        let mut m = Remap::new(self);
+        for &i in idx {
+            out.copy_row(self, i as usize, &mut m);
+        }
+        out
+    }
+
+    /// Row order by (vin, metric, ts), ties in insertion order.
+    pub fn sorted_order(&self) -> Vec<u32> {
+        let vin_rank = parquet::ranks(&self.vins.values).0;
+        let metric_rank = parquet::ranks(&self.metrics.values).0;
+        let mut perm: Vec<u32> = (0..self.len() as u32).collect();
+        perm.sort_unstable_by_key(|&i| {
+            let i = i as usize;
+            (vin_rank[self.vin[i] as usize], metric_rank[self.metric[i] as usize], self.ts_ms[i], i)
+        });
+        perm
+    }
+
+    /// Sort key of row `i`.
+    pub fn key(&self, i: usize) -> (&str, &str, i64) {
+        (self.vins.get(self.vin[i]), self.metrics.get(self.metric[i]), self.ts_ms[i])
+    }
+
+    /// Binary form (the spool's block payload, before compression):
+    /// little-endian, the four string tables, then the columns.
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        out.push(self.dims.len() as u8);
+        for t in [&self.vins, &self.metrics, &self.sources, &self.dim_values] {
+            out.extend_from_slice(&(t.len() as u32).to_le_bytes());
+            for v in &t.values {
+                out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+                out.extend_from_slice(v.as_bytes());
+            }
+        }
+        let n = self.len();
+        out.extend_from_slice(&(n as u32).to_le_bytes());
+        out.reserve(n * (45 + 4 * self.dims.len()));
+        self.vin.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
+        self.ts_ms.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
+        self.seq.iter().for_each(|v| out.extend_from_slice(&v.unwrap_or(0).to_le_bytes()));
+        self.metric.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
+        self.value.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
+        for i in 0..n {
+            out.push(u8::from(self.seq[i].is_some()) | (u8::from(self.kind[i] == ValueKind::Bool) << 1));
+        }
+        self.received_ms.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
+        self.source.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
+        for col in &self.dims {
+            col.iter().for_each(|v| out.extend_from_slice(&v.unwrap_or(UNMAPPED).to_le_bytes()));
+        }
+    }
+
+    /// Reads what [`RawRows::write_to`] wrote; every id is checked.
+    pub fn read_from(buf: &[u8]) -> Result<RawRows, String> {
+        let mut r = Reader { buf, at: 0 };
+        let ndims = r.take(1)?[0] as usize;
+        let mut tables = Vec::with_capacity(4);
+        for _ in 0..4 {
+            let count = r.u32()? as usize;
+            let mut values = Vec::with_capacity(count.min(buf.len()));
+            for _ in 0..count {
+                let len = r.u32()? as usize;
+                let s = std::str::from_utf8(r.take(len)?).map_err(|e| format!("spool block: {e}"))?;
+                values.push(CompactString::from(s));
+            }
+            tables.push(Interner::from_values(values));
+        }
+        let dim_values = tables.pop().unwrap_or_default();
+        let sources = tables.pop().unwrap_or_default();
+        let metrics = tables.pop().unwrap_or_default();
+        let vins = tables.pop().unwrap_or_default();
+        let n = r.u32()? as usize;
+        let ids = |r: &mut Reader, limit: usize| -> Result<Vec<u32>, String> {
+            let raw = r.take(n * 4)?;
+            let v: Vec<u32> = raw.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+            match v.iter().find(|id| **id as usize >= limit) {
+                Some(bad) => Err(format!("spool block: string id {bad} out of range {limit}")),
+                None => Ok(v),
+            }
+        };
+        let i64s = |r: &mut Reader| -> Result<Vec<i64>, String> {
+            Ok(r.take(n * 8)?.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect())
+        };
+        let vin = ids(&mut r, vins.len())?;
+        let ts_ms = i64s(&mut r)?;
+        let seq_raw = i64s(&mut r)?;
+        let metric = ids(&mut r, metrics.len())?;
+        let value: Vec<f64> =
+            r.take(n * 8)?.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect();
+        let flags = r.take(n)?.to_vec();
+        let received_ms = i64s(&mut r)?;
+        let source = ids(&mut r, sources.len())?;
+        let mut dims = Vec::with_capacity(ndims);
+        for _ in 0..ndims {
+            let raw = r.take(n * 4)?;
+            let mut col = Vec::with_capacity(n);
+            for c in raw.chunks_exact(4) {
+                let id = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+                if id != UNMAPPED && id as usize >= dim_values.len() {
+                    return Err(format!("spool block: dim id {id} out of range"));
+                }
+                col.push((id != UNMAPPED).then_some(id));
+            }
+            dims.push(col);
+        }
+        if r.at != buf.len() {
+            return Err("spool block: trailing bytes".into());
+        }
+        let seq = seq_raw.iter().zip(&flags).map(|(s, f)| (f & 1 == 1).then_some(*s)).collect();
+        let kind = flags.iter().map(|f| if f & 2 == 2 { ValueKind::Bool } else { ValueKind::Number }).collect();
+        Ok(RawRows {
+            vin,
+            ts_ms,
+            seq,
+            metric,
+            value,
+            kind,
+            received_ms,
+            source,
+            dims,
+            vins,
+            metrics,
+            sources,
+            dim_values,
+        })
+    }
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        let end = self.at.checked_add(n).filter(|e| *e <= self.buf.len()).ok_or("spool block: truncated")?;
+        let s = &self.buf[self.at..end];
+        self.at = end;
+        Ok(s)
+    }
+
+    fn u32(&mut self) -> Result<u32, String> {
+        let b = self.take(4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
 }
 

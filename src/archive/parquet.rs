@@ -72,7 +72,7 @@ impl Schema {
 
 /// Ranks of interned strings in sorted order: `rank[id]`, and the strings
 /// in that order.
-fn ranks(values: &[compact_str::CompactString]) -> (Vec<i32>, Vec<&str>) {
+pub(crate) fn ranks(values: &[compact_str::CompactString]) -> (Vec<i32>, Vec<&str>) {
     let mut order: Vec<u32> = (0..values.len() as u32).collect();
     order.sort_unstable_by(|a, b| values[*a as usize].cmp(&values[*b as usize]));
     let mut rank = vec![0i32; values.len()];
@@ -87,32 +87,25 @@ fn dictionary(keys: Int32Array, values: &[&str]) -> Result<ArrayRef, String> {
     Ok(Arc::new(DictionaryArray::<Int32Type>::try_new(keys, values).map_err(|e| e.to_string())?))
 }
 
-/// Sorts `rows` by (vin, metric, ts) and writes them as one Parquet file.
-pub fn encode(rows: &RawRows, dims: &[String], schema: &Schema, format: ArchiveFormat) -> Result<Bytes, String> {
+/// The Arrow batch of `rows`, in their order (dictionaries in interner order).
+pub fn batch(rows: &RawRows, dims: &[String], schema: &Schema) -> Result<RecordBatch, String> {
     let n = rows.len();
-    let (vin_rank, vin_sorted) = ranks(&rows.vins.values);
-    let (metric_rank, metric_sorted) = ranks(&rows.metrics.values);
-    let mut perm: Vec<u32> = (0..n as u32).collect();
-    perm.sort_unstable_by_key(|&i| {
-        let i = i as usize;
-        (vin_rank[rows.vin[i] as usize], metric_rank[rows.metric[i] as usize], rows.ts_ms[i])
-    });
-    let at = |i: &u32| *i as usize;
-
-    let vin = dictionary(perm.iter().map(|i| vin_rank[rows.vin[at(i)] as usize]).collect(), &vin_sorted)?;
-    let ts_col =
-        TimestampMillisecondArray::from_iter_values(perm.iter().map(|i| rows.ts_ms[at(i)])).with_timezone("UTC");
-    let seq = Int64Array::from_iter(perm.iter().map(|i| rows.seq[at(i)]));
-    let metric = dictionary(perm.iter().map(|i| metric_rank[rows.metric[at(i)] as usize]).collect(), &metric_sorted)?;
-    let value = Float64Array::from_iter_values(perm.iter().map(|i| rows.value[at(i)]));
+    fn strs(t: &super::Interner) -> Vec<&str> {
+        t.values.iter().map(|v| v.as_str()).collect()
+    }
+    let keys = |ids: &[u32]| Int32Array::from_iter_values(ids.iter().map(|i| *i as i32));
+    let vin = dictionary(keys(&rows.vin), &strs(&rows.vins))?;
+    let ts_col = TimestampMillisecondArray::from(rows.ts_ms.clone()).with_timezone("UTC");
+    let seq = Int64Array::from(rows.seq.clone());
+    let metric = dictionary(keys(&rows.metric), &strs(&rows.metrics))?;
+    let value = Float64Array::from(rows.value.clone());
     let kinds = Arc::new(StringArray::from_iter_values([ValueKind::Number.as_str(), ValueKind::Bool.as_str()]));
-    let kind_keys = Int8Array::from_iter_values(perm.iter().map(|i| (rows.kind[at(i)] == ValueKind::Bool) as i8));
+    let kind_keys = Int8Array::from_iter_values(rows.kind.iter().map(|k| (*k == ValueKind::Bool) as i8));
     let kind = DictionaryArray::<Int8Type>::try_new(kind_keys, kinds).map_err(|e| e.to_string())?;
-    let received =
-        TimestampMillisecondArray::from_iter_values(perm.iter().map(|i| rows.received_ms[at(i)])).with_timezone("UTC");
+    let received = TimestampMillisecondArray::from(rows.received_ms.clone()).with_timezone("UTC");
     let mut source = StringBuilder::with_capacity(n, n * 16);
-    for i in &perm {
-        source.append_value(&rows.sources.values[rows.source[at(i)] as usize]);
+    for id in &rows.source {
+        source.append_value(rows.sources.get(*id));
     }
     let mut columns: Vec<ArrayRef> = vec![
         vin,
@@ -124,15 +117,17 @@ pub fn encode(rows: &RawRows, dims: &[String], schema: &Schema, format: ArchiveF
         Arc::new(received),
         Arc::new(source.finish()),
     ];
-    let all_dims: Vec<&str> = rows.dim_values.values.iter().map(|v| v.as_str()).collect();
+    let all_dims = strs(&rows.dim_values);
     for d in 0..dims.len() {
         let col = rows.dims.get(d).ok_or("rows have fewer dimension columns than the schema")?;
-        let keys = Int32Array::from_iter(perm.iter().map(|i| col[at(i)].map(|id| id as i32)));
+        let keys = Int32Array::from_iter(col.iter().map(|id| id.map(|id| id as i32)));
         columns.push(dictionary(keys, &all_dims)?);
     }
-    let batch = RecordBatch::try_new(schema.0.clone(), columns).map_err(|e| e.to_string())?;
+    RecordBatch::try_new(schema.0.clone(), columns).map_err(|e| e.to_string())
+}
 
-    let props = WriterProperties::builder()
+fn properties(format: ArchiveFormat) -> Result<WriterProperties, String> {
+    Ok(WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(format.zstd_level).map_err(|e| e.to_string())?))
         .set_dictionary_enabled(true)
         .set_statistics_enabled(EnabledStatistics::Page)
@@ -143,12 +138,46 @@ pub fn encode(rows: &RawRows, dims: &[String], schema: &Schema, format: ArchiveF
             SortingColumn { column_idx: 1, descending: false, nulls_first: false },
         ]))
         .set_created_by(format!("rockfeed {}", env!("CARGO_PKG_VERSION")))
-        .build();
-    let mut out = Vec::with_capacity(n * 8 + 4096);
-    let mut w = ArrowWriter::try_new(&mut out, schema.0.clone(), Some(props)).map_err(|e| e.to_string())?;
-    w.write(&batch).map_err(|e| e.to_string())?;
-    w.close().map_err(|e| e.to_string())?;
-    Ok(Bytes::from(out))
+        .build())
+}
+
+/// A Parquet file written batch by batch from rows already in (vin, metric,
+/// ts) order: memory holds one row group, not the file.
+pub struct ParquetWriter<W: std::io::Write + Send> {
+    w: ArrowWriter<W>,
+    dims: Vec<String>,
+    schema: Schema,
+    pub rows: u64,
+}
+
+impl<W: std::io::Write + Send> ParquetWriter<W> {
+    pub fn new(out: W, dims: &[String], schema: &Schema, format: ArchiveFormat) -> Result<Self, String> {
+        let w = ArrowWriter::try_new(out, schema.0.clone(), Some(properties(format)?)).map_err(|e| e.to_string())?;
+        Ok(ParquetWriter { w, dims: dims.to_vec(), schema: schema.clone(), rows: 0 })
+    }
+
+    pub fn write(&mut self, rows: &RawRows) -> Result<(), String> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let b = batch(rows, &self.dims, &self.schema)?;
+        self.w.write(&b).map_err(|e| e.to_string())?;
+        self.rows += rows.len() as u64;
+        Ok(())
+    }
+
+    /// Writes the footer; returns the sink.
+    pub fn finish(self) -> Result<W, String> {
+        self.w.into_inner().map_err(|e| e.to_string())
+    }
+}
+
+/// Sorts `rows` by (vin, metric, ts) and writes them as one Parquet file.
+pub fn encode(rows: &RawRows, dims: &[String], schema: &Schema, format: ArchiveFormat) -> Result<Bytes, String> {
+    let sorted = rows.select(&rows.sorted_order());
+    let mut w = ParquetWriter::new(Vec::with_capacity(rows.len() * 8 + 4096), dims, schema, format)?;
+    w.write(&sorted)?;
+    Ok(Bytes::from(w.finish()?))
 }
 
 #[cfg(test)]

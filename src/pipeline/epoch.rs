@@ -92,6 +92,11 @@ pub trait EpochSource: Send + Sync + 'static {
     /// Every decision the source holds (Kafka: the offset metadata of every
     /// partition of the subscribed topics, not only the assigned ones).
     fn decisions(&self) -> impl Future<Output = Result<Vec<Decision>, String>> + Send;
+    /// How long a failing decision is retried before the epoch is
+    /// abandoned (`err`: the last failure).
+    fn retry_for(&self, _err: &str) -> Duration {
+        Duration::from_secs(60)
+    }
     /// Whether `d` (or a later epoch of its prefix) is durable.
     fn decided(&self, d: &Decision) -> impl Future<Output = Result<bool, String>> + Send {
         async move { Ok(self.decisions().await?.iter().any(|x| x.prefix == d.prefix && x.epoch >= d.epoch)) }
@@ -391,7 +396,7 @@ impl<S: EpochSource> Coordinator<S> {
             };
             match self.source.decided(d).await {
                 Ok(true) => return Ok(()),
-                Ok(false) if started.elapsed() > Duration::from_secs(60) => return Err(err),
+                Ok(false) if started.elapsed() > self.source.retry_for(&err) => return Err(err),
                 Ok(false) => {}
                 // Cannot even read it back: keep trying, the outcome matters.
                 Err(e) => tracing::warn!(epoch = d.epoch, error = %e, "Cannot read the decision back."),

@@ -386,6 +386,17 @@ impl EpochSource for KafkaSource {
     async fn decisions(&self) -> Result<Vec<Decision>, String> {
         tokio::task::block_in_place(|| self.decisions_blocking())
     }
+
+    /// A group that is rebalancing refuses the commit until this member
+    /// rejoins, and rejoining starts with the revoke callback, which waits
+    /// for the coordinator, which is here: retrying cannot succeed. A few
+    /// seconds cover a rebalance that completes without us; then the epoch
+    /// is abandoned (rolled back) and the pipeline restarts from the
+    /// decided offsets.
+    fn retry_for(&self, err: &str) -> Duration {
+        let generation_gone = ["RebalanceInProgress", "IllegalGeneration", "UnknownMemberId"];
+        if generation_gone.iter().any(|c| err.contains(c)) { Duration::from_secs(5) } else { Duration::from_secs(60) }
+    }
 }
 
 fn now_ms() -> i64 {

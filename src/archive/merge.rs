@@ -1,0 +1,319 @@
+//! Cutting a file: the k-way merge of a segment's sorted runs (one per
+//! epoch) into rows in (vin, metric, ts) order, in bounded memory.
+//!
+//! At most `fan_in` runs are open at once, each holding one decoded block
+//! ([`BLOCK_ROWS`] rows). With more runs than that, groups of `fan_in` are
+//! first merged into temporary runs (files in `tmp`, deleted afterwards),
+//! as often as needed: memory is `fan_in` blocks plus one output chunk,
+//! however many epochs the file spans. Equal keys keep run order (earlier
+//! epochs first), so the output, and the file encoded from it, is the
+//! same every time the same segment is cut.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use super::spool::{BLOCK_ROWS, FrameInfo, RunReader};
+use super::{RawRows, Remap};
+
+/// One sorted run: a frame of a spool file.
+#[derive(Debug, Clone)]
+pub struct Run {
+    pub path: PathBuf,
+    pub frame: FrameInfo,
+}
+
+/// Default number of runs merged at once.
+pub const FAN_IN: usize = 64;
+
+struct Cursor {
+    reader: RunReader,
+    block: RawRows,
+    at: usize,
+    remap: Remap,
+}
+
+impl Cursor {
+    fn open(run: &Run) -> std::io::Result<Option<Cursor>> {
+        let mut reader = RunReader::open(&run.path, &run.frame)?;
+        loop {
+            match reader.next_block()? {
+                None => return Ok(None),
+                Some(b) if b.is_empty() => continue,
+                Some(block) => {
+                    let remap = Remap::new(&block);
+                    return Ok(Some(Cursor { reader, block, at: 0, remap }));
+                }
+            }
+        }
+    }
+
+    fn key(&self) -> (&str, &str, i64) {
+        self.block.key(self.at)
+    }
+
+    /// Moves to the next row; false when the run is done.
+    fn advance(&mut self) -> std::io::Result<bool> {
+        self.at += 1;
+        while self.at >= self.block.len() {
+            match self.reader.next_block()? {
+                None => return Ok(false),
+                Some(b) => {
+                    self.remap = Remap::new(&b);
+                    self.block = b;
+                    self.at = 0;
+                }
+            }
+        }
+        Ok(true)
+    }
+}
+
+/// A binary min-heap of cursor indices; ties go to the lower index.
+struct Heap {
+    items: Vec<usize>,
+}
+
+impl Heap {
+    fn less(cs: &[Cursor], a: usize, b: usize) -> bool {
+        (cs[a].key(), a) < (cs[b].key(), b)
+    }
+
+    fn sift_down(&mut self, cs: &[Cursor], mut i: usize) {
+        let n = self.items.len();
+        loop {
+            let (l, r) = (2 * i + 1, 2 * i + 2);
+            let mut m = i;
+            if l < n && Self::less(cs, self.items[l], self.items[m]) {
+                m = l;
+            }
+            if r < n && Self::less(cs, self.items[r], self.items[m]) {
+                m = r;
+            }
+            if m == i {
+                return;
+            }
+            self.items.swap(i, m);
+            i = m;
+        }
+    }
+}
+
+/// Merges `runs` into sorted chunks of at most `chunk_rows` rows handed to
+/// `sink`; returns the number of rows.
+fn merge_into(
+    runs: &[Run],
+    chunk_rows: usize,
+    ndims: usize,
+    sink: &mut dyn FnMut(RawRows) -> std::io::Result<()>,
+) -> std::io::Result<u64> {
+    let mut cs = Vec::with_capacity(runs.len());
+    for r in runs {
+        if let Some(c) = Cursor::open(r)? {
+            cs.push(c);
+        }
+    }
+    let mut heap = Heap { items: (0..cs.len()).collect() };
+    for i in (0..heap.items.len() / 2).rev() {
+        heap.sift_down(&cs, i);
+    }
+    let mut out = RawRows::new(ndims);
+    let mut total = 0u64;
+    while let Some(&top) = heap.items.first() {
+        let c = &mut cs[top];
+        out.copy_row(&c.block, c.at, &mut c.remap);
+        if !c.advance()? {
+            let last = heap.items.pop().unwrap_or(top);
+            if !heap.items.is_empty() {
+                heap.items[0] = last;
+            }
+        }
+        heap.sift_down(&cs, 0);
+        if out.len() >= chunk_rows {
+            total += out.len() as u64;
+            sink(std::mem::replace(&mut out, RawRows::new(ndims)))?;
+            // Output ids start over with every chunk.
+            for c in &mut cs {
+                c.remap = Remap::new(&c.block);
+            }
+        }
+    }
+    if !out.is_empty() {
+        total += out.len() as u64;
+        sink(out)?;
+    }
+    Ok(total)
+}
+
+/// Writes a temporary run: one frame, blocks written as they come.
+struct RunWriter {
+    file: BufWriter<File>,
+    path: PathBuf,
+    blocks: u32,
+    rows: u64,
+    payload: u64,
+    plain: Vec<u8>,
+}
+
+impl RunWriter {
+    fn create(path: PathBuf) -> std::io::Result<RunWriter> {
+        let mut file = BufWriter::with_capacity(
+            1 << 16,
+            OpenOptions::new().create(true).truncate(true).write(true).read(true).open(&path)?,
+        );
+        file.write_all(&[0u8; 36])?;
+        Ok(RunWriter { file, path, blocks: 0, rows: 0, payload: 0, plain: Vec::new() })
+    }
+
+    fn push(&mut self, rows: RawRows) -> std::io::Result<()> {
+        self.plain.clear();
+        rows.write_to(&mut self.plain);
+        let packed = lz4_flex::block::compress_prepend_size(&self.plain);
+        self.file.write_all(&(packed.len() as u32).to_le_bytes())?;
+        self.file.write_all(&crc32fast::hash(&packed).to_le_bytes())?;
+        self.file.write_all(&packed)?;
+        self.blocks += 1;
+        self.rows += rows.len() as u64;
+        self.payload += 8 + packed.len() as u64;
+        Ok(())
+    }
+
+    fn finish(self) -> std::io::Result<Run> {
+        let mut h = Vec::with_capacity(36);
+        h.extend_from_slice(b"RFSP");
+        h.extend_from_slice(&0u64.to_le_bytes());
+        h.extend_from_slice(&self.blocks.to_le_bytes());
+        h.extend_from_slice(&self.rows.to_le_bytes());
+        h.extend_from_slice(&self.payload.to_le_bytes());
+        let crc = crc32fast::hash(&h);
+        h.extend_from_slice(&crc.to_le_bytes());
+        let mut file = self.file.into_inner().map_err(|e| e.into_error())?;
+        file.seek(SeekFrom::Start(0))?;
+        file.write_all(&h)?;
+        Ok(Run {
+            path: self.path,
+            frame: FrameInfo { offset: 36, epoch: 0, blocks: self.blocks, rows: self.rows, payload: self.payload },
+        })
+    }
+}
+
+/// Merges `runs` into `sink` (chunks of at most `chunk_rows` rows) with at
+/// most `fan_in` runs open, using `tmp` for intermediate runs. Returns the
+/// number of rows.
+pub fn merge(
+    runs: Vec<Run>,
+    ndims: usize,
+    fan_in: usize,
+    chunk_rows: usize,
+    tmp: &Path,
+    sink: &mut dyn FnMut(RawRows) -> std::io::Result<()>,
+) -> std::io::Result<u64> {
+    let fan_in = fan_in.max(2);
+    let mut runs = runs;
+    let mut temps: Vec<PathBuf> = Vec::new();
+    let result = (|| {
+        let mut n = 0usize;
+        while runs.len() > fan_in {
+            let mut next = Vec::with_capacity(runs.len().div_ceil(fan_in));
+            for group in runs.chunks(fan_in) {
+                let path = tmp.join(format!("merge-{}-{n}.tmp", std::process::id()));
+                n += 1;
+                temps.push(path.clone());
+                let mut w = RunWriter::create(path)?;
+                merge_into(group, BLOCK_ROWS, ndims, &mut |rows| w.push(rows))?;
+                next.push(w.finish()?);
+            }
+            runs = next;
+        }
+        merge_into(&runs, chunk_rows, ndims, sink)
+    })();
+    for t in temps {
+        let _ = std::fs::remove_file(t);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::archive::spool::{Segment, frame};
+    use crate::archive::{Raw, ValueKind};
+
+    /// Epoch `e`'s readings: 40 vehicles × 6 metrics, timestamps growing
+    /// with the epoch, and a few late ones from earlier epochs.
+    fn epoch_rows(e: u64, n: usize, seed: u64) -> RawRows {
+        let mut r = RawRows::new(1);
+        let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(e);
+        for i in 0..n {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let vin = format!("VIN{:02}", (x >> 33) % 40);
+            let metric = format!("sig_{}", (x >> 40) % 6);
+            let late = (x >> 50).is_multiple_of(10);
+            let ts = e as i64 * 1000 - if late { 1500 } else { 0 } + (i % 1000) as i64;
+            r.push(
+                Raw {
+                    vin: &vin,
+                    ts_ms: ts,
+                    seq: Some(i as i64),
+                    metric: &metric,
+                    value: (e * 100_000 + i as u64) as f64,
+                    kind: ValueKind::Number,
+                    received_ms: ts + 3,
+                    source: &format!("k/{}@{i}", e % 3),
+                },
+                &[Some(["a", "b"][i % 2])],
+            );
+        }
+        r
+    }
+
+    #[test]
+    fn merging_many_runs_in_several_passes_equals_one_sort() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut seg = Segment::create(dir.path(), 0, 1).unwrap();
+        let mut all = RawRows::new(1);
+        for e in 1..=37u64 {
+            let r = epoch_rows(e, 3000 + (e as usize * 97) % 5000, 9);
+            let order = r.sorted_order();
+            seg.append(e, &frame(e, &r, &order), r.len() as u64).unwrap();
+            let mut rm = crate::archive::Remap::new(&r);
+            for i in order {
+                all.copy_row(&r, i as usize, &mut rm);
+            }
+        }
+        seg.sync().unwrap();
+        let runs: Vec<Run> = seg.frames.iter().map(|f| Run { path: seg.path.clone(), frame: *f }).collect();
+
+        // The reference: every row, sorted by (vin, metric, ts) stably in
+        // epoch order.
+        let want: Vec<(String, String, i64, f64)> = all
+            .sorted_order()
+            .into_iter()
+            .map(|i| {
+                let (v, m, t) = all.key(i as usize);
+                (v.to_string(), m.to_string(), t, all.value[i as usize])
+            })
+            .collect();
+
+        for (fan_in, chunk) in [(64, 100_000), (4, 7_000), (2, 1_000)] {
+            let tmp = tempfile::tempdir().unwrap();
+            let mut got = Vec::new();
+            let mut chunks = 0;
+            let n = merge(runs.clone(), 1, fan_in, chunk, tmp.path(), &mut |rows| {
+                assert!(rows.len() <= chunk);
+                chunks += 1;
+                for i in 0..rows.len() {
+                    let (v, m, t) = rows.key(i);
+                    got.push((v.to_string(), m.to_string(), t, rows.value[i]));
+                    assert!(rows.dims[0][i].is_some());
+                }
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(n as usize, want.len());
+            assert_eq!(got, want, "fan-in {fan_in}");
+            assert!(chunks >= want.len() / chunk);
+            assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0, "temporary runs are removed");
+        }
+    }
+}
