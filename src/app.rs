@@ -13,10 +13,14 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
-use crate::config::Config;
+use crate::archive::roll::RollPolicy;
+use crate::archive::store::Store;
+use crate::archive::writer::Settings;
+use crate::archive::{Archive, ArchiveFormat};
+use crate::config::{Config, Delivery};
 use crate::enrich::Enrichment;
 use crate::pipeline::epoch::{Coordinator, CoordinatorConfig, EpochError};
-use crate::pipeline::runner::{RunnerConfig, Stats};
+use crate::pipeline::runner::{RunnerConfig, Sinks, Stats};
 use crate::pipeline::window::WindowConfig;
 use crate::sink::starrocks::client::{ClientConfig, Credentials, Endpoint, StreamLoadClient};
 use crate::sink::starrocks::service::{RetryPolicy, StreamLoader};
@@ -102,20 +106,60 @@ pub async fn run_with_ready(
         None => None,
     };
     let stats = Arc::new(Stats::default());
+    let archive = open_archive(&cfg, &stats)?;
     if let Some(addr) = cfg.telemetry.listen {
         let bound = crate::telemetry::http::start(addr, stats.clone(), ready.subscribe(), shutdown.clone()).await?;
         tracing::info!(%bound, "Serving /metrics, /health and /ready.");
     }
+    let r = run_source(&cfg, loader, enrich, &stats, shutdown, ready, &archive).await;
+    if let Some(a) = &archive {
+        a.stop(cfg.archive.stop_grace.0).await;
+    }
+    r.map(|_| stats)
+}
+
+/// The archive, if configured.
+fn open_archive(cfg: &Config, stats: &Arc<Stats>) -> Result<Option<Arc<Archive>>, AppError> {
+    let a = &cfg.archive;
+    if !a.enabled {
+        return Ok(None);
+    }
+    let store = Store::open(a).map_err(AppError::Config)?;
+    let settings = Settings {
+        writer: cfg.starrocks.label_prefix.clone(),
+        table: a.table.clone(),
+        dims: cfg.tables.dims.clone(),
+        spool_dir: a.spool_dir.join(&cfg.starrocks.label_prefix),
+        spool_max_bytes: a.spool_max_bytes,
+        roll: RollPolicy { max_bytes: a.roll_bytes, max_age: a.roll_age.0, idle: a.roll_idle.0 },
+        format: ArchiveFormat { row_group_rows: a.row_group_rows, zstd_level: a.zstd_level },
+        fan_in: crate::archive::merge::FAN_IN,
+        exactly_once: cfg.source.kafka.is_some() && cfg.delivery() == Delivery::ExactlyOnce,
+    };
+    tracing::info!(url = %store.display, table = %a.table, "Raw archive on.");
+    Archive::open(settings, cfg.pipeline.shards, store, stats.clone()).map(Some).map_err(AppError::Config)
+}
+
+async fn run_source(
+    cfg: &Config,
+    loader: Arc<StreamLoader>,
+    enrich: Option<Arc<Enrichment>>,
+    stats: &Arc<Stats>,
+    shutdown: watch::Receiver<bool>,
+    ready: watch::Sender<bool>,
+    archive: &Option<Arc<Archive>>,
+) -> Result<(), AppError> {
     if let Some(kafka) = cfg.source.kafka.clone() {
         let mut restarts = 0u32;
         loop {
-            let r = run_kafka(&cfg, &kafka, &loader, &enrich, &stats, &shutdown, &ready).await;
+            let parts = Parts { loader: &loader, enrich: &enrich, stats, archive };
+            let r = run_kafka(cfg, &kafka, &parts, &shutdown, &ready).await;
             match r {
-                Ok(()) => return Ok(stats),
+                Ok(()) => return Ok(()),
                 Err(EpochError::Fatal(m)) => return Err(AppError::Config(m)),
                 Err(e @ EpochError::Abandoned { .. }) if *shutdown.borrow() => {
                     tracing::error!(error = %e, "Stopped without committing the last epoch.");
-                    return Ok(stats);
+                    return Ok(());
                 }
                 Err(e @ EpochError::Abandoned { .. }) => {
                     restarts += 1;
@@ -125,7 +169,7 @@ pub async fn run_with_ready(
                     let mut stop = shutdown.clone();
                     tokio::select! {
                         _ = tokio::time::sleep(wait) => {}
-                        _ = stop.wait_for(|s| *s) => return Ok(stats),
+                        _ = stop.wait_for(|s| *s) => return Ok(()),
                     }
                 }
             }
@@ -134,18 +178,28 @@ pub async fn run_with_ready(
     let Some(mqtt) = cfg.source.mqtt.clone() else { unreachable!("checked above") };
     let (tx, rx) = mpsc::channel(1024);
     let source = tokio::spawn(crate::source::mqtt::run_with_ready(mqtt, tx, shutdown.clone(), ready));
-    let pipeline = crate::pipeline::runner::run(runner_config(&cfg), loader, enrich, rx, shutdown, stats.clone(), None);
+    let sinks = Sinks { loader, archive: archive.clone() };
+    let pipeline = crate::pipeline::runner::run(runner_config(cfg), sinks, enrich, rx, shutdown, stats.clone(), None);
     pipeline.await?;
     match source.await {
         Ok(r) => r?,
         Err(e) => return Err(AppError::Io(std::io::Error::other(e))),
     }
-    Ok(stats)
+    Ok(())
 }
 
 /// How long a stop waits for the last epoch to commit.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 const GRACE_MSG: &str = "the last epoch did not commit within 30 s of the stop; it is rolled back at the next start";
+
+/// What every life of the Kafka pipeline shares.
+#[derive(Clone, Copy)]
+struct Parts<'a> {
+    loader: &'a Arc<StreamLoader>,
+    enrich: &'a Option<Arc<Enrichment>>,
+    stats: &'a Arc<Stats>,
+    archive: &'a Option<Arc<Archive>>,
+}
 
 /// One life of the Kafka pipeline: consumer thread, decoder and shards,
 /// coordinator. Returns when `shutdown` has flipped and the last epoch is
@@ -153,12 +207,11 @@ const GRACE_MSG: &str = "the last epoch did not commit within 30 s of the stop; 
 async fn run_kafka(
     cfg: &Config,
     kafka: &KafkaConfig,
-    loader: &Arc<StreamLoader>,
-    enrich: &Option<Arc<Enrichment>>,
-    stats: &Arc<Stats>,
+    parts: &Parts<'_>,
     shutdown: &watch::Receiver<bool>,
     ready: &watch::Sender<bool>,
 ) -> Result<(), EpochError> {
+    let Parts { loader, enrich, stats, archive } = *parts;
     let rcfg = runner_config(cfg);
     let (req_tx, req_rx) = mpsc::channel(4);
     let source = KafkaSource::new(kafka, req_tx, ready.clone()).map_err(EpochError::Fatal)?;
@@ -189,7 +242,7 @@ async fn run_kafka(
     };
     let pipeline = tokio::spawn(crate::pipeline::runner::run(
         rcfg.clone(),
-        loader.clone(),
+        Sinks { loader: loader.clone(), archive: archive.clone() },
         enrich.clone(),
         rx,
         stop_rx,
@@ -209,7 +262,8 @@ async fn run_kafka(
         loader.clone(),
         cut_tx,
         stats.clone(),
-    );
+    )
+    .with_archive(archive.clone());
     // Boxed, so an unfinished coordinator can be dropped below (its cut
     // sender going is what ends the decoder).
     let mut coordinate = Box::pin(coordinator.run(req_rx, shutdown.clone()));

@@ -162,8 +162,15 @@ dir = "{}"
     let mqtt = cfg.source.mqtt.clone().ok_or("no mqtt source")?;
     let (ready_tx, mut ready) = watch::channel(false);
     let source = tokio::spawn(crate::source::mqtt::run_with_ready(mqtt, tx, stop_rx.clone(), ready_tx));
-    let pipeline =
-        tokio::spawn(run(crate::app::runner_config(&cfg), loader, Some(enrich), rx, stop_rx, stats.clone(), None));
+    let pipeline = tokio::spawn(run(
+        crate::app::runner_config(&cfg),
+        crate::pipeline::runner::Sinks::starrocks(loader),
+        Some(enrich),
+        rx,
+        stop_rx,
+        stats.clone(),
+        None,
+    ));
     if !crate::source::mqtt::wait_ready(&mut ready, Duration::from_secs(30)).await {
         return Err("the pipeline did not subscribe to the embedded broker within 30 s".into());
     }

@@ -73,7 +73,13 @@ async fn pyarrow_reads_every_reading_back_from_the_hive_layout() {
                 want.insert((vin.clone(), metric.to_string(), ts), (seq, value, kind.as_str(), fleet));
             }
             let bytes = encode(&rows, &dims, &schema, ArchiveFormat { row_group_rows: 128, zstd_level: 3 }).unwrap();
-            let path = file_path("telemetry", hour_of(hour0 + h * 3_600_000), shard, 10 + h as u64, 19 + h as u64);
+            let path = file_path(
+                "telemetry",
+                hour_of(hour0 + h * 3_600_000),
+                &format!("rf-{shard}"),
+                10 + h as u64,
+                19 + h as u64,
+            );
             publish(store.as_ref(), &path, bytes).await.unwrap();
         }
     }
@@ -85,10 +91,10 @@ async fn pyarrow_reads_every_reading_back_from_the_hive_layout() {
     assert_eq!(
         files,
         [
-            "/telemetry/dt=2026-11-24/hour=10/part-0-10-19.parquet",
-            "/telemetry/dt=2026-11-24/hour=10/part-1-10-19.parquet",
-            "/telemetry/dt=2026-11-24/hour=11/part-0-11-20.parquet",
-            "/telemetry/dt=2026-11-24/hour=11/part-1-11-20.parquet",
+            "/telemetry/dt=2026-11-24/hour=10/part-rf-0-10-19.parquet",
+            "/telemetry/dt=2026-11-24/hour=10/part-rf-1-10-19.parquet",
+            "/telemetry/dt=2026-11-24/hour=11/part-rf-0-11-20.parquet",
+            "/telemetry/dt=2026-11-24/hour=11/part-rf-1-11-20.parquet",
         ]
     );
     let s = &v["schema"];

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 mod common;
 
-use rockfeed::pipeline::runner::{Form, RunnerConfig, Stats, run};
+use rockfeed::pipeline::runner::{Form, RunnerConfig, Sinks, Stats, run};
 use rockfeed::pipeline::window::WindowConfig;
 use rockfeed::sink::starrocks::service::RetryPolicy;
 use rockfeed::source::mqtt::MqttConfig;
@@ -182,7 +182,7 @@ async fn scenario_on(port: u16, v5: bool) {
     let stats = Arc::new(Stats::default());
     let (ready_tx, mut ready) = watch::channel(false);
     let src = tokio::spawn(rockfeed::source::mqtt::run_with_ready(mcfg, tx, stop_rx.clone(), ready_tx));
-    let pipe = tokio::spawn(run(cfg, loader, Some(enrich), rx, stop_rx, stats.clone(), None));
+    let pipe = tokio::spawn(run(cfg, Sinks::starrocks(loader), Some(enrich), rx, stop_rx, stats.clone(), None));
     assert!(rockfeed::source::mqtt::wait_ready(&mut ready, Duration::from_secs(30)).await, "never subscribed");
 
     let now = now_ms() as i64;
@@ -294,7 +294,7 @@ async fn mqtt5_shared_subscription_splits_a_stream_between_two_instances() {
         let (ready_tx, ready) = watch::channel(false);
         readies.push(ready);
         sources.push(tokio::spawn(rockfeed::source::mqtt::run_with_ready(mcfg, tx, stop_rx.clone(), ready_tx)));
-        pipes.push(tokio::spawn(run(cfg, loader, None, rx, stop_rx.clone(), stats.clone(), None)));
+        pipes.push(tokio::spawn(run(cfg, Sinks::starrocks(loader), None, rx, stop_rx.clone(), stats.clone(), None)));
         all_stats.push(stats);
     }
     for r in &mut readies {

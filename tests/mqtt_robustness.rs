@@ -12,7 +12,7 @@ use std::time::Duration;
 
 mod common;
 
-use rockfeed::pipeline::runner::{RunnerConfig, Stats, run};
+use rockfeed::pipeline::runner::{RunnerConfig, Sinks, Stats, run};
 use rockfeed::sink::starrocks::service::RetryPolicy;
 use rockfeed::source::mqtt::MqttConfig;
 use rockfeed::starrocks::ddl::parse_ddl;
@@ -133,7 +133,7 @@ async fn tls_auth_large_payloads_and_a_broker_restart() {
     let stats = Arc::new(Stats::default());
     let (ready_tx, mut ready) = watch::channel(false);
     let src = tokio::spawn(rockfeed::source::mqtt::run_with_ready(mcfg, tx, stop_rx.clone(), ready_tx));
-    let pipe = tokio::spawn(run(cfg, loader, None, rx, stop_rx, stats.clone(), None));
+    let pipe = tokio::spawn(run(cfg, Sinks::starrocks(loader), None, rx, stop_rx, stats.clone(), None));
     assert!(rockfeed::source::mqtt::wait_ready(&mut ready, Duration::from_secs(30)).await, "never subscribed");
 
     // A ~300 KiB wide sample: 12,000 metrics.

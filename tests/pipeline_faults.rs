@@ -13,7 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 mod common;
 
-use rockfeed::pipeline::runner::{RunnerConfig, Stats, run};
+use rockfeed::pipeline::runner::{RunnerConfig, Sinks, Stats, run};
 use rockfeed::sink::starrocks::service::RetryPolicy;
 use rockfeed::source::RawMessage;
 use rockfeed::starrocks::ddl::parse_ddl;
@@ -110,7 +110,8 @@ async fn transient_faults_on_a_third_of_loads_change_nothing_in_the_table() {
     let (tx, rx) = mpsc::channel(64);
     let (stop_tx, stop_rx) = watch::channel(false);
     let stats = Arc::new(Stats::default());
-    let pipe = tokio::spawn(run(runner_cfg(dir.path()), loader, None, rx, stop_rx, stats.clone(), None));
+    let pipe =
+        tokio::spawn(run(runner_cfg(dir.path()), Sinks::starrocks(loader), None, rx, stop_rx, stats.clone(), None));
     let want = feed(tx.clone(), 150).await;
     drop(tx);
     let _ = stop_tx;
@@ -132,7 +133,8 @@ async fn permanent_failures_keep_every_batch_as_a_dead_letter() {
     let (tx, rx) = mpsc::channel(64);
     let (_stop_tx, stop_rx) = watch::channel(false);
     let stats = Arc::new(Stats::default());
-    let pipe = tokio::spawn(run(runner_cfg(dir.path()), loader, None, rx, stop_rx, stats.clone(), None));
+    let pipe =
+        tokio::spawn(run(runner_cfg(dir.path()), Sinks::starrocks(loader), None, rx, stop_rx, stats.clone(), None));
     let want = feed(tx.clone(), 30).await;
     drop(tx);
     pipe.await.unwrap().unwrap();
@@ -168,7 +170,7 @@ async fn batches_over_the_row_limit_load_early_under_their_own_labels() {
     let (tx, rx) = mpsc::channel(64);
     let (_stop_tx, stop_rx) = watch::channel(false);
     let stats = Arc::new(Stats::default());
-    let pipe = tokio::spawn(run(cfg, loader, None, rx, stop_rx, stats.clone(), None));
+    let pipe = tokio::spawn(run(cfg, Sinks::starrocks(loader), None, rx, stop_rx, stats.clone(), None));
     let want = feed(tx.clone(), 60).await;
     drop(tx);
     pipe.await.unwrap().unwrap();
@@ -192,7 +194,7 @@ async fn compressed_bodies_load_exactly() {
         let (tx, rx) = mpsc::channel(64);
         let (_stop_tx, stop_rx) = watch::channel(false);
         let stats = Arc::new(Stats::default());
-        let pipe = tokio::spawn(run(cfg, loader, None, rx, stop_rx, stats.clone(), None));
+        let pipe = tokio::spawn(run(cfg, Sinks::starrocks(loader), None, rx, stop_rx, stats.clone(), None));
         let want = feed(tx.clone(), 20).await;
         drop(tx);
         pipe.await.unwrap().unwrap();
@@ -221,7 +223,7 @@ async fn shutdown_loads_what_is_still_queued_in_the_source_channel() {
     let (stop_tx, stop) = watch::channel(false);
     stop_tx.send(true).unwrap();
     let stats = Arc::new(Stats::default());
-    run(runner_cfg(dir.path()), loader, None, rx, stop, stats.clone(), None).await.unwrap();
+    run(runner_cfg(dir.path()), Sinks::starrocks(loader), None, rx, stop, stats.clone(), None).await.unwrap();
     assert_eq!(stats.messages.load(Ordering::Relaxed), 500, "every queued message was taken");
     let cnt: u64 = emu.with_core(|c| {
         c.table("rockfeed", "telemetry_1m").unwrap().rows().iter().map(|r| r[3].as_f64().unwrap() as u64).sum()

@@ -16,10 +16,20 @@ pub fn hour_of(ts_ms: i64) -> i64 {
     ts_ms.div_euclid(3_600_000) * 3_600_000
 }
 
-/// The object path of one file, relative to the archive root.
-pub fn file_path(table: &str, hour_ms: i64, shard: u32, first_epoch: u64, last_epoch: u64) -> String {
+/// The object path of one file, relative to the archive root. `shard`
+/// names the writer: `{label_prefix}-{k}`, so instances that share a root
+/// never write the same name.
+pub fn file_path(table: &str, hour_ms: i64, shard: &str, first_epoch: u64, last_epoch: u64) -> String {
     let (dt, hour) = partition_of(hour_ms);
     format!("{table}/dt={dt}/hour={hour}/part-{shard}-{first_epoch}-{last_epoch}.parquet")
+}
+
+/// What a file name says: (shard, first epoch, last epoch).
+pub fn parse_file_name(name: &str) -> Option<(&str, u64, u64)> {
+    let stem = name.strip_prefix("part-")?.strip_suffix(".parquet")?;
+    let (rest, last) = stem.rsplit_once('-')?;
+    let (shard, first) = rest.rsplit_once('-')?;
+    Some((shard, first.parse().ok()?, last.parse().ok()?))
 }
 
 /// Days since 1970-01-01 → (year, month, day), proleptic Gregorian
@@ -56,8 +66,8 @@ mod tests {
     #[test]
     fn file_names_come_from_the_epoch_range() {
         assert_eq!(
-            file_path("telemetry", 1_795_514_400_000, 3, 17, 42),
-            "telemetry/dt=2026-11-24/hour=10/part-3-17-42.parquet"
+            file_path("telemetry", 1_795_514_400_000, "edge_a-3", 17, 42),
+            "telemetry/dt=2026-11-24/hour=10/part-edge_a-3-17-42.parquet"
         );
     }
 }

@@ -15,11 +15,17 @@
 //!
 //! Spooling, rolling and the epoch protocol build on these.
 
+pub mod config;
 pub mod layout;
 pub mod merge;
 pub mod parquet;
 pub mod roll;
 pub mod spool;
+pub mod store;
+pub mod writer;
+
+pub use self::config::ArchiveConfig;
+pub use self::writer::{Archive, ArchiveSample};
 
 pub use self::parquet::{ArchiveFormat, Schema, encode};
 

@@ -20,6 +20,22 @@ pub struct RollPolicy {
     pub idle: Duration,
 }
 
+impl RollPolicy {
+    /// Why a file of `bytes`, opened at `opened_ms` and last appended to at
+    /// `last_append_ms`, is due at `now_ms` (`None`: not due).
+    pub fn reason(&self, bytes: u64, opened_ms: i64, last_append_ms: i64, now_ms: i64) -> Option<Reason> {
+        if bytes >= self.max_bytes {
+            Some(Reason::Size)
+        } else if now_ms - opened_ms >= self.max_age.as_millis() as i64 {
+            Some(Reason::Age)
+        } else if now_ms - last_append_ms >= self.idle.as_millis() as i64 {
+            Some(Reason::Idle)
+        } else {
+            None
+        }
+    }
+}
+
 impl Default for RollPolicy {
     fn default() -> Self {
         RollPolicy { max_bytes: 128 << 20, max_age: Duration::from_secs(600), idle: Duration::from_secs(120) }
@@ -47,6 +63,20 @@ pub enum Reason {
     Idle,
     /// Shutdown or an explicit flush.
     Flush,
+    /// The spool reached its disk bound.
+    SpoolFull,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Size => "size",
+            Reason::Age => "age",
+            Reason::Idle => "idle",
+            Reason::Flush => "flush",
+            Reason::SpoolFull => "spool_full",
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -88,15 +118,7 @@ impl Roller {
         let p = self.policy;
         let mut out = Vec::new();
         self.open.retain(|_, f| {
-            let reason = if f.bytes >= p.max_bytes {
-                Some(Reason::Size)
-            } else if now_ms - f.opened_ms >= p.max_age.as_millis() as i64 {
-                Some(Reason::Age)
-            } else if now_ms - f.last_append_ms >= p.idle.as_millis() as i64 {
-                Some(Reason::Idle)
-            } else {
-                None
-            };
+            let reason = p.reason(f.bytes, f.opened_ms, f.last_append_ms, now_ms);
             match reason {
                 Some(r) => {
                     out.push((*f, r));

@@ -89,6 +89,9 @@ pub struct Config {
     /// The `/metrics`, `/health` and `/ready` endpoints.
     #[serde(default)]
     pub telemetry: Telemetry,
+    /// The raw Parquet archive.
+    #[serde(default)]
+    pub archive: crate::archive::ArchiveConfig,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -383,6 +386,7 @@ impl Config {
         if let Ok(pw) = std::env::var(PASSWORD_ENV) {
             cfg.starrocks.password = pw;
         }
+        cfg.archive.apply_env();
         cfg.validate()?;
         Ok(cfg)
     }
@@ -440,6 +444,7 @@ impl Config {
         if let Some(k) = &self.source.kafka {
             k.validate().map_err(ConfigError::Invalid)?;
         }
+        self.archive.validate().map_err(ConfigError::Invalid)?;
         if self.source.mqtt.is_some() && self.source.kafka.is_some() {
             return bad("configure one source: [source.mqtt] or [source.kafka], not both".into());
         }
@@ -466,7 +471,7 @@ impl Config {
     }
 }
 
-fn is_identifier(s: &str) -> bool {
+pub fn is_identifier(s: &str) -> bool {
     let mut c = s.chars();
     matches!(c.next(), Some(ch) if ch.is_ascii_alphabetic() || ch == '_')
         && c.all(|ch| ch.is_ascii_alphanumeric() || ch == '_')

@@ -121,6 +121,9 @@ pub struct ShardDone {
     pub txns: Vec<PreparedTxn>,
     /// (received ms, event ms, readings) of the samples in the epoch.
     pub received: Vec<(i64, i64, u32)>,
+    /// Readings archived (spooled) and refused as too late in this epoch.
+    pub archived: u64,
+    pub too_late: u64,
     /// Set when the shard could not prepare: the epoch is abandoned.
     pub error: Option<ShardError>,
 }
@@ -191,6 +194,22 @@ impl Hook {
         Hook { at, seen: BTreeMap::new() }
     }
 
+    /// [`Hook::reach`] for threads outside the runtime.
+    pub fn reach_blocking(&mut self, step: &'static str) {
+        let Some((s, n)) = &self.at else { return };
+        if s != step {
+            return;
+        }
+        let c = self.seen.entry(step).or_default();
+        *c += 1;
+        if *c == *n {
+            eprintln!("rockfeed test hook: halted at {step}");
+            loop {
+                std::thread::sleep(Duration::from_secs(3600));
+            }
+        }
+    }
+
     async fn reach(&mut self, step: &'static str) {
         let Some((s, n)) = &self.at else { return };
         if s != step {
@@ -231,6 +250,7 @@ pub struct Coordinator<S> {
     /// Positions of the last decision (an epoch that moves none and loads
     /// nothing is skipped).
     last_decided: Positions,
+    archive: Option<Arc<crate::archive::Archive>>,
 }
 
 impl<S: EpochSource> Coordinator<S> {
@@ -252,7 +272,15 @@ impl<S: EpochSource> Coordinator<S> {
             received_to_committed: Local::default(),
             event_to_committed: Local::default(),
             last_decided: Positions::new(),
+            archive: None,
         }
+    }
+
+    /// The raw archive takes part: told of every decision, cut back at
+    /// recovery.
+    pub fn with_archive(mut self, archive: Option<Arc<crate::archive::Archive>>) -> Self {
+        self.archive = archive;
+        self
     }
 
     fn exactly_once(&self) -> bool {
@@ -309,6 +337,7 @@ impl<S: EpochSource> Coordinator<S> {
         let mut txns = Vec::new();
         let mut received = Vec::new();
         let mut failure = None;
+        let (mut archived, mut too_late) = (0u64, 0u64);
         for s in shards {
             let Ok(done) = s.await else {
                 failure.get_or_insert(ShardError::Transient("a shard stopped".into()));
@@ -316,6 +345,8 @@ impl<S: EpochSource> Coordinator<S> {
             };
             txns.extend(done.txns);
             received.extend(done.received);
+            archived += done.archived;
+            too_late += done.too_late;
             if let Some(err) = done.error {
                 failure.get_or_insert(err);
             }
@@ -327,7 +358,7 @@ impl<S: EpochSource> Coordinator<S> {
                 ShardError::Transient(reason) => EpochError::Abandoned { epoch: e, reason },
             });
         }
-        if txns.is_empty() && positions == self.last_decided {
+        if txns.is_empty() && positions == self.last_decided && archived == 0 {
             return Ok(()); // nothing new: no decision, no epoch number used
         }
         self.hook.reach("after_prepare").await;
@@ -369,6 +400,18 @@ impl<S: EpochSource> Coordinator<S> {
             self.received_to_committed.record_ms(done - rx, n as u64);
             self.event_to_committed.record_ms(done - ts, n as u64);
             committed += n as u64;
+        }
+        if let Some(a) = &self.archive
+            && self.exactly_once()
+        {
+            a.decided(e);
+            self.stats.reconcile(crate::telemetry::Reconciliation {
+                epoch: e,
+                shard: None,
+                aggregated: committed,
+                too_late,
+                archived,
+            });
         }
         if self.exactly_once() {
             self.stats.readings_committed.fetch_add(committed, Ordering::Relaxed);
@@ -498,6 +541,9 @@ impl<S: EpochSource> Coordinator<S> {
             e += 1;
         }
         self.next_epoch = self.next_epoch.max(decided + 1);
+        if let Some(a) = &self.archive {
+            a.recover(Some(decided)).await.map_err(EpochError::Fatal)?;
+        }
         tracing::info!(prefix = %self.cfg.prefix, decided, next = self.next_epoch, "Epoch recovery done.");
         Ok(())
     }

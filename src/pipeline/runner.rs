@@ -28,6 +28,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use compact_str::CompactString;
 use http::{HeaderMap, HeaderValue};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -35,6 +36,7 @@ use super::epoch::{Cut, CutReply, Positions, PreparedTxn, ShardDone, ShardError}
 use super::latest::LatestTracker;
 use super::route::shard_of;
 use super::window::{Added, WindowAggregator, WindowConfig};
+use crate::archive::{Archive, ArchiveSample};
 use crate::config::Delivery;
 use crate::deadletter::{DeadLetter, DeadLetterWriter};
 use crate::decode::catalog::MetricCatalog;
@@ -46,7 +48,7 @@ use crate::sink::starrocks::label::label;
 use crate::sink::starrocks::service::StreamLoader;
 use crate::sink::starrocks::txn::{Chunk, TxnError, TxnLoader, TxnTimeouts};
 use crate::source::RawMessage;
-use crate::telemetry::{Local, Stage};
+use crate::telemetry::{Local, Reconciliation, Stage};
 
 /// Which wire form payloads use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
@@ -98,10 +100,14 @@ impl RunnerConfig {
 
 pub use crate::telemetry::Stats;
 
+/// A routed sample: dims, receive time (ms), and its source position (for
+/// the archive; empty without one).
+type Routed = (Sample, Option<DimRow>, i64, CompactString);
+
 enum ShardMsg {
     /// Samples with their dims and receive time (ms), and when the decoder
     /// handed them over (for the shard's queue-wait histogram).
-    Samples(Vec<(Sample, Option<DimRow>, i64)>, Instant),
+    Samples(Vec<Routed>, Instant),
     /// Load what the shard holds: on its own tick (uncoordinated) or for
     /// the coordinator's epoch, answering when prepared (or loaded).
     Seal(Option<(u64, oneshot::Sender<ShardDone>)>),
@@ -111,19 +117,33 @@ fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
+/// Where a run's output goes: StarRocks, and the raw archive if on.
+pub struct Sinks {
+    pub loader: Arc<StreamLoader>,
+    pub archive: Option<Arc<Archive>>,
+}
+
+impl Sinks {
+    /// StarRocks only.
+    pub fn starrocks(loader: Arc<StreamLoader>) -> Sinks {
+        Sinks { loader, archive: None }
+    }
+}
+
 /// Runs until `rx` closes or `shutdown` flips; seals and loads what is left,
 /// then returns. With `cuts`, the epoch coordinator decides when to seal
 /// (and the last cut ends the run); without, the decoder seals every
 /// `epoch` on its own.
 pub async fn run(
     cfg: RunnerConfig,
-    loader: Arc<StreamLoader>,
+    sinks: Sinks,
     enrich: Option<Arc<Enrichment>>,
     mut rx: mpsc::Receiver<RawMessage>,
     mut shutdown: watch::Receiver<bool>,
     stats: Arc<Stats>,
     mut cuts: Option<mpsc::Receiver<Cut>>,
 ) -> std::io::Result<()> {
+    let Sinks { loader, archive } = sinks;
     let template = TopicTemplate::parse(&cfg.decode.topic_template).map_err(std::io::Error::other)?;
     let catalog = Arc::new(RwLock::new(MetricCatalog::new(cfg.max_metrics)));
     let dead = Arc::new(Mutex::new(DeadLetterWriter::open(&cfg.dead_letter_dir, 64 << 20, 100)?));
@@ -145,6 +165,7 @@ pub async fn run(
             loader: loader.clone(),
             headers: headers.clone(),
             stats: stats.clone(),
+            archive: archive.clone(),
         };
         shard_tasks.push(tokio::spawn(shard(ctx, srx)));
     }
@@ -162,10 +183,11 @@ pub async fn run(
         decoded: Decoded::default(),
         event_to_received: Local::default(),
         positions: Positions::new(),
+        archive: archive.is_some(),
     };
     // Samples routed but not yet handed to their shard; empty between
     // branches, so a seal always follows exactly the samples before it.
-    let mut per_shard: Vec<Vec<(Sample, Option<DimRow>, i64)>> = (0..cfg.shards).map(|_| Vec::new()).collect();
+    let mut per_shard: Vec<Vec<Routed>> = (0..cfg.shards).map(|_| Vec::new()).collect();
     let seal = |shard_tx: &Vec<mpsc::Sender<ShardMsg>>| {
         let txs = shard_tx.clone();
         async move {
@@ -285,10 +307,7 @@ async fn recv_cut(cuts: &mut Option<mpsc::Receiver<Cut>>) -> Option<Cut> {
 
 /// Sends each shard its routed samples (one batch per shard) and leaves
 /// `per_shard` empty.
-async fn hand_off(
-    per_shard: &mut [Vec<(Sample, Option<DimRow>, i64)>],
-    shard_tx: &[mpsc::Sender<ShardMsg>],
-) -> std::io::Result<()> {
+async fn hand_off(per_shard: &mut [Vec<Routed>], shard_tx: &[mpsc::Sender<ShardMsg>]) -> std::io::Result<()> {
     let now = Instant::now();
     for (batch, tx) in per_shard.iter_mut().zip(shard_tx) {
         if !batch.is_empty() && tx.send(ShardMsg::Samples(std::mem::take(batch), now)).await.is_err() {
@@ -316,11 +335,13 @@ struct Decoder<'a> {
     event_to_received: Local,
     /// Position after the last message taken, per (stream, partition).
     positions: Positions,
+    /// Samples carry their source position for the archive.
+    archive: bool,
 }
 
 impl Decoder<'_> {
     /// Decodes one message and routes its samples into `per_shard`.
-    fn take(&mut self, m: RawMessage, per_shard: &mut [Vec<(Sample, Option<DimRow>, i64)>]) {
+    fn take(&mut self, m: RawMessage, per_shard: &mut [Vec<Routed>]) {
         let (cfg, stats) = (self.cfg, self.stats);
         stats.messages.fetch_add(1, Ordering::Relaxed);
         if let Some((stream, partition, offset)) = &m.position {
@@ -370,6 +391,14 @@ impl Decoder<'_> {
                 }
             }
         }
+        let src = if self.archive && !self.decoded.samples.is_empty() {
+            match &m.position {
+                Some((s, p, o)) => compact_str::format_compact!("kafka:{s}/{p}@{o}"),
+                None => compact_str::format_compact!("mqtt:{}", m.topic),
+            }
+        } else {
+            CompactString::default()
+        };
         let snap = self.enrich.map(|e| e.snapshot());
         for s in self.decoded.samples.drain(..) {
             let dims = snap.as_ref().and_then(|sn| sn.row(&s.vin));
@@ -397,7 +426,7 @@ impl Decoder<'_> {
                 _ => s.vin.as_bytes(),
             };
             let k = shard_of(key, cfg.buckets, cfg.shards) as usize;
-            per_shard[k].push((s, dims, m.received_ms));
+            per_shard[k].push((s, dims, m.received_ms, src.clone()));
         }
     }
 }
@@ -410,6 +439,7 @@ struct ShardCtx {
     loader: Arc<StreamLoader>,
     headers: HeaderMap,
     stats: Arc<Stats>,
+    archive: Option<Arc<Archive>>,
 }
 
 /// A shard's state between flushes.
@@ -438,6 +468,11 @@ struct ShardState {
     /// epoch's one transaction at the seal).
     chunks: Vec<Chunk>,
     chunk_rows: u64,
+    /// Raw samples since the last seal, for the archive.
+    raw: Vec<ArchiveSample>,
+    /// Readings refused as too late since the last seal (archived, not
+    /// aggregated).
+    too_late: u64,
 }
 
 async fn shard(ctx: ShardCtx, mut rx: mpsc::Receiver<ShardMsg>) {
@@ -454,7 +489,10 @@ async fn shard(ctx: ShardCtx, mut rx: mpsc::Receiver<ShardMsg>) {
         latest: ctx.cfg.latest.as_ref().map(|(_, m)| LatestTracker::new(m)),
         chunks: Vec::new(),
         chunk_rows: 0,
+        raw: Vec::new(),
+        too_late: 0,
     };
+    let archive = ctx.archive.is_some();
     let exactly_once = ctx.cfg.delivery == Delivery::ExactlyOnce;
     while let Some(msg) = rx.recv().await {
         match msg {
@@ -464,7 +502,7 @@ async fn shard(ctx: ShardCtx, mut rx: mpsc::Receiver<ShardMsg>) {
                     let cat = ctx.catalog.read().unwrap_or_else(|p| p.into_inner());
                     l.bind(|id| (id.0 < cat.len() as u32).then(|| cat.name(id).to_string()), cat.len());
                 }
-                for (s, row, rx_ms) in batch {
+                for (s, row, rx_ms, src) in batch {
                     let key = row.as_ref().map(|r| Arc::as_ptr(r) as *const () as usize);
                     let dims = &mut st.dims;
                     let d = *st.dims_index.entry(key).or_insert_with(|| {
@@ -479,6 +517,7 @@ async fn shard(ctx: ShardCtx, mut rx: mpsc::Receiver<ShardMsg>) {
                             }
                         }
                         Added::TooLate { watermark_ms } => {
+                            st.too_late += s.readings.len() as u64;
                             ctx.stats.rejected.fetch_add(1, Ordering::Relaxed);
                             let detail = format!(
                                 "vin {} event time {} is older than the lateness bound {}",
@@ -486,6 +525,9 @@ async fn shard(ctx: ShardCtx, mut rx: mpsc::Receiver<ShardMsg>) {
                             );
                             dead_letter(&ctx, "too_late", &detail, "pipeline", b"");
                         }
+                    }
+                    if archive {
+                        st.raw.push(ArchiveSample { sample: s, dims: row, received_ms: rx_ms, source: src });
                     }
                 }
                 // Size limit: a batch never grows past max_rows_per_load.
@@ -516,6 +558,39 @@ async fn shard(ctx: ShardCtx, mut rx: mpsc::Receiver<ShardMsg>) {
 /// Exactly-once seal: one transaction per table with rows, prepared under
 /// `{prefix}-{table}-{shard}-{epoch}`; the coordinator decides and commits.
 async fn prepare_epoch(ctx: &ShardCtx, st: &mut ShardState, epoch: u64) -> ShardDone {
+    let too_late = std::mem::take(&mut st.too_late);
+    let spool = spool_raw(ctx, st, epoch);
+    let mut done = prepare_txns(ctx, st, epoch).await;
+    done.too_late = too_late;
+    if let Some(rx) = spool {
+        match rx.await {
+            Ok(Ok(n)) => done.archived = n,
+            Ok(Err(e)) => {
+                done.error.get_or_insert(ShardError::Transient(format!("archive spool: {e}")));
+            }
+            Err(_) => {
+                done.error.get_or_insert(ShardError::Transient("the archive spooler stopped".into()));
+            }
+        }
+    }
+    done
+}
+
+/// Hands the raw samples since the last seal to the archive spooler.
+fn spool_raw(
+    ctx: &ShardCtx,
+    st: &mut ShardState,
+    epoch: u64,
+) -> Option<tokio::sync::oneshot::Receiver<Result<u64, String>>> {
+    let a = ctx.archive.as_ref()?;
+    if st.raw.is_empty() {
+        return None;
+    }
+    Some(a.spool(ctx.k, epoch, std::mem::take(&mut st.raw), ctx.catalog.clone()))
+}
+
+/// The 2PC part of an exactly-once seal.
+async fn prepare_txns(ctx: &ShardCtx, st: &mut ShardState, epoch: u64) -> ShardDone {
     let mut done = ShardDone { received: std::mem::take(&mut st.received), ..Default::default() };
     if let Some((c, rows)) = encode(ctx, st) {
         st.chunks.push(c);
@@ -620,8 +695,32 @@ fn encode(ctx: &ShardCtx, st: &mut ShardState) -> Option<(Chunk, u64)> {
     Some((Chunk { headers, body }, rows))
 }
 
-/// Encodes and loads what the shard holds, under a fresh label.
+/// Encodes and loads what the shard holds, under a fresh label, and (with
+/// an archive) spools its raw samples under the same sequence.
 async fn flush(ctx: &ShardCtx, st: &mut ShardState) {
+    let seq = next_seq(st);
+    let aggregated: u64 = st.received.iter().map(|r| r.2 as u64).sum();
+    let too_late = std::mem::take(&mut st.too_late);
+    let spool = spool_raw(ctx, st, seq);
+    load_batch(ctx, st, seq).await;
+    let Some(rx) = spool else { return };
+    match rx.await {
+        Ok(Ok(archived)) => {
+            ctx.stats.reconcile(Reconciliation { epoch: seq, shard: Some(ctx.k), aggregated, too_late, archived })
+        }
+        Ok(Err(e)) => {
+            ctx.stats.archive_spool_failures.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(shard = ctx.k, seq, error = %e, "Archive spooling failed; these raw readings are not archived.");
+        }
+        Err(_) => {
+            ctx.stats.archive_spool_failures.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(shard = ctx.k, seq, "The archive spooler stopped; these raw readings are not archived.");
+        }
+    }
+}
+
+/// The next label sequence of this shard.
+fn next_seq(st: &mut ShardState) -> u64 {
     // Label sequence: flush time (ms) * 100 + a per-shard counter. Unique
     // within the process, and a restarted process flushes at later
     // milliseconds, so a fresh batch never meets an old label (which
@@ -630,7 +729,10 @@ async fn flush(ctx: &ShardCtx, st: &mut ShardState) {
     let ms = (now_ms().max(0) as u64).max(st.last_ms);
     st.n = if ms == st.last_ms { st.n + 1 } else { 0 };
     st.last_ms = ms;
-    let seq = ms * 100 + st.n % 100;
+    ms * 100 + st.n % 100
+}
+
+async fn load_batch(ctx: &ShardCtx, st: &mut ShardState, seq: u64) {
     let Some((Chunk { headers, body }, rows)) = encode(ctx, st) else {
         st.received.clear();
         load_latest(ctx, st, seq).await;

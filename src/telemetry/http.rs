@@ -92,9 +92,49 @@ pub fn render(s: &Stats, ready: bool) -> String {
             &s.txns_recovered,
         ),
         ("rockfeed_txns_lost_total", "Decided transactions StarRocks aborted first (rows lost).", &s.txns_lost),
+        (
+            "rockfeed_archive_readings_spooled_total",
+            "Raw readings fsynced into the archive spool.",
+            &s.archive_readings_spooled,
+        ),
+        (
+            "rockfeed_archive_readings_published_total",
+            "Raw readings in published archive files.",
+            &s.archive_readings_published,
+        ),
+        ("rockfeed_archive_files_published_total", "Archive Parquet files published.", &s.archive_files_published),
+        ("rockfeed_archive_bytes_published_total", "Bytes of archive files published.", &s.archive_bytes_published),
+        (
+            "rockfeed_archive_upload_failures_total",
+            "Archive uploads that failed (retried).",
+            &s.archive_upload_failures,
+        ),
+        (
+            "rockfeed_archive_conflicts_total",
+            "Archive files refused: their name holds other content.",
+            &s.archive_conflicts,
+        ),
+        ("rockfeed_archive_spool_failures_total", "Archive spool writes that failed.", &s.archive_spool_failures),
+        (
+            "rockfeed_archive_spool_full_total",
+            "Times spooling waited for the spool's disk bound.",
+            &s.archive_spool_full,
+        ),
+        (
+            "rockfeed_reconcile_mismatches_total",
+            "Epochs whose archived readings differ from aggregated + too-late ones.",
+            &s.reconcile_mismatches,
+        ),
     ] {
         metric(&mut o, "counter", name, help, v.load(Relaxed));
     }
+    metric(
+        &mut o,
+        "gauge",
+        "rockfeed_archive_spool_bytes",
+        "Archive spool bytes on disk.",
+        s.archive_spool_bytes.load(Relaxed),
+    );
     metric(&mut o, "gauge", "rockfeed_ready", "1 once the source has subscribed.", u8::from(ready));
     let depth = s.queue_depth.lock().clone();
     if !depth.is_empty() {

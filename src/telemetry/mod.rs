@@ -50,10 +50,12 @@ pub enum Stage {
     LoadWriteData,
     LoadCommitPublish,
     LoadTotal,
+    /// Cutting an archive file: merge, encode, publish.
+    ArchiveUpload,
 }
 
 impl Stage {
-    pub const ALL: [Stage; 10] = [
+    pub const ALL: [Stage; 11] = [
         Stage::EventToReceived,
         Stage::ReceivedToCommitted,
         Stage::EventToCommitted,
@@ -64,6 +66,7 @@ impl Stage {
         Stage::LoadWriteData,
         Stage::LoadCommitPublish,
         Stage::LoadTotal,
+        Stage::ArchiveUpload,
     ];
 
     pub fn name(self) -> &'static str {
@@ -78,6 +81,7 @@ impl Stage {
             Stage::LoadWriteData => "stream_load_write_data",
             Stage::LoadCommitPublish => "stream_load_commit_publish",
             Stage::LoadTotal => "stream_load_total",
+            Stage::ArchiveUpload => "archive_upload",
         }
     }
 }
@@ -100,6 +104,43 @@ impl Local {
         }
     }
 }
+
+/// One published archive file.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ArchivedFile {
+    pub path: String,
+    pub rows: u64,
+    pub bytes: u64,
+    pub first_epoch: u64,
+    pub last_epoch: u64,
+}
+
+/// One epoch (or at-least-once load) of one shard: readings aggregated into
+/// StarRocks, readings refused as too late, readings archived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Reconciliation {
+    pub epoch: u64,
+    pub shard: Option<u32>,
+    pub aggregated: u64,
+    pub too_late: u64,
+    pub archived: u64,
+}
+
+impl Reconciliation {
+    pub fn agrees(&self) -> bool {
+        self.aggregated + self.too_late == self.archived
+    }
+}
+
+/// The last files and epochs kept for the report (bounded).
+#[derive(Debug, Default)]
+pub struct ArchiveLog {
+    pub files: std::collections::VecDeque<ArchivedFile>,
+    pub epochs: std::collections::VecDeque<Reconciliation>,
+    pub epochs_total: u64,
+}
+
+const ARCHIVE_LOG_MAX: usize = 1000;
 
 /// Counters and histograms, shared by the pipeline's tasks, the metrics
 /// endpoint and the report.
@@ -130,6 +171,25 @@ pub struct Stats {
     pub txns_lost: AtomicU64,
     /// Batches waiting in each shard's channel, sampled every epoch.
     pub queue_depth: Mutex<Vec<u64>>,
+    /// Raw readings fsynced into the archive spool.
+    pub archive_readings_spooled: AtomicU64,
+    /// Raw readings in published archive files.
+    pub archive_readings_published: AtomicU64,
+    pub archive_files_published: AtomicU64,
+    pub archive_bytes_published: AtomicU64,
+    pub archive_upload_failures: AtomicU64,
+    /// Files refused because their name holds other content.
+    pub archive_conflicts: AtomicU64,
+    /// Times spooling waited for the spool's disk bound.
+    pub archive_spool_full: AtomicU64,
+    /// Spool writes that failed (at-least-once: those raw readings are not archived).
+    pub archive_spool_failures: AtomicU64,
+    /// Spool bytes on disk (gauge).
+    pub archive_spool_bytes: AtomicU64,
+    /// Epochs whose archived and aggregated reading counts disagreed.
+    pub reconcile_mismatches: AtomicU64,
+    /// The last published files and the last epochs' reconciliation.
+    pub archive_log: Mutex<ArchiveLog>,
     stages: [Mutex<Histogram<u64>>; Stage::ALL.len()],
     queue_wait: Mutex<Vec<Histogram<u64>>>,
 }
@@ -153,6 +213,17 @@ impl Default for Stats {
             txns_recovered: AtomicU64::new(0),
             txns_lost: AtomicU64::new(0),
             queue_depth: Mutex::new(Vec::new()),
+            archive_readings_spooled: AtomicU64::new(0),
+            archive_readings_published: AtomicU64::new(0),
+            archive_files_published: AtomicU64::new(0),
+            archive_bytes_published: AtomicU64::new(0),
+            archive_upload_failures: AtomicU64::new(0),
+            archive_conflicts: AtomicU64::new(0),
+            archive_spool_full: AtomicU64::new(0),
+            archive_spool_bytes: AtomicU64::new(0),
+            archive_spool_failures: AtomicU64::new(0),
+            reconcile_mismatches: AtomicU64::new(0),
+            archive_log: Mutex::new(ArchiveLog::default()),
             stages: std::array::from_fn(|_| Mutex::new(histogram())),
             queue_wait: Mutex::new(Vec::new()),
         }
@@ -185,6 +256,29 @@ impl Stats {
         }
         let _ = q[k].add(&local.0);
         local.0.reset();
+    }
+
+    /// Notes a published archive file.
+    pub fn archive_file(&self, f: ArchivedFile) {
+        let mut l = self.archive_log.lock();
+        if l.files.len() == ARCHIVE_LOG_MAX {
+            l.files.pop_front();
+        }
+        l.files.push_back(f);
+    }
+
+    /// Notes an epoch's reconciliation (counted when the sides disagree).
+    pub fn reconcile(&self, r: Reconciliation) {
+        if !r.agrees() {
+            self.reconcile_mismatches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(epoch = r.epoch, shard = ?r.shard, aggregated = r.aggregated, too_late = r.too_late, archived = r.archived, "Archived and aggregated readings disagree.");
+        }
+        let mut l = self.archive_log.lock();
+        if l.epochs.len() == ARCHIVE_LOG_MAX {
+            l.epochs.pop_front();
+        }
+        l.epochs.push_back(r);
+        l.epochs_total += 1;
     }
 
     /// A copy of one stage's histogram.

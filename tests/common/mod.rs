@@ -3,6 +3,8 @@
 //! that return only once the broker has acknowledged every message.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod archive;
+
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;

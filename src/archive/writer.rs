@@ -1,0 +1,668 @@
+//! The archive at work: per shard, a **spooler** thread and an **uploader**
+//! thread, off the pipeline's async workers.
+//!
+//! - At every seal the shard hands its epoch's raw samples to its spooler
+//!   ([`Archive::spool`]), which splits them by event-time hour, sorts each
+//!   hour's readings, appends one frame per hour to that hour's open
+//!   segment and fsyncs before it answers. The shard's seal waits for that
+//!   answer: an epoch is never decided before its raw rows are durable.
+//! - When an epoch is decided ([`Archive::decided`]; at-least-once: as soon
+//!   as it is spooled), segments whose every frame is decided may be cut:
+//!   by size, age, idleness, a full spool, or a stop. A cut segment is
+//!   renamed `sealed-…` and handed to the uploader.
+//! - The uploader merges the sealed segment's runs into one Parquet file
+//!   (bounded memory), publishes it under its deterministic name, and only
+//!   then deletes the segment. Failures retry with back-off forever; the
+//!   pipeline is not held up until the spool reaches its disk bound, and
+//!   then spooling waits (backpressure).
+//! - [`Archive::recover`] (start, and every Kafka assignment) cuts the open
+//!   segments back to the last decided epoch, the later of the source's
+//!   decision and the spool's own `decided` note.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self as smpsc, RecvTimeoutError};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use compact_str::CompactString;
+use tokio::sync::oneshot;
+
+use super::layout::{file_path, hour_of};
+use super::merge::{Run, merge};
+use super::parquet::ParquetWriter;
+use super::roll::{Reason, RollPolicy};
+use super::spool::{Sealed, Segment, frame, sync_dir};
+use super::store::{PublishError, Store};
+use super::{ArchiveFormat, Raw, RawRows, Schema, ValueKind};
+use crate::decode::Sample;
+use crate::decode::catalog::MetricCatalog;
+use crate::enrich::DimRow;
+use crate::pipeline::epoch::Hook;
+use crate::telemetry::{Stage, Stats};
+
+/// One sample for the archive, as the shard had it.
+#[derive(Debug)]
+pub struct ArchiveSample {
+    pub sample: Sample,
+    pub dims: Option<DimRow>,
+    pub received_ms: i64,
+    /// `kafka:topic/partition@offset` or `mqtt:topic`.
+    pub source: CompactString,
+}
+
+/// What the archive needs to know.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Names this instance's files and spool (`starrocks.label_prefix`).
+    pub writer: String,
+    pub table: String,
+    pub dims: Vec<String>,
+    /// `{archive.spool_dir}/{writer}`.
+    pub spool_dir: PathBuf,
+    pub spool_max_bytes: u64,
+    pub roll: RollPolicy,
+    pub format: ArchiveFormat,
+    /// Runs merged at once when a file is cut.
+    pub fan_in: usize,
+    /// Epochs are decided by the coordinator (else each is final once
+    /// spooled).
+    pub exactly_once: bool,
+}
+
+enum Msg {
+    Spool {
+        epoch: u64,
+        samples: Vec<ArchiveSample>,
+        catalog: Arc<RwLock<MetricCatalog>>,
+        reply: oneshot::Sender<Result<u64, String>>,
+    },
+    Decided(u64),
+    Recover {
+        decided: Option<u64>,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    Flush(oneshot::Sender<()>),
+}
+
+struct Shared {
+    settings: Settings,
+    schema: Schema,
+    store: Store,
+    stats: Arc<Stats>,
+    rt: tokio::runtime::Handle,
+    stopping: AtomicBool,
+    /// Segments waiting for (or in) upload.
+    pending: AtomicU64,
+    /// Bytes of every shard's spool segments: the disk bound's measure.
+    spool_bytes: AtomicU64,
+    /// Parquet bytes per spool byte of the last file (for the size roll).
+    ratio: Mutex<f64>,
+    hook: Mutex<Hook>,
+}
+
+/// The archive of one rockfeed instance (all shards).
+pub struct Archive {
+    senders: Vec<smpsc::Sender<Msg>>,
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    shared: Arc<Shared>,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+impl Archive {
+    /// Opens the spool and starts the threads (from within a tokio
+    /// runtime). Sealed segments left by an earlier run are uploaded at
+    /// once; open ones wait for [`Archive::recover`] with exactly-once, and
+    /// are kept whole otherwise.
+    pub fn open(settings: Settings, shards: u32, store: Store, stats: Arc<Stats>) -> Result<Arc<Archive>, String> {
+        let spool_dir = settings.spool_dir.clone();
+        let io = |e: std::io::Error| format!("archive spool {}: {e}", spool_dir.display());
+        std::fs::create_dir_all(&settings.spool_dir).map_err(io)?;
+        // Workers for every shard directory found too: a shard count that
+        // shrank still publishes what its old shards spooled.
+        let mut workers = shards;
+        for e in std::fs::read_dir(&settings.spool_dir).map_err(io)? {
+            let name = e.map_err(io)?.file_name();
+            if let Some(k) = name.to_str().and_then(|n| n.strip_prefix("shard-")).and_then(|k| k.parse::<u32>().ok()) {
+                workers = workers.max(k + 1);
+            }
+        }
+        let rt = tokio::runtime::Handle::try_current().map_err(|e| format!("archive: {e}"))?;
+        {
+            let (store, writer) = (store.clone(), settings.writer.clone());
+            rt.spawn(async move {
+                for k in 0..workers {
+                    store.clean_staging(&format!("{writer}-{k}")).await;
+                }
+            });
+        }
+        let shared = Arc::new(Shared {
+            schema: Schema::new(&settings.dims),
+            settings,
+            store,
+            stats,
+            rt,
+            stopping: AtomicBool::new(false),
+            pending: AtomicU64::new(0),
+            spool_bytes: AtomicU64::new(0),
+            ratio: Mutex::new(0.3),
+            hook: Mutex::new(Hook::from_env()),
+        });
+        let mut senders = Vec::new();
+        let mut threads = Vec::new();
+        for k in 0..workers {
+            let dir = shared.settings.spool_dir.join(format!("shard-{k}"));
+            std::fs::create_dir_all(&dir).map_err(io)?;
+            let (tx, rx) = smpsc::channel();
+            let (up_tx, up_rx) = smpsc::channel();
+            let mut sp = Spooler::start(k, dir.clone(), shared.clone(), up_tx).map_err(io)?;
+            let s = shared.clone();
+            threads.push(
+                std::thread::Builder::new().name(format!("archive-spool-{k}")).spawn(move || sp.run(rx)).map_err(io)?,
+            );
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("archive-upload-{k}"))
+                    .spawn(move || uploader(k, dir, s, up_rx))
+                    .map_err(io)?,
+            );
+            senders.push(tx);
+        }
+        Ok(Arc::new(Archive { senders, threads: Mutex::new(threads), shared }))
+    }
+
+    /// Spools shard `k`'s raw samples of `epoch`; the answer (readings
+    /// spooled) comes once they are fsynced.
+    pub fn spool(
+        &self,
+        k: u32,
+        epoch: u64,
+        samples: Vec<ArchiveSample>,
+        catalog: Arc<RwLock<MetricCatalog>>,
+    ) -> oneshot::Receiver<Result<u64, String>> {
+        let (reply, rx) = oneshot::channel();
+        if let Some(s) = self.senders.get(k as usize)
+            && let Err(smpsc::SendError(Msg::Spool { reply, .. })) =
+                s.send(Msg::Spool { epoch, samples, catalog, reply })
+        {
+            let _ = reply.send(Err("the archive spooler stopped".into()));
+        }
+        rx
+    }
+
+    /// Epoch `e` is decided: its files may be cut.
+    pub fn decided(&self, e: u64) {
+        for s in &self.senders {
+            let _ = s.send(Msg::Decided(e));
+        }
+    }
+
+    /// Cuts every open segment back to `decided` (exactly-once; `None`:
+    /// keep everything) and resumes.
+    pub async fn recover(&self, decided: Option<u64>) -> Result<(), String> {
+        let mut replies = Vec::new();
+        for s in &self.senders {
+            let (reply, rx) = oneshot::channel();
+            s.send(Msg::Recover { decided, reply }).map_err(|_| "the archive spooler stopped".to_string())?;
+            replies.push(rx);
+        }
+        for r in replies {
+            r.await.map_err(|_| "the archive spooler stopped".to_string())??;
+        }
+        Ok(())
+    }
+
+    /// Stop: cuts every decided segment, waits up to `grace` for the
+    /// uploads, then ends the threads. What is not published by then stays
+    /// in the spool for the next start.
+    pub async fn stop(&self, grace: Duration) {
+        let mut replies = Vec::new();
+        for s in &self.senders {
+            let (reply, rx) = oneshot::channel();
+            if s.send(Msg::Flush(reply)).is_ok() {
+                replies.push(rx);
+            }
+        }
+        for r in replies {
+            let _ = r.await;
+        }
+        let deadline = Instant::now() + grace;
+        while self.shared.pending.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let left = self.shared.pending.load(Ordering::Acquire);
+        if left > 0 {
+            tracing::warn!(
+                files = left,
+                "Archive files not yet published at stop; they are published at the next start."
+            );
+        }
+        // Spoolers see `stopping` within 250 ms and return, dropping the
+        // uploaders' channels; an uploader ends after its current file.
+        self.shared.stopping.store(true, Ordering::Release);
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        let join = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        });
+        let _ = tokio::time::timeout(Duration::from_secs(10), join).await;
+    }
+
+    /// Flips the threads to stopping without waiting (dropping the archive
+    /// then ends them).
+    pub fn abandon(&self) {
+        self.shared.stopping.store(true, Ordering::Release);
+    }
+}
+
+impl Drop for Archive {
+    fn drop(&mut self) {
+        self.shared.stopping.store(true, Ordering::Release);
+    }
+}
+
+impl Shared {
+    fn account(&self, delta: i64) {
+        let now = if delta >= 0 {
+            self.spool_bytes.fetch_add(delta as u64, Ordering::AcqRel) + delta as u64
+        } else {
+            let d = delta.unsigned_abs();
+            let mut cur = self.spool_bytes.load(Ordering::Acquire);
+            loop {
+                let next = cur.saturating_sub(d);
+                match self.spool_bytes.compare_exchange(cur, next, Ordering::AcqRel, Ordering::Acquire) {
+                    Ok(_) => break next,
+                    Err(c) => cur = c,
+                }
+            }
+        };
+        self.stats.archive_spool_bytes.store(now, Ordering::Relaxed);
+    }
+}
+
+struct OpenSeg {
+    seg: Segment,
+    opened_ms: i64,
+    last_append_ms: i64,
+}
+
+struct Spooler {
+    k: u32,
+    dir: PathBuf,
+    shared: Arc<Shared>,
+    up: smpsc::Sender<Sealed>,
+    open: BTreeMap<i64, OpenSeg>,
+    decided: u64,
+    recovered: bool,
+    waited: bool,
+}
+
+impl Spooler {
+    fn start(k: u32, dir: PathBuf, shared: Arc<Shared>, up: smpsc::Sender<Sealed>) -> std::io::Result<Spooler> {
+        let decided =
+            std::fs::read_to_string(dir.join("decided")).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
+        let mut sp = Spooler { k, dir, shared, up, open: BTreeMap::new(), decided, recovered: false, waited: false };
+        let mut sealed = Vec::new();
+        for e in std::fs::read_dir(&sp.dir)? {
+            let e = e?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            let path = e.path();
+            if name.ends_with(".tmp") {
+                std::fs::remove_file(&path)?;
+            } else if name.starts_with("sealed-") {
+                match Sealed::recover(&path) {
+                    Ok(s) => sealed.push(s),
+                    Err(err) => tracing::error!(error = %err, "Archive spool segment unreadable."),
+                }
+            }
+        }
+        sealed.sort_by_key(|s| (s.first_epoch, s.hour_ms));
+        for s in sealed {
+            sp.account(s.len as i64);
+            sp.shared.pending.fetch_add(1, Ordering::AcqRel);
+            let _ = sp.up.send(s);
+        }
+        if !sp.shared.settings.exactly_once {
+            sp.recover(None)?;
+        }
+        Ok(sp)
+    }
+
+    fn account(&self, delta: i64) {
+        self.shared.account(delta);
+    }
+
+    fn run(&mut self, rx: smpsc::Receiver<Msg>) {
+        loop {
+            match rx.recv_timeout(Duration::from_millis(250)) {
+                Ok(Msg::Spool { epoch, samples, catalog, reply }) => {
+                    let r = self.spool(epoch, samples, &catalog);
+                    if let Err(e) = &r {
+                        tracing::error!(shard = self.k, epoch, error = %e, "Archive spooling failed.");
+                    }
+                    let _ = reply.send(r);
+                }
+                Ok(Msg::Decided(e)) => {
+                    self.set_decided(e);
+                    self.roll(false);
+                }
+                Ok(Msg::Recover { decided, reply }) => {
+                    let _ = reply.send(self.recover(decided).map_err(|e| format!("archive spool recovery: {e}")));
+                }
+                Ok(Msg::Flush(reply)) => {
+                    self.roll(true);
+                    let _ = reply.send(());
+                }
+                Err(RecvTimeoutError::Timeout) if self.shared.stopping.load(Ordering::Acquire) => return,
+                Err(RecvTimeoutError::Timeout) => self.roll(false),
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+        }
+    }
+
+    fn set_decided(&mut self, e: u64) {
+        if e <= self.decided {
+            return;
+        }
+        self.decided = e;
+        if self.shared.settings.exactly_once {
+            // The spool's own note of the last decided epoch (the source's
+            // decision may later be overwritten by another instance).
+            let tmp = self.dir.join("decided.tmp");
+            if std::fs::write(&tmp, e.to_string())
+                .and_then(|_| std::fs::rename(&tmp, self.dir.join("decided")))
+                .is_err()
+            {
+                tracing::warn!(shard = self.k, "Cannot write the archive spool's decided note.");
+            }
+        }
+    }
+
+    /// Reopens the open segments, keeping frames of epochs up to the later
+    /// of `decided` and the spool's own note (`None`: all of them).
+    fn recover(&mut self, decided: Option<u64>) -> std::io::Result<()> {
+        let keep = decided.map(|d| d.max(self.decided));
+        let before: u64 = self.open.values().map(|o| o.seg.len).sum();
+        self.open.clear();
+        let mut paths = Vec::new();
+        for e in std::fs::read_dir(&self.dir)? {
+            let e = e?;
+            if e.file_name().to_string_lossy().starts_with("open-") {
+                paths.push(e.path());
+            }
+        }
+        paths.sort();
+        let now = now_ms();
+        let mut after = 0u64;
+        for p in paths {
+            if let Some(seg) = Segment::recover(&p, keep)? {
+                after += seg.len;
+                let opened_ms = std::fs::metadata(&p)
+                    .and_then(|m| m.created().or_else(|_| m.modified()))
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map(|d| d.as_millis() as i64)
+                    .unwrap_or(now);
+                tracing::info!(shard = self.k, segment = %p.display(), frames = seg.frames.len(), last_epoch = seg.last_epoch, "Archive spool segment recovered.");
+                self.open.insert(seg.hour_ms, OpenSeg { seg, opened_ms, last_append_ms: now });
+            }
+        }
+        // Accounting: what this spooler had counted for open segments is
+        // replaced by what is on disk now.
+        let counted = if self.recovered { before } else { 0 };
+        self.account(after as i64 - counted as i64);
+        if let Some(k) = keep {
+            self.decided = self.decided.max(k);
+        }
+        self.recovered = true;
+        Ok(())
+    }
+
+    fn spool(
+        &mut self,
+        epoch: u64,
+        samples: Vec<ArchiveSample>,
+        catalog: &RwLock<MetricCatalog>,
+    ) -> Result<u64, String> {
+        if !self.recovered {
+            return Err("the archive spool is not recovered yet".into());
+        }
+        let ndims = self.shared.settings.dims.len();
+        let mut hours: BTreeMap<i64, RawRows> = BTreeMap::new();
+        let mut n = 0u64;
+        {
+            let cat = catalog.read().unwrap_or_else(|p| p.into_inner());
+            let mut dims: Vec<Option<&str>> = Vec::with_capacity(ndims);
+            for a in &samples {
+                let rows = hours.entry(hour_of(a.sample.ts_ms)).or_insert_with(|| RawRows::new(ndims));
+                dims.clear();
+                for d in 0..ndims {
+                    dims.push(a.dims.as_ref().and_then(|r| r.get(d)).and_then(|v| v.as_deref()));
+                }
+                let seq = a.sample.seq.map(|s| s.min(i64::MAX as u64) as i64);
+                for r in &a.sample.readings {
+                    rows.push(
+                        Raw {
+                            vin: &a.sample.vin,
+                            ts_ms: a.sample.ts_ms,
+                            seq,
+                            metric: cat.name(r.metric),
+                            value: r.value,
+                            kind: if r.is_bool { ValueKind::Bool } else { ValueKind::Number },
+                            received_ms: a.received_ms,
+                            source: &a.source,
+                        },
+                        &dims,
+                    );
+                    n += 1;
+                }
+            }
+        }
+        drop(samples);
+        let frames: Vec<(i64, Vec<u8>, u64)> = hours
+            .into_iter()
+            .map(|(h, rows)| (h, frame(epoch, &rows, &rows.sorted_order()), rows.len() as u64))
+            .collect();
+        let size: u64 = frames.iter().map(|f| f.1.len() as u64).sum();
+        self.wait_for_room(size);
+        for (hour, bytes, rows) in &frames {
+            let now = now_ms();
+            if !self.open.contains_key(hour) {
+                let seg = Segment::create(&self.dir, *hour, epoch).map_err(|e| e.to_string())?;
+                self.open.insert(*hour, OpenSeg { seg, opened_ms: now, last_append_ms: now });
+            }
+            let o = self.open.get_mut(hour).ok_or("segment vanished")?;
+            if !o.seg.frames.is_empty() && epoch <= o.seg.last_epoch {
+                return Err(format!("epoch {epoch} is not after the spooled epoch {}", o.seg.last_epoch));
+            }
+            o.seg.append(epoch, bytes, *rows).map_err(|e| e.to_string())?;
+            o.last_append_ms = now;
+            self.account(bytes.len() as i64);
+        }
+        for (hour, _, _) in &frames {
+            if let Some(o) = self.open.get_mut(hour) {
+                o.seg.sync().map_err(|e| e.to_string())?;
+            }
+        }
+        self.shared.stats.archive_readings_spooled.fetch_add(n, Ordering::Relaxed);
+        if !self.shared.settings.exactly_once {
+            self.set_decided(epoch);
+        }
+        Ok(n)
+    }
+
+    /// Waits while the spool is over its bound, cutting what may be cut so
+    /// the uploaders can drain it.
+    fn wait_for_room(&mut self, size: u64) {
+        let max = self.shared.settings.spool_max_bytes;
+        let mut since: Option<Instant> = None;
+        while self.shared.spool_bytes.load(Ordering::Acquire) + size > max
+            && !self.shared.stopping.load(Ordering::Acquire)
+        {
+            if since.is_none() {
+                since = Some(Instant::now());
+                self.shared.stats.archive_spool_full.fetch_add(1, Ordering::Relaxed);
+                if !self.waited {
+                    tracing::warn!(
+                        shard = self.k,
+                        spool_bytes = self.shared.spool_bytes.load(Ordering::Acquire),
+                        max,
+                        "Archive spool full: uploads are behind; holding the pipeline until they catch up."
+                    );
+                    self.waited = true;
+                }
+                self.cut_where(|_| Some(Reason::SpoolFull));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if since.is_none() {
+            self.waited = false;
+        }
+    }
+
+    /// Cuts the decided segments that are due (`force`: all of them).
+    fn roll(&mut self, force: bool) {
+        let now = now_ms();
+        let policy = self.shared.settings.roll;
+        let ratio = *self.shared.ratio.lock().unwrap_or_else(|p| p.into_inner());
+        self.cut_where(|o| {
+            if force {
+                return Some(Reason::Flush);
+            }
+            let est = (o.seg.len as f64 * ratio) as u64;
+            policy.reason(est, o.opened_ms, o.last_append_ms, now)
+        });
+    }
+
+    fn cut_where(&mut self, mut due: impl FnMut(&OpenSeg) -> Option<Reason>) {
+        let decided = self.decided;
+        let hours: Vec<(i64, Reason)> = self
+            .open
+            .iter()
+            .filter(|(_, o)| o.seg.last_epoch <= decided && !o.seg.frames.is_empty())
+            .filter_map(|(h, o)| due(o).map(|r| (*h, r)))
+            .collect();
+        for (h, reason) in hours {
+            let Some(o) = self.open.remove(&h) else { continue };
+            let (first, last, rows) = (o.seg.first_epoch, o.seg.last_epoch, o.seg.rows);
+            match o.seg.seal() {
+                Ok(s) => {
+                    tracing::info!(
+                        shard = self.k,
+                        hour_ms = h,
+                        first,
+                        last,
+                        rows,
+                        reason = reason.as_str(),
+                        "Archive file cut."
+                    );
+                    self.shared.hook.lock().unwrap_or_else(|p| p.into_inner()).reach_blocking("archive_after_seal");
+                    self.shared.pending.fetch_add(1, Ordering::AcqRel);
+                    if self.up.send(s).is_err() {
+                        self.shared.pending.fetch_sub(1, Ordering::AcqRel);
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(shard = self.k, error = %e, "Cutting an archive file failed; it stays in the spool.")
+                }
+            }
+        }
+    }
+}
+
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis((200u64 << attempt.min(8)).min(60_000))
+}
+
+fn uploader(k: u32, dir: PathBuf, shared: Arc<Shared>, rx: smpsc::Receiver<Sealed>) {
+    while let Ok(sealed) = rx.recv() {
+        let mut attempt = 0u32;
+        loop {
+            match publish(k, &dir, &shared, &sealed) {
+                Ok(()) => break,
+                Err(e) => {
+                    attempt += 1;
+                    shared.stats.archive_upload_failures.fetch_add(1, Ordering::Relaxed);
+                    if matches!(e, UploadError::Publish(PublishError::Conflict { .. })) {
+                        shared.stats.archive_conflicts.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(shard = k, error = %e, "Archive file conflicts with a published one; kept in the spool.");
+                    } else {
+                        tracing::warn!(shard = k, attempt, error = %e, "Archive upload failed; retrying.");
+                    }
+                    let until = Instant::now() + backoff(attempt);
+                    while Instant::now() < until {
+                        if shared.stopping.load(Ordering::Acquire) {
+                            shared.pending.fetch_sub(1, Ordering::AcqRel);
+                            return;
+                        }
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                }
+            }
+        }
+        shared.pending.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum UploadError {
+    #[error("{0}")]
+    Local(String),
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+}
+
+/// Encodes one sealed segment, publishes it, then deletes the segment.
+fn publish(k: u32, dir: &Path, shared: &Shared, s: &Sealed) -> Result<(), UploadError> {
+    let set = &shared.settings;
+    let shard = format!("{}-{k}", set.writer);
+    let rel = file_path(&set.table, s.hour_ms, &shard, s.first_epoch, s.last_epoch);
+    let tmp = dir.join(format!("upload-{}-{}.tmp", s.first_epoch, s.last_epoch));
+    let l = |e: String| UploadError::Local(format!("{}: {e}", tmp.display()));
+    let started = Instant::now();
+    let file = std::fs::File::create(&tmp).map_err(|e| l(e.to_string()))?;
+    let mut w =
+        ParquetWriter::new(std::io::BufWriter::with_capacity(1 << 20, file), &set.dims, &shared.schema, set.format)
+            .map_err(l)?;
+    let runs: Vec<Run> = s.frames.iter().map(|f| Run { path: s.path.clone(), frame: *f }).collect();
+    let rows = merge(runs, set.dims.len(), set.fan_in, 65_536, dir, &mut |chunk| {
+        w.write(&chunk).map_err(std::io::Error::other)
+    })
+    .map_err(|e| l(e.to_string()))?;
+    if rows != s.rows {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(l(format!("merged {rows} rows of {}", s.rows)));
+    }
+    use std::io::Write;
+    w.finish().map_err(l)?.flush().map_err(|e| l(e.to_string()))?;
+    shared.hook.lock().unwrap_or_else(|p| p.into_inner()).reach_blocking("archive_mid_upload");
+    let p = shared.rt.block_on(shared.store.publish(&rel, &tmp, rows, &shard));
+    let _ = std::fs::remove_file(&tmp);
+    let p = p?;
+    shared.hook.lock().unwrap_or_else(|p| p.into_inner()).reach_blocking("archive_after_publish");
+    std::fs::remove_file(&s.path).map_err(|e| UploadError::Local(format!("{}: {e}", s.path.display())))?;
+    let _ = sync_dir(dir);
+    shared.account(-(s.len as i64));
+    let st = &shared.stats;
+    st.record_load_ms(Stage::ArchiveUpload, started.elapsed().as_millis() as u64);
+    st.archive_files_published.fetch_add(1, Ordering::Relaxed);
+    st.archive_bytes_published.fetch_add(p.bytes, Ordering::Relaxed);
+    st.archive_readings_published.fetch_add(rows, Ordering::Relaxed);
+    st.archive_file(crate::telemetry::ArchivedFile {
+        path: rel.clone(),
+        rows,
+        bytes: p.bytes,
+        first_epoch: s.first_epoch,
+        last_epoch: s.last_epoch,
+    });
+    if s.len > 0 && !p.already {
+        *shared.ratio.lock().unwrap_or_else(|p| p.into_inner()) = (p.bytes as f64 / s.len as f64).clamp(0.01, 4.0);
+    }
+    tracing::info!(file = %rel, rows, bytes = p.bytes, already = p.already, "Archive file published.");
+    Ok(())
+}

@@ -1,0 +1,169 @@
+//! The raw archive inside the running pipeline: Kafka (librdkafka's mock
+//! cluster) with exactly-once epochs, the StarRocks emulator, and the
+//! archive on the local filesystem. pyarrow then reads the Hive dataset
+//! back: every reading sent must be there exactly once with its value, in
+//! the partition of its event time; no stray file may be left in the
+//! layout; and the per-epoch reconciliation (archived = aggregated +
+//! too-late) must hold.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+mod common;
+
+use common::archive::{audit_archive, read_archive, stray_files};
+use loadgen::audit::{EmulatorTables, audit_emulator};
+use loadgen::fleet::Fleet;
+use loadgen::kafka::{KafkaSender, KafkaTarget, mock_cluster};
+use loadgen::ledger::Ledger;
+use loadgen::payload::{Generator, Profile};
+use loadgen::run::{RunOptions, Target};
+use rockfeed::starrocks::ddl::parse_ddl;
+use rockfeed::starrocks_emulator::{Emulator, EmulatorConfig};
+use tokio::sync::watch;
+
+fn config(brokers: &str, dir: &std::path::Path) -> String {
+    format!(
+        r#"
+[starrocks]
+endpoints = ["http://127.0.0.1:1"]
+database = "rockfeed"
+user = "root"
+password = "pw"
+label_prefix = "arc"
+max_attempts = 0
+[tables]
+buckets = 8
+replication_num = 1
+dims = ["fleet"]
+[pipeline]
+shards = 2
+epoch = "300ms"
+[source.kafka]
+brokers = "{brokers}"
+group_id = "rockfeed-archive-it"
+topics = ["telemetry"]
+key_is_colocation_key = true
+[dead_letter]
+dir = "{dir}/dead"
+[archive]
+enabled = true
+url = "{dir}/archive"
+spool_dir = "{dir}/spool"
+roll_bytes = 1048576
+spool_max_bytes = 67108864
+roll_age = "2s"
+roll_idle = "1s"
+row_group_rows = 4096
+"#,
+        dir = dir.display()
+    )
+}
+
+fn fleet() -> Fleet {
+    Fleet::new(30, 20, 3, "RFAR")
+}
+
+async fn produce(brokers: &str, profile: Profile, rate: f64, secs: u64, ledger: &mut Ledger) {
+    let mut generator = Generator::new(fleet(), profile, "telemetry", 50).narrow_as_objects(true);
+    let sender = KafkaSender::connect(&KafkaTarget::new(brokers, "telemetry")).unwrap();
+    let o = RunOptions { ack_timeout: Duration::from_secs(60), ..RunOptions::timed(rate, Duration::from_secs(secs)) };
+    let s = loadgen::run::run(&mut generator, profile, ledger, Target::Kafka(sender), &o, &AtomicBool::new(false))
+        .await
+        .unwrap();
+    assert!(s.complete(), "{} of {} delivered", s.delivered, s.messages);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_reading_lands_in_the_archive_exactly_once() {
+    let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter("rockfeed=info,librdkafka=warn").try_init();
+    let dir = tempfile::tempdir().unwrap();
+    let mock = mock_cluster(3, "telemetry", 4).unwrap();
+    let brokers = mock.bootstrap_servers();
+    let mut cfg = rockfeed::config::Config::parse(&config(&brokers, dir.path())).unwrap();
+    let mut ec = EmulatorConfig::local(parse_ddl(&rockfeed::config::ddl::ddl(&cfg)).unwrap(), "root", "pw");
+    ec.bes.push("127.0.0.1:0".parse().unwrap());
+    let emu = Emulator::start(ec).await.unwrap();
+    cfg.starrocks.endpoints = vec![emu.fe_url()];
+    cfg.validate().unwrap();
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (ready_tx, mut ready) = watch::channel(false);
+    let app = tokio::spawn(rockfeed::app::run_with_ready(cfg.clone(), stop_rx, ready_tx));
+    assert!(tokio::time::timeout(Duration::from_secs(60), ready.wait_for(|r| *r)).await.is_ok(), "never assigned");
+    // Wide, then narrow records, 5 s: several epochs per file, several files.
+    let mut ledger = Ledger::new(&fleet().metrics, 60_000);
+    produce(&brokers, Profile::Wide, 400.0, 3, &mut ledger).await;
+    produce(&brokers, Profile::Narrow, 1500.0, 2, &mut ledger).await;
+    let t = EmulatorTables {
+        url: emu.fe_url(),
+        user: "root".into(),
+        password: "pw".into(),
+        db: "rockfeed".into(),
+        telemetry: "telemetry_1m".into(),
+        latest: None,
+    };
+    for _ in 0..300 {
+        if audit_emulator(&t, &ledger).await.unwrap().iter().all(|a| a.ok()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Let some files roll by age and idleness while running, then stop
+    // (which cuts and publishes the rest).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let files_before_stop = app_files(dir.path());
+    stop_tx.send(true).unwrap();
+    let stats = app.await.unwrap().unwrap();
+    let audits = audit_emulator(&t, &ledger).await.unwrap();
+    assert!(audits.iter().all(|a| a.ok()), "{audits:?}");
+
+    let rows = read_archive(&dir.path().join("archive").display().to_string(), None);
+    let audit = audit_archive(&rows, &ledger).unwrap();
+    assert!(audit.ok(), "{audit}: {:?}", audit.examples);
+    assert_eq!(rows.len() as u64, audit.records_sent);
+    assert!(rows.iter().all(|r| r.source.starts_with("kafka:telemetry/")), "{:?}", &rows[0]);
+    assert!(stray_files(&dir.path().join("archive"), "telemetry_raw").is_empty());
+    // Files rolled while running (never one per epoch), and the stop
+    // published the rest: the spool holds no segment.
+    let files: std::collections::BTreeSet<&str> = rows.iter().map(|r| r.file.as_str()).collect();
+    assert!(files_before_stop >= 2, "files published while running: {files_before_stop}");
+    let epochs = stats.epochs_decided.load(Ordering::Relaxed);
+    assert!((files.len() as u64) < epochs, "{} files for {epochs} epochs", files.len());
+    for f in &files {
+        let (shard, first, last) = rockfeed::archive::layout::parse_file_name(f).unwrap();
+        assert!(shard.starts_with("arc-") && first <= last, "{f}");
+    }
+    let left: Vec<_> = walk(&dir.path().join("spool")).into_iter().filter(|p| p.ends_with(".seg")).collect();
+    assert!(left.is_empty(), "{left:?}");
+    // Reconciliation: per epoch, archived = aggregated + too late; in total
+    // every reading committed to StarRocks was archived and published.
+    assert_eq!(stats.reconcile_mismatches.load(Ordering::Relaxed), 0);
+    assert_eq!(stats.archive_readings_published.load(Ordering::Relaxed), ledger.readings());
+    assert_eq!(stats.archive_readings_spooled.load(Ordering::Relaxed), ledger.readings());
+    assert_eq!(stats.readings_committed.load(Ordering::Relaxed), ledger.readings());
+    {
+        let log = stats.archive_log.lock();
+        assert_eq!(log.files.iter().map(|f| f.rows).sum::<u64>(), ledger.readings());
+        assert!(log.epochs.iter().all(|e| e.agrees()));
+    }
+    emu.shutdown().await;
+}
+
+fn walk(d: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(d) else { return out };
+    for e in rd.flatten() {
+        if e.path().is_dir() {
+            out.extend(walk(&e.path()));
+        } else {
+            out.push(e.path().display().to_string());
+        }
+    }
+    out
+}
+
+/// Parquet files published so far.
+fn app_files(dir: &std::path::Path) -> usize {
+    walk(&dir.join("archive").join("telemetry_raw")).iter().filter(|p| p.ends_with(".parquet")).count()
+}
