@@ -43,12 +43,19 @@ enum Command {
     },
     /// Run a protocol-exact StarRocks FE/BE emulator (Stream Load, transactions).
     StarrocksEmulator(Box<EmulatorArgs>),
-    /// Print the CREATE statements for the configured tables and views.
+    /// Print the CREATE statements for the configured tables and views
+    /// (with --hive: the Hive external table over the raw archive).
     Ddl {
         /// The rockfeed configuration file.
         #[arg(long)]
         config: PathBuf,
+        /// The Hive external table and partition repair for the archive.
+        #[arg(long)]
+        hive: bool,
     },
+    /// The raw Parquet archive.
+    #[command(subcommand)]
+    Archive(ArchiveCommand),
     /// Run the pipeline: MQTT → decode → enrich → pre-aggregate → Stream Load.
     Run {
         /// The rockfeed configuration file.
@@ -60,6 +67,16 @@ enum Command {
     },
     /// Validate a configuration file without connecting to anything.
     Check {
+        /// The rockfeed configuration file.
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum ArchiveCommand {
+    /// List the published files with their row counts.
+    Ls {
         /// The rockfeed configuration file.
         #[arg(long)]
         config: PathBuf,
@@ -226,9 +243,29 @@ fn main() -> ExitCode {
                 );
                 Ok(())
             }
-            Command::Ddl { config } => {
+            Command::Ddl { config, hive: false } => {
                 let cfg = rockfeed::config::Config::load(&config)?;
                 print!("{}", rockfeed::config::ddl::ddl(&cfg));
+                Ok(())
+            }
+            Command::Ddl { config, hive: true } => {
+                let cfg = rockfeed::config::Config::load(&config)?;
+                print!("{}", rockfeed::archive::hive::ddl(&cfg)?);
+                Ok(())
+            }
+            Command::Archive(ArchiveCommand::Ls { config }) => {
+                let cfg = rockfeed::config::Config::load(&config)?;
+                let store = rockfeed::archive::store::Store::open(&cfg.archive)?;
+                let files = store.list(&cfg.archive.table).await?;
+                let (mut rows, mut bytes) = (0i64, 0u64);
+                println!("{:>12} {:>12}  file", "rows", "bytes");
+                for (path, size) in &files {
+                    let n = store.rows(path).await?;
+                    rows += n;
+                    bytes += size;
+                    println!("{n:>12} {size:>12}  {path}");
+                }
+                println!("{rows:>12} {bytes:>12}  total: {} file(s) in {}", files.len(), store.display);
                 Ok(())
             }
             Command::Check { config } => {

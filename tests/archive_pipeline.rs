@@ -147,6 +147,25 @@ async fn every_reading_lands_in_the_archive_exactly_once() {
         assert_eq!(log.files.iter().map(|f| f.rows).sum::<u64>(), ledger.readings());
         assert!(log.epochs.iter().all(|e| e.agrees()));
     }
+
+    // `rockfeed archive ls` lists the same files and rows; `ddl --hive`
+    // points Hive at the same table directory.
+    let conf = dir.path().join("rockfeed.toml");
+    std::fs::write(&conf, config(&brokers, dir.path())).unwrap();
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_rockfeed")).args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let ls = cli(&["archive", "ls", "--config", conf.to_str().unwrap()]);
+    let listed: Vec<&str> = ls.lines().filter(|l| l.contains(".parquet")).collect();
+    assert_eq!(listed.len(), files.len(), "{ls}");
+    let total = ls.lines().last().unwrap();
+    assert!(total.trim_start().starts_with(&format!("{} ", ledger.readings())), "{ls}");
+    assert!(total.contains(&format!("total: {} file(s)", files.len())), "{ls}");
+    let hive = cli(&["ddl", "--hive", "--config", conf.to_str().unwrap()]);
+    let want = format!("LOCATION 'file://{}/archive/telemetry_raw'", dir.path().display());
+    assert!(hive.contains(&want) && hive.contains("`fleet` STRING"), "{hive}");
     emu.shutdown().await;
 }
 

@@ -16,6 +16,7 @@
 //! Spooling, rolling and the epoch protocol build on these.
 
 pub mod config;
+pub mod hive;
 pub mod layout;
 pub mod merge;
 pub mod parquet;

@@ -303,6 +303,13 @@ impl Segment {
         Ok(())
     }
 
+    /// Test hook only: writes the first half of a frame, as a crash in the
+    /// middle of an append leaves it.
+    pub fn append_torn(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.file.write_all(&bytes[..bytes.len() / 2])?;
+        self.file.sync_data()
+    }
+
     /// Makes the appended frames durable.
     pub fn sync(&mut self) -> std::io::Result<()> {
         if self.dirty {

@@ -480,6 +480,10 @@ impl Spooler {
             if !o.seg.frames.is_empty() && epoch <= o.seg.last_epoch {
                 return Err(format!("epoch {epoch} is not after the spooled epoch {}", o.seg.last_epoch));
             }
+            if self.shared.hook.lock().unwrap_or_else(|p| p.into_inner()).hits("archive_mid_frame") {
+                let _ = o.seg.append_torn(bytes);
+                Hook::halt_blocking("archive_mid_frame");
+            }
             o.seg.append(epoch, bytes, *rows).map_err(|e| e.to_string())?;
             o.last_append_ms = now;
             self.account(bytes.len() as i64);

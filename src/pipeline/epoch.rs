@@ -176,7 +176,10 @@ pub enum EpochError {
 
 /// Test hook: `ROCKFEED_TEST_HALT_AT=<step>:<n>` stops the process (it logs
 /// the step and sleeps, to be killed) the n-th time it reaches `step`:
-/// `after_prepare`, `after_decide` or `mid_commit`.
+/// `after_prepare`, `after_decide` or `mid_commit`; in the archive,
+/// `archive_mid_frame` (half a spool frame written), `archive_after_seal`,
+/// `archive_mid_upload` (file encoded, not published) and
+/// `archive_after_publish` (published, spool segment not yet deleted).
 #[derive(Debug, Default)]
 pub struct Hook {
     at: Option<(String, u64)>,
@@ -196,17 +199,27 @@ impl Hook {
 
     /// [`Hook::reach`] for threads outside the runtime.
     pub fn reach_blocking(&mut self, step: &'static str) {
-        let Some((s, n)) = &self.at else { return };
+        if self.hits(step) {
+            Hook::halt_blocking(step);
+        }
+    }
+
+    /// Counts a visit of `step`; true when the hook halts here (the caller
+    /// then does its partial work and calls [`Hook::halt_blocking`]).
+    pub fn hits(&mut self, step: &'static str) -> bool {
+        let Some((s, n)) = &self.at else { return false };
         if s != step {
-            return;
+            return false;
         }
         let c = self.seen.entry(step).or_default();
         *c += 1;
-        if *c == *n {
-            eprintln!("rockfeed test hook: halted at {step}");
-            loop {
-                std::thread::sleep(Duration::from_secs(3600));
-            }
+        *c == *n
+    }
+
+    pub fn halt_blocking(step: &str) -> ! {
+        eprintln!("rockfeed test hook: halted at {step}");
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
         }
     }
 
