@@ -17,11 +17,12 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
-# pyarrow (PyPI) reads the Parquet archive back as an independent reader,
-# from a virtualenv inside the build directory.
+# From PyPI, in a virtualenv inside the build directory: pyarrow reads the
+# Parquet archive back as an independent reader; moto's server is the
+# S3-compatible store of the S3 archive tests.
 venv=target/pyenv
-if ! "$venv/bin/python" -c 'import pyarrow' >/dev/null 2>&1; then
-  echo "tests/run.sh: installing pyarrow into $venv" >&2
+if ! "$venv/bin/python" -c 'import pyarrow, moto.server, boto3' >/dev/null 2>&1; then
+  echo "tests/run.sh: installing pyarrow and moto into $venv" >&2
   if ! python3 -m venv "$venv" >/dev/null 2>&1; then
     sudo=""
     [ "$(id -u)" = 0 ] || sudo="sudo"
@@ -29,7 +30,7 @@ if ! "$venv/bin/python" -c 'import pyarrow' >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq python3-venv >/dev/null
     python3 -m venv "$venv"
   fi
-  "$venv/bin/pip" install -q --disable-pip-version-check 'pyarrow>=20'
+  "$venv/bin/pip" install -q --disable-pip-version-check 'pyarrow>=20' 'moto[server]>=5'
 fi
 export ROCKFEED_TEST_PYTHON="$PWD/$venv/bin/python"
 

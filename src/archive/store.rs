@@ -108,7 +108,15 @@ impl Store {
                     .with_bucket_name(&bucket)
                     .with_region(&s3.region)
                     .with_virtual_hosted_style_request(!s3.path_style)
-                    .with_allow_http(s3.allow_http);
+                    .with_allow_http(s3.allow_http)
+                    // A few quick retries inside object_store; past that the
+                    // uploader's own back-off takes over, so failures show
+                    // in the metrics within seconds.
+                    .with_retry(object_store::RetryConfig {
+                        max_retries: 3,
+                        retry_timeout: std::time::Duration::from_secs(10),
+                        ..Default::default()
+                    });
                 if let Some(e) = &s3.endpoint {
                     b = b.with_endpoint(e);
                 }

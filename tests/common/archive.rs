@@ -134,3 +134,46 @@ pub fn stray_files(root: &Path, table: &str) -> Vec<String> {
     }
     out
 }
+
+/// moto's S3-compatible server (PyPI), killed on drop.
+pub struct Moto {
+    child: std::process::Child,
+    pub port: u16,
+}
+
+impl Moto {
+    pub fn start(port: u16) -> Moto {
+        let child = std::process::Command::new(python())
+            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "moto did not listen on {port}");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        Moto { child, port }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn create_bucket(&self, bucket: &str) {
+        let py = format!(
+            "import boto3; boto3.client('s3', endpoint_url='{}', aws_access_key_id='rk', aws_secret_access_key='rs', region_name='us-east-1').create_bucket(Bucket='{bucket}')",
+            self.endpoint()
+        );
+        let out = std::process::Command::new(python()).args(["-c", &py]).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
