@@ -1,12 +1,19 @@
-//! Parquet encode per core: raw readings (interned column-wise as the
-//! archive collects them) sorted by (vin, metric, ts) and written as one
-//! zstd Parquet file with dictionaries and page statistics. Reports
-//! readings/s; the compressed size is printed, so MB/s of output and of
-//! the equivalent CSV follow from the same run.
+//! The archive's CPU per core:
+//! - `archive_encode`: raw readings (interned column-wise as the archive
+//!   collects them) sorted by (vin, metric, ts) and written as one zstd
+//!   Parquet file with dictionaries and page statistics, in readings/s and
+//!   in MB/s of the uncompressed Arrow columns;
+//! - `archive_spool_frame`: one epoch's readings sorted and framed for the
+//!   spool (LZ4 blocks with CRCs), the work on every seal;
+//! - `archive_cut`: a file cut from 20 spooled epochs: the runs merged and
+//!   encoded as Parquet, the work when a file rolls.
 
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use rockfeed::archive::merge::{Run, merge};
+use rockfeed::archive::parquet::{ParquetWriter, batch};
+use rockfeed::archive::spool::{Segment, frame};
 use rockfeed::archive::{ArchiveFormat, Raw, RawRows, Schema, ValueKind, encode};
 
 fn rows(vehicles: usize, metrics: usize, samples: usize) -> RawRows {
@@ -56,6 +63,50 @@ fn bench(c: &mut Criterion) {
     g.sample_size(10);
     g.bench_function("parquet_zstd_200k_readings", |b| {
         b.iter(|| black_box(encode(&r, &dims, &schema, f).unwrap().len()))
+    });
+    g.finish();
+    let arrow_bytes = batch(&r.select(&r.sorted_order()), &dims, &schema).unwrap().get_array_memory_size() as u64;
+    let mut g = c.benchmark_group("archive_encode_bytes");
+    g.throughput(Throughput::Bytes(arrow_bytes));
+    g.sample_size(10);
+    g.bench_function("parquet_zstd_200k_readings_arrow_mb", |b| {
+        b.iter(|| black_box(encode(&r, &dims, &schema, f).unwrap().len()))
+    });
+    g.finish();
+
+    let spooled = frame(1, &r, &r.sorted_order()).len();
+    println!(
+        "archive_spool_frame: {n} readings -> {spooled} spool bytes ({:.2} per reading)",
+        spooled as f64 / n as f64
+    );
+    let mut g = c.benchmark_group("archive_spool_frame");
+    g.throughput(Throughput::Elements(n));
+    g.sample_size(10);
+    g.bench_function("sort_and_frame_200k_readings", |b| b.iter(|| black_box(frame(1, &r, &r.sorted_order()).len())));
+    g.finish();
+
+    // 20 epochs of 10k readings spooled, then cut.
+    let dir = tempfile::tempdir().unwrap();
+    let mut seg = Segment::create(dir.path(), 0, 1).unwrap();
+    let per = rows(100, 100, 1);
+    for e in 1..=20u64 {
+        seg.append(e, &frame(e, &per, &per.sorted_order()), per.len() as u64).unwrap();
+    }
+    seg.sync().unwrap();
+    let runs: Vec<Run> = seg.frames.iter().map(|fr| Run { path: seg.path.clone(), frame: *fr }).collect();
+    let total: u64 = runs.iter().map(|r| r.frame.rows).sum();
+    let mut g = c.benchmark_group("archive_cut");
+    g.throughput(Throughput::Elements(total));
+    g.sample_size(10);
+    g.bench_function("merge_20_runs_to_parquet", |b| {
+        b.iter(|| {
+            let mut w = ParquetWriter::new(Vec::new(), &dims, &schema, f).unwrap();
+            merge(runs.clone(), dims.len(), 64, 65_536, dir.path(), &mut |rows| {
+                w.write(&rows).map_err(std::io::Error::other)
+            })
+            .unwrap();
+            black_box(w.finish().unwrap().len())
+        })
     });
     g.finish();
 }

@@ -119,7 +119,7 @@ pub async fn run_with_ready(
 }
 
 /// The archive, if configured.
-fn open_archive(cfg: &Config, stats: &Arc<Stats>) -> Result<Option<Arc<Archive>>, AppError> {
+pub fn open_archive(cfg: &Config, stats: &Arc<Stats>) -> Result<Option<Arc<Archive>>, AppError> {
     let a = &cfg.archive;
     if !a.enabled {
         return Ok(None);

@@ -4,8 +4,9 @@
 //! `rockfeed run` wires it, and the load generator (`loadgen`'s fleet model
 //! and open-loop schedule) publishing wide samples. At the end: a summary,
 //! the latency report (table, JSON, `.hgrm`, SVG) and `loadgen`'s audit of
-//! both tables against every reading it sent. The exit status says whether
-//! the audit passed.
+//! both tables, and of the raw Parquet archive (local, under the data
+//! directory), against every reading it sent. The exit status says whether
+//! the audits passed.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
@@ -55,6 +56,9 @@ pub struct DemoReport {
     /// The latency report and where it was written.
     pub report: loadgen::report::Report,
     pub report_dir: PathBuf,
+    /// The Parquet archive read back against the ledger, and its files.
+    pub archive_audit: TableAudit,
+    pub archive_files: usize,
 }
 
 fn free_addr() -> std::io::Result<SocketAddr> {
@@ -134,11 +138,26 @@ topics = ["telemetry/#"]
 protocol = "3.1.1"
 [dead_letter]
 dir = "{}"
+[archive]
+enabled = true
+url = "{}"
+spool_dir = "{}"
+roll_age = "10s"
+roll_idle = "5s"
 "#,
         mqtt_addr.ip(),
         mqtt_addr.port(),
-        o.data_dir.join("dead-letter").display()
+        o.data_dir.join("dead-letter").display(),
+        o.data_dir.join("archive").display(),
+        o.data_dir.join("spool").display(),
     );
+    // This run's archive only: the audit compares it with this run's ledger.
+    for d in ["archive", "spool"] {
+        match std::fs::remove_dir_all(o.data_dir.join(d)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(format!("{d}: {e}")),
+            _ => {}
+        }
+    }
     let mut cfg = Config::parse(&cfg_text)?;
     let catalog = parse_ddl(&crate::config::ddl::ddl(&cfg)).map_err(|e| e.to_string())?;
     let emu = Emulator::start(EmulatorConfig::local(catalog, "root", password)).await.map_err(|e| e.to_string())?;
@@ -157,6 +176,7 @@ dir = "{}"
 
     let loader = Arc::new(crate::app::loader(&cfg).map_err(|e| e.to_string())?);
     let stats = Arc::new(Stats::default());
+    let archive = crate::app::open_archive(&cfg, &stats).map_err(|e| e.to_string())?;
     let (tx, rx) = mpsc::channel(1024);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mqtt = cfg.source.mqtt.clone().ok_or("no mqtt source")?;
@@ -164,7 +184,7 @@ dir = "{}"
     let source = tokio::spawn(crate::source::mqtt::run_with_ready(mqtt, tx, stop_rx.clone(), ready_tx));
     let pipeline = tokio::spawn(run(
         crate::app::runner_config(&cfg),
-        crate::pipeline::runner::Sinks::starrocks(loader),
+        crate::pipeline::runner::Sinks { loader, archive: archive.clone() },
         Some(enrich),
         rx,
         stop_rx,
@@ -204,6 +224,10 @@ dir = "{}"
     let _ = stop_tx.send(true);
     source.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
     pipeline.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+    if let Some(a) = &archive {
+        a.stop(cfg.archive.stop_grace.0).await;
+    }
+    let (archive_audit, archive_files) = audit_archive(&o.data_dir.join("archive").join(&cfg.archive.table), &ledger)?;
 
     let table_rows =
         emu.with_core(|c| c.table("rockfeed", &cfg.tables.telemetry).map(|t| t.rows().len()).unwrap_or_default());
@@ -218,6 +242,7 @@ dir = "{}"
     let audits = audit_emulator(&tables, &ledger).await?;
     let audit_errors: Vec<String> = audits
         .iter()
+        .chain(std::iter::once(&archive_audit))
         .filter(|a| !a.ok())
         .flat_map(|a| std::iter::once(a.to_string()).chain(a.examples.clone()))
         .collect();
@@ -240,5 +265,37 @@ dir = "{}"
         elapsed,
         report,
         report_dir,
+        archive_audit,
+        archive_files,
     })
+}
+
+/// Reads every archived reading back and compares it with the ledger:
+/// each (vin, ts, metric) once, and per (vin, window, metric) the count,
+/// sum, min and max that were published. Returns the audit and the files.
+fn audit_archive(dir: &std::path::Path, ledger: &Ledger) -> Result<(TableAudit, usize), String> {
+    let files = crate::archive::read::files(dir).map_err(|e| e.to_string())?;
+    let mut seen = std::collections::HashSet::new();
+    let mut landed = Vec::new();
+    let mut twice = 0u64;
+    for f in &files {
+        for (vin, ts, metric, value) in crate::archive::read::readings(f)? {
+            if !seen.insert((vin.clone(), ts, metric.clone())) {
+                twice += 1;
+            }
+            let w = ledger.window_ms;
+            landed.push(loadgen::ledger::LandedRow {
+                vin,
+                window_ms: ts.div_euclid(w) * w,
+                metric,
+                agg: loadgen::ledger::Agg::one(value),
+            });
+        }
+    }
+    let mut a = loadgen::ledger::audit_aggregates("archive (Parquet)", ledger, landed);
+    if twice > 0 {
+        a.duplicated = a.duplicated.max(twice);
+        a.examples.push(format!("{twice} readings archived twice"));
+    }
+    Ok((a, files.len()))
 }

@@ -182,6 +182,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::StarrocksEmulator(a) => run_emulator(*a).await,
             Command::Demo { seconds, vehicles, metrics, rate_hz, data_dir, report } => {
+                let o_archive = data_dir.join("archive");
                 let o = rockfeed::demo::DemoOptions { seconds, vehicles, metrics, rate_hz, data_dir, report };
                 println!(
                     "rockfeed demo: {} vehicles × {} metrics at {} Hz for {} s (embedded broker, load generator, emulator, pipeline)…",
@@ -201,11 +202,16 @@ fn main() -> ExitCode {
                 println!("elapsed                 {:.1} s", r.elapsed.as_secs_f64());
                 println!("\n{}", r.report.table());
                 println!("latency report          {} (summary.txt, report.json, *.hgrm, latency.svg)", r.report_dir.display());
-                for a in &r.audits {
+                println!(
+                    "archive                 {} Parquet file(s) in {} (rockfeed ddl --hive prints the Hive table)",
+                    r.archive_files,
+                    o_archive.display()
+                );
+                for a in r.audits.iter().chain(std::iter::once(&r.archive_audit)) {
                     println!("audit                   {a}");
                 }
                 if r.audit_errors.is_empty() {
-                    println!("audit                   PASS: every (vin, window, metric) count/sum/min/max and every vehicle's latest values equal what was published");
+                    println!("audit                   PASS: every (vin, window, metric) count/sum/min/max and every vehicle's latest values equal what was published, and the archive holds every reading once");
                     Ok(())
                 } else {
                     for e in r.audit_errors.iter().take(10) {

@@ -1,6 +1,6 @@
 //! `rockfeed demo` end to end, small: embedded rumqttd, generator, pipeline,
 //! emulator; the demo's own audit must pass and every published sample must
-//! be accounted for.
+//! be accounted for, in the tables and in the Parquet archive.
 
 use std::sync::atomic::Ordering;
 
@@ -28,6 +28,12 @@ async fn the_demo_audit_passes() {
         "{:?}",
         r.audits
     );
+    // The archive: every reading once, read back from the Parquet files.
+    let a = &r.archive_audit;
+    assert!(a.ok() && a.records_sent == r.readings_published && a.records_landed == a.records_sent, "{a}");
+    assert!(r.archive_files >= 1);
+    assert_eq!(r.stats.archive_readings_published.load(Ordering::Relaxed), r.readings_published);
+    assert_eq!(r.stats.reconcile_mismatches.load(Ordering::Relaxed), 0);
     // The report: every file, and a plot with the end-to-end curve in it.
     for f in ["summary.txt", "report.json", "received_to_committed.hgrm", "event_to_committed.hgrm", "latency.svg"] {
         assert!(r.report_dir.join(f).is_file(), "{f} in {}", r.report_dir.display());
@@ -43,6 +49,8 @@ async fn the_demo_audit_passes() {
     assert_eq!(json["facts"]["readings"], r.readings_published);
     assert_eq!(json["facts"]["readings_committed"], r.readings_published);
     assert!(json["facts"]["cpu_seconds"].as_f64().unwrap() > 0.0);
+    assert_eq!(json["facts"]["archive_readings_published"], r.readings_published);
+    assert!(json["facts"]["archive_last_files"].as_array().is_some_and(|f| !f.is_empty()));
     let e2e = json["series"].as_array().unwrap().iter().find(|s| s["name"] == "event_to_committed").unwrap();
     assert_eq!(e2e["count"], r.readings_published, "every reading is weighed once");
 }

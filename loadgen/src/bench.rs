@@ -55,6 +55,11 @@ pub struct BenchArgs {
     /// 150k records/s with a no-op consumer (0 skips it).
     #[arg(long, default_value_t = 10.0)]
     pub kafka_seconds: f64,
+    /// Seconds of each archive run: rockfeed over MQTT at 150k records/s
+    /// with the raw Parquet archive off, then on (and unthrottled off/on
+    /// when the ceiling runs are on); 0 skips them.
+    #[arg(long, default_value_t = 0.0)]
+    pub archive_seconds: f64,
     #[arg(long, default_value = "wide")]
     pub profile: Profile,
     #[arg(long, default_value_t = 1000)]
@@ -128,7 +133,24 @@ fn mosquitto_conf(port: u16) -> String {
 /// must not discard what the broker holds), under a client id of its own;
 /// [`purge_session`] removes it after the step, so the broker does not
 /// queue later steps' traffic for a subscriber that is gone.
-fn rockfeed_conf(a: &BenchArgs, step: &str, via: &Via, fe: &str, metrics_port: u16, dir: &Path) -> String {
+fn rockfeed_conf(
+    a: &BenchArgs,
+    step: &str,
+    via: &Via,
+    fe: &str,
+    metrics_port: u16,
+    dir: &Path,
+    archive: bool,
+) -> String {
+    let archive = if archive {
+        format!(
+            "[archive]\nenabled = true\nurl = \"{}\"\nspool_dir = \"{}\"\n",
+            dir.join("archive").display(),
+            dir.join("spool").display()
+        )
+    } else {
+        String::new()
+    };
     let source = match via {
         Via::Mqtt(port) => format!(
             r#"delivery = "at-least-once"
@@ -173,7 +195,7 @@ epoch = "{epoch}"
 listen = "127.0.0.1:{metrics_port}"
 [dead_letter]
 dir = "{dead}"
-"#,
+{archive}"#,
         shards = a.shards,
         epoch = a.epoch,
         dead = dir.join("dead-letter").display(),
@@ -222,6 +244,8 @@ pub struct Step {
     pub cpu_s_per_m: Option<f64>,
     pub peak_rss_mib: Option<f64>,
     pub max_behind_ms: f64,
+    /// Readings in published archive files and the files (archive on).
+    pub archived: Option<(u64, u64)>,
 }
 
 impl Step {
@@ -233,6 +257,7 @@ impl Step {
             "e2e_ms": self.e2e.map(|(a, b, c)| json!({"p50": a, "p99": b, "max": c})),
             "cpu_seconds_per_million_records": self.cpu_s_per_m, "peak_rss_mib": self.peak_rss_mib,
             "generator_max_behind_ms": self.max_behind_ms,
+            "archived_readings": self.archived.map(|a| a.0), "archive_files": self.archived.map(|a| a.1),
         })
     }
 }
@@ -328,19 +353,31 @@ impl Env {
     /// One step: fresh emulator and rockfeed, `rate` for `seconds`; then
     /// the step's MQTT session is removed, whatever happened.
     async fn step(&self, name: &str, rate: f64, seconds: f64, seed: u64) -> Result<Step, String> {
-        let r = self.run_step(name, rate, seconds, seed, &Via::Mqtt(self.mqtt_port)).await;
+        self.mqtt_step(name, rate, seconds, seed, false).await
+    }
+
+    async fn mqtt_step(&self, name: &str, rate: f64, seconds: f64, seed: u64, archive: bool) -> Result<Step, String> {
+        let r = self.run_step(name, rate, seconds, seed, &Via::Mqtt(self.mqtt_port), archive).await;
         purge_session(self.mqtt_port, &format!("rockfeed-bench-{name}")).await;
         r
     }
 
-    async fn run_step(&self, name: &str, rate: f64, seconds: f64, seed: u64, via: &Via) -> Result<Step, String> {
+    async fn run_step(
+        &self,
+        name: &str,
+        rate: f64,
+        seconds: f64,
+        seed: u64,
+        via: &Via,
+        archive: bool,
+    ) -> Result<Step, String> {
         let dir = self.out.join(name);
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         let (fe, be, metrics_port) = (free_port()?, free_port()?, free_port()?);
         let fe_url = format!("http://127.0.0.1:{fe}");
         let conf = dir.join("rockfeed.toml");
-        std::fs::write(&conf, rockfeed_conf(&self.a, name, via, &fe_url, metrics_port, &dir))
+        std::fs::write(&conf, rockfeed_conf(&self.a, name, via, &fe_url, metrics_port, &dir, archive))
             .map_err(|e| e.to_string())?;
         let ddl = Command::new(&self.rockfeed)
             .arg("ddl")
@@ -487,6 +524,9 @@ impl Env {
             cpu_s_per_m: facts["cpu_seconds"].as_f64().map(|c| c / (sent.readings.max(1) as f64 / 1e6)),
             peak_rss_mib: facts["peak_rss_bytes"].as_f64().map(|b| b / (1024.0 * 1024.0)),
             max_behind_ms: sent.max_behind.as_secs_f64() * 1e3,
+            archived: facts["archive_readings_published"]
+                .as_u64()
+                .map(|r| (r, facts["archive_files_published"].as_u64().unwrap_or(0))),
         })
     }
 
@@ -618,11 +658,33 @@ pub async fn bench(a: BenchArgs) -> Result<(), String> {
         }
         println!("== rockfeed (exactly-once) from Kafka (mock cluster), {rate:.0} records/s");
         let mock = crate::kafka::mock_cluster(3, "telemetry", 6)?;
-        match env.run_step("kafka", rate, a.kafka_seconds, 11, &Via::Kafka(mock.bootstrap_servers())).await {
+        match env.run_step("kafka", rate, a.kafka_seconds, 11, &Via::Kafka(mock.bootstrap_servers()), false).await {
             Ok(s) => kafka_step = Some(s),
             Err(e) => failures.push(format!("rockfeed from Kafka {rate:.0}: {e}")),
         }
         drop(mock);
+    }
+
+    let mut archive_runs: Vec<(&str, Step)> = Vec::new();
+    if a.archive_seconds > 0.0 {
+        let mut runs = vec![("150k, archive off", 150_000.0, false), ("150k, archive on", 150_000.0, true)];
+        if a.ceiling_seconds > 0.0 {
+            runs.push(("unthrottled, archive off", 0.0, false));
+            runs.push(("unthrottled, archive on", 0.0, true));
+        }
+        for (i, (label, rate, on)) in runs.into_iter().enumerate() {
+            println!("== {label} (MQTT)");
+            let name = format!("archive-{}-{}", if on { "on" } else { "off" }, if rate > 0.0 { "150k" } else { "max" });
+            match env.mqtt_step(&name, rate, a.archive_seconds, 200 + (i as u64 / 2), on).await {
+                Ok(s) => {
+                    if on && s.archived.map(|x| x.0) != Some(s.records) {
+                        failures.push(format!("{label}: {:?} readings archived of {}", s.archived, s.records));
+                    }
+                    archive_runs.push((label, s));
+                }
+                Err(e) => failures.push(format!("{label}: {e}")),
+            }
+        }
     }
 
     const HEADER: &str = "| offered rec/s | sent rec/s | sustained rec/s | lost | duplicated | e2e p50 ms | e2e p99 ms | e2e max ms | CPU s per M rec | peak RSS MiB |\n|---|---|---|---|---|---|---|---|---|---|\n";
@@ -680,6 +742,41 @@ pub async fn bench(a: BenchArgs) -> Result<(), String> {
         }
         summary["kafka_rockfeed"] = s.json();
     }
+    if !archive_runs.is_empty() {
+        table.push_str("\nRaw Parquet archive off and on, rockfeed over MQTT, same run:\n\n| run | sent rec/s | sustained rec/s | lost | duplicated | e2e p99 ms | CPU s per M rec | peak RSS MiB | archived readings | files |\n|---|---|---|---|---|---|---|---|---|---|\n");
+        for (label, s) in &archive_runs {
+            table.push_str(&format!(
+                "| {label} | {:.0} | {:.0} | {} | {} | {} | {} | {} | {} | {} |\n",
+                s.sent_rate,
+                s.sustained_rate,
+                s.missing,
+                s.duplicated + s.mismatched,
+                fmt_opt(s.e2e.map(|e| e.1), 0),
+                fmt_opt(s.cpu_s_per_m, 2),
+                fmt_opt(s.peak_rss_mib, 0),
+                s.archived.map(|x| x.0.to_string()).unwrap_or_else(|| "-".into()),
+                s.archived.map(|x| x.1.to_string()).unwrap_or_else(|| "-".into()),
+            ));
+        }
+        let pair = |p: &str| {
+            let off = archive_runs.iter().find(|(l, _)| l.starts_with(p) && l.ends_with("off"))?;
+            let on = archive_runs.iter().find(|(l, _)| l.starts_with(p) && l.ends_with(" on"))?;
+            Some((on.1.sustained_rate / off.1.sustained_rate, on.1.cpu_s_per_m? / off.1.cpu_s_per_m?))
+        };
+        let mut ratios = serde_json::Map::new();
+        for p in ["150k", "unthrottled"] {
+            if let Some((thr, cpu)) = pair(p) {
+                table.push_str(&format!(
+                    "\n{p}: archive on / off sustained throughput {thr:.3}, CPU per reading {cpu:.2}.\n"
+                ));
+                ratios.insert(p.into(), json!({"throughput_ratio": thr, "cpu_ratio": cpu}));
+            }
+        }
+        summary["archive"] = json!({
+            "runs": archive_runs.iter().map(|(l, s)| json!({"run": l, "step": s.json()})).collect::<Vec<_>>(),
+            "ratios": ratios,
+        });
+    }
     println!("\n{table}");
     std::fs::write(out.join("bench.md"), &table).map_err(|e| e.to_string())?;
     std::fs::write(out.join("bench.json"), serde_json::to_string_pretty(&summary).unwrap_or_default())
@@ -689,6 +786,7 @@ pub async fn bench(a: BenchArgs) -> Result<(), String> {
         .iter()
         .chain(ceiling.as_ref().map(|c| &c.1))
         .chain(kafka_step.as_ref())
+        .chain(archive_runs.iter().map(|r| &r.1))
         .filter(|s| s.missing + s.duplicated + s.mismatched > 0)
         .map(|s| format!("{:.0} rec/s", s.target_rate))
         .collect();

@@ -20,6 +20,7 @@ pub mod hive;
 pub mod layout;
 pub mod merge;
 pub mod parquet;
+pub mod read;
 pub mod roll;
 pub mod spool;
 pub mod store;
@@ -130,8 +131,51 @@ impl RawRows {
         self.ts_ms.len()
     }
 
+    /// Room for `n` more rows.
+    pub fn reserve(&mut self, n: usize) {
+        self.vin.reserve(n);
+        self.ts_ms.reserve(n);
+        self.seq.reserve(n);
+        self.metric.reserve(n);
+        self.value.reserve(n);
+        self.kind.reserve(n);
+        self.received_ms.reserve(n);
+        self.source.reserve(n);
+        for d in &mut self.dims {
+            d.reserve(n);
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.ts_ms.is_empty()
+    }
+
+    /// Appends one reading whose strings are already interned here (ids
+    /// from `vins`, `metrics`, `sources`, `dim_values`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn push_ids(
+        &mut self,
+        vin: u32,
+        ts_ms: i64,
+        seq: Option<i64>,
+        metric: u32,
+        value: f64,
+        kind: ValueKind,
+        received_ms: i64,
+        source: u32,
+        dims: &[Option<u32>],
+    ) {
+        self.vin.push(vin);
+        self.ts_ms.push(ts_ms);
+        self.seq.push(seq);
+        self.metric.push(metric);
+        self.value.push(value);
+        self.kind.push(kind);
+        self.received_ms.push(received_ms);
+        self.source.push(source);
+        for (d, col) in self.dims.iter_mut().enumerate() {
+            col.push(dims.get(d).copied().flatten());
+        }
     }
 
     /// Appends one reading; `dims` has one entry per dimension column.
@@ -213,12 +257,19 @@ impl RawRows {
     pub fn sorted_order(&self) -> Vec<u32> {
         let vin_rank = parquet::ranks(&self.vins.values).0;
         let metric_rank = parquet::ranks(&self.metrics.values).0;
-        let mut perm: Vec<u32> = (0..self.len() as u32).collect();
-        perm.sort_unstable_by_key(|&i| {
-            let i = i as usize;
-            (vin_rank[self.vin[i] as usize], metric_rank[self.metric[i] as usize], self.ts_ms[i], i)
-        });
-        perm
+        // One precomputed integer key per row (the sort then compares plain
+        // integers): vin rank, metric rank, ts with its sign bit flipped
+        // (so negative times order first), then the row itself for ties.
+        let mut keys: Vec<(u128, u32)> = (0..self.len())
+            .map(|i| {
+                let k = (u128::from(vin_rank[self.vin[i] as usize] as u32) << 96)
+                    | (u128::from(metric_rank[self.metric[i] as usize] as u32) << 64)
+                    | u128::from((self.ts_ms[i] as u64) ^ (1 << 63));
+                (k, i as u32)
+            })
+            .collect();
+        keys.sort_unstable();
+        keys.into_iter().map(|(_, i)| i).collect()
     }
 
     /// Sort key of row `i`.

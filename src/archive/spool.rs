@@ -43,7 +43,7 @@ pub struct FrameInfo {
 
 /// Encodes one frame: `rows` must already be sorted.
 pub fn frame(epoch: u64, rows: &RawRows, order: &[u32]) -> Vec<u8> {
-    let mut payload = Vec::new();
+    let mut payload = Vec::with_capacity(order.len() * 8);
     let mut blocks = 0u32;
     let mut plain = Vec::new();
     for chunk in order.chunks(BLOCK_ROWS) {

@@ -35,7 +35,7 @@ use super::parquet::ParquetWriter;
 use super::roll::{Reason, RollPolicy};
 use super::spool::{Sealed, Segment, frame, sync_dir};
 use super::store::{PublishError, Store};
-use super::{ArchiveFormat, Raw, RawRows, Schema, ValueKind};
+use super::{ArchiveFormat, RawRows, Schema, ValueKind};
 use crate::decode::Sample;
 use crate::decode::catalog::MetricCatalog;
 use crate::enrich::DimRow;
@@ -433,32 +433,39 @@ impl Spooler {
             return Err("the archive spool is not recovered yet".into());
         }
         let ndims = self.shared.settings.dims.len();
-        let mut hours: BTreeMap<i64, RawRows> = BTreeMap::new();
+        // Per hour: the rows, and the catalog's metric ids → this hour's
+        // ids (strings are interned once per sample, metrics once per id,
+        // never hashed per reading).
+        let mut hours: BTreeMap<i64, (RawRows, Vec<u32>)> = BTreeMap::new();
         let mut n = 0u64;
+        let total: usize = samples.iter().map(|a| a.sample.readings.len()).sum();
         {
             let cat = catalog.read().unwrap_or_else(|p| p.into_inner());
-            let mut dims: Vec<Option<&str>> = Vec::with_capacity(ndims);
+            let mut dims: Vec<Option<u32>> = Vec::with_capacity(ndims);
             for a in &samples {
-                let rows = hours.entry(hour_of(a.sample.ts_ms)).or_insert_with(|| RawRows::new(ndims));
+                let (rows, metric_ids) = hours.entry(hour_of(a.sample.ts_ms)).or_insert_with(|| {
+                    let mut r = RawRows::new(ndims);
+                    r.reserve(total);
+                    (r, Vec::new())
+                });
+                let vin = rows.vins.id(&a.sample.vin);
+                let source = rows.sources.id(&a.source);
                 dims.clear();
                 for d in 0..ndims {
-                    dims.push(a.dims.as_ref().and_then(|r| r.get(d)).and_then(|v| v.as_deref()));
+                    let v = a.dims.as_ref().and_then(|r| r.get(d)).and_then(|v| v.as_deref());
+                    dims.push(v.map(|v| rows.dim_values.id(v)));
                 }
                 let seq = a.sample.seq.map(|s| s.min(i64::MAX as u64) as i64);
                 for r in &a.sample.readings {
-                    rows.push(
-                        Raw {
-                            vin: &a.sample.vin,
-                            ts_ms: a.sample.ts_ms,
-                            seq,
-                            metric: cat.name(r.metric),
-                            value: r.value,
-                            kind: if r.is_bool { ValueKind::Bool } else { ValueKind::Number },
-                            received_ms: a.received_ms,
-                            source: &a.source,
-                        },
-                        &dims,
-                    );
+                    let m = r.metric.0 as usize;
+                    if metric_ids.len() <= m {
+                        metric_ids.resize(m + 1, u32::MAX);
+                    }
+                    if metric_ids[m] == u32::MAX {
+                        metric_ids[m] = rows.metrics.id(cat.name(r.metric));
+                    }
+                    let kind = if r.is_bool { ValueKind::Bool } else { ValueKind::Number };
+                    rows.push_ids(vin, a.sample.ts_ms, seq, metric_ids[m], r.value, kind, a.received_ms, source, &dims);
                     n += 1;
                 }
             }
@@ -466,7 +473,7 @@ impl Spooler {
         drop(samples);
         let frames: Vec<(i64, Vec<u8>, u64)> = hours
             .into_iter()
-            .map(|(h, rows)| (h, frame(epoch, &rows, &rows.sorted_order()), rows.len() as u64))
+            .map(|(h, (rows, _))| (h, frame(epoch, &rows, &rows.sorted_order()), rows.len() as u64))
             .collect();
         let size: u64 = frames.iter().map(|f| f.1.len() as u64).sum();
         self.wait_for_room(size);

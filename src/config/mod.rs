@@ -552,6 +552,25 @@ user = "root"
         let k = c.source.kafka.as_ref().unwrap();
         assert!(k.key_is_colocation_key);
         assert_eq!(k.properties.get("group.instance.id").map(String::as_str), Some("rockfeed-edge-1"));
+        let a = &c.archive;
+        assert!(a.enabled && a.url.starts_with("s3://") && a.s3.path_style);
+        assert_eq!((a.roll_bytes, a.roll_age.0.as_secs(), a.roll_idle.0.as_secs()), (128 << 20, 600, 120));
+    }
+
+    #[test]
+    fn archive_settings_are_checked_and_secrets_stay_out_of_debug_output() {
+        let base = "[starrocks]\nendpoints = [\"http://fe:8030\"]\ndatabase = \"d\"\nuser = \"u\"\n[source.mqtt]\nhost = \"b\"\nclient_id = \"c\"\ntopics = [\"t/#\"]\n";
+        let check =
+            |extra: &str| Config::parse(&format!("{base}[archive]\nenabled = true\n{extra}")).unwrap().validate();
+        assert!(check("").is_ok());
+        assert!(check("url = \"gs://b/x\"\n").unwrap_err().to_string().contains("s3://"));
+        assert!(check("roll_bytes = 1000\n").is_err());
+        assert!(check("spool_max_bytes = 1048576\n").unwrap_err().to_string().contains("twice"));
+        assert!(check("table = \"raw-x\"\n").is_err());
+        assert!(check("zstd_level = 30\n").is_err());
+        assert!(check("roll_idle = \"20m\"\n").is_err(), "idle longer than age");
+        let c = Config::parse(&format!("{base}[archive.s3]\nsecret_access_key = \"hunter2\"\n")).unwrap();
+        assert!(!format!("{c:?}").contains("hunter2"));
     }
 
     #[test]
@@ -560,5 +579,6 @@ user = "root"
         let c = Config::load(&path).unwrap();
         assert_eq!(c.tables.dims, vec!["fleet", "model", "region"]);
         assert_eq!(c.source.mqtt.as_ref().unwrap().topics, vec!["telemetry/#"]);
+        assert!(c.archive.enabled && c.archive.url == "rockfeed-data/archive");
     }
 }

@@ -34,6 +34,27 @@ pub fn build(title: &str, stats: &Stats, elapsed: Duration) -> Report {
         .fact("txns_rolled_back", stats.txns_rolled_back.load(Relaxed))
         .fact("txns_recovered", stats.txns_recovered.load(Relaxed))
         .fact("txns_lost", stats.txns_lost.load(Relaxed));
+    if stats.archive_readings_spooled.load(Relaxed) > 0 || stats.archive_files_published.load(Relaxed) > 0 {
+        // Reconciliation: per file and per epoch, what the archive holds
+        // next to what StarRocks aggregated (archived = aggregated + too late).
+        let log = stats.archive_log.lock();
+        let epochs: Vec<serde_json::Value> =
+            log.epochs.iter().map(|e| serde_json::to_value(e).unwrap_or_default()).collect();
+        let files: Vec<serde_json::Value> =
+            log.files.iter().map(|f| serde_json::to_value(f).unwrap_or_default()).collect();
+        r.fact("archive_readings_spooled", stats.archive_readings_spooled.load(Relaxed))
+            .fact("archive_readings_published", stats.archive_readings_published.load(Relaxed))
+            .fact("archive_files_published", stats.archive_files_published.load(Relaxed))
+            .fact("archive_bytes_published", stats.archive_bytes_published.load(Relaxed))
+            .fact("archive_upload_failures", stats.archive_upload_failures.load(Relaxed))
+            .fact("archive_conflicts", stats.archive_conflicts.load(Relaxed))
+            .fact("archive_spool_full", stats.archive_spool_full.load(Relaxed))
+            .fact("archive_spool_failures", stats.archive_spool_failures.load(Relaxed))
+            .fact("reconcile_epochs", log.epochs_total)
+            .fact("reconcile_mismatches", stats.reconcile_mismatches.load(Relaxed))
+            .fact("reconcile_last_epochs", serde_json::Value::Array(epochs))
+            .fact("archive_last_files", serde_json::Value::Array(files));
+    }
     if let Some(c) = process::cpu_seconds() {
         r.fact("cpu_seconds", c);
     }
