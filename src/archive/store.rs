@@ -260,10 +260,26 @@ impl Store {
         Ok(out)
     }
 
-    /// The row count of a published file (from its footer).
+    /// The row count of a published file, from its footer alone (two
+    /// ranged reads, never the whole file).
     pub async fn rows(&self, rel: &str) -> Result<i64, String> {
-        let b = self.inner.get(&ObjPath::from(rel)).await.map_err(|e| e.to_string())?;
-        parquet_rows(b.bytes().await.map_err(|e| e.to_string())?)
+        let p = ObjPath::from(rel);
+        let e = |e: object_store::Error| format!("{rel}: {e}");
+        let size = self.inner.head(&p).await.map_err(e)?.size;
+        if size < 12 {
+            return Err(format!("{rel}: {size} bytes is not a Parquet file"));
+        }
+        let tail = self.inner.get_range(&p, size - 8..size).await.map_err(e)?;
+        if &tail[4..] != b"PAR1" {
+            return Err(format!("{rel}: not a Parquet file"));
+        }
+        let len = u64::from(u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]));
+        if len + 12 > size {
+            return Err(format!("{rel}: footer length {len} exceeds the file"));
+        }
+        let footer = self.inner.get_range(&p, size - 8 - len..size - 8).await.map_err(e)?;
+        let md = parquet::file::metadata::ParquetMetaDataReader::decode_metadata(&footer).map_err(|e| e.to_string())?;
+        Ok(md.file_metadata().num_rows())
     }
 }
 

@@ -674,6 +674,10 @@ fn publish(k: u32, dir: &Path, shared: &Shared, s: &Sealed) -> Result<(), Upload
     if s.len > 0 && !p.already {
         *shared.ratio.lock().unwrap_or_else(|p| p.into_inner()) = (p.bytes as f64 / s.len as f64).clamp(0.01, 4.0);
     }
-    tracing::info!(file = %rel, rows, bytes = p.bytes, already = p.already, "Archive file published.");
+    if p.already {
+        tracing::info!(file = %rel, rows, "Archive file was already published before a restart; accepted as is.");
+    } else {
+        tracing::info!(file = %rel, rows, bytes = p.bytes, "Archive file published.");
+    }
     Ok(())
 }
