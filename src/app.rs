@@ -257,6 +257,7 @@ async fn run_kafka(
             shards: rcfg.shards,
             epoch: rcfg.epoch,
             timeouts: rcfg.timeouts,
+            state_dir: Some(cfg.pipeline.state_dir.clone()),
         },
         source.clone(),
         loader.clone(),

@@ -39,6 +39,7 @@ dims = ["fleet"]
 [pipeline]
 shards = 2
 epoch = "300ms"
+state_dir = "{dir}/state"
 [source.kafka]
 brokers = "{brokers}"
 group_id = "rockfeed-archive-it"

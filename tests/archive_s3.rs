@@ -40,6 +40,7 @@ replication_num = 1
 [pipeline]
 shards = 2
 epoch = "300ms"
+state_dir = "{dir}/state"
 [source.kafka]
 brokers = "{brokers}"
 group_id = "rockfeed-s3-it"

@@ -55,6 +55,7 @@ replication_num = 1
 [pipeline]
 shards = 3
 epoch = "250ms"
+state_dir = "{dir}/state"
 [source.kafka]
 brokers = "{brokers}"
 group_id = "crash-{prefix}"

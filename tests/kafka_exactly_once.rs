@@ -42,6 +42,7 @@ replication_num = 1
 [pipeline]
 shards = 3
 epoch = "300ms"
+state_dir = "{state}"
 [source.kafka]
 brokers = "{brokers}"
 group_id = "{group}"
@@ -50,7 +51,8 @@ key_is_colocation_key = true
 [dead_letter]
 dir = "{}"
 "#,
-        dir.join("dead").display()
+        dir.join("dead").display(),
+        state = dir.join("state").display()
     )
 }
 
@@ -324,7 +326,13 @@ async fn rebalances_between_two_instances_finish_their_epochs_and_lose_nothing()
     // the instance that read it.
     let mock = mock_cluster(1, "telemetry", 4).unwrap();
     let brokers = mock.bootstrap_servers();
-    let r = rig(&brokers, "kra", RegistryConfig::default()).await;
+    let mut r = rig(&brokers, "kra", RegistryConfig::default()).await;
+    // A member that vanishes without leaving (an instance whose epoch
+    // could not be decided mid-rebalance restarts its consumer) is evicted
+    // after this, not librdkafka's default 45 s.
+    let props = &mut r.cfg.source.kafka.as_mut().unwrap().properties;
+    props.insert("session.timeout.ms".into(), "6000".into());
+    props.insert("heartbeat.interval.ms".into(), "500".into());
     let mut cfg_b = r.cfg.clone();
     cfg_b.starrocks.label_prefix = "krb".into();
     cfg_b.dead_letter.dir = r.cfg.dead_letter.dir.with_file_name("dead-b");
@@ -450,5 +458,66 @@ async fn a_second_writer_on_the_same_label_prefix_is_refused() {
     assert!(err.contains("another rockfeed instance uses this label prefix"), "{err}");
     // And it wrote nothing: the tables still match the first run exactly.
     assert!(audit_emulator(&t, &ledger).await.unwrap().iter().all(|a| a.ok()));
+    r.emu.shutdown().await;
+}
+
+/// Narrow traffic from one fleet into `ledger` (several calls add up).
+async fn produce_into(brokers: &str, rate: f64, secs: u64, ledger: &mut Ledger) {
+    let fleet = Fleet::new(24, 15, 41, "RFKX");
+    let mut generator = Generator::new(fleet, Profile::Narrow, "telemetry", 50).narrow_as_objects(true);
+    let sender = KafkaSender::connect(&KafkaTarget::new(brokers, "telemetry")).unwrap();
+    let o = RunOptions { ack_timeout: Duration::from_secs(60), ..RunOptions::timed(rate, Duration::from_secs(secs)) };
+    let s =
+        loadgen::run::run(&mut generator, Profile::Narrow, ledger, Target::Kafka(sender), &o, &AtomicBool::new(false))
+            .await
+            .unwrap();
+    assert!(s.complete(), "{} of {} delivered", s.delivered, s.messages);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_restarts_after_another_committed_over_all_its_decisions() {
+    // A runs alone and stops; B (its own prefix, same group) then owns every
+    // partition and commits offsets with its metadata over all of A's
+    // decisions; A restarts. Its committed labels above the decision the
+    // group now shows for its prefix (none) must not read as another writer
+    // on its prefix: A's local note of its last decided epoch says they are
+    // its own.
+    let mock = mock_cluster(1, "telemetry", 4).unwrap();
+    let brokers = mock.bootstrap_servers();
+    let mut r = rig(&brokers, "kro", RegistryConfig::default()).await;
+    // The next instance is assigned once the last one's member is gone
+    // (on the mock cluster, after the session timeout).
+    let props = &mut r.cfg.source.kafka.as_mut().unwrap().properties;
+    props.insert("session.timeout.ms".into(), "6000".into());
+    props.insert("heartbeat.interval.ms".into(), "500".into());
+    let mut cfg_b = r.cfg.clone();
+    cfg_b.starrocks.label_prefix = "krq".into();
+    cfg_b.dead_letter.dir = r.cfg.dead_letter.dir.with_file_name("dead-q");
+    let t = tables(r.emu.fe_url());
+    let mut ledger = Ledger::new(&Fleet::new(24, 15, 41, "RFKX").metrics, 60_000);
+    for (i, cfg) in [r.cfg.clone(), cfg_b, r.cfg.clone()].into_iter().enumerate() {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (ready_tx, mut ready) = watch::channel(false);
+        let app = tokio::spawn(rockfeed::app::run_with_ready(cfg, stop_rx, ready_tx));
+        let up = tokio::time::timeout(Duration::from_secs(60), ready.wait_for(|r| *r)).await.is_ok();
+        if !up && app.is_finished() {
+            panic!("run {i} stopped: {:?}", app.await.unwrap().err());
+        }
+        assert!(up, "run {i} never assigned");
+        produce_into(&brokers, 1500.0, 2, &mut ledger).await;
+        let mut ok = false;
+        for _ in 0..300 {
+            if audit_emulator(&t, &ledger).await.unwrap().iter().all(|a| a.ok()) {
+                ok = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        stop_tx.send(true).unwrap();
+        let stats = app.await.unwrap().unwrap();
+        assert!(ok, "run {i}: {:?}", audit_emulator(&t, &ledger).await.unwrap());
+        assert!(stats.txns_committed.load(Ordering::Relaxed) > 0, "run {i} committed epochs");
+    }
+    assert!(open_txns(&r.emu).is_empty(), "{:?}", open_txns(&r.emu));
     r.emu.shutdown().await;
 }

@@ -191,6 +191,7 @@ replication_num = 1
 [pipeline]
 shards = {shards}
 epoch = "{epoch}"
+state_dir = "{state}"
 {source}[telemetry]
 listen = "127.0.0.1:{metrics_port}"
 [dead_letter]
@@ -199,6 +200,7 @@ dir = "{dead}"
         shards = a.shards,
         epoch = a.epoch,
         dead = dir.join("dead-letter").display(),
+        state = dir.join("state").display(),
     )
 }
 

@@ -360,11 +360,21 @@ pub struct Pipeline {
     /// A shard loads early when it holds this many partial rows (bounds
     /// memory and body size within an epoch).
     pub max_rows_per_load: usize,
+    /// Local state: the last epoch this instance decided (exactly-once), a
+    /// note that survives another instance overwriting the group's offset
+    /// metadata.
+    pub state_dir: PathBuf,
 }
 
 impl Default for Pipeline {
     fn default() -> Self {
-        Pipeline { shards: 2, epoch: Dur(Duration::from_secs(1)), channel_batches: 64, max_rows_per_load: 500_000 }
+        Pipeline {
+            shards: 2,
+            epoch: Dur(Duration::from_secs(1)),
+            channel_batches: 64,
+            max_rows_per_load: 500_000,
+            state_dir: PathBuf::from("rockfeed-data/state"),
+        }
     }
 }
 

@@ -92,6 +92,10 @@ pub trait EpochSource: Send + Sync + 'static {
     /// Every decision the source holds (Kafka: the offset metadata of every
     /// partition of the subscribed topics, not only the assigned ones).
     fn decisions(&self) -> impl Future<Output = Result<Vec<Decision>, String>> + Send;
+    /// Whether `err` says the decision was refused (nothing to read back).
+    fn refused(&self, _err: &str) -> bool {
+        false
+    }
     /// How long a failing decision is retried before the epoch is
     /// abandoned (`err`: the last failure).
     fn retry_for(&self, _err: &str) -> Duration {
@@ -248,6 +252,8 @@ pub struct CoordinatorConfig {
     pub shards: u32,
     pub epoch: Duration,
     pub timeouts: TxnTimeouts,
+    /// Where the last decided epoch is noted (`None`: nowhere).
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 pub struct Coordinator<S> {
@@ -264,6 +270,8 @@ pub struct Coordinator<S> {
     /// nothing is skipped).
     last_decided: Positions,
     archive: Option<Arc<crate::archive::Archive>>,
+    /// The source's requests (revoke, assign), while `run` runs.
+    requests: Option<mpsc::Receiver<Request>>,
 }
 
 impl<S: EpochSource> Coordinator<S> {
@@ -286,6 +294,7 @@ impl<S: EpochSource> Coordinator<S> {
             event_to_committed: Local::default(),
             last_decided: Positions::new(),
             archive: None,
+            requests: None,
         }
     }
 
@@ -304,15 +313,16 @@ impl<S: EpochSource> Coordinator<S> {
     /// an epoch fails.
     pub async fn run(
         mut self,
-        mut requests: mpsc::Receiver<Request>,
+        requests: mpsc::Receiver<Request>,
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<(), EpochError> {
+        self.requests = Some(requests);
         let mut next_cut = tokio::time::Instant::now() + self.cfg.epoch;
         loop {
             tokio::select! {
                 biased;
                 _ = shutdown.changed() => break,
-                req = requests.recv() => match req {
+                req = next_request(&mut self.requests) => match req {
                     Some(Request::Finish(reply)) => {
                         let r = self.epoch(true, true, false).await;
                         self.last_decided.clear();
@@ -388,6 +398,9 @@ impl<S: EpochSource> Coordinator<S> {
             return Err(EpochError::Abandoned { epoch: e, reason });
         }
         self.stats.epochs_decided.fetch_add(1, Ordering::Relaxed);
+        if self.exactly_once() {
+            self.note_decided(e);
+        }
         self.hook.reach("after_decide").await;
         if self.exactly_once() && !txns.is_empty() {
             // The first alone (the test hook halts between two commits),
@@ -438,9 +451,12 @@ impl<S: EpochSource> Coordinator<S> {
     }
 
     /// Makes the decision durable; an ambiguous failure is resolved by
-    /// reading it back. Gives up (so the epoch is abandoned) after ~1 min
-    /// of failures that leave it undecided.
-    async fn decide(&self, d: &Decision, positions: &Positions) -> Result<(), String> {
+    /// reading it back. Gives up (so the epoch is abandoned) after the
+    /// source's retry budget of failures that leave it undecided. A request
+    /// arriving meanwhile (a revoke's Finish: the group is rebalancing and
+    /// waits for this member) is answered with an error at once and the
+    /// epoch abandoned, so the rebalance is not held up.
+    async fn decide(&mut self, d: &Decision, positions: &Positions) -> Result<(), String> {
         let policy = self.loader.policy();
         let started = Instant::now();
         let mut n = 0;
@@ -450,16 +466,78 @@ impl<S: EpochSource> Coordinator<S> {
                 Ok(()) => return Ok(()),
                 Err(e) => e,
             };
-            match self.source.decided(d).await {
-                Ok(true) => return Ok(()),
-                Ok(false) if started.elapsed() > self.source.retry_for(&err) => return Err(err),
-                Ok(false) => {}
-                // Cannot even read it back: keep trying, the outcome matters.
-                Err(e) => tracing::warn!(epoch = d.epoch, error = %e, "Cannot read the decision back."),
+            // A refusal leaves nothing to read back.
+            let undecided = if self.source.refused(&err) {
+                true
+            } else {
+                match self.source.decided(d).await {
+                    Ok(true) => return Ok(()),
+                    Ok(false) => true,
+                    // Cannot even read it back: keep trying, the outcome matters.
+                    Err(e) => {
+                        tracing::warn!(epoch = d.epoch, error = %e, "Cannot read the decision back.");
+                        false
+                    }
+                }
+            };
+            if undecided && started.elapsed() > self.source.retry_for(&err) {
+                return Err(err);
             }
             let delay = policy.delay(n, Backoff::Normal);
             tracing::warn!(epoch = d.epoch, error = %err, ?delay, "Deciding the epoch failed; retrying.");
-            tokio::time::sleep(delay).await;
+            let wait = tokio::time::sleep(delay);
+            match self.requests.as_mut() {
+                Some(rq) => tokio::select! {
+                    _ = wait => {}
+                    req = rq.recv() => {
+                        let why = "the open epoch could not be decided while the group rebalances; it is rolled back";
+                        if let Some(Request::Finish(reply) | Request::Recover(reply)) = req {
+                            let _ = reply.send(Err(why.into()));
+                        }
+                        return Err(format!("{err}; {why}"));
+                    }
+                },
+                None => wait.await,
+            }
+        }
+    }
+
+    fn ledger(&self) -> Option<std::path::PathBuf> {
+        self.cfg.state_dir.as_ref().map(|d| d.join(format!("{}.decided", self.cfg.prefix)))
+    }
+
+    /// Notes `e` as this instance's last decided epoch (fsynced; a failure
+    /// is logged: the group's offsets still hold the decision).
+    fn note_decided(&self, e: u64) {
+        let Some(path) = self.ledger() else { return };
+        let write = || -> std::io::Result<()> {
+            use std::io::Write;
+            let tmp = path.with_extension("tmp");
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(format!("{e}\n").as_bytes())?;
+            f.sync_data()?;
+            std::fs::rename(&tmp, &path)
+        };
+        if let Err(err) = write() {
+            tracing::warn!(path = %path.display(), error = %err, "Cannot note the decided epoch locally.");
+        }
+    }
+
+    /// The locally noted last decided epoch.
+    fn noted_decided(&self) -> Result<Option<u64>, EpochError> {
+        let Some(path) = self.ledger() else { return Ok(None) };
+        if let Some(d) = path.parent() {
+            std::fs::create_dir_all(d)
+                .map_err(|e| EpochError::Fatal(format!("state directory {}: {e}", d.display())))?;
+        }
+        match std::fs::read_to_string(&path) {
+            Ok(t) => t
+                .trim()
+                .parse()
+                .map(Some)
+                .map_err(|_| EpochError::Fatal(format!("{} does not hold an epoch number", path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(EpochError::Fatal(format!("{}: {e}", path.display()))),
         }
     }
 
@@ -495,6 +573,20 @@ impl<S: EpochSource> Coordinator<S> {
             if latest.get(&d.prefix).is_none_or(|x| x.epoch < d.epoch) {
                 latest.insert(d.prefix.clone(), d);
             }
+        }
+        // This instance's own note: later than the group's offsets when
+        // another instance has since committed over every partition.
+        if let Some(noted) = self.noted_decided()?
+            && latest.get(&self.cfg.prefix).is_none_or(|x| x.epoch < noted)
+        {
+            tracing::info!(prefix = %self.cfg.prefix, noted, "The group's offsets hold an older decision of this prefix; recovering from the local note.");
+            let d = Decision {
+                prefix: self.cfg.prefix.clone(),
+                epoch: noted,
+                shards: self.cfg.shards,
+                tables: self.cfg.tables.clone(),
+            };
+            latest.insert(d.prefix.clone(), d);
         }
         for d in latest.values() {
             for (table, l) in d.labels() {
@@ -559,6 +651,13 @@ impl<S: EpochSource> Coordinator<S> {
         }
         tracing::info!(prefix = %self.cfg.prefix, decided, next = self.next_epoch, "Epoch recovery done.");
         Ok(())
+    }
+}
+
+async fn next_request(r: &mut Option<mpsc::Receiver<Request>>) -> Option<Request> {
+    match r {
+        Some(r) => r.recv().await,
+        None => None,
     }
 }
 

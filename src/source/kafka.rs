@@ -394,8 +394,13 @@ impl EpochSource for KafkaSource {
     /// is abandoned (rolled back) and the pipeline restarts from the
     /// decided offsets.
     fn retry_for(&self, err: &str) -> Duration {
-        let generation_gone = ["RebalanceInProgress", "IllegalGeneration", "UnknownMemberId"];
-        if generation_gone.iter().any(|c| err.contains(c)) { Duration::from_secs(5) } else { Duration::from_secs(60) }
+        if self.refused(err) { Duration::from_secs(5) } else { Duration::from_secs(60) }
+    }
+
+    /// The group coordinator refused the commit for this member's
+    /// generation: it was not applied.
+    fn refused(&self, err: &str) -> bool {
+        ["RebalanceInProgress", "IllegalGeneration", "UnknownMemberId"].iter().any(|c| err.contains(c))
     }
 }
 
