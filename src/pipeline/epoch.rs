@@ -512,6 +512,9 @@ impl<S: EpochSource> Coordinator<S> {
         let Some(path) = self.ledger() else { return };
         let write = || -> std::io::Result<()> {
             use std::io::Write;
+            if let Some(d) = path.parent() {
+                std::fs::create_dir_all(d)?;
+            }
             let tmp = path.with_extension("tmp");
             let mut f = std::fs::File::create(&tmp)?;
             f.write_all(format!("{e}\n").as_bytes())?;
@@ -526,10 +529,6 @@ impl<S: EpochSource> Coordinator<S> {
     /// The locally noted last decided epoch.
     fn noted_decided(&self) -> Result<Option<u64>, EpochError> {
         let Some(path) = self.ledger() else { return Ok(None) };
-        if let Some(d) = path.parent() {
-            std::fs::create_dir_all(d)
-                .map_err(|e| EpochError::Fatal(format!("state directory {}: {e}", d.display())))?;
-        }
         match std::fs::read_to_string(&path) {
             Ok(t) => t
                 .trim()
@@ -575,8 +574,12 @@ impl<S: EpochSource> Coordinator<S> {
             }
         }
         // This instance's own note: later than the group's offsets when
-        // another instance has since committed over every partition.
-        if let Some(noted) = self.noted_decided()?
+        // another instance has since committed over its partitions. Only
+        // then: offsets that hold no decision at all (a deleted or reset
+        // group) are still refused below, since consumption would restart
+        // from the reset position.
+        if !latest.is_empty()
+            && let Some(noted) = self.noted_decided()?
             && latest.get(&self.cfg.prefix).is_none_or(|x| x.epoch < noted)
         {
             tracing::info!(prefix = %self.cfg.prefix, noted, "The group's offsets hold an older decision of this prefix; recovering from the local note.");
