@@ -6,20 +6,18 @@
 //! layout; and the per-epoch reconciliation (archived = aggregated +
 //! too-late) must hold.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 mod common;
 
 use common::archive::{audit_archive, read_archive, stray_files};
-use loadgen::audit::{EmulatorTables, audit_emulator};
+use common::{emulator_for, emulator_tables, produce_kafka};
+use loadgen::audit::audit_emulator;
 use loadgen::fleet::Fleet;
-use loadgen::kafka::{KafkaSender, KafkaTarget, mock_cluster};
+use loadgen::kafka::mock_cluster;
 use loadgen::ledger::Ledger;
-use loadgen::payload::{Generator, Profile};
-use loadgen::run::{RunOptions, Target};
-use rockfeed::starrocks::ddl::parse_ddl;
-use rockfeed::starrocks_emulator::{Emulator, EmulatorConfig};
+use loadgen::payload::Profile;
 use tokio::sync::watch;
 
 fn config(brokers: &str, dir: &std::path::Path) -> String {
@@ -65,16 +63,6 @@ fn fleet() -> Fleet {
     Fleet::new(30, 20, 3, "RFAR")
 }
 
-async fn produce(brokers: &str, profile: Profile, rate: f64, secs: u64, ledger: &mut Ledger) {
-    let mut generator = Generator::new(fleet(), profile, "telemetry", 50).narrow_as_objects(true);
-    let sender = KafkaSender::connect(&KafkaTarget::new(brokers, "telemetry")).unwrap();
-    let o = RunOptions { ack_timeout: Duration::from_secs(60), ..RunOptions::timed(rate, Duration::from_secs(secs)) };
-    let s = loadgen::run::run(&mut generator, profile, ledger, Target::Kafka(sender), &o, &AtomicBool::new(false))
-        .await
-        .unwrap();
-    assert!(s.complete(), "{} of {} delivered", s.delivered, s.messages);
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_reading_lands_in_the_archive_exactly_once() {
     let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter("rockfeed=info,librdkafka=warn").try_init();
@@ -82,11 +70,7 @@ async fn every_reading_lands_in_the_archive_exactly_once() {
     let mock = mock_cluster(3, "telemetry", 4).unwrap();
     let brokers = mock.bootstrap_servers();
     let mut cfg = rockfeed::config::Config::parse(&config(&brokers, dir.path())).unwrap();
-    let mut ec = EmulatorConfig::local(parse_ddl(&rockfeed::config::ddl::ddl(&cfg)).unwrap(), "root", "pw");
-    ec.bes.push("127.0.0.1:0".parse().unwrap());
-    let emu = Emulator::start(ec).await.unwrap();
-    cfg.starrocks.endpoints = vec![emu.fe_url()];
-    cfg.validate().unwrap();
+    let emu = emulator_for(&mut cfg).await;
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let (ready_tx, mut ready) = watch::channel(false);
@@ -94,16 +78,9 @@ async fn every_reading_lands_in_the_archive_exactly_once() {
     assert!(tokio::time::timeout(Duration::from_secs(60), ready.wait_for(|r| *r)).await.is_ok(), "never assigned");
     // Wide, then narrow records, 5 s: several epochs per file, several files.
     let mut ledger = Ledger::new(&fleet().metrics, 60_000);
-    produce(&brokers, Profile::Wide, 400.0, 3, &mut ledger).await;
-    produce(&brokers, Profile::Narrow, 1500.0, 2, &mut ledger).await;
-    let t = EmulatorTables {
-        url: emu.fe_url(),
-        user: "root".into(),
-        password: "pw".into(),
-        db: "rockfeed".into(),
-        telemetry: "telemetry_1m".into(),
-        latest: None,
-    };
+    produce_kafka(&brokers, fleet(), Profile::Wide, 400.0, 3, &mut ledger).await;
+    produce_kafka(&brokers, fleet(), Profile::Narrow, 1500.0, 2, &mut ledger).await;
+    let t = emulator_tables(emu.fe_url(), false);
     for _ in 0..300 {
         if audit_emulator(&t, &ledger).await.unwrap().iter().all(|a| a.ok()) {
             break;

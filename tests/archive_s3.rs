@@ -7,21 +7,18 @@
 //! 3. when the store comes up, everything is uploaded, the pipeline
 //!    resumes, and pyarrow (reading S3) finds every reading exactly once.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 mod common;
 
 use common::archive::{Moto, audit_archive, read_archive};
-use common::free_port;
-use loadgen::audit::{EmulatorTables, audit_emulator};
+use common::{emulator_for, emulator_tables, free_port, produce_kafka};
+use loadgen::audit::audit_emulator;
 use loadgen::fleet::Fleet;
-use loadgen::kafka::{KafkaSender, KafkaTarget, mock_cluster};
+use loadgen::kafka::mock_cluster;
 use loadgen::ledger::Ledger;
-use loadgen::payload::{Generator, Profile};
-use loadgen::run::{RunOptions, Target};
-use rockfeed::starrocks::ddl::parse_ddl;
-use rockfeed::starrocks_emulator::{Emulator, EmulatorConfig};
+use loadgen::payload::Profile;
 use tokio::sync::watch;
 
 fn config(brokers: &str, dir: &std::path::Path, s3_port: u16) -> String {
@@ -71,14 +68,7 @@ fn fleet() -> Fleet {
 }
 
 async fn produce(brokers: &str, rate: f64, secs: u64, ledger: &mut Ledger) {
-    let mut generator = Generator::new(fleet(), Profile::Wide, "telemetry", 50);
-    let sender = KafkaSender::connect(&KafkaTarget::new(brokers, "telemetry")).unwrap();
-    let o = RunOptions { ack_timeout: Duration::from_secs(60), ..RunOptions::timed(rate, Duration::from_secs(secs)) };
-    let s =
-        loadgen::run::run(&mut generator, Profile::Wide, ledger, Target::Kafka(sender), &o, &AtomicBool::new(false))
-            .await
-            .unwrap();
-    assert!(s.complete(), "{} of {} delivered", s.delivered, s.messages);
+    produce_kafka(brokers, fleet(), Profile::Wide, rate, secs, ledger).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -89,19 +79,8 @@ async fn s3_outage_retries_then_holds_the_pipeline_at_the_spool_bound_and_loses_
     let brokers = mock.bootstrap_servers();
     let s3_port = free_port();
     let mut cfg = rockfeed::config::Config::parse(&config(&brokers, dir.path(), s3_port)).unwrap();
-    let mut ec = EmulatorConfig::local(parse_ddl(&rockfeed::config::ddl::ddl(&cfg)).unwrap(), "root", "pw");
-    ec.bes.push("127.0.0.1:0".parse().unwrap());
-    let emu = Emulator::start(ec).await.unwrap();
-    cfg.starrocks.endpoints = vec![emu.fe_url()];
-    cfg.validate().unwrap();
-    let t = EmulatorTables {
-        url: emu.fe_url(),
-        user: "root".into(),
-        password: "pw".into(),
-        db: "rockfeed".into(),
-        telemetry: "telemetry_1m".into(),
-        latest: None,
-    };
+    let emu = emulator_for(&mut cfg).await;
+    let t = emulator_tables(emu.fe_url(), false);
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let (ready_tx, mut ready) = watch::channel(false);

@@ -7,17 +7,16 @@
 //! (`starrocks-stream-load.md` §5.2/§6) must still end in exact tables.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 mod common;
 
 use loadgen::audit::{EmulatorTables, audit_emulator};
 use loadgen::fleet::Fleet;
-use loadgen::kafka::{KafkaSender, KafkaTarget, mock_cluster};
+use loadgen::kafka::mock_cluster;
 use loadgen::ledger::Ledger;
 use loadgen::payload::{Generator, Profile};
-use loadgen::run::{RunOptions, Target};
 use rockfeed::sink::starrocks::txn::{Chunk, TxnLoader};
 use rockfeed::starrocks::ddl::parse_ddl;
 use rockfeed::starrocks_emulator::faults::FaultRule;
@@ -59,13 +58,7 @@ dir = "{}"
 async fn produce(brokers: &str, profile: Profile, rate: f64, secs: u64, seed: u64) -> Ledger {
     let fleet = Fleet::new(24, 15, seed, "RFKX");
     let mut ledger = Ledger::new(&fleet.metrics, 60_000);
-    let mut generator = Generator::new(fleet, profile, "telemetry", 50).narrow_as_objects(true);
-    let sender = KafkaSender::connect(&KafkaTarget::new(brokers, "telemetry")).unwrap();
-    let o = RunOptions { ack_timeout: Duration::from_secs(60), ..RunOptions::timed(rate, Duration::from_secs(secs)) };
-    let s = loadgen::run::run(&mut generator, profile, &mut ledger, Target::Kafka(sender), &o, &AtomicBool::new(false))
-        .await
-        .unwrap();
-    assert!(s.complete(), "{} of {} delivered", s.delivered, s.messages);
+    common::produce_kafka(brokers, fleet, profile, rate, secs, &mut ledger).await;
     ledger
 }
 
@@ -326,16 +319,7 @@ async fn rebalances_between_two_instances_finish_their_epochs_and_lose_nothing()
     // the instance that read it.
     let mock = mock_cluster(1, "telemetry", 4).unwrap();
     let brokers = mock.bootstrap_servers();
-    let mut r = rig(&brokers, "kra", RegistryConfig::default()).await;
-    // A member that vanishes without leaving (an instance whose epoch
-    // could not be decided mid-rebalance restarts its consumer) is evicted
-    // after this, not librdkafka's default 45 s.
-    let props = &mut r.cfg.source.kafka.as_mut().unwrap().properties;
-    props.insert("session.timeout.ms".into(), "6000".into());
-    props.insert("heartbeat.interval.ms".into(), "500".into());
-    let mut cfg_b = r.cfg.clone();
-    cfg_b.starrocks.label_prefix = "krb".into();
-    cfg_b.dead_letter.dir = r.cfg.dead_letter.dir.with_file_name("dead-b");
+    let (r, cfg_b) = two_instances(&brokers, "kra", "krb").await;
     let start = |cfg: rockfeed::config::Config| {
         let (stop_tx, stop_rx) = watch::channel(false);
         let (ready_tx, ready) = watch::channel(false);
@@ -461,17 +445,20 @@ async fn a_second_writer_on_the_same_label_prefix_is_refused() {
     r.emu.shutdown().await;
 }
 
-/// Narrow traffic from one fleet into `ledger` (several calls add up).
-async fn produce_into(brokers: &str, rate: f64, secs: u64, ledger: &mut Ledger) {
-    let fleet = Fleet::new(24, 15, 41, "RFKX");
-    let mut generator = Generator::new(fleet, Profile::Narrow, "telemetry", 50).narrow_as_objects(true);
-    let sender = KafkaSender::connect(&KafkaTarget::new(brokers, "telemetry")).unwrap();
-    let o = RunOptions { ack_timeout: Duration::from_secs(60), ..RunOptions::timed(rate, Duration::from_secs(secs)) };
-    let s =
-        loadgen::run::run(&mut generator, Profile::Narrow, ledger, Target::Kafka(sender), &o, &AtomicBool::new(false))
-            .await
-            .unwrap();
-    assert!(s.complete(), "{} of {} delivered", s.delivered, s.messages);
+/// Two instances of one group, A (the rig's) and B, each with its own
+/// prefix. A member that is gone (a stopped instance, or one whose epoch
+/// could not be decided mid-rebalance and which restarts its consumer) is
+/// evicted after 6 s, not librdkafka's default 45 s: on the mock cluster
+/// the next assignment waits for it.
+async fn two_instances(brokers: &str, a: &str, b: &str) -> (Rig, rockfeed::config::Config) {
+    let mut r = rig(brokers, a, RegistryConfig::default()).await;
+    let props = &mut r.cfg.source.kafka.as_mut().unwrap().properties;
+    props.insert("session.timeout.ms".into(), "6000".into());
+    props.insert("heartbeat.interval.ms".into(), "500".into());
+    let mut cfg_b = r.cfg.clone();
+    cfg_b.starrocks.label_prefix = b.into();
+    cfg_b.dead_letter.dir = r.cfg.dead_letter.dir.with_file_name(format!("dead-{b}"));
+    (r, cfg_b)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -484,15 +471,7 @@ async fn an_instance_restarts_after_another_committed_over_all_its_decisions() {
     // its own.
     let mock = mock_cluster(1, "telemetry", 4).unwrap();
     let brokers = mock.bootstrap_servers();
-    let mut r = rig(&brokers, "kro", RegistryConfig::default()).await;
-    // The next instance is assigned once the last one's member is gone
-    // (on the mock cluster, after the session timeout).
-    let props = &mut r.cfg.source.kafka.as_mut().unwrap().properties;
-    props.insert("session.timeout.ms".into(), "6000".into());
-    props.insert("heartbeat.interval.ms".into(), "500".into());
-    let mut cfg_b = r.cfg.clone();
-    cfg_b.starrocks.label_prefix = "krq".into();
-    cfg_b.dead_letter.dir = r.cfg.dead_letter.dir.with_file_name("dead-q");
+    let (r, cfg_b) = two_instances(&brokers, "kro", "krq").await;
     let t = tables(r.emu.fe_url());
     let mut ledger = Ledger::new(&Fleet::new(24, 15, 41, "RFKX").metrics, 60_000);
     for (i, cfg) in [r.cfg.clone(), cfg_b, r.cfg.clone()].into_iter().enumerate() {
@@ -504,7 +483,8 @@ async fn an_instance_restarts_after_another_committed_over_all_its_decisions() {
             panic!("run {i} stopped: {:?}", app.await.unwrap().err());
         }
         assert!(up, "run {i} never assigned");
-        produce_into(&brokers, 1500.0, 2, &mut ledger).await;
+        let fleet = Fleet::new(24, 15, 41, "RFKX");
+        common::produce_kafka(&brokers, fleet, Profile::Narrow, 1500.0, 2, &mut ledger).await;
         let mut ok = false;
         for _ in 0..300 {
             if audit_emulator(&t, &ledger).await.unwrap().iter().all(|a| a.ok()) {

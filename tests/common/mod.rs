@@ -130,3 +130,49 @@ pub async fn publish_v5(opts: rumqttc::v5::MqttOptions, msgs: Vec<(String, Strin
         rumqttc::v5::mqttbytes::QoS
     )
 }
+
+/// Produces `secs` of `profile` traffic from `fleet` into the Kafka topic
+/// `telemetry` at `rate` readings/s, keyed by VIN, recording into `ledger`
+/// (several calls with one fleet add up); returns once every record is
+/// acknowledged.
+pub async fn produce_kafka(
+    brokers: &str,
+    fleet: loadgen::fleet::Fleet,
+    profile: loadgen::payload::Profile,
+    rate: f64,
+    secs: u64,
+    ledger: &mut loadgen::ledger::Ledger,
+) {
+    use loadgen::kafka::{KafkaSender, KafkaTarget};
+    use loadgen::run::{RunOptions, Target};
+    let mut generator = loadgen::payload::Generator::new(fleet, profile, "telemetry", 50).narrow_as_objects(true);
+    let sender = KafkaSender::connect(&KafkaTarget::new(brokers, "telemetry")).unwrap();
+    let o = RunOptions { ack_timeout: Duration::from_secs(60), ..RunOptions::timed(rate, Duration::from_secs(secs)) };
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let s = loadgen::run::run(&mut generator, profile, ledger, Target::Kafka(sender), &o, &stop).await.unwrap();
+    assert!(s.complete(), "{} of {} delivered", s.delivered, s.messages);
+}
+
+/// The emulator with the tables `cfg` describes (and a second BE), and
+/// `cfg` pointed at it and validated.
+pub async fn emulator_for(cfg: &mut rockfeed::config::Config) -> Emulator {
+    let ddl = rockfeed::starrocks::ddl::parse_ddl(&rockfeed::config::ddl::ddl(cfg)).unwrap();
+    let mut ec = rockfeed::starrocks_emulator::EmulatorConfig::local(ddl, "root", "pw");
+    ec.bes.push("127.0.0.1:0".parse().unwrap());
+    let emu = Emulator::start(ec).await.unwrap();
+    cfg.starrocks.endpoints = vec![emu.fe_url()];
+    cfg.validate().unwrap();
+    emu
+}
+
+/// The tables of database `rockfeed` on the emulator at `url`, for audits.
+pub fn emulator_tables(url: String, latest: bool) -> loadgen::audit::EmulatorTables {
+    loadgen::audit::EmulatorTables {
+        url,
+        user: "root".into(),
+        password: "pw".into(),
+        db: "rockfeed".into(),
+        telemetry: "telemetry_1m".into(),
+        latest: latest.then(|| "vehicle_latest".into()),
+    }
+}
