@@ -323,6 +323,42 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_object_store_without_rename_publishes_with_one_put() {
+        let store = Store::memory();
+        let dir = tempfile::tempdir().unwrap();
+        let mut rows = crate::archive::RawRows::new(1);
+        rows.push(
+            crate::archive::Raw {
+                vin: "V",
+                ts_ms: 1,
+                seq: Some(1),
+                metric: "m",
+                value: 0.5,
+                kind: crate::archive::ValueKind::Number,
+                received_ms: 2,
+                source: "s",
+            },
+            &[None],
+        );
+        let bytes = crate::archive::encode(
+            &rows,
+            &["fleet".into()],
+            &crate::archive::Schema::new(&["fleet".into()]),
+            Default::default(),
+        )
+        .unwrap();
+        let local = dir.path().join("f.parquet");
+        std::fs::write(&local, &bytes).unwrap();
+        let rel = "t/dt=1970-01-01/hour=00/part-w-0-1-1.parquet";
+        assert!(!store.publish(rel, &local, 1, "w").await.unwrap().already);
+        assert!(store.publish(rel, &local, 1, "w").await.unwrap().already);
+        assert_eq!(store.list("t").await.unwrap(), vec![(rel.to_string(), bytes.len() as u64)]);
+        assert_eq!(store.rows(rel).await.unwrap(), 1);
+        // Nothing was staged: the one PUT is the publish.
+        assert!(store.list(STAGING).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
     async fn publishing_is_idempotent_and_refuses_to_overwrite_other_content() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("archive");

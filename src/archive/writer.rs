@@ -252,12 +252,6 @@ impl Archive {
         });
         let _ = tokio::time::timeout(Duration::from_secs(10), join).await;
     }
-
-    /// Flips the threads to stopping without waiting (dropping the archive
-    /// then ends them).
-    pub fn abandon(&self) {
-        self.shared.stopping.store(true, Ordering::Release);
-    }
 }
 
 impl Drop for Archive {
