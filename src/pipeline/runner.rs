@@ -366,11 +366,9 @@ impl Decoder<'_> {
                 wide::decode(&m.payload, m.received_ms, &cfg.decode, &mut cat, &mut self.decoded);
             }
         }
-        // Only refused input needs the source text: build it then.
-        let source = || match &m.position {
-            Some((s, p, o)) => format!("kafka:{s}/{p}@{o}"),
-            None => format!("mqtt:{}", m.topic),
-        };
+        // Only refused input (and the archive) needs the source text: build
+        // it then.
+        let source = || source_of(&m);
         if !self.decoded.rejects.is_empty() {
             stats.rejected.fetch_add(self.decoded.rejects.len() as u64, Ordering::Relaxed);
             let mut d = self.dead.lock().unwrap_or_else(|p| p.into_inner());
@@ -391,14 +389,7 @@ impl Decoder<'_> {
                 }
             }
         }
-        let src = if self.archive && !self.decoded.samples.is_empty() {
-            match &m.position {
-                Some((s, p, o)) => compact_str::format_compact!("kafka:{s}/{p}@{o}"),
-                None => compact_str::format_compact!("mqtt:{}", m.topic),
-            }
-        } else {
-            CompactString::default()
-        };
+        let src = if self.archive && !self.decoded.samples.is_empty() { source() } else { CompactString::default() };
         let snap = self.enrich.map(|e| e.snapshot());
         for s in self.decoded.samples.drain(..) {
             let dims = snap.as_ref().and_then(|sn| sn.row(&s.vin));
@@ -428,6 +419,14 @@ impl Decoder<'_> {
             let k = shard_of(key, cfg.buckets, cfg.shards) as usize;
             per_shard[k].push((s, dims, m.received_ms, src.clone()));
         }
+    }
+}
+
+/// Where a message came from: `kafka:topic/partition@offset` or `mqtt:topic`.
+fn source_of(m: &RawMessage) -> CompactString {
+    match &m.position {
+        Some((s, p, o)) => compact_str::format_compact!("kafka:{s}/{p}@{o}"),
+        None => compact_str::format_compact!("mqtt:{}", m.topic),
     }
 }
 
