@@ -13,7 +13,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use super::spool::{BLOCK_ROWS, FrameInfo, RunReader};
+use super::spool::{BLOCK_ROWS, FRAME_HEADER, FrameInfo, RunReader, block, frame_header};
 use super::{RawRows, Remap};
 
 /// One sorted run: a frame of a spool file.
@@ -161,38 +161,33 @@ impl RunWriter {
             1 << 16,
             OpenOptions::new().create(true).truncate(true).write(true).read(true).open(&path)?,
         );
-        file.write_all(&[0u8; 36])?;
+        file.write_all(&[0u8; FRAME_HEADER as usize])?;
         Ok(RunWriter { file, path, blocks: 0, rows: 0, payload: 0, plain: Vec::new() })
     }
 
     fn push(&mut self, rows: RawRows) -> std::io::Result<()> {
-        self.plain.clear();
-        rows.write_to(&mut self.plain);
-        let packed = lz4_flex::block::compress_prepend_size(&self.plain);
-        self.file.write_all(&(packed.len() as u32).to_le_bytes())?;
-        self.file.write_all(&crc32fast::hash(&packed).to_le_bytes())?;
-        self.file.write_all(&packed)?;
+        let b = block(&rows, &mut self.plain);
+        self.file.write_all(&b)?;
         self.blocks += 1;
         self.rows += rows.len() as u64;
-        self.payload += 8 + packed.len() as u64;
+        self.payload += b.len() as u64;
         Ok(())
     }
 
     fn finish(self) -> std::io::Result<Run> {
-        let mut h = Vec::with_capacity(36);
-        h.extend_from_slice(b"RFSP");
-        h.extend_from_slice(&0u64.to_le_bytes());
-        h.extend_from_slice(&self.blocks.to_le_bytes());
-        h.extend_from_slice(&self.rows.to_le_bytes());
-        h.extend_from_slice(&self.payload.to_le_bytes());
-        let crc = crc32fast::hash(&h);
-        h.extend_from_slice(&crc.to_le_bytes());
+        let h = frame_header(0, self.blocks, self.rows, self.payload);
         let mut file = self.file.into_inner().map_err(|e| e.into_error())?;
         file.seek(SeekFrom::Start(0))?;
         file.write_all(&h)?;
         Ok(Run {
             path: self.path,
-            frame: FrameInfo { offset: 36, epoch: 0, blocks: self.blocks, rows: self.rows, payload: self.payload },
+            frame: FrameInfo {
+                offset: FRAME_HEADER,
+                epoch: 0,
+                blocks: self.blocks,
+                rows: self.rows,
+                payload: self.payload,
+            },
         })
     }
 }

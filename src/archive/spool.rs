@@ -28,7 +28,8 @@ use super::RawRows;
 /// Rows per block: the unit a merge holds in memory per run.
 pub const BLOCK_ROWS: usize = 8192;
 const MAGIC: &[u8; 4] = b"RFSP";
-const FRAME_HEADER: u64 = 36;
+/// Bytes of a frame header.
+pub const FRAME_HEADER: u64 = 36;
 
 /// Where a frame's blocks start, and what it holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,23 +48,38 @@ pub fn frame(epoch: u64, rows: &RawRows, order: &[u32]) -> Vec<u8> {
     let mut blocks = 0u32;
     let mut plain = Vec::new();
     for chunk in order.chunks(BLOCK_ROWS) {
-        plain.clear();
-        rows.select(chunk).write_to(&mut plain);
-        let packed = lz4_flex::block::compress_prepend_size(&plain);
-        payload.extend_from_slice(&(packed.len() as u32).to_le_bytes());
-        payload.extend_from_slice(&crc32fast::hash(&packed).to_le_bytes());
-        payload.extend_from_slice(&packed);
+        payload.extend_from_slice(&block(&rows.select(chunk), &mut plain));
         blocks += 1;
     }
     let mut out = Vec::with_capacity(FRAME_HEADER as usize + payload.len());
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&epoch.to_le_bytes());
-    out.extend_from_slice(&blocks.to_le_bytes());
-    out.extend_from_slice(&(order.len() as u64).to_le_bytes());
-    out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-    let crc = crc32fast::hash(&out);
-    out.extend_from_slice(&crc.to_le_bytes());
+    out.extend_from_slice(&frame_header(epoch, blocks, order.len() as u64, payload.len() as u64));
     out.extend_from_slice(&payload);
+    out
+}
+
+/// A frame header: magic, epoch, blocks, rows, payload bytes, CRC-32.
+pub fn frame_header(epoch: u64, blocks: u32, rows: u64, payload: u64) -> [u8; FRAME_HEADER as usize] {
+    let mut h = [0u8; FRAME_HEADER as usize];
+    h[0..4].copy_from_slice(MAGIC);
+    h[4..12].copy_from_slice(&epoch.to_le_bytes());
+    h[12..16].copy_from_slice(&blocks.to_le_bytes());
+    h[16..24].copy_from_slice(&rows.to_le_bytes());
+    h[24..32].copy_from_slice(&payload.to_le_bytes());
+    let crc = crc32fast::hash(&h[..32]);
+    h[32..36].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
+/// One block: length, CRC-32, then `rows` in binary form, LZ4 compressed
+/// (`plain` is scratch space).
+pub fn block(rows: &RawRows, plain: &mut Vec<u8>) -> Vec<u8> {
+    plain.clear();
+    rows.write_to(plain);
+    let packed = lz4_flex::block::compress_prepend_size(plain);
+    let mut out = Vec::with_capacity(8 + packed.len());
+    out.extend_from_slice(&(packed.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(&packed).to_le_bytes());
+    out.extend_from_slice(&packed);
     out
 }
 
