@@ -185,15 +185,12 @@ impl Store {
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(PublishError::Transient(format!("head {dest}: {e}"))),
             Ok(meta) => {
-                let bytes = self
-                    .inner
-                    .get(dest)
+                // Not a readable Parquet file counts as other content.
+                let found = self
+                    .footer_rows(dest)
                     .await
-                    .map_err(|e| PublishError::Transient(format!("get {dest}: {e}")))?
-                    .bytes()
-                    .await
-                    .map_err(|e| PublishError::Transient(format!("get {dest}: {e}")))?;
-                let found = parquet_rows(bytes).unwrap_or(-1);
+                    .map_err(|e| PublishError::Transient(format!("read {dest}: {e}")))?
+                    .unwrap_or(-1);
                 if found == rows as i64 {
                     Ok(Some(Published { bytes: meta.size, already: true }))
                 } else {
@@ -263,31 +260,32 @@ impl Store {
     /// The row count of a published file, from its footer alone (two
     /// ranged reads, never the whole file).
     pub async fn rows(&self, rel: &str) -> Result<i64, String> {
-        let p = ObjPath::from(rel);
-        let e = |e: object_store::Error| format!("{rel}: {e}");
-        let size = self.inner.head(&p).await.map_err(e)?.size;
+        self.footer_rows(&ObjPath::from(rel))
+            .await
+            .map_err(|e| format!("{rel}: {e}"))?
+            .map_err(|e| format!("{rel}: {e}"))
+    }
+
+    /// The footer's row count: the outer error is the store's, the inner
+    /// one says the object is not a Parquet file.
+    async fn footer_rows(&self, p: &ObjPath) -> Result<Result<i64, String>, object_store::Error> {
+        let size = self.inner.head(p).await?.size;
         if size < 12 {
-            return Err(format!("{rel}: {size} bytes is not a Parquet file"));
+            return Ok(Err(format!("{size} bytes is not a Parquet file")));
         }
-        let tail = self.inner.get_range(&p, size - 8..size).await.map_err(e)?;
+        let tail = self.inner.get_range(p, size - 8..size).await?;
         if &tail[4..] != b"PAR1" {
-            return Err(format!("{rel}: not a Parquet file"));
+            return Ok(Err("not a Parquet file".into()));
         }
         let len = u64::from(u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]));
         if len + 12 > size {
-            return Err(format!("{rel}: footer length {len} exceeds the file"));
+            return Ok(Err(format!("footer length {len} exceeds the file")));
         }
-        let footer = self.inner.get_range(&p, size - 8 - len..size - 8).await.map_err(e)?;
-        let md = parquet::file::metadata::ParquetMetaDataReader::decode_metadata(&footer).map_err(|e| e.to_string())?;
-        Ok(md.file_metadata().num_rows())
+        let footer = self.inner.get_range(p, size - 8 - len..size - 8).await?;
+        Ok(parquet::file::metadata::ParquetMetaDataReader::decode_metadata(&footer)
+            .map(|md| md.file_metadata().num_rows())
+            .map_err(|e| e.to_string()))
     }
-}
-
-/// Rows in a Parquet file, from its footer.
-pub fn parquet_rows(bytes: Bytes) -> Result<i64, String> {
-    use parquet::file::reader::{FileReader, SerializedFileReader};
-    let r = SerializedFileReader::new(bytes).map_err(|e| e.to_string())?;
-    Ok(r.metadata().file_metadata().num_rows())
 }
 
 #[cfg(feature = "hdfs")]
