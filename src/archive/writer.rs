@@ -16,8 +16,8 @@
 //!   pipeline is not held up until the spool reaches its disk bound, and
 //!   then spooling waits (backpressure).
 //! - [`Archive::recover`] (start, and every Kafka assignment) cuts the open
-//!   segments back to the last decided epoch, the later of the source's
-//!   decision and the spool's own `decided` note.
+//!   segments back to the last decided epoch (the coordinator's: the later
+//!   of the source's decision and its local note).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -132,14 +132,6 @@ impl Archive {
             }
         }
         let rt = tokio::runtime::Handle::try_current().map_err(|e| format!("archive: {e}"))?;
-        {
-            let (store, writer) = (store.clone(), settings.writer.clone());
-            rt.spawn(async move {
-                for k in 0..workers {
-                    store.clean_staging(&format!("{writer}-{k}")).await;
-                }
-            });
-        }
         let shared = Arc::new(Shared {
             schema: Schema::new(&settings.dims),
             settings,
@@ -298,9 +290,7 @@ struct Spooler {
 
 impl Spooler {
     fn start(k: u32, dir: PathBuf, shared: Arc<Shared>, up: smpsc::Sender<Sealed>) -> std::io::Result<Spooler> {
-        let decided =
-            std::fs::read_to_string(dir.join("decided")).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
-        let mut sp = Spooler { k, dir, shared, up, open: BTreeMap::new(), decided, recovered: false, waited: false };
+        let mut sp = Spooler { k, dir, shared, up, open: BTreeMap::new(), decided: 0, recovered: false, waited: false };
         let mut sealed = Vec::new();
         for e in std::fs::read_dir(&sp.dir)? {
             let e = e?;
@@ -317,7 +307,7 @@ impl Spooler {
         }
         sealed.sort_by_key(|s| (s.first_epoch, s.hour_ms));
         for s in sealed {
-            sp.account(s.len as i64);
+            sp.shared.account(s.len as i64);
             sp.shared.pending.fetch_add(1, Ordering::AcqRel);
             let _ = sp.up.send(s);
         }
@@ -325,10 +315,6 @@ impl Spooler {
             sp.recover(None)?;
         }
         Ok(sp)
-    }
-
-    fn account(&self, delta: i64) {
-        self.shared.account(delta);
     }
 
     fn run(&mut self, rx: smpsc::Receiver<Msg>) {
@@ -360,27 +346,14 @@ impl Spooler {
     }
 
     fn set_decided(&mut self, e: u64) {
-        if e <= self.decided {
-            return;
-        }
-        self.decided = e;
-        if self.shared.settings.exactly_once {
-            // The spool's own note of the last decided epoch (the source's
-            // decision may later be overwritten by another instance).
-            let tmp = self.dir.join("decided.tmp");
-            if std::fs::write(&tmp, e.to_string())
-                .and_then(|_| std::fs::rename(&tmp, self.dir.join("decided")))
-                .is_err()
-            {
-                tracing::warn!(shard = self.k, "Cannot write the archive spool's decided note.");
-            }
-        }
+        self.decided = self.decided.max(e);
     }
 
-    /// Reopens the open segments, keeping frames of epochs up to the later
-    /// of `decided` and the spool's own note (`None`: all of them).
-    fn recover(&mut self, decided: Option<u64>) -> std::io::Result<()> {
-        let keep = decided.map(|d| d.max(self.decided));
+    /// Reopens the open segments, keeping frames of epochs up to `keep`
+    /// (the coordinator's last decided epoch; `None`: all of them).
+    fn recover(&mut self, keep: Option<u64>) -> std::io::Result<()> {
+        // Never below what this process has seen decided.
+        let keep = keep.map(|k| k.max(self.decided));
         let before: u64 = self.open.values().map(|o| o.seg.len).sum();
         self.open.clear();
         let mut paths = Vec::new();
@@ -409,9 +382,9 @@ impl Spooler {
         // Accounting: what this spooler had counted for open segments is
         // replaced by what is on disk now.
         let counted = if self.recovered { before } else { 0 };
-        self.account(after as i64 - counted as i64);
+        self.shared.account(after as i64 - counted as i64);
         if let Some(k) = keep {
-            self.decided = self.decided.max(k);
+            self.set_decided(k);
         }
         self.recovered = true;
         Ok(())
@@ -487,7 +460,7 @@ impl Spooler {
             }
             o.seg.append(epoch, bytes, *rows).map_err(|e| e.to_string())?;
             o.last_append_ms = now;
-            self.account(bytes.len() as i64);
+            self.shared.account(bytes.len() as i64);
         }
         for (hour, _, _) in &frames {
             if let Some(o) = self.open.get_mut(hour) {
@@ -505,12 +478,12 @@ impl Spooler {
     /// the uploaders can drain it.
     fn wait_for_room(&mut self, size: u64) {
         let max = self.shared.settings.spool_max_bytes;
-        let mut since: Option<Instant> = None;
+        let mut waiting = false;
         while self.shared.spool_bytes.load(Ordering::Acquire) + size > max
             && !self.shared.stopping.load(Ordering::Acquire)
         {
-            if since.is_none() {
-                since = Some(Instant::now());
+            if !waiting {
+                waiting = true;
                 self.shared.stats.archive_spool_full.fetch_add(1, Ordering::Relaxed);
                 if !self.waited {
                     tracing::warn!(
@@ -525,7 +498,7 @@ impl Spooler {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        if since.is_none() {
+        if !waiting {
             self.waited = false;
         }
     }
@@ -585,6 +558,8 @@ fn backoff(attempt: u32) -> Duration {
 }
 
 fn uploader(k: u32, dir: PathBuf, shared: Arc<Shared>, rx: smpsc::Receiver<Sealed>) {
+    // What a crash left half-uploaded, before this shard stages anything.
+    shared.rt.block_on(shared.store.clean_staging(&format!("{}-{k}", shared.settings.writer)));
     while let Ok(sealed) = rx.recv() {
         let mut attempt = 0u32;
         loop {

@@ -578,8 +578,9 @@ impl<S: EpochSource> Coordinator<S> {
         // then: offsets that hold no decision at all (a deleted or reset
         // group) are still refused below, since consumption would restart
         // from the reset position.
+        let noted = self.noted_decided()?;
         if !latest.is_empty()
-            && let Some(noted) = self.noted_decided()?
+            && let Some(noted) = noted
             && latest.get(&self.cfg.prefix).is_none_or(|x| x.epoch < noted)
         {
             tracing::info!(prefix = %self.cfg.prefix, noted, "The group's offsets hold an older decision of this prefix; recovering from the local note.");
@@ -650,7 +651,10 @@ impl<S: EpochSource> Coordinator<S> {
         }
         self.next_epoch = self.next_epoch.max(decided + 1);
         if let Some(a) = &self.archive {
-            a.recover(Some(decided)).await.map_err(EpochError::Fatal)?;
+            // The archive keeps every frame the note calls decided, even
+            // when the group's offsets no longer say so.
+            let keep = decided.max(noted.unwrap_or(0));
+            a.recover(Some(keep)).await.map_err(EpochError::Fatal)?;
         }
         tracing::info!(prefix = %self.cfg.prefix, decided, next = self.next_epoch, "Epoch recovery done.");
         Ok(())
