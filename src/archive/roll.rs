@@ -1,15 +1,14 @@
-//! When a shard's archive files are cut: by size (default 128 MiB), by age
-//! (default 10 min since the file opened) and by idleness (no reading for
-//! its hour for a while), never once per epoch.
+//! When archive files are cut: by size (default 128 MiB), by age (default
+//! 10 min since the file opened) and by idleness (no reading for its hour
+//! for a while), never once per epoch.
 //!
-//! A shard keeps one open file per event-time hour it has readings for. A
-//! file covers a range of epochs and is only ever cut after an epoch is
-//! committed, so its name `part-{shard}-{first}-{last}` is fixed by its
-//! content. A reading for an hour whose file was already cut opens a new
-//! file of that hour, starting at a later epoch: an old file is never
-//! rewritten and two files never share a name.
+//! The spooler (`writer.rs`) keeps one open file per event-time hour and
+//! asks [`RollPolicy::reason`] about each after every decided epoch and on
+//! a timer. A file is only ever cut once its epochs are decided, so its
+//! name `part-{shard}-{first}-{last}` is fixed by its content; a reading for
+//! an hour whose file was already cut opens a new file of that hour,
+//! starting at a later epoch: an old file is never rewritten.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// Roll settings.
@@ -42,19 +41,6 @@ impl Default for RollPolicy {
     }
 }
 
-/// One open file: the readings of one hour since `first_epoch`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct OpenFile {
-    pub hour_ms: i64,
-    pub first_epoch: u64,
-    pub last_epoch: u64,
-    pub rows: u64,
-    /// Spooled bytes (the encoded Parquet is smaller).
-    pub bytes: u64,
-    pub opened_ms: i64,
-    pub last_append_ms: i64,
-}
-
 /// Why a file was cut.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {
@@ -79,68 +65,9 @@ impl Reason {
     }
 }
 
-#[derive(Debug, Default)]
-pub struct Roller {
-    policy: RollPolicy,
-    open: BTreeMap<i64, OpenFile>,
-}
-
-impl Roller {
-    pub fn new(policy: RollPolicy) -> Self {
-        Roller { policy, open: BTreeMap::new() }
-    }
-
-    pub fn open_files(&self) -> impl Iterator<Item = &OpenFile> {
-        self.open.values()
-    }
-
-    /// Epoch `epoch` spooled `rows` readings (`bytes`) of hour `hour_ms`.
-    pub fn append(&mut self, hour_ms: i64, epoch: u64, rows: u64, bytes: u64, now_ms: i64) {
-        let f = self.open.entry(hour_ms).or_insert(OpenFile {
-            hour_ms,
-            first_epoch: epoch,
-            last_epoch: epoch,
-            rows: 0,
-            bytes: 0,
-            opened_ms: now_ms,
-            last_append_ms: now_ms,
-        });
-        debug_assert!(epoch >= f.last_epoch, "epochs only grow");
-        f.last_epoch = f.last_epoch.max(epoch);
-        f.rows += rows;
-        f.bytes += bytes;
-        f.last_append_ms = now_ms;
-    }
-
-    /// After an epoch is committed: the files to cut now (removed from the
-    /// open set), with their reason.
-    pub fn due(&mut self, now_ms: i64) -> Vec<(OpenFile, Reason)> {
-        let p = self.policy;
-        let mut out = Vec::new();
-        self.open.retain(|_, f| {
-            let reason = p.reason(f.bytes, f.opened_ms, f.last_append_ms, now_ms);
-            match reason {
-                Some(r) => {
-                    out.push((*f, r));
-                    false
-                }
-                None => true,
-            }
-        });
-        out
-    }
-
-    /// Cuts every open file (shutdown).
-    pub fn flush(&mut self) -> Vec<(OpenFile, Reason)> {
-        std::mem::take(&mut self.open).into_values().map(|f| (f, Reason::Flush)).collect()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const H: i64 = 3_600_000;
 
     fn policy() -> RollPolicy {
         RollPolicy { max_bytes: 1000, max_age: Duration::from_secs(600), idle: Duration::from_secs(60) }
@@ -148,44 +75,24 @@ mod tests {
 
     #[test]
     fn a_busy_stream_rolls_by_size_and_age_never_per_epoch() {
-        let mut r = Roller::new(policy());
-        // 10 epochs of 90 bytes: under the size bound, nothing is cut.
-        for e in 1..=10 {
-            r.append(0, e, 9, 90, e as i64 * 1000);
-            assert!(r.due(e as i64 * 1000).is_empty(), "epoch {e}");
+        let p = policy();
+        // 10 epochs of 90 bytes, one a second: under the size bound, not due.
+        for e in 1..=10i64 {
+            assert_eq!(p.reason(e as u64 * 90, 0, e * 1000, e * 1000), None, "epoch {e}");
         }
-        r.append(0, 11, 10, 100, 11_000);
-        let cut = r.due(11_000);
-        assert_eq!(cut.len(), 1);
-        assert_eq!((cut[0].0.first_epoch, cut[0].0.last_epoch, cut[0].0.rows, cut[0].1), (1, 11, 100, Reason::Size));
+        assert_eq!(p.reason(1000, 0, 11_000, 11_000), Some(Reason::Size));
         // A slow stream is cut by age even if it keeps appending.
-        for e in 12..=611 {
-            r.append(0, e, 1, 1, e as i64 * 1000);
-        }
-        let cut = r.due(612_000);
-        assert_eq!((cut[0].0.first_epoch, cut[0].1), (12, Reason::Age));
+        assert_eq!(p.reason(600, 12_000, 611_000, 611_000), None);
+        assert_eq!(p.reason(601, 12_000, 612_000, 612_000), Some(Reason::Age));
     }
 
     #[test]
-    fn a_quiet_hour_is_closed_by_idleness_and_a_late_reading_opens_a_new_file() {
-        let mut r = Roller::new(policy());
-        r.append(0, 1, 5, 50, 0);
-        r.append(H, 2, 5, 50, 1000);
-        // Hour 0 goes quiet while hour 1 keeps receiving.
-        for e in 3..=70 {
-            r.append(H, e, 1, 1, e as i64 * 1000);
-        }
-        let cut = r.due(70_000);
-        assert_eq!(cut.len(), 1);
-        assert_eq!((cut[0].0.hour_ms, cut[0].0.first_epoch, cut[0].0.last_epoch, cut[0].1), (0, 1, 1, Reason::Idle));
-        // A late reading for hour 0: a new file starting at its epoch, so its
-        // name (part-k-71-…) cannot collide with the closed part-k-1-1.
-        r.append(0, 71, 1, 10, 71_000);
-        let f: Vec<_> = r.open_files().copied().collect();
-        assert_eq!(f.iter().find(|f| f.hour_ms == 0).map(|f| (f.first_epoch, f.rows)), Some((71, 1)));
-        let all = r.flush();
-        assert_eq!(all.len(), 2);
-        assert!(all.iter().all(|(_, why)| *why == Reason::Flush));
-        assert!(r.open_files().next().is_none());
+    fn a_quiet_hour_is_closed_by_idleness() {
+        let p = policy();
+        assert_eq!(p.reason(50, 0, 0, 59_999), None);
+        assert_eq!(p.reason(50, 0, 0, 60_000), Some(Reason::Idle));
+        // Size wins over age, age over idleness.
+        assert_eq!(p.reason(5000, 0, 0, 700_000), Some(Reason::Size));
+        assert_eq!(p.reason(50, 0, 0, 700_000), Some(Reason::Age));
     }
 }

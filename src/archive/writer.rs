@@ -650,3 +650,78 @@ fn publish(k: u32, dir: &Path, shared: &Shared, s: &Sealed) -> Result<(), Upload
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::Reading;
+
+    fn sample(ts_ms: i64, metric: crate::decode::catalog::MetricId, value: f64) -> ArchiveSample {
+        ArchiveSample {
+            sample: Sample {
+                vin: "VIN1".into(),
+                ts_ms,
+                seq: Some(1),
+                readings: vec![Reading { metric, value, is_bool: false }],
+            },
+            dims: None,
+            received_ms: ts_ms,
+            source: "mqtt:t".into(),
+        }
+    }
+
+    async fn files(store: &Store) -> Vec<String> {
+        store.list("raw").await.unwrap().into_iter().map(|(p, _)| p).collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_late_reading_for_a_cut_hour_goes_into_a_new_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::memory();
+        let settings = Settings {
+            writer: "w".into(),
+            table: "raw".into(),
+            dims: vec![],
+            spool_dir: dir.path().to_path_buf(),
+            spool_max_bytes: 1 << 30,
+            roll: RollPolicy { max_bytes: 1 << 30, max_age: Duration::from_secs(3600), idle: Duration::from_secs(1) },
+            format: ArchiveFormat::default(),
+            fan_in: 64,
+            exactly_once: true,
+        };
+        let a = Archive::open(settings, 1, store.clone(), Arc::new(Stats::default())).unwrap();
+        a.recover(Some(0)).await.unwrap();
+        let catalog = Arc::new(RwLock::new(MetricCatalog::new(10)));
+        let m = catalog.write().unwrap().intern("speed").unwrap();
+        const H: i64 = 3_600_000;
+        assert_eq!(a.spool(0, 1, vec![sample(10, m, 1.0)], catalog.clone()).await.unwrap(), Ok(1));
+        // Undecided, the hour's file is never cut, however idle.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert!(files(&store).await.is_empty());
+        a.decided(1);
+        for _ in 0..100 {
+            if !files(&store).await.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(files(&store).await, ["raw/dt=1970-01-01/hour=00/part-w-0-1-1.parquet"]);
+        // A late reading for hour 0 and one for hour 1: the cut file stays
+        // as it is, hour 0 gets a second file from epoch 2.
+        let late = vec![sample(20, m, 2.0), sample(H + 5, m, 3.0)];
+        assert_eq!(a.spool(0, 2, late, catalog).await.unwrap(), Ok(2));
+        a.decided(2);
+        a.stop(Duration::from_secs(30)).await;
+        assert_eq!(
+            files(&store).await,
+            [
+                "raw/dt=1970-01-01/hour=00/part-w-0-1-1.parquet",
+                "raw/dt=1970-01-01/hour=00/part-w-0-2-2.parquet",
+                "raw/dt=1970-01-01/hour=01/part-w-0-2-2.parquet",
+            ]
+        );
+        for (f, rows) in [("hour=00/part-w-0-1-1", 1), ("hour=00/part-w-0-2-2", 1), ("hour=01/part-w-0-2-2", 1)] {
+            assert_eq!(store.rows(&format!("raw/dt=1970-01-01/{f}.parquet")).await.unwrap(), rows);
+        }
+    }
+}
