@@ -7,10 +7,13 @@
 //! layout, two hours and two shards.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
+mod common;
+
+use common::archive::python;
 use rockfeed::archive::layout::{file_path, hour_of};
-use rockfeed::archive::{ArchiveFormat, Raw, RawRows, Schema, ValueKind, encode, publish};
+use rockfeed::archive::store::Store;
+use rockfeed::archive::{ArchiveFormat, Raw, RawRows, Schema, ValueKind, encode};
 
 const PY: &str = r#"
 import json, sys
@@ -26,21 +29,12 @@ out = {
 print(json.dumps(out))
 "#;
 
-fn python() -> String {
-    std::env::var("ROCKFEED_TEST_PYTHON").unwrap_or_else(|_| {
-        let p = concat!(env!("CARGO_MANIFEST_DIR"), "/target/pyenv/bin/python");
-        assert!(
-            std::path::Path::new(p).exists(),
-            "pyarrow is missing: run tests/run.sh (it installs it into target/pyenv)"
-        );
-        p.to_string()
-    })
-}
-
 #[tokio::test]
 async fn pyarrow_reads_every_reading_back_from_the_hive_layout() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(object_store::local::LocalFileSystem::new_with_prefix(dir.path()).unwrap());
+    let cfg = rockfeed::archive::ArchiveConfig { url: dir.path().display().to_string(), ..Default::default() };
+    let store = Store::open(&cfg).unwrap();
+    let staged = tempfile::tempdir().unwrap();
     let dims = vec!["fleet".to_string()];
     let schema = Schema::new(&dims);
     let hour0 = 1_795_514_400_000i64; // 2026-11-24T10:00Z
@@ -80,7 +74,9 @@ async fn pyarrow_reads_every_reading_back_from_the_hive_layout() {
                 10 + h as u64,
                 19 + h as u64,
             );
-            publish(store.as_ref(), &path, bytes).await.unwrap();
+            let local = staged.path().join("f.parquet");
+            std::fs::write(&local, &bytes).unwrap();
+            store.publish(&path, &local, rows.len() as u64, "rf").await.unwrap();
         }
     }
 

@@ -2,18 +2,14 @@
 //! in a Hive layout on `object_store`, for offline Hive/HDFS use and as the
 //! audit trail behind the StarRocks numbers.
 //!
-//! This first part is the file format and the layout:
-//! - [`RawRows`] collects readings column-wise, with the strings (vin,
-//!   metric, source, dims) interned per file.
-//! - [`encode`] sorts them by (vin, metric, ts) and writes one Parquet file
-//!   (zstd, dictionary-encoded strings, page statistics, row groups of a
-//!   configurable size, the sort order recorded in the footer).
-//! - [`layout::file_path`] names it
-//!   `{table}/dt=YYYY-MM-DD/hour=HH/part-{shard}-{first_epoch}-{last_epoch}.parquet`.
-//! - [`publish`] puts it through `object_store`. A put is visible only once
-//!   complete: the local store stages and renames; S3 completes one upload.
-//!
-//! Spooling, rolling and the epoch protocol build on these.
+//! - [`RawRows`]: readings column-wise, strings interned (here: the
+//!   binary block form of the spool, the sort order, row copies).
+//! - [`parquet`]: the file format; [`layout`]: the Hive names.
+//! - [`spool`], [`merge`], [`roll`]: raw rows on local disk per epoch,
+//!   merged into a file when the roll policy cuts it.
+//! - [`store`]: publishing through `object_store` (local, S3, HDFS).
+//! - [`writer`]: the spooler and uploader threads and the epoch protocol.
+//! - [`hive`], [`read`], [`config`]: `ddl --hive`, reading back, `[archive]`.
 
 pub mod config;
 pub mod hive;
@@ -255,8 +251,8 @@ impl RawRows {
 
     /// Row order by (vin, metric, ts), ties in insertion order.
     pub fn sorted_order(&self) -> Vec<u32> {
-        let vin_rank = parquet::ranks(&self.vins.values).0;
-        let metric_rank = parquet::ranks(&self.metrics.values).0;
+        let vin_rank = ranks(&self.vins.values);
+        let metric_rank = ranks(&self.metrics.values);
         // One precomputed integer key per row (the sort then compares plain
         // integers): vin rank, metric rank, ts with its sign bit flipped
         // (so negative times order first), then the row itself for ties.
@@ -401,12 +397,13 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Puts an encoded file at `path` (visible only when complete).
-pub async fn publish(
-    store: &dyn object_store::ObjectStore,
-    path: &str,
-    bytes: bytes::Bytes,
-) -> Result<(), object_store::Error> {
-    use object_store::ObjectStoreExt;
-    store.put(&object_store::path::Path::from(path), bytes.into()).await.map(|_| ())
+/// `rank[id]`: the place of each interned string in sorted order.
+fn ranks(values: &[CompactString]) -> Vec<i32> {
+    let mut order: Vec<u32> = (0..values.len() as u32).collect();
+    order.sort_unstable_by(|a, b| values[*a as usize].cmp(&values[*b as usize]));
+    let mut rank = vec![0i32; values.len()];
+    for (r, id) in order.iter().enumerate() {
+        rank[*id as usize] = r as i32;
+    }
+    rank
 }

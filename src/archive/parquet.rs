@@ -70,18 +70,6 @@ impl Schema {
     }
 }
 
-/// Ranks of interned strings in sorted order: `rank[id]`, and the strings
-/// in that order.
-pub(crate) fn ranks(values: &[compact_str::CompactString]) -> (Vec<i32>, Vec<&str>) {
-    let mut order: Vec<u32> = (0..values.len() as u32).collect();
-    order.sort_unstable_by(|a, b| values[*a as usize].cmp(&values[*b as usize]));
-    let mut rank = vec![0i32; values.len()];
-    for (r, id) in order.iter().enumerate() {
-        rank[*id as usize] = r as i32;
-    }
-    (rank, order.iter().map(|id| values[*id as usize].as_str()).collect())
-}
-
 fn dictionary(keys: Int32Array, values: &[&str]) -> Result<ArrayRef, String> {
     let values = Arc::new(StringArray::from_iter_values(values.iter()));
     Ok(Arc::new(DictionaryArray::<Int32Type>::try_new(keys, values).map_err(|e| e.to_string())?))

@@ -228,13 +228,7 @@ impl Hook {
     }
 
     async fn reach(&mut self, step: &'static str) {
-        let Some((s, n)) = &self.at else { return };
-        if s != step {
-            return;
-        }
-        let c = self.seen.entry(step).or_default();
-        *c += 1;
-        if *c == *n {
+        if self.hits(step) {
             eprintln!("rockfeed test hook: halted at {step}");
             loop {
                 tokio::time::sleep(Duration::from_secs(3600)).await;
