@@ -361,6 +361,104 @@ async fn rebalances_between_two_instances_finish_their_epochs_and_lose_nothing()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoke_while_a_refused_decision_retries_rolls_the_epoch_back_before_the_partitions_go() {
+    // The group coordinator refuses A's offset commits (RebalanceInProgress)
+    // while a second member joins: A's revoke arrives while the coordinator
+    // retries the decision. The epoch is abandoned; its prepared
+    // transactions must be rolled back before the revoke is answered, since
+    // the answer tears this life of the pipeline down (and A may not be
+    // assigned anything again to recover them). So the moment A's pipeline
+    // restarts, no transaction of its prefix may still be open.
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    let mock = mock_cluster(1, "telemetry", 2).unwrap();
+    let brokers = mock.bootstrap_servers();
+    let (r, _) = two_instances(&brokers, "krv", "unused").await;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (ready_tx, mut ready) = watch::channel(false);
+    let app = tokio::spawn(rockfeed::app::run_with_ready(r.cfg.clone(), stop_rx, ready_tx));
+    assert!(tokio::time::timeout(Duration::from_secs(60), ready.wait_for(|r| *r)).await.is_ok(), "never assigned");
+    let producer = {
+        let brokers = brokers.clone();
+        tokio::spawn(async move { produce(&brokers, Profile::Narrow, 1500.0, 8, 31).await })
+    };
+    let committed = |emu: &Emulator| {
+        emu.with_core(|c| {
+            c.registry
+                .all()
+                .filter(|t| t.label.starts_with("krv-") && matches!(t.state.name(), "COMMITTED" | "VISIBLE"))
+                .count()
+        })
+    };
+    let mut flowing = false;
+    for _ in 0..100 {
+        if committed(&r.emu) > 0 {
+            flowing = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(flowing, "epochs commit before the fault");
+    mock.request_errors(RDKafkaApiKey::OffsetCommit, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS; 40]);
+    // The next epoch prepares and cannot be decided.
+    let mut stuck = false;
+    for _ in 0..100 {
+        if open_txns(&r.emu).iter().any(|t| t.starts_with("krv-") && t.ends_with("PREPARED")) {
+            stuck = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(stuck, "an epoch prepared under the refused commits: {:?}", open_txns(&r.emu));
+    // A second member joins the group: A's partitions are revoked.
+    let joined = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let joiner = {
+        let (brokers, joined) = (brokers.clone(), joined.clone());
+        std::thread::spawn(move || {
+            let c: BaseConsumer = rdkafka::ClientConfig::new()
+                .set("bootstrap.servers", &brokers)
+                .set("group.id", "rockfeed-it")
+                .set("session.timeout.ms", "6000")
+                .set("heartbeat.interval.ms", "500")
+                .set("enable.auto.commit", "false")
+                .create()
+                .unwrap();
+            c.subscribe(&["telemetry"]).unwrap();
+            while joined.load(Ordering::Relaxed) {
+                let _ = c.poll(Duration::from_millis(100));
+            }
+        })
+    };
+    let restarted = tokio::time::timeout(Duration::from_secs(60), ready.wait_for(|r| !*r)).await.is_ok();
+    let open = open_txns(&r.emu);
+    assert!(restarted, "the revoke during the refused decision restarts A's pipeline");
+    assert!(
+        !open.iter().any(|t| t.starts_with("krv-")),
+        "the abandoned epoch's transactions are rolled back before the partitions go: {open:?}"
+    );
+    mock.clear_request_errors(RDKafkaApiKey::OffsetCommit);
+    joined.store(false, Ordering::Relaxed);
+    joiner.join().unwrap();
+    // A takes everything back over from its decided offsets.
+    let ledger = producer.await.unwrap();
+    let t = tables(r.emu.fe_url());
+    for _ in 0..300 {
+        if audit_emulator(&t, &ledger).await.unwrap().iter().all(|a| a.ok()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    stop_tx.send(true).unwrap();
+    let stats = app.await.unwrap().unwrap();
+    let audits = audit_emulator(&t, &ledger).await.unwrap();
+    assert!(audits.iter().all(|a| a.ok()), "{audits:?}");
+    assert!(open_txns(&r.emu).is_empty(), "{:?}", open_txns(&r.emu));
+    assert!(stats.txns_rolled_back.load(Ordering::Relaxed) > 0);
+    assert_eq!(stats.readings_committed.load(Ordering::Relaxed), ledger.readings());
+    r.emu.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn narrow_records_keyed_by_their_mqtt_topic_decode_as_narrow() {
     // An MQTT-to-Kafka bridge: the key is the MQTT topic
     // (`telemetry/{vin}/{metric}`), the value the narrow payload.

@@ -266,6 +266,10 @@ pub struct Coordinator<S> {
     archive: Option<Arc<crate::archive::Archive>>,
     /// The source's requests (revoke, assign), while `run` runs.
     requests: Option<mpsc::Receiver<Request>>,
+    /// A request that came in while a decision was being retried: answered
+    /// (with the failure) only once the abandoned epoch is rolled back, so
+    /// the source cannot tear the pipeline down under the rollback.
+    deferred: Option<oneshot::Sender<Result<(), String>>>,
 }
 
 impl<S: EpochSource> Coordinator<S> {
@@ -289,6 +293,7 @@ impl<S: EpochSource> Coordinator<S> {
             last_decided: Positions::new(),
             archive: None,
             requests: None,
+            deferred: None,
         }
     }
 
@@ -386,8 +391,9 @@ impl<S: EpochSource> Coordinator<S> {
             tables: self.cfg.tables.clone(),
         };
         if let Err(reason) = self.decide(&d, &positions).await {
-            if self.exactly_once() {
-                self.roll_back(&txns).await;
+            self.roll_back(&txns).await;
+            if let Some(reply) = self.deferred.take() {
+                let _ = reply.send(Err(reason.clone()));
             }
             return Err(EpochError::Abandoned { epoch: e, reason });
         }
@@ -448,8 +454,9 @@ impl<S: EpochSource> Coordinator<S> {
     /// reading it back. Gives up (so the epoch is abandoned) after the
     /// source's retry budget of failures that leave it undecided. A request
     /// arriving meanwhile (a revoke's Finish: the group is rebalancing and
-    /// waits for this member) is answered with an error at once and the
-    /// epoch abandoned, so the rebalance is not held up.
+    /// waits for this member) abandons the epoch at once, so the rebalance
+    /// is not held up longer than the rollback; the request is answered
+    /// after it (`deferred`).
     async fn decide(&mut self, d: &Decision, positions: &Positions) -> Result<(), String> {
         let policy = self.loader.policy();
         let started = Instant::now();
@@ -486,7 +493,7 @@ impl<S: EpochSource> Coordinator<S> {
                     req = rq.recv() => {
                         let why = "the open epoch could not be decided while the group rebalances; it is rolled back";
                         if let Some(Request::Finish(reply) | Request::Recover(reply)) = req {
-                            let _ = reply.send(Err(why.into()));
+                            self.deferred = Some(reply);
                         }
                         return Err(format!("{err}; {why}"));
                     }
