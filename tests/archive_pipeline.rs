@@ -81,12 +81,7 @@ async fn every_reading_lands_in_the_archive_exactly_once() {
     produce_kafka(&brokers, fleet(), Profile::Wide, 400.0, 3, &mut ledger).await;
     produce_kafka(&brokers, fleet(), Profile::Narrow, 1500.0, 2, &mut ledger).await;
     let t = emulator_tables(emu.fe_url(), false);
-    for _ in 0..300 {
-        if audit_emulator(&t, &ledger).await.unwrap().iter().all(|a| a.ok()) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    common::audit_settles(&t, &ledger, Duration::from_secs(60)).await;
     // Let some files roll by age and idleness while running, then stop
     // (which cuts and publishes the rest).
     tokio::time::sleep(Duration::from_secs(3)).await;

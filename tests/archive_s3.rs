@@ -90,14 +90,7 @@ async fn s3_outage_retries_then_holds_the_pipeline_at_the_spool_bound_and_loses_
     // 1. The store is down: a little traffic still reaches StarRocks.
     let mut ledger = Ledger::new(&fleet().metrics, 60_000);
     produce(&brokers, 4000.0, 2, &mut ledger).await;
-    let mut loaded = false;
-    for _ in 0..200 {
-        if audit_emulator(&t, &ledger).await.unwrap().iter().all(|a| a.ok()) {
-            loaded = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let loaded = common::audit_settles(&t, &ledger, Duration::from_secs(20)).await;
     assert!(loaded, "ingestion must not wait for the archive store below the spool bound");
 
     // 2. Much more than the spool's 2 MiB bound: the pipeline is held.
@@ -111,14 +104,7 @@ async fn s3_outage_retries_then_holds_the_pipeline_at_the_spool_bound_and_loses_
     // 3. The store comes up: everything lands, in StarRocks and in S3.
     let moto = Moto::start(s3_port);
     moto.create_bucket("lake");
-    let mut done = false;
-    for _ in 0..600 {
-        if audit_emulator(&t, &ledger).await.unwrap().iter().all(|a| a.ok()) {
-            done = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let done = common::audit_settles(&t, &ledger, Duration::from_secs(60)).await;
     assert!(done, "the pipeline did not resume once the store was back");
     stop_tx.send(true).unwrap();
     let stats = app.await.unwrap().unwrap();

@@ -114,15 +114,7 @@ async fn several_partitions_land_exactly_once_through_epochs() {
     let app = tokio::spawn(rockfeed::app::run_with_ready(r.cfg.clone(), stop_rx, ready_tx));
     assert!(tokio::time::timeout(Duration::from_secs(60), ready.wait_for(|r| *r)).await.is_ok(), "never assigned");
     let t = tables(r.emu.fe_url());
-    let mut ok = false;
-    for _ in 0..300 {
-        let a = audit_emulator(&t, &ledger).await.unwrap();
-        if a.iter().all(|a| a.ok()) {
-            ok = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let ok = common::audit_settles(&t, &ledger, Duration::from_secs(60)).await;
     stop_tx.send(true).unwrap();
     let stats = app.await.unwrap().unwrap();
     let audits = audit_emulator(&t, &ledger).await.unwrap();
@@ -339,12 +331,7 @@ async fn rebalances_between_two_instances_finish_their_epochs_and_lose_nothing()
     let stats_a = app_a.await.unwrap().unwrap();
     let ledger = producer.await.unwrap();
     let t = tables(r.emu.fe_url());
-    for _ in 0..300 {
-        if audit_emulator(&t, &ledger).await.unwrap().iter().all(|a| a.ok()) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    common::audit_settles(&t, &ledger, Duration::from_secs(60)).await;
     stop_b.send(true).unwrap();
     let stats_b = app_b.await.unwrap().unwrap();
     let audits = audit_emulator(&t, &ledger).await.unwrap();
@@ -442,12 +429,7 @@ async fn a_revoke_while_a_refused_decision_retries_rolls_the_epoch_back_before_t
     // A takes everything back over from its decided offsets.
     let ledger = producer.await.unwrap();
     let t = tables(r.emu.fe_url());
-    for _ in 0..300 {
-        if audit_emulator(&t, &ledger).await.unwrap().iter().all(|a| a.ok()) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    common::audit_settles(&t, &ledger, Duration::from_secs(60)).await;
     stop_tx.send(true).unwrap();
     let stats = app.await.unwrap().unwrap();
     let audits = audit_emulator(&t, &ledger).await.unwrap();
@@ -487,12 +469,7 @@ async fn narrow_records_keyed_by_their_mqtt_topic_decode_as_narrow() {
     let (stop_tx, stop_rx) = watch::channel(false);
     let app = tokio::spawn(rockfeed::app::run_with_ready(r.cfg.clone(), stop_rx, watch::channel(false).0));
     let t = tables(r.emu.fe_url());
-    for _ in 0..300 {
-        if audit_emulator(&t, &ledger).await.unwrap().iter().all(|a| a.ok()) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    common::audit_settles(&t, &ledger, Duration::from_secs(60)).await;
     stop_tx.send(true).unwrap();
     let stats = app.await.unwrap().unwrap();
     let audits = audit_emulator(&t, &ledger).await.unwrap();
@@ -516,12 +493,7 @@ async fn a_second_writer_on_the_same_label_prefix_is_refused() {
     let (stop_tx, stop_rx) = watch::channel(false);
     let app = tokio::spawn(rockfeed::app::run_with_ready(r.cfg.clone(), stop_rx, watch::channel(false).0));
     let t = tables(r.emu.fe_url());
-    for _ in 0..300 {
-        if audit_emulator(&t, &ledger).await.unwrap().iter().all(|a| a.ok()) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    common::audit_settles(&t, &ledger, Duration::from_secs(60)).await;
     stop_tx.send(true).unwrap();
     app.await.unwrap().unwrap();
     let mut other = r.cfg.clone();
@@ -583,14 +555,7 @@ async fn an_instance_restarts_after_another_committed_over_all_its_decisions() {
         assert!(up, "run {i} never assigned");
         let fleet = Fleet::new(24, 15, 41, "RFKX");
         common::produce_kafka(&brokers, fleet, Profile::Narrow, 1500.0, 2, &mut ledger).await;
-        let mut ok = false;
-        for _ in 0..300 {
-            if audit_emulator(&t, &ledger).await.unwrap().iter().all(|a| a.ok()) {
-                ok = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        let ok = common::audit_settles(&t, &ledger, Duration::from_secs(60)).await;
         stop_tx.send(true).unwrap();
         let stats = app.await.unwrap().unwrap();
         assert!(ok, "run {i}: {:?}", audit_emulator(&t, &ledger).await.unwrap());

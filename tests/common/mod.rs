@@ -176,3 +176,22 @@ pub fn emulator_tables(url: String, latest: bool) -> loadgen::audit::EmulatorTab
         latest: latest.then(|| "vehicle_latest".into()),
     }
 }
+
+/// Polls the emulator's tables until they audit clean against `ledger`, for
+/// up to `within`; whether they did.
+pub async fn audit_settles(
+    t: &loadgen::audit::EmulatorTables,
+    ledger: &loadgen::ledger::Ledger,
+    within: Duration,
+) -> bool {
+    let end = tokio::time::Instant::now() + within;
+    loop {
+        if loadgen::audit::audit_emulator(t, ledger).await.unwrap().iter().all(|a| a.ok()) {
+            return true;
+        }
+        if tokio::time::Instant::now() >= end {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
