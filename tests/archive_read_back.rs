@@ -126,20 +126,10 @@ async fn pyarrow_reads_every_reading_back_from_the_hive_layout() {
 fn parse_iso_utc(s: &str) -> i64 {
     let (date, rest) = s.split_once('T').unwrap();
     let time = rest.trim_end_matches("+00:00");
-    let d: Vec<i64> = date.split('-').map(|x| x.parse().unwrap()).collect();
+    let d: Vec<u32> = date.split('-').map(|x| x.parse().unwrap()).collect();
     let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
     let t: Vec<i64> = hms.split(':').map(|x| x.parse().unwrap()).collect();
     let ms: i64 = format!("{frac:0<3}")[..3].parse().unwrap();
-    let days = days_from_civil(d[0], d[1], d[2]);
+    let days = i64::from(rockfeed::starrocks::types::days_from_civil(d[0] as i32, d[1], d[2]));
     ((days * 24 + t[0]) * 60 + t[1]) * 60_000 + t[2] * 1000 + ms
-}
-
-/// Days since 1970-01-01 (Howard Hinnant's days_from_civil).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }

@@ -3,11 +3,15 @@
 //! its content's epoch range, so writing the same content again after a
 //! crash names the same file.
 
+use crate::starrocks::types::civil_from_days;
+
 /// (date `YYYY-MM-DD`, hour `HH`) of an event time in ms, UTC.
 pub fn partition_of(ts_ms: i64) -> (String, String) {
     let secs = ts_ms.div_euclid(1000);
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (y, m, d) = civil_from_days(days);
+    // Decoding bounds event times (`ts_out_of_range`); the clamp only keeps
+    // the conversion total.
+    let (y, m, d) = civil_from_days(days.clamp(-100_000_000, 100_000_000) as i32);
     (format!("{y:04}-{m:02}-{d:02}"), format!("{:02}", rem / 3600))
 }
 
@@ -30,20 +34,6 @@ pub fn parse_file_name(name: &str) -> Option<(&str, u64, u64)> {
     let (rest, last) = stem.rsplit_once('-')?;
     let (shard, first) = rest.rsplit_once('-')?;
     Some((shard, first.parse().ok()?, last.parse().ok()?))
-}
-
-/// Days since 1970-01-01 → (year, month, day), proleptic Gregorian
-/// (Howard Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
 #[cfg(test)]
