@@ -1,5 +1,10 @@
 //! Small shared utilities.
 
+/// Wall-clock milliseconds since the Unix epoch (0 before it).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
 pub mod hash {
     //! A fast, non-cryptographic hasher for maps whose keys rockfeed itself
     //! produces or bounds (metric catalog, emulator rows and tablets). Not

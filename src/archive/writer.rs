@@ -41,6 +41,7 @@ use crate::decode::catalog::MetricCatalog;
 use crate::enrich::DimRow;
 use crate::pipeline::epoch::Hook;
 use crate::telemetry::{Stage, Stats};
+use crate::util::now_ms;
 
 /// One sample for the archive, as the shard had it.
 #[derive(Debug)]
@@ -107,10 +108,6 @@ pub struct Archive {
     senders: Vec<smpsc::Sender<Msg>>,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     shared: Arc<Shared>,
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 impl Archive {

@@ -43,6 +43,7 @@ use crate::sink::starrocks::retry::Backoff;
 use crate::sink::starrocks::service::StreamLoader;
 use crate::sink::starrocks::txn::{Chunk, Committed, TxnError, TxnLoader, TxnTimeouts};
 use crate::telemetry::{Local, Stage, Stats};
+use crate::util::now_ms;
 
 /// Source positions: (stream, partition) → the next position to read.
 pub type Positions = BTreeMap<(Arc<str>, i32), i64>;
@@ -701,10 +702,6 @@ fn lost(label: &str, reason: &str, stats: &Stats) {
 
 fn fatal_txn(e: &TxnError) -> EpochError {
     EpochError::Fatal(e.to_string())
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -49,6 +49,7 @@ use crate::sink::starrocks::service::StreamLoader;
 use crate::sink::starrocks::txn::{Chunk, TxnError, TxnLoader, TxnTimeouts};
 use crate::source::RawMessage;
 use crate::telemetry::{Local, Reconciliation, Stage};
+use crate::util::now_ms;
 
 /// Which wire form payloads use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
@@ -111,10 +112,6 @@ enum ShardMsg {
     /// Load what the shard holds: on its own tick (uncoordinated) or for
     /// the coordinator's epoch, answering when prepared (or loaded).
     Seal(Option<(u64, oneshot::Sender<ShardDone>)>),
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 /// Where a run's output goes: StarRocks, and the raw archive if on.

@@ -41,6 +41,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::RawMessage;
 use crate::pipeline::epoch::{Decision, EpochSource, Positions, Request};
+use crate::util::now_ms;
 
 /// Environment variable with the SASL password (`sasl.password`).
 pub const PASSWORD_ENV: &str = "ROCKFEED_KAFKA_PASSWORD";
@@ -269,8 +270,8 @@ impl KafkaSource {
 
     /// Polls until `done` flips or the channel closes; hands messages to
     /// `tx` until `shutdown` flips (then only polls, so the last epoch's
-    /// offset commit meets a live group member).
-    /// `tx`. A full channel is waited on for up to [`PAUSE_AFTER`] with the
+    /// offset commit meets a live group member). A full channel is waited
+    /// on for up to [`PAUSE_AFTER`] with the
     /// message in hand (librdkafka's own prefetch is bounded); past that the
     /// partitions are paused and polling goes on, so group membership and
     /// rebalances stay alive however long the pipeline stalls. Runs on its
@@ -402,10 +403,6 @@ impl EpochSource for KafkaSource {
     fn refused(&self, err: &str) -> bool {
         ["RebalanceInProgress", "IllegalGeneration", "UnknownMemberId"].iter().any(|c| err.contains(c))
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
 
 use super::RawMessage;
+use crate::util::now_ms;
 
 /// MQTT source settings.
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -131,10 +132,6 @@ impl MqttConfig {
             }
         }
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 /// Runs the source until `shutdown` flips or the pipeline goes away.
