@@ -250,6 +250,11 @@ impl Drop for Archive {
 }
 
 impl Shared {
+    /// The test hook (a poisoned lock is still usable).
+    fn hook(&self) -> std::sync::MutexGuard<'_, Hook> {
+        self.hook.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn account(&self, delta: i64) {
         let now = if delta >= 0 {
             self.spool_bytes.fetch_add(delta as u64, Ordering::AcqRel) + delta as u64
@@ -402,14 +407,20 @@ impl Spooler {
         // never hashed per reading).
         let mut hours: BTreeMap<i64, (RawRows, Vec<u32>)> = BTreeMap::new();
         let mut n = 0u64;
-        let total: usize = samples.iter().map(|a| a.sample.readings.len()).sum();
+        // Readings per hour, so each hour's rows are sized once (a backlog
+        // spread over many hours must not reserve the whole epoch per hour).
+        let mut per_hour: BTreeMap<i64, usize> = BTreeMap::new();
+        for a in &samples {
+            *per_hour.entry(hour_of(a.sample.ts_ms)).or_default() += a.sample.readings.len();
+        }
         {
             let cat = catalog.read().unwrap_or_else(|p| p.into_inner());
             let mut dims: Vec<Option<u32>> = Vec::with_capacity(ndims);
             for a in &samples {
-                let (rows, metric_ids) = hours.entry(hour_of(a.sample.ts_ms)).or_insert_with(|| {
+                let hour = hour_of(a.sample.ts_ms);
+                let (rows, metric_ids) = hours.entry(hour).or_insert_with(|| {
                     let mut r = RawRows::new(ndims);
-                    r.reserve(total);
+                    r.reserve(per_hour.get(&hour).copied().unwrap_or(0));
                     (r, Vec::new())
                 });
                 let vin = rows.vins.id(&a.sample.vin);
@@ -451,7 +462,7 @@ impl Spooler {
             if !o.seg.frames.is_empty() && epoch <= o.seg.last_epoch {
                 return Err(format!("epoch {epoch} is not after the spooled epoch {}", o.seg.last_epoch));
             }
-            if self.shared.hook.lock().unwrap_or_else(|p| p.into_inner()).hits("archive_mid_frame") {
+            if self.shared.hook().hits("archive_mid_frame") {
                 let _ = o.seg.append_torn(bytes);
                 Hook::halt_blocking("archive_mid_frame");
             }
@@ -536,7 +547,7 @@ impl Spooler {
                         reason = reason.as_str(),
                         "Archive file cut."
                     );
-                    self.shared.hook.lock().unwrap_or_else(|p| p.into_inner()).reach_blocking("archive_after_seal");
+                    self.shared.hook().reach_blocking("archive_after_seal");
                     self.shared.pending.fetch_add(1, Ordering::AcqRel);
                     if self.up.send(s).is_err() {
                         self.shared.pending.fetch_sub(1, Ordering::AcqRel);
@@ -617,11 +628,11 @@ fn publish(k: u32, dir: &Path, shared: &Shared, s: &Sealed) -> Result<(), Upload
     }
     use std::io::Write;
     w.finish().map_err(l)?.flush().map_err(|e| l(e.to_string()))?;
-    shared.hook.lock().unwrap_or_else(|p| p.into_inner()).reach_blocking("archive_mid_upload");
+    shared.hook().reach_blocking("archive_mid_upload");
     let p = shared.rt.block_on(shared.store.publish(&rel, &tmp, rows, &shard));
     let _ = std::fs::remove_file(&tmp);
     let p = p?;
-    shared.hook.lock().unwrap_or_else(|p| p.into_inner()).reach_blocking("archive_after_publish");
+    shared.hook().reach_blocking("archive_after_publish");
     std::fs::remove_file(&s.path).map_err(|e| UploadError::Local(format!("{}: {e}", s.path.display())))?;
     let _ = sync_dir(dir);
     shared.account(-(s.len as i64));
