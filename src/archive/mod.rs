@@ -174,20 +174,12 @@ impl RawRows {
         }
     }
 
-    /// Appends one reading; `dims` has one entry per dimension column.
+    /// Appends one reading, interning its strings; `dims` has one entry per
+    /// dimension column.
     pub fn push(&mut self, r: Raw<'_>, dims: &[Option<&str>]) {
-        self.vin.push(self.vins.id(r.vin));
-        self.ts_ms.push(r.ts_ms);
-        self.seq.push(r.seq);
-        self.metric.push(self.metrics.id(r.metric));
-        self.value.push(r.value);
-        self.kind.push(r.kind);
-        self.received_ms.push(r.received_ms);
-        self.source.push(self.sources.id(r.source));
-        for (d, col) in self.dims.iter_mut().enumerate() {
-            let v = dims.get(d).copied().flatten();
-            col.push(v.map(|v| self.dim_values.id(v)));
-        }
+        let (vin, metric, source) = (self.vins.id(r.vin), self.metrics.id(r.metric), self.sources.id(r.source));
+        let dims: Vec<Option<u32>> = dims.iter().map(|v| v.map(|v| self.dim_values.id(v))).collect();
+        self.push_ids(vin, r.ts_ms, r.seq, metric, r.value, r.kind, r.received_ms, source, &dims);
     }
 }
 
@@ -258,8 +250,8 @@ impl RawRows {
         // (so negative times order first), then the row itself for ties.
         let mut keys: Vec<(u128, u32)> = (0..self.len())
             .map(|i| {
-                let k = (u128::from(vin_rank[self.vin[i] as usize] as u32) << 96)
-                    | (u128::from(metric_rank[self.metric[i] as usize] as u32) << 64)
+                let k = (u128::from(vin_rank[self.vin[i] as usize]) << 96)
+                    | (u128::from(metric_rank[self.metric[i] as usize]) << 64)
                     | u128::from((self.ts_ms[i] as u64) ^ (1 << 63));
                 (k, i as u32)
             })
@@ -398,12 +390,12 @@ impl<'a> Reader<'a> {
 }
 
 /// `rank[id]`: the place of each interned string in sorted order.
-fn ranks(values: &[CompactString]) -> Vec<i32> {
+fn ranks(values: &[CompactString]) -> Vec<u32> {
     let mut order: Vec<u32> = (0..values.len() as u32).collect();
     order.sort_unstable_by(|a, b| values[*a as usize].cmp(&values[*b as usize]));
-    let mut rank = vec![0i32; values.len()];
+    let mut rank = vec![0u32; values.len()];
     for (r, id) in order.iter().enumerate() {
-        rank[*id as usize] = r as i32;
+        rank[*id as usize] = r as u32;
     }
     rank
 }
