@@ -44,16 +44,18 @@ pub struct FrameInfo {
 
 /// Encodes one frame: `rows` must already be sorted.
 pub fn frame(epoch: u64, rows: &RawRows, order: &[u32]) -> Vec<u8> {
-    let mut payload = Vec::with_capacity(order.len() * 8);
+    // The header goes in front once the blocks are written.
+    let head = FRAME_HEADER as usize;
+    let mut out = Vec::with_capacity(head + order.len() * 8);
+    out.resize(head, 0);
     let mut blocks = 0u32;
     let mut plain = Vec::new();
     for chunk in order.chunks(BLOCK_ROWS) {
-        payload.extend_from_slice(&block(&rows.select(chunk), &mut plain));
+        out.extend_from_slice(&block(&rows.select(chunk), &mut plain));
         blocks += 1;
     }
-    let mut out = Vec::with_capacity(FRAME_HEADER as usize + payload.len());
-    out.extend_from_slice(&frame_header(epoch, blocks, order.len() as u64, payload.len() as u64));
-    out.extend_from_slice(&payload);
+    let payload = (out.len() - head) as u64;
+    out[..head].copy_from_slice(&frame_header(epoch, blocks, order.len() as u64, payload));
     out
 }
 
