@@ -187,7 +187,7 @@ impl Store {
             Ok(meta) => {
                 // Not a readable Parquet file counts as other content.
                 let found = self
-                    .footer_rows(dest)
+                    .footer_rows(dest, meta.size)
                     .await
                     .map_err(|e| PublishError::Transient(format!("read {dest}: {e}")))?
                     .unwrap_or(-1);
@@ -260,16 +260,14 @@ impl Store {
     /// The row count of a published file, from its footer alone (two
     /// ranged reads, never the whole file).
     pub async fn rows(&self, rel: &str) -> Result<i64, String> {
-        self.footer_rows(&ObjPath::from(rel))
-            .await
-            .map_err(|e| format!("{rel}: {e}"))?
-            .map_err(|e| format!("{rel}: {e}"))
+        let p = ObjPath::from(rel);
+        let size = self.inner.head(&p).await.map_err(|e| format!("{rel}: {e}"))?.size;
+        self.footer_rows(&p, size).await.map_err(|e| format!("{rel}: {e}"))?.map_err(|e| format!("{rel}: {e}"))
     }
 
-    /// The footer's row count: the outer error is the store's, the inner
-    /// one says the object is not a Parquet file.
-    async fn footer_rows(&self, p: &ObjPath) -> Result<Result<i64, String>, object_store::Error> {
-        let size = self.inner.head(p).await?.size;
+    /// The footer's row count of the `size`-byte object `p`: the outer
+    /// error is the store's, the inner one says it is not a Parquet file.
+    async fn footer_rows(&self, p: &ObjPath, size: u64) -> Result<Result<i64, String>, object_store::Error> {
         if size < 12 {
             return Ok(Err(format!("{size} bytes is not a Parquet file")));
         }
