@@ -66,7 +66,7 @@ async fn pyarrow_reads_every_reading_back_from_the_hive_layout() {
                 );
                 want.insert((vin.clone(), metric.to_string(), ts), (seq, value, kind.as_str(), fleet));
             }
-            let bytes = encode(&rows, &dims, &schema, ArchiveFormat { row_group_rows: 128, zstd_level: 3 }).unwrap();
+            let bytes = encode(&rows, &schema, ArchiveFormat { row_group_rows: 128, zstd_level: 3 }).unwrap();
             let path = file_path(
                 "telemetry",
                 hour_of(hour0 + h * 3_600_000),

@@ -75,25 +75,28 @@ fn dictionary(keys: Int32Array, values: &[&str]) -> Result<ArrayRef, String> {
     Ok(Arc::new(DictionaryArray::<Int32Type>::try_new(keys, values).map_err(|e| e.to_string())?))
 }
 
-/// The Arrow batch of `rows`, in their order (dictionaries in interner order).
-pub fn batch(rows: &RawRows, dims: &[String], schema: &Schema) -> Result<RecordBatch, String> {
-    let n = rows.len();
+/// The Arrow batch of `rows`, in their order (dictionaries in interner
+/// order). Takes the rows: the numeric columns move into Arrow as they are.
+pub fn batch(rows: RawRows, schema: &Schema) -> Result<RecordBatch, String> {
+    let RawRows { vin, ts_ms, seq, metric, value, kind, received_ms, source, dims, vins, metrics, sources, dim_values } =
+        rows;
+    let n = ts_ms.len();
     fn strs(t: &super::Interner) -> Vec<&str> {
         t.values.iter().map(|v| v.as_str()).collect()
     }
     let keys = |ids: &[u32]| Int32Array::from_iter_values(ids.iter().map(|i| *i as i32));
-    let vin = dictionary(keys(&rows.vin), &strs(&rows.vins))?;
-    let ts_col = TimestampMillisecondArray::from(rows.ts_ms.clone()).with_timezone("UTC");
-    let seq = Int64Array::from(rows.seq.clone());
-    let metric = dictionary(keys(&rows.metric), &strs(&rows.metrics))?;
-    let value = Float64Array::from(rows.value.clone());
+    let vin = dictionary(keys(&vin), &strs(&vins))?;
+    let ts_col = TimestampMillisecondArray::from(ts_ms).with_timezone("UTC");
+    let seq = Int64Array::from(seq);
+    let metric = dictionary(keys(&metric), &strs(&metrics))?;
+    let value = Float64Array::from(value);
     let kinds = Arc::new(StringArray::from_iter_values([ValueKind::Number.as_str(), ValueKind::Bool.as_str()]));
-    let kind_keys = Int8Array::from_iter_values(rows.kind.iter().map(|k| (*k == ValueKind::Bool) as i8));
+    let kind_keys = Int8Array::from_iter_values(kind.iter().map(|k| (*k == ValueKind::Bool) as i8));
     let kind = DictionaryArray::<Int8Type>::try_new(kind_keys, kinds).map_err(|e| e.to_string())?;
-    let received = TimestampMillisecondArray::from(rows.received_ms.clone()).with_timezone("UTC");
-    let mut source = StringBuilder::with_capacity(n, n * 16);
-    for id in &rows.source {
-        source.append_value(rows.sources.get(*id));
+    let received = TimestampMillisecondArray::from(received_ms).with_timezone("UTC");
+    let mut source_col = StringBuilder::with_capacity(n, n * 16);
+    for id in &source {
+        source_col.append_value(sources.get(*id));
     }
     let mut columns: Vec<ArrayRef> = vec![
         vin,
@@ -103,11 +106,15 @@ pub fn batch(rows: &RawRows, dims: &[String], schema: &Schema) -> Result<RecordB
         Arc::new(value),
         Arc::new(kind),
         Arc::new(received),
-        Arc::new(source.finish()),
+        Arc::new(source_col.finish()),
     ];
-    let all_dims = strs(&rows.dim_values);
-    for d in 0..dims.len() {
-        let col = rows.dims.get(d).ok_or("rows have fewer dimension columns than the schema")?;
+    // The schema's dimension columns follow the eight fixed ones.
+    let ndims = schema.0.fields().len() - columns.len();
+    if dims.len() < ndims {
+        return Err("rows have fewer dimension columns than the schema".into());
+    }
+    let all_dims = strs(&dim_values);
+    for col in dims.iter().take(ndims) {
         let keys = Int32Array::from_iter(col.iter().map(|id| id.map(|id| id as i32)));
         columns.push(dictionary(keys, &all_dims)?);
     }
@@ -133,24 +140,24 @@ fn properties(format: ArchiveFormat) -> Result<WriterProperties, String> {
 /// ts) order: memory holds one row group, not the file.
 pub struct ParquetWriter<W: std::io::Write + Send> {
     w: ArrowWriter<W>,
-    dims: Vec<String>,
     schema: Schema,
     pub rows: u64,
 }
 
 impl<W: std::io::Write + Send> ParquetWriter<W> {
-    pub fn new(out: W, dims: &[String], schema: &Schema, format: ArchiveFormat) -> Result<Self, String> {
+    pub fn new(out: W, schema: &Schema, format: ArchiveFormat) -> Result<Self, String> {
         let w = ArrowWriter::try_new(out, schema.0.clone(), Some(properties(format)?)).map_err(|e| e.to_string())?;
-        Ok(ParquetWriter { w, dims: dims.to_vec(), schema: schema.clone(), rows: 0 })
+        Ok(ParquetWriter { w, schema: schema.clone(), rows: 0 })
     }
 
-    pub fn write(&mut self, rows: &RawRows) -> Result<(), String> {
-        if rows.is_empty() {
+    pub fn write(&mut self, rows: RawRows) -> Result<(), String> {
+        let n = rows.len() as u64;
+        if n == 0 {
             return Ok(());
         }
-        let b = batch(rows, &self.dims, &self.schema)?;
+        let b = batch(rows, &self.schema)?;
         self.w.write(&b).map_err(|e| e.to_string())?;
-        self.rows += rows.len() as u64;
+        self.rows += n;
         Ok(())
     }
 
@@ -161,10 +168,10 @@ impl<W: std::io::Write + Send> ParquetWriter<W> {
 }
 
 /// Sorts `rows` by (vin, metric, ts) and writes them as one Parquet file.
-pub fn encode(rows: &RawRows, dims: &[String], schema: &Schema, format: ArchiveFormat) -> Result<Bytes, String> {
+pub fn encode(rows: &RawRows, schema: &Schema, format: ArchiveFormat) -> Result<Bytes, String> {
     let sorted = rows.select(&rows.sorted_order());
-    let mut w = ParquetWriter::new(Vec::with_capacity(rows.len() * 8 + 4096), dims, schema, format)?;
-    w.write(&sorted)?;
+    let mut w = ParquetWriter::new(Vec::with_capacity(rows.len() * 8 + 4096), schema, format)?;
+    w.write(sorted)?;
     Ok(Bytes::from(w.finish()?))
 }
 
@@ -207,7 +214,7 @@ mod tests {
         let dims = vec!["fleet".to_string()];
         let schema = Schema::new(&dims);
         let n = 10_000;
-        let bytes = encode(&rows(n), &dims, &schema, ArchiveFormat { row_group_rows: 4096, zstd_level: 3 }).unwrap();
+        let bytes = encode(&rows(n), &schema, ArchiveFormat { row_group_rows: 4096, zstd_level: 3 }).unwrap();
 
         // Footer: three row groups, zstd, statistics, dictionary pages, sort order.
         let file = SerializedFileReader::new(bytes.clone()).unwrap();

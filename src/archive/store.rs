@@ -336,13 +336,8 @@ mod tests {
             },
             &[None],
         );
-        let bytes = crate::archive::encode(
-            &rows,
-            &["fleet".into()],
-            &crate::archive::Schema::new(&["fleet".into()]),
-            Default::default(),
-        )
-        .unwrap();
+        let bytes =
+            crate::archive::encode(&rows, &crate::archive::Schema::new(&["fleet".into()]), Default::default()).unwrap();
         let local = dir.path().join("f.parquet");
         std::fs::write(&local, &bytes).unwrap();
         let rel = "t/dt=1970-01-01/hour=00/part-w-0-1-1.parquet";
@@ -377,7 +372,7 @@ mod tests {
             );
         }
         let schema = crate::archive::Schema::new(&[]);
-        let bytes = crate::archive::encode(&rows, &[], &schema, Default::default()).unwrap();
+        let bytes = crate::archive::encode(&rows, &schema, Default::default()).unwrap();
         let local = dir.path().join("f.parquet");
         std::fs::write(&local, &bytes).unwrap();
         let rel = "t/dt=2026-11-24/hour=10/part-w-0-1-5.parquet";

@@ -615,11 +615,10 @@ fn publish(k: u32, dir: &Path, shared: &Shared, s: &Sealed) -> Result<(), Upload
     let started = Instant::now();
     let file = std::fs::File::create(&tmp).map_err(|e| l(e.to_string()))?;
     let mut w =
-        ParquetWriter::new(std::io::BufWriter::with_capacity(1 << 20, file), &set.dims, &shared.schema, set.format)
-            .map_err(l)?;
+        ParquetWriter::new(std::io::BufWriter::with_capacity(1 << 20, file), &shared.schema, set.format).map_err(l)?;
     let runs: Vec<Run> = s.frames.iter().map(|f| Run { path: s.path.clone(), frame: *f }).collect();
     let rows = merge(runs, set.dims.len(), set.fan_in, 65_536, dir, &mut |chunk| {
-        w.write(&chunk).map_err(std::io::Error::other)
+        w.write(chunk).map_err(std::io::Error::other)
     })
     .map_err(|e| l(e.to_string()))?;
     if rows != s.rows {
