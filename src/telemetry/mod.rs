@@ -142,6 +142,14 @@ pub struct ArchiveLog {
 
 const ARCHIVE_LOG_MAX: usize = 1000;
 
+/// Appends to a log that keeps its last [`ARCHIVE_LOG_MAX`] entries.
+fn push_bounded<T>(log: &mut std::collections::VecDeque<T>, item: T) {
+    if log.len() == ARCHIVE_LOG_MAX {
+        log.pop_front();
+    }
+    log.push_back(item);
+}
+
 /// Counters and histograms, shared by the pipeline's tasks, the metrics
 /// endpoint and the report.
 #[derive(Debug)]
@@ -260,11 +268,7 @@ impl Stats {
 
     /// Notes a published archive file.
     pub fn archive_file(&self, f: ArchivedFile) {
-        let mut l = self.archive_log.lock();
-        if l.files.len() == ARCHIVE_LOG_MAX {
-            l.files.pop_front();
-        }
-        l.files.push_back(f);
+        push_bounded(&mut self.archive_log.lock().files, f);
     }
 
     /// Notes an epoch's reconciliation (counted when the sides disagree).
@@ -274,10 +278,7 @@ impl Stats {
             tracing::warn!(epoch = r.epoch, shard = ?r.shard, aggregated = r.aggregated, too_late = r.too_late, archived = r.archived, "Archived and aggregated readings disagree.");
         }
         let mut l = self.archive_log.lock();
-        if l.epochs.len() == ARCHIVE_LOG_MAX {
-            l.epochs.pop_front();
-        }
-        l.epochs.push_back(r);
+        push_bounded(&mut l.epochs, r);
         l.epochs_total += 1;
     }
 
