@@ -104,6 +104,7 @@ impl std::fmt::Debug for S3Config {
             .field("secret_access_key", &self.secret_access_key.as_ref().map(|_| "<redacted>"))
             .field("path_style", &self.path_style)
             .field("allow_http", &self.allow_http)
+            .field("tls_ca_file", &self.tls_ca_file)
             .finish()
     }
 }
