@@ -37,7 +37,7 @@ fn comment(column: &str) -> &'static str {
     match column {
         "vin" => "vehicle id",
         "ts" => "event time (UTC, ms)",
-        "seq" => "the sample's sequence number",
+        "seq" => "sequence number of the sample",
         "metric" => "signal name",
         "value" => "reading; booleans as 0/1",
         "value_kind" => "number or bool",
@@ -110,6 +110,11 @@ table = "raw_readings"
         assert!(d.contains("PARTITIONED BY (`dt` STRING, `hour` STRING)\nSTORED AS PARQUET\n"), "{d}");
         assert!(d.contains("LOCATION 's3a://lake/edge/7/raw_readings'"), "{d}");
         assert!(d.contains("MSCK REPAIR TABLE `raw_readings`;"), "{d}");
+        // Comments are single-quoted literals: no quote inside one.
+        for line in d.lines().filter(|l| l.contains(" COMMENT '")) {
+            let c = line.split(" COMMENT '").nth(1).unwrap();
+            assert_eq!(c.matches('\'').count(), 1, "a quote inside a comment breaks the DDL: {line}");
+        }
         // Every Parquet column, in file order, then the dims.
         let schema = crate::archive::Schema::new(&["fleet".into(), "model".into()]);
         let mut at = 0;
