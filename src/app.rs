@@ -26,6 +26,7 @@ use crate::sink::starrocks::client::{ClientConfig, Credentials, Endpoint, Stream
 use crate::sink::starrocks::service::{RetryPolicy, StreamLoader};
 use crate::sink::starrocks::txn::TxnTimeouts;
 use crate::source::kafka::{KafkaConfig, KafkaSource};
+use crate::wal::{Wal, WalSource};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -95,6 +96,17 @@ pub async fn run_with_ready(
     shutdown: watch::Receiver<bool>,
     ready: watch::Sender<bool>,
 ) -> Result<Arc<Stats>, AppError> {
+    run_with(cfg, shutdown, ready, Arc::new(Stats::default())).await
+}
+
+/// Like [`run_with_ready`], counting into `stats` (the demo watches them
+/// while it runs).
+pub async fn run_with(
+    cfg: Config,
+    shutdown: watch::Receiver<bool>,
+    ready: watch::Sender<bool>,
+    stats: Arc<Stats>,
+) -> Result<Arc<Stats>, AppError> {
     if cfg.source.mqtt.is_none() && cfg.source.kafka.is_none() {
         return Err(AppError::Config("no source configured: add a [source.mqtt] or [source.kafka] section".into()));
     }
@@ -105,7 +117,6 @@ pub async fn run_with_ready(
         }
         None => None,
     };
-    let stats = Arc::new(Stats::default());
     let archive = open_archive(&cfg, &stats)?;
     if let Some(addr) = cfg.telemetry.listen {
         let bound = crate::telemetry::http::start(addr, stats.clone(), ready.subscribe(), shutdown.clone()).await?;
@@ -134,7 +145,7 @@ pub fn open_archive(cfg: &Config, stats: &Arc<Stats>) -> Result<Option<Arc<Archi
         roll: RollPolicy { max_bytes: a.roll_bytes, max_age: a.roll_age.0, idle: a.roll_idle.0 },
         format: ArchiveFormat { row_group_rows: a.row_group_rows, zstd_level: a.zstd_level },
         fan_in: crate::archive::merge::FAN_IN,
-        exactly_once: cfg.source.kafka.is_some() && cfg.delivery() == Delivery::ExactlyOnce,
+        exactly_once: cfg.delivery() == Delivery::ExactlyOnce,
     };
     tracing::info!(url = %store.display, table = %a.table, "Raw archive on.");
     Archive::open(settings, cfg.pipeline.shards, store, stats.clone()).map(Some).map_err(AppError::Config)
@@ -176,16 +187,128 @@ async fn run_source(
         }
     }
     let Some(mqtt) = cfg.source.mqtt.clone() else { unreachable!("checked above") };
+    let parts = Parts { loader: &loader, enrich: &enrich, stats, archive };
+    run_mqtt(cfg, mqtt, &parts, shutdown, ready).await
+}
+
+/// MQTT: the connection appends to the WAL for as long as rockfeed runs
+/// (store-and-forward: it does not depend on StarRocks); the pipeline reads
+/// the WAL under the epoch coordinator, and an abandoned epoch restarts only
+/// the pipeline, from the last decided WAL position.
+async fn run_mqtt(
+    cfg: &Config,
+    mqtt: crate::source::mqtt::MqttConfig,
+    parts: &Parts<'_>,
+    shutdown: watch::Receiver<bool>,
+    ready: watch::Sender<bool>,
+) -> Result<(), AppError> {
+    let wal = Wal::open(cfg.wal.clone(), parts.stats.clone()).map_err(AppError::Config)?;
+    let source = Arc::new(WalSource { wal: wal.clone() });
+    // The intake stops on the outer shutdown, or when the pipeline cannot go on.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut outer = shutdown.clone();
+    let forward = stop_tx.clone();
+    let fwd = tokio::spawn(async move {
+        let _ = outer.wait_for(|s| *s).await;
+        let _ = forward.send(true);
+    });
+    let intake = tokio::spawn(crate::source::mqtt::run(mqtt, wal.clone(), stop_rx, ready.clone(), parts.stats.clone()));
+    let mut restarts = 0u32;
+    let result = loop {
+        match mqtt_pipeline(cfg, &source, parts, &shutdown).await {
+            Ok(()) => break Ok(()),
+            Err(EpochError::Fatal(m)) => break Err(AppError::Config(m)),
+            Err(e @ EpochError::Abandoned { .. }) if *shutdown.borrow() => {
+                tracing::error!(error = %e, "Stopped without committing the last epoch; it is replayed from the WAL at the next start.");
+                break Ok(());
+            }
+            Err(e @ EpochError::Abandoned { .. }) => {
+                restarts += 1;
+                let wait = Duration::from_secs(1u64 << restarts.min(5));
+                tracing::error!(error = %e, restarts, ?wait, "Restarting the pipeline from the last decided WAL position; MQTT intake goes on into the WAL.");
+                let mut stop = shutdown.clone();
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = stop.wait_for(|s| *s) => break Ok(()),
+                }
+            }
+        }
+    };
+    let _ = stop_tx.send(true);
+    fwd.abort();
+    let intake = match intake.await {
+        Ok(r) => r.map_err(AppError::Io),
+        Err(e) => Err(AppError::Io(std::io::Error::other(e))),
+    };
+    wal.close();
+    result.and(intake)
+}
+
+/// One life of the MQTT pipeline: recovery, the WAL feeder from the decided
+/// position, decoder and shards, coordinator.
+async fn mqtt_pipeline(
+    cfg: &Config,
+    source: &Arc<WalSource>,
+    parts: &Parts<'_>,
+    shutdown: &watch::Receiver<bool>,
+) -> Result<(), EpochError> {
+    let Parts { loader, enrich, stats, archive } = *parts;
+    let rcfg = runner_config(cfg);
+    let (cut_tx, cut_rx) = mpsc::channel(1);
+    let mut coordinator = Coordinator::new(
+        CoordinatorConfig {
+            delivery: cfg.delivery(),
+            prefix: cfg.starrocks.label_prefix.clone(),
+            tables: rcfg.tables(),
+            shards: rcfg.shards,
+            epoch: rcfg.epoch,
+            timeouts: rcfg.timeouts,
+            state_dir: Some(cfg.pipeline.state_dir.clone()),
+        },
+        source.clone(),
+        loader.clone(),
+        cut_tx,
+        stats.clone(),
+    )
+    .with_archive(archive.clone());
+    coordinator.recover().await?;
     let (tx, rx) = mpsc::channel(1024);
-    let source = tokio::spawn(crate::source::mqtt::run_with_ready(mqtt, tx, shutdown.clone(), ready));
-    let sinks = Sinks { loader, archive: archive.clone() };
-    let pipeline = crate::pipeline::runner::run(runner_config(cfg), sinks, enrich, rx, shutdown, stats.clone(), None);
-    pipeline.await?;
-    match source.await {
-        Ok(r) => r?,
-        Err(e) => return Err(AppError::Io(std::io::Error::other(e))),
+    source
+        .wal
+        .feed(source.decided_position(), tx)
+        .map_err(|e| EpochError::Fatal(format!("cannot start the WAL feeder: {e}")))?;
+    let (_stop_tx, stop_rx) = watch::channel(false);
+    let pipeline = tokio::spawn(crate::pipeline::runner::run(
+        rcfg,
+        Sinks { loader: loader.clone(), archive: archive.clone() },
+        enrich.clone(),
+        rx,
+        stop_rx,
+        stats.clone(),
+        Some(cut_rx),
+    ));
+    // No source requests (no rebalances); the sender lives as long as the run.
+    let (_req_tx, req_rx) = mpsc::channel(1);
+    let mut coordinate = Box::pin(coordinator.run(req_rx, shutdown.clone()));
+    let mut stopping = shutdown.clone();
+    let grace = async move {
+        let _ = stopping.wait_for(|s| *s).await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    let result = tokio::select! {
+        r = &mut coordinate => r,
+        _ = grace => Err(EpochError::Abandoned { epoch: 0, reason: GRACE_MSG.into() }),
+    };
+    drop(coordinate);
+    // The decoder ends when the coordinator's cut sender is gone.
+    let abort = pipeline.abort_handle();
+    if tokio::time::timeout(Duration::from_secs(10), pipeline).await.is_err() {
+        abort.abort();
     }
-    Ok(())
+    if let Some(e) = source.wal.failed() {
+        return Err(EpochError::Fatal(e));
+    }
+    result
 }
 
 /// How long a stop waits for the last epoch to commit.

@@ -1,7 +1,8 @@
 //! `rockfeed demo`: the whole appliance on one machine with nothing
 //! installed. An embedded MQTT broker (rumqttd), the StarRocks emulator
-//! in-process with the DDL `rockfeed ddl` generates, the pipeline exactly as
-//! `rockfeed run` wires it, and the load generator (`loadgen`'s fleet model
+//! in-process with the DDL `rockfeed ddl` generates, the pipeline through
+//! `rockfeed run`'s own entry point (`app::run_with`: MQTT into the WAL,
+//! exactly once into StarRocks and the archive), and the load generator (`loadgen`'s fleet model
 //! and open-loop schedule) publishing wide samples. At the end: a summary,
 //! the latency report (table, JSON, `.hgrm`, SVG) and `loadgen`'s audit of
 //! both tables, and of the raw Parquet archive (local, under the data
@@ -20,10 +21,10 @@ use loadgen::ledger::{Ledger, TableAudit};
 use loadgen::mqtt::{MqttSender, MqttTarget};
 use loadgen::payload::{Generator, Profile};
 use loadgen::run::{RunOptions, Target};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use crate::config::Config;
-use crate::pipeline::runner::{Stats, run};
+use crate::pipeline::runner::Stats;
 use crate::starrocks::ddl::parse_ddl;
 use crate::starrocks_emulator::{Emulator, EmulatorConfig};
 
@@ -121,7 +122,6 @@ database = "rockfeed"
 user = "root"
 password = "{password}"
 label_prefix = "demo"
-delivery = "at-least-once"
 [tables]
 dims = ["fleet"]
 latest_metrics = ["speed", "soc"]
@@ -138,6 +138,10 @@ topics = ["telemetry/#"]
 protocol = "3.1.1"
 [dead_letter]
 dir = "{}"
+[wal]
+dir = "{}"
+[enrich]
+file = "{}"
 [archive]
 enabled = true
 url = "{}"
@@ -148,21 +152,24 @@ roll_idle = "5s"
         mqtt_addr.ip(),
         mqtt_addr.port(),
         o.data_dir.join("dead-letter").display(),
+        o.data_dir.join("wal").display(),
+        o.data_dir.join("vehicles.csv").display(),
         o.data_dir.join("archive").display(),
         o.data_dir.join("spool").display(),
     );
-    // This run's archive only: the audit compares it with this run's ledger.
-    for d in ["archive", "spool"] {
+    // This run's data only: the audits compare it with this run's ledger
+    // (a previous run's WAL would be replayed, its archive read back).
+    for d in ["archive", "spool", "wal", "state"] {
         match std::fs::remove_dir_all(o.data_dir.join(d)) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(format!("{d}: {e}")),
             _ => {}
         }
     }
     let mut cfg = Config::parse(&cfg_text)?;
+    cfg.pipeline.state_dir = o.data_dir.join("state");
     let catalog = parse_ddl(&crate::config::ddl::ddl(&cfg)).map_err(|e| e.to_string())?;
     let emu = Emulator::start(EmulatorConfig::local(catalog, "root", password)).await.map_err(|e| e.to_string())?;
     cfg.starrocks.endpoints = vec![emu.fe_url()];
-    cfg.validate().map_err(|e| e.to_string())?;
 
     // The fleet, and its vehicle file: every third vehicle has no entry (NULL dims).
     let fleet = Fleet::new(o.vehicles, o.metrics, 42, "RFDEMO");
@@ -172,25 +179,13 @@ roll_idle = "5s"
         csv.push_str(&format!("{},fleet-{}\n", fleet.vin(v), v % 4));
     }
     std::fs::write(&vehicles_csv, csv).map_err(|e| e.to_string())?;
-    let enrich = Arc::new(crate::enrich::Enrichment::open(&vehicles_csv, &cfg.tables.dims).map_err(|e| e.to_string())?);
+    cfg.validate().map_err(|e| e.to_string())?;
 
-    let loader = Arc::new(crate::app::loader(&cfg).map_err(|e| e.to_string())?);
+    // The pipeline exactly as `rockfeed run` runs it.
     let stats = Arc::new(Stats::default());
-    let archive = crate::app::open_archive(&cfg, &stats).map_err(|e| e.to_string())?;
-    let (tx, rx) = mpsc::channel(1024);
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mqtt = cfg.source.mqtt.clone().ok_or("no mqtt source")?;
     let (ready_tx, mut ready) = watch::channel(false);
-    let source = tokio::spawn(crate::source::mqtt::run_with_ready(mqtt, tx, stop_rx.clone(), ready_tx));
-    let pipeline = tokio::spawn(run(
-        crate::app::runner_config(&cfg),
-        crate::pipeline::runner::Sinks { loader, archive: archive.clone() },
-        Some(enrich),
-        rx,
-        stop_rx,
-        stats.clone(),
-        None,
-    ));
+    let app = tokio::spawn(crate::app::run_with(cfg.clone(), stop_rx, ready_tx, stats.clone()));
     if !crate::source::mqtt::wait_ready(&mut ready, Duration::from_secs(30)).await {
         return Err("the pipeline did not subscribe to the embedded broker within 30 s".into());
     }
@@ -222,11 +217,7 @@ roll_idle = "5s"
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let _ = stop_tx.send(true);
-    source.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
-    pipeline.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
-    if let Some(a) = &archive {
-        a.stop(cfg.archive.stop_grace.0).await;
-    }
+    app.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
     let (archive_audit, archive_files) = audit_archive(&o.data_dir.join("archive").join(&cfg.archive.table), &ledger)?;
 
     let table_rows =

@@ -19,3 +19,4 @@ pub mod starrocks;
 pub mod starrocks_emulator;
 pub mod telemetry;
 pub mod util;
+pub mod wal;

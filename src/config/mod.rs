@@ -92,6 +92,9 @@ pub struct Config {
     /// The raw Parquet archive.
     #[serde(default)]
     pub archive: crate::archive::ArchiveConfig,
+    /// The MQTT write-ahead log.
+    #[serde(default)]
+    pub wal: crate::wal::WalConfig,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -379,14 +382,10 @@ impl Default for Pipeline {
 }
 
 impl Config {
-    /// The delivery mode: as configured, else exactly-once for Kafka and
-    /// at-least-once for MQTT.
+    /// The delivery mode: as configured, else exactly-once (Kafka through
+    /// the group's offsets, MQTT through its write-ahead log).
     pub fn delivery(&self) -> Delivery {
-        self.starrocks.delivery.unwrap_or(if self.source.kafka.is_some() {
-            Delivery::ExactlyOnce
-        } else {
-            Delivery::AtLeastOnce
-        })
+        self.starrocks.delivery.unwrap_or(Delivery::ExactlyOnce)
     }
 
     /// Reads, applies environment overrides, and validates.
@@ -458,10 +457,8 @@ impl Config {
         if self.source.mqtt.is_some() && self.source.kafka.is_some() {
             return bad("configure one source: [source.mqtt] or [source.kafka], not both".into());
         }
-        if self.source.mqtt.is_some() && self.delivery() == Delivery::ExactlyOnce {
-            return bad(
-                "delivery = \"exactly-once\" needs a replayable source: Kafka. MQTT joins the epoch protocol with its write-ahead log (not yet); use \"at-least-once\"".into(),
-            );
+        if self.source.mqtt.is_some() {
+            self.wal.validate().map_err(ConfigError::Invalid)?;
         }
         if !sr.label_prefix.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
             return bad(format!(
@@ -503,7 +500,7 @@ user = "root"
     fn a_minimal_file_gets_documented_defaults() {
         let c = Config::parse(MIN).unwrap();
         c.validate().unwrap();
-        assert_eq!(c.delivery(), Delivery::AtLeastOnce);
+        assert_eq!(c.delivery(), Delivery::ExactlyOnce);
         assert_eq!(c.tables.buckets, 16);
         assert_eq!(c.window.width.0, Duration::from_secs(60));
         assert_eq!(c.pipeline.epoch.0, Duration::from_secs(1));
@@ -537,17 +534,24 @@ user = "root"
     }
 
     #[test]
-    fn delivery_defaults_by_source_and_exactly_once_needs_kafka() {
+    fn delivery_is_exactly_once_by_default_for_both_sources_and_the_wal_is_checked() {
         let kafka = "[source.kafka]\nbrokers = \"b:9092\"\ngroup_id = \"g\"\ntopics = [\"t\"]\n";
         let mqtt = "[source.mqtt]\nhost = \"h\"\nclient_id = \"c\"\ntopics = [\"t/#\"]\n";
         let c = Config::parse(&format!("{MIN}\n{kafka}")).unwrap();
         c.validate().unwrap();
         assert_eq!(c.delivery(), Delivery::ExactlyOnce);
         let c = Config::parse(&format!("{MIN}\n{mqtt}")).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.delivery(), Delivery::ExactlyOnce);
+        assert_eq!(c.wal.commit_interval.0, Duration::from_millis(2));
+        let c = Config::parse(&format!("{}delivery = \"at-least-once\"\n{mqtt}", MIN)).unwrap();
         assert_eq!(c.delivery(), Delivery::AtLeastOnce);
-        let c = Config::parse(&format!("{}delivery = \"exactly-once\"\n{mqtt}", MIN)).unwrap();
+        let c = Config::parse(&format!("{MIN}\n{mqtt}[wal]\nsegment_bytes = 1000\n")).unwrap();
         let e = c.validate().unwrap_err().to_string();
-        assert!(e.contains("replayable source"), "{e}");
+        assert!(e.contains("wal.segment_bytes"), "{e}");
+        let c = Config::parse(&format!("{MIN}\n{mqtt}[wal]\nio = \"uring\"\ncommit_interval = \"5ms\"\n")).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.wal.io, crate::wal::IoMode::Uring);
         let c = Config::parse(&format!("{MIN}\n{kafka}[source.kafka.properties]\n\"enable.auto.commit\" = \"true\"\n"))
             .unwrap();
         assert!(c.validate().unwrap_err().to_string().contains("enable.auto.commit"));

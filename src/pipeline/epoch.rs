@@ -102,6 +102,9 @@ pub trait EpochSource: Send + Sync + 'static {
     fn retry_for(&self, _err: &str) -> Duration {
         Duration::from_secs(60)
     }
+    /// Every transaction of the epoch decided at `positions` is committed:
+    /// what lies before them is no longer needed (the WAL deletes segments).
+    fn committed(&self, _positions: &Positions) {}
     /// Whether `d` (or a later epoch of its prefix) is durable.
     fn decided(&self, d: &Decision) -> impl Future<Output = Result<bool, String>> + Send {
         async move { Ok(self.decisions().await?.iter().any(|x| x.prefix == d.prefix && x.epoch >= d.epoch)) }
@@ -445,6 +448,7 @@ impl<S: EpochSource> Coordinator<S> {
             self.stats.merge(Stage::ReceivedToCommitted, &mut self.received_to_committed);
             self.stats.merge(Stage::EventToCommitted, &mut self.event_to_committed);
         }
+        self.source.committed(&positions);
         self.next_epoch = e + 1;
         self.last_decided = positions.clone();
         tracing::debug!(epoch = e, txns = txns.len(), partitions = positions.len(), "Epoch committed.");

@@ -422,6 +422,9 @@ impl Decoder<'_> {
 /// Where a message came from: `kafka:topic/partition@offset` or `mqtt:topic`.
 fn source_of(m: &RawMessage) -> CompactString {
     match &m.position {
+        Some((s, _, o)) if &**s == crate::wal::STREAM => {
+            compact_str::format_compact!("mqtt:{}@wal:{}", m.topic, o + 1)
+        }
         Some((s, p, o)) => compact_str::format_compact!("kafka:{s}/{p}@{o}"),
         None => compact_str::format_compact!("mqtt:{}", m.topic),
     }

@@ -4,22 +4,25 @@
 //! TLS (rustls), a configurable maximum packet size, and reconnects with
 //! back-off that always resubscribe.
 //!
-//! Acknowledgement: manual acks. Until the write-ahead log lands (DESIGN.md
-//! §4), a message is PUBACKed once it has been handed to the pipeline's
-//! bounded channel; a crash between hand-off and load can lose what was
-//! handed off but not yet loaded. A full pipeline does not stop the
-//! connection being polled (keep-alives keep flowing): received messages
-//! wait unacknowledged in a small inbox, which the broker's in-flight window
-//! bounds (`receive_maximum`); past that the source stops reading and the
-//! backpressure reaches the broker, instead of memory growing.
+//! Acknowledgement: manual acks, sent only once the message is durable in
+//! the write-ahead log (`crate::wal`, DESIGN.md §4), in receive order (MQTT
+//! §4.6). The source never waits on the pipeline: it only appends to the
+//! WAL, which buffers a StarRocks outage up to `wal.max_bytes`. A full WAL
+//! does not stop the connection being polled (keep-alives keep flowing):
+//! received messages wait unacknowledged in a small inbox, which the
+//! broker's in-flight window bounds (`receive_maximum`); past that the
+//! source stops reading and the backpressure reaches the broker.
 
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
-use super::RawMessage;
+use crate::telemetry::Stats;
 use crate::util::now_ms;
+use crate::wal::{Record, Wal};
 
 /// MQTT source settings.
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -134,29 +137,23 @@ impl MqttConfig {
     }
 }
 
-/// Runs the source until `shutdown` flips or the pipeline goes away.
+/// Runs the source until `shutdown` flips: every message received goes
+/// into `wal`, and is acknowledged once durable there. `ready` flips to true
+/// once every topic filter is acknowledged by the broker (after each
+/// (re)connect), so callers (the demo, tests) publish only when nothing can
+/// be missed; back to false when the connection fails and when the source
+/// stops (`/ready` follows it).
 pub async fn run(
     cfg: MqttConfig,
-    tx: mpsc::Sender<RawMessage>,
-    shutdown: watch::Receiver<bool>,
-) -> std::io::Result<()> {
-    run_with_ready(cfg, tx, shutdown, watch::channel(false).0).await
-}
-
-/// Like [`run`], and flips `ready` to true once every topic filter is
-/// acknowledged by the broker (after each (re)connect), so callers (the
-/// demo, tests) publish only when nothing can be missed; back to false when
-/// the connection fails and when the source stops (`/ready` follows it).
-pub async fn run_with_ready(
-    cfg: MqttConfig,
-    tx: mpsc::Sender<RawMessage>,
+    wal: Arc<Wal>,
     shutdown: watch::Receiver<bool>,
     ready: watch::Sender<bool>,
+    stats: Arc<Stats>,
 ) -> std::io::Result<()> {
     if cfg.protocol == "3.1.1" {
-        run_v4(cfg, tx, shutdown, ready).await
+        run_v4(cfg, wal, shutdown, ready, stats).await
     } else {
-        run_v5(cfg, tx, shutdown, ready).await
+        run_v5(cfg, wal, shutdown, ready, stats).await
     }
 }
 
@@ -165,33 +162,29 @@ fn backoff(attempt: u32) -> Duration {
 }
 
 /// The event loop shared by both protocol versions (their types differ, the
-/// logic does not): subscribe on every ConnAck, hand each publish to the
-/// pipeline and then acknowledge it, back off on errors (rumqttc reconnects
-/// on the next poll), stop on shutdown.
+/// logic does not): subscribe on every ConnAck, append each publish to the
+/// WAL and acknowledge it once its group commit is durable, in receive
+/// order; back off on errors (rumqttc reconnects on the next poll), stop on
+/// shutdown.
+///
+/// Three queues, each bounded by the broker's in-flight window
+/// (`receive_maximum`): `inbox` (received, not yet appended: only while the
+/// WAL is full), `waiting` (appended, with their WAL sequence numbers, until
+/// durable) and `unacked` (durable, acks not yet handed to rumqttc).
 ///
 /// Acknowledgements never wait on rumqttc's request channel. Only this task
 /// polls the event loop, and the event loop takes at most one request per
-/// poll (and only when its select picks that branch) while one network read
-/// yields up to ten publishes: awaiting `ack()` on a full channel here
-/// would wait for a poll that can never come. Under a backlog (a restart
-/// after an outage, a broker allowing more than the channel's 1,024
-/// messages in flight) that was a silent deadlock. So each handed-off
-/// publish leaves an ack-only stub (`$stub`: no topic, no payload) in
-/// `unacked`, and the stubs go out with `try_ack` before every poll, as far
-/// as the channel takes them. The queue is bounded by what the broker lets
-/// be in flight unacknowledged.
+/// poll while one network read yields up to ten publishes: awaiting `ack()`
+/// on a full channel here would wait for a poll that can never come. So
+/// each publish leaves an ack-only stub (`$stub`: no topic, no payload), and
+/// the stubs go out with `try_ack` before every poll, as far as the channel
+/// takes them.
 ///
-/// The hand-off to the pipeline never stops the polling either. Received
-/// publishes wait in `inbox` and go to the pipeline when it has room
-/// (`reserve`), in the same select as the poll, so while StarRocks is slow
-/// the connection still answers and sends pings: before, a full pipeline
-/// left it unpolled past the keep-alive, the broker dropped it, and the
-/// reconnect redelivered everything in flight. The inbox cannot outgrow
-/// the broker's in-flight window (acks follow the hand-off); at
-/// `receive_maximum` (QoS 0 has no window) polling pauses, which is TCP
-/// backpressure as before.
+/// While the WAL is full, received publishes wait in `inbox` and polling
+/// goes on (keep-alives flow) until `receive_maximum` of them wait; then
+/// polling pauses, which is TCP backpressure (QoS 0 has no window).
 macro_rules! event_loop {
-    ($cfg:ident, $tx:ident, $shutdown:ident, $ready:ident, $client:ident, $ev:ident, $qos:ident, $Event:path, $Packet:path, $topic:expr, $stub:expr) => {{
+    ($cfg:ident, $wal:ident, $shutdown:ident, $ready:ident, $stats:ident, $client:ident, $ev:ident, $qos:ident, $Event:path, $Packet:path, $topic:expr, $stub:expr) => {{
         use $Event as Ev;
         use $Packet as Pk;
         let mut failures = 0;
@@ -208,8 +201,18 @@ macro_rules! event_loop {
                 unacked.pop_front();
             }
         };
-        // Received, not yet handed to the pipeline: (message, ack stub).
-        let mut inbox = std::collections::VecDeque::new();
+        let mut durable = $wal.durable();
+        // Appended to the WAL, not yet durable: (sequence number, ack stub).
+        let mut waiting = std::collections::VecDeque::new();
+        // Moves the stubs of durable records to `unacked`, in order.
+        let advance = |waiting: &mut std::collections::VecDeque<(u64, _)>, unacked: &mut std::collections::VecDeque<_>, d: u64| {
+            while waiting.front().is_some_and(|(seq, _)| *seq < d) {
+                let (_, stub) = waiting.pop_front().expect("checked");
+                unacked.push_back(stub);
+            }
+        };
+        // Received while the WAL was full: (record, ack stub).
+        let mut inbox: std::collections::VecDeque<(Record, _)> = std::collections::VecDeque::new();
         let inbox_cap = $cfg.receive_maximum.max(1) as usize;
         // Filters still to subscribe after a ConnAck (same rule as acks).
         let mut to_subscribe: Vec<String> = Vec::new();
@@ -221,14 +224,27 @@ macro_rules! event_loop {
                 to_subscribe.pop();
             }
             send_acks(&mut unacked);
+            if let Some(e) = $wal.failed() {
+                let _ = $ready.send(false);
+                return Err(std::io::Error::other(e));
+            }
             let polled = tokio::select! {
                 biased;
                 _ = $shutdown.changed() => break,
-                permit = $tx.reserve(), if !inbox.is_empty() => {
-                    let Ok(permit) = permit else { break };
-                    let (raw, stub) = inbox.pop_front().expect("the branch runs only with a message waiting");
-                    permit.send(raw);
-                    unacked.push_back(stub);
+                // Acks first: durable records are acknowledged before more is read.
+                r = durable.changed() => {
+                    if r.is_err() {
+                        return Err(std::io::Error::other("the WAL writer stopped"));
+                    }
+                    let d = *durable.borrow_and_update();
+                    advance(&mut waiting, &mut unacked, d);
+                    continue;
+                }
+                _ = tokio::time::sleep(Duration::from_millis(50)), if !inbox.is_empty() => {
+                    while !inbox.is_empty() && !$wal.full() {
+                        let (r, stub) = inbox.pop_front().expect("checked");
+                        waiting.push_back(($wal.append(r), stub));
+                    }
                     continue;
                 }
                 e = $ev.poll(), if inbox.len() < inbox_cap => e,
@@ -248,37 +264,47 @@ macro_rules! event_loop {
                     }
                 }
                 Ok(Ev::Incoming(Pk::Publish(p))) => {
-                    let raw = RawMessage::new($topic(&p), Bytes::clone(&p.payload), now_ms());
-                    inbox.push_back((raw, $stub(p)));
+                    $stats.mqtt_received.fetch_add(1, Ordering::Relaxed);
+                    $stats.mqtt_payload_bytes.fetch_add(p.payload.len() as u64, Ordering::Relaxed);
+                    let r = Record { qos: p.qos as u8, received_ms: now_ms(), topic: $topic(&p), payload: Bytes::clone(&p.payload) };
+                    let stub = $stub(p);
+                    if inbox.is_empty() && !$wal.full() {
+                        waiting.push_back(($wal.append(r), stub));
+                    } else {
+                        inbox.push_back((r, stub));
+                    }
                 }
                 Ok(_) => {}
                 Err(e) => {
                     failures += 1;
                     let _ = $ready.send(false);
                     let wait = backoff(failures);
-                    tracing::warn!(error = %e, ?wait, "MQTT connection failed; reconnecting.");
+                    tracing::warn!(host = %$cfg.host, port = $cfg.port, error = %e, ?wait, "MQTT connection failed; reconnecting.");
                     tokio::time::sleep(wait).await;
                 }
             }
         }
         let _ = $ready.send(false);
-        // Stopping: the pipeline holds the messages of the queued acks, so
-        // send those (and then DISCONNECT) while polling, for up to 2 s;
-        // neither may wait on the request channel without a poll.
+        // Stopping: what was appended becomes durable within a commit
+        // interval; ack it (and then DISCONNECT) while polling, for up to
+        // 2 s; neither may wait on the request channel without a poll.
+        // What the inbox holds was never appended: the broker redelivers it.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
         let mut disconnecting = false;
         while tokio::time::Instant::now() < deadline {
+            let d = *durable.borrow_and_update();
+            advance(&mut waiting, &mut unacked, d);
             send_acks(&mut unacked);
-            if unacked.is_empty() && !disconnecting {
+            if unacked.is_empty() && waiting.is_empty() && !disconnecting {
                 disconnecting = $client.try_disconnect().is_ok();
             }
             // After DISCONNECT the broker closes the connection: poll errors.
-            if let Ok(Err(_)) = tokio::time::timeout(Duration::from_millis(100), $ev.poll()).await {
+            if let Ok(Err(_)) = tokio::time::timeout(Duration::from_millis(20), $ev.poll()).await {
                 break;
             }
         }
-        if !unacked.is_empty() {
-            tracing::warn!(unacked = unacked.len(), "Stopped with acks unsent; the broker will redeliver those messages.");
+        if !unacked.is_empty() || !waiting.is_empty() {
+            tracing::warn!(unacked = unacked.len() + waiting.len(), "Stopped with acks unsent; the broker will redeliver those messages.");
         }
         Ok(())
     }};
@@ -286,9 +312,10 @@ macro_rules! event_loop {
 
 async fn run_v4(
     cfg: MqttConfig,
-    tx: mpsc::Sender<RawMessage>,
+    wal: Arc<Wal>,
     mut shutdown: watch::Receiver<bool>,
     ready: watch::Sender<bool>,
+    stats: Arc<Stats>,
 ) -> std::io::Result<()> {
     use rumqttc::{AsyncClient, MqttOptions, QoS};
     let mut o = MqttOptions::new(&cfg.client_id, &cfg.host, cfg.port);
@@ -306,9 +333,10 @@ async fn run_v4(
     let (client, mut ev) = AsyncClient::new(o, 1024);
     event_loop!(
         cfg,
-        tx,
+        wal,
         shutdown,
         ready,
+        stats,
         client,
         ev,
         qos,
@@ -321,9 +349,10 @@ async fn run_v4(
 
 async fn run_v5(
     cfg: MqttConfig,
-    tx: mpsc::Sender<RawMessage>,
+    wal: Arc<Wal>,
     mut shutdown: watch::Receiver<bool>,
     ready: watch::Sender<bool>,
+    stats: Arc<Stats>,
 ) -> std::io::Result<()> {
     use rumqttc::v5::mqttbytes::QoS;
     use rumqttc::v5::{AsyncClient, MqttOptions};
@@ -347,9 +376,10 @@ async fn run_v5(
     let (client, mut ev) = AsyncClient::new(o, 1024);
     event_loop!(
         cfg,
-        tx,
+        wal,
         shutdown,
         ready,
+        stats,
         client,
         ev,
         qos,

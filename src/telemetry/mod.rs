@@ -198,6 +198,19 @@ pub struct Stats {
     pub reconcile_mismatches: AtomicU64,
     /// The last published files and the last epochs' reconciliation.
     pub archive_log: Mutex<ArchiveLog>,
+    /// WAL group commits (one fdatasync each).
+    pub wal_commits: AtomicU64,
+    /// Records made durable in the WAL.
+    pub wal_records: AtomicU64,
+    /// Frame bytes written to the WAL (write amplification = this / payload bytes).
+    pub wal_bytes_written: AtomicU64,
+    /// Bytes the retained WAL segments hold (gauge).
+    pub wal_bytes: AtomicU64,
+    /// Times the WAL reached `wal.max_bytes` and MQTT intake stopped.
+    pub wal_full: AtomicU64,
+    /// MQTT messages received (before the WAL), and their payload bytes.
+    pub mqtt_received: AtomicU64,
+    pub mqtt_payload_bytes: AtomicU64,
     stages: [Mutex<Histogram<u64>>; Stage::ALL.len()],
     queue_wait: Mutex<Vec<Histogram<u64>>>,
 }
@@ -232,6 +245,13 @@ impl Default for Stats {
             archive_spool_failures: AtomicU64::new(0),
             reconcile_mismatches: AtomicU64::new(0),
             archive_log: Mutex::new(ArchiveLog::default()),
+            wal_commits: AtomicU64::new(0),
+            wal_records: AtomicU64::new(0),
+            wal_bytes_written: AtomicU64::new(0),
+            wal_bytes: AtomicU64::new(0),
+            wal_full: AtomicU64::new(0),
+            mqtt_received: AtomicU64::new(0),
+            mqtt_payload_bytes: AtomicU64::new(0),
             stages: std::array::from_fn(|_| Mutex::new(histogram())),
             queue_wait: Mutex::new(Vec::new()),
         }

@@ -1,0 +1,473 @@
+//! The MQTT write-ahead log (DESIGN.md §4): the MQTT side's "Kafka".
+//!
+//! MQTT cannot replay, so every received message is appended here first,
+//! and PUBACKed only once the group commit holding it is fsynced. The
+//! pipeline reads the log, never the broker; the epoch protocol decides over
+//! log positions, and its decisions live in the log's own ledger.
+//!
+//! - **On disk** (`wal.dir`): segment files of CRC'd frames (`record.rs`,
+//!   `segment.rs`) named by logical position, and the ledger of decisions
+//!   (`ledger.rs`). A position is the byte offset after a record in the log
+//!   seen as one stream; it never goes back.
+//! - **Writer thread** ([`Wal`]): takes what the source appended since its
+//!   last pass, writes it and issues one `fdatasync` for all of it — at
+//!   most every `commit_interval` (so a stream costs ≤ 500 fsyncs/s by
+//!   default), sooner once `commit_bytes` wait — then publishes the count
+//!   of durable records (the source acks up to it, in receive order) and
+//!   hands the records to the in-memory tail. io_uring or plain files
+//!   (`io.rs`).
+//! - **Tail and feeder** ([`Wal::feed`]): the pipeline is fed from memory
+//!   while it keeps up. The tail holds a contiguous run of the newest
+//!   durable records, at most `memory_bytes`; when a group commit would
+//!   pass that, the tail is emptied and restarts at the log's end. The
+//!   feeder reads whatever is below the tail's start from disk, streaming
+//!   (a StarRocks outage's backlog drains from disk, memory stays bounded).
+//! - **Bounded by disk**: [`Wal::full`] once the retained log reaches
+//!   `max_bytes`; the source then stops taking messages and the broker holds
+//!   them in the session.
+//! - **Release**: after an epoch commits, segments wholly below its
+//!   position are deleted by the writer thread ([`Wal::release`]).
+//!
+//! Recovery (`Log::open`) cuts a torn tail by length and CRC; the ledger's
+//! last decision says where replay starts ([`WalSource`]).
+
+pub mod io;
+pub mod ledger;
+pub mod record;
+pub mod segment;
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+
+use crate::config::Dur;
+use crate::pipeline::epoch::{Decision, EpochSource, Positions};
+use crate::source::RawMessage;
+pub use io::IoMode;
+use ledger::{Entry, Ledger};
+pub use record::Record;
+use segment::{Log, Reader};
+
+/// `[wal]`: the MQTT write-ahead log.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WalConfig {
+    /// Segments and ledger. Put it on the disk that should absorb an outage.
+    pub dir: PathBuf,
+    /// A segment is closed past this size (bytes).
+    pub segment_bytes: u64,
+    /// The retained log's bound (bytes): past it the source stops reading
+    /// and the broker holds the backlog.
+    pub max_bytes: u64,
+    /// At most one fdatasync per interval.
+    pub commit_interval: Dur,
+    /// Commit sooner once this many bytes wait.
+    pub commit_bytes: u64,
+    /// `auto` (io_uring where the kernel allows it), `uring` or `std`.
+    pub io: IoMode,
+    /// Durable records kept in memory for the pipeline (bytes); the rest is
+    /// read back from disk.
+    pub memory_bytes: u64,
+}
+
+impl Default for WalConfig {
+    fn default() -> Self {
+        WalConfig {
+            dir: PathBuf::from("rockfeed-data/wal"),
+            segment_bytes: 64 << 20,
+            max_bytes: 8 << 30,
+            commit_interval: Dur(Duration::from_millis(2)),
+            commit_bytes: 1 << 20,
+            io: IoMode::Auto,
+            memory_bytes: 64 << 20,
+        }
+    }
+}
+
+impl WalConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.segment_bytes < 1 << 20 {
+            return Err("wal.segment_bytes must be at least 1 MiB".into());
+        }
+        if self.max_bytes < 2 * self.segment_bytes {
+            return Err("wal.max_bytes must be at least twice wal.segment_bytes".into());
+        }
+        if self.commit_interval.0 > Duration::from_secs(1) {
+            return Err("wal.commit_interval must be at most 1s (acks wait for it)".into());
+        }
+        if self.commit_bytes == 0 || self.memory_bytes == 0 {
+            return Err("wal.commit_bytes and wal.memory_bytes must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+/// The stream name of WAL positions in [`Positions`].
+pub const STREAM: &str = "wal";
+
+/// Records appended by the source, not yet taken by the writer.
+#[derive(Default)]
+struct Intake {
+    records: Vec<Record>,
+    bytes: u64,
+    /// Sequence number of the next record appended (records since start).
+    next_seq: u64,
+}
+
+/// Durable records for the feeder: `queue` holds exactly the records from
+/// `start` up to the log's durable end, in order, each with its position.
+#[derive(Default)]
+struct Tail {
+    queue: VecDeque<(Record, u64)>,
+    bytes: u64,
+    start: u64,
+}
+
+struct Shared {
+    cfg: WalConfig,
+    intake: Mutex<Intake>,
+    intake_cv: Condvar,
+    /// Records durable since start (sequence numbers below it).
+    durable: watch::Sender<u64>,
+    tail: Mutex<Tail>,
+    tail_cv: Condvar,
+    /// Bytes the retained segments hold (gauge, for `full`).
+    retained: AtomicU64,
+    /// Segments at or below this position may be deleted.
+    release_to: AtomicU64,
+    /// The writer failed (an I/O error): nothing more is durable.
+    failed: Mutex<Option<String>>,
+    stop: AtomicBool,
+    /// Whether the log is at `max_bytes` (logged once per episode).
+    full: AtomicBool,
+    stats: Arc<crate::telemetry::Stats>,
+}
+
+/// The WAL service: the writer thread and the handles to it.
+pub struct Wal {
+    shared: Arc<Shared>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    ledger: Mutex<Ledger>,
+    /// The backend in use (`io_uring` or `std`).
+    pub io_name: &'static str,
+    feeder: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Wal {
+    /// Opens the log (recovering a torn tail) and starts the writer thread.
+    pub fn open(cfg: WalConfig, stats: Arc<crate::telemetry::Stats>) -> Result<Arc<Wal>, String> {
+        cfg.validate()?;
+        let ctx = |e: std::io::Error| format!("WAL {}: {e}", cfg.dir.display());
+        std::fs::create_dir_all(&cfg.dir).map_err(ctx)?;
+        let ledger = Ledger::open(&cfg.dir).map_err(ctx)?;
+        let floor = ledger.last().map(|e| e.position).unwrap_or(0);
+        let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
+        let shared = Arc::new(Shared {
+            cfg: cfg.clone(),
+            intake: Mutex::new(Intake::default()),
+            intake_cv: Condvar::new(),
+            durable: watch::channel(0).0,
+            tail: Mutex::new(Tail::default()),
+            tail_cv: Condvar::new(),
+            retained: AtomicU64::new(0),
+            release_to: AtomicU64::new(floor),
+            failed: Mutex::new(None),
+            stop: AtomicBool::new(false),
+            full: AtomicBool::new(false),
+            stats,
+        });
+        let sh = shared.clone();
+        // The log (and an io_uring runtime) lives on the writer thread.
+        let writer = std::thread::Builder::new()
+            .name("wal-writer".into())
+            .spawn(move || {
+                let opened = io::backend(sh.cfg.io, &sh.cfg.dir)
+                    .and_then(|b| Log::open(&sh.cfg.dir, sh.cfg.segment_bytes, b, floor));
+                match opened {
+                    Ok((log, rec)) => {
+                        let _ = ready_tx.send(Ok((log.io_name(), log.end(), rec)));
+                        write_loop(&sh, log);
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                    }
+                }
+            })
+            .map_err(ctx)?;
+        let (io_name, end, rec) = ready_rx.recv().map_err(|_| "the WAL writer thread died".to_string())?.map_err(ctx)?;
+        if rec != segment::Recovered::default() {
+            tracing::warn!(dir = %cfg.dir.display(), torn_bytes = rec.torn_bytes, removed_segments = rec.removed_segments, "WAL recovery cut a torn tail (records never acknowledged).");
+        }
+        shared.tail.lock().unwrap_or_else(|p| p.into_inner()).start = end;
+        tracing::info!(dir = %cfg.dir.display(), io = io_name, end, decided = floor, "WAL open.");
+        Ok(Arc::new(Wal {
+            shared,
+            writer: Mutex::new(Some(writer)),
+            ledger: Mutex::new(ledger),
+            io_name,
+            feeder: Mutex::new(None),
+        }))
+    }
+
+    /// Appends a record; returns its sequence number (durable once
+    /// [`Wal::durable`] passes it).
+    pub fn append(&self, r: Record) -> u64 {
+        let mut i = self.shared.intake.lock().unwrap_or_else(|p| p.into_inner());
+        let seq = i.next_seq;
+        i.next_seq += 1;
+        i.bytes += r.frame_len() as u64;
+        let wake = i.records.is_empty();
+        i.records.push(r);
+        drop(i);
+        if wake {
+            self.shared.intake_cv.notify_one();
+        }
+        seq
+    }
+
+    /// The count of durable records (every sequence number below it).
+    pub fn durable(&self) -> watch::Receiver<u64> {
+        self.shared.durable.subscribe()
+    }
+
+    /// Whether the log is at `wal.max_bytes` (the source should stop taking
+    /// messages). Counted and logged once per episode.
+    pub fn full(&self) -> bool {
+        let waiting = self.shared.intake.lock().unwrap_or_else(|p| p.into_inner()).bytes;
+        let full = self.shared.retained.load(Ordering::Relaxed) + waiting >= self.shared.cfg.max_bytes;
+        let was = self.shared.full.swap(full, Ordering::Relaxed);
+        if full && !was {
+            self.shared.stats.wal_full.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(max_bytes = self.shared.cfg.max_bytes, dir = %self.shared.cfg.dir.display(), "The WAL is full: MQTT intake stops until StarRocks takes the backlog (the broker holds new messages in the session).");
+        } else if !full && was {
+            tracing::info!("The WAL has room again; MQTT intake resumes.");
+        }
+        full
+    }
+
+    /// The writer's failure, if it failed.
+    pub fn failed(&self) -> Option<String> {
+        self.shared.failed.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Segments wholly below `pos` may go (an epoch up to it committed).
+    pub fn release(&self, pos: u64) {
+        self.shared.release_to.fetch_max(pos, Ordering::Relaxed);
+    }
+
+    /// The last decision and its position.
+    pub fn decided(&self) -> Option<Entry> {
+        self.ledger.lock().unwrap_or_else(|p| p.into_inner()).last().cloned()
+    }
+
+    /// Starts feeding `tx` with every durable record from `from` on (disk,
+    /// then the in-memory tail), on a thread that ends when `tx` closes. A
+    /// previous feeder is waited for first.
+    pub fn feed(self: &Arc<Self>, from: u64, tx: mpsc::Sender<RawMessage>) -> std::io::Result<()> {
+        let mut slot = self.feeder.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(old) = slot.take() {
+            let _ = old.join();
+        }
+        let sh = self.shared.clone();
+        *slot = Some(std::thread::Builder::new().name("wal-feeder".into()).spawn(move || {
+            if let Err(e) = feed_loop(&sh, from, &tx) {
+                tracing::error!(error = %e, "Reading the WAL failed; the pipeline stops here.");
+                sh.failed.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(format!("reading the WAL: {e}"));
+            }
+        })?);
+        Ok(())
+    }
+
+    /// Stops the writer (after committing what was appended) and the feeder.
+    pub fn close(&self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        self.shared.intake_cv.notify_all();
+        self.shared.tail_cv.notify_all();
+        for slot in [&self.writer, &self.feeder] {
+            if let Some(h) = slot.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                let _ = h.join();
+            }
+        }
+    }
+}
+
+impl Drop for Wal {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// The writer thread: group commits until stopped.
+fn write_loop(sh: &Shared, mut log: Log) {
+    let interval = sh.cfg.commit_interval.0;
+    let mut last_sync = Instant::now() - interval;
+    let mut seq = 0u64;
+    let mut batch: Vec<Record> = Vec::new();
+    loop {
+        {
+            let mut i = sh.intake.lock().unwrap_or_else(|p| p.into_inner());
+            // Wait for work; wake up now and then to release segments.
+            while i.records.is_empty() && !sh.stop.load(Ordering::Relaxed) {
+                i = sh.intake_cv.wait_timeout(i, Duration::from_millis(100)).unwrap_or_else(|p| p.into_inner()).0;
+                if i.records.is_empty() {
+                    drop(i);
+                    release(sh, &mut log);
+                    i = sh.intake.lock().unwrap_or_else(|p| p.into_inner());
+                }
+            }
+            if i.records.is_empty() {
+                return; // stopping, nothing left
+            }
+            // The group: whatever arrives until the interval since the last
+            // fsync is over, or commit_bytes wait.
+            loop {
+                let now = Instant::now();
+                let due = last_sync + interval;
+                if now >= due || i.bytes >= sh.cfg.commit_bytes || sh.stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                i = sh.intake_cv.wait_timeout(i, due - now).unwrap_or_else(|p| p.into_inner()).0;
+            }
+            std::mem::swap(&mut batch, &mut i.records);
+            i.bytes = 0;
+        }
+        let mut positions = Vec::with_capacity(batch.len());
+        for r in &batch {
+            positions.push(log.append(r));
+        }
+        last_sync = Instant::now();
+        let bytes = log.retained();
+        if let Err(e) = log.commit() {
+            let msg = format!("WAL write failed in {}: {e}", sh.cfg.dir.display());
+            tracing::error!(error = %msg, "Nothing more is acknowledged; restart rockfeed once the disk is fixed.");
+            sh.failed.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(msg);
+            return;
+        }
+        sh.stats.wal_commits.fetch_add(1, Ordering::Relaxed);
+        sh.stats.wal_records.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        seq += batch.len() as u64;
+        sh.retained.store(bytes, Ordering::Relaxed);
+        sh.stats.wal_bytes.store(bytes, Ordering::Relaxed);
+        sh.durable.send_replace(seq);
+        let frame_bytes: u64 = batch.iter().map(|r| r.frame_len() as u64).sum();
+        sh.stats.wal_bytes_written.fetch_add(frame_bytes, Ordering::Relaxed);
+        {
+            let mut t = sh.tail.lock().unwrap_or_else(|p| p.into_inner());
+            if t.bytes + frame_bytes > sh.cfg.memory_bytes {
+                // Too far behind: the feeder reads these from disk.
+                t.queue.clear();
+                t.bytes = 0;
+                t.start = log.end();
+                batch.clear();
+            } else {
+                t.bytes += frame_bytes;
+                t.queue.extend(batch.drain(..).zip(positions));
+            }
+        }
+        sh.tail_cv.notify_all();
+        release(sh, &mut log);
+    }
+}
+
+fn release(sh: &Shared, log: &mut Log) {
+    let to = sh.release_to.load(Ordering::Relaxed);
+    match log.release(to) {
+        Ok(0) => {}
+        Ok(n) => {
+            sh.retained.store(log.retained(), Ordering::Relaxed);
+            sh.stats.wal_bytes.store(log.retained(), Ordering::Relaxed);
+            tracing::debug!(segments = n, below = to, "WAL segments released.");
+        }
+        Err(e) => tracing::warn!(error = %e, "Cannot delete a released WAL segment; retrying later."),
+    }
+}
+
+/// The feeder: disk below the tail's start, then the tail.
+fn feed_loop(sh: &Shared, mut next: u64, tx: &mpsc::Sender<RawMessage>) -> std::io::Result<()> {
+    let stream: Arc<str> = Arc::from(STREAM);
+    let send = |r: Record, pos: u64| -> bool {
+        let mut m = RawMessage::new(r.topic, r.payload, r.received_ms);
+        // The decoder notes `offset + 1` as the position to resume from.
+        m.position = Some((stream.clone(), 0, pos as i64 - 1));
+        tx.blocking_send(m).is_ok()
+    };
+    let mut taken = Vec::new();
+    loop {
+        let mut t = sh.tail.lock().unwrap_or_else(|p| p.into_inner());
+        if next < t.start {
+            let until = t.start;
+            drop(t);
+            let mut rd = Reader::new(&sh.cfg.dir, next, until);
+            while let Some((r, pos)) = rd.next_record()? {
+                if !send(r, pos) {
+                    return Ok(());
+                }
+                next = pos;
+            }
+            continue;
+        }
+        if t.queue.is_empty() {
+            if sh.stop.load(Ordering::Relaxed) || tx.is_closed() {
+                return Ok(());
+            }
+            let _ = sh.tail_cv.wait_timeout(t, Duration::from_millis(100));
+            continue;
+        }
+        taken.extend(t.queue.drain(..));
+        t.bytes = 0;
+        t.start = taken.last().map(|(_, p)| *p).unwrap_or(t.start);
+        drop(t);
+        for (r, pos) in taken.drain(..) {
+            if pos <= next {
+                continue;
+            }
+            if !send(r, pos) {
+                return Ok(());
+            }
+            next = pos;
+        }
+    }
+}
+
+/// MQTT's side of the epoch protocol: decisions in the WAL's ledger,
+/// positions are WAL positions.
+pub struct WalSource {
+    pub wal: Arc<Wal>,
+}
+
+impl WalSource {
+    /// Where replay starts: the last decided position.
+    pub fn decided_position(&self) -> u64 {
+        self.wal.decided().map(|e| e.position).unwrap_or(0)
+    }
+
+    fn position(&self, p: &Positions) -> u64 {
+        p.iter().filter(|((s, _), _)| &**s == STREAM).map(|(_, &o)| o as u64).max().unwrap_or(self.decided_position())
+    }
+}
+
+impl EpochSource for WalSource {
+    async fn decide(&self, d: &Decision, positions: &Positions) -> Result<(), String> {
+        let e = Entry { position: self.position(positions), decision: d.encode() };
+        let wal = self.wal.clone();
+        tokio::task::spawn_blocking(move || wal.ledger.lock().unwrap_or_else(|p| p.into_inner()).record(e))
+            .await
+            .map_err(|e| format!("the ledger write stopped: {e}"))?
+            .map_err(|e| format!("WAL ledger: {e}"))
+    }
+
+    async fn decisions(&self) -> Result<Vec<Decision>, String> {
+        Ok(self.wal.decided().and_then(|e| Decision::parse(&e.decision)).into_iter().collect())
+    }
+
+    fn committed(&self, positions: &Positions) {
+        self.wal.release(self.position(positions));
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,347 @@
+//! The log itself: segment files of frames (`record.rs`), named by the
+//! logical position of their first byte, `{start:020}.wal`. A position is a
+//! byte offset in the log as if it were one file; a record's position is
+//! the position just after it (the position to read from next).
+//!
+//! - **Appends** are buffered (`pending`) until [`Log::commit`], which
+//!   writes them and `fdatasync`s every file it touched (and the directory,
+//!   when it made a segment): once it returns, everything appended is
+//!   durable. A segment is closed when the next frame would take it past
+//!   `segment_bytes` (a frame larger than that gets a segment of its own).
+//! - **Release** deletes segments that lie wholly below a position (the
+//!   decided one). The newest segment is never deleted.
+//! - **Recovery** ([`Log::open`]): every segment but the newest must end
+//!   exactly where the next begins. The first one that does not (a crash
+//!   lost part of an unsynced segment, and a newer one was already made)
+//!   and the newest one are scanned frame by frame (length, bounds, CRC):
+//!   the first invalid frame is the torn tail. The file is cut there and
+//!   every later segment removed. Only unsynced, hence unacknowledged,
+//!   records can be lost this way.
+//! - **Reading** ([`Reader`]) streams frames through a buffered reader from
+//!   a position up to a bound, segment after segment; a bad frame below
+//!   the durable end is corruption and an error.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, BufReader, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use super::io::{Backend, SegmentFile};
+use super::record::{self, HEADER, Record};
+
+const SUFFIX: &str = ".wal";
+
+pub fn segment_path(dir: &Path, start: u64) -> PathBuf {
+    dir.join(format!("{start:020}{SUFFIX}"))
+}
+
+/// Segment starts in `dir`, in order.
+pub fn list(dir: &Path) -> io::Result<Vec<u64>> {
+    let mut v: Vec<u64> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str()?.strip_suffix(SUFFIX)?.parse().ok())
+        .collect();
+    v.sort_unstable();
+    Ok(v)
+}
+
+/// Frames appended for one segment, not yet written.
+struct Chunk {
+    segment: u64,
+    buf: Vec<u8>,
+}
+
+/// The writer's view of the log (one owner: the WAL's writer thread).
+pub struct Log {
+    dir: PathBuf,
+    segment_bytes: u64,
+    io: Box<dyn Backend>,
+    /// Retained segments: start → bytes written.
+    segments: BTreeMap<u64, u64>,
+    /// The newest segment's file, open for writing.
+    active: Option<(u64, Box<dyn SegmentFile>)>,
+    /// Everything below is durable.
+    end: u64,
+    /// End of what was appended (≥ `end`).
+    next: u64,
+    pending: Vec<Chunk>,
+}
+
+/// What recovery found.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Recovered {
+    /// Bytes cut from a torn tail.
+    pub torn_bytes: u64,
+    /// Segments removed after a gap.
+    pub removed_segments: usize,
+}
+
+impl Log {
+    /// Opens the log in `dir` (created if missing), recovering as the
+    /// module doc says. An empty log starts at `floor` (the ledger's decided
+    /// position: a log whose segments were all released continues there).
+    pub fn open(dir: &Path, segment_bytes: u64, io: Box<dyn Backend>, floor: u64) -> io::Result<(Log, Recovered)> {
+        std::fs::create_dir_all(dir)?;
+        let starts = list(dir)?;
+        let mut rec = Recovered::default();
+        let mut segments = BTreeMap::new();
+        for (i, &s) in starts.iter().enumerate() {
+            let path = segment_path(dir, s);
+            let len = std::fs::metadata(&path)?.len();
+            let expected = starts.get(i + 1).map(|n| n - s);
+            if expected == Some(len) {
+                segments.insert(s, len);
+                continue;
+            }
+            if expected.is_some_and(|e| len > e) {
+                return Err(io::Error::other(format!(
+                    "WAL segment {} is {len} bytes, past the start of the next segment: the WAL directory is damaged",
+                    path.display()
+                )));
+            }
+            let valid = scan_valid(&path)?;
+            if valid < len {
+                let f = std::fs::OpenOptions::new().write(true).open(&path)?;
+                f.set_len(valid)?;
+                f.sync_all()?;
+                rec.torn_bytes += len - valid;
+            }
+            segments.insert(s, valid);
+            for &later in &starts[i + 1..] {
+                std::fs::remove_file(segment_path(dir, later))?;
+                rec.removed_segments += 1;
+            }
+            break;
+        }
+        if rec.removed_segments > 0 {
+            File::open(dir)?.sync_all()?;
+        }
+        let end = segments.iter().next_back().map(|(s, l)| s + l).unwrap_or(floor);
+        if end < floor {
+            return Err(io::Error::other(format!(
+                "the WAL in {} ends at position {end}, below the decided position {floor}: segments were removed by hand",
+                dir.display()
+            )));
+        }
+        let active = match segments.iter().next_back() {
+            Some((&s, _)) => Some((s, io.open(&segment_path(dir, s))?)),
+            None => None,
+        };
+        let log = Log { dir: dir.into(), segment_bytes: segment_bytes.max(1), io, segments, active, end, next: end, pending: Vec::new() };
+        Ok((log, rec))
+    }
+
+    /// Appends a record (buffered until [`Log::commit`]); returns its position
+    /// (the position after it).
+    pub fn append(&mut self, r: &Record) -> u64 {
+        let f = r.frame_len() as u64;
+        // The segment being appended to, and the bytes it holds.
+        let (segment, used) = match (self.pending.last(), &self.active) {
+            (Some(c), _) => (c.segment, self.segments.get(&c.segment).copied().unwrap_or(0) + c.buf.len() as u64),
+            (None, Some((s, _))) => (*s, self.segments[s]),
+            (None, None) => (self.next, 0),
+        };
+        let target = if used > 0 && used + f > self.segment_bytes { self.next } else { segment };
+        if self.pending.last().is_none_or(|c| c.segment != target) {
+            self.pending.push(Chunk { segment: target, buf: Vec::with_capacity(f as usize) });
+        }
+        let c = self.pending.last_mut().expect("pushed above");
+        r.encode(&mut c.buf);
+        self.next += f;
+        self.next
+    }
+
+    /// Writes and fsyncs everything appended; returns the durable end.
+    pub fn commit(&mut self) -> io::Result<u64> {
+        if self.pending.is_empty() {
+            return Ok(self.end);
+        }
+        let mut made_segment = false;
+        let chunks = std::mem::take(&mut self.pending);
+        let n = chunks.len();
+        for (i, c) in chunks.into_iter().enumerate() {
+            if self.active.as_ref().is_none_or(|(s, _)| *s != c.segment) {
+                if let Some((_, f)) = self.active.as_mut() {
+                    f.sync_data()?;
+                }
+                let file = self.io.open(&segment_path(&self.dir, c.segment))?;
+                self.active = Some((c.segment, file));
+                self.segments.entry(c.segment).or_insert(0);
+                made_segment = true;
+            }
+            let (_, f) = self.active.as_mut().expect("set above");
+            let at = self.segments[&c.segment];
+            let len = c.buf.len() as u64;
+            f.write_all_at(c.buf, at)?;
+            *self.segments.get_mut(&c.segment).expect("inserted above") += len;
+            if i + 1 == n {
+                f.sync_data()?;
+            }
+        }
+        if made_segment {
+            File::open(&self.dir)?.sync_all()?;
+        }
+        self.end = self.next;
+        Ok(self.end)
+    }
+
+    /// Deletes segments that end at or below `pos` (never the newest).
+    pub fn release(&mut self, pos: u64) -> io::Result<usize> {
+        let starts: Vec<u64> = self.segments.keys().copied().collect();
+        let mut n = 0;
+        for w in starts.windows(2) {
+            let (s, next) = (w[0], w[1]);
+            if next > pos {
+                break;
+            }
+            std::fs::remove_file(segment_path(&self.dir, s))?;
+            self.segments.remove(&s);
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// The durable end.
+    pub fn end(&self) -> u64 {
+        self.end
+    }
+
+    /// Bytes the retained segments hold (durable and pending).
+    pub fn retained(&self) -> u64 {
+        self.next - self.segments.keys().next().copied().unwrap_or(self.end)
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    pub fn io_name(&self) -> &'static str {
+        self.io.name()
+    }
+
+    /// Test only: a crash after the first `written` bytes of what was
+    /// appended reached the files (in log order), with no fsync.
+    #[cfg(test)]
+    pub fn crash(mut self, mut written: usize) -> io::Result<()> {
+        for c in std::mem::take(&mut self.pending) {
+            if written == 0 {
+                break;
+            }
+            let take = written.min(c.buf.len());
+            written -= take;
+            let path = segment_path(&self.dir, c.segment);
+            let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(path)?;
+            use std::os::unix::fs::FileExt;
+            f.write_all_at(&c.buf[..take], self.segments.get(&c.segment).copied().unwrap_or(0))?;
+        }
+        Ok(())
+    }
+}
+
+/// The length of the valid frames at the start of `path`.
+fn scan_valid(path: &Path) -> io::Result<u64> {
+    let mut r = BufReader::with_capacity(1 << 20, File::open(path)?);
+    let mut valid = 0u64;
+    let mut body = Vec::new();
+    loop {
+        match read_frame(&mut r, &mut body)? {
+            Frame::Ok(n) => valid += n as u64,
+            Frame::End | Frame::Bad => return Ok(valid),
+        }
+    }
+}
+
+enum Frame {
+    /// A valid frame of this many bytes; its body is in the buffer.
+    Ok(usize),
+    /// Clean end of the file.
+    End,
+    /// A short, implausible or CRC-failing frame.
+    Bad,
+}
+
+fn read_frame(r: &mut impl Read, body: &mut Vec<u8>) -> io::Result<Frame> {
+    let mut h = [0u8; HEADER];
+    match read_full(r, &mut h)? {
+        0 => return Ok(Frame::End),
+        n if n < HEADER => return Ok(Frame::Bad),
+        _ => {}
+    }
+    let Some((len, crc)) = record::header(&h) else { return Ok(Frame::Bad) };
+    body.resize(len, 0);
+    if read_full(r, body)? < len || crc32fast::hash(body) != crc {
+        return Ok(Frame::Bad);
+    }
+    Ok(Frame::Ok(HEADER + len))
+}
+
+/// Reads until `buf` is full or the end; the count read.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// Streams records from `pos` up to `until` (both record boundaries below
+/// the durable end), one buffered segment at a time.
+pub struct Reader {
+    dir: PathBuf,
+    pos: u64,
+    until: u64,
+    file: Option<BufReader<File>>,
+    body: Vec<u8>,
+}
+
+impl Reader {
+    pub fn new(dir: &Path, pos: u64, until: u64) -> Reader {
+        Reader { dir: dir.into(), pos, until, file: None, body: Vec::new() }
+    }
+
+    /// The next record and its position, `None` at `until`.
+    pub fn next_record(&mut self) -> io::Result<Option<(Record, u64)>> {
+        if self.pos >= self.until {
+            return Ok(None);
+        }
+        loop {
+            if self.file.is_none() {
+                let starts = list(&self.dir)?;
+                let Some(&s) = starts.iter().rev().find(|&&s| s <= self.pos) else {
+                    return Err(self.corrupt("no segment holds it"));
+                };
+                let mut f = File::open(segment_path(&self.dir, s))?;
+                f.seek(SeekFrom::Start(self.pos - s))?;
+                self.file = Some(BufReader::with_capacity(1 << 20, f));
+            }
+            let r = self.file.as_mut().expect("opened above");
+            match read_frame(r, &mut self.body)? {
+                Frame::Ok(n) => {
+                    self.pos += n as u64;
+                    let rec = Record::decode_body(&self.body).ok_or_else(|| self.corrupt("undecodable record"))?;
+                    return Ok(Some((rec, self.pos)));
+                }
+                // This segment ends here; the next one starts at `pos`.
+                Frame::End => {
+                    self.file = None;
+                    if !segment_path(&self.dir, self.pos).exists() {
+                        return Err(self.corrupt("the segment ends early"));
+                    }
+                }
+                Frame::Bad => return Err(self.corrupt("a frame fails its length or CRC check")),
+            }
+        }
+    }
+
+    fn corrupt(&self, why: &str) -> io::Error {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("WAL in {} is corrupt at position {}: {why}", self.dir.display(), self.pos),
+        )
+    }
+}
