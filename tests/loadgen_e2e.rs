@@ -49,6 +49,9 @@ replication_num = 1
 [pipeline]
 shards = 2
 epoch = "200ms"
+state_dir = "{state}"
+[wal]
+dir = "{wal}"
 [source.mqtt]
 host = "127.0.0.1"
 port = {mqtt_port}
@@ -60,7 +63,9 @@ listen = "127.0.0.1:{metrics_port}"
 [dead_letter]
 dir = "{}"
 "#,
-        dir.join("dead").display()
+        dir.join("dead").display(),
+        state = dir.join("state").display(),
+        wal = dir.join("wal").display(),
     )
 }
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 mod common;
 
 use rockfeed::source::RawMessage;
-use rockfeed::source::mqtt::{MqttConfig, run_with_ready, wait_ready};
+use rockfeed::source::mqtt::{MqttConfig, wait_ready};
 use tokio::sync::{mpsc, watch};
 
 fn source_cfg(port: u16) -> MqttConfig {
@@ -43,7 +43,9 @@ async fn session(port: u16, want: usize, limit: Duration) -> usize {
             count_tx.send_modify(|n| *n += 1);
         }
     });
-    let src = tokio::spawn(run_with_ready(source_cfg(port), tx, stop, ready_tx));
+    // A WAL of its own per session: this counts what the broker delivers.
+    let wal = tempfile::tempdir().unwrap();
+    let src = common::mqtt_into(source_cfg(port), wal.path(), tx, stop, ready_tx);
     assert!(wait_ready(&mut ready, Duration::from_secs(30)).await, "never subscribed");
     let _ = tokio::time::timeout(limit, count.wait_for(|n| *n >= want)).await;
     let got = *count.borrow();
@@ -88,7 +90,8 @@ async fn a_stalled_pipeline_keeps_the_connection_and_gets_every_message_once() {
     let (tx, mut rx) = mpsc::channel::<RawMessage>(1);
     let (stop_tx, stop) = watch::channel(false);
     let (ready_tx, mut ready) = watch::channel(false);
-    let src = tokio::spawn(run_with_ready(source_cfg_with(port, "keep_alive_secs = 2\n"), tx, stop, ready_tx));
+    let src =
+        common::mqtt_into(source_cfg_with(port, "keep_alive_secs = 2\n"), &dir.path().join("wal"), tx, stop, ready_tx);
     assert!(wait_ready(&mut ready, Duration::from_secs(30)).await, "never subscribed");
     let n = 300;
     let msgs: Vec<(String, String)> =

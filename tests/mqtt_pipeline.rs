@@ -181,7 +181,7 @@ async fn scenario_on(port: u16, v5: bool) {
     let (stop_tx, stop_rx) = watch::channel(false);
     let stats = Arc::new(Stats::default());
     let (ready_tx, mut ready) = watch::channel(false);
-    let src = tokio::spawn(rockfeed::source::mqtt::run_with_ready(mcfg, tx, stop_rx.clone(), ready_tx));
+    let src = common::mqtt_into(mcfg, &dir.path().join("wal"), tx, stop_rx.clone(), ready_tx);
     let pipe = tokio::spawn(run(cfg, Sinks::starrocks(loader), Some(enrich), rx, stop_rx, stats.clone(), None));
     assert!(rockfeed::source::mqtt::wait_ready(&mut ready, Duration::from_secs(30)).await, "never subscribed");
 
@@ -293,7 +293,7 @@ async fn mqtt5_shared_subscription_splits_a_stream_between_two_instances() {
         let stats = Arc::new(Stats::default());
         let (ready_tx, ready) = watch::channel(false);
         readies.push(ready);
-        sources.push(tokio::spawn(rockfeed::source::mqtt::run_with_ready(mcfg, tx, stop_rx.clone(), ready_tx)));
+        sources.push(common::mqtt_into(mcfg, &dir.path().join(format!("wal-{i}")), tx, stop_rx.clone(), ready_tx));
         pipes.push(tokio::spawn(run(cfg, Sinks::starrocks(loader), None, rx, stop_rx.clone(), stats.clone(), None)));
         all_stats.push(stats);
     }
@@ -353,6 +353,9 @@ replication_num = 1
 [pipeline]
 shards = 2
 epoch = "200ms"
+state_dir = "{state}"
+[wal]
+dir = "{wal}"
 [source.mqtt]
 host = "127.0.0.1"
 port = {}
@@ -363,7 +366,9 @@ protocol = "5"
 dir = "{}"
 "#,
         broker.port,
-        dir.path().join("dead").display()
+        dir.path().join("dead").display(),
+        state = dir.path().join("state").display(),
+        wal = dir.path().join("wal").display(),
     );
     let mut cfg = rockfeed::config::Config::parse(&toml).unwrap();
     let ddl = rockfeed::config::ddl::ddl(&cfg);

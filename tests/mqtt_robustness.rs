@@ -132,7 +132,7 @@ async fn tls_auth_large_payloads_and_a_broker_restart() {
     let (stop_tx, stop_rx) = watch::channel(false);
     let stats = Arc::new(Stats::default());
     let (ready_tx, mut ready) = watch::channel(false);
-    let src = tokio::spawn(rockfeed::source::mqtt::run_with_ready(mcfg, tx, stop_rx.clone(), ready_tx));
+    let src = common::mqtt_into(mcfg, &dir.path().join("wal"), tx, stop_rx.clone(), ready_tx);
     let pipe = tokio::spawn(run(cfg, Sinks::starrocks(loader), None, rx, stop_rx, stats.clone(), None));
     assert!(rockfeed::source::mqtt::wait_ready(&mut ready, Duration::from_secs(30)).await, "never subscribed");
 

@@ -153,8 +153,7 @@ fn rockfeed_conf(
     };
     let source = match via {
         Via::Mqtt(port) => format!(
-            r#"delivery = "at-least-once"
-[source.mqtt]
+            r#"[source.mqtt]
 host = "127.0.0.1"
 port = {port}
 client_id = "rockfeed-bench-{step}"
@@ -192,6 +191,8 @@ replication_num = 1
 shards = {shards}
 epoch = "{epoch}"
 state_dir = "{state}"
+[wal]
+dir = "{wal}"
 {source}[telemetry]
 listen = "127.0.0.1:{metrics_port}"
 [dead_letter]
@@ -201,6 +202,7 @@ dir = "{dead}"
         epoch = a.epoch,
         dead = dir.join("dead-letter").display(),
         state = dir.join("state").display(),
+        wal = dir.join("wal").display(),
     )
 }
 

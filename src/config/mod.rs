@@ -594,5 +594,10 @@ user = "root"
         assert_eq!(c.tables.dims, vec!["fleet", "model", "region"]);
         assert_eq!(c.source.mqtt.as_ref().unwrap().topics, vec!["telemetry/#"]);
         assert!(c.archive.enabled && c.archive.url == "rockfeed-data/archive");
+        assert_eq!(c.delivery(), Delivery::ExactlyOnce);
+        assert_eq!(
+            (c.wal.dir.to_str(), c.wal.max_bytes, c.wal.io),
+            (Some("/var/lib/rockfeed/wal"), 8 << 30, crate::wal::IoMode::Auto)
+        );
     }
 }

@@ -557,6 +557,7 @@ async fn shard(ctx: ShardCtx, mut rx: mpsc::Receiver<ShardMsg>) {
 /// Exactly-once seal: one transaction per table with rows, prepared under
 /// `{prefix}-{table}-{shard}-{epoch}`; the coordinator decides and commits.
 async fn prepare_epoch(ctx: &ShardCtx, st: &mut ShardState, epoch: u64) -> ShardDone {
+    ctx.stats.merge_queue_wait(ctx.k as usize, &mut st.queue_wait);
     let too_late = std::mem::take(&mut st.too_late);
     let spool = spool_raw(ctx, st, epoch);
     let mut done = prepare_txns(ctx, st, epoch).await;

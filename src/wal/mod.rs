@@ -198,7 +198,8 @@ impl Wal {
                 }
             })
             .map_err(ctx)?;
-        let (io_name, end, rec) = ready_rx.recv().map_err(|_| "the WAL writer thread died".to_string())?.map_err(ctx)?;
+        let (io_name, end, rec) =
+            ready_rx.recv().map_err(|_| "the WAL writer thread died".to_string())?.map_err(ctx)?;
         if rec != segment::Recovered::default() {
             tracing::warn!(dir = %cfg.dir.display(), torn_bytes = rec.torn_bytes, removed_segments = rec.removed_segments, "WAL recovery cut a torn tail (records never acknowledged).");
         }

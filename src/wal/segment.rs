@@ -127,7 +127,16 @@ impl Log {
             Some((&s, _)) => Some((s, io.open(&segment_path(dir, s))?)),
             None => None,
         };
-        let log = Log { dir: dir.into(), segment_bytes: segment_bytes.max(1), io, segments, active, end, next: end, pending: Vec::new() };
+        let log = Log {
+            dir: dir.into(),
+            segment_bytes: segment_bytes.max(1),
+            io,
+            segments,
+            active,
+            end,
+            next: end,
+            pending: Vec::new(),
+        };
         Ok((log, rec))
     }
 

@@ -12,13 +12,20 @@ use super::*;
 
 #[derive(Debug, Clone)]
 enum Op {
-    Append { topic: u8, payload: usize },
+    Append {
+        topic: u8,
+        payload: usize,
+    },
     Commit,
     /// A crash after this share (‰) of the unsynced bytes reached the files.
-    Crash { per_mille: u16 },
+    Crash {
+        per_mille: u16,
+    },
     /// Decide the position of the committed record this far (‰) between the
     /// last decision and the durable end.
-    Decide { per_mille: u16 },
+    Decide {
+        per_mille: u16,
+    },
     Release,
 }
 
