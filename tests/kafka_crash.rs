@@ -17,14 +17,14 @@
 //! but before its spool segment is deleted. pyarrow then reads the archive
 //! back: every reading exactly once, nothing stray in the layout.
 
+use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use loadgen::audit::{EmulatorTables, audit_emulator};
+use loadgen::audit::audit_emulator;
 use loadgen::fleet::Fleet;
 use loadgen::kafka::{KafkaSender, KafkaTarget, mock_cluster};
-use loadgen::ledger::{Ledger, TableAudit};
+use loadgen::ledger::Ledger;
 use loadgen::payload::{Generator, Profile};
 use loadgen::run::{RunOptions, Target};
 use rand::{Rng, SeedableRng};
@@ -33,9 +33,8 @@ use rockfeed::starrocks::ddl::parse_ddl;
 mod common;
 
 use common::archive::{audit_archive, read_archive, stray_files};
+use common::crash::{self, settle, spawn};
 use rockfeed::starrocks_emulator::{Emulator, EmulatorConfig};
-use tokio::io::AsyncBufReadExt;
-use tokio::process::{Child, Command};
 
 fn config(brokers: &str, emu: &str, dir: &std::path::Path, delivery: &str, prefix: &str) -> String {
     format!(
@@ -81,92 +80,6 @@ roll_idle = "1s"
     )
 }
 
-fn tables(url: String) -> EmulatorTables {
-    EmulatorTables {
-        url,
-        user: "root".into(),
-        password: "pw".into(),
-        db: "rockfeed".into(),
-        telemetry: "telemetry_1m".into(),
-        latest: Some("vehicle_latest".into()),
-    }
-}
-
-/// A running child and the stderr lines it wrote.
-struct Run {
-    child: Child,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-fn spawn(conf: &std::path::Path, halt_at: Option<String>) -> Run {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rockfeed"));
-    cmd.arg("run").arg("--config").arg(conf);
-    cmd.env("RUST_LOG", std::env::var("CRASH_RUST_LOG").unwrap_or_else(|_| "rockfeed=info,librdkafka=warn".into()));
-    match &halt_at {
-        Some(h) => cmd.env(rockfeed::pipeline::epoch::HOOK_ENV, h),
-        None => cmd.env_remove(rockfeed::pipeline::epoch::HOOK_ENV),
-    };
-    let mut child = cmd
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let (l, err) = (log.clone(), child.stderr.take().unwrap());
-    tokio::spawn(async move {
-        let mut lines = tokio::io::BufReader::new(err).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            l.lock().unwrap().push(line);
-        }
-    });
-    Run { child, log }
-}
-
-impl Run {
-    fn saw(&self, needle: &str) -> bool {
-        self.log.lock().unwrap().iter().any(|l| l.contains(needle))
-    }
-
-    fn tail(&self) -> String {
-        let l = self.log.lock().unwrap();
-        l[l.len().saturating_sub(30)..].join("\n")
-    }
-
-    /// Waits until the child logs `needle` (or exits, or `limit` passes).
-    async fn wait_for(&mut self, needle: &str, limit: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + limit;
-        while tokio::time::Instant::now() < deadline {
-            if self.saw(needle) {
-                return true;
-            }
-            if let Ok(Some(st)) = self.child.try_wait() {
-                panic!("rockfeed exited ({st}) while waiting for '{needle}':\n{}", self.tail());
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        false
-    }
-
-    /// SIGKILL; returns the child's log.
-    async fn kill9(mut self) -> Vec<String> {
-        self.child.start_kill().unwrap();
-        let _ = self.child.wait().await;
-        self.keep_log();
-        self.log.lock().unwrap().clone()
-    }
-
-    /// With `CRASH_LOG_DIR` set, keeps every child's log there.
-    fn keep_log(&self) {
-        if let Ok(d) = std::env::var("CRASH_LOG_DIR") {
-            static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-            let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let _ = std::fs::create_dir_all(&d);
-            let _ = std::fs::write(format!("{d}/run-{n:03}.log"), self.log.lock().unwrap().join("\n"));
-        }
-    }
-}
-
 struct Crash {
     emu: Emulator,
     conf: std::path::PathBuf,
@@ -200,43 +113,6 @@ fn produce(brokers: String, rate: f64, secs: u64, seed: u64, stop: Arc<AtomicBoo
             .unwrap();
         assert!(s.complete(), "{} of {} delivered", s.delivered, s.messages);
         ledger
-    })
-}
-
-/// Runs a last, undisturbed child until the audit passes, or until what
-/// landed stops changing for `quiet`, then stops it with SIGINT and returns
-/// the final audit.
-async fn settle(c: &Crash, ledger: &Ledger, quiet: Duration) -> Vec<TableAudit> {
-    let mut run = spawn(&c.conf, None);
-    let t = tables(c.emu.fe_url());
-    let mut last = (u64::MAX, tokio::time::Instant::now());
-    loop {
-        let a = audit_emulator(&t, ledger).await.unwrap();
-        if a.iter().all(|a| a.ok()) {
-            break;
-        }
-        let landed = a[0].records_landed + a[0].duplicated;
-        if landed != last.0 {
-            last = (landed, tokio::time::Instant::now());
-        } else if last.1.elapsed() > quiet {
-            break;
-        }
-        if let Ok(Some(st)) = run.child.try_wait() {
-            panic!("the final rockfeed exited ({st}):\n{}", run.tail());
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    let pid = run.child.id().unwrap().to_string();
-    assert!(std::process::Command::new("kill").arg("-INT").arg(&pid).status().unwrap().success());
-    let exit = tokio::time::timeout(Duration::from_secs(60), run.child.wait()).await.unwrap().unwrap();
-    run.keep_log();
-    assert!(exit.success(), "clean exit on SIGINT: {exit}\n{}", run.tail());
-    audit_emulator(&t, ledger).await.unwrap()
-}
-
-fn open_txns(emu: &Emulator) -> Vec<String> {
-    emu.with_core(|c| {
-        c.registry.all().filter(|t| t.state.is_running()).map(|t| format!("{} {}", t.label, t.state.name())).collect()
     })
 }
 
@@ -282,10 +158,10 @@ async fn exactly_once_survives_repeated_sigkill_at_random_moments_and_at_every_p
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let ledger = producer.await.unwrap();
     eprintln!("{} kills: {kills:?}; {} readings produced", kills.len(), ledger.readings());
-    let audits = settle(&c, &ledger, Duration::from_secs(20)).await;
+    let audits = settle(&c.emu, &c.conf, &ledger, Duration::from_secs(20)).await;
     assert!(audits.iter().all(|a| a.ok()), "{audits:?}");
     assert_eq!(audits[0].records_landed, ledger.readings());
-    assert!(open_txns(&c.emu).is_empty(), "{:?}", open_txns(&c.emu));
+    assert!(crash::open_txns(&c.emu).is_empty(), "{:?}", crash::open_txns(&c.emu));
     // The kills did hit the protocol: recovery rolled transactions of
     // undecided epochs back and committed prepared ones of decided epochs.
     let saw = |s: &str| logs.iter().filter(|l| l.contains(s)).count();
@@ -321,9 +197,9 @@ async fn at_least_once_killed_between_load_and_offset_commit_duplicates_rows() {
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let ledger = producer.await.unwrap();
-    let t = tables(c.emu.fe_url());
+    let t = common::emulator_tables(c.emu.fe_url(), true);
     // Let a last run catch up, then look.
-    let _ = settle(&c, &ledger, Duration::from_secs(10)).await;
+    let _ = settle(&c.emu, &c.conf, &ledger, Duration::from_secs(10)).await;
     let a = &audit_emulator(&t, &ledger).await.unwrap()[0];
     assert_eq!(a.missing, 0, "at-least-once loses nothing: {a}");
     assert!(a.duplicated > 0, "loads before the offset commit are loaded again after the kill: {a}");

@@ -449,6 +449,13 @@ impl Config {
         crate::decode::narrow::TopicTemplate::parse(&self.decode.topic_template).map_err(ConfigError::Invalid)?;
         if let Some(m) = &self.source.mqtt {
             m.validate().map_err(ConfigError::Invalid)?;
+            if m.max_packet_bytes < self.decode.max_payload_bytes + 64 * 1024 {
+                return bad(format!(
+                    "source.mqtt.max_packet_bytes ({}) must exceed decode.max_payload_bytes ({}) by 64 KiB (topic and headers): \
+                     a payload between the two would break the MQTT connection instead of being dead-lettered",
+                    m.max_packet_bytes, self.decode.max_payload_bytes
+                ));
+            }
         }
         if let Some(k) = &self.source.kafka {
             k.validate().map_err(ConfigError::Invalid)?;

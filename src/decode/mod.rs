@@ -79,7 +79,7 @@ impl RejectReason {
             RejectReason::BadValue => "bad_value",
             RejectReason::NonFinite => "non_finite",
             RejectReason::CatalogFull => "metric_catalog_full",
-            RejectReason::Oversize => "oversize",
+            RejectReason::Oversize => "payload_too_large",
             RejectReason::BadTopic => "bad_topic",
         }
     }

@@ -55,7 +55,12 @@ pub struct MqttConfig {
     /// PEM CA bundle: connect over TLS.
     #[serde(default)]
     pub tls_ca_file: Option<std::path::PathBuf>,
-    /// Largest packet accepted (payloads of ≥ 256 KiB must fit).
+    /// Largest packet accepted. Default: the protocol's own maximum
+    /// (256 MiB), so that no message can break the connection: a packet
+    /// over this limit is refused by the client library, the connection
+    /// drops and the broker redelivers it for ever. Payloads over
+    /// `decode.max_payload_bytes` are received, acknowledged and
+    /// dead-lettered (`payload_too_large`) instead.
     #[serde(default = "default_max_packet")]
     pub max_packet_bytes: usize,
     /// Keep-alive interval in seconds.
@@ -80,8 +85,11 @@ fn default_protocol() -> String {
     "5".into()
 }
 fn default_max_packet() -> usize {
-    4 << 20
+    PROTOCOL_MAX_PACKET
 }
+
+/// The largest MQTT packet (remaining length 268,435,455 bytes, both versions).
+pub const PROTOCOL_MAX_PACKET: usize = 268_435_455;
 fn default_receive_maximum() -> u16 {
     1000
 }
@@ -106,8 +114,10 @@ impl MqttConfig {
         if self.protocol == "3.1.1" && self.topics.iter().any(|t| t.starts_with("$share/")) {
             return Err("shared subscriptions ($share/…) need protocol \"5\"".into());
         }
-        if self.max_packet_bytes < 256 * 1024 {
-            return Err("source.mqtt.max_packet_bytes must be at least 256 KiB".into());
+        if !(256 * 1024..=PROTOCOL_MAX_PACKET).contains(&self.max_packet_bytes) {
+            return Err(format!(
+                "source.mqtt.max_packet_bytes must be within 256 KiB..={PROTOCOL_MAX_PACKET} (the protocol's maximum, the default)"
+            ));
         }
         if self.client_id.is_empty() {
             return Err("source.mqtt.client_id is empty".into());
@@ -243,7 +253,7 @@ macro_rules! event_loop {
                 _ = tokio::time::sleep(Duration::from_millis(50)), if !inbox.is_empty() => {
                     while !inbox.is_empty() && !$wal.full() {
                         let (r, stub) = inbox.pop_front().expect("checked");
-                        waiting.push_back(($wal.append(r), stub));
+                        waiting.push_back(($wal.append(r).seq(), stub));
                     }
                     continue;
                 }
@@ -269,7 +279,7 @@ macro_rules! event_loop {
                     let r = Record { qos: p.qos as u8, received_ms: now_ms(), topic: $topic(&p), payload: Bytes::clone(&p.payload) };
                     let stub = $stub(p);
                     if inbox.is_empty() && !$wal.full() {
-                        waiting.push_back(($wal.append(r), stub));
+                        waiting.push_back(($wal.append(r).seq(), stub));
                     } else {
                         inbox.push_back((r, stub));
                     }

@@ -120,6 +120,17 @@ pub fn render(s: &Stats, ready: bool) -> String {
             "Times spooling waited for the spool's disk bound.",
             &s.archive_spool_full,
         ),
+        ("rockfeed_mqtt_received_total", "MQTT messages received.", &s.mqtt_received),
+        ("rockfeed_mqtt_payload_bytes_total", "Payload bytes of the MQTT messages received.", &s.mqtt_payload_bytes),
+        (
+            "rockfeed_mqtt_duplicates_total",
+            "MQTT redeliveries of messages already in the WAL, dropped.",
+            &s.mqtt_duplicates,
+        ),
+        ("rockfeed_wal_commits_total", "WAL group commits (one fdatasync each).", &s.wal_commits),
+        ("rockfeed_wal_records_total", "Records made durable in the WAL.", &s.wal_records),
+        ("rockfeed_wal_written_bytes_total", "Frame bytes written to the WAL.", &s.wal_bytes_written),
+        ("rockfeed_wal_full_total", "Times the WAL reached wal.max_bytes and MQTT intake stopped.", &s.wal_full),
         (
             "rockfeed_reconcile_mismatches_total",
             "Epochs whose archived readings differ from aggregated + too-late ones.",
@@ -135,6 +146,7 @@ pub fn render(s: &Stats, ready: bool) -> String {
         "Archive spool bytes on disk.",
         s.archive_spool_bytes.load(Relaxed),
     );
+    metric(&mut o, "gauge", "rockfeed_wal_bytes", "Bytes the retained WAL segments hold.", s.wal_bytes.load(Relaxed));
     metric(&mut o, "gauge", "rockfeed_ready", "1 once the source has subscribed.", u8::from(ready));
     let depth = s.queue_depth.lock().clone();
     if !depth.is_empty() {

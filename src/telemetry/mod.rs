@@ -211,6 +211,8 @@ pub struct Stats {
     /// MQTT messages received (before the WAL), and their payload bytes.
     pub mqtt_received: AtomicU64,
     pub mqtt_payload_bytes: AtomicU64,
+    /// MQTT redeliveries dropped by the WAL's dedup horizon.
+    pub mqtt_duplicates: AtomicU64,
     stages: [Mutex<Histogram<u64>>; Stage::ALL.len()],
     queue_wait: Mutex<Vec<Histogram<u64>>>,
 }
@@ -252,6 +254,7 @@ impl Default for Stats {
             wal_full: AtomicU64::new(0),
             mqtt_received: AtomicU64::new(0),
             mqtt_payload_bytes: AtomicU64::new(0),
+            mqtt_duplicates: AtomicU64::new(0),
             stages: std::array::from_fn(|_| Mutex::new(histogram())),
             queue_wait: Mutex::new(Vec::new()),
         }

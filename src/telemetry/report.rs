@@ -34,6 +34,18 @@ pub fn build(title: &str, stats: &Stats, elapsed: Duration) -> Report {
         .fact("txns_rolled_back", stats.txns_rolled_back.load(Relaxed))
         .fact("txns_recovered", stats.txns_recovered.load(Relaxed))
         .fact("txns_lost", stats.txns_lost.load(Relaxed));
+    if stats.mqtt_received.load(Relaxed) > 0 {
+        let (received, payload) = (stats.mqtt_received.load(Relaxed), stats.mqtt_payload_bytes.load(Relaxed));
+        let written = stats.wal_bytes_written.load(Relaxed);
+        r.fact("mqtt_received", received)
+            .fact("mqtt_duplicates", stats.mqtt_duplicates.load(Relaxed))
+            .fact("wal_records", stats.wal_records.load(Relaxed))
+            .fact("wal_commits", stats.wal_commits.load(Relaxed))
+            .fact("wal_written_bytes", written)
+            .fact("wal_full", stats.wal_full.load(Relaxed))
+            // Bytes written to the WAL per payload byte received.
+            .fact("wal_write_amplification", if payload > 0 { written as f64 / payload as f64 } else { 0.0 });
+    }
     if stats.archive_readings_spooled.load(Relaxed) > 0 || stats.archive_files_published.load(Relaxed) > 0 {
         // Reconciliation: per file and per epoch, what the archive holds
         // next to what StarRocks aggregated (archived = aggregated + too late).

@@ -28,6 +28,19 @@
 //! - **Release**: after an epoch commits, segments wholly below its
 //!   position are deleted by the writer thread ([`Wal::release`]).
 //!
+//! - **Redeliveries**: a broker resends a QoS 1 message whose PUBACK it did
+//!   not get (a crash between fsync and PUBACK, a dropped connection). Its
+//!   bytes are the same, so a message's identity is a 128-bit keyed digest
+//!   of its topic and payload (topic-per-signal payloads carry the vin and
+//!   metric in the topic, wide ones in the payload; the sample's vin, seq or
+//!   event time are in those bytes). [`Wal::append`] remembers the
+//!   identities of the last `dedup_horizon` messages; a message seen within
+//!   them is not appended again, and is acknowledged once the first copy is
+//!   durable (`rockfeed_mqtt_duplicates_total` counts them). The horizon is
+//!   persisted by the log itself: segments holding the last `dedup_horizon`
+//!   records are never released, and opening the WAL re-reads them to
+//!   rebuild it.
+//!
 //! Recovery (`Log::open`) cuts a torn tail by length and CRC; the ledger's
 //! last decision says where replay starts ([`WalSource`]).
 
@@ -72,6 +85,10 @@ pub struct WalConfig {
     /// Durable records kept in memory for the pipeline (bytes); the rest is
     /// read back from disk.
     pub memory_bytes: u64,
+    /// Messages whose identity is remembered to drop broker redeliveries
+    /// (see "Redeliveries" above): at least the broker's in-flight window
+    /// (`receive_maximum`, mosquitto `max_inflight_messages`).
+    pub dedup_horizon: usize,
 }
 
 impl Default for WalConfig {
@@ -84,6 +101,7 @@ impl Default for WalConfig {
             commit_bytes: 1 << 20,
             io: IoMode::Auto,
             memory_bytes: 64 << 20,
+            dedup_horizon: 100_000,
         }
     }
 }
@@ -99,6 +117,9 @@ impl WalConfig {
         if self.commit_interval.0 > Duration::from_secs(1) {
             return Err("wal.commit_interval must be at most 1s (acks wait for it)".into());
         }
+        if self.dedup_horizon < 1000 {
+            return Err("wal.dedup_horizon must be at least 1000 messages (a broker's in-flight window)".into());
+        }
         if self.commit_bytes == 0 || self.memory_bytes == 0 {
             return Err("wal.commit_bytes and wal.memory_bytes must be positive".into());
         }
@@ -110,12 +131,48 @@ impl WalConfig {
 pub const STREAM: &str = "wal";
 
 /// Records appended by the source, not yet taken by the writer.
-#[derive(Default)]
 struct Intake {
     records: Vec<Record>,
     bytes: u64,
-    /// Sequence number of the next record appended (records since start).
+    /// Sequence number of the next record appended (records since start,
+    /// from 1; 0 stands for "durable before this start").
     next_seq: u64,
+    /// Identities of the last `dedup_horizon` records → their sequence.
+    seen: std::collections::HashMap<u128, u64>,
+    /// The same identities, oldest first.
+    horizon: VecDeque<u128>,
+}
+
+/// Where a message went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Appended {
+    /// Appended under this sequence number.
+    New(u64),
+    /// A redelivery of the record with this sequence number (0: durable
+    /// before this start); acknowledge it once that one is durable.
+    Duplicate(u64),
+}
+
+impl Appended {
+    /// The sequence number whose durability the ack waits for.
+    pub fn seq(self) -> u64 {
+        match self {
+            Appended::New(s) | Appended::Duplicate(s) => s,
+        }
+    }
+}
+
+/// Keys of the identity digest: random per process (the horizon is rebuilt
+/// from the log at every start), so nobody can forge a collision that drops
+/// another vehicle's message.
+struct Identity(std::hash::RandomState, std::hash::RandomState);
+
+impl Identity {
+    fn of(&self, topic: &str, payload: &[u8]) -> u128 {
+        use std::hash::BuildHasher;
+        let (a, b) = (self.0.hash_one((topic, payload)), self.1.hash_one((topic, payload)));
+        (a as u128) << 64 | b as u128
+    }
 }
 
 /// Durable records for the feeder: `queue` holds exactly the records from
@@ -129,6 +186,7 @@ struct Tail {
 
 struct Shared {
     cfg: WalConfig,
+    identity: Identity,
     intake: Mutex<Intake>,
     intake_cv: Condvar,
     /// Records durable since start (sequence numbers below it).
@@ -144,6 +202,8 @@ struct Shared {
     stop: AtomicBool,
     /// Whether the log is at `max_bytes` (logged once per episode).
     full: AtomicBool,
+    /// The first dropped redelivery was logged.
+    reported_duplicate: AtomicBool,
     stats: Arc<crate::telemetry::Stats>,
 }
 
@@ -168,9 +228,16 @@ impl Wal {
         let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
         let shared = Arc::new(Shared {
             cfg: cfg.clone(),
-            intake: Mutex::new(Intake::default()),
+            identity: Identity(Default::default(), Default::default()),
+            intake: Mutex::new(Intake {
+                records: Vec::new(),
+                bytes: 0,
+                next_seq: 1,
+                seen: Default::default(),
+                horizon: VecDeque::new(),
+            }),
             intake_cv: Condvar::new(),
-            durable: watch::channel(0).0,
+            durable: watch::channel(1).0,
             tail: Mutex::new(Tail::default()),
             tail_cv: Condvar::new(),
             retained: AtomicU64::new(0),
@@ -178,6 +245,7 @@ impl Wal {
             failed: Mutex::new(None),
             stop: AtomicBool::new(false),
             full: AtomicBool::new(false),
+            reported_duplicate: AtomicBool::new(false),
             stats,
         });
         let sh = shared.clone();
@@ -187,10 +255,14 @@ impl Wal {
             .spawn(move || {
                 let opened = io::backend(sh.cfg.io, &sh.cfg.dir)
                     .and_then(|b| Log::open(&sh.cfg.dir, sh.cfg.segment_bytes, b, floor));
+                let opened = opened.and_then(|(log, rec)| {
+                    let starts = rebuild_horizon(&sh, &log)?;
+                    Ok((log, rec, starts))
+                });
                 match opened {
-                    Ok((log, rec)) => {
+                    Ok((log, rec, starts)) => {
                         let _ = ready_tx.send(Ok((log.io_name(), log.end(), rec)));
-                        write_loop(&sh, log);
+                        write_loop(&sh, log, starts);
                     }
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));
@@ -214,20 +286,33 @@ impl Wal {
         }))
     }
 
-    /// Appends a record; returns its sequence number (durable once
-    /// [`Wal::durable`] passes it).
-    pub fn append(&self, r: Record) -> u64 {
+    /// Appends a record unless it is a redelivery of one within the dedup
+    /// horizon; either way, the answer's sequence number says when the
+    /// message may be acknowledged ([`Wal::durable`] passes it).
+    pub fn append(&self, r: Record) -> Appended {
+        let id = self.shared.identity.of(&r.topic, &r.payload);
         let mut i = self.shared.intake.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(&seq) = i.seen.get(&id) {
+            drop(i);
+            self.shared.stats.mqtt_duplicates.fetch_add(1, Ordering::Relaxed);
+            if !self.shared.reported_duplicate.swap(true, Ordering::Relaxed) {
+                tracing::info!(
+                    "An MQTT redelivery of a message already in the WAL was dropped (rockfeed_mqtt_duplicates_total counts them)."
+                );
+            }
+            return Appended::Duplicate(seq);
+        }
         let seq = i.next_seq;
         i.next_seq += 1;
         i.bytes += r.frame_len() as u64;
         let wake = i.records.is_empty();
         i.records.push(r);
+        remember(&mut i, id, seq, self.shared.cfg.dedup_horizon);
         drop(i);
         if wake {
             self.shared.intake_cv.notify_one();
         }
-        seq
+        Appended::New(seq)
     }
 
     /// The count of durable records (every sequence number below it).
@@ -302,12 +387,44 @@ impl Drop for Wal {
     }
 }
 
-/// The writer thread: group commits until stopped.
-fn write_loop(sh: &Shared, mut log: Log) {
+/// Adds an identity to the horizon, forgetting the oldest past its size.
+fn remember(i: &mut Intake, id: u128, seq: u64, horizon: usize) {
+    i.seen.insert(id, seq);
+    i.horizon.push_back(id);
+    while i.horizon.len() > horizon {
+        if let Some(old) = i.horizon.pop_front() {
+            i.seen.remove(&old);
+        }
+    }
+}
+
+/// Re-reads the retained log (streaming) for the identities of its last
+/// `dedup_horizon` records; returns those records' start positions.
+fn rebuild_horizon(sh: &Shared, log: &Log) -> std::io::Result<VecDeque<u64>> {
+    let mut starts = VecDeque::new();
+    let mut rd = Reader::new(&sh.cfg.dir, log.start(), log.end());
+    let mut at = log.start();
+    let mut i = sh.intake.lock().unwrap_or_else(|p| p.into_inner());
+    while let Some((r, pos)) = rd.next_record()? {
+        remember(&mut i, sh.identity.of(&r.topic, &r.payload), 0, sh.cfg.dedup_horizon);
+        starts.push_back(at);
+        if starts.len() > sh.cfg.dedup_horizon {
+            starts.pop_front();
+        }
+        at = pos;
+    }
+    Ok(starts)
+}
+
+/// The writer thread: group commits until stopped. `starts` holds the start
+/// positions of the last `dedup_horizon` records: no segment at or after
+/// the oldest is released.
+fn write_loop(sh: &Shared, mut log: Log, mut starts: VecDeque<u64>) {
     let interval = sh.cfg.commit_interval.0;
     let mut last_sync = Instant::now() - interval;
-    let mut seq = 0u64;
+    let mut seq = 1u64;
     let mut batch: Vec<Record> = Vec::new();
+    let mut hook = crate::pipeline::epoch::Hook::from_env();
     loop {
         {
             let mut i = sh.intake.lock().unwrap_or_else(|p| p.into_inner());
@@ -316,7 +433,7 @@ fn write_loop(sh: &Shared, mut log: Log) {
                 i = sh.intake_cv.wait_timeout(i, Duration::from_millis(100)).unwrap_or_else(|p| p.into_inner()).0;
                 if i.records.is_empty() {
                     drop(i);
-                    release(sh, &mut log);
+                    release(sh, &mut log, &starts);
                     i = sh.intake.lock().unwrap_or_else(|p| p.into_inner());
                 }
             }
@@ -338,16 +455,27 @@ fn write_loop(sh: &Shared, mut log: Log) {
         }
         let mut positions = Vec::with_capacity(batch.len());
         for r in &batch {
+            starts.push_back(positions.last().copied().unwrap_or(log.end()));
             positions.push(log.append(r));
         }
+        while starts.len() > sh.cfg.dedup_horizon {
+            starts.pop_front();
+        }
         last_sync = Instant::now();
-        let bytes = log.retained();
-        if let Err(e) = log.commit() {
+        let r = log.write().and_then(|()| {
+            // Test hook: a kill with this group written, not synced.
+            hook.reach_blocking("wal_before_fsync");
+            log.sync()
+        });
+        if let Err(e) = r {
             let msg = format!("WAL write failed in {}: {e}", sh.cfg.dir.display());
             tracing::error!(error = %msg, "Nothing more is acknowledged; restart rockfeed once the disk is fixed.");
             sh.failed.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(msg);
             return;
         }
+        // Test hook: a kill with the group durable, not acknowledged.
+        hook.reach_blocking("wal_after_fsync");
+        let bytes = log.retained();
         sh.stats.wal_commits.fetch_add(1, Ordering::Relaxed);
         sh.stats.wal_records.fetch_add(batch.len() as u64, Ordering::Relaxed);
         seq += batch.len() as u64;
@@ -370,12 +498,12 @@ fn write_loop(sh: &Shared, mut log: Log) {
             }
         }
         sh.tail_cv.notify_all();
-        release(sh, &mut log);
+        release(sh, &mut log, &starts);
     }
 }
 
-fn release(sh: &Shared, log: &mut Log) {
-    let to = sh.release_to.load(Ordering::Relaxed);
+fn release(sh: &Shared, log: &mut Log, starts: &VecDeque<u64>) {
+    let to = sh.release_to.load(Ordering::Relaxed).min(starts.front().copied().unwrap_or(u64::MAX));
     match log.release(to) {
         Ok(0) => {}
         Ok(n) => {

@@ -65,6 +65,8 @@ pub struct Log {
     /// End of what was appended (≥ `end`).
     next: u64,
     pending: Vec<Chunk>,
+    /// A segment was made since the last sync (the directory needs one).
+    made_segment: bool,
 }
 
 /// What recovery found.
@@ -136,6 +138,7 @@ impl Log {
             end,
             next: end,
             pending: Vec::new(),
+            made_segment: false,
         };
         Ok((log, rec))
     }
@@ -162,13 +165,14 @@ impl Log {
 
     /// Writes and fsyncs everything appended; returns the durable end.
     pub fn commit(&mut self) -> io::Result<u64> {
-        if self.pending.is_empty() {
-            return Ok(self.end);
-        }
-        let mut made_segment = false;
-        let chunks = std::mem::take(&mut self.pending);
-        let n = chunks.len();
-        for (i, c) in chunks.into_iter().enumerate() {
+        self.write()?;
+        self.sync()
+    }
+
+    /// The first half of a commit: writes what was appended (a segment
+    /// closed on the way is synced); nothing new is durable yet.
+    pub fn write(&mut self) -> io::Result<()> {
+        for c in std::mem::take(&mut self.pending) {
             if self.active.as_ref().is_none_or(|(s, _)| *s != c.segment) {
                 if let Some((_, f)) = self.active.as_mut() {
                     f.sync_data()?;
@@ -176,22 +180,37 @@ impl Log {
                 let file = self.io.open(&segment_path(&self.dir, c.segment))?;
                 self.active = Some((c.segment, file));
                 self.segments.entry(c.segment).or_insert(0);
-                made_segment = true;
+                self.made_segment = true;
             }
             let (_, f) = self.active.as_mut().expect("set above");
             let at = self.segments[&c.segment];
             let len = c.buf.len() as u64;
             f.write_all_at(c.buf, at)?;
             *self.segments.get_mut(&c.segment).expect("inserted above") += len;
-            if i + 1 == n {
-                f.sync_data()?;
-            }
         }
-        if made_segment {
+        Ok(())
+    }
+
+    /// The second half: fdatasync (and the directory's fsync when a segment
+    /// was made); returns the durable end.
+    pub fn sync(&mut self) -> io::Result<u64> {
+        if self.end == self.next {
+            return Ok(self.end);
+        }
+        if let Some((_, f)) = self.active.as_mut() {
+            f.sync_data()?;
+        }
+        if self.made_segment {
             File::open(&self.dir)?.sync_all()?;
+            self.made_segment = false;
         }
         self.end = self.next;
         Ok(self.end)
+    }
+
+    /// The first retained position.
+    pub fn start(&self) -> u64 {
+        self.segments.keys().next().copied().unwrap_or(self.end)
     }
 
     /// Deletes segments that end at or below `pos` (never the newest).

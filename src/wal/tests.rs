@@ -183,6 +183,7 @@ fn wal_cfg(dir: &std::path::Path, io: IoMode, memory_bytes: u64) -> WalConfig {
         commit_bytes: 1 << 20,
         io,
         memory_bytes,
+        dedup_horizon: 1000,
     }
 }
 
@@ -197,7 +198,8 @@ async fn round_trip(io: IoMode, memory_bytes: u64) {
     for i in 0..n {
         wal.append(record(i as usize, 1, 700));
     }
-    tokio::time::timeout(Duration::from_secs(10), durable.wait_for(|&d| d == n)).await.unwrap().unwrap();
+    // Sequence numbers run from 1: every one below `durable` is durable.
+    tokio::time::timeout(Duration::from_secs(10), durable.wait_for(|&d| d == n + 1)).await.unwrap().unwrap();
     // Several segments, several group commits.
     assert!(stats.wal_commits.load(Ordering::Relaxed) >= 1);
     let (tx, mut rx) = mpsc::channel(16);
@@ -213,15 +215,49 @@ async fn round_trip(io: IoMode, memory_bytes: u64) {
     }
     drop(rx);
     wal.close();
-    // Reopened, the log ends where it did; release drops the old segments.
+    // Reopened, the log ends where it did; release drops the old segments,
+    // but not those holding the dedup horizon (the last 1,000 records).
     let wal = Wal::open(wal_cfg(dir.path(), io, memory_bytes), stats).unwrap();
-    assert!(segment::list(dir.path()).unwrap().len() > 1);
+    let before = segment::list(dir.path()).unwrap();
+    assert!(before.len() > 2, "{before:?}");
     wal.release(last as u64);
-    wal.append(record(0, 0, 1));
+    assert_eq!(wal.append(record(0, 0, 1)), Appended::New(1));
     let mut durable = wal.durable();
-    durable.wait_for(|&d| d == 1).await.unwrap();
+    durable.wait_for(|&d| d == 2).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(segment::list(dir.path()).unwrap().len(), 1);
+    let after = segment::list(dir.path()).unwrap();
+    assert!(!after.contains(&0) && after.len() >= 2 && after.len() < before.len(), "{before:?} → {after:?}");
+    // What is left still holds the horizon: a reopened WAL knows the last
+    // records as already durable redeliveries.
+    drop(wal);
+    let wal = Wal::open(wal_cfg(dir.path(), io, memory_bytes), Arc::new(Default::default())).unwrap();
+    assert_eq!(wal.append(record(n as usize - 1, 1, 700)), Appended::Duplicate(0));
+    assert_eq!(wal.append(record(0, 0, 1)), Appended::Duplicate(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redelivery_within_the_horizon_is_not_appended_twice_and_acks_with_its_first_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let stats = Arc::new(crate::telemetry::Stats::default());
+    let wal = Wal::open(wal_cfg(dir.path(), IoMode::Std, 1 << 20), stats.clone()).unwrap();
+    let first = wal.append(record(7, 0, 10));
+    assert_eq!(first, Appended::New(1));
+    assert_eq!(wal.append(record(7, 0, 10)), Appended::Duplicate(1), "the same bytes again");
+    assert_eq!(wal.append(record(7, 1, 10)), Appended::New(2), "another topic is another message");
+    // Past the horizon (1,000 messages) the first is forgotten.
+    for i in 0..1000 {
+        wal.append(record(10_000 + i, 2, 1));
+    }
+    assert_eq!(wal.append(record(7, 0, 10)), Appended::New(1003));
+    assert_eq!(stats.mqtt_duplicates.load(Ordering::Relaxed), 1);
+    wal.durable().wait_for(|&d| d == 1004).await.unwrap();
+    let (tx, mut rx) = mpsc::channel(2000);
+    wal.feed(0, tx).unwrap();
+    let mut n = 0;
+    while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(500), rx.recv()).await {
+        n += 1;
+    }
+    assert_eq!(n, 1003, "the duplicate never reached the log");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

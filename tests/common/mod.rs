@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 pub mod archive;
+pub mod crash;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
