@@ -213,3 +213,88 @@ async fn exactly_once_from_mqtt_survives_repeated_sigkill_with_io_uring() {
     let kills = std::env::var("CRASH_KILLS").ok().and_then(|s| s.parse().ok()).unwrap_or(22);
     crash_run("uring", kills).await;
 }
+
+/// The records a WAL directory holds (recovering it as rockfeed would).
+fn wal_records(dir: &Path) -> u64 {
+    let (log, _) = rockfeed::wal::segment::Log::open(dir, 1 << 20, Box::new(rockfeed::wal::io::StdBackend), 0).unwrap();
+    let mut r = rockfeed::wal::segment::Reader::new(dir, log.start(), log.end());
+    let mut n = 0;
+    while r.next_record().unwrap().is_some() {
+        n += 1;
+    }
+    n
+}
+
+/// Redelivery: rockfeed is killed after its first group commit was fsynced
+/// and before any PUBACK went out. The broker redelivers everything it had
+/// in flight, the records already in the WAL among them. The restarted
+/// rockfeed drops exactly those (its dedup counter equals the WAL's record
+/// count at the kill), and the tables hold every message once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redelivery_of_what_the_wal_holds_is_dropped_and_counted_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let conf = format!(
+        "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 0\nmax_inflight_messages 1000\n"
+    );
+    let _broker = common::mosquitto(dir.path(), port, &conf);
+    let metrics_port = common::free_port();
+    let text = |emu: &str| {
+        format!("{}[telemetry]\nlisten = \"127.0.0.1:{metrics_port}\"\n", config(port, emu, dir.path(), "std"))
+    };
+    let mut cfg = rockfeed::config::Config::parse(&text("http://127.0.0.1:1")).unwrap();
+    let emu = common::emulator_for(&mut cfg).await;
+    let conf = dir.path().join("rockfeed.toml");
+    std::fs::write(&conf, text(&emu.fe_url())).unwrap();
+    make_session(port).await;
+    // 600 messages wait in the session while rockfeed is down.
+    let ledger = produce_count(port, 600).await;
+
+    let mut run = spawn(&conf, Some("wal_after_fsync:1".into()));
+    assert!(run.wait_for("test hook: halted at", Duration::from_secs(60)).await, "{}", run.tail());
+    run.kill9().await;
+    let in_wal = wal_records(&dir.path().join("wal"));
+    assert!(in_wal > 0, "the first group commit was durable");
+
+    let mut run = spawn(&conf, None);
+    let t = common::emulator_tables(emu.fe_url(), true);
+    assert!(common::audit_settles(&t, &ledger, Duration::from_secs(60)).await, "{}", run.tail());
+    let (_, body) = loadgen::http::get(&format!("http://127.0.0.1:{metrics_port}/metrics"), None).await.unwrap();
+    let metrics = String::from_utf8_lossy(&body).into_owned();
+    let dups = loadgen::bench::metric_value(&metrics, "rockfeed_mqtt_duplicates_total");
+    assert_eq!(dups, Some(in_wal as f64), "every redelivered record the WAL held, and nothing else");
+    let received = loadgen::bench::metric_value(&metrics, "rockfeed_mqtt_received_total").unwrap();
+    assert!(received >= 600.0, "the broker redelivered every unacknowledged message: {received}");
+    eprintln!("{in_wal} records in the WAL at the kill; {received} messages received after the restart");
+    let pid = run.child.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill").arg("-INT").arg(&pid).status().unwrap().success());
+    let exit = tokio::time::timeout(Duration::from_secs(60), run.child.wait()).await.unwrap().unwrap();
+    assert!(exit.success(), "{}", run.tail());
+    let audits = loadgen::audit::audit_emulator(&t, &ledger).await.unwrap();
+    assert!(audits.iter().all(|a| a.ok() && a.duplicated == 0), "{audits:?}");
+    emu.shutdown().await;
+}
+
+/// Publishes `n` narrow messages (QoS 1) and waits for the broker's acks.
+async fn produce_count(port: u16, n: u64) -> Ledger {
+    let fleet = Fleet::new(16, 12, 5, "RFREDELIV");
+    let mut ledger = Ledger::new(&fleet.metrics, 60_000);
+    let mut generator = Generator::new(fleet, Profile::Narrow, "telemetry", 50);
+    let mut target = MqttTarget::new("127.0.0.1", port);
+    target.connections = 1;
+    target.client_prefix = "redelivery-publisher".into();
+    let sender = MqttSender::connect(&target).await.unwrap();
+    let o = RunOptions { count: Some(n), duration: None, ..RunOptions::timed(2000.0, Duration::from_secs(60)) };
+    let s = loadgen::run::run(
+        &mut generator,
+        Profile::Narrow,
+        &mut ledger,
+        Target::Mqtt(sender),
+        &o,
+        &AtomicBool::new(false),
+    )
+    .await
+    .unwrap();
+    assert!(s.complete() && s.messages == n, "{} of {} acknowledged", s.delivered, s.messages);
+    ledger
+}

@@ -304,7 +304,9 @@ async fn mqtt5_shared_subscription_splits_a_stream_between_two_instances() {
     let n = 200u64;
     let msgs = (0..n)
         .map(|i| {
-            ("telemetry/wide".to_string(), format!(r#"{{"vin":"S{:03}","ts":{now},"metrics":{{"x":1}}}}"#, i % 10))
+            // Distinct samples (the WAL drops a message whose bytes it already holds).
+            let ts = now + i as i64;
+            ("telemetry/wide".to_string(), format!(r#"{{"vin":"S{:03}","ts":{ts},"metrics":{{"x":1}}}}"#, i % 10))
         })
         .collect();
     common::publish_v5(rumqttc::v5::MqttOptions::new("pub-shared", "127.0.0.1", broker.port), msgs).await;

@@ -36,14 +36,15 @@
 //!   event time are in those bytes). [`Wal::append`] remembers the
 //!   identities of the last `dedup_horizon` messages; a message seen within
 //!   them is not appended again, and is acknowledged once the first copy is
-//!   durable (`rockfeed_mqtt_duplicates_total` counts them). The horizon is
-//!   persisted by the log itself: segments holding the last `dedup_horizon`
-//!   records are never released, and opening the WAL re-reads them to
-//!   rebuild it.
+//!   durable (`rockfeed_mqtt_duplicates_total` counts them). The horizon
+//!   survives restarts (`horizon.rs`): the retained segments are re-read at
+//!   open, and the identities of durable records are saved before segments
+//!   are deleted.
 //!
 //! Recovery (`Log::open`) cuts a torn tail by length and CRC; the ledger's
 //! last decision says where replay starts ([`WalSource`]).
 
+pub mod horizon;
 pub mod io;
 pub mod ledger;
 pub mod record;
@@ -60,6 +61,7 @@ use tokio::sync::{mpsc, watch};
 use crate::config::Dur;
 use crate::pipeline::epoch::{Decision, EpochSource, Positions};
 use crate::source::RawMessage;
+use horizon::{Horizon, Identity};
 pub use io::IoMode;
 use ledger::{Entry, Ledger};
 pub use record::Record;
@@ -137,10 +139,8 @@ struct Intake {
     /// Sequence number of the next record appended (records since start,
     /// from 1; 0 stands for "durable before this start").
     next_seq: u64,
-    /// Identities of the last `dedup_horizon` records → their sequence.
-    seen: std::collections::HashMap<u128, u64>,
-    /// The same identities, oldest first.
-    horizon: VecDeque<u128>,
+    /// Identities of the last `dedup_horizon` records.
+    horizon: Horizon,
 }
 
 /// Where a message went.
@@ -162,19 +162,6 @@ impl Appended {
     }
 }
 
-/// Keys of the identity digest: random per process (the horizon is rebuilt
-/// from the log at every start), so nobody can forge a collision that drops
-/// another vehicle's message.
-struct Identity(std::hash::RandomState, std::hash::RandomState);
-
-impl Identity {
-    fn of(&self, topic: &str, payload: &[u8]) -> u128 {
-        use std::hash::BuildHasher;
-        let (a, b) = (self.0.hash_one((topic, payload)), self.1.hash_one((topic, payload)));
-        (a as u128) << 64 | b as u128
-    }
-}
-
 /// Durable records for the feeder: `queue` holds exactly the records from
 /// `start` up to the log's durable end, in order, each with its position.
 #[derive(Default)]
@@ -186,7 +173,8 @@ struct Tail {
 
 struct Shared {
     cfg: WalConfig,
-    identity: Identity,
+    /// The digest keys (set by the writer thread at open, from the horizon file).
+    identity: std::sync::OnceLock<Identity>,
     intake: Mutex<Intake>,
     intake_cv: Condvar,
     /// Records durable since start (sequence numbers below it).
@@ -228,13 +216,12 @@ impl Wal {
         let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
         let shared = Arc::new(Shared {
             cfg: cfg.clone(),
-            identity: Identity(Default::default(), Default::default()),
+            identity: std::sync::OnceLock::new(),
             intake: Mutex::new(Intake {
                 records: Vec::new(),
                 bytes: 0,
                 next_seq: 1,
-                seen: Default::default(),
-                horizon: VecDeque::new(),
+                horizon: Horizon::new(cfg.dedup_horizon),
             }),
             intake_cv: Condvar::new(),
             durable: watch::channel(1).0,
@@ -255,14 +242,11 @@ impl Wal {
             .spawn(move || {
                 let opened = io::backend(sh.cfg.io, &sh.cfg.dir)
                     .and_then(|b| Log::open(&sh.cfg.dir, sh.cfg.segment_bytes, b, floor));
-                let opened = opened.and_then(|(log, rec)| {
-                    let starts = rebuild_horizon(&sh, &log)?;
-                    Ok((log, rec, starts))
-                });
+                let opened = opened.and_then(|(log, rec)| rebuild_horizon(&sh, &log).map(|()| (log, rec)));
                 match opened {
-                    Ok((log, rec, starts)) => {
+                    Ok((log, rec)) => {
                         let _ = ready_tx.send(Ok((log.io_name(), log.end(), rec)));
-                        write_loop(&sh, log, starts);
+                        write_loop(&sh, log);
                     }
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));
@@ -290,9 +274,9 @@ impl Wal {
     /// horizon; either way, the answer's sequence number says when the
     /// message may be acknowledged ([`Wal::durable`] passes it).
     pub fn append(&self, r: Record) -> Appended {
-        let id = self.shared.identity.of(&r.topic, &r.payload);
+        let id = self.shared.identity.get().expect("set before open returns").of(&r.topic, &r.payload);
         let mut i = self.shared.intake.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(&seq) = i.seen.get(&id) {
+        if let Some(seq) = i.horizon.get(id) {
             drop(i);
             self.shared.stats.mqtt_duplicates.fetch_add(1, Ordering::Relaxed);
             if !self.shared.reported_duplicate.swap(true, Ordering::Relaxed) {
@@ -307,7 +291,7 @@ impl Wal {
         i.bytes += r.frame_len() as u64;
         let wake = i.records.is_empty();
         i.records.push(r);
-        remember(&mut i, id, seq, self.shared.cfg.dedup_horizon);
+        i.horizon.remember(id, seq);
         drop(i);
         if wake {
             self.shared.intake_cv.notify_one();
@@ -321,16 +305,23 @@ impl Wal {
     }
 
     /// Whether the log is at `wal.max_bytes` (the source should stop taking
-    /// messages). Counted and logged once per episode.
+    /// messages). Once full, it stays so until the log is below 90% of the
+    /// bound (a released segment), so intake does not flap. Counted and
+    /// logged once per episode.
     pub fn full(&self) -> bool {
         let waiting = self.shared.intake.lock().unwrap_or_else(|p| p.into_inner()).bytes;
-        let full = self.shared.retained.load(Ordering::Relaxed) + waiting >= self.shared.cfg.max_bytes;
-        let was = self.shared.full.swap(full, Ordering::Relaxed);
-        if full && !was {
-            self.shared.stats.wal_full.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(max_bytes = self.shared.cfg.max_bytes, dir = %self.shared.cfg.dir.display(), "The WAL is full: MQTT intake stops until StarRocks takes the backlog (the broker holds new messages in the session).");
-        } else if !full && was {
-            tracing::info!("The WAL has room again; MQTT intake resumes.");
+        let used = self.shared.retained.load(Ordering::Relaxed) + waiting;
+        let max = self.shared.cfg.max_bytes;
+        let was = self.shared.full.load(Ordering::Relaxed);
+        let full = if was { used >= max / 10 * 9 } else { used >= max };
+        if full != was {
+            self.shared.full.store(full, Ordering::Relaxed);
+            if full {
+                self.shared.stats.wal_full.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(max_bytes = max, dir = %self.shared.cfg.dir.display(), "The WAL is full: MQTT intake stops until StarRocks takes the backlog (the broker holds new messages in the session).");
+            } else {
+                tracing::info!("The WAL has room again; MQTT intake resumes.");
+            }
         }
         full
     }
@@ -387,39 +378,32 @@ impl Drop for Wal {
     }
 }
 
-/// Adds an identity to the horizon, forgetting the oldest past its size.
-fn remember(i: &mut Intake, id: u128, seq: u64, horizon: usize) {
-    i.seen.insert(id, seq);
-    i.horizon.push_back(id);
-    while i.horizon.len() > horizon {
-        if let Some(old) = i.horizon.pop_front() {
-            i.seen.remove(&old);
+/// Loads the horizon file (keys and the identities of released records),
+/// then re-reads the retained log (streaming) for the identities of its
+/// records, oldest first.
+fn rebuild_horizon(sh: &Shared, log: &Log) -> std::io::Result<()> {
+    let (keys, saved) = match horizon::load(&sh.cfg.dir) {
+        Ok(Some(x)) => x,
+        Ok(None) => (Identity::random(), Vec::new()),
+        Err(e) => {
+            tracing::warn!(error = %e, "The WAL's dedup horizon file is unreadable; redeliveries of records already released cannot be recognised until the horizon fills again.");
+            (Identity::random(), Vec::new())
         }
-    }
-}
-
-/// Re-reads the retained log (streaming) for the identities of its last
-/// `dedup_horizon` records; returns those records' start positions.
-fn rebuild_horizon(sh: &Shared, log: &Log) -> std::io::Result<VecDeque<u64>> {
-    let mut starts = VecDeque::new();
-    let mut rd = Reader::new(&sh.cfg.dir, log.start(), log.end());
-    let mut at = log.start();
+    };
     let mut i = sh.intake.lock().unwrap_or_else(|p| p.into_inner());
-    while let Some((r, pos)) = rd.next_record()? {
-        remember(&mut i, sh.identity.of(&r.topic, &r.payload), 0, sh.cfg.dedup_horizon);
-        starts.push_back(at);
-        if starts.len() > sh.cfg.dedup_horizon {
-            starts.pop_front();
-        }
-        at = pos;
+    for id in saved {
+        i.horizon.remember(id, 0);
     }
-    Ok(starts)
+    let mut rd = Reader::new(&sh.cfg.dir, log.start(), log.end());
+    while let Some((r, _)) = rd.next_record()? {
+        i.horizon.remember(keys.of(&r.topic, &r.payload), 0);
+    }
+    let _ = sh.identity.set(keys);
+    Ok(())
 }
 
-/// The writer thread: group commits until stopped. `starts` holds the start
-/// positions of the last `dedup_horizon` records: no segment at or after
-/// the oldest is released.
-fn write_loop(sh: &Shared, mut log: Log, mut starts: VecDeque<u64>) {
+/// The writer thread: group commits until stopped.
+fn write_loop(sh: &Shared, mut log: Log) {
     let interval = sh.cfg.commit_interval.0;
     let mut last_sync = Instant::now() - interval;
     let mut seq = 1u64;
@@ -433,7 +417,7 @@ fn write_loop(sh: &Shared, mut log: Log, mut starts: VecDeque<u64>) {
                 i = sh.intake_cv.wait_timeout(i, Duration::from_millis(100)).unwrap_or_else(|p| p.into_inner()).0;
                 if i.records.is_empty() {
                     drop(i);
-                    release(sh, &mut log, &starts);
+                    release(sh, &mut log, seq);
                     i = sh.intake.lock().unwrap_or_else(|p| p.into_inner());
                 }
             }
@@ -455,11 +439,7 @@ fn write_loop(sh: &Shared, mut log: Log, mut starts: VecDeque<u64>) {
         }
         let mut positions = Vec::with_capacity(batch.len());
         for r in &batch {
-            starts.push_back(positions.last().copied().unwrap_or(log.end()));
             positions.push(log.append(r));
-        }
-        while starts.len() > sh.cfg.dedup_horizon {
-            starts.pop_front();
         }
         last_sync = Instant::now();
         let r = log.write().and_then(|()| {
@@ -498,12 +478,23 @@ fn write_loop(sh: &Shared, mut log: Log, mut starts: VecDeque<u64>) {
             }
         }
         sh.tail_cv.notify_all();
-        release(sh, &mut log, &starts);
+        release(sh, &mut log, seq);
     }
 }
 
-fn release(sh: &Shared, log: &mut Log, starts: &VecDeque<u64>) {
-    let to = sh.release_to.load(Ordering::Relaxed).min(starts.front().copied().unwrap_or(u64::MAX));
+/// Deletes the segments below the released position, after saving the
+/// identities of the durable records (sequence numbers below `durable`) of
+/// the dedup horizon.
+fn release(sh: &Shared, log: &mut Log, durable: u64) {
+    let to = sh.release_to.load(Ordering::Relaxed);
+    if log.releasable(to) == 0 {
+        return;
+    }
+    let ids = sh.intake.lock().unwrap_or_else(|p| p.into_inner()).horizon.durable(durable);
+    if let Err(e) = horizon::save(&sh.cfg.dir, *sh.identity.get().expect("set at open"), &ids) {
+        tracing::warn!(error = %e, "Cannot save the WAL's dedup horizon; keeping the segments for now.");
+        return;
+    }
     match log.release(to) {
         Ok(0) => {}
         Ok(n) => {

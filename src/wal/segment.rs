@@ -213,6 +213,12 @@ impl Log {
         self.segments.keys().next().copied().unwrap_or(self.end)
     }
 
+    /// How many segments [`Log::release`] would delete.
+    pub fn releasable(&self, pos: u64) -> usize {
+        let starts: Vec<u64> = self.segments.keys().copied().collect();
+        starts.windows(2).take_while(|w| w[1] <= pos).count()
+    }
+
     /// Deletes segments that end at or below `pos` (never the newest).
     pub fn release(&mut self, pos: u64) -> io::Result<usize> {
         let starts: Vec<u64> = self.segments.keys().copied().collect();

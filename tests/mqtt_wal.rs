@@ -1,0 +1,222 @@
+//! The MQTT write-ahead log in `rockfeed run`'s own wiring (`app::run_with`,
+//! in-process), against mosquitto and the StarRocks emulator:
+//! - store-and-forward: StarRocks is away (`No backend alive.` on every
+//!   call) while the fleet publishes more than `wal.max_bytes`; rockfeed
+//!   keeps acknowledging into the WAL until it is full, then stops taking
+//!   messages (the broker queues them in the session), and once StarRocks
+//!   is back everything lands exactly once, the backlog read back from disk;
+//! - poison messages: a payload over `decode.max_payload_bytes`, over MQTT
+//!   3.1.1 and 5, is received, acknowledged and dead-lettered as
+//!   `payload_too_large`, and the stream behind it goes on.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use loadgen::fleet::Fleet;
+use loadgen::ledger::Ledger;
+use loadgen::mqtt::{MqttSender, MqttTarget};
+use loadgen::payload::{Generator, Profile};
+use loadgen::run::{RunOptions, Target};
+use rockfeed::starrocks_emulator::Emulator;
+use rockfeed::starrocks_emulator::faults::FaultRule;
+use rockfeed::telemetry::Stats;
+use tokio::sync::watch;
+
+mod common;
+
+fn config(port: u16, dir: &std::path::Path, protocol: &str, wal: &str) -> String {
+    format!(
+        r#"
+[starrocks]
+endpoints = ["http://127.0.0.1:1"]
+database = "rockfeed"
+user = "root"
+password = "pw"
+label_prefix = "walt"
+max_attempts = 0
+[tables]
+latest_metrics = ["speed", "soc"]
+buckets = 8
+replication_num = 1
+[pipeline]
+shards = 2
+epoch = "250ms"
+state_dir = "{dir}/state"
+[wal]
+dir = "{dir}/wal"
+{wal}
+[source.mqtt]
+host = "127.0.0.1"
+port = {port}
+client_id = "rockfeed-wal-{protocol}"
+topics = ["telemetry/#"]
+protocol = "{protocol}"
+[dead_letter]
+dir = "{dir}/dead"
+"#,
+        dir = dir.display()
+    )
+}
+
+struct App {
+    emu: Emulator,
+    stop: watch::Sender<bool>,
+    app: tokio::task::JoinHandle<Result<Arc<Stats>, rockfeed::app::AppError>>,
+    stats: Arc<Stats>,
+}
+
+async fn start(text: &str, emu: Option<Emulator>) -> App {
+    let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter("rockfeed=info").try_init();
+    let mut cfg = rockfeed::config::Config::parse(text).unwrap();
+    let emu = match emu {
+        Some(e) => {
+            cfg.starrocks.endpoints = vec![e.fe_url()];
+            cfg.validate().unwrap();
+            e
+        }
+        None => common::emulator_for(&mut cfg).await,
+    };
+    let stats = Arc::new(Stats::default());
+    let (stop, stop_rx) = watch::channel(false);
+    let (ready_tx, mut ready) = watch::channel(false);
+    let app = tokio::spawn(rockfeed::app::run_with(cfg, stop_rx, ready_tx, stats.clone()));
+    assert!(rockfeed::source::mqtt::wait_ready(&mut ready, Duration::from_secs(30)).await, "never subscribed");
+    App { emu, stop, app, stats }
+}
+
+impl App {
+    async fn stop(self) -> Emulator {
+        self.stop.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(60), self.app).await.unwrap().unwrap().unwrap();
+        self.emu
+    }
+}
+
+async fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let end = tokio::time::Instant::now() + limit;
+    while !f() {
+        assert!(tokio::time::Instant::now() < end, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_and_forward_through_an_outage_and_a_full_wal_then_everything_lands_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let conf = format!(
+        "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 0\nmax_inflight_messages 100\n"
+    );
+    let _broker = common::mosquitto(dir.path(), port, &conf);
+    // A 2 MiB WAL (two 1 MiB segments), 256 KiB of it in memory.
+    let wal = "segment_bytes = 1048576\nmax_bytes = 2097152\nmemory_bytes = 262144\n";
+    let text = config(port, dir.path(), "3.1.1", wal);
+    let app = start(&text, None).await;
+    let rule: FaultRule = serde_json::from_str(r#"{"fault":"no_backend_alive","always":true}"#).unwrap();
+    app.emu.faults().add(rule).unwrap();
+
+    // ~6 MB of wide samples (100 metrics, ~2 KB each) while StarRocks is away.
+    let fleet = Fleet::new(50, 100, 9, "RFSTORE");
+    let mut ledger = Ledger::new(&fleet.metrics, 60_000);
+    let mut generator = Generator::new(fleet, Profile::Wide, "telemetry", 0);
+    let mut target = MqttTarget::new("127.0.0.1", port);
+    target.connections = 2;
+    target.client_prefix = "store-publisher".into();
+    let sender = MqttSender::connect(&target).await.unwrap();
+    let o =
+        RunOptions { count: Some(300_000), duration: None, ..RunOptions::timed(100_000.0, Duration::from_secs(60)) };
+    let sent = loadgen::run::run(
+        &mut generator,
+        Profile::Wide,
+        &mut ledger,
+        Target::Mqtt(sender),
+        &o,
+        &AtomicBool::new(false),
+    )
+    .await
+    .unwrap();
+    assert!(sent.complete(), "the broker took every message: {} of {}", sent.delivered, sent.messages);
+
+    // rockfeed acknowledged into the WAL until it was full, then stopped
+    // taking messages; nothing was loaded.
+    let s = &app.stats;
+    wait_until("the WAL is full", Duration::from_secs(30), || s.wal_full.load(Ordering::Relaxed) > 0).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let received = s.mqtt_received.load(Ordering::Relaxed);
+    assert!(received < sent.messages, "intake stopped: {received} of {} received", sent.messages);
+    assert!(s.wal_records.load(Ordering::Relaxed) > 100, "messages were acknowledged into the WAL meanwhile");
+    assert!(s.wal_bytes.load(Ordering::Relaxed) <= 3 << 20, "the WAL stays near its bound");
+    assert_eq!(s.readings_committed.load(Ordering::Relaxed), 0);
+    assert_eq!(s.rejected.load(Ordering::Relaxed), 0, "nothing was refused");
+
+    // StarRocks is back: the backlog drains (from disk: it is larger than
+    // the WAL's memory) and the broker's queue after it.
+    app.emu.faults().clear();
+    let t = common::emulator_tables(app.emu.fe_url(), true);
+    let landed = common::audit_settles(&t, &ledger, Duration::from_secs(120)).await;
+    assert!(landed, "everything lands: {:?}", loadgen::audit::audit_emulator(&t, &ledger).await.unwrap());
+    assert_eq!(s.mqtt_received.load(Ordering::Relaxed), sent.messages, "every message received once");
+    assert_eq!(s.mqtt_duplicates.load(Ordering::Relaxed), 0);
+    let dead = rockfeed::deadletter::read_all(&dir.path().join("dead")).unwrap_or_default();
+    assert!(dead.is_empty(), "an outage moves nothing to dead letters: {dead:?}");
+    let emu = app.stop().await;
+    let audits = loadgen::audit::audit_emulator(&t, &ledger).await.unwrap();
+    assert!(audits.iter().all(|a| a.ok()), "{audits:?}");
+    emu.shutdown().await;
+}
+
+/// A too-large payload between two good ones, then a restart: nothing is
+/// redelivered (the big one was acknowledged).
+async fn oversize(protocol: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let conf = format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmessage_size_limit 0\n");
+    let _broker = common::mosquitto(dir.path(), port, &conf);
+    let text = config(port, dir.path(), protocol, "");
+    let app = start(&text, None).await;
+    let now = rockfeed::util::now_ms();
+    let small = |vin: &str| format!(r#"{{"vin":"{vin}","ts":{now},"metrics":{{"speed":1}}}}"#);
+    let big = format!(r#"{{"vin":"BIG","ts":{now},"metrics":{{"pad":"{}"}}}}"#, "x".repeat(5 << 20));
+    let msgs = vec![
+        ("telemetry/wide".to_string(), small("BEFORE")),
+        ("telemetry/wide".to_string(), big),
+        ("telemetry/wide".to_string(), small("AFTER")),
+    ];
+    if protocol == "5" {
+        let mut o = rumqttc::v5::MqttOptions::new("oversize-pub", "127.0.0.1", port);
+        o.set_max_packet_size(Some(8 << 20));
+        common::publish_v5(o, msgs).await;
+    } else {
+        let mut o = rumqttc::MqttOptions::new("oversize-pub", "127.0.0.1", port);
+        o.set_max_packet_size(8 << 20, 8 << 20);
+        common::publish_v4(o, msgs).await;
+    }
+    let s = app.stats.clone();
+    wait_until("both small samples are committed", Duration::from_secs(30), || {
+        s.readings_committed.load(Ordering::Relaxed) >= 2
+    })
+    .await;
+    let emu = app.stop().await;
+    let vins: Vec<String> = emu
+        .with_core(|c| c.table("rockfeed", "telemetry_1m").unwrap().rows().iter().map(|r| r[0].to_string()).collect());
+    assert!(vins.contains(&"BEFORE".to_string()) && vins.contains(&"AFTER".to_string()), "{vins:?}");
+    let dead = rockfeed::deadletter::read_all(&dir.path().join("dead")).unwrap();
+    let reasons: Vec<&str> = dead.iter().map(|d| d["reason"].as_str().unwrap()).collect();
+    assert_eq!(reasons, vec!["payload_too_large"]);
+    // Restarted: the broker has nothing left to redeliver.
+    let app = start(&text, Some(emu)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(app.stats.mqtt_received.load(Ordering::Relaxed), 0, "the oversized message was acknowledged");
+    app.stop().await.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_payload_over_mqtt311_is_dead_lettered_and_the_stream_goes_on() {
+    oversize("3.1.1").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_payload_over_mqtt5_is_dead_lettered_and_the_stream_goes_on() {
+    oversize("5").await;
+}
