@@ -110,13 +110,8 @@ pub async fn run_with(
     if cfg.source.mqtt.is_none() && cfg.source.kafka.is_none() {
         return Err(AppError::Config("no source configured: add a [source.mqtt] or [source.kafka] section".into()));
     }
-    let loader = Arc::new(loader(&cfg)?);
-    let enrich = match &cfg.enrich {
-        Some(e) => {
-            Some(Arc::new(Enrichment::open(&e.file, &cfg.tables.dims).map_err(|e| AppError::Config(e.to_string()))?))
-        }
-        None => None,
-    };
+    let loader = Arc::new(loader(&cfg)?.with_health(stats.destination.clone()));
+    let enrich = open_enrichment(&cfg)?;
     let archive = open_archive(&cfg, &stats)?;
     if let Some(addr) = cfg.telemetry.listen {
         let bound = crate::telemetry::http::start(addr, stats.clone(), ready.subscribe(), shutdown.clone()).await?;
@@ -213,27 +208,7 @@ async fn run_mqtt(
         let _ = forward.send(true);
     });
     let intake = tokio::spawn(crate::source::mqtt::run(mqtt, wal.clone(), stop_rx, ready.clone(), parts.stats.clone()));
-    let mut restarts = 0u32;
-    let result = loop {
-        match mqtt_pipeline(cfg, &source, parts, &shutdown).await {
-            Ok(()) => break Ok(()),
-            Err(EpochError::Fatal(m)) => break Err(AppError::Config(m)),
-            Err(e @ EpochError::Abandoned { .. }) if *shutdown.borrow() => {
-                tracing::error!(error = %e, "Stopped without committing the last epoch; it is replayed from the WAL at the next start.");
-                break Ok(());
-            }
-            Err(e @ EpochError::Abandoned { .. }) => {
-                restarts += 1;
-                let wait = Duration::from_secs(1u64 << restarts.min(5));
-                tracing::error!(error = %e, restarts, ?wait, "Restarting the pipeline from the last decided WAL position; MQTT intake goes on into the WAL.");
-                let mut stop = shutdown.clone();
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
-                    _ = stop.wait_for(|s| *s) => break Ok(()),
-                }
-            }
-        }
-    };
+    let result = wal_lives(cfg, &source, parts, &shutdown).await;
     let _ = stop_tx.send(true);
     fwd.abort();
     let intake = match intake.await {
@@ -242,6 +217,68 @@ async fn run_mqtt(
     };
     wal.close();
     result.and(intake)
+}
+
+/// The pipeline over an open WAL, as `rockfeed run` runs it for MQTT, but
+/// without an MQTT connection: whatever is appended to `wal` is loaded
+/// under the epoch protocol until `shutdown` flips. For tests and tools
+/// that feed the WAL themselves; `loader` is the StarRocks loader to use.
+pub async fn run_wal(
+    cfg: &Config,
+    wal: Arc<Wal>,
+    loader: Arc<StreamLoader>,
+    stats: Arc<Stats>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), AppError> {
+    let enrich = open_enrichment(cfg)?;
+    let archive = open_archive(cfg, &stats)?;
+    let parts = Parts { loader: &loader, enrich: &enrich, stats: &stats, archive: &archive };
+    let r = wal_lives(cfg, &Arc::new(WalSource { wal }), &parts, &shutdown).await;
+    if let Some(a) = &archive {
+        a.stop(cfg.archive.stop_grace.0).await;
+    }
+    r
+}
+
+/// The vehicle dims, if configured.
+fn open_enrichment(cfg: &Config) -> Result<Option<Arc<Enrichment>>, AppError> {
+    match &cfg.enrich {
+        Some(e) => Ok(Some(Arc::new(
+            Enrichment::open(&e.file, &cfg.tables.dims).map_err(|e| AppError::Config(e.to_string()))?,
+        ))),
+        None => Ok(None),
+    }
+}
+
+/// Lives of the pipeline over the WAL until `shutdown`: an abandoned epoch
+/// restarts it (after a back-off) from the last decided position.
+async fn wal_lives(
+    cfg: &Config,
+    source: &Arc<WalSource>,
+    parts: &Parts<'_>,
+    shutdown: &watch::Receiver<bool>,
+) -> Result<(), AppError> {
+    let mut restarts = 0u32;
+    loop {
+        match mqtt_pipeline(cfg, source, parts, shutdown).await {
+            Ok(()) => return Ok(()),
+            Err(EpochError::Fatal(m)) => return Err(AppError::Config(m)),
+            Err(e @ EpochError::Abandoned { .. }) if *shutdown.borrow() => {
+                tracing::error!(error = %e, "Stopped without committing the last epoch; it is replayed from the WAL at the next start.");
+                return Ok(());
+            }
+            Err(e @ EpochError::Abandoned { .. }) => {
+                restarts += 1;
+                let wait = Duration::from_secs(1u64 << restarts.min(5));
+                tracing::error!(error = %e, restarts, ?wait, "Restarting the pipeline from the last decided WAL position; MQTT intake goes on into the WAL.");
+                let mut stop = shutdown.clone();
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = stop.wait_for(|s| *s) => return Ok(()),
+                }
+            }
+        }
+    }
 }
 
 /// One life of the MQTT pipeline: recovery, the WAL feeder from the decided
@@ -277,15 +314,13 @@ async fn mqtt_pipeline(
         .wal
         .feed(source.decided_position(), tx)
         .map_err(|e| EpochError::Fatal(format!("cannot start the WAL feeder: {e}")))?;
-    let (_stop_tx, stop_rx) = watch::channel(false);
     let pipeline = tokio::spawn(crate::pipeline::runner::run(
         rcfg,
         Sinks { loader: loader.clone(), archive: archive.clone() },
         enrich.clone(),
         rx,
-        stop_rx,
         stats.clone(),
-        Some(cut_rx),
+        cut_rx,
     ));
     // No source requests (no rebalances); the sender lives as long as the run.
     let (_req_tx, req_rx) = mpsc::channel(1);
@@ -368,9 +403,8 @@ async fn run_kafka(
         Sinks { loader: loader.clone(), archive: archive.clone() },
         enrich.clone(),
         rx,
-        stop_rx,
         stats.clone(),
-        Some(cut_rx),
+        cut_rx,
     ));
     let coordinator = Coordinator::new(
         CoordinatorConfig {

@@ -27,6 +27,19 @@ pub struct DeadLetter<'a> {
     pub payload: &'a [u8],
 }
 
+/// What `rockfeed deadletter replay` needs to send a refused Stream Load
+/// body again: written as the record's `stream_load` object.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LoadMeta {
+    pub table: String,
+    /// The label it was refused under (ABORTED, so it may be used again).
+    pub label: String,
+    /// The `columns` header: the CSV's column list.
+    pub columns: String,
+    /// The `column_separator` header (`\x01`).
+    pub column_separator: String,
+}
+
 #[derive(Debug)]
 pub struct DeadLetterWriter {
     dir: PathBuf,
@@ -74,16 +87,29 @@ impl DeadLetterWriter {
 
     /// Appends one record (buffered; see [`DeadLetterWriter::flush`]).
     pub fn write(&mut self, d: &DeadLetter<'_>) -> std::io::Result<()> {
+        self.write_with(d, None)
+    }
+
+    /// Appends a refused Stream Load body (plain CSV) with what replaying
+    /// it needs.
+    pub fn write_load(&mut self, d: &DeadLetter<'_>, load: &LoadMeta) -> std::io::Result<()> {
+        self.write_with(d, Some(serde_json::to_value(load).map_err(std::io::Error::other)?))
+    }
+
+    fn write_with(&mut self, d: &DeadLetter<'_>, load: Option<serde_json::Value>) -> std::io::Result<()> {
         let (payload, encoding) = match std::str::from_utf8(d.payload) {
             Ok(s) => (serde_json::Value::String(s.to_string()), "utf8"),
             Err(_) => {
                 (serde_json::Value::String(base64::engine::general_purpose::STANDARD.encode(d.payload)), "base64")
             }
         };
-        let rec = serde_json::json!({
+        let mut rec = serde_json::json!({
             "at_ms": d.at_ms, "reason": d.reason, "detail": d.detail, "source": d.source,
             "payload": payload, "payload_encoding": encoding,
         });
+        if let Some(l) = load {
+            rec["stream_load"] = l;
+        }
         let mut line = serde_json::to_vec(&rec).map_err(std::io::Error::other)?;
         line.push(b'\n');
         if self.written > 0 && self.written + line.len() as u64 > self.max_file_bytes {

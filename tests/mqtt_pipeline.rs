@@ -6,19 +6,14 @@
 //! must hold each refused message with its reason.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 mod common;
 
-use rockfeed::pipeline::runner::{Form, RunnerConfig, Sinks, Stats, run};
-use rockfeed::pipeline::window::WindowConfig;
-use rockfeed::sink::starrocks::service::RetryPolicy;
-use rockfeed::source::mqtt::MqttConfig;
 use rockfeed::starrocks::ddl::parse_ddl;
 use rockfeed::starrocks_emulator::{Emulator, EmulatorConfig, now_ms};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 /// A mosquitto on a free port, with the temporary directory of its config.
 struct Mosquitto {
@@ -147,57 +142,58 @@ async fn scenario(v5: bool) {
 
 async fn scenario_on(port: u16, v5: bool) {
     let emu = Emulator::start(EmulatorConfig::local(parse_ddl(DDL).unwrap(), "root", "pw")).await.unwrap();
-    let loader = common::loader(&emu, "pw", "rockfeed", RetryPolicy::default());
     let dir = tempfile::tempdir().unwrap();
     let vehicles = dir.path().join("vehicles.csv");
     std::fs::write(&vehicles, "vin,fleet\nVIN0000,fleet-0\nVIN0001,fleet-1\nVIN0002,fleet-0\n").unwrap();
-    let enrich = Arc::new(rockfeed::enrich::Enrichment::open(&vehicles, &["fleet".to_string()]).unwrap());
-    let cfg = RunnerConfig {
-        form: Form::Auto,
-        window: WindowConfig { width_ms: 60_000, max_lateness_ms: 3_600_000 },
-        shards: 2,
-        epoch: Duration::from_millis(300),
-        dims: vec!["fleet".into()],
-        label_prefix: if v5 { "t5".into() } else { "t4".into() },
-        ..common::runner_cfg(dir.path())
-    };
-    let mcfg = MqttConfig {
-        host: "127.0.0.1".into(),
-        port,
-        client_id: format!("rockfeed-test-{v5}"),
-        topics: vec!["telemetry/#".into()],
-        qos: 1,
-        protocol: if v5 { "5".into() } else { "3.1.1".into() },
-        clean_session: false,
-        username: None,
-        password: None,
-        tls_ca_file: None,
-        max_packet_bytes: 1 << 20,
-        keep_alive_secs: 30,
-        receive_maximum: 1000,
-    };
-    mcfg.validate().unwrap();
-    let (tx, rx) = mpsc::channel(256);
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let stats = Arc::new(Stats::default());
-    let (ready_tx, mut ready) = watch::channel(false);
-    let src = common::mqtt_into(mcfg, &dir.path().join("wal"), tx, stop_rx.clone(), ready_tx);
-    let pipe = tokio::spawn(run(cfg, Sinks::starrocks(loader), Some(enrich), rx, stop_rx, stats.clone(), None));
-    assert!(rockfeed::source::mqtt::wait_ready(&mut ready, Duration::from_secs(30)).await, "never subscribed");
-
+    let text = format!(
+        r#"
+[starrocks]
+endpoints = ["http://127.0.0.1:1"]
+database = "rockfeed"
+user = "root"
+password = "pw"
+label_prefix = "{prefix}"
+[tables]
+dims = ["fleet"]
+buckets = 8
+replication_num = 1
+[decode]
+form = "auto"
+max_metrics = 1000
+[window]
+width = "1m"
+max_lateness = "1h"
+[pipeline]
+shards = 2
+epoch = "300ms"
+state_dir = "{dir}/state"
+[wal]
+dir = "{dir}/wal"
+[source.mqtt]
+host = "127.0.0.1"
+port = {port}
+client_id = "rockfeed-test-{v5}"
+topics = ["telemetry/#"]
+protocol = "{protocol}"
+[enrich]
+file = "{dir}/vehicles.csv"
+[dead_letter]
+dir = "{dir}/dead"
+"#,
+        prefix = if v5 { "t5" } else { "t4" },
+        protocol = if v5 { "5" } else { "3.1.1" },
+        dir = dir.path().display(),
+    );
+    let app = common::run_app(rockfeed::config::Config::parse(&text).unwrap(), &emu).await;
     let now = now_ms() as i64;
     let (expected, reasons) = publish(port, v5, now).await;
     // Good samples, plus the too-late one (decoded, then refused by the window).
     let want_samples = 40 + 2 + 10 + 1 + 1 + 1;
-    for _ in 0..600 {
-        if stats.samples.load(Ordering::Relaxed) >= want_samples && stats.rejected.load(Ordering::Relaxed) >= 7 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    stop_tx.send(true).unwrap();
-    src.await.unwrap().unwrap();
-    pipe.await.unwrap().unwrap();
+    app.until(Duration::from_secs(30), |s| {
+        s.samples.load(Ordering::Relaxed) >= want_samples && s.rejected.load(Ordering::Relaxed) >= 7
+    })
+    .await;
+    let stats = app.stop().await;
     assert_eq!(stats.samples.load(Ordering::Relaxed), want_samples);
     assert_eq!(stats.loads_failed.load(Ordering::Relaxed), 0);
 
@@ -260,45 +256,40 @@ async fn mqtt5_shared_subscription_splits_a_stream_between_two_instances() {
     let broker = mosquitto();
     let emu = Emulator::start(EmulatorConfig::local(parse_ddl(DDL).unwrap(), "root", "pw")).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let mut sources = Vec::new();
-    let mut pipes = Vec::new();
-    let mut all_stats = Vec::new();
-    let mut readies = Vec::new();
+    let mut apps = Vec::new();
     for i in 0..2 {
-        let loader = common::loader(&emu, "pw", "rockfeed", RetryPolicy::default());
-        let cfg = RunnerConfig {
-            dims: vec!["fleet".into()],
-            label_prefix: format!("inst{i}"),
-            dead_letter_dir: dir.path().join(format!("dead{i}")),
-            ..common::runner_cfg(dir.path())
-        };
-        let mcfg = MqttConfig {
-            host: "127.0.0.1".into(),
-            port: broker.port,
-            client_id: format!("rockfeed-shared-{i}"),
-            topics: vec!["$share/rockfeed/telemetry/#".into()],
-            qos: 1,
-            protocol: "5".into(),
-            clean_session: true,
-            username: None,
-            password: None,
-            tls_ca_file: None,
-            max_packet_bytes: 1 << 20,
-            keep_alive_secs: 30,
-            receive_maximum: 1000,
-        };
-        mcfg.validate().unwrap();
-        let (tx, rx) = mpsc::channel(256);
-        let stats = Arc::new(Stats::default());
-        let (ready_tx, ready) = watch::channel(false);
-        readies.push(ready);
-        sources.push(common::mqtt_into(mcfg, &dir.path().join(format!("wal-{i}")), tx, stop_rx.clone(), ready_tx));
-        pipes.push(tokio::spawn(run(cfg, Sinks::starrocks(loader), None, rx, stop_rx.clone(), stats.clone(), None)));
-        all_stats.push(stats);
-    }
-    for r in &mut readies {
-        assert!(rockfeed::source::mqtt::wait_ready(r, Duration::from_secs(30)).await, "never subscribed");
+        let text = format!(
+            r#"
+[starrocks]
+endpoints = ["http://127.0.0.1:1"]
+database = "rockfeed"
+user = "root"
+password = "pw"
+label_prefix = "inst{i}"
+[tables]
+dims = ["fleet"]
+buckets = 8
+replication_num = 1
+[pipeline]
+shards = 1
+epoch = "200ms"
+state_dir = "{dir}/state{i}"
+[wal]
+dir = "{dir}/wal{i}"
+[source.mqtt]
+host = "127.0.0.1"
+port = {port}
+client_id = "rockfeed-shared-{i}"
+topics = ["$share/rockfeed/telemetry/#"]
+protocol = "5"
+clean_session = true
+[dead_letter]
+dir = "{dir}/dead{i}"
+"#,
+            port = broker.port,
+            dir = dir.path().display(),
+        );
+        apps.push(common::run_app(rockfeed::config::Config::parse(&text).unwrap(), &emu).await);
     }
     let now = now_ms() as i64;
     let n = 200u64;
@@ -311,19 +302,15 @@ async fn mqtt5_shared_subscription_splits_a_stream_between_two_instances() {
         .collect();
     common::publish_v5(rumqttc::v5::MqttOptions::new("pub-shared", "127.0.0.1", broker.port), msgs).await;
     for _ in 0..600 {
-        if all_stats.iter().map(|s| s.samples.load(Ordering::Relaxed)).sum::<u64>() >= n {
+        if apps.iter().map(|a| a.stats.samples.load(Ordering::Relaxed)).sum::<u64>() >= n {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    stop_tx.send(true).unwrap();
-    for s in sources {
-        s.await.unwrap().unwrap();
+    let mut per = Vec::new();
+    for a in apps {
+        per.push(a.stop().await.samples.load(Ordering::Relaxed));
     }
-    for p in pipes {
-        p.await.unwrap().unwrap();
-    }
-    let per: Vec<u64> = all_stats.iter().map(|s| s.samples.load(Ordering::Relaxed)).collect();
     assert_eq!(per.iter().sum::<u64>(), n, "each message went to exactly one instance: {per:?}");
     assert!(per.iter().all(|c| *c > 0), "both instances took a share: {per:?}");
     let total: u64 = emu.with_core(|c| {

@@ -6,18 +6,13 @@
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::Command;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 mod common;
 
-use rockfeed::pipeline::runner::{RunnerConfig, Sinks, Stats, run};
-use rockfeed::sink::starrocks::service::RetryPolicy;
-use rockfeed::source::mqtt::MqttConfig;
 use rockfeed::starrocks::ddl::parse_ddl;
 use rockfeed::starrocks_emulator::{Emulator, EmulatorConfig, now_ms};
-use tokio::sync::{mpsc, watch};
 
 fn sh(cmd: &mut Command) {
     let out = cmd.output().expect("run a setup tool (tests/run.sh installs openssl and mosquitto)");
@@ -105,36 +100,44 @@ async fn tls_auth_large_payloads_and_a_broker_restart() {
 
     let ddl = "CREATE DATABASE rockfeed; USE rockfeed; CREATE TABLE telemetry_1m (vehicle_id VARCHAR(64) NOT NULL, window_start DATETIME NOT NULL, metric VARCHAR(128) NOT NULL, cnt BIGINT SUM DEFAULT \"0\", total DOUBLE SUM DEFAULT \"0\", `min` DOUBLE MIN, `max` DOUBLE MAX) AGGREGATE KEY(vehicle_id, window_start, metric) PARTITION BY date_trunc('day', window_start) DISTRIBUTED BY HASH(vehicle_id) BUCKETS 4;";
     let emu = Emulator::start(EmulatorConfig::local(parse_ddl(ddl).unwrap(), "root", "pw")).await.unwrap();
-    let loader = common::loader(&emu, "pw", "rockfeed", RetryPolicy::default());
-    let cfg = RunnerConfig {
-        max_metrics: 100_000,
-        buckets: 4,
-        label_prefix: "robust".into(),
-        channel_batches: 16,
-        ..common::runner_cfg(dir.path())
-    };
-    let mcfg = MqttConfig {
-        host: "127.0.0.1".into(),
-        port,
-        client_id: "rockfeed-robust".into(),
-        topics: vec!["telemetry/#".into()],
-        qos: 1,
-        protocol: "3.1.1".into(),
-        clean_session: false,
-        username: Some("rockfeed".into()),
-        password: Some("s3cret-mqtt".into()),
-        tls_ca_file: Some(dir.path().join("ca.pem")),
-        max_packet_bytes: 1 << 20,
-        keep_alive_secs: 5,
-        receive_maximum: 1000,
-    };
-    let (tx, rx) = mpsc::channel(64);
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let stats = Arc::new(Stats::default());
-    let (ready_tx, mut ready) = watch::channel(false);
-    let src = common::mqtt_into(mcfg, &dir.path().join("wal"), tx, stop_rx.clone(), ready_tx);
-    let pipe = tokio::spawn(run(cfg, Sinks::starrocks(loader), None, rx, stop_rx, stats.clone(), None));
-    assert!(rockfeed::source::mqtt::wait_ready(&mut ready, Duration::from_secs(30)).await, "never subscribed");
+    let text = format!(
+        r#"
+[starrocks]
+endpoints = ["http://127.0.0.1:1"]
+database = "rockfeed"
+user = "root"
+password = "pw"
+label_prefix = "robust"
+[tables]
+dims = []
+buckets = 4
+replication_num = 1
+[decode]
+max_metrics = 100000
+[pipeline]
+shards = 1
+epoch = "200ms"
+channel_batches = 16
+state_dir = "{dir}/state"
+[wal]
+dir = "{dir}/wal"
+[source.mqtt]
+host = "127.0.0.1"
+port = {port}
+client_id = "rockfeed-robust"
+topics = ["telemetry/#"]
+protocol = "3.1.1"
+username = "rockfeed"
+password = "s3cret-mqtt"
+tls_ca_file = "{dir}/ca.pem"
+keep_alive_secs = 5
+[dead_letter]
+dir = "{dir}/dead"
+"#,
+        dir = dir.path().display()
+    );
+    let app = common::run_app(rockfeed::config::Config::parse(&text).unwrap(), &emu).await;
+    let (stats, mut ready) = (app.stats.clone(), app.ready.clone());
 
     // A ~300 KiB wide sample: 12,000 metrics.
     let now = now_ms() as i64;
@@ -178,9 +181,7 @@ async fn tls_auth_large_payloads_and_a_broker_restart() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    stop_tx.send(true).unwrap();
-    src.await.unwrap().unwrap();
-    pipe.await.unwrap().unwrap();
+    app.stop().await;
     assert_eq!(stats.samples.load(Ordering::Relaxed), 6, "resubscribed after the restart");
     let rows = emu.with_core(|c| c.table("rockfeed", "telemetry_1m").unwrap().row_count());
     assert_eq!(rows, 12_000 + 1);

@@ -9,7 +9,6 @@
 //!   3.1.1 and 5, is received, acknowledged and dead-lettered as
 //!   `payload_too_large`, and the stream behind it goes on.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -20,8 +19,6 @@ use loadgen::payload::{Generator, Profile};
 use loadgen::run::{RunOptions, Target};
 use rockfeed::starrocks_emulator::Emulator;
 use rockfeed::starrocks_emulator::faults::FaultRule;
-use rockfeed::telemetry::Stats;
-use tokio::sync::watch;
 
 mod common;
 
@@ -59,38 +56,15 @@ dir = "{dir}/dead"
     )
 }
 
-struct App {
-    emu: Emulator,
-    stop: watch::Sender<bool>,
-    app: tokio::task::JoinHandle<Result<Arc<Stats>, rockfeed::app::AppError>>,
-    stats: Arc<Stats>,
-}
-
-async fn start(text: &str, emu: Option<Emulator>) -> App {
+/// Starts `text` against `emu` (a new emulator for its DDL when `None`).
+async fn start(text: &str, emu: Option<Emulator>) -> (common::App, Emulator) {
     let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter("rockfeed=info").try_init();
     let mut cfg = rockfeed::config::Config::parse(text).unwrap();
     let emu = match emu {
-        Some(e) => {
-            cfg.starrocks.endpoints = vec![e.fe_url()];
-            cfg.validate().unwrap();
-            e
-        }
+        Some(e) => e,
         None => common::emulator_for(&mut cfg).await,
     };
-    let stats = Arc::new(Stats::default());
-    let (stop, stop_rx) = watch::channel(false);
-    let (ready_tx, mut ready) = watch::channel(false);
-    let app = tokio::spawn(rockfeed::app::run_with(cfg, stop_rx, ready_tx, stats.clone()));
-    assert!(rockfeed::source::mqtt::wait_ready(&mut ready, Duration::from_secs(30)).await, "never subscribed");
-    App { emu, stop, app, stats }
-}
-
-impl App {
-    async fn stop(self) -> Emulator {
-        self.stop.send(true).unwrap();
-        tokio::time::timeout(Duration::from_secs(60), self.app).await.unwrap().unwrap().unwrap();
-        self.emu
-    }
+    (common::run_app(cfg, &emu).await, emu)
 }
 
 async fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
@@ -112,9 +86,9 @@ async fn store_and_forward_through_an_outage_and_a_full_wal_then_everything_land
     // A 2 MiB WAL (two 1 MiB segments), 256 KiB of it in memory.
     let wal = "segment_bytes = 1048576\nmax_bytes = 2097152\nmemory_bytes = 262144\n";
     let text = config(port, dir.path(), "3.1.1", wal);
-    let app = start(&text, None).await;
+    let (app, emu) = start(&text, None).await;
     let rule: FaultRule = serde_json::from_str(r#"{"fault":"no_backend_alive","always":true}"#).unwrap();
-    app.emu.faults().add(rule).unwrap();
+    emu.faults().add(rule).unwrap();
 
     // ~6 MB of wide samples (100 metrics, ~2 KB each) while StarRocks is away.
     let fleet = Fleet::new(50, 100, 9, "RFSTORE");
@@ -152,15 +126,15 @@ async fn store_and_forward_through_an_outage_and_a_full_wal_then_everything_land
 
     // StarRocks is back: the backlog drains (from disk: it is larger than
     // the WAL's memory) and the broker's queue after it.
-    app.emu.faults().clear();
-    let t = common::emulator_tables(app.emu.fe_url(), true);
+    emu.faults().clear();
+    let t = common::emulator_tables(emu.fe_url(), true);
     let landed = common::audit_settles(&t, &ledger, Duration::from_secs(120)).await;
     assert!(landed, "everything lands: {:?}", loadgen::audit::audit_emulator(&t, &ledger).await.unwrap());
     assert_eq!(s.mqtt_received.load(Ordering::Relaxed), sent.messages, "every message received once");
     assert_eq!(s.mqtt_duplicates.load(Ordering::Relaxed), 0);
     let dead = rockfeed::deadletter::read_all(&dir.path().join("dead")).unwrap_or_default();
     assert!(dead.is_empty(), "an outage moves nothing to dead letters: {dead:?}");
-    let emu = app.stop().await;
+    app.stop().await;
     let audits = loadgen::audit::audit_emulator(&t, &ledger).await.unwrap();
     assert!(audits.iter().all(|a| a.ok()), "{audits:?}");
     emu.shutdown().await;
@@ -174,7 +148,7 @@ async fn oversize(protocol: &str) {
     let conf = format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmessage_size_limit 0\n");
     let _broker = common::mosquitto(dir.path(), port, &conf);
     let text = config(port, dir.path(), protocol, "");
-    let app = start(&text, None).await;
+    let (app, emu) = start(&text, None).await;
     let now = rockfeed::util::now_ms();
     let small = |vin: &str| format!(r#"{{"vin":"{vin}","ts":{now},"metrics":{{"speed":1}}}}"#);
     let big = format!(r#"{{"vin":"BIG","ts":{now},"metrics":{{"pad":"{}"}}}}"#, "x".repeat(5 << 20));
@@ -197,7 +171,7 @@ async fn oversize(protocol: &str) {
         s.readings_committed.load(Ordering::Relaxed) >= 2
     })
     .await;
-    let emu = app.stop().await;
+    app.stop().await;
     let vins: Vec<String> = emu
         .with_core(|c| c.table("rockfeed", "telemetry_1m").unwrap().rows().iter().map(|r| r[0].to_string()).collect());
     assert!(vins.contains(&"BEFORE".to_string()) && vins.contains(&"AFTER".to_string()), "{vins:?}");
@@ -205,10 +179,11 @@ async fn oversize(protocol: &str) {
     let reasons: Vec<&str> = dead.iter().map(|d| d["reason"].as_str().unwrap()).collect();
     assert_eq!(reasons, vec!["payload_too_large"]);
     // Restarted: the broker has nothing left to redeliver.
-    let app = start(&text, Some(emu)).await;
+    let (app, emu) = start(&text, Some(emu)).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(app.stats.mqtt_received.load(Ordering::Relaxed), 0, "the oversized message was acknowledged");
-    app.stop().await.shutdown().await;
+    app.stop().await;
+    emu.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

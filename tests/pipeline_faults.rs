@@ -1,26 +1,33 @@
-//! The pipeline under StarRocks faults: transient ones (too many versions,
-//! memory limit, commit transport error in both branches, connection reset
-//! mid-body, publish timeout, no backend alive, busy BE) are injected on a
-//! share of all loads, and the aggregate table must still equal the input
-//! exactly, no loss, no double count. A permanent one (401) must leave every
-//! batch in the dead-letter directory and nothing in the table.
+//! The pipeline (`app::run_wal`: the WAL read under the epoch coordinator,
+//! as `rockfeed run` runs it for MQTT) under StarRocks faults, in both
+//! delivery modes:
+//! - transient faults (too many versions, memory limit, commit transport
+//!   error in both branches, connection reset mid-body, publish timeout, no
+//!   backend alive, busy BE) on a share of all calls: the aggregate table
+//!   still equals the input exactly;
+//! - the destination refusing rockfeed (HTTP 401 on every call): nothing is
+//!   dead-lettered, `/ready`'s health says why, and once StarRocks takes
+//!   loads again everything lands exactly;
+//! - rows StarRocks refuses for what they hold: dead-lettered as CSV with
+//!   their table, label and columns, every reading accounted for;
+//! - bodies over the row limit, compressed bodies, and a stop that leaves
+//!   records in the WAL for the next start.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use bytes::Bytes;
 mod common;
 
-use rockfeed::pipeline::runner::{RunnerConfig, Sinks, Stats, run};
-use rockfeed::sink::starrocks::service::RetryPolicy;
-use rockfeed::source::RawMessage;
+use rockfeed::sink::starrocks::service::{RetryPolicy, StreamLoader};
 use rockfeed::starrocks::ddl::parse_ddl;
 use rockfeed::starrocks::types::Value;
 use rockfeed::starrocks_emulator::faults::FaultRule;
 use rockfeed::starrocks_emulator::{Emulator, EmulatorConfig, now_ms};
-use tokio::sync::{mpsc, watch};
+use rockfeed::telemetry::Stats;
+use rockfeed::wal::{Record, Wal, WalConfig};
+use tokio::sync::watch;
 
 const DDL: &str = "CREATE DATABASE rockfeed; USE rockfeed;
 CREATE TABLE telemetry_1m (
@@ -31,32 +38,94 @@ PARTITION BY date_trunc('day', window_start) DISTRIBUTED BY HASH(vehicle_id) BUC
 
 type Totals = BTreeMap<(String, i64, String), (u64, f64)>;
 
-fn runner_cfg(dir: &std::path::Path) -> RunnerConfig {
-    RunnerConfig {
-        shards: 2,
-        epoch: Duration::from_millis(150),
-        label_prefix: "faults".into(),
-        ..common::runner_cfg(dir)
+fn config(dir: &std::path::Path, delivery: &str, extra: &str) -> rockfeed::config::Config {
+    let text = format!(
+        r#"
+[starrocks]
+endpoints = ["http://127.0.0.1:1"]
+database = "rockfeed"
+user = "root"
+password = "pw"
+label_prefix = "faults"
+delivery = "{delivery}"
+[tables]
+dims = []
+buckets = 8
+replication_num = 1
+[pipeline]
+shards = 2
+epoch = "150ms"
+state_dir = "{dir}/state"
+[wal]
+dir = "{dir}/wal"
+[dead_letter]
+dir = "{dir}/dead"
+{extra}"#,
+        dir = dir.display()
+    );
+    rockfeed::config::Config::parse(&text).unwrap()
+}
+
+/// A fast retry policy: faults on a share of calls cost milliseconds.
+fn fast() -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: 0,
+        base: Duration::from_millis(5),
+        throttle_base: Duration::from_millis(10),
+        max: Duration::from_millis(50),
+        label_wait: Duration::from_secs(10),
     }
 }
 
-/// Feeds `n` wide messages over ~`n * 10` ms and returns the expected totals.
-async fn feed(tx: mpsc::Sender<RawMessage>, n: u32) -> Totals {
+/// The pipeline over a WAL in `dir`, running until stopped.
+struct Run {
+    wal: Arc<Wal>,
+    stats: Arc<Stats>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<Result<(), rockfeed::app::AppError>>,
+}
+
+fn start(cfg: &rockfeed::config::Config, loader: Arc<StreamLoader>) -> Run {
+    let stats = Arc::new(Stats::default());
+    let wal = Wal::open(WalConfig { dir: cfg.wal.dir.clone(), ..Default::default() }, stats.clone()).unwrap();
+    let (stop, stop_rx) = watch::channel(false);
+    let (cfg, w, s) = (cfg.clone(), wal.clone(), stats.clone());
+    let task = tokio::spawn(async move { rockfeed::app::run_wal(&cfg, w, loader, s, stop_rx).await });
+    Run { wal, stats, stop, task }
+}
+
+impl Run {
+    async fn stop(self) -> Arc<Stats> {
+        self.stop.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(60), self.task).await.unwrap().unwrap().unwrap();
+        let wal = self.wal;
+        tokio::task::spawn_blocking(move || wal.close()).await.unwrap();
+        self.stats
+    }
+}
+
+/// Appends `n` wide messages over ~`n * 10` ms (vins from `vin`) and
+/// returns the expected totals.
+async fn feed(wal: &Wal, n: u32, vin: impl Fn(u32) -> String) -> Totals {
     let mut exp = Totals::new();
     for i in 0..n {
         let now = now_ms() as i64;
-        let vin = format!("V{:03}", i % 9);
+        let vin = vin(i);
         let (a, b) = (i as f64, (i % 7) as f64 * 0.5);
-        let p = format!(r#"{{"vin":"{vin}","ts":{now},"metrics":{{"a":{a},"b":{b}}}}}"#);
+        let p = format!(r#"{{"vin":"{vin}","ts":{now},"seq":{i},"metrics":{{"a":{a},"b":{b}}}}}"#);
         for (m, v) in [("a", a), ("b", b)] {
             let e = exp.entry((vin.clone(), now - now.rem_euclid(60_000), m.into())).or_insert((0, 0.0));
             e.0 += 1;
             e.1 += v;
         }
-        tx.send(RawMessage::new("t", Bytes::from(p), now)).await.unwrap();
+        wal.append(Record { qos: 1, received_ms: now, topic: "t".into(), payload: p.into() });
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     exp
+}
+
+fn nine(i: u32) -> String {
+    format!("V{:03}", i % 9)
 }
 
 fn table(emu: &Emulator) -> Totals {
@@ -81,9 +150,20 @@ fn assert_same(got: &Totals, want: &Totals) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn transient_faults_on_a_third_of_loads_change_nothing_in_the_table() {
-    let emu = Emulator::start(EmulatorConfig::local(parse_ddl(DDL).unwrap(), "root", "pw")).await.unwrap();
+/// Waits until the table holds `want` (or `limit` passes).
+async fn settles(emu: &Emulator, want: &Totals, limit: Duration) {
+    let end = tokio::time::Instant::now() + limit;
+    while table(emu) != *want && tokio::time::Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn emulator() -> Emulator {
+    Emulator::start(EmulatorConfig::local(parse_ddl(DDL).unwrap(), "root", "pw")).await.unwrap()
+}
+
+async fn transient_faults(delivery: &str) {
+    let emu = emulator().await;
     for f in [
         "too_many_versions",
         "mem_limit",
@@ -98,137 +178,175 @@ async fn transient_faults_on_a_third_of_loads_change_nothing_in_the_table() {
         let rule: FaultRule = serde_json::from_str(&format!(r#"{{"fault":"{f}","percent":5{extra}}}"#)).unwrap();
         emu.faults().add(rule).unwrap();
     }
-    let policy = RetryPolicy {
-        max_attempts: 0,
-        base: Duration::from_millis(5),
-        throttle_base: Duration::from_millis(10),
-        max: Duration::from_millis(50),
-        label_wait: Duration::from_secs(10),
-    };
-    let loader = common::loader(&emu, "pw", "rockfeed", policy);
     let dir = tempfile::tempdir().unwrap();
-    let (tx, rx) = mpsc::channel(64);
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let stats = Arc::new(Stats::default());
-    let pipe =
-        tokio::spawn(run(runner_cfg(dir.path()), Sinks::starrocks(loader), None, rx, stop_rx, stats.clone(), None));
-    let want = feed(tx.clone(), 150).await;
-    drop(tx);
-    let _ = stop_tx;
-    pipe.await.unwrap().unwrap();
+    let run = start(&config(dir.path(), delivery, ""), common::loader(&emu, "pw", "rockfeed", fast()));
+    let want = feed(&run.wal, 150, nine).await;
+    settles(&emu, &want, Duration::from_secs(30)).await;
+    let stats = run.stop().await;
     let fired = emu.faults().fired().len();
-    assert!(fired >= 3, "faults should have fired on some loads, fired {fired}");
+    assert!(fired >= 3, "faults should have fired on some calls, fired {fired}");
     assert_eq!(stats.loads_failed.load(Ordering::Relaxed), 0);
     // Publish timeouts become visible a little later.
     tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_same(&table(&emu), &want);
+    assert!(rockfeed::deadletter::read_all(&dir.path().join("dead")).unwrap_or_default().is_empty());
+    emu.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_faults_on_a_share_of_calls_change_nothing_in_the_table_exactly_once() {
+    transient_faults("exactly-once").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_faults_on_a_share_of_calls_change_nothing_in_the_table_at_least_once() {
+    transient_faults("at-least-once").await;
+}
+
+/// StarRocks refuses every call with HTTP 401 (as with a wrong password):
+/// the data is not at fault, so nothing goes to dead letters; the health
+/// says why; when StarRocks takes loads again, everything lands once.
+async fn refused_destination(delivery: &str) {
+    let emu = emulator().await;
+    let rule: FaultRule = serde_json::from_str(r#"{"fault":"unauthorized","always":true}"#).unwrap();
+    emu.faults().add(rule).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let loader = common::loader(&emu, "pw", "rockfeed", fast());
+    let health = loader.health().clone();
+    let run = start(&config(dir.path(), delivery, ""), loader);
+    let want = feed(&run.wal, 30, nine).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let down = health.down().expect("the destination is reported down");
+    assert!(down.contains("401") && down.contains("ROCKFEED_STARROCKS_PASSWORD"), "{down}");
+    assert!(table(&emu).is_empty());
+    assert_eq!(run.stats.loads_failed.load(Ordering::Relaxed), 0, "no load counts as failed for its data");
+    assert!(rockfeed::deadletter::read_all(&dir.path().join("dead")).unwrap_or_default().is_empty());
+    emu.faults().clear();
+    settles(&emu, &want, Duration::from_secs(30)).await;
+    assert!(health.down().is_none(), "the episode ended");
+    run.stop().await;
     assert_same(&table(&emu), &want);
     emu.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn permanent_failures_keep_every_batch_as_a_dead_letter() {
-    let emu = Emulator::start(EmulatorConfig::local(parse_ddl(DDL).unwrap(), "root", "pw")).await.unwrap();
-    let loader = common::loader(&emu, "wrong", "rockfeed", RetryPolicy::default());
+async fn a_refused_destination_waits_and_never_dead_letters_exactly_once() {
+    refused_destination("exactly-once").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_destination_waits_and_never_dead_letters_at_least_once() {
+    refused_destination("at-least-once").await;
+}
+
+/// Rows StarRocks refuses (a vin too long for the table's VARCHAR(8)):
+/// their body is dead-lettered as plain CSV with what a replay needs, and
+/// every reading is either in the table or in a dead letter, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_rows_are_dead_lettered_as_replayable_csv() {
+    let ddl = DDL.replace("vehicle_id VARCHAR(64)", "vehicle_id VARCHAR(8)");
+    let emu = Emulator::start(EmulatorConfig::local(parse_ddl(&ddl).unwrap(), "root", "pw")).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (tx, rx) = mpsc::channel(64);
-    let (_stop_tx, stop_rx) = watch::channel(false);
-    let stats = Arc::new(Stats::default());
-    let pipe =
-        tokio::spawn(run(runner_cfg(dir.path()), Sinks::starrocks(loader), None, rx, stop_rx, stats.clone(), None));
-    let want = feed(tx.clone(), 30).await;
-    drop(tx);
-    pipe.await.unwrap().unwrap();
-    assert!(table(&emu).is_empty());
-    let failed = stats.loads_failed.load(Ordering::Relaxed);
-    assert!(failed > 0);
+    let mut cfg = config(dir.path(), "exactly-once", "");
+    cfg.starrocks.compression = rockfeed::sink::starrocks::encode::Compression::Lz4;
+    let run = start(&cfg, common::loader(&emu, "pw", "rockfeed", fast()));
+    let want = feed(&run.wal, 40, |i| if i % 4 == 0 { format!("LONGVIN{i:05}") } else { nine(i) }).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    run.stop().await;
     let dead = rockfeed::deadletter::read_all(&dir.path().join("dead")).unwrap();
-    assert_eq!(dead.len() as u64, failed);
-    // The dead-lettered bodies hold every reading: the data is kept, not dropped.
-    let mut rows = 0u64;
+    assert!(!dead.is_empty());
+    let mut landed = table(&emu);
     for d in &dead {
-        assert_eq!(d["reason"], "load_failed");
-        assert!(d["detail"].as_str().unwrap().contains("401"), "{}", d["detail"]);
-        rows += d["payload"]
-            .as_str()
-            .unwrap()
-            .lines()
-            .map(|l| l.split('\x01').nth(3).unwrap().parse::<u64>().unwrap())
-            .sum::<u64>();
+        assert_eq!(d["reason"], "load_rejected");
+        assert!(d["detail"].as_str().unwrap().contains("too many filtered rows"), "{d}");
+        let meta: rockfeed::deadletter::LoadMeta = serde_json::from_value(d["stream_load"].clone()).unwrap();
+        assert_eq!(meta.table, "telemetry_1m");
+        assert!(meta.label.starts_with("faults-telemetry_1m-"), "{}", meta.label);
+        assert!(meta.columns.starts_with("`vehicle_id`,`window_start`,`metric`"), "{}", meta.columns);
+        assert_eq!(meta.column_separator, "\\x01");
+        // Plain CSV (the body was sent lz4-compressed): rows of
+        // vin, window, metric, cnt, total, min, max (no dims here).
+        for line in d["payload"].as_str().unwrap().lines() {
+            let f: Vec<&str> = line.split('\x01').collect();
+            let w = rockfeed::starrocks::types::parse_datetime(f[1]).unwrap() / 1000;
+            let e = landed.entry((f[0].to_string(), w, f[2].to_string())).or_insert((0, 0.0));
+            e.0 += f[3].parse::<u64>().unwrap();
+            e.1 += f[4].parse::<f64>().unwrap();
+        }
     }
-    assert_eq!(rows, want.values().map(|(c, _)| c).sum::<u64>());
+    assert!(table(&emu).keys().all(|(vin, _, _)| vin.len() <= 8));
+    assert_same(&landed, &want);
     emu.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn batches_over_the_row_limit_load_early_under_their_own_labels() {
-    let emu = Emulator::start(EmulatorConfig::local(parse_ddl(DDL).unwrap(), "root", "pw")).await.unwrap();
-    let loader = common::loader(&emu, "pw", "rockfeed", RetryPolicy::default());
+async fn bodies_over_the_row_limit_load_under_labels_of_their_own() {
+    let emu = emulator().await;
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = runner_cfg(dir.path());
-    cfg.epoch = Duration::from_secs(3600); // only the size limit and the final drain load
-    cfg.max_rows_per_load = 6;
-    let (tx, rx) = mpsc::channel(64);
-    let (_stop_tx, stop_rx) = watch::channel(false);
-    let stats = Arc::new(Stats::default());
-    let pipe = tokio::spawn(run(cfg, Sinks::starrocks(loader), None, rx, stop_rx, stats.clone(), None));
-    let want = feed(tx.clone(), 60).await;
-    drop(tx);
-    pipe.await.unwrap().unwrap();
+    // Epochs far apart: only the row limit and the stop cut bodies.
+    let mut cfg = config(dir.path(), "at-least-once", "");
+    cfg.pipeline.epoch = rockfeed::config::Dur(Duration::from_secs(3600));
+    cfg.pipeline.max_rows_per_load = 6;
+    let run = start(&cfg, common::loader(&emu, "pw", "rockfeed", RetryPolicy::default()));
+    let want = feed(&run.wal, 60, nine).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stats = run.stop().await;
     let loads = stats.loads.load(Ordering::Relaxed);
-    assert!(loads >= 10, "expected early loads, got {loads}");
-    let labels = emu.with_core(|c| c.registry.all().filter(|t| t.label.starts_with("faults-")).count() as u64);
-    assert_eq!(labels, loads, "every load had its own label");
+    assert!(loads >= 10, "expected early bodies, got {loads} loads");
+    let labels: Vec<String> = emu
+        .with_core(|c| c.registry.all().filter(|t| t.label.starts_with("faults-")).map(|t| t.label.clone()).collect());
+    assert_eq!(labels.len() as u64, loads, "every body had its own label: {labels:?}");
+    assert!(labels.iter().any(|l| l.ends_with("_1")), "{labels:?}");
     assert_same(&table(&emu), &want);
     emu.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compressed_bodies_load_exactly() {
-    use rockfeed::sink::starrocks::encode::Compression;
-    for comp in [Compression::Gzip, Compression::Lz4, Compression::Zstd] {
-        let emu = Emulator::start(EmulatorConfig::local(parse_ddl(DDL).unwrap(), "root", "pw")).await.unwrap();
-        let loader = common::loader(&emu, "pw", "rockfeed", RetryPolicy::default());
+    for comp in ["gzip", "lz4", "zstd"] {
+        let emu = emulator().await;
         let dir = tempfile::tempdir().unwrap();
-        let mut cfg = runner_cfg(dir.path());
-        cfg.compression = comp;
-        let (tx, rx) = mpsc::channel(64);
-        let (_stop_tx, stop_rx) = watch::channel(false);
-        let stats = Arc::new(Stats::default());
-        let pipe = tokio::spawn(run(cfg, Sinks::starrocks(loader), None, rx, stop_rx, stats.clone(), None));
-        let want = feed(tx.clone(), 20).await;
-        drop(tx);
-        pipe.await.unwrap().unwrap();
-        assert_eq!(stats.loads_failed.load(Ordering::Relaxed), 0, "{comp:?}");
+        let mut cfg = config(dir.path(), "exactly-once", "");
+        cfg.starrocks.compression = serde_json::from_value(serde_json::json!(comp)).unwrap();
+        let run = start(&cfg, common::loader(&emu, "pw", "rockfeed", RetryPolicy::default()));
+        let want = feed(&run.wal, 20, nine).await;
+        settles(&emu, &want, Duration::from_secs(20)).await;
+        let stats = run.stop().await;
+        assert_eq!(stats.loads_failed.load(Ordering::Relaxed), 0, "{comp}");
         assert_same(&table(&emu), &want);
         emu.shutdown().await;
     }
 }
 
-/// A graceful stop loses nothing the source handed over: messages still
-/// waiting in the source channel when shutdown flips (the source has
-/// already acknowledged them to the broker) are decoded and loaded before
-/// the runner returns.
+/// A stop loses nothing: what the last epoch did not take stays in the WAL
+/// and the next start loads it, once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shutdown_loads_what_is_still_queued_in_the_source_channel() {
+async fn a_stop_leaves_what_was_not_loaded_in_the_wal_for_the_next_start() {
     let dir = tempfile::tempdir().unwrap();
-    let emu = Emulator::start(EmulatorConfig::local(parse_ddl(DDL).unwrap(), "root", "pw")).await.unwrap();
-    let loader = common::loader(&emu, "pw", "rockfeed", RetryPolicy::default());
-    let (tx, rx) = mpsc::channel(1024);
+    let emu = emulator().await;
+    let cfg = config(dir.path(), "exactly-once", "");
+    let loader = || common::loader(&emu, "pw", "rockfeed", RetryPolicy::default());
+    let run = start(&cfg, loader());
     let now = now_ms() as i64;
     for i in 0..500 {
-        let p = format!(r#"{{"vin":"Q{:03}","ts":{now},"metrics":{{"a":1}}}}"#, i % 20);
-        tx.send(RawMessage::new("t", Bytes::from(p), now)).await.unwrap();
+        let p = format!(r#"{{"vin":"Q{:03}","ts":{now},"seq":{i},"metrics":{{"a":1}}}}"#, i % 20);
+        run.wal.append(Record { qos: 1, received_ms: now, topic: "t".into(), payload: p.into() });
     }
-    // Shutdown before the runner has taken a single message.
-    let (stop_tx, stop) = watch::channel(false);
-    stop_tx.send(true).unwrap();
-    let stats = Arc::new(Stats::default());
-    run(runner_cfg(dir.path()), Sinks::starrocks(loader), None, rx, stop, stats.clone(), None).await.unwrap();
-    assert_eq!(stats.messages.load(Ordering::Relaxed), 500, "every queued message was taken");
-    let cnt: u64 = emu.with_core(|c| {
-        c.table("rockfeed", "telemetry_1m").unwrap().rows().iter().map(|r| r[3].as_f64().unwrap() as u64).sum()
-    });
-    assert_eq!(cnt, 500, "and loaded");
-    drop(tx);
+    run.wal.durable().wait_for(|&d| d > 500).await.unwrap();
+    // Stopped at once: the last epoch takes what reached the pipeline.
+    let first = run.stop().await.readings_committed.load(Ordering::Relaxed);
+    let cnt = || -> u64 {
+        emu.with_core(|c| {
+            c.table("rockfeed", "telemetry_1m").unwrap().rows().iter().map(|r| r[3].as_f64().unwrap() as u64).sum()
+        })
+    };
+    assert_eq!(cnt(), first, "what the first run committed is in the table");
+    let run = start(&cfg, loader());
+    let end = tokio::time::Instant::now() + Duration::from_secs(30);
+    while cnt() < 500 && tokio::time::Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    run.stop().await;
+    assert_eq!(cnt(), 500, "the rest was loaded by the next start, nothing twice");
     emu.shutdown().await;
 }

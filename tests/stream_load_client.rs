@@ -131,18 +131,23 @@ async fn publish_timeout_counts_as_loaded() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn permanent_failures_stop_at_once() {
+async fn destination_and_data_refusals_return_at_once_and_apart() {
     let emu = emulator(|_| {}).await;
     let bad = loader_for(vec![emu.fe_url()], "wrong");
     match bad.load("table1", "auth-1", &csv_headers(), Bytes::from_static(BODY)).await {
-        Err(LoadError::Permanent { reason, .. }) => assert!(reason.contains("401"), "{reason}"),
-        other => panic!("expected a permanent auth failure, got {other:?}"),
+        Err(LoadError::Destination { reason, trouble, .. }) => {
+            assert!(reason.contains("401"), "{reason}");
+            assert_eq!(trouble, rockfeed::sink::starrocks::health::Trouble::Auth);
+        }
+        other => panic!("expected the destination refusing the credentials, got {other:?}"),
     }
+    assert!(bad.health().down().is_some_and(|d| d.contains("401")), "the loader's health says why");
     let l = loader_for(vec![emu.fe_url()], PW);
     match l.load("table1", "filtered-1", &csv_headers(), Bytes::from_static(b"x,y,z\n")).await {
-        Err(LoadError::Permanent { reason, .. }) => assert!(reason.contains("too many filtered rows"), "{reason}"),
+        Err(LoadError::Rejected { reason, .. }) => assert!(reason.contains("too many filtered rows"), "{reason}"),
         other => panic!("expected too many filtered rows, got {other:?}"),
     }
+    assert!(l.health().down().is_none(), "a refused row is no outage");
     assert_eq!(rows(&emu), 0);
     emu.shutdown().await;
 }

@@ -431,10 +431,10 @@ impl<S: EpochSource> Coordinator<S> {
             self.event_to_committed.record_ms(done - ts, n as u64);
             committed += n as u64;
         }
-        if let Some(a) = &self.archive
-            && self.exactly_once()
-        {
-            a.decided(e);
+        if let Some(a) = &self.archive {
+            if self.exactly_once() {
+                a.decided(e);
+            }
             self.stats.reconcile(crate::telemetry::Reconciliation {
                 epoch: e,
                 shard: None,
@@ -443,11 +443,9 @@ impl<S: EpochSource> Coordinator<S> {
                 archived,
             });
         }
-        if self.exactly_once() {
-            self.stats.readings_committed.fetch_add(committed, Ordering::Relaxed);
-            self.stats.merge(Stage::ReceivedToCommitted, &mut self.received_to_committed);
-            self.stats.merge(Stage::EventToCommitted, &mut self.event_to_committed);
-        }
+        self.stats.readings_committed.fetch_add(committed, Ordering::Relaxed);
+        self.stats.merge(Stage::ReceivedToCommitted, &mut self.received_to_committed);
+        self.stats.merge(Stage::EventToCommitted, &mut self.event_to_committed);
         self.source.committed(&positions);
         self.next_epoch = e + 1;
         self.last_decided = positions.clone();
@@ -557,11 +555,10 @@ impl<S: EpochSource> Coordinator<S> {
         }
     }
 
-    /// Recovery (module doc). At-least-once has nothing to recover.
+    /// Recovery (module doc). At-least-once only finds the first epoch
+    /// number no label of this prefix has used: its loads commit at once,
+    /// so a used label holds data, and a replay must not reuse it.
     pub async fn recover(&mut self) -> Result<(), EpochError> {
-        if !self.exactly_once() {
-            return Ok(());
-        }
         let decisions = loop {
             match self.source.decisions().await {
                 Ok(d) => break d,
@@ -600,7 +597,10 @@ impl<S: EpochSource> Coordinator<S> {
         }
         for d in latest.values() {
             for (table, l) in d.labels() {
-                let st = txn.state(&l).await.map_err(|e| EpochError::Fatal(format!("get_load_state {l}: {e}")))?;
+                if !self.exactly_once() {
+                    break;
+                }
+                let st = state_patiently(&txn, &l).await;
                 match st.state.as_str() {
                     "PREPARED" => match txn.commit(&table, &l).await.map_err(|e| fatal_txn(&e))? {
                         Committed::Yes => {
@@ -626,11 +626,17 @@ impl<S: EpochSource> Coordinator<S> {
         // Probe upward: only decided+1 can hold transactions (the next epoch
         // is cut after the previous commit), the one above is checked too.
         let mut e = decided + 1;
+        let mut last_used = None;
         loop {
             let probe = Decision { prefix: self.cfg.prefix.clone(), epoch: e, shards, tables: tables.clone() };
             let mut used = false;
             for (table, l) in probe.labels() {
-                let st = txn.state(&l).await.map_err(|err| EpochError::Fatal(format!("get_load_state {l}: {err}")))?;
+                let st = state_patiently(&txn, &l).await;
+                if !self.exactly_once() {
+                    // Any state but UNKNOWN: the label is used.
+                    used |= st.state != "UNKNOWN";
+                    continue;
+                }
                 match st.state.as_str() {
                     "PREPARE" | "PREPARED" => {
                         used = true;
@@ -650,10 +656,19 @@ impl<S: EpochSource> Coordinator<S> {
                     _ => {}
                 }
             }
+            if used {
+                last_used = Some(e);
+            }
             if !used && e > decided + 1 {
                 break;
             }
             e += 1;
+        }
+        if !self.exactly_once() {
+            // The first epoch after the last one whose labels are used.
+            self.next_epoch = self.next_epoch.max(last_used.map_or(decided + 1, |u| u + 1));
+            tracing::info!(prefix = %self.cfg.prefix, decided, next = self.next_epoch, "Epoch recovery done (at-least-once: epoch numbers past the used labels).");
+            return Ok(());
         }
         self.next_epoch = self.next_epoch.max(decided + 1);
         if let Some(a) = &self.archive {
@@ -664,6 +679,22 @@ impl<S: EpochSource> Coordinator<S> {
         }
         tracing::info!(prefix = %self.cfg.prefix, decided, next = self.next_epoch, "Epoch recovery done.");
         Ok(())
+    }
+}
+
+/// `get_load_state`, retried until StarRocks answers: recovery cannot
+/// decide without it. The loader's health says why it waits (`/ready`).
+async fn state_patiently(txn: &TxnLoader<'_>, label: &str) -> crate::sink::starrocks::response::LabelState {
+    let mut n = 0;
+    loop {
+        match txn.state(label).await {
+            Ok(s) => return s,
+            Err(e) => {
+                n += 1;
+                tracing::debug!(label, error = %e, "get_load_state failed during recovery; retrying.");
+                tokio::time::sleep(Duration::from_secs((1u64 << n.min(5)).min(30))).await;
+            }
+        }
     }
 }
 

@@ -1,9 +1,11 @@
-//! The pipeline's pure parts: routing by StarRocks bucket and tumbling
-//! event-time pre-aggregation. The I/O loops around them come with the
-//! sources and the epoch coordinator.
+//! The pipeline: the pure parts (routing by StarRocks bucket, tumbling
+//! event-time pre-aggregation, latest values) and the stages around them
+//! (decoder, shards), wired by `runner` under the epoch coordinator.
 
+pub mod decoder;
 pub mod epoch;
 pub mod latest;
 pub mod route;
 pub mod runner;
+pub mod shard;
 pub mod window;

@@ -2,7 +2,9 @@
 //!
 //! - `/health`: 200 while the process serves requests.
 //! - `/ready`: 200 once the source has subscribed (the pipeline takes
-//!   messages), 503 before and during shutdown.
+//!   messages) and while StarRocks takes loads; 503 before, during
+//!   shutdown, and while StarRocks refuses or fails them (the body says
+//!   why and what to do).
 //! - `/metrics`: the [`Stats`] counters (`rockfeed_*_total`), gauges (ready,
 //!   shard queue depth, process memory) and every latency histogram as one
 //!   Prometheus histogram family, `rockfeed_stage_latency_seconds{stage=…}`,
@@ -190,7 +192,8 @@ pub async fn start(
     let handler = Arc::new(move |req: hyper::Request<hyper::body::Incoming>| {
         let (stats, ready) = (stats.clone(), ready.clone());
         async move {
-            let is_ready = *ready.borrow();
+            let down = stats.destination.down();
+            let is_ready = *ready.borrow() && down.is_none();
             let r: Resp = match (req.method(), req.uri().path()) {
                 (&Method::GET, "/metrics") => {
                     let mut r = text(StatusCode::OK, render(&stats, is_ready));
@@ -202,7 +205,10 @@ pub async fn start(
                 }
                 (&Method::GET, "/health") => text(StatusCode::OK, "ok\n".into()),
                 (&Method::GET, "/ready") if is_ready => text(StatusCode::OK, "ready\n".into()),
-                (&Method::GET, "/ready") => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n".into()),
+                (&Method::GET, "/ready") => match down {
+                    Some(why) => text(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: StarRocks: {why}\n")),
+                    None => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n".into()),
+                },
                 _ => text(StatusCode::NOT_FOUND, "not found: /metrics, /health, /ready\n".into()),
             };
             Ok::<Resp, Drop>(r)
@@ -256,6 +262,26 @@ mod tests {
         assert_eq!(get("/nope").await.0, 404);
         ready_tx.send(false).unwrap();
         assert_eq!(get("/ready").await.0, 503, "back to 503 when the source drops");
+        stop_tx.send(true).unwrap();
+    }
+
+    #[tokio::test]
+    async fn ready_is_503_with_the_reason_while_starrocks_refuses_loads() {
+        use crate::sink::starrocks::health::Trouble;
+        let stats = Arc::new(Stats::default());
+        let (_ready_tx, ready) = watch::channel(true);
+        let (stop_tx, stop) = watch::channel(false);
+        let addr = start("127.0.0.1:0".parse().unwrap(), stats.clone(), ready, stop).await.unwrap();
+        let get =
+            |p: &'static str| async move { loadgen::http::get(&format!("http://{addr}{p}"), None).await.unwrap() };
+        assert_eq!(get("/ready").await.0, 200);
+        stats.destination.failure(Trouble::Auth, "HTTP 401: Need auth information.");
+        let (st, body) = get("/ready").await;
+        assert_eq!(st, 503);
+        let body = String::from_utf8_lossy(&body).into_owned();
+        assert!(body.contains("401") && body.contains("ROCKFEED_STARROCKS_PASSWORD"), "{body}");
+        stats.destination.success();
+        assert_eq!(get("/ready").await.0, 200);
         stop_tx.send(true).unwrap();
     }
 }

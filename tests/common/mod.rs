@@ -1,5 +1,6 @@
 //! Helpers shared by the integration tests: a loader for an in-process
-//! emulator, default runner settings, a mosquitto launcher, and publishers
+//! emulator, `rockfeed run`'s wiring in-process (`run_app`), the MQTT
+//! source into a WAL (`mqtt_into`), a mosquitto launcher, and publishers
 //! that return only once the broker has acknowledged every message.
 #![allow(dead_code)] // each test binary uses a different subset
 
@@ -11,12 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rockfeed::decode::DecodeConfig;
-use rockfeed::enrich::UnknownVehicle;
-use rockfeed::pipeline::runner::{Form, RunnerConfig};
-use rockfeed::pipeline::window::WindowConfig;
 use rockfeed::sink::starrocks::client::{ClientConfig, Credentials, StreamLoadClient};
-use rockfeed::sink::starrocks::encode::Compression;
 use rockfeed::sink::starrocks::service::{RetryPolicy, StreamLoader};
 use rockfeed::starrocks_emulator::Emulator;
 use tokio::sync::watch;
@@ -26,32 +22,6 @@ pub fn loader(emu: &Emulator, password: &str, db: &str, policy: RetryPolicy) -> 
     let creds = Credentials { user: "root".into(), password: password.into() };
     let client = StreamLoadClient::new(ClientConfig::new(vec![emu.fe_url().parse().unwrap()], creds)).unwrap();
     Arc::new(StreamLoader::new(client, db, policy))
-}
-
-/// Runner settings for tests: wide payloads into `telemetry_1m`, one shard,
-/// 200 ms epochs, dead letters under `dir/dead`. Override with `..runner_cfg(dir)`.
-pub fn runner_cfg(dir: &Path) -> RunnerConfig {
-    RunnerConfig {
-        decode: DecodeConfig::default(),
-        form: Form::Wide,
-        max_metrics: 1000,
-        window: WindowConfig::default(),
-        shards: 1,
-        buckets: 8,
-        epoch: Duration::from_millis(200),
-        dims: vec![],
-        unknown_vehicle: UnknownVehicle::Keep,
-        table: "telemetry_1m".into(),
-        label_prefix: "test".into(),
-        dead_letter_dir: dir.join("dead"),
-        channel_batches: 64,
-        max_rows_per_load: 500_000,
-        compression: Compression::None,
-        latest: None,
-        delivery: rockfeed::config::Delivery::AtLeastOnce,
-        timeouts: Default::default(),
-        route_by_key: false,
-    }
 }
 
 pub fn free_port() -> u16 {
@@ -217,4 +187,45 @@ pub fn mqtt_into(
         let _ = tokio::task::spawn_blocking(move || wal.close()).await;
         r
     })
+}
+
+/// `rockfeed run`'s own wiring (`app::run_with`), in-process.
+pub struct App {
+    pub stop: watch::Sender<bool>,
+    pub stats: Arc<rockfeed::telemetry::Stats>,
+    pub ready: watch::Receiver<bool>,
+    pub task: tokio::task::JoinHandle<Result<Arc<rockfeed::telemetry::Stats>, rockfeed::app::AppError>>,
+}
+
+/// Starts `cfg` (pointed at `emu`, validated) and waits until the source
+/// has subscribed.
+pub async fn run_app(mut cfg: rockfeed::config::Config, emu: &Emulator) -> App {
+    cfg.starrocks.endpoints = vec![emu.fe_url()];
+    cfg.validate().unwrap();
+    let stats = Arc::new(rockfeed::telemetry::Stats::default());
+    let (stop, stop_rx) = watch::channel(false);
+    let (ready_tx, mut ready) = watch::channel(false);
+    let task = tokio::spawn(rockfeed::app::run_with(cfg, stop_rx, ready_tx, stats.clone()));
+    assert!(rockfeed::source::mqtt::wait_ready(&mut ready, Duration::from_secs(30)).await, "never subscribed");
+    App { stop, stats, ready, task }
+}
+
+impl App {
+    /// Stops it (SIGINT's path) and waits for a clean end.
+    pub async fn stop(self) -> Arc<rockfeed::telemetry::Stats> {
+        self.stop.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(60), self.task).await.unwrap().unwrap().unwrap()
+    }
+
+    /// Waits until `f` holds on the stats (or `limit` passes).
+    pub async fn until(&self, limit: Duration, f: impl Fn(&rockfeed::telemetry::Stats) -> bool) -> bool {
+        let end = tokio::time::Instant::now() + limit;
+        while !f(&self.stats) {
+            if tokio::time::Instant::now() >= end {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        true
+    }
 }

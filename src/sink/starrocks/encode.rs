@@ -58,6 +58,23 @@ impl Compression {
             Compression::Zstd => zstd::encode_all(body, 3)?,
         })
     }
+
+    /// Undoes the compression a `format` header names (`csv`: a copy).
+    pub fn undo(format: &str, body: &[u8]) -> std::io::Result<Vec<u8>> {
+        use std::io::Read;
+        let mut out = Vec::with_capacity(body.len() * 3);
+        match format.to_ascii_lowercase().as_str() {
+            "gzip" => {
+                flate2::read::GzDecoder::new(body).read_to_end(&mut out)?;
+            }
+            "lz4" => {
+                lz4_flex::frame::FrameDecoder::new(body).read_to_end(&mut out)?;
+            }
+            "zstd" => out = zstd::decode_all(body)?,
+            _ => out.extend_from_slice(body),
+        }
+        Ok(out)
+    }
 }
 
 /// A text field unfit for the CSV body.
@@ -167,6 +184,15 @@ impl<'a> TelemetryCsv {
 mod tests {
     use super::*;
     use crate::pipeline::window::Agg;
+
+    #[test]
+    fn every_compression_is_undone_by_its_format_header() {
+        let body = b"VIN1\x01a\x01b\n".repeat(100);
+        for c in [Compression::None, Compression::Gzip, Compression::Lz4, Compression::Zstd] {
+            let sent = c.apply(&body).unwrap();
+            assert_eq!(Compression::undo(c.format(), &sent).unwrap(), body, "{}", c.format());
+        }
+    }
 
     #[test]
     fn rows_encode_with_separator_null_and_round_trip_floats() {

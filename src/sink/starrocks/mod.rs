@@ -11,6 +11,7 @@
 
 pub mod client;
 pub mod encode;
+pub mod health;
 pub mod label;
 pub mod response;
 pub mod retry;

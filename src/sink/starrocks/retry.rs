@@ -1,6 +1,14 @@
 //! What a Stream Load reply means: done, in flight, retry with the same
-//! label, or give up. A pure function of (HTTP status, reply), so every
-//! status string of `starrocks-stream-load.md` §3.1/§6.1 has a unit test.
+//! label, refused because of the rows, or refused because of the
+//! destination. A pure function of (HTTP status, reply), so every status
+//! string of `starrocks-stream-load.md` §3.1/§6.1 has a unit test.
+//!
+//! Errors about the destination are not errors about the data: bad
+//! credentials, an unknown database, table or column, a table model that
+//! does not fit, a refused request are [`Outcome::Destination`] — the
+//! caller waits and retries (`health.rs`), the data is never dead-lettered.
+//! Only `too many filtered rows` and `primary key size exceed the limit`
+//! are about the rows themselves ([`Outcome::Rejected`]).
 //!
 //! The rule that matters (Flink connector issue #511): *only* an explicit
 //! success counts. `Success`, `Publish Timeout` (committed, visible later),
@@ -12,6 +20,7 @@
 //! back-off instead of failing, because rockfeed's labels are deterministic and
 //! a retry can never duplicate data.
 
+use super::health::Trouble;
 use super::response::LoadReply;
 
 /// How long to back off before retrying.
@@ -35,19 +44,30 @@ pub enum Outcome {
     InFlight(LoadReply),
     /// Resend the identical batch under the same label after a back-off.
     Retry { reason: String, backoff: Backoff },
-    /// Resending cannot help (bad data, bad credentials, client bug).
-    Permanent { reason: String },
+    /// StarRocks refuses these rows for what they contain: resending them
+    /// cannot help; they go to dead letters, replayable.
+    Rejected { reason: String },
+    /// StarRocks refuses rockfeed's requests (credentials, schema, a
+    /// malformed request): nothing about the rows. Wait and retry.
+    Destination { reason: String, trouble: Trouble },
 }
 
-/// Messages that mean resending the same data cannot succeed.
-const PERMANENT: [&str; 7] = [
-    "too many filtered rows",
-    "primary key size exceed the limit",
-    "Only primary key table support partial update",
-    "Access denied",
-    "no valid Basic authorization",
-    "There is no 100-continue header",
-    "Label format error",
+/// Messages that mean these rows can never load.
+const REJECTED: [&str; 2] = ["too many filtered rows", "primary key size exceed the limit"];
+
+/// Messages about the destination, and what kind of trouble they are.
+const DESTINATION: [(&str, Trouble); 11] = [
+    ("Access denied", Trouble::Auth),
+    ("no valid Basic authorization", Trouble::Auth),
+    ("Only primary key table support partial update", Trouble::Schema),
+    ("Unknown table", Trouble::Schema),
+    ("unknown database", Trouble::Schema),
+    ("No database selected", Trouble::Schema),
+    ("Unknown column", Trouble::Schema),
+    ("does not exist", Trouble::Schema),
+    ("Unknown database", Trouble::Schema),
+    ("There is no 100-continue header", Trouble::Client),
+    ("Label format error", Trouble::Client),
 ];
 
 /// Messages that mean "send less, later".
@@ -60,18 +80,29 @@ const THROTTLE: [&str; 6] = [
     "mem limit exceeded",
 ];
 
+/// The destination trouble a message names, if any.
+pub fn destination_trouble(msg: &str) -> Option<Trouble> {
+    DESTINATION.iter().find(|(p, _)| msg.contains(*p)).map(|(_, t)| *t)
+}
+
 /// Classifies a Stream Load (or transaction API) reply.
 pub fn classify(http_status: u16, reply: Option<LoadReply>) -> Outcome {
     let Some(r) = reply else {
         return match http_status {
-            401 | 403 => Outcome::Permanent { reason: format!("HTTP {http_status}: authentication failed") },
-            404 | 405 => Outcome::Permanent { reason: format!("HTTP {http_status}: no such Stream Load endpoint") },
+            401 | 403 => Outcome::Destination {
+                reason: format!("HTTP {http_status}: authentication failed"),
+                trouble: Trouble::Auth,
+            },
+            404 | 405 => Outcome::Destination {
+                reason: format!("HTTP {http_status}: no such Stream Load endpoint"),
+                trouble: Trouble::Config,
+            },
             307 => Outcome::Retry { reason: "redirect not followed (FE busy?)".into(), backoff: Backoff::Normal },
             s => Outcome::Retry { reason: format!("HTTP {s} without a JSON reply"), backoff: Backoff::Normal },
         };
     };
     if http_status == 401 || http_status == 403 {
-        return Outcome::Permanent { reason: format!("HTTP {http_status}: {}", r.message) };
+        return Outcome::Destination { reason: format!("HTTP {http_status}: {}", r.message), trouble: Trouble::Auth };
     }
     match r.status.as_str() {
         "Success" | "OK" | "Publish Timeout" | "PUBLISH_TIMEOUT" => Outcome::Done(r),
@@ -85,8 +116,11 @@ pub fn classify(http_status: u16, reply: Option<LoadReply>) -> Outcome {
                 // An empty load (Flink #136): nothing to do, nothing lost.
                 return Outcome::Done(r);
             }
-            if let Some(p) = PERMANENT.iter().find(|p| msg.contains(*p)) {
-                return Outcome::Permanent { reason: format!("{} ({p}): {msg}", r.status) };
+            if let Some(p) = REJECTED.iter().find(|p| msg.contains(*p)) {
+                return Outcome::Rejected { reason: format!("{} ({p}): {msg}", r.status) };
+            }
+            if let Some((p, trouble)) = DESTINATION.iter().find(|(p, _)| msg.contains(*p)) {
+                return Outcome::Destination { reason: format!("{} ({p}): {msg}", r.status), trouble: *trouble };
             }
             let backoff = if THROTTLE.iter().any(|t| msg.contains(t)) { Backoff::Throttle } else { Backoff::Normal };
             Outcome::Retry {
@@ -169,19 +203,36 @@ mod tests {
     }
 
     #[test]
-    fn data_and_auth_errors_are_permanent() {
-        for (code, s, m) in [
-            (200, "Fail", "too many filtered rows"),
-            (200, "Fail", "no valid Basic authorization"),
-            (200, "Fail", "Access denied for user 'x'@'%' (using password: YES)"),
-            (200, "FAILED", "class com.starrocks.common.DdlException: There is no 100-continue header"),
-            (200, "Fail", "Only primary key table support partial update"),
-            (401, "FAILED", "Need auth information."),
-        ] {
-            assert!(matches!(classify(code, reply(s, m, None)), Outcome::Permanent { .. }), "{s} {m}");
+    fn only_errors_about_the_rows_reject_them() {
+        for m in ["too many filtered rows", "primary key size exceed the limit 128"] {
+            assert!(matches!(classify(200, reply("Fail", m, None)), Outcome::Rejected { .. }), "{m}");
         }
-        assert!(matches!(classify(401, None), Outcome::Permanent { .. }));
-        assert!(matches!(classify(404, None), Outcome::Permanent { .. }));
+    }
+
+    #[test]
+    fn errors_about_the_destination_are_not_errors_about_the_data() {
+        for (code, s, m, want) in [
+            (200, "Fail", "no valid Basic authorization", Trouble::Auth),
+            (200, "Fail", "Access denied for user 'x'@'%' (using password: YES)", Trouble::Auth),
+            (401, "FAILED", "Need auth information.", Trouble::Auth),
+            (
+                200,
+                "FAILED",
+                "class com.starrocks.common.DdlException: There is no 100-continue header",
+                Trouble::Client,
+            ),
+            (200, "Fail", "Only primary key table support partial update", Trouble::Schema),
+            (200, "FAILED", "unknown database, database=nope", Trouble::Schema),
+            (200, "INTERNAL_ERROR", "Unknown table 'telemetry_1m'", Trouble::Schema),
+            (200, "Fail", "Unknown column 'fleet' in expression of column 'fleet'", Trouble::Schema),
+        ] {
+            match classify(code, reply(s, m, None)) {
+                Outcome::Destination { trouble, .. } => assert_eq!(trouble, want, "{m}"),
+                o => panic!("{m}: {o:?}"),
+            }
+        }
+        assert!(matches!(classify(401, None), Outcome::Destination { trouble: Trouble::Auth, .. }));
+        assert!(matches!(classify(404, None), Outcome::Destination { trouble: Trouble::Config, .. }));
     }
 
     #[test]

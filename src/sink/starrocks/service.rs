@@ -12,8 +12,14 @@
 //! 4. A retryable failure or a transport error → back off (exponential with
 //!    full jitter, longer when StarRocks asks for less load) and resend the
 //!    same batch under the same label.
-//! 5. A permanent failure → error, and the caller keeps the batch (it is
-//!    dead-lettered, never dropped).
+//! 5. Rows StarRocks refuses for what they contain → [`LoadError::Rejected`]:
+//!    the caller keeps the batch (dead-lettered, replayable, never dropped).
+//! 6. A destination error (credentials, schema, a refused request) →
+//!    [`LoadError::Destination`] at once: the caller waits and retries the
+//!    same label; the data is not at fault.
+//!
+//! Every attempt is reported to the loader's [`Health`] (`/ready`, one log
+//! line per episode).
 
 use std::time::Duration;
 
@@ -21,7 +27,10 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use rand::Rng;
 
+use std::sync::Arc;
+
 use super::client::{ClientError, StreamLoadClient};
+use super::health::{Health, Trouble};
 use super::response::{LabelState, LoadReply};
 use super::retry::{Backoff, Outcome, classify};
 
@@ -74,8 +83,10 @@ pub struct LoadReport {
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("load {label} failed permanently: {reason}")]
-    Permanent { label: String, reason: String },
+    #[error("load {label}: StarRocks refuses these rows: {reason}")]
+    Rejected { label: String, reason: String },
+    #[error("load {label}: StarRocks refuses rockfeed's requests ({trouble:?}): {reason}")]
+    Destination { label: String, reason: String, trouble: Trouble },
     #[error("load {label} still failing after {attempts} attempts: {last}")]
     Exhausted { label: String, attempts: u32, last: String },
 }
@@ -86,11 +97,23 @@ pub struct StreamLoader {
     client: StreamLoadClient,
     db: String,
     policy: RetryPolicy,
+    /// Whether StarRocks takes loads (shared with `/ready`).
+    health: Arc<Health>,
 }
 
 impl StreamLoader {
     pub fn new(client: StreamLoadClient, db: impl Into<String>, policy: RetryPolicy) -> Self {
-        StreamLoader { client, db: db.into(), policy }
+        StreamLoader { client, db: db.into(), policy, health: Arc::default() }
+    }
+
+    /// Reports to `health` (the pipeline's, which `/ready` reads).
+    pub fn with_health(mut self, health: Arc<Health>) -> Self {
+        self.health = health;
+        self
+    }
+
+    pub fn health(&self) -> &Arc<Health> {
+        &self.health
     }
 
     pub fn client(&self) -> &StreamLoadClient {
@@ -105,15 +128,35 @@ impl StreamLoader {
         &self.policy
     }
 
-    /// `GET /api/{db}/get_load_state?label=`.
+    /// `GET /api/{db}/get_load_state?label=` (reported to the health).
     pub async fn label_state(&self, label: &str) -> Result<LabelState, String> {
         let path = format!("/api/{}/get_load_state?label={label}", self.db);
-        let r = self
-            .client
-            .request(Method::GET, &path, &HeaderMap::new(), Bytes::new())
-            .await
-            .map_err(|e| e.to_string())?;
-        LabelState::parse(&r.body)
+        let r = match self.client.request(Method::GET, &path, &HeaderMap::new(), Bytes::new()).await {
+            Ok(r) => r,
+            Err(e) => {
+                let (reason, trouble) = match transport_outcome(&e) {
+                    Outcome::Destination { reason, trouble } => (reason, trouble),
+                    _ => (e.to_string(), Trouble::Unavailable),
+                };
+                self.health.failure(trouble, &reason);
+                return Err(reason);
+            }
+        };
+        match LabelState::parse(&r.body) {
+            Ok(s) => {
+                self.health.success();
+                Ok(s)
+            }
+            Err(e) => {
+                let e = if r.status == 200 { e } else { format!("HTTP {}: {e}", r.status) };
+                let trouble = match r.status {
+                    401 | 403 => Trouble::Auth,
+                    _ => super::retry::destination_trouble(&e).unwrap_or(Trouble::Unavailable),
+                };
+                self.health.failure(trouble, &e);
+                Err(e)
+            }
+        }
     }
 
     /// Loads `body` into `table` under `label`, exactly once (see module doc).
@@ -128,9 +171,10 @@ impl StreamLoader {
     ) -> Result<LoadReport, LoadError> {
         let path = format!("/api/{}/{}/_stream_load", self.db, table);
         let mut h = headers.clone();
-        let lv = HeaderValue::from_str(label).map_err(|_| LoadError::Permanent {
+        let lv = HeaderValue::from_str(label).map_err(|_| LoadError::Destination {
             label: label.into(),
             reason: "label is not a valid header value".into(),
+            trouble: Trouble::Client,
         })?;
         h.insert(HeaderName::from_static("label"), lv);
         let mut attempt = 0;
@@ -142,9 +186,11 @@ impl StreamLoader {
             };
             let (reason, backoff) = match outcome {
                 Outcome::Done(reply) => {
+                    self.health.success();
                     return Ok(LoadReport { label: label.into(), reply, already_loaded: false, attempts: attempt });
                 }
                 Outcome::AlreadyLoaded(reply) => {
+                    self.health.success();
                     return Ok(LoadReport { label: label.into(), reply, already_loaded: true, attempts: attempt });
                 }
                 Outcome::InFlight(reply) => match self.wait_for_label(label).await {
@@ -157,13 +203,26 @@ impl StreamLoader {
                     Err(e) => (e, Backoff::Normal),
                 },
                 Outcome::Retry { reason, backoff } => (reason, backoff),
-                Outcome::Permanent { reason } => return Err(LoadError::Permanent { label: label.into(), reason }),
+                Outcome::Rejected { reason } => {
+                    // The destination answered: it is up.
+                    self.health.success();
+                    return Err(LoadError::Rejected { label: label.into(), reason });
+                }
+                Outcome::Destination { reason, trouble } => {
+                    self.health.failure(trouble, &reason);
+                    return Err(LoadError::Destination { label: label.into(), reason, trouble });
+                }
             };
+            let episode = self.health.failure(Trouble::Unavailable, &reason);
             if self.policy.max_attempts != 0 && attempt >= self.policy.max_attempts {
                 return Err(LoadError::Exhausted { label: label.into(), attempts: attempt, last: reason });
             }
             let delay = self.policy.delay(attempt, backoff);
-            tracing::warn!(table, label, attempt, ?delay, reason = %reason, "Stream load failed; retrying with the same label.");
+            if episode {
+                tracing::debug!(table, label, attempt, ?delay, reason = %reason, "Stream load failed; retrying with the same label.");
+            } else {
+                tracing::warn!(table, label, attempt, ?delay, reason = %reason, "Stream load failed; retrying with the same label.");
+            }
             tokio::time::sleep(delay).await;
         }
     }
@@ -191,7 +250,7 @@ impl StreamLoader {
 pub(crate) fn transport_outcome(e: &ClientError) -> Outcome {
     match e {
         ClientError::Tls(_) | ClientError::NoEndpoints | ClientError::BadLocation(_) => {
-            Outcome::Permanent { reason: e.to_string() }
+            Outcome::Destination { reason: e.to_string(), trouble: Trouble::Config }
         }
         _ => Outcome::Retry { reason: e.to_string(), backoff: Backoff::Normal },
     }

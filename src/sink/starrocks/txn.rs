@@ -18,8 +18,14 @@
 //!   `max_running_txn_num_per_db`), `too many versions`, memory and HTTP
 //!   concurrency limits: back off longer and retry (the Flink SDK gives up on
 //!   the running-transaction cap; rockfeed's labels make waiting safe).
-//! - Permanent failures (bad data, access denied, client errors): roll back
-//!   and return [`TxnError::Permanent`]; the caller keeps the data.
+//! - Rows StarRocks refuses for what they contain: roll back and return
+//!   [`TxnError::Rejected`]; the caller keeps the data (dead letters).
+//! - Destination errors (credentials, schema, a refused request): roll back
+//!   and return [`TxnError::Destination`] at once; the caller waits and
+//!   retries the label (the data is not at fault).
+//!
+//! Attempts are reported to the loader's `Health` (`/ready`, one log line
+//! per episode).
 //!
 //! Retryable failures are retried until `policy.max_attempts` (0 = forever,
 //! the exactly-once default: Kafka keeps the data, so waiting out an outage
@@ -31,6 +37,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 
 use super::client::HttpReply;
+use super::health::Trouble;
 use super::response::{LabelState, LoadReply};
 use super::retry::{Backoff, Outcome, classify};
 use super::service::{StreamLoader, transport_outcome};
@@ -61,8 +68,10 @@ pub struct Chunk {
 
 #[derive(Debug, thiserror::Error)]
 pub enum TxnError {
-    #[error("transaction {label} failed permanently at {step}: {reason}")]
-    Permanent { label: String, step: &'static str, reason: String },
+    #[error("transaction {label}: StarRocks refuses these rows at {step}: {reason}")]
+    Rejected { label: String, step: &'static str, reason: String },
+    #[error("transaction {label}: StarRocks refuses rockfeed's requests at {step} ({trouble:?}): {reason}")]
+    Destination { label: String, step: &'static str, reason: String, trouble: Trouble },
     #[error("transaction {label} still failing after {attempts} attempts: {last}")]
     Exhausted { label: String, attempts: u32, last: String },
     #[error(
@@ -89,7 +98,8 @@ enum Step {
     Busy(String),
     /// Look at the label's state before deciding.
     Check(String, Backoff),
-    Permanent(String),
+    Rejected(String),
+    Destination(String, Trouble),
 }
 
 fn step_of(r: Result<HttpReply, super::client::ClientError>) -> Step {
@@ -97,7 +107,7 @@ fn step_of(r: Result<HttpReply, super::client::ClientError>) -> Step {
         Ok(r) => r,
         Err(e) => {
             return match transport_outcome(&e) {
-                Outcome::Permanent { reason } => Step::Permanent(reason),
+                Outcome::Destination { reason, trouble } => Step::Destination(reason, trouble),
                 _ => Step::Check(e.to_string(), Backoff::Normal),
             };
         }
@@ -114,7 +124,8 @@ fn step_of(r: Result<HttpReply, super::client::ClientError>) -> Step {
         }
     }
     match classify(r.status, reply) {
-        Outcome::Permanent { reason } => Step::Permanent(reason),
+        Outcome::Rejected { reason } => Step::Rejected(reason),
+        Outcome::Destination { reason, trouble } => Step::Destination(reason, trouble),
         Outcome::Retry { reason, backoff } => Step::Check(reason, backoff),
         // Plain Stream Load statuses never answer the transaction API; if one
         // does, the label's state decides.
@@ -180,11 +191,16 @@ impl<'a> TxnLoader<'a> {
         let mut backoff = Backoff::Normal;
         loop {
             if attempt > 0 {
+                let episode = self.loader.health().failure(Trouble::Unavailable, &why);
                 if self.give_up(attempt) {
                     return Err(TxnError::Exhausted { label: label.into(), attempts: attempt, last: why });
                 }
                 let d = policy.delay(attempt, backoff);
-                tracing::warn!(table, label, attempt, ?d, reason = %why, "Transaction failed; retrying with the same label.");
+                if episode {
+                    tracing::debug!(table, label, attempt, ?d, reason = %why, "Transaction failed; retrying with the same label.");
+                } else {
+                    tracing::warn!(table, label, attempt, ?d, reason = %why, "Transaction failed; retrying with the same label.");
+                }
                 tokio::time::sleep(d).await;
             }
             attempt += 1;
@@ -196,8 +212,11 @@ impl<'a> TxnLoader<'a> {
             }
             match self.busy_retry(|| self.call("begin", table, label, &begin, Bytes::new())).await {
                 Step::Ok => {}
-                Step::Permanent(reason) => {
-                    return Err(TxnError::Permanent { label: label.into(), step: "begin", reason });
+                Step::Rejected(reason) => {
+                    return Err(TxnError::Rejected { label: label.into(), step: "begin", reason });
+                }
+                Step::Destination(reason, trouble) => {
+                    return Err(self.destination(label, "begin", reason, trouble));
                 }
                 Step::Busy(r) | Step::Check(r, _) if r.contains("running txns") => {
                     why = r;
@@ -219,9 +238,13 @@ impl<'a> TxnLoader<'a> {
             for chunk in chunks {
                 match self.busy_retry(|| self.call("load", table, label, &chunk.headers, chunk.body.clone())).await {
                     Step::Ok => {}
-                    Step::Permanent(reason) => {
+                    Step::Rejected(reason) => {
                         self.abort(table, label).await;
-                        return Err(TxnError::Permanent { label: label.into(), step: "load", reason });
+                        return Err(TxnError::Rejected { label: label.into(), step: "load", reason });
+                    }
+                    Step::Destination(reason, trouble) => {
+                        self.abort(table, label).await;
+                        return Err(self.destination(label, "load", reason, trouble));
                     }
                     Step::Busy(r) | Step::Check(r, _) => {
                         why = r;
@@ -244,10 +267,18 @@ impl<'a> TxnLoader<'a> {
                 prep.insert("prepared_timeout", v);
             }
             match self.busy_retry(|| self.call("prepare", table, label, &prep, Bytes::new())).await {
-                Step::Ok => return Ok(()),
-                Step::Permanent(reason) => {
+                Step::Ok => {
+                    self.loader.health().success();
+                    return Ok(());
+                }
+                Step::Rejected(reason) => {
                     self.abort(table, label).await;
-                    return Err(TxnError::Permanent { label: label.into(), step: "prepare", reason });
+                    self.loader.health().success();
+                    return Err(TxnError::Rejected { label: label.into(), step: "prepare", reason });
+                }
+                Step::Destination(reason, trouble) => {
+                    self.abort(table, label).await;
+                    return Err(self.destination(label, "prepare", reason, trouble));
                 }
                 Step::Busy(r) => {
                     why = r;
@@ -267,6 +298,12 @@ impl<'a> TxnLoader<'a> {
                 }
             }
         }
+    }
+
+    /// A destination error, reported to the loader's health.
+    fn destination(&self, label: &str, step: &'static str, reason: String, trouble: Trouble) -> TxnError {
+        self.loader.health().failure(trouble, &reason);
+        TxnError::Destination { label: label.into(), step, reason, trouble }
     }
 
     /// Repeats a call while the BE answers TXN_IN_PROCESSING (up to 10 times,
@@ -346,8 +383,15 @@ impl<'a> TxnLoader<'a> {
             attempt += 1;
             let step = self.busy_retry(|| self.call("commit", table, label, &none, Bytes::new())).await;
             let (why, backoff) = match step {
-                Step::Ok => return Ok(Committed::Yes),
-                Step::Permanent(r) => (r, Backoff::Normal),
+                Step::Ok => {
+                    self.loader.health().success();
+                    return Ok(Committed::Yes);
+                }
+                Step::Rejected(r) => (r, Backoff::Normal),
+                Step::Destination(r, trouble) => {
+                    self.loader.health().failure(trouble, &r);
+                    (r, Backoff::Throttle)
+                }
                 Step::Busy(r) => (r, Backoff::Normal),
                 Step::Check(r, b) => (r, b),
             };
@@ -359,11 +403,16 @@ impl<'a> TxnLoader<'a> {
                 }
                 _ => {}
             }
+            let episode = self.loader.health().failure(Trouble::Unavailable, &why);
             if self.give_up(attempt) {
                 return Err(TxnError::Exhausted { label: label.into(), attempts: attempt, last: why });
             }
             let d = self.loader.policy().delay(attempt, backoff);
-            tracing::warn!(table, label, attempt, ?d, reason = %why, "Commit failed; retrying.");
+            if episode {
+                tracing::debug!(table, label, attempt, ?d, reason = %why, "Commit failed; retrying.");
+            } else {
+                tracing::warn!(table, label, attempt, ?d, reason = %why, "Commit failed; retrying.");
+            }
             tokio::time::sleep(d).await;
         }
     }
@@ -423,14 +472,12 @@ mod tests {
             Step::Check(..)
         ));
         assert!(matches!(step_of(reply(502, "bad gateway")), Step::Check(..)));
-        // Data and auth errors are final.
-        for j in [
-            r#"{"Status":"FAILED","Message":"Access denied for user 'x'"}"#,
-            r#"{"Status":"Fail","Message":"too many filtered rows"}"#,
-        ] {
-            assert!(matches!(step_of(reply(200, j)), Step::Permanent(_)), "{j}");
-        }
-        assert!(matches!(step_of(reply(401, "")), Step::Permanent(_)));
-        assert!(matches!(step_of(Err(ClientError::Tls("no CA".into()))), Step::Permanent(_)));
+        // Rows refused for what they hold; the destination refusing rockfeed.
+        let j = r#"{"Status":"Fail","Message":"too many filtered rows"}"#;
+        assert!(matches!(step_of(reply(200, j)), Step::Rejected(_)), "{j}");
+        let j = r#"{"Status":"FAILED","Message":"Access denied for user 'x'"}"#;
+        assert!(matches!(step_of(reply(200, j)), Step::Destination(_, Trouble::Auth)), "{j}");
+        assert!(matches!(step_of(reply(401, "")), Step::Destination(_, Trouble::Auth)));
+        assert!(matches!(step_of(Err(ClientError::Tls("no CA".into()))), Step::Destination(_, Trouble::Config)));
     }
 }

@@ -1,0 +1,281 @@
+//! The decoder stage: takes raw messages from the source channel, decodes
+//! them (wide or narrow JSON), dead-letters what it refuses (with the
+//! reason and the raw payload), joins the vehicle dims, and routes each
+//! sample to its shard by StarRocks bucket. It hands each shard one batch
+//! for everything already waiting in the source channel (up to 256
+//! messages), so a stream of small narrow messages does not cost a channel
+//! send each.
+//!
+//! It also answers the coordinator's cuts: a seal goes to every shard in
+//! the same channel as the samples, so it follows exactly the samples
+//! routed before it, and the cut's reply carries the source positions after
+//! the last message taken. The last cut closes the source channel, takes
+//! what is left in it and ends the stage.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Mutex, RwLock};
+use std::time::Instant;
+
+use compact_str::CompactString;
+use tokio::sync::{mpsc, oneshot};
+
+use super::epoch::{Cut, CutReply, Positions};
+use super::route::shard_of;
+use super::runner::RunnerConfig;
+use super::shard::ShardMsg;
+use crate::deadletter::{DeadLetter, DeadLetterWriter};
+use crate::decode::catalog::MetricCatalog;
+use crate::decode::narrow::TopicTemplate;
+use crate::decode::{Decoded, Sample, narrow, wide};
+use crate::enrich::{DimRow, Enrichment, UnknownVehicle};
+use crate::source::RawMessage;
+use crate::telemetry::{Local, Stage, Stats};
+
+/// Which wire form payloads use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Form {
+    Wide,
+    Narrow,
+    /// Narrow when the topic matches the template, wide otherwise.
+    Auto,
+}
+
+/// A sample on its way to its shard.
+pub(crate) struct Routed {
+    pub sample: Sample,
+    /// The vehicle's dims (`None`: unknown vehicle, NULL dims).
+    pub dims: Option<DimRow>,
+    /// Receive time, ms.
+    pub received_ms: i64,
+    /// Where it came from, for the archive (empty without one).
+    pub source: CompactString,
+}
+
+/// Messages the decoder takes from the source channel before handing the
+/// routed samples to the shards.
+const MAX_MESSAGES_PER_HANDOFF: usize = 256;
+
+/// How often the vehicle file is checked for changes.
+const RELOAD_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Runs the stage until the coordinator's last cut (or its cut sender goes).
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn run(
+    cfg: &RunnerConfig,
+    catalog: &RwLock<MetricCatalog>,
+    dead: &Mutex<DeadLetterWriter>,
+    enrich: Option<&Enrichment>,
+    stats: &Stats,
+    mut rx: mpsc::Receiver<RawMessage>,
+    mut cuts: mpsc::Receiver<Cut>,
+    shard_tx: &[mpsc::Sender<ShardMsg>],
+    archive: bool,
+) -> std::io::Result<()> {
+    let template = TopicTemplate::parse(&cfg.decode.topic_template).map_err(std::io::Error::other)?;
+    let mut dec = Decoder {
+        cfg,
+        template: &template,
+        catalog,
+        dead,
+        enrich,
+        stats,
+        decoded: Decoded::default(),
+        event_to_received: Local::default(),
+        positions: Positions::new(),
+        archive,
+    };
+    // Samples routed but not yet handed to their shard; empty between
+    // branches, so a seal always follows exactly the samples before it.
+    let mut per_shard: Vec<Vec<Routed>> = (0..cfg.shards).map(|_| Vec::new()).collect();
+    let mut reload = tokio::time::interval(RELOAD_EVERY);
+    reload.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut source_open = true;
+    loop {
+        tokio::select! {
+            biased;
+            cut = cuts.recv() => {
+                let Some(cut) = cut else { break };
+                let last = cut.last;
+                if cut.last {
+                    // Everything the source handed over belongs to the last epoch.
+                    rx.close();
+                    while let Some(m) = rx.recv().await {
+                        dec.take(m, &mut per_shard);
+                    }
+                } else if cut.drain {
+                    while let Ok(m) = rx.try_recv() {
+                        dec.take(m, &mut per_shard);
+                    }
+                }
+                hand_off(&mut per_shard, shard_tx).await?;
+                if let Ok(mut d) = dead.lock() { let _ = d.flush(false); }
+                let mut replies = Vec::with_capacity(shard_tx.len());
+                for t in shard_tx {
+                    let (done_tx, done_rx) = oneshot::channel();
+                    if t.send(ShardMsg::Seal(cut.epoch, done_tx)).await.is_err() {
+                        return Err(std::io::Error::other("a shard stopped"));
+                    }
+                    replies.push(done_rx);
+                }
+                let positions = if cut.reset_positions { std::mem::take(&mut dec.positions) } else { dec.positions.clone() };
+                let _ = cut.reply.send(CutReply { positions, shards: replies });
+                stats.epochs.fetch_add(1, Ordering::Relaxed);
+                stats.merge(Stage::EventToReceived, &mut dec.event_to_received);
+                *stats.queue_depth.lock() = shard_tx.iter().map(|t| (t.max_capacity() - t.capacity()) as u64).collect();
+                if last {
+                    break;
+                }
+            }
+            _ = reload.tick() => {
+                if let Some(e) = enrich && let Err(err) = e.reload_if_changed() {
+                    tracing::error!(error = %err, "Vehicle file reload failed; keeping the previous snapshot.");
+                }
+            }
+            msg = rx.recv(), if source_open => {
+                let Some(m) = msg else {
+                    // The source is gone; the last cut still seals what was taken.
+                    source_open = false;
+                    continue;
+                };
+                dec.take(m, &mut per_shard);
+                // Take what is already waiting too (try_recv never waits, so
+                // a quiet stream gains no latency): a burst of small
+                // messages costs one channel send per shard, not one each.
+                for _ in 1..MAX_MESSAGES_PER_HANDOFF {
+                    match rx.try_recv() {
+                        Ok(m) => dec.take(m, &mut per_shard),
+                        Err(_) => break,
+                    }
+                }
+                hand_off(&mut per_shard, shard_tx).await?;
+            }
+        }
+    }
+    stats.merge(Stage::EventToReceived, &mut dec.event_to_received);
+    Ok(())
+}
+
+/// Sends each shard its routed samples (one batch per shard) and leaves
+/// `per_shard` empty.
+async fn hand_off(per_shard: &mut [Vec<Routed>], shard_tx: &[mpsc::Sender<ShardMsg>]) -> std::io::Result<()> {
+    let now = Instant::now();
+    for (batch, tx) in per_shard.iter_mut().zip(shard_tx) {
+        if !batch.is_empty() && tx.send(ShardMsg::Samples(std::mem::take(batch), now)).await.is_err() {
+            return Err(std::io::Error::other("a shard stopped"));
+        }
+    }
+    Ok(())
+}
+
+/// The decoder's state: decode, dead-letter what is refused, enrich, route.
+pub(crate) struct Decoder<'a> {
+    cfg: &'a RunnerConfig,
+    template: &'a TopicTemplate,
+    catalog: &'a RwLock<MetricCatalog>,
+    dead: &'a Mutex<DeadLetterWriter>,
+    enrich: Option<&'a Enrichment>,
+    stats: &'a Stats,
+    /// Reused for every message.
+    decoded: Decoded,
+    /// Event time → received, merged into the stats once per epoch.
+    event_to_received: Local,
+    /// Position after the last message taken, per (stream, partition).
+    positions: Positions,
+    /// Samples carry their source position for the archive.
+    archive: bool,
+}
+
+impl Decoder<'_> {
+    /// Decodes one message and routes its samples into `per_shard`.
+    fn take(&mut self, m: RawMessage, per_shard: &mut [Vec<Routed>]) {
+        let (cfg, stats) = (self.cfg, self.stats);
+        stats.messages.fetch_add(1, Ordering::Relaxed);
+        if let Some((stream, partition, offset)) = &m.position {
+            self.positions.insert((stream.clone(), *partition), offset + 1);
+        }
+        self.decoded.clear();
+        {
+            let mut cat = self.catalog.write().unwrap_or_else(|p| p.into_inner());
+            let narrow_topic = matches!(cfg.form, Form::Narrow)
+                || (cfg.form == Form::Auto && self.template.captures(&m.topic).is_some());
+            if narrow_topic {
+                narrow::decode(
+                    &m.topic,
+                    &m.payload,
+                    m.received_ms,
+                    &cfg.decode,
+                    self.template,
+                    &mut cat,
+                    &mut self.decoded,
+                );
+            } else {
+                wide::decode(&m.payload, m.received_ms, &cfg.decode, &mut cat, &mut self.decoded);
+            }
+        }
+        // Only refused input (and the archive) needs the source text: build
+        // it then.
+        let source = || source_of(&m);
+        if !self.decoded.rejects.is_empty() {
+            stats.rejected.fetch_add(self.decoded.rejects.len() as u64, Ordering::Relaxed);
+            let mut d = self.dead.lock().unwrap_or_else(|p| p.into_inner());
+            for r in &self.decoded.rejects {
+                let detail = match r.index {
+                    Some(i) => format!("sample {i}: {}", r.detail),
+                    None => r.detail.clone(),
+                };
+                let rec = DeadLetter {
+                    at_ms: m.received_ms,
+                    reason: r.reason.as_str(),
+                    detail: &detail,
+                    source: &source(),
+                    payload: &m.payload,
+                };
+                if let Err(e) = d.write(&rec) {
+                    tracing::error!(error = %e, "Cannot write a dead letter.");
+                }
+            }
+        }
+        let src = if self.archive && !self.decoded.samples.is_empty() { source() } else { CompactString::default() };
+        let snap = self.enrich.map(|e| e.snapshot());
+        for s in self.decoded.samples.drain(..) {
+            let dims = snap.as_ref().and_then(|sn| sn.row(&s.vin));
+            if dims.is_none() && snap.is_some() && cfg.unknown_vehicle == UnknownVehicle::DeadLetter {
+                stats.rejected.fetch_add(1, Ordering::Relaxed);
+                let mut d = self.dead.lock().unwrap_or_else(|p| p.into_inner());
+                let detail = format!("vin {} is not in the vehicle file", s.vin);
+                let rec = DeadLetter {
+                    at_ms: m.received_ms,
+                    reason: "unknown_vehicle",
+                    detail: &detail,
+                    source: &source(),
+                    payload: &m.payload,
+                };
+                if let Err(e) = d.write(&rec) {
+                    tracing::error!(error = %e, "Cannot write a dead letter.");
+                }
+                continue;
+            }
+            stats.samples.fetch_add(1, Ordering::Relaxed);
+            stats.readings.fetch_add(s.readings.len() as u64, Ordering::Relaxed);
+            self.event_to_received.record_ms(m.received_ms - s.ts_ms, s.readings.len() as u64);
+            let key = match (&m.key, cfg.route_by_key) {
+                (Some(k), true) => k.as_ref(),
+                _ => s.vin.as_bytes(),
+            };
+            let k = shard_of(key, cfg.buckets, cfg.shards) as usize;
+            per_shard[k].push(Routed { sample: s, dims, received_ms: m.received_ms, source: src.clone() });
+        }
+    }
+}
+
+/// Where a message came from: `kafka:topic/partition@offset` or `mqtt:topic`.
+fn source_of(m: &RawMessage) -> CompactString {
+    match &m.position {
+        Some((s, _, o)) if &**s == crate::wal::STREAM => {
+            compact_str::format_compact!("mqtt:{}@wal:{}", m.topic, o + 1)
+        }
+        Some((s, p, o)) => compact_str::format_compact!("kafka:{s}/{p}@{o}"),
+        None => compact_str::format_compact!("mqtt:{}", m.topic),
+    }
+}

@@ -1,0 +1,402 @@
+//! The shard stage: one task per shard owns its aggregator, its latest
+//! values and its raw rows outright (no locks on the hot path). It folds the
+//! samples the decoder routes to it, and on the coordinator's seal of epoch
+//! e loads what it holds under `{prefix}-{table}-{shard}-{e}`, one label per
+//! table:
+//! - **exactly-once**: begin → load → prepare on the 2PC interface; the
+//!   coordinator decides and commits;
+//! - **at-least-once** (StarRocks without the transaction API): a plain
+//!   Stream Load per body (a body encoded early, at `max_rows_per_load`,
+//!   gets the label with `_{n}` appended), before the decision.
+//!
+//! What a failure does:
+//! - rows StarRocks refuses for what they hold (`too many filtered rows`):
+//!   the body goes to the dead-letter directory as CSV with its table,
+//!   label and column list, replayable with `rockfeed deadletter replay`;
+//!   the epoch goes on;
+//! - the destination refusing rockfeed (credentials, schema, a refused
+//!   request): waited out here, retrying the same label (throttled
+//!   back-off), never dead-lettered; the source holds the data meanwhile;
+//! - transient failures past `max_attempts`: the epoch is abandoned (the
+//!   pipeline restarts from the decided positions);
+//! - a label another writer owns: stop.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue};
+use tokio::sync::{mpsc, oneshot};
+
+use super::decoder::Routed;
+use super::epoch::{PreparedTxn, ShardDone, ShardError};
+use super::latest::LatestTracker;
+use super::runner::RunnerConfig;
+use super::window::{Added, WindowAggregator};
+use crate::archive::{Archive, ArchiveSample};
+use crate::config::Delivery;
+use crate::deadletter::{DeadLetter, DeadLetterWriter, LoadMeta};
+use crate::decode::catalog::MetricCatalog;
+use crate::enrich::DimRow;
+use crate::sink::starrocks::encode::{Compression, TelemetryCsv};
+use crate::sink::starrocks::label::label;
+use crate::sink::starrocks::retry::Backoff;
+use crate::sink::starrocks::service::{LoadError, LoadReport, StreamLoader};
+use crate::sink::starrocks::txn::{Chunk, TxnError, TxnLoader};
+use crate::telemetry::{Local, Stage, Stats};
+use crate::util::now_ms;
+
+pub(crate) enum ShardMsg {
+    /// Samples, and when the decoder handed them over (for the shard's
+    /// queue-wait histogram).
+    Samples(Vec<Routed>, Instant),
+    /// Load what the shard holds for the coordinator's epoch; answer once
+    /// prepared (or loaded).
+    Seal(u64, oneshot::Sender<ShardDone>),
+}
+
+/// What a shard shares with the rest of the pipeline.
+pub(crate) struct ShardCtx {
+    pub k: u32,
+    pub cfg: RunnerConfig,
+    pub catalog: Arc<RwLock<MetricCatalog>>,
+    pub dead: Arc<Mutex<DeadLetterWriter>>,
+    pub loader: Arc<StreamLoader>,
+    /// The telemetry table's format headers (separator, columns, format).
+    pub headers: HeaderMap,
+    pub stats: Arc<Stats>,
+    pub archive: Option<Arc<Archive>>,
+}
+
+/// A shard's state within an epoch.
+struct ShardState {
+    agg: WindowAggregator,
+    /// Dims tuples of this epoch, interned: the key carries their index.
+    dims: Vec<Option<DimRow>>,
+    /// Keyed by the snapshot row's address (`None` for unknown vehicles):
+    /// rows are shared `Arc`s kept alive in `dims`, so equal rows of one
+    /// snapshot share a key without hashing their strings per sample.
+    dims_index: HashMap<Option<usize>, u32>,
+    /// (receive time, event time, readings) of this epoch's samples, for
+    /// the committed-latency histograms once the epoch commits.
+    received: Vec<(i64, i64, u32)>,
+    queue_wait: Local,
+    /// Latest values per vehicle for the latest table.
+    latest: Option<LatestTracker>,
+    /// Bodies encoded early in this epoch (at `max_rows_per_load` rows),
+    /// with their row counts; the seal loads them with the rest.
+    chunks: Vec<(Chunk, u64)>,
+    /// Raw samples of this epoch, for the archive.
+    raw: Vec<ArchiveSample>,
+    /// Readings refused as too late this epoch (archived, not aggregated).
+    too_late: u64,
+}
+
+pub(crate) async fn run(ctx: ShardCtx, mut rx: mpsc::Receiver<ShardMsg>) {
+    let mut st = ShardState {
+        agg: WindowAggregator::new(ctx.cfg.window),
+        dims: Vec::new(),
+        dims_index: HashMap::new(),
+        received: Vec::new(),
+        queue_wait: Local::default(),
+        latest: ctx.cfg.latest.as_ref().map(|(_, m)| LatestTracker::new(m)),
+        chunks: Vec::new(),
+        raw: Vec::new(),
+        too_late: 0,
+    };
+    while let Some(msg) = rx.recv().await {
+        match msg {
+            ShardMsg::Samples(batch, handed_over) => fold(&ctx, &mut st, batch, handed_over),
+            ShardMsg::Seal(epoch, reply) => {
+                let done = seal(&ctx, &mut st, epoch).await;
+                let _ = reply.send(done);
+            }
+        }
+    }
+}
+
+/// Folds a batch into the aggregator (and the latest values and raw rows).
+fn fold(ctx: &ShardCtx, st: &mut ShardState, batch: Vec<Routed>, handed_over: Instant) {
+    st.queue_wait.0.saturating_record_n(handed_over.elapsed().as_micros() as u64, batch.len() as u64);
+    if let Some(l) = st.latest.as_mut() {
+        let cat = ctx.catalog.read().unwrap_or_else(|p| p.into_inner());
+        l.bind(|id| (id.0 < cat.len() as u32).then(|| cat.name(id).to_string()), cat.len());
+    }
+    for Routed { sample: s, dims: row, received_ms, source } in batch {
+        let key = row.as_ref().map(|r| Arc::as_ptr(r) as *const () as usize);
+        let dims = &mut st.dims;
+        let d = *st.dims_index.entry(key).or_insert_with(|| {
+            dims.push(row.clone());
+            (dims.len() - 1) as u32
+        });
+        match st.agg.add(&s, d) {
+            Added::Folded(_) => {
+                st.received.push((received_ms, s.ts_ms, s.readings.len() as u32));
+                if let Some(l) = st.latest.as_mut() {
+                    l.add(&s);
+                }
+            }
+            Added::TooLate { watermark_ms } => {
+                st.too_late += s.readings.len() as u64;
+                ctx.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                let detail =
+                    format!("vin {} event time {} is older than the lateness bound {}", s.vin, s.ts_ms, watermark_ms);
+                dead_letter(ctx, "too_late", &detail, "pipeline", b"");
+            }
+        }
+        if ctx.archive.is_some() {
+            st.raw.push(ArchiveSample { sample: s, dims: row, received_ms, source });
+        }
+    }
+    // Size limit: a body never grows past max_rows_per_load.
+    if st.agg.len() >= ctx.cfg.max_rows_per_load
+        && let Some(c) = encode(ctx, st)
+    {
+        st.chunks.push(c);
+    }
+}
+
+/// Seals epoch `epoch`: spools the raw rows, loads every table's rows under
+/// the epoch's labels (module doc).
+async fn seal(ctx: &ShardCtx, st: &mut ShardState, epoch: u64) -> ShardDone {
+    ctx.stats.merge_queue_wait(ctx.k as usize, &mut st.queue_wait);
+    let too_late = std::mem::take(&mut st.too_late);
+    let spool = spool_raw(ctx, st, epoch);
+    let mut done = ShardDone { received: std::mem::take(&mut st.received), too_late, ..Default::default() };
+    if let Some(c) = encode(ctx, st) {
+        st.chunks.push(c);
+    }
+    let mut work = Vec::new();
+    if !st.chunks.is_empty() {
+        work.push((ctx.cfg.table.clone(), std::mem::take(&mut st.chunks)));
+    }
+    if let (Some(tracker), Some((table, _))) = (st.latest.as_mut(), ctx.cfg.latest.as_ref())
+        && !tracker.is_empty()
+    {
+        let mut headers = ctx.headers.clone();
+        headers.insert("format", HeaderValue::from_static("csv"));
+        if let Ok(v) = HeaderValue::from_str(&tracker.columns()) {
+            headers.insert("columns", v);
+        }
+        let (body, rows) = tracker.drain();
+        work.push((table.clone(), vec![(Chunk { headers, body: Bytes::from(body) }, rows)]));
+    }
+    for (table, chunks) in work {
+        let l = match label(&ctx.cfg.label_prefix, &table, ctx.k, epoch) {
+            Ok(l) => l,
+            Err(e) => {
+                done.error = Some(ShardError::Conflict(e));
+                break;
+            }
+        };
+        let r = match ctx.cfg.delivery {
+            Delivery::ExactlyOnce => prepare(ctx, &table, &l, chunks).await.map(|t| done.txns.extend(t)),
+            Delivery::AtLeastOnce => load(ctx, &table, &l, chunks).await,
+        };
+        if let Err(e) = r {
+            done.error = Some(e);
+            break;
+        }
+    }
+    if let Some(rx) = spool {
+        match rx.await {
+            Ok(Ok(n)) => done.archived = n,
+            Ok(Err(e)) => {
+                done.error.get_or_insert(ShardError::Transient(format!("archive spool: {e}")));
+            }
+            Err(_) => {
+                done.error.get_or_insert(ShardError::Transient("the archive spooler stopped".into()));
+            }
+        }
+    }
+    done
+}
+
+/// Hands the raw samples of the epoch to the archive spooler.
+fn spool_raw(ctx: &ShardCtx, st: &mut ShardState, epoch: u64) -> Option<oneshot::Receiver<Result<u64, String>>> {
+    let a = ctx.archive.as_ref()?;
+    if st.raw.is_empty() {
+        return None;
+    }
+    Some(a.spool(ctx.k, epoch, std::mem::take(&mut st.raw), ctx.catalog.clone()))
+}
+
+/// Waits before retrying a label the destination refused (the health
+/// episode logs why).
+async fn wait_for_destination(ctx: &ShardCtx, attempt: u32) {
+    tokio::time::sleep(ctx.loader.policy().delay(attempt, Backoff::Throttle)).await;
+}
+
+/// Exactly-once: one transaction for the table's bodies, prepared; `None`
+/// when StarRocks refused the rows (dead-lettered).
+async fn prepare(
+    ctx: &ShardCtx,
+    table: &str,
+    l: &str,
+    chunks: Vec<(Chunk, u64)>,
+) -> Result<Option<PreparedTxn>, ShardError> {
+    let rows = chunks.iter().map(|(_, r)| r).sum();
+    let chunks: Vec<Chunk> = chunks.into_iter().map(|(c, _)| c).collect();
+    let txn = TxnLoader::new(&ctx.loader, ctx.cfg.timeouts);
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let call = Instant::now();
+        match txn.prepare(table, l, &chunks).await {
+            Ok(()) => {
+                ctx.stats.record_load_ms(Stage::LoadCall, call.elapsed().as_millis() as u64);
+                return Ok(Some(PreparedTxn { table: table.into(), label: l.into(), chunks, rows }));
+            }
+            Err(TxnError::Rejected { reason, .. }) => {
+                for c in &chunks {
+                    keep_rejected(ctx, table, l, &reason, c);
+                }
+                return Ok(None);
+            }
+            Err(TxnError::Destination { .. }) => wait_for_destination(ctx, attempt).await,
+            Err(e @ TxnError::Conflict { .. }) => return Err(ShardError::Conflict(e.to_string())),
+            Err(e @ TxnError::Exhausted { .. }) => return Err(ShardError::Transient(e.to_string())),
+        }
+    }
+}
+
+/// At-least-once: each body with plain Stream Load under the epoch's label
+/// (`_{n}` appended from the second body on).
+async fn load(ctx: &ShardCtx, table: &str, l: &str, chunks: Vec<(Chunk, u64)>) -> Result<(), ShardError> {
+    for (n, (chunk, rows)) in chunks.into_iter().enumerate() {
+        let label = if n == 0 { l.to_string() } else { format!("{l}_{n}") };
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let call = Instant::now();
+            match ctx.loader.load(table, &label, &chunk.headers, chunk.body.clone()).await {
+                Ok(r) => {
+                    record_load(&ctx.stats, call, &r);
+                    ctx.stats.loads.fetch_add(1, Ordering::Relaxed);
+                    ctx.stats.rows_loaded.fetch_add(rows, Ordering::Relaxed);
+                    break;
+                }
+                Err(LoadError::Rejected { reason, .. }) => {
+                    keep_rejected(ctx, table, &label, &reason, &chunk);
+                    break;
+                }
+                Err(LoadError::Destination { .. }) => wait_for_destination(ctx, attempt).await,
+                Err(e @ LoadError::Exhausted { .. }) => return Err(ShardError::Transient(e.to_string())),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Drains the aggregator into one CSV body (compressed as configured) with
+/// its headers and row count; `None` when the shard holds no rows.
+fn encode(ctx: &ShardCtx, st: &mut ShardState) -> Option<(Chunk, u64)> {
+    if st.agg.is_empty() {
+        return None;
+    }
+    let mut csv = TelemetryCsv::default();
+    let mut refused: Vec<String> = Vec::new();
+    {
+        let cat = ctx.catalog.read().unwrap_or_else(|p| p.into_inner());
+        let ndims = ctx.cfg.dims.len();
+        let dims = &st.dims;
+        st.agg.drain(|g| {
+            let values: Vec<Option<&str>> = match dims.get(g.dims as usize).and_then(|d| d.as_ref()) {
+                Some(r) => r.iter().map(|v| v.as_deref()).collect(),
+                None => vec![None; ndims],
+            };
+            if let Err(e) = csv.push_group(&g, &values, |m| cat.name(m)) {
+                refused.push(format!("vin {} window {}: {e}", g.vin, g.window_start_ms));
+            }
+        });
+    }
+    // Rows the CSV cannot carry (a separator or `\N` in a text field) are
+    // kept as dead letters, never dropped silently.
+    for detail in refused {
+        ctx.stats.rejected.fetch_add(1, Ordering::Relaxed);
+        dead_letter(ctx, "unsafe_field", &detail, "pipeline", b"");
+    }
+    st.dims.clear();
+    st.dims_index.clear();
+    let rows = csv.rows;
+    // The label is bound to these exact bytes: compress once, and should
+    // compression ever fail, send the plain CSV rather than drop the batch.
+    let mut headers = ctx.headers.clone();
+    let body = match ctx.cfg.compression {
+        Compression::None => Bytes::from(csv.buf),
+        c => match c.apply(&csv.buf) {
+            Ok(b) => Bytes::from(b),
+            Err(e) => {
+                tracing::error!(error = %e, "Compressing a body failed; sending it uncompressed.");
+                headers.insert("format", HeaderValue::from_static("csv"));
+                Bytes::from(csv.buf)
+            }
+        },
+    };
+    Some((Chunk { headers, body }, rows))
+}
+
+/// Records a plain load's client-side time and the phases StarRocks
+/// reported (one lock per load, never per reading).
+fn record_load(stats: &Stats, call: Instant, r: &LoadReport) {
+    stats.record_load_ms(Stage::LoadCall, call.elapsed().as_millis() as u64);
+    // A label an earlier attempt already loaded has no phases to report.
+    if r.already_loaded {
+        return;
+    }
+    let p = &r.reply;
+    for (stage, ms) in [
+        (Stage::LoadBeginTxn, p.begin_txn_ms),
+        (Stage::LoadPlan, p.plan_ms),
+        (Stage::LoadReadData, p.read_data_ms),
+        (Stage::LoadWriteData, p.write_data_ms),
+        (Stage::LoadCommitPublish, p.commit_publish_ms),
+        (Stage::LoadTotal, p.load_time_ms),
+    ] {
+        stats.record_load_ms(stage, ms);
+    }
+}
+
+/// A body StarRocks refused for its rows: counted, logged, and written to
+/// the dead-letter directory as plain CSV with its table, label and column
+/// list (synced), so `rockfeed deadletter replay` can send it again.
+fn keep_rejected(ctx: &ShardCtx, table: &str, label: &str, reason: &str, chunk: &Chunk) {
+    ctx.stats.loads_failed.fetch_add(1, Ordering::Relaxed);
+    tracing::error!(
+        shard = ctx.k,
+        table,
+        label,
+        reason,
+        "StarRocks refuses these rows; they go to the dead-letter directory (replay: rockfeed deadletter replay)."
+    );
+    let header = |k: &str| chunk.headers.get(k).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let csv = match Compression::undo(&header("format"), &chunk.body) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!(label, error = %e, "Cannot decompress the refused body; keeping it as sent.");
+            chunk.body.to_vec()
+        }
+    };
+    let meta = LoadMeta {
+        table: table.into(),
+        label: label.into(),
+        columns: header("columns"),
+        column_separator: header("column_separator"),
+    };
+    let source = format!("starrocks:{table}/{label}");
+    let rec = DeadLetter { at_ms: now_ms(), reason: "load_rejected", detail: reason, source: &source, payload: &csv };
+    let mut w = ctx.dead.lock().unwrap_or_else(|p| p.into_inner());
+    if let Err(io) = w.write_load(&rec, &meta).and_then(|_| w.flush(true)) {
+        tracing::error!(label, error = %io, "Writing the refused body to the dead-letter directory failed.");
+    }
+}
+
+/// Writes one dead letter from a shard; a write failure is logged loudly.
+fn dead_letter(ctx: &ShardCtx, reason: &str, detail: &str, source: &str, payload: &[u8]) {
+    let mut w = ctx.dead.lock().unwrap_or_else(|p| p.into_inner());
+    if let Err(e) = w.write(&DeadLetter { at_ms: now_ms(), reason, detail, source, payload }) {
+        tracing::error!(error = %e, reason, "Cannot write a dead letter.");
+    }
+}
