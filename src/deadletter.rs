@@ -170,6 +170,52 @@ pub fn read_all(dir: &Path) -> std::io::Result<Vec<serde_json::Value>> {
     Ok(out)
 }
 
+/// What `replay` did.
+#[derive(Debug, Default)]
+pub struct Replayed {
+    /// Bodies loaded now.
+    pub loaded: u64,
+    /// Bodies an earlier replay already loaded (their label is FINISHED).
+    pub already: u64,
+    /// Bodies StarRocks still refuses: (label, reason).
+    pub refused: Vec<(String, String)>,
+}
+
+/// Sends every refused Stream Load body in `dir` (records with a
+/// `stream_load` object) again, as plain CSV under its own label: a label
+/// StarRocks refused is ABORTED and may be used again, and a second replay
+/// finds it FINISHED and loads nothing twice. Stops at the first error about
+/// the destination (nothing would load).
+pub async fn replay(dir: &Path, loader: &crate::sink::starrocks::service::StreamLoader) -> Result<Replayed, String> {
+    use crate::sink::starrocks::service::LoadError;
+    let records = read_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut out = Replayed::default();
+    for r in records {
+        let Some(meta) = r.get("stream_load") else { continue };
+        let meta: LoadMeta = serde_json::from_value(meta.clone()).map_err(|e| format!("a stream_load record: {e}"))?;
+        let payload = r["payload"].as_str().unwrap_or_default();
+        let body = match r["payload_encoding"].as_str() {
+            Some("base64") => base64::engine::general_purpose::STANDARD
+                .decode(payload)
+                .map_err(|e| format!("{}: payload is not base64: {e}", meta.label))?,
+            _ => payload.as_bytes().to_vec(),
+        };
+        let mut h = http::HeaderMap::new();
+        let v =
+            |s: &str| http::HeaderValue::from_str(s).map_err(|_| format!("{}: a bad header value {s:?}", meta.label));
+        h.insert("format", http::HeaderValue::from_static("csv"));
+        h.insert("column_separator", v(&meta.column_separator)?);
+        h.insert("columns", v(&meta.columns)?);
+        match loader.load(&meta.table, &meta.label, &h, bytes::Bytes::from(body)).await {
+            Ok(rep) if rep.already_loaded => out.already += 1,
+            Ok(_) => out.loaded += 1,
+            Err(LoadError::Rejected { reason, .. }) => out.refused.push((meta.label, reason)),
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -56,6 +56,9 @@ enum Command {
     /// The raw Parquet archive.
     #[command(subcommand)]
     Archive(ArchiveCommand),
+    /// The dead-letter directory.
+    #[command(subcommand)]
+    Deadletter(DeadletterCommand),
     /// Run the pipeline: MQTT → decode → enrich → pre-aggregate → Stream Load.
     Run {
         /// The rockfeed configuration file.
@@ -78,6 +81,17 @@ enum ArchiveCommand {
     /// List the published files with their row counts.
     Ls {
         /// The rockfeed configuration file.
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum DeadletterCommand {
+    /// Send the Stream Load bodies StarRocks refused for their rows again,
+    /// under their own labels (a second replay loads nothing twice).
+    Replay {
+        /// The rockfeed configuration file (StarRocks and dead_letter.dir).
         #[arg(long)]
         config: PathBuf,
     },
@@ -273,6 +287,16 @@ fn main() -> ExitCode {
                 }
                 println!("{rows:>12} {bytes:>12}  total: {} file(s) in {}", files.len(), store.display);
                 Ok(())
+            }
+            Command::Deadletter(DeadletterCommand::Replay { config }) => {
+                let cfg = rockfeed::config::Config::load(&config)?;
+                let loader = rockfeed::app::loader(&cfg)?;
+                let r = rockfeed::deadletter::replay(&cfg.dead_letter.dir, &loader).await?;
+                println!("replayed: {} loaded, {} already loaded, {} still refused", r.loaded, r.already, r.refused.len());
+                for (label, reason) in &r.refused {
+                    println!("refused: {label}: {reason}");
+                }
+                if r.refused.is_empty() { Ok(()) } else { Err("some bodies are still refused".into()) }
             }
             Command::Check { config } => {
                 let cfg = rockfeed::config::Config::load(&config)?;

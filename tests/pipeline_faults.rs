@@ -276,6 +276,22 @@ async fn refused_rows_are_dead_lettered_as_replayable_csv() {
     }
     assert!(table(&emu).keys().all(|(vin, _, _)| vin.len() <= 8));
     assert_same(&landed, &want);
+    // Replayed into a table that takes them: every refused body loads once,
+    // and a second replay loads nothing twice.
+    let wide = Emulator::start(EmulatorConfig::local(parse_ddl(DDL).unwrap(), "root", "pw")).await.unwrap();
+    let loader = common::loader(&wide, "pw", "rockfeed", fast());
+    let r = rockfeed::deadletter::replay(&dir.path().join("dead"), &loader).await.unwrap();
+    assert_eq!((r.loaded, r.already, r.refused.len()), (dead.len() as u64, 0, 0));
+    let r = rockfeed::deadletter::replay(&dir.path().join("dead"), &loader).await.unwrap();
+    assert_eq!((r.loaded, r.already), (0, dead.len() as u64));
+    let mut both = table(&emu);
+    for (k, (c, t)) in table(&wide) {
+        let e = both.entry(k).or_insert((0, 0.0));
+        e.0 += c;
+        e.1 += t;
+    }
+    assert_same(&both, &want);
+    wide.shutdown().await;
     emu.shutdown().await;
 }
 
