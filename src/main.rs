@@ -213,6 +213,14 @@ fn main() -> ExitCode {
                 println!("stream loads            {} ({} failed)", s.loads.load(Relaxed), s.loads_failed.load(Relaxed));
                 println!("rows loaded             {} (rows per reading {:.3})", s.rows_loaded.load(Relaxed), s.rows_loaded.load(Relaxed) as f64 / r.readings_published.max(1) as f64);
                 println!("rows in telemetry_1m    {}", r.table_rows);
+                let (records, commits) = (s.wal_records.load(Relaxed), s.wal_commits.load(Relaxed));
+                println!(
+                    "WAL                     {} records in {} group commits ({:.1} per fsync), {:.3} bytes written per payload byte",
+                    records,
+                    commits,
+                    records as f64 / commits.max(1) as f64,
+                    s.wal_bytes_written.load(Relaxed) as f64 / s.mqtt_payload_bytes.load(Relaxed).max(1) as f64
+                );
                 println!("elapsed                 {:.1} s", r.elapsed.as_secs_f64());
                 println!("\n{}", r.report.table());
                 println!("latency report          {} (summary.txt, report.json, *.hgrm, latency.svg)", r.report_dir.display());
