@@ -129,6 +129,7 @@ pub fn render(s: &Stats, ready: bool) -> String {
             "MQTT redeliveries of messages already in the WAL, dropped.",
             &s.mqtt_duplicates,
         ),
+        ("rockfeed_mqtt_ack_writes_total", "Socket writes that carried PUBACKs.", &s.mqtt_ack_writes),
         ("rockfeed_wal_commits_total", "WAL group commits (one fdatasync each).", &s.wal_commits),
         ("rockfeed_wal_records_total", "Records made durable in the WAL.", &s.wal_records),
         ("rockfeed_wal_written_bytes_total", "Frame bytes written to the WAL.", &s.wal_bytes_written),

@@ -214,6 +214,8 @@ pub struct Stats {
     pub mqtt_payload_bytes: AtomicU64,
     /// MQTT redeliveries dropped by the WAL's dedup horizon.
     pub mqtt_duplicates: AtomicU64,
+    /// Socket writes that carried PUBACKs (one per group commit's worth).
+    pub mqtt_ack_writes: AtomicU64,
     /// Whether StarRocks takes loads (`/ready`; the loaders report to it).
     pub destination: Arc<crate::sink::starrocks::health::Health>,
     stages: [Mutex<Histogram<u64>>; Stage::ALL.len()],
@@ -258,6 +260,7 @@ impl Default for Stats {
             mqtt_received: AtomicU64::new(0),
             mqtt_payload_bytes: AtomicU64::new(0),
             mqtt_duplicates: AtomicU64::new(0),
+            mqtt_ack_writes: AtomicU64::new(0),
             destination: Arc::default(),
             stages: std::array::from_fn(|_| Mutex::new(histogram())),
             queue_wait: Mutex::new(Vec::new()),

@@ -170,15 +170,15 @@ pub async fn audit_settles(
 /// The MQTT source as `rockfeed run` runs it, into a WAL in `wal_dir`, with
 /// that WAL fed into `tx` from its start (no epochs, nothing released): for
 /// tests of the source and of the stages behind it. The WAL closes when the
-/// source stops.
+/// source stops. Counts into `stats`.
 pub fn mqtt_into(
     mcfg: rockfeed::source::mqtt::MqttConfig,
     wal_dir: &Path,
     tx: tokio::sync::mpsc::Sender<rockfeed::source::RawMessage>,
     stop: watch::Receiver<bool>,
     ready: watch::Sender<bool>,
+    stats: Arc<rockfeed::telemetry::Stats>,
 ) -> tokio::task::JoinHandle<std::io::Result<()>> {
-    let stats = Arc::new(rockfeed::telemetry::Stats::default());
     let wcfg = rockfeed::wal::WalConfig { dir: wal_dir.into(), ..Default::default() };
     let wal = rockfeed::wal::Wal::open(wcfg, stats.clone()).unwrap();
     wal.feed(0, tx).unwrap();

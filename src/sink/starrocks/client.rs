@@ -428,7 +428,9 @@ impl Body for ContinueBody {
     }
 }
 
-fn tls_connector(ca_file: Option<&std::path::Path>) -> Result<tokio_rustls::TlsConnector, ClientError> {
+/// A rustls connector trusting `ca_file` (else the system bundle); the MQTT
+/// source uses it too.
+pub(crate) fn tls_connector(ca_file: Option<&std::path::Path>) -> Result<tokio_rustls::TlsConnector, ClientError> {
     use tokio_rustls::rustls::pki_types::CertificateDer;
     use tokio_rustls::rustls::pki_types::pem::PemObject;
     let mut roots = tokio_rustls::rustls::RootCertStore::empty();

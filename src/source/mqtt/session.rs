@@ -1,0 +1,247 @@
+//! The MQTT connection: TCP (or TLS), CONNECT, SUBSCRIBE, then one loop
+//! that reads publishes into the WAL and writes their PUBACKs once durable.
+//!
+//! Per connection:
+//! - **Reading**: whatever the socket holds (up to 256 KiB per read), every
+//!   whole packet in it parsed at once. A publish is appended to the WAL
+//!   (or, while the WAL is full, kept in `inbox`; at `receive_maximum`
+//!   waiting there, reading pauses: TCP backpressure to the broker).
+//! - **Acknowledging**: a QoS 1 publish waits in `waiting` with its WAL
+//!   sequence number. When the WAL says a group commit is durable, the
+//!   PUBACKs of every record it covers go out in receive order (MQTT §4.6)
+//!   in one socket write: one write per group commit, not one per message.
+//! - **Keep-alive**: a PINGREQ when nothing was written for `keep_alive`
+//!   (the broker's Server Keep Alive under MQTT 5); no PINGRESP within the
+//!   next interval ends the connection.
+//! - **Ends**: any error ends the connection (the caller reconnects with
+//!   back-off). What was appended but not acknowledged is redelivered by
+//!   the broker under the persistent session, and the WAL's dedup horizon
+//!   drops the copies it already holds.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::MqttConfig;
+use super::wire::{In, Wire};
+use crate::telemetry::Stats;
+use crate::util::now_ms;
+use crate::wal::{Record, Wal};
+
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+/// How a connection ended without an error.
+pub(super) enum End {
+    /// `shutdown` flipped: acknowledged what was durable, disconnected.
+    Stopped,
+}
+
+/// What one connection shares with the source.
+pub(super) struct Ctx<'a> {
+    pub cfg: &'a MqttConfig,
+    pub wire: &'a dyn Wire,
+    pub tls: Option<&'a tokio_rustls::TlsConnector>,
+    pub wal: &'a Arc<Wal>,
+    pub stats: &'a Stats,
+    pub ready: &'a watch::Sender<bool>,
+}
+
+/// Bounds a network step (connect, handshake, a write).
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn timed<T>(what: &str, f: impl Future<Output = std::io::Result<T>>) -> Result<T, String> {
+    match tokio::time::timeout(IO_TIMEOUT, f).await {
+        Ok(r) => r.map_err(|e| format!("{what}: {e}")),
+        Err(_) => Err(format!("{what}: no progress within {IO_TIMEOUT:?}")),
+    }
+}
+
+/// One connection, until an error (returned) or `shutdown`.
+pub(super) async fn serve(
+    ctx: &Ctx<'_>,
+    durable: &mut watch::Receiver<u64>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<End, String> {
+    let cfg = ctx.cfg;
+    let mut out = BytesMut::with_capacity(4096);
+    let mut rbuf = BytesMut::with_capacity(256 * 1024);
+    let (mut stream, keep_alive) = tokio::select! {
+        r = connect(ctx, &mut out, &mut rbuf) => r?,
+        _ = shutdown.changed() => return Ok(End::Stopped),
+    };
+    let mut last_write = Instant::now();
+    let mut ping_sent: Option<Instant> = None;
+    // Appended to the WAL, not yet durable: (sequence number, packet id of a QoS 1 publish).
+    let mut waiting: std::collections::VecDeque<(u64, Option<u16>)> = Default::default();
+    // Received while the WAL was full.
+    let mut inbox: std::collections::VecDeque<(Record, Option<u16>)> = Default::default();
+    let inbox_cap = cfg.receive_maximum.max(1) as usize;
+    loop {
+        // The PUBACKs of everything durable, in receive order, one write.
+        out.clear();
+        let d = *durable.borrow_and_update();
+        while waiting.front().is_some_and(|(seq, _)| *seq < d) {
+            if let Some((_, Some(pkid))) = waiting.pop_front() {
+                ctx.wire.puback(pkid, &mut out);
+            }
+        }
+        if !out.is_empty() {
+            timed("PUBACK", stream.write_all(&out)).await?;
+            ctx.stats.mqtt_ack_writes.fetch_add(1, Ordering::Relaxed);
+            last_write = Instant::now();
+        }
+        while !inbox.is_empty() && !ctx.wal.full() {
+            let (r, pkid) = inbox.pop_front().expect("checked");
+            waiting.push_back((ctx.wal.append(r).seq(), pkid));
+        }
+        if let Some(e) = ctx.wal.failed() {
+            return Err(e);
+        }
+        let ping_due = match ping_sent {
+            Some(at) => at + keep_alive,
+            None => last_write + keep_alive,
+        };
+        tokio::select! {
+            biased;
+            _ = shutdown.changed() => {
+                stop(ctx, &mut *stream, durable, &mut waiting).await;
+                return Ok(End::Stopped);
+            }
+            r = durable.changed() => r.map_err(|_| "the WAL writer stopped".to_string())?,
+            _ = tokio::time::sleep(Duration::from_millis(50)), if !inbox.is_empty() => {}
+            _ = tokio::time::sleep_until(ping_due) => {
+                if ping_sent.is_some() {
+                    return Err(format!("no PINGRESP within the keep-alive ({keep_alive:?})"));
+                }
+                out.clear();
+                ctx.wire.pingreq(&mut out);
+                timed("PINGREQ", stream.write_all(&out)).await?;
+                last_write = Instant::now();
+                ping_sent = Some(last_write);
+            }
+            n = stream.read_buf(&mut rbuf), if inbox.len() < inbox_cap => {
+                if n.map_err(|e| format!("read: {e}"))? == 0 {
+                    return Err("the broker closed the connection".into());
+                }
+                while let Some(p) = ctx.wire.read(&mut rbuf, cfg.max_packet_bytes)? {
+                    match p {
+                        In::Publish { topic, payload, qos, pkid } => {
+                            if qos > 1 {
+                                return Err(format!("a QoS {qos} publish on {topic}, though rockfeed subscribed at QoS {}", cfg.qos));
+                            }
+                            ctx.stats.mqtt_received.fetch_add(1, Ordering::Relaxed);
+                            ctx.stats.mqtt_payload_bytes.fetch_add(payload.len() as u64, Ordering::Relaxed);
+                            let r = Record { qos, received_ms: now_ms(), topic, payload };
+                            let pkid = (qos == 1).then_some(pkid);
+                            if inbox.is_empty() && !ctx.wal.full() {
+                                waiting.push_back((ctx.wal.append(r).seq(), pkid));
+                            } else {
+                                inbox.push_back((r, pkid));
+                            }
+                        }
+                        In::SubAck { refused } if refused.is_empty() => {
+                            let _ = ctx.ready.send(true);
+                        }
+                        In::SubAck { refused } => {
+                            return Err(format!("the broker refused the subscription of {:?}: {refused:?}", cfg.topics));
+                        }
+                        In::PingResp => ping_sent = None,
+                        In::Disconnect { reason } => return Err(format!("the broker disconnected: {reason}")),
+                        In::ConnAck { .. } => return Err("a second CONNACK".into()),
+                        In::Other(what) => tracing::debug!(what, "Ignored an MQTT packet."),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// TCP (or TLS), CONNECT, CONNACK, SUBSCRIBE: the stream and the keep-alive
+/// to use.
+async fn connect(
+    ctx: &Ctx<'_>,
+    out: &mut BytesMut,
+    rbuf: &mut BytesMut,
+) -> Result<(Box<dyn Stream>, Duration), String> {
+    let cfg = ctx.cfg;
+    let tcp = timed("connect", tokio::net::TcpStream::connect((cfg.host.as_str(), cfg.port))).await?;
+    tcp.set_nodelay(true).map_err(|e| e.to_string())?;
+    let mut stream: Box<dyn Stream> = match ctx.tls {
+        None => Box::new(tcp),
+        Some(c) => {
+            let name = tokio_rustls::rustls::pki_types::ServerName::try_from(cfg.host.clone())
+                .map_err(|e| format!("TLS server name {}: {e}", cfg.host))?;
+            Box::new(timed("TLS handshake", c.connect(name, tcp)).await?)
+        }
+    };
+    out.clear();
+    ctx.wire.connect(cfg, cfg.password(), out)?;
+    timed("CONNECT", stream.write_all(out)).await?;
+    let keep_alive = match timed("CONNACK", next_packet(ctx, &mut *stream, rbuf)).await? {
+        In::ConnAck { refused: Some(r), .. } => return Err(format!("the broker refused the connection: {r}")),
+        In::ConnAck { keep_alive, session_present, .. } => {
+            tracing::info!(host = %cfg.host, port = cfg.port, protocol = %cfg.protocol, session_present, "MQTT connected; subscribing.");
+            Duration::from_secs(keep_alive.map(u64::from).unwrap_or(cfg.keep_alive_secs).max(1))
+        }
+        other => return Err(format!("expected CONNACK, got {other:?}")),
+    };
+    out.clear();
+    ctx.wire.subscribe(&cfg.topics, cfg.qos, 1, out)?;
+    timed("SUBSCRIBE", stream.write_all(out)).await?;
+    Ok((stream, keep_alive))
+}
+
+/// Reads until one whole packet is in `rbuf`.
+async fn next_packet(ctx: &Ctx<'_>, stream: &mut dyn Stream, rbuf: &mut BytesMut) -> std::io::Result<In> {
+    loop {
+        if let Some(p) = ctx.wire.read(rbuf, ctx.cfg.max_packet_bytes).map_err(std::io::Error::other)? {
+            return Ok(p);
+        }
+        if stream.read_buf(rbuf).await? == 0 {
+            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "closed by the broker"));
+        }
+    }
+}
+
+/// Stopping: what was appended becomes durable within a commit interval;
+/// acknowledge it, then DISCONNECT (up to 2 s). What is left unacknowledged
+/// is redelivered at the next start, and the WAL drops the copies.
+async fn stop(
+    ctx: &Ctx<'_>,
+    stream: &mut dyn Stream,
+    durable: &mut watch::Receiver<u64>,
+    waiting: &mut std::collections::VecDeque<(u64, Option<u16>)>,
+) {
+    let last = waiting.back().map(|(s, _)| *s);
+    if let Some(last) = last {
+        let _ = tokio::time::timeout(Duration::from_secs(2), durable.wait_for(|&d| d > last)).await;
+    }
+    let d = *durable.borrow();
+    let mut out = BytesMut::new();
+    while waiting.front().is_some_and(|(seq, _)| *seq < d) {
+        if let Some((_, Some(pkid))) = waiting.pop_front() {
+            ctx.wire.puback(pkid, &mut out);
+        }
+    }
+    ctx.wire.disconnect(&mut out);
+    // Then read until the broker closes: closing a socket with unread data
+    // makes the kernel send RST, and the broker would drop the PUBACKs it
+    // has not read yet (they would all be redelivered).
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        stream.write_all(&out).await?;
+        stream.shutdown().await?;
+        let mut sink = vec![0u8; 64 * 1024];
+        while stream.read(&mut sink).await? > 0 {}
+        Ok::<_, std::io::Error>(())
+    })
+    .await;
+    if !waiting.is_empty() {
+        tracing::warn!(unacked = waiting.len(), "Stopped with acks unsent; the broker will redeliver those messages.");
+    }
+}
