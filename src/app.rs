@@ -281,6 +281,32 @@ async fn wal_lives(
     }
 }
 
+/// The epoch coordinator of one pipeline life over `source`.
+fn coordinator<S: crate::pipeline::epoch::EpochSource>(
+    cfg: &Config,
+    rcfg: &RunnerConfig,
+    source: Arc<S>,
+    parts: &Parts<'_>,
+    cuts: mpsc::Sender<crate::pipeline::epoch::Cut>,
+) -> Coordinator<S> {
+    Coordinator::new(
+        CoordinatorConfig {
+            delivery: cfg.delivery(),
+            prefix: cfg.starrocks.label_prefix.clone(),
+            tables: rcfg.tables(),
+            shards: rcfg.shards,
+            epoch: rcfg.epoch,
+            timeouts: rcfg.timeouts,
+            state_dir: Some(cfg.pipeline.state_dir.clone()),
+        },
+        source,
+        parts.loader.clone(),
+        cuts,
+        parts.stats.clone(),
+    )
+    .with_archive(parts.archive.clone())
+}
+
 /// One life of the MQTT pipeline: recovery, the WAL feeder from the decided
 /// position, decoder and shards, coordinator.
 async fn mqtt_pipeline(
@@ -292,22 +318,7 @@ async fn mqtt_pipeline(
     let Parts { loader, enrich, stats, archive } = *parts;
     let rcfg = runner_config(cfg);
     let (cut_tx, cut_rx) = mpsc::channel(1);
-    let mut coordinator = Coordinator::new(
-        CoordinatorConfig {
-            delivery: cfg.delivery(),
-            prefix: cfg.starrocks.label_prefix.clone(),
-            tables: rcfg.tables(),
-            shards: rcfg.shards,
-            epoch: rcfg.epoch,
-            timeouts: rcfg.timeouts,
-            state_dir: Some(cfg.pipeline.state_dir.clone()),
-        },
-        source.clone(),
-        loader.clone(),
-        cut_tx,
-        stats.clone(),
-    )
-    .with_archive(archive.clone());
+    let mut coordinator = coordinator(cfg, &rcfg, source.clone(), parts, cut_tx);
     coordinator.recover().await?;
     let (tx, rx) = mpsc::channel(1024);
     source
@@ -406,22 +417,7 @@ async fn run_kafka(
         stats.clone(),
         cut_rx,
     ));
-    let coordinator = Coordinator::new(
-        CoordinatorConfig {
-            delivery: cfg.delivery(),
-            prefix: cfg.starrocks.label_prefix.clone(),
-            tables: rcfg.tables(),
-            shards: rcfg.shards,
-            epoch: rcfg.epoch,
-            timeouts: rcfg.timeouts,
-            state_dir: Some(cfg.pipeline.state_dir.clone()),
-        },
-        source.clone(),
-        loader.clone(),
-        cut_tx,
-        stats.clone(),
-    )
-    .with_archive(archive.clone());
+    let coordinator = coordinator(cfg, &rcfg, source.clone(), parts, cut_tx);
     // Boxed, so an unfinished coordinator can be dropped below (its cut
     // sender going is what ends the decoder).
     let mut coordinate = Box::pin(coordinator.run(req_rx, shutdown.clone()));

@@ -248,7 +248,9 @@ async fn a_redelivery_of_what_the_wal_holds_is_dropped_and_counted_exactly() {
     std::fs::write(&conf, text(&emu.fe_url())).unwrap();
     make_session(port).await;
     // 600 messages wait in the session while rockfeed is down.
-    let ledger = produce_count(port, 600).await;
+    let fleet = Fleet::new(16, 12, 5, "RFREDELIV");
+    let (ledger, _) =
+        common::publish_readings(port, fleet, Profile::Narrow, 600, 2000.0, 1, "redelivery-publisher").await;
 
     let mut run = spawn(&conf, Some("wal_after_fsync:1".into()));
     assert!(run.wait_for("test hook: halted at", Duration::from_secs(60)).await, "{}", run.tail());
@@ -273,28 +275,4 @@ async fn a_redelivery_of_what_the_wal_holds_is_dropped_and_counted_exactly() {
     let audits = loadgen::audit::audit_emulator(&t, &ledger).await.unwrap();
     assert!(audits.iter().all(|a| a.ok() && a.duplicated == 0), "{audits:?}");
     emu.shutdown().await;
-}
-
-/// Publishes `n` narrow messages (QoS 1) and waits for the broker's acks.
-async fn produce_count(port: u16, n: u64) -> Ledger {
-    let fleet = Fleet::new(16, 12, 5, "RFREDELIV");
-    let mut ledger = Ledger::new(&fleet.metrics, 60_000);
-    let mut generator = Generator::new(fleet, Profile::Narrow, "telemetry", 50);
-    let mut target = MqttTarget::new("127.0.0.1", port);
-    target.connections = 1;
-    target.client_prefix = "redelivery-publisher".into();
-    let sender = MqttSender::connect(&target).await.unwrap();
-    let o = RunOptions { count: Some(n), duration: None, ..RunOptions::timed(2000.0, Duration::from_secs(60)) };
-    let s = loadgen::run::run(
-        &mut generator,
-        Profile::Narrow,
-        &mut ledger,
-        Target::Mqtt(sender),
-        &o,
-        &AtomicBool::new(false),
-    )
-    .await
-    .unwrap();
-    assert!(s.complete() && s.messages == n, "{} of {} acknowledged", s.delivered, s.messages);
-    ledger
 }

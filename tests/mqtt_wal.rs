@@ -9,14 +9,11 @@
 //!   3.1.1 and 5, is received, acknowledged and dead-lettered as
 //!   `payload_too_large`, and the stream behind it goes on.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use loadgen::fleet::Fleet;
-use loadgen::ledger::Ledger;
-use loadgen::mqtt::{MqttSender, MqttTarget};
-use loadgen::payload::{Generator, Profile};
-use loadgen::run::{RunOptions, Target};
+use loadgen::payload::Profile;
 use rockfeed::starrocks_emulator::Emulator;
 use rockfeed::starrocks_emulator::faults::FaultRule;
 
@@ -92,25 +89,8 @@ async fn store_and_forward_through_an_outage_and_a_full_wal_then_everything_land
 
     // ~6 MB of wide samples (100 metrics, ~2 KB each) while StarRocks is away.
     let fleet = Fleet::new(50, 100, 9, "RFSTORE");
-    let mut ledger = Ledger::new(&fleet.metrics, 60_000);
-    let mut generator = Generator::new(fleet, Profile::Wide, "telemetry", 0);
-    let mut target = MqttTarget::new("127.0.0.1", port);
-    target.connections = 2;
-    target.client_prefix = "store-publisher".into();
-    let sender = MqttSender::connect(&target).await.unwrap();
-    let o =
-        RunOptions { count: Some(300_000), duration: None, ..RunOptions::timed(100_000.0, Duration::from_secs(60)) };
-    let sent = loadgen::run::run(
-        &mut generator,
-        Profile::Wide,
-        &mut ledger,
-        Target::Mqtt(sender),
-        &o,
-        &AtomicBool::new(false),
-    )
-    .await
-    .unwrap();
-    assert!(sent.complete(), "the broker took every message: {} of {}", sent.delivered, sent.messages);
+    let (ledger, sent) =
+        common::publish_readings(port, fleet, Profile::Wide, 300_000, 100_000.0, 2, "store-publisher").await;
 
     // rockfeed acknowledged into the WAL until it was full, then stopped
     // taking messages; nothing was loaded.

@@ -229,3 +229,30 @@ impl App {
         true
     }
 }
+
+/// Publishes `readings` readings of `profile` traffic from `fleet` over MQTT
+/// (QoS 1, `connections` connections named `{client}-…`) at `rate`
+/// readings/s; returns once the broker acknowledged every message, with
+/// the ledger of what was sent and the run's summary.
+pub async fn publish_readings(
+    port: u16,
+    fleet: loadgen::fleet::Fleet,
+    profile: loadgen::payload::Profile,
+    readings: u64,
+    rate: f64,
+    connections: u32,
+    client: &str,
+) -> (loadgen::ledger::Ledger, loadgen::run::RunSummary) {
+    use loadgen::run::{RunOptions, Target};
+    let mut ledger = loadgen::ledger::Ledger::new(&fleet.metrics, 60_000);
+    let mut generator = loadgen::payload::Generator::new(fleet, profile, "telemetry", 50);
+    let mut target = loadgen::mqtt::MqttTarget::new("127.0.0.1", port);
+    target.connections = connections;
+    target.client_prefix = client.into();
+    let sender = loadgen::mqtt::MqttSender::connect(&target).await.unwrap();
+    let o = RunOptions { count: Some(readings), duration: None, ..RunOptions::timed(rate, Duration::from_secs(60)) };
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let s = loadgen::run::run(&mut generator, profile, &mut ledger, Target::Mqtt(sender), &o, &stop).await.unwrap();
+    assert!(s.complete(), "the broker acknowledged {} of {} messages", s.delivered, s.messages);
+    (ledger, s)
+}
