@@ -50,18 +50,40 @@ impl Identity {
     }
 }
 
+/// Identities are keyed digests already: their low 64 bits are as good a
+/// hash as any, so the map does not hash them again.
+#[derive(Default)]
+pub struct Prehashed(u64);
+
+impl std::hash::Hasher for Prehashed {
+    fn write(&mut self, bytes: &[u8]) {
+        // Only u128 keys are hashed (`write_u128`); anything else folds in.
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+
+    fn write_u128(&mut self, i: u128) {
+        self.0 = i as u64;
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
 /// Identities of the last `size` messages, each with its sequence number
 /// (0: durable before this start).
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Horizon {
-    seen: HashMap<u128, u64>,
+    seen: HashMap<u128, u64, std::hash::BuildHasherDefault<Prehashed>>,
     order: VecDeque<u128>,
     size: usize,
 }
 
 impl Horizon {
     pub fn new(size: usize) -> Horizon {
-        Horizon { seen: HashMap::new(), order: VecDeque::new(), size }
+        Horizon { seen: HashMap::default(), order: VecDeque::new(), size }
     }
 
     /// The sequence number of an identity seen within the horizon.

@@ -54,6 +54,7 @@ use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
+
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
@@ -180,9 +181,13 @@ struct Shared {
     /// Records durable since start (sequence numbers below it).
     durable: watch::Sender<u64>,
     tail: Mutex<Tail>,
-    tail_cv: Condvar,
+    /// Wakes the feeder task (a permit is kept when it is not waiting).
+    tail_notify: tokio::sync::Notify,
     /// Bytes the retained segments hold (gauge, for `full`).
     retained: AtomicU64,
+    /// Bytes appended and not yet taken by the writer (for `full`, without
+    /// the intake's lock).
+    pending_bytes: AtomicU64,
     /// Segments at or below this position may be deleted.
     release_to: AtomicU64,
     /// The writer failed (an I/O error): nothing more is durable.
@@ -202,7 +207,7 @@ pub struct Wal {
     ledger: Mutex<Ledger>,
     /// The backend in use (`io_uring` or `std`).
     pub io_name: &'static str,
-    feeder: Mutex<Option<std::thread::JoinHandle<()>>>,
+    feeder: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Wal {
@@ -226,8 +231,9 @@ impl Wal {
             intake_cv: Condvar::new(),
             durable: watch::channel(1).0,
             tail: Mutex::new(Tail::default()),
-            tail_cv: Condvar::new(),
+            tail_notify: tokio::sync::Notify::new(),
             retained: AtomicU64::new(0),
+            pending_bytes: AtomicU64::new(0),
             release_to: AtomicU64::new(floor),
             failed: Mutex::new(None),
             stop: AtomicBool::new(false),
@@ -289,6 +295,7 @@ impl Wal {
         let seq = i.next_seq;
         i.next_seq += 1;
         i.bytes += r.frame_len() as u64;
+        self.shared.pending_bytes.fetch_add(r.frame_len() as u64, Ordering::Relaxed);
         let wake = i.records.is_empty();
         i.records.push(r);
         i.horizon.remember(id, seq);
@@ -309,7 +316,7 @@ impl Wal {
     /// bound (a released segment), so intake does not flap. Counted and
     /// logged once per episode.
     pub fn full(&self) -> bool {
-        let waiting = self.shared.intake.lock().unwrap_or_else(|p| p.into_inner()).bytes;
+        let waiting = self.shared.pending_bytes.load(Ordering::Relaxed);
         let used = self.shared.retained.load(Ordering::Relaxed) + waiting;
         let max = self.shared.cfg.max_bytes;
         let was = self.shared.full.load(Ordering::Relaxed);
@@ -342,20 +349,20 @@ impl Wal {
     }
 
     /// Starts feeding `tx` with every durable record from `from` on (disk,
-    /// then the in-memory tail), on a thread that ends when `tx` closes. A
-    /// previous feeder is waited for first.
+    /// then the in-memory tail), as a task of the current runtime that ends
+    /// when `tx` closes. A previous feeder is stopped first.
     pub fn feed(self: &Arc<Self>, from: u64, tx: mpsc::Sender<RawMessage>) -> std::io::Result<()> {
         let mut slot = self.feeder.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(old) = slot.take() {
-            let _ = old.join();
+            old.abort();
         }
         let sh = self.shared.clone();
-        *slot = Some(std::thread::Builder::new().name("wal-feeder".into()).spawn(move || {
-            if let Err(e) = feed_loop(&sh, from, &tx) {
+        *slot = Some(tokio::spawn(async move {
+            if let Err(e) = feed_loop(&sh, from, &tx).await {
                 tracing::error!(error = %e, "Reading the WAL failed; the pipeline stops here.");
                 sh.failed.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(format!("reading the WAL: {e}"));
             }
-        })?);
+        }));
         Ok(())
     }
 
@@ -363,11 +370,11 @@ impl Wal {
     pub fn close(&self) {
         self.shared.stop.store(true, Ordering::Relaxed);
         self.shared.intake_cv.notify_all();
-        self.shared.tail_cv.notify_all();
-        for slot in [&self.writer, &self.feeder] {
-            if let Some(h) = slot.lock().unwrap_or_else(|p| p.into_inner()).take() {
-                let _ = h.join();
-            }
+        if let Some(f) = self.feeder.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            f.abort();
+        }
+        if let Some(h) = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = h.join();
         }
     }
 }
@@ -435,6 +442,8 @@ fn write_loop(sh: &Shared, mut log: Log) {
                 i = sh.intake_cv.wait_timeout(i, due - now).unwrap_or_else(|p| p.into_inner()).0;
             }
             std::mem::swap(&mut batch, &mut i.records);
+            // Counted in `retained` once written (below).
+            sh.pending_bytes.fetch_sub(i.bytes, Ordering::Relaxed);
             i.bytes = 0;
         }
         let mut positions = Vec::with_capacity(batch.len());
@@ -477,7 +486,7 @@ fn write_loop(sh: &Shared, mut log: Log) {
                 t.queue.extend(batch.drain(..).zip(positions));
             }
         }
-        sh.tail_cv.notify_all();
+        sh.tail_notify.notify_one();
         release(sh, &mut log, seq);
     }
 }
@@ -506,46 +515,79 @@ fn release(sh: &Shared, log: &mut Log, durable: u64) {
     }
 }
 
-/// The feeder: disk below the tail's start, then the tail.
-fn feed_loop(sh: &Shared, mut next: u64, tx: &mpsc::Sender<RawMessage>) -> std::io::Result<()> {
+/// Records read from disk per blocking call of the feeder.
+const DISK_BATCH: usize = 4096;
+
+/// The feeder: disk below the tail's start (read on the blocking pool, a
+/// batch at a time), then the tail. It runs on the runtime, so handing a
+/// message to the decoder wakes it cheaply, not across threads.
+async fn feed_loop(sh: &Arc<Shared>, mut next: u64, tx: &mpsc::Sender<RawMessage>) -> std::io::Result<()> {
     let stream: Arc<str> = Arc::from(STREAM);
-    let send = |r: Record, pos: u64| -> bool {
+    let message = |r: Record, pos: u64| {
         let mut m = RawMessage::new(r.topic, r.payload, r.received_ms);
         // The decoder notes `offset + 1` as the position to resume from.
         m.position = Some((stream.clone(), 0, pos as i64 - 1));
-        tx.blocking_send(m).is_ok()
+        m
     };
     let mut taken = Vec::new();
     loop {
-        let mut t = sh.tail.lock().unwrap_or_else(|p| p.into_inner());
-        if next < t.start {
-            let until = t.start;
-            drop(t);
+        let behind = {
+            let mut t = sh.tail.lock().unwrap_or_else(|p| p.into_inner());
+            if next < t.start {
+                Some(t.start)
+            } else {
+                taken.extend(t.queue.drain(..));
+                t.bytes = 0;
+                t.start = taken.last().map(|(_, p)| *p).unwrap_or(t.start);
+                None
+            }
+        };
+        if let Some(until) = behind {
             let mut rd = Reader::new(&sh.cfg.dir, next, until);
-            while let Some((r, pos)) = rd.next_record()? {
-                if !send(r, pos) {
-                    return Ok(());
+            loop {
+                let (back, batch) = tokio::task::spawn_blocking(move || {
+                    let mut batch = Vec::new();
+                    while batch.len() < DISK_BATCH {
+                        match rd.next_record() {
+                            Ok(Some(x)) => batch.push(x),
+                            Ok(None) => break,
+                            Err(e) => return (rd, Err(e)),
+                        }
+                    }
+                    (rd, Ok(batch))
+                })
+                .await
+                .map_err(std::io::Error::other)?;
+                rd = back;
+                let batch = batch?;
+                if batch.is_empty() {
+                    break;
                 }
-                next = pos;
+                for (r, pos) in batch {
+                    if tx.send(message(r, pos)).await.is_err() {
+                        return Ok(());
+                    }
+                    next = pos;
+                }
             }
             continue;
         }
-        if t.queue.is_empty() {
+        if taken.is_empty() {
             if sh.stop.load(Ordering::Relaxed) || tx.is_closed() {
                 return Ok(());
             }
-            let _ = sh.tail_cv.wait_timeout(t, Duration::from_millis(100));
+            tokio::select! {
+                _ = sh.tail_notify.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                _ = tx.closed() => return Ok(()),
+            }
             continue;
         }
-        taken.extend(t.queue.drain(..));
-        t.bytes = 0;
-        t.start = taken.last().map(|(_, p)| *p).unwrap_or(t.start);
-        drop(t);
         for (r, pos) in taken.drain(..) {
             if pos <= next {
                 continue;
             }
-            if !send(r, pos) {
+            if tx.send(message(r, pos)).await.is_err() {
                 return Ok(());
             }
             next = pos;

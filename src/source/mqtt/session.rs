@@ -3,7 +3,9 @@
 //!
 //! Per connection:
 //! - **Reading**: whatever the socket holds (up to 256 KiB per read), every
-//!   whole packet in it parsed at once. A publish is appended to the WAL
+//!   whole packet in it parsed at once, at most one read per millisecond:
+//!   a steady stream costs a wake-up per millisecond, not one per message
+//!   (the group commit waits up to 2 ms anyway). A publish is appended to the WAL
 //!   (or, while the WAL is full, kept in `inbox`; at `receive_maximum`
 //!   waiting there, reading pauses: TCP backpressure to the broker).
 //! - **Acknowledging**: a QoS 1 publish waits in `waiting` with its WAL
@@ -52,6 +54,9 @@ pub(super) struct Ctx<'a> {
     pub ready: &'a watch::Sender<bool>,
 }
 
+/// The least time between two socket reads (see `serve`).
+const READ_GATE: Duration = Duration::from_millis(1);
+
 /// Bounds a network step (connect, handshake, a write).
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -82,6 +87,9 @@ pub(super) async fn serve(
     // Received while the WAL was full.
     let mut inbox: std::collections::VecDeque<(Record, Option<u16>)> = Default::default();
     let inbox_cap = cfg.receive_maximum.max(1) as usize;
+    // Reads are at most one per READ_GATE: a steady stream then costs one
+    // wake-up and one read per millisecond, not one per message.
+    let mut read_gate = Instant::now();
     loop {
         // The PUBACKs of everything durable, in receive order, one write.
         out.clear();
@@ -107,6 +115,7 @@ pub(super) async fn serve(
             Some(at) => at + keep_alive,
             None => last_write + keep_alive,
         };
+        let gated = Instant::now() < read_gate;
         tokio::select! {
             biased;
             _ = shutdown.changed() => {
@@ -115,6 +124,7 @@ pub(super) async fn serve(
             }
             r = durable.changed() => r.map_err(|_| "the WAL writer stopped".to_string())?,
             _ = tokio::time::sleep(Duration::from_millis(50)), if !inbox.is_empty() => {}
+            _ = tokio::time::sleep_until(read_gate), if gated => {}
             _ = tokio::time::sleep_until(ping_due) => {
                 if ping_sent.is_some() {
                     return Err(format!("no PINGRESP within the keep-alive ({keep_alive:?})"));
@@ -125,10 +135,11 @@ pub(super) async fn serve(
                 last_write = Instant::now();
                 ping_sent = Some(last_write);
             }
-            n = stream.read_buf(&mut rbuf), if inbox.len() < inbox_cap => {
+            n = stream.read_buf(&mut rbuf), if inbox.len() < inbox_cap && !gated => {
                 if n.map_err(|e| format!("read: {e}"))? == 0 {
                     return Err("the broker closed the connection".into());
                 }
+                read_gate = Instant::now() + READ_GATE;
                 while let Some(p) = ctx.wire.read(&mut rbuf, cfg.max_packet_bytes)? {
                     match p {
                         In::Publish { topic, payload, qos, pkid } => {
