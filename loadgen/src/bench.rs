@@ -78,6 +78,9 @@ pub struct BenchArgs {
     /// rockfeed epoch.
     #[arg(long, default_value = "1s")]
     pub epoch: String,
+    /// rockfeed's WAL I/O path: auto, uring or std.
+    #[arg(long, default_value = "auto")]
+    pub wal_io: String,
     /// The rockfeed binary (default: next to this one).
     #[arg(long)]
     pub rockfeed: Option<PathBuf>,
@@ -193,6 +196,7 @@ epoch = "{epoch}"
 state_dir = "{state}"
 [wal]
 dir = "{wal}"
+io = "{wal_io}"
 {source}[telemetry]
 listen = "127.0.0.1:{metrics_port}"
 [dead_letter]
@@ -203,6 +207,7 @@ dir = "{dead}"
         dead = dir.join("dead-letter").display(),
         state = dir.join("state").display(),
         wal = dir.join("wal").display(),
+        wal_io = a.wal_io,
     )
 }
 
