@@ -156,30 +156,9 @@ async fn run_source(
     archive: &Option<Arc<Archive>>,
 ) -> Result<(), AppError> {
     if let Some(kafka) = cfg.source.kafka.clone() {
-        let mut restarts = 0u32;
-        loop {
-            let parts = Parts { loader: &loader, enrich: &enrich, stats, archive };
-            let r = run_kafka(cfg, &kafka, &parts, &shutdown, &ready).await;
-            match r {
-                Ok(()) => return Ok(()),
-                Err(EpochError::Fatal(m)) => return Err(AppError::Config(m)),
-                Err(e @ EpochError::Abandoned { .. }) if *shutdown.borrow() => {
-                    tracing::error!(error = %e, "Stopped without committing the last epoch.");
-                    return Ok(());
-                }
-                Err(e @ EpochError::Abandoned { .. }) => {
-                    restarts += 1;
-                    let wait = Duration::from_secs(1u64 << restarts.min(5));
-                    tracing::error!(error = %e, restarts, ?wait, "Restarting the Kafka pipeline from the decided offsets.");
-                    let _ = ready.send(false);
-                    let mut stop = shutdown.clone();
-                    tokio::select! {
-                        _ = tokio::time::sleep(wait) => {}
-                        _ = stop.wait_for(|s| *s) => return Ok(()),
-                    }
-                }
-            }
-        }
+        let parts = Parts { loader: &loader, enrich: &enrich, stats, archive };
+        let life = || run_kafka(cfg, &kafka, &parts, &shutdown, &ready);
+        return lives(&shutdown, Some(&ready), "Restarting the Kafka pipeline from the decided offsets.", life).await;
     }
     let Some(mqtt) = cfg.source.mqtt.clone() else { unreachable!("checked above") };
     let parts = Parts { loader: &loader, enrich: &enrich, stats, archive };
@@ -258,19 +237,41 @@ async fn wal_lives(
     parts: &Parts<'_>,
     shutdown: &watch::Receiver<bool>,
 ) -> Result<(), AppError> {
+    let life = || mqtt_pipeline(cfg, source, parts, shutdown);
+    let why = "Restarting the pipeline from the last decided WAL position; MQTT intake goes on into the WAL.";
+    lives(shutdown, None, why, life).await
+}
+
+/// Runs lives of a pipeline until one ends well or fatally, or `shutdown`
+/// flips: an abandoned epoch restarts it (from the decided positions)
+/// after a back-off of 2, 4, … 32 s. `ready` (when the pipeline owns it)
+/// says 503 meanwhile.
+async fn lives<F, Fut>(
+    shutdown: &watch::Receiver<bool>,
+    ready: Option<&watch::Sender<bool>>,
+    restarting: &str,
+    mut life: F,
+) -> Result<(), AppError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), EpochError>>,
+{
     let mut restarts = 0u32;
     loop {
-        match mqtt_pipeline(cfg, source, parts, shutdown).await {
+        match life().await {
             Ok(()) => return Ok(()),
             Err(EpochError::Fatal(m)) => return Err(AppError::Config(m)),
             Err(e @ EpochError::Abandoned { .. }) if *shutdown.borrow() => {
-                tracing::error!(error = %e, "Stopped without committing the last epoch; it is replayed from the WAL at the next start.");
+                tracing::error!(error = %e, "Stopped without committing the last epoch; the source replays it at the next start.");
                 return Ok(());
             }
             Err(e @ EpochError::Abandoned { .. }) => {
                 restarts += 1;
                 let wait = Duration::from_secs(1u64 << restarts.min(5));
-                tracing::error!(error = %e, restarts, ?wait, "Restarting the pipeline from the last decided WAL position; MQTT intake goes on into the WAL.");
+                tracing::error!(error = %e, restarts, ?wait, "{restarting}");
+                if let Some(r) = ready {
+                    let _ = r.send(false);
+                }
                 let mut stop = shutdown.clone();
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
