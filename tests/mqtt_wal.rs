@@ -103,6 +103,9 @@ async fn store_and_forward_through_an_outage_and_a_full_wal_then_everything_land
     assert!(s.wal_bytes.load(Ordering::Relaxed) <= 3 << 20, "the WAL stays near its bound");
     assert_eq!(s.readings_committed.load(Ordering::Relaxed), 0);
     assert_eq!(s.rejected.load(Ordering::Relaxed), 0, "nothing was refused");
+    // `rockfeed run`'s loader reports to the health `/ready` reads.
+    let down = s.destination.down().expect("the outage is an episode: /ready says 503");
+    assert!(down.contains("No backend alive"), "{down}");
 
     // StarRocks is back: the backlog drains (from disk: it is larger than
     // the WAL's memory) and the broker's queue after it.
@@ -112,6 +115,7 @@ async fn store_and_forward_through_an_outage_and_a_full_wal_then_everything_land
     assert!(landed, "everything lands: {:?}", loadgen::audit::audit_emulator(&t, &ledger).await.unwrap());
     assert_eq!(s.mqtt_received.load(Ordering::Relaxed), sent.messages, "every message received once");
     assert_eq!(s.mqtt_duplicates.load(Ordering::Relaxed), 0);
+    assert!(s.destination.down().is_none(), "the episode ended when StarRocks took loads again");
     let dead = rockfeed::deadletter::read_all(&dir.path().join("dead")).unwrap_or_default();
     assert!(dead.is_empty(), "an outage moves nothing to dead letters: {dead:?}");
     app.stop().await;

@@ -128,7 +128,8 @@ impl StreamLoader {
         &self.policy
     }
 
-    /// `GET /api/{db}/get_load_state?label=` (reported to the health).
+    /// `GET /api/{db}/get_load_state?label=` (its failures are reported to
+    /// the health).
     pub async fn label_state(&self, label: &str) -> Result<LabelState, String> {
         let path = format!("/api/{}/get_load_state?label={label}", self.db);
         let r = match self.client.request(Method::GET, &path, &HeaderMap::new(), Bytes::new()).await {
@@ -142,11 +143,9 @@ impl StreamLoader {
                 return Err(reason);
             }
         };
+        // A label's state read back is not a load taken: it ends no episode.
         match LabelState::parse(&r.body) {
-            Ok(s) => {
-                self.health.success();
-                Ok(s)
-            }
+            Ok(s) => Ok(s),
             Err(e) => {
                 let e = if r.status == 200 { e } else { format!("HTTP {}: {e}", r.status) };
                 let trouble = match r.status {
