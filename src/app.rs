@@ -320,7 +320,14 @@ async fn mqtt_pipeline(
     let rcfg = runner_config(cfg);
     let (cut_tx, cut_rx) = mpsc::channel(1);
     let mut coordinator = coordinator(cfg, &rcfg, source.clone(), parts, cut_tx);
-    coordinator.recover().await?;
+    // Recovery waits for StarRocks to answer; a stop must not wait with it.
+    let mut stop = shutdown.clone();
+    tokio::select! {
+        r = coordinator.recover() => r?,
+        _ = stop.wait_for(|s| *s) => {
+            return Err(EpochError::Abandoned { epoch: 0, reason: "stopped while recovering (StarRocks did not answer)".into() });
+        }
+    }
     let (tx, rx) = mpsc::channel(1024);
     source
         .wal

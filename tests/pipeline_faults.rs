@@ -229,6 +229,23 @@ async fn refused_destination(delivery: &str) {
     emu.shutdown().await;
 }
 
+/// A stop while StarRocks refuses every call, even during recovery (which
+/// waits for StarRocks' answer), ends the run promptly; the data stays in
+/// the WAL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_while_the_destination_refuses_ends_promptly() {
+    let emu = emulator().await;
+    let rule: FaultRule = serde_json::from_str(r#"{"fault":"unauthorized","always":true}"#).unwrap();
+    emu.faults().add(rule).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let run = start(&config(dir.path(), "exactly-once", ""), common::loader(&emu, "pw", "rockfeed", fast()));
+    feed(&run.wal, 5, nine).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    run.stop.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), run.task).await.expect("stopped within 10 s").unwrap().unwrap();
+    emu.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_destination_waits_and_never_dead_letters_exactly_once() {
     refused_destination("exactly-once").await;

@@ -202,6 +202,8 @@ struct Shared {
 
 /// The WAL service: the writer thread and the handles to it.
 pub struct Wal {
+    /// Holds the directory's exclusive lock until closed.
+    lock: Mutex<Option<std::fs::File>>,
     shared: Arc<Shared>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     ledger: Mutex<Ledger>,
@@ -216,6 +218,23 @@ impl Wal {
         cfg.validate()?;
         let ctx = |e: std::io::Error| format!("WAL {}: {e}", cfg.dir.display());
         std::fs::create_dir_all(&cfg.dir).map_err(ctx)?;
+        // One process per WAL: a second one would interleave its writes.
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(cfg.dir.join("lock"))
+            .map_err(ctx)?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(format!(
+                    "WAL {} is in use by another process (another rockfeed with the same wal.dir?)",
+                    cfg.dir.display()
+                ));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(ctx(e)),
+        }
         let ledger = Ledger::open(&cfg.dir).map_err(ctx)?;
         let floor = ledger.last().map(|e| e.position).unwrap_or(0);
         let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
@@ -268,6 +287,7 @@ impl Wal {
         shared.tail.lock().unwrap_or_else(|p| p.into_inner()).start = end;
         tracing::info!(dir = %cfg.dir.display(), io = io_name, end, decided = floor, "WAL open.");
         Ok(Arc::new(Wal {
+            lock: Mutex::new(Some(lock)),
             shared,
             writer: Mutex::new(Some(writer)),
             ledger: Mutex::new(ledger),
@@ -376,6 +396,8 @@ impl Wal {
         if let Some(h) = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take() {
             let _ = h.join();
         }
+        // Released last: the directory is free once nothing writes to it.
+        self.lock.lock().unwrap_or_else(|p| p.into_inner()).take();
     }
 }
 

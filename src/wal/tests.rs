@@ -286,3 +286,16 @@ async fn records_come_back_in_order_through_io_uring_where_the_kernel_allows_it(
     round_trip(IoMode::Uring, 64 << 20).await;
     round_trip(IoMode::Uring, 4096).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_process_cannot_open_a_wal_in_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let stats = Arc::new(crate::telemetry::Stats::default());
+    let wal = Wal::open(wal_cfg(dir.path(), IoMode::Std, 1 << 20), stats.clone()).unwrap();
+    // flock is per open file description: a second open, as a second
+    // process would do, is refused with a reason.
+    let err = Wal::open(wal_cfg(dir.path(), IoMode::Std, 1 << 20), stats.clone()).err().expect("refused");
+    assert!(err.contains("in use by another process"), "{err}");
+    wal.close();
+    Wal::open(wal_cfg(dir.path(), IoMode::Std, 1 << 20), stats).expect("free again once closed");
+}
