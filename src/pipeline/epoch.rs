@@ -595,11 +595,10 @@ impl<S: EpochSource> Coordinator<S> {
             };
             latest.insert(d.prefix.clone(), d);
         }
-        for d in latest.values() {
+        // At-least-once has no prepared transactions to finish.
+        let decided_to_finish = if self.exactly_once() { latest.values().collect() } else { Vec::new() };
+        for d in decided_to_finish {
             for (table, l) in d.labels() {
-                if !self.exactly_once() {
-                    break;
-                }
                 let st = state_patiently(&txn, &l).await;
                 match st.state.as_str() {
                     "PREPARED" => match txn.commit(&table, &l).await.map_err(|e| fatal_txn(&e))? {

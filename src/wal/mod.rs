@@ -136,7 +136,6 @@ pub const STREAM: &str = "wal";
 /// Records appended by the source, not yet taken by the writer.
 struct Intake {
     records: Vec<Record>,
-    bytes: u64,
     /// Sequence number of the next record appended (records since start,
     /// from 1; 0 stands for "durable before this start").
     next_seq: u64,
@@ -241,12 +240,7 @@ impl Wal {
         let shared = Arc::new(Shared {
             cfg: cfg.clone(),
             identity: std::sync::OnceLock::new(),
-            intake: Mutex::new(Intake {
-                records: Vec::new(),
-                bytes: 0,
-                next_seq: 1,
-                horizon: Horizon::new(cfg.dedup_horizon),
-            }),
+            intake: Mutex::new(Intake { records: Vec::new(), next_seq: 1, horizon: Horizon::new(cfg.dedup_horizon) }),
             intake_cv: Condvar::new(),
             durable: watch::channel(1).0,
             tail: Mutex::new(Tail::default()),
@@ -314,7 +308,6 @@ impl Wal {
         }
         let seq = i.next_seq;
         i.next_seq += 1;
-        i.bytes += r.frame_len() as u64;
         self.shared.pending_bytes.fetch_add(r.frame_len() as u64, Ordering::Relaxed);
         let wake = i.records.is_empty();
         i.records.push(r);
@@ -458,16 +451,17 @@ fn write_loop(sh: &Shared, mut log: Log) {
             loop {
                 let now = Instant::now();
                 let due = last_sync + interval;
-                if now >= due || i.bytes >= sh.cfg.commit_bytes || sh.stop.load(Ordering::Relaxed) {
+                let waiting = sh.pending_bytes.load(Ordering::Relaxed);
+                if now >= due || waiting >= sh.cfg.commit_bytes || sh.stop.load(Ordering::Relaxed) {
                     break;
                 }
                 i = sh.intake_cv.wait_timeout(i, due - now).unwrap_or_else(|p| p.into_inner()).0;
             }
             std::mem::swap(&mut batch, &mut i.records);
-            // Counted in `retained` once written (below).
-            sh.pending_bytes.fetch_sub(i.bytes, Ordering::Relaxed);
-            i.bytes = 0;
         }
+        let frame_bytes: u64 = batch.iter().map(|r| r.frame_len() as u64).sum();
+        // No longer waiting; counted in `retained` once written (below).
+        sh.pending_bytes.fetch_sub(frame_bytes, Ordering::Relaxed);
         let mut positions = Vec::with_capacity(batch.len());
         for r in &batch {
             positions.push(log.append(r));
@@ -493,7 +487,6 @@ fn write_loop(sh: &Shared, mut log: Log) {
         sh.retained.store(bytes, Ordering::Relaxed);
         sh.stats.wal_bytes.store(bytes, Ordering::Relaxed);
         sh.durable.send_replace(seq);
-        let frame_bytes: u64 = batch.iter().map(|r| r.frame_len() as u64).sum();
         sh.stats.wal_bytes_written.fetch_add(frame_bytes, Ordering::Relaxed);
         {
             let mut t = sh.tail.lock().unwrap_or_else(|p| p.into_inner());
