@@ -68,7 +68,8 @@ enum Command {
         #[arg(long)]
         report: Option<PathBuf>,
     },
-    /// Validate a configuration file without connecting to anything.
+    /// Validate a configuration file without connecting to anything (the
+    /// directories it names are created and probed for writing).
     Check {
         /// The rockfeed configuration file.
         #[arg(long)]
@@ -154,7 +155,14 @@ struct EmulatorArgs {
 /// it log an error); `RUST_LOG=rumqttd=info` brings it back.
 fn init_tracing(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_writer(std::io::stderr).init();
+    // Colours only on a terminal: a log file or journald gets plain text.
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 async fn run_emulator(a: EmulatorArgs) -> Result<(), Box<dyn std::error::Error>> {
@@ -308,6 +316,7 @@ fn main() -> ExitCode {
             }
             Command::Check { config } => {
                 let cfg = rockfeed::config::Config::load(&config)?;
+                cfg.check_dirs()?;
                 println!(
                     "{}: OK ({} endpoint(s), database {}, {} shard(s), {:?} epochs, delivery {:?})",
                     config.display(),

@@ -388,6 +388,28 @@ impl Config {
         self.starrocks.delivery.unwrap_or(Delivery::ExactlyOnce)
     }
 
+    /// The directories `rockfeed run` writes, each created if missing and
+    /// probed with a file write, so that `rockfeed check` saying OK means
+    /// `run` can start: an error names the key and the path.
+    pub fn check_dirs(&self) -> Result<(), ConfigError> {
+        let mut dirs =
+            vec![("pipeline.state_dir", &self.pipeline.state_dir), ("dead_letter.dir", &self.dead_letter.dir)];
+        if self.source.mqtt.is_some() {
+            dirs.push(("wal.dir", &self.wal.dir));
+        }
+        if self.archive.enabled {
+            dirs.push(("archive.spool_dir", &self.archive.spool_dir));
+        }
+        for (key, dir) in dirs {
+            let probe = dir.join(".rockfeed-check");
+            std::fs::create_dir_all(dir)
+                .and_then(|_| std::fs::write(&probe, b"ok"))
+                .and_then(|_| std::fs::remove_file(&probe))
+                .map_err(|e| ConfigError::Invalid(format!("{key} {}: not a writable directory: {e}", dir.display())))?;
+        }
+        Ok(())
+    }
+
     /// Reads, applies environment overrides, and validates.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
@@ -563,6 +585,21 @@ user = "root"
             .unwrap();
         assert!(c.validate().unwrap_err().to_string().contains("enable.auto.commit"));
         assert!(Config::parse(&format!("{MIN}\n{kafka}{mqtt}")).unwrap().validate().is_err(), "one source");
+    }
+
+    #[test]
+    fn check_dirs_creates_what_run_writes_and_names_a_directory_it_cannot() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mqtt = "[source.mqtt]\nhost = \"h\"\nclient_id = \"c\"\ntopics = [\"t/#\"]\n";
+        let d = tmp.path().display();
+        let text = format!(
+            "{MIN}\n[pipeline]\nstate_dir = \"{d}/state\"\n[dead_letter]\ndir = \"{d}/dead\"\n[wal]\ndir = \"{d}/wal\"\n{mqtt}"
+        );
+        Config::parse(&text).unwrap().check_dirs().unwrap();
+        assert!(tmp.path().join("wal").is_dir() && tmp.path().join("state").is_dir());
+        let bad = text.replace(&format!("{d}/wal"), "/proc/rockfeed-no/wal");
+        let e = Config::parse(&bad).unwrap().check_dirs().unwrap_err().to_string();
+        assert!(e.contains("wal.dir /proc/rockfeed-no/wal"), "{e}");
     }
 
     #[test]
