@@ -57,7 +57,7 @@ pub fn runner_config(cfg: &Config) -> RunnerConfig {
     RunnerConfig {
         decode: cfg.decode.to_decode_config(),
         form: cfg.decode.form,
-        max_metrics: cfg.decode.max_metrics,
+        catalog: cfg.decode.catalog_limits(),
         window: WindowConfig {
             width_ms: cfg.window.width.0.as_millis() as i64,
             max_lateness_ms: cfg.window.max_lateness.0.as_millis() as i64,

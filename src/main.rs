@@ -217,7 +217,7 @@ fn main() -> ExitCode {
                 println!("readings published      {}", r.readings_published);
                 println!("messages received       {}", s.messages.load(Relaxed));
                 println!("samples decoded         {}", s.samples.load(Relaxed));
-                println!("dead letters            {}", s.rejected.load(Relaxed));
+                println!("refused (dead letters)  {} ({} readings)", s.rejected.total(), s.rejected.readings());
                 println!("stream loads            {} ({} failed)", s.loads.load(Relaxed), s.loads_failed.load(Relaxed));
                 println!("rows loaded             {} (rows per reading {:.3})", s.rows_loaded.load(Relaxed), s.rows_loaded.load(Relaxed) as f64 / r.readings_published.max(1) as f64);
                 println!("rows in telemetry_1m    {}", r.table_rows);
@@ -272,7 +272,7 @@ fn main() -> ExitCode {
                     stats.messages.load(Relaxed),
                     stats.samples.load(Relaxed),
                     stats.readings.load(Relaxed),
-                    stats.rejected.load(Relaxed),
+                    stats.rejected.total(),
                     stats.rows_loaded.load(Relaxed),
                     stats.loads.load(Relaxed),
                     stats.loads_failed.load(Relaxed)

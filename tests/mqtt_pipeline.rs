@@ -190,7 +190,7 @@ dir = "{dir}/dead"
     // Good samples, plus the too-late one (decoded, then refused by the window).
     let want_samples = 40 + 2 + 10 + 1 + 1 + 1;
     app.until(Duration::from_secs(30), |s| {
-        s.samples.load(Ordering::Relaxed) >= want_samples && s.rejected.load(Ordering::Relaxed) >= 7
+        s.samples.load(Ordering::Relaxed) >= want_samples && s.rejected.total() >= 7
     })
     .await;
     let stats = app.stop().await;

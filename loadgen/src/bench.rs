@@ -81,6 +81,9 @@ pub struct BenchArgs {
     /// rockfeed's WAL I/O path: auto, uring or std.
     #[arg(long, default_value = "auto")]
     pub wal_io: String,
+    /// rockfeed's WAL group-commit interval (`wal.commit_interval`).
+    #[arg(long, default_value = "2ms")]
+    pub wal_commit_interval: String,
     /// The rockfeed binary (default: next to this one).
     #[arg(long)]
     pub rockfeed: Option<PathBuf>,
@@ -197,6 +200,7 @@ state_dir = "{state}"
 [wal]
 dir = "{wal}"
 io = "{wal_io}"
+commit_interval = "{wal_commit_interval}"
 {source}[telemetry]
 listen = "127.0.0.1:{metrics_port}"
 [dead_letter]
@@ -208,6 +212,7 @@ dir = "{dead}"
         state = dir.join("state").display(),
         wal = dir.join("wal").display(),
         wal_io = a.wal_io,
+        wal_commit_interval = a.wal_commit_interval,
     )
 }
 

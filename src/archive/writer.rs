@@ -699,7 +699,7 @@ mod tests {
         let a = Archive::open(settings, 1, store.clone(), Arc::new(Stats::default())).unwrap();
         a.recover(Some(0)).await.unwrap();
         let catalog = Arc::new(RwLock::new(MetricCatalog::new(10)));
-        let m = catalog.write().unwrap().intern("speed").unwrap();
+        let m = catalog.write().unwrap().admit("V", "speed", 0).unwrap();
         const H: i64 = 3_600_000;
         assert_eq!(a.spool(0, 1, vec![sample(10, m, 1.0)], catalog.clone()).await.unwrap(), Ok(1));
         // Undecided, the hour's file is never cut, however idle.

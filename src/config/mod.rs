@@ -292,8 +292,21 @@ pub struct Decode {
     pub form: crate::pipeline::runner::Form,
     /// Largest payload accepted.
     pub max_payload_bytes: usize,
-    /// Bounded metric catalog.
+    /// Bounded metric catalog: names at most.
     pub max_metrics: usize,
+    /// Longest metric name (bytes, at most 128: the key column's width).
+    pub max_metric_name_bytes: usize,
+    /// New metric names one vehicle may introduce at once, refilled at
+    /// `new_metrics_per_vehicle_per_hour` (a few vehicles inventing names
+    /// cannot fill the catalog for the fleet).
+    pub new_metrics_per_vehicle: u32,
+    pub new_metrics_per_vehicle_per_hour: u32,
+    /// Most metrics in one sample.
+    pub max_metrics_per_sample: usize,
+    /// Most samples in one (array) message.
+    pub max_samples_per_message: usize,
+    /// Longest vin (bytes).
+    pub max_vin_bytes: usize,
     /// Event times this far ahead of the receive time are rejected.
     pub max_future: Dur,
     /// Event times this far behind the receive time are rejected.
@@ -313,6 +326,12 @@ impl Default for Decode {
             form: crate::pipeline::runner::Form::Auto,
             max_payload_bytes: d.max_payload_bytes,
             max_metrics: 100_000,
+            max_metric_name_bytes: crate::decode::catalog::MAX_METRIC_NAME,
+            new_metrics_per_vehicle: crate::decode::catalog::NewNames::default().burst,
+            new_metrics_per_vehicle_per_hour: crate::decode::catalog::NewNames::default().per_hour,
+            max_metrics_per_sample: d.max_metrics_per_sample,
+            max_samples_per_message: d.max_samples_per_message,
+            max_vin_bytes: d.max_vin_len,
             max_future: Dur(Duration::from_millis(d.max_future_ms as u64)),
             max_past: Dur(Duration::from_millis(d.max_past_ms as u64)),
         }
@@ -320,6 +339,18 @@ impl Default for Decode {
 }
 
 impl Decode {
+    /// The metric catalog's bounds.
+    pub fn catalog_limits(&self) -> crate::decode::catalog::Limits {
+        crate::decode::catalog::Limits {
+            max_metrics: self.max_metrics,
+            max_name_bytes: self.max_metric_name_bytes,
+            new_names: crate::decode::catalog::NewNames {
+                burst: self.new_metrics_per_vehicle,
+                per_hour: self.new_metrics_per_vehicle_per_hour,
+            },
+        }
+    }
+
     pub fn to_decode_config(&self) -> crate::decode::DecodeConfig {
         crate::decode::DecodeConfig {
             vin_field: self.vin_field.clone(),
@@ -329,7 +360,9 @@ impl Decode {
             value_field: self.value_field.clone(),
             topic_template: self.topic_template.clone(),
             max_payload_bytes: self.max_payload_bytes,
-            max_vin_len: 64,
+            max_vin_len: self.max_vin_bytes,
+            max_samples_per_message: self.max_samples_per_message,
+            max_metrics_per_sample: self.max_metrics_per_sample,
             max_future_ms: self.max_future.0.as_millis() as i64,
             max_past_ms: self.max_past.0.as_millis() as i64,
         }
@@ -499,6 +532,25 @@ impl Config {
             && p.0 < Duration::from_secs(1)
         {
             return bad("starrocks.prepared_timeout must be at least 1s".into());
+        }
+        let d = &self.decode;
+        if !(1..=crate::decode::catalog::MAX_METRIC_NAME).contains(&d.max_metric_name_bytes) {
+            return bad(
+                "decode.max_metric_name_bytes must be within 1..=128 (the metric column is a VARCHAR(128))".into()
+            );
+        }
+        if !(1..=64).contains(&d.max_vin_bytes) {
+            return bad("decode.max_vin_bytes must be within 1..=64 (the vehicle_id column is a VARCHAR(64))".into());
+        }
+        for (key, v) in [
+            ("decode.max_metrics", d.max_metrics),
+            ("decode.max_metrics_per_sample", d.max_metrics_per_sample),
+            ("decode.max_samples_per_message", d.max_samples_per_message),
+            ("decode.new_metrics_per_vehicle", d.new_metrics_per_vehicle as usize),
+        ] {
+            if v == 0 {
+                return bad(format!("{key} must be at least 1"));
+            }
         }
         if self.decode.max_payload_bytes < 256 * 1024 {
             return bad("decode.max_payload_bytes below 256 KiB would refuse legitimate wide samples".into());

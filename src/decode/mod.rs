@@ -47,43 +47,7 @@ pub struct Sample {
     pub readings: Vec<Reading>,
 }
 
-/// Why input was rejected; `as_str` is the counter label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum RejectReason {
-    MalformedJson,
-    NotAnObject,
-    MissingVin,
-    BadVin,
-    MissingTs,
-    BadTs,
-    TsOutOfRange,
-    BadSeq,
-    BadValue,
-    NonFinite,
-    CatalogFull,
-    Oversize,
-    BadTopic,
-}
-
-impl RejectReason {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            RejectReason::MalformedJson => "malformed_json",
-            RejectReason::NotAnObject => "not_an_object",
-            RejectReason::MissingVin => "missing_vin",
-            RejectReason::BadVin => "bad_vin",
-            RejectReason::MissingTs => "missing_ts",
-            RejectReason::BadTs => "bad_ts",
-            RejectReason::TsOutOfRange => "ts_out_of_range",
-            RejectReason::BadSeq => "bad_seq",
-            RejectReason::BadValue => "bad_value",
-            RejectReason::NonFinite => "non_finite",
-            RejectReason::CatalogFull => "metric_catalog_full",
-            RejectReason::Oversize => "payload_too_large",
-            RejectReason::BadTopic => "bad_topic",
-        }
-    }
-}
+pub use crate::reject::RejectReason;
 
 /// A rejection: what, why, and (for one sample of an array) which one.
 #[derive(Debug, Clone, PartialEq)]
@@ -92,6 +56,21 @@ pub struct Reject {
     pub detail: String,
     /// Index of the sample in an array payload.
     pub index: Option<usize>,
+    /// Readings refused with it (0 where they cannot be counted: a message
+    /// that is not JSON).
+    pub readings: u64,
+}
+
+impl Reject {
+    pub fn new(reason: RejectReason, detail: String, index: Option<usize>) -> Reject {
+        Reject { reason, detail, index, readings: 0 }
+    }
+
+    /// Refusals in the reason's unit: readings for a reading-level reason,
+    /// else one.
+    pub fn count(&self) -> u64 {
+        if self.reason.unit() == crate::reject::Unit::Readings { self.readings } else { 1 }
+    }
 }
 
 /// Decoder settings.
@@ -107,8 +86,12 @@ pub struct DecodeConfig {
     pub topic_template: String,
     /// Largest payload accepted (bigger ones are rejected whole, counted).
     pub max_payload_bytes: usize,
-    /// Longest vin accepted.
+    /// Longest vin accepted (bytes).
     pub max_vin_len: usize,
+    /// Most samples one (array) payload may hold.
+    pub max_samples_per_message: usize,
+    /// Most metrics one sample may hold.
+    pub max_metrics_per_sample: usize,
     /// Event times further ahead of the receive time are absurd.
     pub max_future_ms: i64,
     /// Event times further behind the receive time are absurd.
@@ -126,6 +109,8 @@ impl Default for DecodeConfig {
             topic_template: "telemetry/{vin}/{metric}".into(),
             max_payload_bytes: 4 << 20,
             max_vin_len: 64,
+            max_samples_per_message: 1_000,
+            max_metrics_per_sample: 10_000,
             max_future_ms: 3_600_000,
             max_past_ms: 30 * 86_400_000,
         }
@@ -138,12 +123,34 @@ impl Default for DecodeConfig {
 pub struct Decoded {
     pub samples: Vec<Sample>,
     pub rejects: Vec<Reject>,
+    /// Per metric id, the last sample that named it (duplicate names).
+    seen: Vec<u32>,
+    /// The current sample's stamp in `seen`.
+    stamp: u32,
 }
 
 impl Decoded {
     pub fn clear(&mut self) {
         self.samples.clear();
         self.rejects.clear();
+    }
+
+    /// Starts a sample for duplicate detection.
+    fn next_sample(&mut self) {
+        self.stamp = self.stamp.wrapping_add(1);
+        if self.stamp == 0 {
+            self.seen.iter_mut().for_each(|s| *s = 0);
+            self.stamp = 1;
+        }
+    }
+
+    /// Whether `id` was already named in this sample (and notes it).
+    fn named_twice(&mut self, id: catalog::MetricId) -> bool {
+        let i = id.0 as usize;
+        if i >= self.seen.len() {
+            self.seen.resize(i + 1, 0);
+        }
+        std::mem::replace(&mut self.seen[i], self.stamp) == self.stamp
     }
 
     /// Total readings decoded.
@@ -204,14 +211,11 @@ pub fn event_time(sc: &mut scan::Scanner<'_>) -> Result<Option<i64>, scan::ScanE
 /// Checks an event time against the receive time.
 pub fn check_ts(ts_ms: i64, now_ms: i64, cfg: &DecodeConfig) -> Result<(), Reject> {
     if ts_ms > now_ms.saturating_add(cfg.max_future_ms) || ts_ms < now_ms.saturating_sub(cfg.max_past_ms) {
-        return Err(Reject {
-            reason: RejectReason::TsOutOfRange,
-            detail: format!(
-                "event time {ts_ms} ms is outside [now - {} ms, now + {} ms]",
-                cfg.max_past_ms, cfg.max_future_ms
-            ),
-            index: None,
-        });
+        return Err(Reject::new(
+            RejectReason::TsOutOfRange,
+            format!("event time {ts_ms} ms is outside [now - {} ms, now + {} ms]", cfg.max_past_ms, cfg.max_future_ms),
+            None,
+        ));
     }
     Ok(())
 }

@@ -83,15 +83,16 @@ pub fn decode(
     catalog: &mut MetricCatalog,
     out: &mut Decoded,
 ) {
-    let reject = |out: &mut Decoded, reason, detail: String| out.rejects.push(Reject { reason, detail, index: None });
+    let reject = |out: &mut Decoded, reason, detail: String| out.rejects.push(Reject::new(reason, detail, None));
     if payload.len() > cfg.max_payload_bytes {
         return reject(out, RejectReason::Oversize, format!("payload of {} bytes", payload.len()));
     }
     let Some((vin, metric)) = template.captures(topic) else {
         return reject(out, RejectReason::BadTopic, format!("topic '{topic}' does not match '{}'", template.filter()));
     };
-    if vin.is_empty() || vin.len() > cfg.max_vin_len || vin.contains(char::is_control) || vin == "\\N" {
-        return reject(out, RejectReason::BadVin, format!("vin '{vin}' from the topic"));
+    if let Some(rule) = super::wide::vin_rule(vin, cfg.max_vin_len) {
+        let shown: String = vin.chars().take(64).collect();
+        return reject(out, RejectReason::BadVin, format!("vin '{shown}' from the topic {rule}"));
     }
     let mut ts = now_ms;
     let mut value: Option<(f64, bool)> = None;
@@ -100,8 +101,22 @@ pub fn decode(
         Err(e) => return reject(out, RejectReason::MalformedJson, e.to_string()),
     };
     let mut problem: Option<(RejectReason, String)> = None;
+    // ts and value seen (each at most once).
+    let mut seen = (false, false);
     let parsed = match sc.kind() {
         Ok(Kind::Object) => sc.object(|sc, k| {
+            let twice = if k == cfg.ts_field {
+                std::mem::replace(&mut seen.0, true)
+            } else if k == cfg.value_field {
+                std::mem::replace(&mut seen.1, true)
+            } else {
+                false
+            };
+            if twice {
+                problem =
+                    Some((RejectReason::DuplicateKey, format!("{metric}: field '{k}' appears twice (ambiguous)")));
+                return sc.skip();
+            }
             if k == cfg.ts_field {
                 let t = event_time(sc)?;
                 match t {
@@ -123,10 +138,17 @@ pub fn decode(
     if let Err(e) = parsed.and_then(|_| sc.end()) {
         return reject(out, RejectReason::MalformedJson, format!("{metric}: {e}"));
     }
+    // A refused message held one reading, unless its value was null.
+    let held =
+        u64::from(value.is_some() || matches!(problem, Some((RejectReason::BadValue | RejectReason::NonFinite, _))));
     if let Some((reason, detail)) = problem {
-        return reject(out, reason, detail);
+        let mut r = Reject::new(reason, detail, None);
+        r.readings = held;
+        out.rejects.push(r);
+        return;
     }
-    if let Err(r) = check_ts(ts, now_ms, cfg) {
+    if let Err(mut r) = check_ts(ts, now_ms, cfg) {
+        r.readings = held;
         out.rejects.push(r);
         return;
     }
@@ -134,9 +156,14 @@ pub fn decode(
         // `{"v": null}` or no value: nothing to record, nothing wrong.
         return;
     };
-    let metric = match catalog.intern(metric) {
+    let metric = match catalog.admit(vin, metric, now_ms) {
         Ok(m) => m,
-        Err(e) => return reject(out, RejectReason::CatalogFull, e.to_string()),
+        Err(e) => {
+            let mut r = Reject::new(e.reason(), format!("vin {vin}: {e}"), None);
+            r.readings = 1;
+            out.rejects.push(r);
+            return;
+        }
     };
     out.samples.push(Sample {
         vin: CompactString::from(vin),
@@ -234,5 +261,20 @@ mod tests {
             assert!(d.samples.is_empty(), "{p}");
             assert_eq!(d.rejects[0].reason, why, "{p}");
         }
+    }
+
+    #[test]
+    fn narrow_duplicates_and_names_are_refused_with_their_rule() {
+        for p in [r#"{"v":1,"v":2}"#, r#"{"ts":1714979288000,"ts":1714979288001,"v":1}"#] {
+            let (d, _) = run("fleet/V1/speed", p);
+            assert!(d.samples.is_empty(), "{p}");
+            assert_eq!(d.rejects[0].reason, RejectReason::DuplicateKey, "{p}");
+        }
+        let (d, _) = run("fleet/V1/\\N", "1");
+        assert_eq!(d.rejects[0].reason, RejectReason::BadMetricName);
+        assert_eq!(d.rejects[0].readings, 1);
+        let (d, _) = run("fleet/\\N/speed", "1");
+        assert_eq!(d.rejects[0].reason, RejectReason::BadVin);
+        assert!(d.rejects[0].detail.contains("NULL"), "{}", d.rejects[0].detail);
     }
 }

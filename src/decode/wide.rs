@@ -8,54 +8,115 @@
 //! a syntax error stops the payload there (nothing after it can be located),
 //! keeping the samples decoded before it.
 
+use std::collections::HashSet;
+
 use compact_str::CompactString;
 
-use super::catalog::MetricCatalog;
+use super::catalog::{MetricCatalog, MetricId, name_rule};
 use super::scan::{Kind, Num, ScanError, Scanner};
 use super::{DecodeConfig, Decoded, Reading, Reject, RejectReason, Sample, check_ts, event_time};
 
 /// Decodes one wide payload into `out` (appending).
 pub fn decode(payload: &[u8], now_ms: i64, cfg: &DecodeConfig, catalog: &mut MetricCatalog, out: &mut Decoded) {
     if payload.len() > cfg.max_payload_bytes {
-        out.rejects.push(Reject {
-            reason: RejectReason::Oversize,
-            detail: format!("payload of {} bytes exceeds max_payload_bytes {}", payload.len(), cfg.max_payload_bytes),
-            index: None,
-        });
+        out.rejects.push(Reject::new(
+            RejectReason::Oversize,
+            format!("payload of {} bytes exceeds max_payload_bytes {}", payload.len(), cfg.max_payload_bytes),
+            None,
+        ));
         return;
     }
     let malformed = |out: &mut Decoded, e: ScanError, index| {
-        out.rejects.push(Reject { reason: RejectReason::MalformedJson, detail: e.to_string(), index })
+        out.rejects.push(Reject::new(RejectReason::MalformedJson, e.to_string(), index))
     };
     let mut sc = match Scanner::new(payload) {
         Ok(sc) => sc,
         Err(e) => return malformed(out, e, None),
     };
+    let (samples_before, rejects_before) = (out.samples.len(), out.rejects.len());
+    let mut too_many = false;
     let res = match sc.kind() {
         Ok(Kind::Array) => {
             let mut last = 0;
             let r = sc.array(|sc, i| {
                 last = i;
+                if i >= cfg.max_samples_per_message {
+                    too_many = true;
+                    return sc.skip();
+                }
                 sample(sc, Some(i), now_ms, cfg, catalog, out)
             });
             r.map_err(|e| (e, Some(last)))
         }
         Ok(Kind::Object) => sample(&mut sc, None, now_ms, cfg, catalog, out).map_err(|e| (e, None)),
         Ok(_) => {
-            out.rejects.push(Reject {
-                reason: RejectReason::NotAnObject,
-                detail: "a wide payload is a JSON object or an array of objects".into(),
-                index: None,
-            });
+            out.rejects.push(Reject::new(
+                RejectReason::NotAnObject,
+                "a wide payload is a JSON object or an array of objects".into(),
+                None,
+            ));
             return;
         }
         Err(e) => Err((e, None)),
     };
+    if too_many && res.is_ok() {
+        // Refused whole: one dead letter holds the payload.
+        let readings = out.samples.drain(samples_before..).map(|s| s.readings.len() as u64).sum::<u64>()
+            + out.rejects.drain(rejects_before..).map(|r| r.readings).sum::<u64>();
+        let mut r = Reject::new(
+            RejectReason::TooManySamples,
+            format!(
+                "more than {} samples in one message (decode.max_samples_per_message)",
+                cfg.max_samples_per_message
+            ),
+            None,
+        );
+        r.readings = readings;
+        out.rejects.push(r);
+        return;
+    }
     match res.and_then(|_| sc.end().map_err(|e| (e, None))) {
         Ok(()) => {}
         Err((e, index)) => malformed(out, e, index),
     }
 }
+
+/// The fields of a sample rockfeed reads (each at most once).
+#[derive(Clone, Copy)]
+enum Field {
+    Vin = 0,
+    Ts = 1,
+    Seq = 2,
+    Metrics = 3,
+}
+
+/// A metric value: a reading, null (nothing to record), or refused.
+enum Value {
+    Reading(f64, bool),
+    Null,
+    Bad(RejectReason),
+}
+
+fn value(sc: &mut Scanner<'_>) -> Result<Value, ScanError> {
+    Ok(match sc.kind()? {
+        Kind::Number => {
+            let f = sc.number()?.as_f64();
+            if f.is_finite() { Value::Reading(f, false) } else { Value::Bad(RejectReason::NonFinite) }
+        }
+        Kind::Bool => Value::Reading(if sc.bool()? { 1.0 } else { 0.0 }, true),
+        Kind::Null => {
+            sc.null()?;
+            Value::Null
+        }
+        _ => {
+            sc.skip()?;
+            Value::Bad(RejectReason::BadValue)
+        }
+    })
+}
+
+/// A reading whose metric name is new: resolved once the sample's vin is known.
+const PENDING: MetricId = MetricId(u32::MAX);
 
 /// Scans one sample object. `Err` only for syntax errors; semantic problems
 /// become rejects while the value is still consumed.
@@ -67,46 +128,70 @@ fn sample(
     catalog: &mut MetricCatalog,
     out: &mut Decoded,
 ) -> Result<(), ScanError> {
-    let reject = |out: &mut Decoded, reason, detail: String| out.rejects.push(Reject { reason, detail, index });
     if sc.kind()? != Kind::Object {
         let raw = sc.raw()?;
-        reject(out, RejectReason::NotAnObject, format!("sample is not an object: {}", truncate(raw)));
+        out.rejects.push(Reject::new(
+            RejectReason::NotAnObject,
+            format!("sample is not an object: {}", truncate(raw)),
+            index,
+        ));
         return Ok(());
     }
+    out.next_sample();
     let mut s = Sample { readings: Vec::new(), ..Default::default() };
-    let (mut have_vin, mut have_ts) = (false, false);
+    let mut seen = [false; 4];
     let mut problem: Option<(RejectReason, String)> = None;
-    let mut bad_values: Vec<(RejectReason, String)> = Vec::new();
+    let mut duplicate: Option<String> = None;
+    // Refused values and names: (reason, what).
+    let mut bad: Vec<(RejectReason, String)> = Vec::new();
+    // New names: (reading index, position, name), and the set of them.
+    let mut pending: Vec<(usize, usize, String)> = Vec::new();
+    let mut new_names: HashSet<String> = HashSet::new();
+    // Metrics named, and non-null values among them.
+    let (mut named, mut values) = (0usize, 0u64);
     sc.object(|sc, k| {
-        if k == cfg.vin_field {
-            if sc.kind()? == Kind::String {
-                let vin = sc.string()?;
-                if !vin.is_empty() && vin.len() <= cfg.max_vin_len && !vin.contains(char::is_control) && vin != "\\N" {
-                    s.vin = CompactString::from(&*vin);
-                    have_vin = true;
-                    return Ok(());
-                }
-            } else {
-                sc.skip()?;
-            }
-            let msg = format!("{} must be a non-empty string of at most {} bytes", cfg.vin_field, cfg.max_vin_len);
-            problem.get_or_insert((RejectReason::BadVin, msg));
+        let field = if k == cfg.vin_field {
+            Field::Vin
         } else if k == cfg.ts_field {
-            let ts = event_time(sc)?;
-            match ts {
-                Some(t) => {
-                    s.ts_ms = t;
-                    have_ts = true;
-                }
+            Field::Ts
+        } else if k == cfg.seq_field {
+            Field::Seq
+        } else if k == cfg.metrics_field {
+            Field::Metrics
+        } else {
+            return sc.skip();
+        };
+        if std::mem::replace(&mut seen[field as usize], true) {
+            duplicate.get_or_insert(format!("field '{k}' appears twice"));
+            return sc.skip();
+        }
+        match field {
+            Field::Vin => {
+                let rule = if sc.kind()? == Kind::String {
+                    let vin = sc.string()?;
+                    match vin_rule(&vin, cfg.max_vin_len) {
+                        None => {
+                            s.vin = CompactString::from(&*vin);
+                            return Ok(());
+                        }
+                        Some(rule) => format!("'{}' {rule}", truncate(&vin)),
+                    }
+                } else {
+                    let raw = sc.raw()?;
+                    format!("must be a string, not {}", truncate(raw))
+                };
+                problem.get_or_insert((RejectReason::BadVin, format!("{} {rule}", cfg.vin_field)));
+            }
+            Field::Ts => match event_time(sc)? {
+                Some(t) => s.ts_ms = t,
                 None => {
                     problem.get_or_insert((
                         RejectReason::BadTs,
                         format!("{} must be epoch milliseconds or RFC 3339", cfg.ts_field),
                     ));
                 }
-            }
-        } else if k == cfg.seq_field {
-            match sc.kind()? {
+            },
+            Field::Seq => match sc.kind()? {
                 Kind::Number => match sc.number()? {
                     Num::U(u) => s.seq = Some(u),
                     _ => {
@@ -124,77 +209,126 @@ fn sample(
                         format!("{} must be an unsigned integer", cfg.seq_field),
                     ));
                 }
-            }
-        } else if k == cfg.metrics_field {
-            if sc.kind()? != Kind::Object {
-                sc.skip()?;
-                problem.get_or_insert((RejectReason::NotAnObject, format!("{} must be an object", cfg.metrics_field)));
-                return Ok(());
-            }
-            let mut pos = 0;
-            sc.object(|sc, name| {
-                let p = pos;
-                pos += 1;
-                let (value, is_bool) = match sc.kind()? {
-                    Kind::Number => {
-                        let f = sc.number()?.as_f64();
-                        if !f.is_finite() {
-                            bad_values.push((RejectReason::NonFinite, name.into_owned()));
-                            return Ok(());
-                        }
-                        (f, false)
-                    }
-                    Kind::Bool => (if sc.bool()? { 1.0 } else { 0.0 }, true),
-                    Kind::Null => return sc.null(),
-                    _ => {
-                        sc.skip()?;
-                        bad_values.push((RejectReason::BadValue, name.into_owned()));
-                        return Ok(());
-                    }
-                };
-                match catalog.intern_at(p, &name) {
-                    Ok(metric) => s.readings.push(Reading { metric, value, is_bool }),
-                    Err(e) => bad_values.push((RejectReason::CatalogFull, e.name)),
+            },
+            Field::Metrics => {
+                if sc.kind()? != Kind::Object {
+                    sc.skip()?;
+                    problem
+                        .get_or_insert((RejectReason::NotAnObject, format!("{} must be an object", cfg.metrics_field)));
+                    return Ok(());
                 }
-                Ok(())
-            })?;
-        } else {
-            sc.skip()?;
+                sc.object(|sc, name| {
+                    let pos = named;
+                    named += 1;
+                    if named > cfg.max_metrics_per_sample {
+                        // Refused whole below; only counted from here on.
+                        if sc.kind()? == Kind::Null {
+                            return sc.null();
+                        }
+                        values += 1;
+                        return sc.skip();
+                    }
+                    let known = catalog.get_at(pos, &name);
+                    let twice = match known {
+                        Some(id) => out.named_twice(id),
+                        None => !new_names.insert(name.to_string()),
+                    };
+                    if twice {
+                        duplicate.get_or_insert(format!("metric '{}' appears twice", truncate(&name)));
+                        return sc.skip();
+                    }
+                    match value(sc)? {
+                        Value::Null => {}
+                        Value::Bad(reason) => {
+                            values += 1;
+                            bad.push((reason, truncate(&name)));
+                        }
+                        Value::Reading(value, is_bool) => {
+                            values += 1;
+                            let metric = known.unwrap_or(PENDING);
+                            if metric == PENDING {
+                                pending.push((s.readings.len(), pos, name.into_owned()));
+                            }
+                            s.readings.push(Reading { metric, value, is_bool });
+                        }
+                    }
+                    Ok(())
+                })?;
+            }
         }
         Ok(())
     })?;
-    if let Some((reason, detail)) = problem {
-        reject(out, reason, detail);
-        return Ok(());
-    }
-    if !have_vin {
-        reject(out, RejectReason::MissingVin, format!("no '{}' field", cfg.vin_field));
-        return Ok(());
-    }
-    if !have_ts {
-        reject(out, RejectReason::MissingTs, format!("no '{}' field", cfg.ts_field));
-        return Ok(());
-    }
-    if let Err(mut r) = check_ts(s.ts_ms, now_ms, cfg) {
-        r.index = index;
+    // The whole sample is refused: every value it held goes with it.
+    let refuse = |out: &mut Decoded, reason, detail: String| {
+        let mut r = Reject::new(reason, detail, index);
+        r.readings = values;
         out.rejects.push(r);
-        return Ok(());
+        Ok(())
+    };
+    let who = if s.vin.is_empty() { String::new() } else { format!("vin {}: ", s.vin) };
+    if named > cfg.max_metrics_per_sample {
+        let detail = format!(
+            "{who}{named} metrics in one sample, over decode.max_metrics_per_sample {}",
+            cfg.max_metrics_per_sample
+        );
+        return refuse(out, RejectReason::TooManyMetrics, detail);
     }
-    // One reject per kind of bad value in this sample, naming the metrics.
-    let mut kinds: Vec<RejectReason> = bad_values.iter().map(|(r, _)| *r).collect();
+    if let Some(d) = duplicate {
+        return refuse(out, RejectReason::DuplicateKey, format!("{who}{d} in one sample (ambiguous)"));
+    }
+    if let Some((reason, detail)) = problem {
+        return refuse(out, reason, format!("{who}{detail}"));
+    }
+    if !seen[Field::Vin as usize] {
+        return refuse(out, RejectReason::MissingVin, format!("no '{}' field", cfg.vin_field));
+    }
+    if !seen[Field::Ts as usize] {
+        return refuse(out, RejectReason::MissingTs, format!("{who}no '{}' field", cfg.ts_field));
+    }
+    if let Err(r) = check_ts(s.ts_ms, now_ms, cfg) {
+        return refuse(out, r.reason, format!("{who}{}", r.detail));
+    }
+    // New names, now that the vehicle is known (its budget pays for them).
+    for (i, pos, name) in pending {
+        match catalog.admit_at(pos, &s.vin, &name, now_ms) {
+            Ok(id) => s.readings[i].metric = id,
+            Err(e) => bad.push((e.reason(), e.to_string())),
+        }
+    }
+    s.readings.retain(|r| r.metric != PENDING);
+    // One reject per kind of refused value or name, naming them.
+    let mut kinds: Vec<RejectReason> = bad.iter().map(|(r, _)| *r).collect();
     kinds.sort();
     kinds.dedup();
     for kind in kinds {
-        let names: Vec<&str> =
-            bad_values.iter().filter(|(r, _)| *r == kind).map(|(_, n)| n.as_str()).take(20).collect();
-        reject(out, kind, format!("vin {}: metrics {}", s.vin, names.join(", ")));
+        let of_kind: Vec<&str> = bad.iter().filter(|(r, _)| *r == kind).map(|(_, n)| n.as_str()).collect();
+        let shown = of_kind.iter().take(20).copied().collect::<Vec<_>>().join("; ");
+        let more = if of_kind.len() > 20 { format!(" (and {} more)", of_kind.len() - 20) } else { String::new() };
+        let what = match kind {
+            RejectReason::BadValue => "not a number, boolean or null: ",
+            RejectReason::NonFinite => "out of a double's range: ",
+            _ => "",
+        };
+        let mut r = Reject::new(kind, format!("vin {}: {what}{shown}{more}", s.vin), index);
+        r.readings = of_kind.len() as u64;
+        out.rejects.push(r);
     }
-    out.samples.push(s);
+    // A sample that kept no reading leaves no trace (no latest row).
+    if !s.readings.is_empty() {
+        out.samples.push(s);
+    }
     Ok(())
 }
 
+/// Why `vin` cannot be a vehicle id, `None` when it can (the metric
+/// name rules: it is a key column of the CSV body too).
+pub fn vin_rule(vin: &str, max_bytes: usize) -> Option<String> {
+    name_rule(vin, max_bytes)
+}
+
 fn truncate(s: &str) -> String {
-    s.chars().take(64).collect()
+    let t: String = s.chars().take(64).collect();
+    if t.len() < s.len() { format!("{t}…") } else { t }
 }
 
 #[cfg(test)]
@@ -247,7 +381,7 @@ mod tests {
         assert_eq!(d.samples[0].readings.len(), 2);
         let reasons: Vec<RejectReason> = d.rejects.iter().map(|r| r.reason).collect();
         assert_eq!(reasons, vec![RejectReason::BadValue, RejectReason::NonFinite]);
-        assert!(d.rejects[0].detail.contains("s, o"), "{}", d.rejects[0].detail);
+        assert!(d.rejects[0].detail.contains("s; o"), "{}", d.rejects[0].detail);
     }
 
     #[test]
@@ -289,5 +423,88 @@ mod tests {
         let mut out = Decoded::default();
         decode(br#"{"vin":"V","ts":1,"metrics":{}}"#, NOW, &cfg, &mut MetricCatalog::new(1), &mut out);
         assert_eq!(out.rejects[0].reason, RejectReason::Oversize);
+    }
+
+    #[test]
+    fn a_payload_that_says_two_things_is_refused_as_ambiguous() {
+        for p in [
+            r#"{"vin":"X18","vin":"X19","ts":1714979289000,"metrics":{"a":1}}"#,
+            r#"{"vin":"X18","ts":1714979289000,"ts":1714979289001,"metrics":{"a":1}}"#,
+            r#"{"vin":"X18","ts":1714979289000,"metrics":{"a":1},"metrics":{"a":2}}"#,
+            r#"{"vin":"X18","ts":1714979289000,"metrics":{"a":1,"b":2,"a":3}}"#,
+            r#"{"vin":"X18","ts":1714979289000,"metrics":{"new":1,"new":null}}"#,
+        ] {
+            let (d, _) = run(p);
+            assert!(d.samples.is_empty(), "{p}");
+            assert_eq!(d.rejects.len(), 1, "{p}");
+            assert_eq!(d.rejects[0].reason, RejectReason::DuplicateKey, "{p}");
+            assert!(d.rejects[0].detail.contains("twice"), "{}", d.rejects[0].detail);
+        }
+        // A known name twice, across two samples of one array, is fine; and
+        // fields rockfeed does not read may repeat.
+        let (d, _) = run(
+            r#"[{"vin":"A","ts":1714979289000,"x":1,"x":2,"metrics":{"a":1}},{"vin":"B","ts":1714979289000,"metrics":{"a":2}}]"#,
+        );
+        assert_eq!((d.samples.len(), d.rejects.len()), (2, 0), "{:?}", d.rejects);
+    }
+
+    #[test]
+    fn a_vin_refusal_names_the_rule_it_broke() {
+        for (vin, rule) in [
+            (r#""""#, "is empty"),
+            (r#""a\u0001b""#, "U+0001"),
+            (r#""\\N""#, "NULL"),
+            (r#"7"#, "must be a string"),
+            (&format!(r#""{}""#, "V".repeat(65)), "over the limit of 64"),
+        ] {
+            let (d, _) = run(&format!(r#"{{"vin":{vin},"ts":1714979289000,"metrics":{{"x":1}}}}"#));
+            assert_eq!(d.rejects[0].reason, RejectReason::BadVin, "{vin}");
+            assert!(d.rejects[0].detail.contains(rule), "{vin}: {}", d.rejects[0].detail);
+            assert_eq!(d.rejects[0].readings, 1);
+        }
+    }
+
+    #[test]
+    fn limits_refuse_whole_samples_and_messages_and_count_their_readings() {
+        let cfg = DecodeConfig { max_metrics_per_sample: 3, max_samples_per_message: 2, ..Default::default() };
+        let mut cat = MetricCatalog::new(100);
+        let mut out = Decoded::default();
+        let p = r#"{"vin":"V","ts":1714979289000,"metrics":{"a":1,"b":2,"c":null,"d":4,"e":5}}"#;
+        decode(p.as_bytes(), NOW, &cfg, &mut cat, &mut out);
+        assert!(out.samples.is_empty());
+        assert_eq!(out.rejects[0].reason, RejectReason::TooManyMetrics);
+        assert_eq!(out.rejects[0].readings, 4, "every non-null value");
+        assert!(cat.is_empty(), "a refused sample admits no name");
+        out.clear();
+        let one = r#"{"vin":"V","ts":1714979289000,"metrics":{"a":1,"b":2}}"#;
+        decode(format!("[{one},{one},{one}]").as_bytes(), NOW, &cfg, &mut cat, &mut out);
+        assert!(out.samples.is_empty());
+        assert_eq!(out.rejects.len(), 1);
+        assert_eq!(out.rejects[0].reason, RejectReason::TooManySamples);
+        out.clear();
+        decode(format!("[{one},{one}]").as_bytes(), NOW, &cfg, &mut cat, &mut out);
+        assert_eq!((out.samples.len(), out.rejects.len()), (2, 0));
+    }
+
+    #[test]
+    fn readings_accepted_and_refused_add_up_and_empty_samples_leave_no_trace() {
+        let mut cat = MetricCatalog::new(100);
+        let mut out = Decoded::default();
+        let p = r#"[{"vin":"V","ts":1714979289000,"metrics":{"ok":1,"s":"x","\\N":2,"z":null}},
+                    {"vin":"W","ts":1714979289000,"metrics":{"s2":"x","":3}},
+                    {"vin":"Y","ts":1714979289000,"metrics":{"n":null}}]"#;
+        decode(p.as_bytes(), NOW, &DecodeConfig::default(), &mut cat, &mut out);
+        let vins: Vec<&str> = out.samples.iter().map(|s| s.vin.as_str()).collect();
+        assert_eq!(vins, ["V"], "W kept no reading, Y held none: no sample, no latest row");
+        let accepted = out.readings() as u64;
+        let refused: u64 = out.rejects.iter().map(|r| r.readings).sum();
+        assert_eq!((accepted, refused), (1, 4));
+        let reasons: Vec<RejectReason> = out.rejects.iter().map(|r| r.reason).collect();
+        assert_eq!(
+            reasons,
+            [RejectReason::BadValue, RejectReason::BadMetricName, RejectReason::BadValue, RejectReason::BadMetricName]
+        );
+        assert!(out.rejects[1].detail.contains("NULL"), "{}", out.rejects[1].detail);
+        assert!(out.rejects[3].detail.contains("is empty"), "{}", out.rejects[3].detail);
     }
 }

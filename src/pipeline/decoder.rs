@@ -28,6 +28,7 @@ use crate::decode::catalog::MetricCatalog;
 use crate::decode::narrow::TopicTemplate;
 use crate::decode::{Decoded, Sample, narrow, wide};
 use crate::enrich::{DimRow, Enrichment, UnknownVehicle};
+use crate::reject::RejectReason;
 use crate::source::RawMessage;
 use crate::telemetry::{Local, Stage, Stats};
 
@@ -217,7 +218,9 @@ impl Decoder<'_> {
         // it then.
         let source = || source_of(&m);
         if !self.decoded.rejects.is_empty() {
-            stats.rejected.fetch_add(self.decoded.rejects.len() as u64, Ordering::Relaxed);
+            for r in &self.decoded.rejects {
+                stats.rejected.add(r.reason, r.count(), r.readings);
+            }
             let mut d = self.dead.lock().unwrap_or_else(|p| p.into_inner());
             for r in &self.decoded.rejects {
                 let detail = match r.index {
@@ -241,12 +244,12 @@ impl Decoder<'_> {
         for s in self.decoded.samples.drain(..) {
             let dims = snap.as_ref().and_then(|sn| sn.row(&s.vin));
             if dims.is_none() && snap.is_some() && cfg.unknown_vehicle == UnknownVehicle::DeadLetter {
-                stats.rejected.fetch_add(1, Ordering::Relaxed);
+                stats.rejected.add(RejectReason::UnknownVehicle, 1, s.readings.len() as u64);
                 let mut d = self.dead.lock().unwrap_or_else(|p| p.into_inner());
-                let detail = format!("vin {} is not in the vehicle file", s.vin);
+                let detail = format!("vin {} is not in the vehicle dimensions", s.vin);
                 let rec = DeadLetter {
                     at_ms: m.received_ms,
-                    reason: "unknown_vehicle",
+                    reason: RejectReason::UnknownVehicle.as_str(),
                     detail: &detail,
                     source: &source(),
                     payload: &m.payload,

@@ -35,7 +35,7 @@ use crate::source::RawMessage;
 pub struct RunnerConfig {
     pub decode: DecodeConfig,
     pub form: Form,
-    pub max_metrics: usize,
+    pub catalog: crate::decode::catalog::Limits,
     pub window: WindowConfig,
     pub shards: u32,
     pub buckets: u32,
@@ -96,7 +96,7 @@ pub async fn run(
     cuts: mpsc::Receiver<Cut>,
 ) -> std::io::Result<()> {
     let Sinks { loader, archive } = sinks;
-    let catalog = Arc::new(RwLock::new(MetricCatalog::new(cfg.max_metrics)));
+    let catalog = Arc::new(RwLock::new(MetricCatalog::with_limits(cfg.catalog)));
     let dead = Arc::new(Mutex::new(DeadLetterWriter::open(&cfg.dead_letter_dir, 64 << 20, 100).map_err(|e| {
         std::io::Error::new(e.kind(), format!("dead-letter directory {}: {e}", cfg.dead_letter_dir.display()))
     })?));

@@ -40,6 +40,7 @@ use crate::config::Delivery;
 use crate::deadletter::{DeadLetter, DeadLetterWriter, LoadMeta};
 use crate::decode::catalog::MetricCatalog;
 use crate::enrich::DimRow;
+use crate::reject::RejectReason;
 use crate::sink::starrocks::encode::{Compression, TelemetryCsv};
 use crate::sink::starrocks::label::label;
 use crate::sink::starrocks::retry::Backoff;
@@ -140,10 +141,10 @@ fn fold(ctx: &ShardCtx, st: &mut ShardState, batch: Vec<Routed>, handed_over: In
             }
             Added::TooLate { watermark_ms } => {
                 st.too_late += s.readings.len() as u64;
-                ctx.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                ctx.stats.rejected.add(RejectReason::TooLate, 1, s.readings.len() as u64);
                 let detail =
                     format!("vin {} event time {} is older than the lateness bound {}", s.vin, s.ts_ms, watermark_ms);
-                dead_letter(ctx, "too_late", &detail, "pipeline", b"");
+                dead_letter(ctx, RejectReason::TooLate, &detail, "pipeline", b"");
             }
         }
         if ctx.archive.is_some() {
@@ -297,7 +298,8 @@ fn encode(ctx: &ShardCtx, st: &mut ShardState) -> Option<(Chunk, u64)> {
         return None;
     }
     let mut csv = TelemetryCsv::default();
-    let mut refused: Vec<String> = Vec::new();
+    // (detail, rows, readings) of groups the CSV cannot carry.
+    let mut refused: Vec<(String, u64, u64)> = Vec::new();
     {
         let cat = ctx.catalog.read().unwrap_or_else(|p| p.into_inner());
         let ndims = ctx.cfg.dims.len();
@@ -308,15 +310,20 @@ fn encode(ctx: &ShardCtx, st: &mut ShardState) -> Option<(Chunk, u64)> {
                 None => vec![None; ndims],
             };
             if let Err(e) = csv.push_group(&g, &values, |m| cat.name(m)) {
-                refused.push(format!("vin {} window {}: {e}", g.vin, g.window_start_ms));
+                let readings = g.aggs.iter().map(|a| a.cnt).sum();
+                refused.push((
+                    format!("vin {} window {}: {e}", g.vin, g.window_start_ms),
+                    g.metrics.len() as u64,
+                    readings,
+                ));
             }
         });
     }
     // Rows the CSV cannot carry (a separator or `\N` in a text field) are
     // kept as dead letters, never dropped silently.
-    for detail in refused {
-        ctx.stats.rejected.fetch_add(1, Ordering::Relaxed);
-        dead_letter(ctx, "unsafe_field", &detail, "pipeline", b"");
+    for (detail, rows, readings) in refused {
+        ctx.stats.rejected.add(RejectReason::UnsafeField, rows, readings);
+        dead_letter(ctx, RejectReason::UnsafeField, &detail, "pipeline", b"");
     }
     st.dims.clear();
     st.dims_index.clear();
@@ -386,7 +393,15 @@ fn keep_rejected(ctx: &ShardCtx, table: &str, label: &str, reason: &str, chunk: 
         column_separator: header("column_separator"),
     };
     let source = format!("starrocks:{table}/{label}");
-    let rec = DeadLetter { at_ms: now_ms(), reason: "load_rejected", detail: reason, source: &source, payload: &csv };
+    let rows = csv.iter().filter(|&&b| b == b'\n').count() as u64;
+    ctx.stats.rejected.add(RejectReason::LoadRejected, rows, 0);
+    let rec = DeadLetter {
+        at_ms: now_ms(),
+        reason: RejectReason::LoadRejected.as_str(),
+        detail: reason,
+        source: &source,
+        payload: &csv,
+    };
     let mut w = ctx.dead.lock().unwrap_or_else(|p| p.into_inner());
     if let Err(io) = w.write_load(&rec, &meta).and_then(|_| w.flush(true)) {
         tracing::error!(label, error = %io, "Writing the refused body to the dead-letter directory failed.");
@@ -394,7 +409,8 @@ fn keep_rejected(ctx: &ShardCtx, table: &str, label: &str, reason: &str, chunk: 
 }
 
 /// Writes one dead letter from a shard; a write failure is logged loudly.
-fn dead_letter(ctx: &ShardCtx, reason: &str, detail: &str, source: &str, payload: &[u8]) {
+fn dead_letter(ctx: &ShardCtx, reason: RejectReason, detail: &str, source: &str, payload: &[u8]) {
+    let reason = reason.as_str();
     let mut w = ctx.dead.lock().unwrap_or_else(|p| p.into_inner());
     if let Err(e) = w.write(&DeadLetter { at_ms: now_ms(), reason, detail, source, payload }) {
         tracing::error!(error = %e, reason, "Cannot write a dead letter.");

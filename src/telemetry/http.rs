@@ -31,6 +31,36 @@ fn metric(out: &mut String, kind: &str, name: &str, help: &str, v: impl std::fmt
     let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n");
 }
 
+/// The refusals by reason, one family per unit
+/// (`rockfeed_rejected_{messages,samples,readings,rows}_total`); the
+/// readings family also counts the readings inside refused messages,
+/// samples and rows, where they could be counted. Every reason of a unit
+/// is listed, at 0 until it happens.
+fn rejected(o: &mut String, s: &Stats) {
+    use crate::reject::{RejectReason, Unit};
+    let counts = s.rejected.snapshot();
+    for unit in Unit::ALL {
+        let name = format!("rockfeed_rejected_{}_total", unit.as_str());
+        let help = match unit {
+            Unit::Messages => "Messages refused whole (dead-lettered), by reason.",
+            Unit::Samples => "Samples refused whole (dead-lettered), by reason.",
+            Unit::Readings => "Readings refused, alone or with their sample, message or row, by reason.",
+            Unit::Rows => "Aggregate rows refused (dead-lettered), by reason.",
+        };
+        let _ = write!(o, "# HELP {name} {help}\n# TYPE {name} counter\n");
+        for r in RejectReason::ALL {
+            let c = counts.get(&r).copied().unwrap_or_default();
+            let v = match unit {
+                Unit::Readings if r.unit() == Unit::Readings => c.count,
+                Unit::Readings => c.readings,
+                u if u == r.unit() => c.count,
+                _ => continue,
+            };
+            let _ = writeln!(o, "{name}{{reason=\"{}\"}} {v}", r.as_str());
+        }
+    }
+}
+
 /// The `/metrics` text.
 pub fn render(s: &Stats, ready: bool) -> String {
     let mut o = String::new();
@@ -56,13 +86,7 @@ pub fn render(s: &Stats, ready: bool) -> String {
         "Readings whose aggregate rows StarRocks committed.",
         s.readings_committed.load(Relaxed),
     );
-    metric(
-        &mut o,
-        "counter",
-        "rockfeed_rejected_total",
-        "Samples, readings or rows dead-lettered.",
-        s.rejected.load(Relaxed),
-    );
+    rejected(&mut o, s);
     metric(
         &mut o,
         "counter",

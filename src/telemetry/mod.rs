@@ -161,7 +161,8 @@ pub struct Stats {
     pub readings: AtomicU64,
     /// Readings whose aggregate rows were loaded.
     pub readings_committed: AtomicU64,
-    pub rejected: AtomicU64,
+    /// Refusals by reason (dead-lettered input and rows).
+    pub rejected: crate::reject::Rejections,
     pub rows_loaded: AtomicU64,
     pub loads: AtomicU64,
     pub loads_failed: AtomicU64,
@@ -229,7 +230,7 @@ impl Default for Stats {
             samples: AtomicU64::new(0),
             readings: AtomicU64::new(0),
             readings_committed: AtomicU64::new(0),
-            rejected: AtomicU64::new(0),
+            rejected: Default::default(),
             rows_loaded: AtomicU64::new(0),
             loads: AtomicU64::new(0),
             loads_failed: AtomicU64::new(0),

@@ -23,7 +23,8 @@ pub fn build(title: &str, stats: &Stats, elapsed: Duration) -> Report {
         .fact("samples", stats.samples.load(Relaxed))
         .fact("readings", readings)
         .fact("readings_committed", stats.readings_committed.load(Relaxed))
-        .fact("rejected", stats.rejected.load(Relaxed))
+        .fact("rejected", stats.rejected.total())
+        .fact("rejected_readings", stats.rejected.readings())
         .fact("rows_loaded", rows)
         .fact("rows_per_reading", if readings > 0 { rows as f64 / readings as f64 } else { 0.0 })
         .fact("loads", stats.loads.load(Relaxed))
@@ -34,6 +35,16 @@ pub fn build(title: &str, stats: &Stats, elapsed: Duration) -> Report {
         .fact("txns_rolled_back", stats.txns_rolled_back.load(Relaxed))
         .fact("txns_recovered", stats.txns_recovered.load(Relaxed))
         .fact("txns_lost", stats.txns_lost.load(Relaxed));
+    let by_reason = stats.rejected.snapshot();
+    if !by_reason.is_empty() {
+        let m: serde_json::Map<String, serde_json::Value> = by_reason
+            .iter()
+            .map(|(r, c)| {
+                (r.as_str().to_string(), serde_json::json!({ r.unit().as_str(): c.count, "readings": c.readings }))
+            })
+            .collect();
+        r.fact("rejected_by_reason", serde_json::Value::Object(m));
+    }
     if stats.mqtt_received.load(Relaxed) > 0 {
         let (received, payload) = (stats.mqtt_received.load(Relaxed), stats.mqtt_payload_bytes.load(Relaxed));
         let written = stats.wal_bytes_written.load(Relaxed);
