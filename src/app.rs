@@ -107,9 +107,7 @@ pub async fn run_with(
     ready: watch::Sender<bool>,
     stats: Arc<Stats>,
 ) -> Result<Arc<Stats>, AppError> {
-    if cfg.source.mqtt.is_none() && cfg.source.kafka.is_none() {
-        return Err(AppError::Config("no source configured: add a [source.mqtt] or [source.kafka] section".into()));
-    }
+    preflight(&cfg)?;
     let loader = Arc::new(loader(&cfg)?.with_health(stats.destination.clone()));
     let enrich = open_enrichment(&cfg)?;
     let archive = open_archive(&cfg, &stats)?;
@@ -122,6 +120,33 @@ pub async fn run_with(
         a.stop(cfg.archive.stop_grace.0).await;
     }
     r.map(|_| stats)
+}
+
+/// Everything `run` opens before it connects, opened and let go: a source
+/// section, every directory it writes (created and probed), the StarRocks
+/// endpoints and TLS trust, the vehicle dimensions file (read and parsed
+/// whole), the archive's store, the MQTT TLS trust and the WAL's lock.
+/// `rockfeed check` runs it, and so does `run` first: when `check` says
+/// OK, `run` gets past its start. Each error names the key and the path or
+/// value it could not use.
+pub fn preflight(cfg: &Config) -> Result<(), AppError> {
+    if cfg.source.mqtt.is_none() && cfg.source.kafka.is_none() {
+        return Err(AppError::Config("no source configured: add a [source.mqtt] or [source.kafka] section".into()));
+    }
+    cfg.check_dirs().map_err(|e| AppError::Config(e.to_string()))?;
+    loader(cfg)?;
+    if let Some(e) = &cfg.enrich {
+        crate::enrich::load(&e.file, &cfg.tables.dims)
+            .map_err(|err| AppError::Config(format!("enrich.file: {err}")))?;
+    }
+    if cfg.archive.enabled {
+        Store::open(&cfg.archive).map_err(|e| AppError::Config(format!("archive.url: {e}")))?;
+    }
+    if let Some(m) = &cfg.source.mqtt {
+        m.check().map_err(AppError::Config)?;
+        crate::wal::Wal::probe_lock(&cfg.wal.dir).map_err(AppError::Config)?;
+    }
+    Ok(())
 }
 
 /// The archive, if configured.
@@ -467,4 +492,73 @@ async fn run_kafka(
     })
     .await;
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(dir: &std::path::Path, extra: &str) -> Config {
+        let d = dir.display();
+        let text = format!(
+            r#"
+[starrocks]
+endpoints = ["http://127.0.0.1:8030"]
+database = "rockfeed"
+user = "root"
+[pipeline]
+state_dir = "{d}/state"
+[dead_letter]
+dir = "{d}/dead"
+[wal]
+dir = "{d}/wal"
+{extra}"#
+        );
+        let c = Config::parse(&text).unwrap();
+        c.validate().unwrap();
+        c
+    }
+
+    const MQTT: &str = "[source.mqtt]\nhost = \"127.0.0.1\"\nclient_id = \"c\"\ntopics = [\"t/#\"]\n";
+
+    /// `rockfeed check` runs `preflight`: each mistake `run` would stumble
+    /// on is found there, with the key and the path it could not use.
+    #[test]
+    fn preflight_finds_what_run_would_refuse_and_names_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        preflight(&config(tmp.path(), MQTT)).unwrap();
+
+        let e = preflight(&config(tmp.path(), "")).unwrap_err().to_string();
+        assert!(e.contains("no source configured"), "{e}");
+
+        let missing = tmp.path().join("no-such-vehicles.csv");
+        let e = preflight(&config(tmp.path(), &format!("[enrich]\nfile = \"{}\"\n{MQTT}", missing.display())))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("enrich.file") && e.contains("no-such-vehicles.csv"), "{e}");
+
+        let ca = tmp.path().join("no-such-ca.pem");
+        let e = preflight(&config(tmp.path(), &format!("{MQTT}tls_ca_file = \"{}\"\n", ca.display())))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("source.mqtt.tls_ca_file") && e.contains("no-such-ca.pem"), "{e}");
+
+        // Another process (here: this one) holds the WAL.
+        let wal = crate::wal::Wal::open(
+            crate::wal::WalConfig { dir: tmp.path().join("wal"), ..Default::default() },
+            Arc::new(Stats::default()),
+        )
+        .unwrap();
+        let e = preflight(&config(tmp.path(), MQTT)).unwrap_err().to_string();
+        assert!(e.contains("in use by another process"), "{e}");
+        wal.close();
+        preflight(&config(tmp.path(), MQTT)).unwrap();
+    }
+
+    #[test]
+    fn an_endpoint_that_would_be_changed_fails_validation() {
+        let text = "[starrocks]\nendpoints = [\"http://127.0.0.1:99999\"]\ndatabase = \"d\"\nuser = \"u\"\n";
+        let e = Config::parse(text).unwrap().validate().unwrap_err().to_string();
+        assert!(e.contains("starrocks.endpoints") && e.contains("port 99999"), "{e}");
+    }
 }

@@ -68,8 +68,9 @@ enum Command {
         #[arg(long)]
         report: Option<PathBuf>,
     },
-    /// Validate a configuration file without connecting to anything (the
-    /// directories it names are created and probed for writing).
+    /// Validate a configuration file and open what `run` opens before it
+    /// connects: directories created and probed for writing, the vehicle
+    /// file read, TLS trust loaded, the WAL's lock tried. Connects to nothing.
     Check {
         /// The rockfeed configuration file.
         #[arg(long)]
@@ -316,7 +317,7 @@ fn main() -> ExitCode {
             }
             Command::Check { config } => {
                 let cfg = rockfeed::config::Config::load(&config)?;
-                cfg.check_dirs()?;
+                rockfeed::app::preflight(&cfg)?;
                 println!(
                     "{}: OK ({} endpoint(s), database {}, {} shard(s), {:?} epochs, delivery {:?})",
                     config.display(),

@@ -31,6 +31,7 @@ pub enum RejectReason {
     BadTs,
     TsOutOfRange,
     BadSeq,
+    MissingValue,
     DuplicateKey,
     TooManyMetrics,
     UnknownVehicle,
@@ -67,7 +68,7 @@ impl Unit {
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 22] = [
+    pub const ALL: [RejectReason; 23] = [
         RejectReason::MalformedJson,
         RejectReason::NotAnObject,
         RejectReason::Oversize,
@@ -79,6 +80,7 @@ impl RejectReason {
         RejectReason::BadTs,
         RejectReason::TsOutOfRange,
         RejectReason::BadSeq,
+        RejectReason::MissingValue,
         RejectReason::DuplicateKey,
         RejectReason::TooManyMetrics,
         RejectReason::UnknownVehicle,
@@ -106,6 +108,7 @@ impl RejectReason {
             RejectReason::BadTs => "bad_ts",
             RejectReason::TsOutOfRange => "ts_out_of_range",
             RejectReason::BadSeq => "bad_seq",
+            RejectReason::MissingValue => "missing_value",
             RejectReason::DuplicateKey => "duplicate_key",
             RejectReason::TooManyMetrics => "too_many_metrics",
             RejectReason::UnknownVehicle => "unknown_vehicle",
@@ -125,8 +128,8 @@ impl RejectReason {
         use RejectReason::*;
         match self {
             MalformedJson | Oversize | BadTopic | TooManySamples => Unit::Messages,
-            NotAnObject | MissingVin | BadVin | MissingTs | BadTs | TsOutOfRange | BadSeq | DuplicateKey
-            | TooManyMetrics | UnknownVehicle | TooLate => Unit::Samples,
+            NotAnObject | MissingVin | BadVin | MissingTs | BadTs | TsOutOfRange | BadSeq | MissingValue
+            | DuplicateKey | TooManyMetrics | UnknownVehicle | TooLate => Unit::Samples,
             BadValue | NonFinite | BadMetricName | MetricAdmission | CatalogFull => Unit::Readings,
             UnsafeField | LoadRejected => Unit::Rows,
         }
@@ -147,6 +150,7 @@ impl RejectReason {
             BadTs => "event time neither epoch milliseconds nor RFC 3339",
             TsOutOfRange => "event time beyond `decode.max_future` / `decode.max_past` of the receive time",
             BadSeq => "seq not an unsigned integer",
+            MissingValue => "a narrow object payload without its value field (`decode.value_field`)",
             DuplicateKey => "a field rockfeed reads, or a metric name, twice in one sample",
             TooManyMetrics => "a sample of more than `decode.max_metrics_per_sample` metrics",
             UnknownVehicle => "vin not in the vehicle dimensions (`enrich.unknown_vehicle = \"dead-letter\"`)",

@@ -114,6 +114,10 @@ buckets = 4
 replication_num = 1
 [decode]
 max_metrics = 100000
+# One sample of 12,000 metrics, all new: past the defaults (10,000 per
+# sample, 5,000 new names per vehicle), so this fleet raises them.
+max_metrics_per_sample = 20000
+new_metrics_per_vehicle = 20000
 [pipeline]
 shards = 1
 epoch = "200ms"

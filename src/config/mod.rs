@@ -468,6 +468,10 @@ impl Config {
             return bad("starrocks.endpoints is empty".into());
         }
         for e in &sr.endpoints {
+            e.parse::<crate::sink::starrocks::client::Endpoint>()
+                .map_err(|m| ConfigError::Invalid(format!("starrocks.endpoints: {m}")))?;
+        }
+        for e in &sr.endpoints {
             e.parse::<crate::sink::starrocks::client::Endpoint>().map_err(ConfigError::Invalid)?;
         }
         for (what, name) in [

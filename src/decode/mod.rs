@@ -19,6 +19,8 @@
 //! the dead-letter record.
 
 pub mod catalog;
+#[cfg(test)]
+mod fuzz;
 pub mod narrow;
 pub mod scan;
 pub mod wide;
@@ -168,7 +170,8 @@ pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
     } else {
         // ±HH:MM at the end, after the time part.
         let cut = s.len().checked_sub(6)?;
-        let (head, tail) = s.split_at(cut);
+        // Not a char boundary: not an offset either (and never a panic).
+        let (head, tail) = s.split_at_checked(cut)?;
         let sign = match tail.as_bytes()[0] {
             b'+' => 1,
             b'-' => -1,
@@ -234,6 +237,9 @@ mod tests {
         assert_eq!(parse_rfc3339_ms("2024-05-06"), None);
         assert_eq!(parse_rfc3339_ms("yesterday"), None);
         assert_eq!(parse_rfc3339_ms("2024-05-06T07:08:09+25:00"), None);
+        // Found by the fuzzer: a multi-byte character where the offset would be.
+        assert_eq!(parse_rfc3339_ms("2024-05-\u{ffc2}  Aa#\u{1c4d}A0a!"), None);
+        assert_eq!(parse_rfc3339_ms("2024-05-06T07:08:09\u{e9}00:00"), None);
     }
 
     #[test]

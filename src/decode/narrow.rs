@@ -90,10 +90,6 @@ pub fn decode(
     let Some((vin, metric)) = template.captures(topic) else {
         return reject(out, RejectReason::BadTopic, format!("topic '{topic}' does not match '{}'", template.filter()));
     };
-    if let Some(rule) = super::wide::vin_rule(vin, cfg.max_vin_len) {
-        let shown: String = vin.chars().take(64).collect();
-        return reject(out, RejectReason::BadVin, format!("vin '{shown}' from the topic {rule}"));
-    }
     let mut ts = now_ms;
     let mut value: Option<(f64, bool)> = None;
     let mut sc = match Scanner::new(payload) {
@@ -101,8 +97,10 @@ pub fn decode(
         Err(e) => return reject(out, RejectReason::MalformedJson, e.to_string()),
     };
     let mut problem: Option<(RejectReason, String)> = None;
-    // ts and value seen (each at most once).
+    // ts and value seen (each at most once); a non-null value seen.
     let mut seen = (false, false);
+    let mut held = false;
+    let object = matches!(sc.kind(), Ok(Kind::Object));
     let parsed = match sc.kind() {
         Ok(Kind::Object) => sc.object(|sc, k| {
             let twice = if k == cfg.ts_field {
@@ -112,6 +110,9 @@ pub fn decode(
             } else {
                 false
             };
+            if k == cfg.value_field && sc.kind()? != Kind::Null {
+                held = true;
+            }
             if twice {
                 problem =
                     Some((RejectReason::DuplicateKey, format!("{metric}: field '{k}' appears twice (ambiguous)")));
@@ -132,15 +133,21 @@ pub fn decode(
             }
             Ok(())
         }),
-        Ok(_) => scalar(&mut sc, metric, &mut problem).map(|v| value = v),
+        Ok(kind) => {
+            held = kind != Kind::Null;
+            scalar(&mut sc, metric, &mut problem).map(|v| value = v)
+        }
         Err(e) => Err(e),
     };
     if let Err(e) = parsed.and_then(|_| sc.end()) {
         return reject(out, RejectReason::MalformedJson, format!("{metric}: {e}"));
     }
     // A refused message held one reading, unless its value was null.
-    let held =
-        u64::from(value.is_some() || matches!(problem, Some((RejectReason::BadValue | RejectReason::NonFinite, _))));
+    let held = u64::from(held);
+    if let Some(rule) = super::wide::vin_rule(vin, cfg.max_vin_len) {
+        let shown: String = vin.chars().take(64).collect();
+        problem = Some((RejectReason::BadVin, format!("vin '{shown}' from the topic {rule}")));
+    }
     if let Some((reason, detail)) = problem {
         let mut r = Reject::new(reason, detail, None);
         r.readings = held;
@@ -153,7 +160,13 @@ pub fn decode(
         return;
     }
     let Some((value, is_bool)) = value else {
-        // `{"v": null}` or no value: nothing to record, nothing wrong.
+        // `{"v": null}` or a bare null: nothing to record, nothing wrong.
+        // An object without the value field is refused: it is most likely
+        // a `decode.value_field` that does not match the fleet, and every
+        // message would vanish silently.
+        if object && !seen.1 {
+            return reject(out, RejectReason::MissingValue, format!("{metric}: no '{}' field", cfg.value_field));
+        }
         return;
     };
     let metric = match catalog.admit(vin, metric, now_ms) {

@@ -163,6 +163,15 @@ fn sample(
         };
         if std::mem::replace(&mut seen[field as usize], true) {
             duplicate.get_or_insert(format!("field '{k}' appears twice"));
+            // Refused with the sample below: count what a second `metrics` held.
+            if matches!(field, Field::Metrics) && sc.kind()? == Kind::Object {
+                return sc.object(|sc, _| {
+                    if !matches!(value(sc)?, Value::Null) {
+                        values += 1;
+                    }
+                    Ok(())
+                });
+            }
             return sc.skip();
         }
         match field {
@@ -235,7 +244,11 @@ fn sample(
                     };
                     if twice {
                         duplicate.get_or_insert(format!("metric '{}' appears twice", truncate(&name)));
-                        return sc.skip();
+                        // Refused with the sample below: count its value.
+                        if !matches!(value(sc)?, Value::Null) {
+                            values += 1;
+                        }
+                        return Ok(());
                     }
                     match value(sc)? {
                         Value::Null => {}

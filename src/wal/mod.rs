@@ -290,6 +290,23 @@ impl Wal {
         }))
     }
 
+    /// Whether [`Wal::open`] could take the directory's lock now (another
+    /// process holds it: an error naming it). The lock is let go at once.
+    pub fn probe_lock(dir: &std::path::Path) -> Result<(), String> {
+        let ctx = |e: std::io::Error| format!("WAL {}: {e}", dir.display());
+        std::fs::create_dir_all(dir).map_err(ctx)?;
+        let f =
+            std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(dir.join("lock")).map_err(ctx)?;
+        match f.try_lock() {
+            Ok(()) => Ok(()),
+            Err(std::fs::TryLockError::WouldBlock) => Err(format!(
+                "WAL {} is in use by another process (another rockfeed with the same wal.dir?)",
+                dir.display()
+            )),
+            Err(std::fs::TryLockError::Error(e)) => Err(ctx(e)),
+        }
+    }
+
     /// Appends a record unless it is a redelivery of one within the dedup
     /// horizon; either way, the answer's sequence number says when the
     /// message may be acknowledged ([`Wal::durable`] passes it).

@@ -71,9 +71,38 @@ pub struct Endpoint {
 impl std::str::FromStr for Endpoint {
     type Err = String;
 
+    /// Strict: whatever the URL says that would not be used is refused
+    /// (a path, a query, user info), and so is a port outside 1..=65535.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let uri: Uri = s.parse().map_err(|e| format!("bad endpoint '{s}': {e}"))?;
-        endpoint_of(&uri).ok_or_else(|| format!("bad endpoint '{s}': expected http(s)://host:port"))
+        // Never echo user info (it may hold a password).
+        let shown = match (s.find("://"), s.rfind('@')) {
+            (Some(a), Some(b)) if b > a => format!("{}***{}", &s[..a + 3], &s[b..]),
+            _ => s.to_string(),
+        };
+        let bad = |why: String| format!("bad endpoint '{shown}': {why} (expected http(s)://host:port)");
+        let uri: Uri = s.parse().map_err(|e| bad(format!("{e}")))?;
+        let auth = uri.authority().ok_or_else(|| bad("no host".into()))?;
+        if auth.as_str().contains('@') {
+            return Err(bad("user info in the URL is not used; set starrocks.user and the password".into()));
+        }
+        // `Authority::port` hides a port that does not fit a u16: read it.
+        let a = auth.as_str();
+        let port = match a.rfind(']') {
+            Some(b) => a[b + 1..].strip_prefix(':'),
+            None => a.rfind(':').map(|i| &a[i + 1..]),
+        };
+        if let Some(p) = port
+            && !matches!(p.parse::<u16>(), Ok(1..))
+        {
+            return Err(bad(format!("port {p} is not within 1..=65535")));
+        }
+        if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+            return Err(bad(format!(
+                "the path '{}' would be ignored: rockfeed calls StarRocks' own paths (/api/…) on host:port",
+                uri.path_and_query().map(|p| p.as_str()).unwrap_or("")
+            )));
+        }
+        endpoint_of(&uri).ok_or_else(|| bad("the scheme must be http or https".into()))
     }
 }
 
@@ -471,6 +500,25 @@ mod tests {
         assert_eq!("http://[::1]:8040".parse::<Endpoint>().unwrap().host, "::1");
         assert!("ftp://x:1".parse::<Endpoint>().is_err());
         assert_eq!("http://fe".parse::<Endpoint>().unwrap().port, 80);
+        assert_eq!("http://fe:8030/".parse::<Endpoint>().unwrap().port, 8030);
+    }
+
+    /// What an endpoint URL says must be what rockfeed does: nothing in it
+    /// is silently changed or dropped.
+    #[test]
+    fn endpoints_that_would_be_changed_or_ignored_are_refused_with_a_reason() {
+        for (url, why) in [
+            ("http://127.0.0.1:99999", "port 99999 is not within 1..=65535"),
+            ("http://127.0.0.1:0", "port 0 is not within 1..=65535"),
+            ("http://fe:8030/api", "the path '/api' would be ignored"),
+            ("http://fe:8030/?x=1", "would be ignored"),
+            ("http://root:pw@fe:8030", "user info"),
+            ("ftp://fe:21", "http or https"),
+        ] {
+            let e = url.parse::<Endpoint>().unwrap_err();
+            assert!(e.contains(why), "{url}: {e}");
+            assert!(!e.contains(":pw"), "a password is never echoed: {e}");
+        }
     }
 
     #[test]

@@ -139,6 +139,11 @@ impl MqttConfig {
         std::env::var(MQTT_PASSWORD_ENV).ok().or_else(|| self.password.clone())
     }
 
+    /// What the source opens before it connects (the TLS trust), opened.
+    pub fn check(&self) -> Result<(), String> {
+        self.tls().map(|_| ())
+    }
+
     /// A TLS connector trusting `tls_ca_file`, when set.
     fn tls(&self) -> Result<Option<tokio_rustls::TlsConnector>, String> {
         match &self.tls_ca_file {
