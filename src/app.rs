@@ -72,6 +72,7 @@ pub fn runner_config(cfg: &Config) -> RunnerConfig {
         dead_letter_dir: cfg.dead_letter.dir.clone(),
         channel_batches: cfg.pipeline.channel_batches,
         max_rows_per_load: cfg.pipeline.max_rows_per_load,
+        max_epoch_bytes: cfg.pipeline.max_epoch_bytes,
         compression: cfg.starrocks.compression,
         latest: (!cfg.tables.latest_metrics.is_empty() || cfg.tables.load_latest)
             .then(|| (cfg.tables.latest.clone(), cfg.tables.latest_metrics.clone())),

@@ -72,6 +72,51 @@ async fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// Publishes a backlog while StarRocks is away, lets it drain with
+/// `max_epoch_bytes` = `max`, audits it; the peak and total bytes of the
+/// Stream Load bodies held.
+async fn drain_backlog(max: u64, tag: &str) -> (u64, u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let conf = format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 0\n");
+    let _broker = common::mosquitto(dir.path(), port, &conf);
+    let text = config(port, dir.path(), "5", "").replace(
+        "[pipeline]\n",
+        &format!("[pipeline]\nmax_epoch_bytes = {max}\nmax_rows_per_load = 2000\nchannel_batches = 2\n"),
+    );
+    let (app, emu) = start(&text, None).await;
+    emu.faults().add(serde_json::from_str(r#"{"fault":"no_backend_alive","always":true}"#).unwrap()).unwrap();
+    let fleet = Fleet::new(200, 100, 11, "RFDRAIN");
+    let (ledger, sent) =
+        common::publish_readings(port, fleet, Profile::Wide, 400_000, 200_000.0, 2, &format!("drain-{tag}")).await;
+    let s = &app.stats;
+    wait_until("the backlog is in the WAL", Duration::from_secs(30), || {
+        s.wal_records.load(Ordering::Relaxed) >= sent.messages
+    })
+    .await;
+    emu.faults().clear();
+    let t = common::emulator_tables(emu.fe_url(), true);
+    let landed = common::audit_settles(&t, &ledger, Duration::from_secs(120)).await;
+    assert!(landed, "everything lands: {:?}", loadgen::audit::audit_emulator(&t, &ledger).await.unwrap());
+    let (peak, total) = (s.bodies.peak(), s.bodies.total());
+    app.stop().await;
+    emu.shutdown().await;
+    eprintln!("max_epoch_bytes {max}: bodies peaked at {peak} bytes, {total} bytes made");
+    (peak, total)
+}
+
+/// A backlog drains as fast as the disk reads; with a bound on the Stream
+/// Load bodies held until their epoch commits, intake pauses and epochs are
+/// cut early, so far less is held at once than without one, and everything
+/// still lands once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_drains_within_the_bound_on_bodies_held() {
+    let (free_peak, free_total) = drain_backlog(1 << 40, "free").await;
+    let (peak, total) = drain_backlog(64 * 1024, "bound").await;
+    assert!(free_total > 20 * 64 * 1024 && total > 20 * 64 * 1024, "the backlog dwarfs the bound");
+    assert!(peak * 3 <= free_peak, "bounded peak {peak} bytes vs {free_peak} unbounded");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_and_forward_through_an_outage_and_a_full_wal_then_everything_lands_once() {
     let dir = tempfile::tempdir().unwrap();

@@ -396,6 +396,10 @@ pub struct Pipeline {
     /// A shard loads early when it holds this many partial rows (bounds
     /// memory and body size within an epoch).
     pub max_rows_per_load: usize,
+    /// Stream Load bodies held in memory at most (bytes, compressed): past
+    /// it the pipeline takes no more messages and cuts the epoch early
+    /// (bounds memory while a backlog drains).
+    pub max_epoch_bytes: u64,
     /// Local state: the last epoch this instance decided (exactly-once), a
     /// note that survives another instance overwriting the group's offset
     /// metadata.
@@ -409,6 +413,7 @@ impl Default for Pipeline {
             epoch: Dur(Duration::from_secs(1)),
             channel_batches: 64,
             max_rows_per_load: 500_000,
+            max_epoch_bytes: 128 << 20,
             state_dir: PathBuf::from("rockfeed-data/state"),
         }
     }

@@ -54,8 +54,12 @@ pub(crate) struct Routed {
 }
 
 /// Messages the decoder takes from the source channel before handing the
-/// routed samples to the shards.
+/// routed samples to the shards, and readings: a shard's channel holds
+/// `channel_batches` hand-offs, so this bounds its memory in readings
+/// (~16 bytes each), whatever the messages' width (narrow messages carry
+/// one reading, wide ones a thousand).
 const MAX_MESSAGES_PER_HANDOFF: usize = 256;
+const MAX_READINGS_PER_HANDOFF: usize = 16_384;
 
 /// How often the vehicle file is checked for changes.
 const RELOAD_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
@@ -93,6 +97,9 @@ pub(crate) async fn run(
     reload.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut source_open = true;
     loop {
+        // At pipeline.max_epoch_bytes: take no more messages until an
+        // (early) epoch lets bodies go; cuts are still served.
+        let over = stats.bodies.over();
         tokio::select! {
             biased;
             cut = cuts.recv() => {
@@ -133,19 +140,23 @@ pub(crate) async fn run(
                     tracing::error!(error = %err, "Vehicle file reload failed; keeping the previous snapshot.");
                 }
             }
-            msg = rx.recv(), if source_open => {
+            _ = stats.bodies.freed(), if over => {}
+            msg = rx.recv(), if source_open && !over => {
                 let Some(m) = msg else {
                     // The source is gone; the last cut still seals what was taken.
                     source_open = false;
                     continue;
                 };
-                dec.take(m, &mut per_shard);
+                let mut readings = dec.take(m, &mut per_shard);
                 // Take what is already waiting too (try_recv never waits, so
                 // a quiet stream gains no latency): a burst of small
                 // messages costs one channel send per shard, not one each.
                 for _ in 1..MAX_MESSAGES_PER_HANDOFF {
+                    if readings >= MAX_READINGS_PER_HANDOFF {
+                        break;
+                    }
                     match rx.try_recv() {
-                        Ok(m) => dec.take(m, &mut per_shard),
+                        Ok(m) => readings += dec.take(m, &mut per_shard),
                         Err(_) => break,
                     }
                 }
@@ -189,7 +200,8 @@ pub(crate) struct Decoder<'a> {
 
 impl Decoder<'_> {
     /// Decodes one message and routes its samples into `per_shard`.
-    fn take(&mut self, m: RawMessage, per_shard: &mut [Vec<Routed>]) {
+    /// Returns the readings routed.
+    fn take(&mut self, m: RawMessage, per_shard: &mut [Vec<Routed>]) -> usize {
         let (cfg, stats) = (self.cfg, self.stats);
         stats.messages.fetch_add(1, Ordering::Relaxed);
         if let Some((stream, partition, offset)) = &m.position {
@@ -241,6 +253,7 @@ impl Decoder<'_> {
         }
         let src = if self.archive && !self.decoded.samples.is_empty() { source() } else { CompactString::default() };
         let snap = self.enrich.map(|e| e.snapshot());
+        let mut routed = 0;
         for s in self.decoded.samples.drain(..) {
             let dims = snap.as_ref().and_then(|sn| sn.row(&s.vin));
             if dims.is_none() && snap.is_some() && cfg.unknown_vehicle == UnknownVehicle::DeadLetter {
@@ -267,8 +280,10 @@ impl Decoder<'_> {
                 _ => s.vin.as_bytes(),
             };
             let k = shard_of(key, cfg.buckets, cfg.shards) as usize;
+            routed += s.readings.len();
             per_shard[k].push(Routed { sample: s, dims, received_ms: m.received_ms, source: src.clone() });
         }
+        routed
     }
 }
 

@@ -340,6 +340,12 @@ impl<S: EpochSource> Coordinator<S> {
                     }
                     None => break,
                 },
+                // Bodies reached pipeline.max_epoch_bytes: cut now, so they
+                // are loaded, committed and let go (the decoder waits).
+                _ = self.stats.bodies.cut_requested() => {
+                    self.epoch(false, false, false).await?;
+                    next_cut = tokio::time::Instant::now() + self.cfg.epoch;
+                }
                 _ = tokio::time::sleep_until(next_cut) => {
                     self.epoch(false, false, false).await?;
                     // A fixed cadence: the time an epoch takes to commit

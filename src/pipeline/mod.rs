@@ -2,6 +2,7 @@
 //! event-time pre-aggregation, latest values) and the stages around them
 //! (decoder, shards), wired by `runner` under the epoch coordinator.
 
+pub mod budget;
 pub mod decoder;
 pub mod epoch;
 pub mod latest;

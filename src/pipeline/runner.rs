@@ -49,6 +49,8 @@ pub struct RunnerConfig {
     pub channel_batches: usize,
     /// A shard loads early when it holds this many partial rows.
     pub max_rows_per_load: usize,
+    /// Bound on the bodies held in memory (`pipeline.max_epoch_bytes`).
+    pub max_epoch_bytes: u64,
     /// Body compression.
     pub compression: Compression,
     /// The latest-values table and its metrics (`None`: not loaded).
@@ -96,6 +98,7 @@ pub async fn run(
     cuts: mpsc::Receiver<Cut>,
 ) -> std::io::Result<()> {
     let Sinks { loader, archive } = sinks;
+    stats.bodies.set_max(cfg.max_epoch_bytes);
     let catalog = Arc::new(RwLock::new(MetricCatalog::with_limits(cfg.catalog)));
     let dead = Arc::new(Mutex::new(DeadLetterWriter::open(&cfg.dead_letter_dir, 64 << 20, 100).map_err(|e| {
         std::io::Error::new(e.kind(), format!("dead-letter directory {}: {e}", cfg.dead_letter_dir.display()))

@@ -26,10 +26,10 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
-use bytes::Bytes;
 use http::{HeaderMap, HeaderValue};
 use tokio::sync::{mpsc, oneshot};
 
+use super::budget::BodyBudget;
 use super::decoder::Routed;
 use super::epoch::{PreparedTxn, ShardDone, ShardError};
 use super::latest::LatestTracker;
@@ -182,7 +182,7 @@ async fn seal(ctx: &ShardCtx, st: &mut ShardState, epoch: u64) -> ShardDone {
             headers.insert("columns", v);
         }
         let (body, rows) = tracker.drain();
-        work.push((table.clone(), vec![(Chunk { headers, body: Bytes::from(body) }, rows)]));
+        work.push((table.clone(), vec![(Chunk { headers, body: BodyBudget::body(&ctx.stats, body) }, rows)]));
     }
     for (table, chunks) in work {
         let l = match label(&ctx.cfg.label_prefix, &table, ctx.k, epoch) {
@@ -332,16 +332,18 @@ fn encode(ctx: &ShardCtx, st: &mut ShardState) -> Option<(Chunk, u64)> {
     // compression ever fail, send the plain CSV rather than drop the batch.
     let mut headers = ctx.headers.clone();
     let body = match ctx.cfg.compression {
-        Compression::None => Bytes::from(csv.buf),
+        Compression::None => csv.buf,
         c => match c.apply(&csv.buf) {
-            Ok(b) => Bytes::from(b),
+            Ok(b) => b,
             Err(e) => {
                 tracing::error!(error = %e, "Compressing a body failed; sending it uncompressed.");
                 headers.insert("format", HeaderValue::from_static("csv"));
-                Bytes::from(csv.buf)
+                csv.buf
             }
         },
     };
+    // Counted against pipeline.max_epoch_bytes until the epoch lets it go.
+    let body = BodyBudget::body(&ctx.stats, body);
     Some((Chunk { headers, body }, rows))
 }
 

@@ -174,6 +174,13 @@ pub fn render(s: &Stats, ready: bool) -> String {
         s.archive_spool_bytes.load(Relaxed),
     );
     metric(&mut o, "gauge", "rockfeed_wal_bytes", "Bytes the retained WAL segments hold.", s.wal_bytes.load(Relaxed));
+    metric(
+        &mut o,
+        "gauge",
+        "rockfeed_load_bodies_bytes",
+        "Stream Load bodies held in memory until their epoch commits (bound: pipeline.max_epoch_bytes).",
+        s.bodies.held(),
+    );
     metric(&mut o, "gauge", "rockfeed_ready", "1 once the source has subscribed.", u8::from(ready));
     let depth = s.queue_depth.lock().clone();
     if !depth.is_empty() {

@@ -161,6 +161,8 @@ pub struct Stats {
     pub readings: AtomicU64,
     /// Readings whose aggregate rows were loaded.
     pub readings_committed: AtomicU64,
+    /// Stream Load bodies held in memory, and their bound.
+    pub bodies: crate::pipeline::budget::BodyBudget,
     /// Refusals by reason (dead-lettered input and rows).
     pub rejected: crate::reject::Rejections,
     pub rows_loaded: AtomicU64,
@@ -231,6 +233,7 @@ impl Default for Stats {
             readings: AtomicU64::new(0),
             readings_committed: AtomicU64::new(0),
             rejected: Default::default(),
+            bodies: Default::default(),
             rows_loaded: AtomicU64::new(0),
             loads: AtomicU64::new(0),
             loads_failed: AtomicU64::new(0),

@@ -1,0 +1,158 @@
+//! The memory bound on Stream Load bodies (`pipeline.max_epoch_bytes`).
+//!
+//! A body lives from its encoding (at `max_rows_per_load` rows, or at the
+//! seal) until its epoch commits: exactly-once keeps it to load it again
+//! should StarRocks abort the prepared transaction. How many bodies one
+//! epoch makes grows with the rate, and a backlog (a WAL or Kafka lag
+//! drained after an outage) arrives as fast as the disk reads, so nothing
+//! but this bound keeps a drain within DESIGN §7's memory.
+//!
+//! - **Counting**: every body is a [`Bytes`] whose owner counts its size
+//!   here until the last clone is dropped ([`BodyBudget::body`]).
+//! - **At the bound**: the decoder stops taking messages (the WAL, the
+//!   broker or Kafka hold them) and the coordinator cuts the epoch early
+//!   instead of waiting for the next tick, so what is held gets loaded,
+//!   committed and let go. Each drop below the bound wakes the decoder.
+//!
+//! One epoch in flight may pass the bound by the bodies being encoded when
+//! it is reached (at most one per shard and table).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use tokio::sync::Notify;
+
+#[derive(Debug)]
+pub struct BodyBudget {
+    held: AtomicU64,
+    peak: AtomicU64,
+    /// Bytes of every body ever counted.
+    total: AtomicU64,
+    max: AtomicU64,
+    /// Wakes the decoder when held drops below the bound.
+    freed: Notify,
+    /// Asks the coordinator for an early cut.
+    cut: Notify,
+}
+
+impl Default for BodyBudget {
+    fn default() -> Self {
+        BodyBudget {
+            held: AtomicU64::new(0),
+            peak: AtomicU64::new(0),
+            total: AtomicU64::new(0),
+            max: AtomicU64::new(u64::MAX),
+            freed: Notify::new(),
+            cut: Notify::new(),
+        }
+    }
+}
+
+/// A body's bytes, counted while they live.
+struct Counted {
+    buf: Vec<u8>,
+    budget: std::sync::Arc<crate::telemetry::Stats>,
+}
+
+impl AsRef<[u8]> for Counted {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.budget.bodies.release(self.buf.len() as u64);
+    }
+}
+
+impl BodyBudget {
+    /// Sets the bound (bytes).
+    pub fn set_max(&self, max: u64) {
+        self.max.store(max.max(1), Ordering::Relaxed);
+    }
+
+    /// `buf` as a body counted in `stats.bodies` until its last clone goes.
+    pub fn body(stats: &std::sync::Arc<crate::telemetry::Stats>, buf: Vec<u8>) -> Bytes {
+        let b = &stats.bodies;
+        let n = buf.len() as u64;
+        b.total.fetch_add(n, Ordering::Relaxed);
+        let now = b.held.fetch_add(n, Ordering::Relaxed) + n;
+        b.peak.fetch_max(now, Ordering::Relaxed);
+        if now >= b.max.load(Ordering::Relaxed) {
+            b.cut.notify_one();
+        }
+        Bytes::from_owner(Counted { buf, budget: stats.clone() })
+    }
+
+    fn release(&self, n: u64) {
+        let before = self.held.fetch_sub(n, Ordering::Relaxed);
+        let max = self.max.load(Ordering::Relaxed);
+        if before >= max && before - n < max {
+            self.freed.notify_one();
+        }
+    }
+
+    /// Bytes of bodies alive now, and the most at once.
+    pub fn held(&self) -> u64 {
+        self.held.load(Ordering::Relaxed)
+    }
+
+    pub fn peak(&self) -> u64 {
+        self.peak.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of every body made since start.
+    pub fn total(&self) -> u64 {
+        self.total.load(Ordering::Relaxed)
+    }
+
+    /// At the bound: the decoder takes no more messages.
+    pub fn over(&self) -> bool {
+        self.held() >= self.max.load(Ordering::Relaxed)
+    }
+
+    /// Resolves once held drops below the bound (or already has, since the
+    /// last call).
+    pub async fn freed(&self) {
+        self.freed.notified().await
+    }
+
+    /// Resolves when the bound was reached (since the last call): the
+    /// coordinator cuts the epoch early.
+    pub async fn cut_requested(&self) {
+        self.cut.notified().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::telemetry::Stats;
+
+    #[tokio::test]
+    async fn bodies_are_counted_until_their_last_clone_and_the_bound_wakes_both_sides() {
+        let stats = Arc::new(Stats::default());
+        stats.bodies.set_max(100);
+        let a = BodyBudget::body(&stats, vec![0; 60]);
+        assert!(!stats.bodies.over());
+        let b = BodyBudget::body(&stats, vec![0; 50]);
+        assert!(stats.bodies.over());
+        // The coordinator was asked for a cut.
+        tokio::time::timeout(Duration::from_secs(1), stats.bodies.cut_requested()).await.unwrap();
+        let a2 = a.clone();
+        drop(a);
+        assert_eq!(stats.bodies.held(), 110, "a clone keeps the body counted");
+        drop(a2);
+        assert_eq!(stats.bodies.held(), 50);
+        assert!(!stats.bodies.over());
+        // The decoder is woken (the permit waits for it).
+        tokio::time::timeout(Duration::from_secs(1), stats.bodies.freed()).await.unwrap();
+        assert_eq!(&b[..], &[0u8; 50][..]);
+        drop(b);
+        assert_eq!((stats.bodies.held(), stats.bodies.peak()), (0, 110));
+    }
+}
