@@ -109,7 +109,7 @@ pub async fn run_with(
     stats: Arc<Stats>,
 ) -> Result<Arc<Stats>, AppError> {
     preflight(&cfg)?;
-    let loader = Arc::new(loader(&cfg)?.with_health(stats.destination.clone()));
+    let loader = Arc::new(loader(&cfg)?.with_stats(stats.clone()));
     let enrich = open_enrichment(&cfg)?;
     let archive = open_archive(&cfg, &stats)?;
     if let Some(addr) = cfg.telemetry.listen {

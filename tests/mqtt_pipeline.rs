@@ -196,6 +196,16 @@ dir = "{dir}/dead"
     let stats = app.stop().await;
     assert_eq!(stats.samples.load(Ordering::Relaxed), want_samples);
     assert_eq!(stats.loads_failed.load(Ordering::Relaxed), 0);
+    // Exactly-once: every phase of the transaction interface was timed, one
+    // commit per committed transaction.
+    let h: BTreeMap<String, u64> = stats.histograms().into_iter().map(|(n, h)| (n, h.len())).collect();
+    for phase in ["txn_begin", "txn_load", "txn_prepare", "txn_commit"] {
+        assert!(h[phase] > 0, "{phase} was not timed: {h:?}");
+    }
+    assert!(h["txn_commit"] >= stats.txns_committed.load(Ordering::Relaxed), "{h:?}");
+    assert!(h["txn_load"] >= h["txn_prepare"], "a load per body, a prepare per transaction: {h:?}");
+    let text = rockfeed::telemetry::http::render(&stats, true);
+    assert!(text.contains("rockfeed_stage_latency_seconds_count{stage=\"txn_prepare\"}"), "/metrics");
 
     let rows = emu.with_core(|c| c.table("rockfeed", "telemetry_1m").unwrap().rows());
     let mut got: BTreeMap<Key, (u64, f64, f64, f64)> = BTreeMap::new();

@@ -53,10 +53,16 @@ pub enum Stage {
     LoadTotal,
     /// Cutting an archive file: merge, encode, publish.
     ArchiveUpload,
+    /// The transaction interface's calls (exactly-once), each as the client
+    /// sees it: `begin`, one `load` per body, `prepare`, `commit`.
+    TxnBegin,
+    TxnLoad,
+    TxnPrepare,
+    TxnCommit,
 }
 
 impl Stage {
-    pub const ALL: [Stage; 11] = [
+    pub const ALL: [Stage; 15] = [
         Stage::EventToReceived,
         Stage::ReceivedToCommitted,
         Stage::EventToCommitted,
@@ -68,6 +74,10 @@ impl Stage {
         Stage::LoadCommitPublish,
         Stage::LoadTotal,
         Stage::ArchiveUpload,
+        Stage::TxnBegin,
+        Stage::TxnLoad,
+        Stage::TxnPrepare,
+        Stage::TxnCommit,
     ];
 
     pub fn name(self) -> &'static str {
@@ -83,6 +93,10 @@ impl Stage {
             Stage::LoadCommitPublish => "stream_load_commit_publish",
             Stage::LoadTotal => "stream_load_total",
             Stage::ArchiveUpload => "archive_upload",
+            Stage::TxnBegin => "txn_begin",
+            Stage::TxnLoad => "txn_load",
+            Stage::TxnPrepare => "txn_prepare",
+            Stage::TxnCommit => "txn_commit",
         }
     }
 }

@@ -99,17 +99,31 @@ pub struct StreamLoader {
     policy: RetryPolicy,
     /// Whether StarRocks takes loads (shared with `/ready`).
     health: Arc<Health>,
+    /// Where the transaction interface's phase times go.
+    stats: Option<Arc<crate::telemetry::Stats>>,
 }
 
 impl StreamLoader {
     pub fn new(client: StreamLoadClient, db: impl Into<String>, policy: RetryPolicy) -> Self {
-        StreamLoader { client, db: db.into(), policy, health: Arc::default() }
+        StreamLoader { client, db: db.into(), policy, health: Arc::default(), stats: None }
     }
 
     /// Reports to `health` (the pipeline's, which `/ready` reads).
     pub fn with_health(mut self, health: Arc<Health>) -> Self {
         self.health = health;
         self
+    }
+
+    /// Reports to the pipeline's stats: its health (`/ready`) and the
+    /// transaction phases' latency histograms.
+    pub fn with_stats(mut self, stats: Arc<crate::telemetry::Stats>) -> Self {
+        self.health = stats.destination.clone();
+        self.stats = Some(stats);
+        self
+    }
+
+    pub fn stats(&self) -> Option<&Arc<crate::telemetry::Stats>> {
+        self.stats.as_ref()
     }
 
     pub fn health(&self) -> &Arc<Health> {

@@ -31,6 +31,7 @@
 //! the exactly-once default: Kafka keeps the data, so waiting out an outage
 //! is backpressure, never loss).
 
+use crate::telemetry::Stage;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -159,7 +160,20 @@ impl<'a> TxnLoader<'a> {
         h.insert(HeaderName::from_static("db"), v(self.loader.db()));
         h.insert(HeaderName::from_static("table"), v(table));
         let method = if op == "load" { Method::PUT } else { Method::POST };
-        self.loader.client().request(method, &format!("/api/transaction/{op}"), &h, body).await
+        let t = std::time::Instant::now();
+        let r = self.loader.client().request(method, &format!("/api/transaction/{op}"), &h, body).await;
+        // Every call's time, answered or not (a slow failure is a slow phase).
+        let stage = match op {
+            "begin" => Some(Stage::TxnBegin),
+            "load" => Some(Stage::TxnLoad),
+            "prepare" => Some(Stage::TxnPrepare),
+            "commit" => Some(Stage::TxnCommit),
+            _ => None,
+        };
+        if let (Some(stage), Some(stats)) = (stage, self.loader.stats()) {
+            stats.record_load_ms(stage, t.elapsed().as_millis() as u64);
+        }
+        r
     }
 
     /// `get_load_state`, retried a few times on transport errors.
