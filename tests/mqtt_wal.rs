@@ -224,3 +224,55 @@ async fn an_oversized_payload_over_mqtt311_is_dead_lettered_and_the_stream_goes_
 async fn an_oversized_payload_over_mqtt5_is_dead_lettered_and_the_stream_goes_on() {
     oversize("5").await;
 }
+
+/// Issue 14's crash during a re-load: StarRocks aborted a decided epoch's
+/// prepared transaction, rockfeed began loading the rows again under the
+/// same label, and died before that re-load was prepared. At restart,
+/// recovery rolls the re-load back (no transaction is left holding a
+/// running-transaction slot) and counts the loss with an ERROR line
+/// (`rockfeed_txns_lost_total`): never silently, as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_rolls_back_an_interrupted_reload_of_a_decided_epoch_and_counts_it() {
+    use rockfeed::pipeline::epoch::{Decision, EpochSource, Positions};
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let _broker = common::mosquitto(dir.path(), port, &format!("listener {port} 127.0.0.1\nallow_anonymous true\n"));
+    let mut cfg = rockfeed::config::Config::parse(&config(port, dir.path(), "5", "")).unwrap();
+    let emu = common::emulator_for(&mut cfg).await;
+    // The WAL's ledger: epoch 5 of this prefix is decided.
+    {
+        let wcfg = rockfeed::wal::WalConfig { dir: dir.path().join("wal"), ..Default::default() };
+        let wal = rockfeed::wal::Wal::open(wcfg, std::sync::Arc::new(rockfeed::telemetry::Stats::default())).unwrap();
+        let d = Decision {
+            prefix: "walt".into(),
+            epoch: 5,
+            shards: 2,
+            tables: vec!["telemetry_1m".into(), "vehicle_latest".into()],
+        };
+        rockfeed::wal::WalSource { wal: wal.clone() }.decide(&d, &Positions::new()).await.unwrap();
+        wal.close();
+    }
+    // Shard 1's re-load of epoch 5 was begun, never prepared.
+    let loader = common::loader(&emu, "pw", "rockfeed", Default::default());
+    let mut h = http::HeaderMap::new();
+    h.insert("label", http::HeaderValue::from_static("walt-telemetry_1m-1-5"));
+    h.insert("db", http::HeaderValue::from_static("rockfeed"));
+    h.insert("table", http::HeaderValue::from_static("telemetry_1m"));
+    let r =
+        loader.client().request(http::Method::POST, "/api/transaction/begin", &h, bytes::Bytes::new()).await.unwrap();
+    assert_eq!(r.status, 200);
+    let open = |emu: &Emulator| -> Vec<String> {
+        emu.with_core(|c| c.registry.all().filter(|t| t.state.is_running()).map(|t| t.label.clone()).collect())
+    };
+    assert_eq!(open(&emu), ["walt-telemetry_1m-1-5"]);
+
+    let app = common::run_app(cfg, &emu).await;
+    let counted = app.until(Duration::from_secs(20), |s| s.txns_lost.load(Ordering::Relaxed) >= 1).await;
+    let stats = app.stop().await;
+    assert!(counted, "the interrupted re-load is counted as lost");
+    assert_eq!(stats.txns_lost.load(Ordering::Relaxed), 1);
+    assert!(open(&emu).is_empty(), "no transaction left open: {:?}", open(&emu));
+    let state = emu.with_core(|c| c.registry.by_label("rockfeed", "walt-telemetry_1m-1-5").map(|t| t.state.name()));
+    assert_eq!(state, Some("ABORTED"));
+    emu.shutdown().await;
+}
