@@ -698,7 +698,7 @@ user = "root"
         let c = Config::load(&path).unwrap();
         assert_eq!(c.tables.dims, vec!["fleet", "model", "region"]);
         assert_eq!(c.source.mqtt.as_ref().unwrap().topics, vec!["telemetry/#"]);
-        assert!(c.archive.enabled && c.archive.url == "rockfeed-data/archive");
+        assert!(c.archive.enabled && c.archive.url == "/var/lib/rockfeed/archive");
         assert_eq!(c.delivery(), Delivery::ExactlyOnce);
         assert_eq!(
             (c.wal.dir.to_str(), c.wal.max_bytes, c.wal.io),
