@@ -278,7 +278,8 @@ fn sample(
         out.rejects.push(r);
         Ok(())
     };
-    let who = if s.vin.is_empty() { String::new() } else { format!("vin {}: ", s.vin) };
+    // "vin V: " in a refusal's detail (formatted only when refusing).
+    let who = Who(&s.vin);
     if named > cfg.max_metrics_per_sample {
         let detail = format!(
             "{who}{named} metrics in one sample, over decode.max_metrics_per_sample {}",
@@ -331,6 +332,15 @@ fn sample(
         out.samples.push(s);
     }
     Ok(())
+}
+
+/// Names the sample's vehicle in a detail, when it has one.
+struct Who<'a>(&'a str);
+
+impl std::fmt::Display for Who<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0.is_empty() { Ok(()) } else { write!(f, "vin {}: ", self.0) }
+    }
 }
 
 /// Why `vin` cannot be a vehicle id, `None` when it can (the metric
