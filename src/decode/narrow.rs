@@ -100,8 +100,9 @@ pub fn decode(
     // ts and value seen (each at most once); a non-null value seen.
     let mut seen = (false, false);
     let mut held = false;
-    let object = matches!(sc.kind(), Ok(Kind::Object));
-    let parsed = match sc.kind() {
+    let first = sc.kind();
+    let object = matches!(first, Ok(Kind::Object));
+    let parsed = match first {
         Ok(Kind::Object) => sc.object(|sc, k| {
             let twice = if k == cfg.ts_field {
                 std::mem::replace(&mut seen.0, true)
@@ -144,7 +145,7 @@ pub fn decode(
     }
     // A refused message held one reading, unless its value was null.
     let held = u64::from(held);
-    if let Some(rule) = super::wide::vin_rule(vin, cfg.max_vin_len) {
+    if let Some(rule) = super::catalog::name_rule(vin, cfg.max_vin_len) {
         let shown: String = vin.chars().take(64).collect();
         problem = Some((RejectReason::BadVin, format!("vin '{shown}' from the topic {rule}")));
     }

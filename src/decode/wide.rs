@@ -178,7 +178,8 @@ fn sample(
             Field::Vin => {
                 let rule = if sc.kind()? == Kind::String {
                     let vin = sc.string()?;
-                    match vin_rule(&vin, cfg.max_vin_len) {
+                    // A vin is a key column of the CSV body too: the metric name rules.
+                    match name_rule(&vin, cfg.max_vin_len) {
                         None => {
                             s.vin = CompactString::from(&*vin);
                             return Ok(());
@@ -341,12 +342,6 @@ impl std::fmt::Display for Who<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         if self.0.is_empty() { Ok(()) } else { write!(f, "vin {}: ", self.0) }
     }
-}
-
-/// Why `vin` cannot be a vehicle id, `None` when it can (the metric
-/// name rules: it is a key column of the CSV body too).
-pub fn vin_rule(vin: &str, max_bytes: usize) -> Option<String> {
-    name_rule(vin, max_bytes)
 }
 
 fn truncate(s: &str) -> String {

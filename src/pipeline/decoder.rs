@@ -230,11 +230,9 @@ impl Decoder<'_> {
         // it then.
         let source = || source_of(&m);
         if !self.decoded.rejects.is_empty() {
-            for r in &self.decoded.rejects {
-                stats.rejected.add(r.reason, r.count(), r.readings);
-            }
             let mut d = self.dead.lock().unwrap_or_else(|p| p.into_inner());
             for r in &self.decoded.rejects {
+                stats.rejected.add(r.reason, r.count(), r.readings);
                 let detail = match r.index {
                     Some(i) => format!("sample {i}: {}", r.detail),
                     None => r.detail.clone(),

@@ -141,10 +141,9 @@ fn fold(ctx: &ShardCtx, st: &mut ShardState, batch: Vec<Routed>, handed_over: In
             }
             Added::TooLate { watermark_ms } => {
                 st.too_late += s.readings.len() as u64;
-                ctx.stats.rejected.add(RejectReason::TooLate, 1, s.readings.len() as u64);
                 let detail =
                     format!("vin {} event time {} is older than the lateness bound {}", s.vin, s.ts_ms, watermark_ms);
-                dead_letter(ctx, RejectReason::TooLate, &detail, "pipeline", b"");
+                refuse(ctx, RejectReason::TooLate, 1, s.readings.len() as u64, &detail);
             }
         }
         if ctx.archive.is_some() {
@@ -238,8 +237,8 @@ async fn prepare(
     l: &str,
     chunks: Vec<(Chunk, u64)>,
 ) -> Result<Option<PreparedTxn>, ShardError> {
-    let rows = chunks.iter().map(|(_, r)| r).sum();
-    let chunks: Vec<Chunk> = chunks.into_iter().map(|(c, _)| c).collect();
+    let (chunks, each): (Vec<Chunk>, Vec<u64>) = chunks.into_iter().unzip();
+    let rows = each.iter().sum();
     let txn = TxnLoader::new(&ctx.loader, ctx.cfg.timeouts);
     let mut attempt = 0;
     loop {
@@ -251,8 +250,8 @@ async fn prepare(
                 return Ok(Some(PreparedTxn { table: table.into(), label: l.into(), chunks, rows }));
             }
             Err(TxnError::Rejected { reason, .. }) => {
-                for c in &chunks {
-                    keep_rejected(ctx, table, l, &reason, c);
+                for (c, &r) in chunks.iter().zip(&each) {
+                    keep_rejected(ctx, table, l, &reason, c, r);
                 }
                 return Ok(None);
             }
@@ -280,7 +279,7 @@ async fn load(ctx: &ShardCtx, table: &str, l: &str, chunks: Vec<(Chunk, u64)>) -
                     break;
                 }
                 Err(LoadError::Rejected { reason, .. }) => {
-                    keep_rejected(ctx, table, &label, &reason, &chunk);
+                    keep_rejected(ctx, table, &label, &reason, &chunk, rows);
                     break;
                 }
                 Err(LoadError::Destination { .. }) => wait_for_destination(ctx, attempt).await,
@@ -322,8 +321,7 @@ fn encode(ctx: &ShardCtx, st: &mut ShardState) -> Option<(Chunk, u64)> {
     // Rows the CSV cannot carry (a separator or `\N` in a text field) are
     // kept as dead letters, never dropped silently.
     for (detail, rows, readings) in refused {
-        ctx.stats.rejected.add(RejectReason::UnsafeField, rows, readings);
-        dead_letter(ctx, RejectReason::UnsafeField, &detail, "pipeline", b"");
+        refuse(ctx, RejectReason::UnsafeField, rows, readings, &detail);
     }
     st.dims.clear();
     st.dims_index.clear();
@@ -371,7 +369,7 @@ fn record_load(stats: &Stats, call: Instant, r: &LoadReport) {
 /// A body StarRocks refused for its rows: counted, logged, and written to
 /// the dead-letter directory as plain CSV with its table, label and column
 /// list (synced), so `rockfeed deadletter replay` can send it again.
-fn keep_rejected(ctx: &ShardCtx, table: &str, label: &str, reason: &str, chunk: &Chunk) {
+fn keep_rejected(ctx: &ShardCtx, table: &str, label: &str, reason: &str, chunk: &Chunk, rows: u64) {
     ctx.stats.loads_failed.fetch_add(1, Ordering::Relaxed);
     tracing::error!(
         shard = ctx.k,
@@ -395,7 +393,6 @@ fn keep_rejected(ctx: &ShardCtx, table: &str, label: &str, reason: &str, chunk: 
         column_separator: header("column_separator"),
     };
     let source = format!("starrocks:{table}/{label}");
-    let rows = csv.iter().filter(|&&b| b == b'\n').count() as u64;
     ctx.stats.rejected.add(RejectReason::LoadRejected, rows, 0);
     let rec = DeadLetter {
         at_ms: now_ms(),
@@ -410,11 +407,15 @@ fn keep_rejected(ctx: &ShardCtx, table: &str, label: &str, reason: &str, chunk: 
     }
 }
 
-/// Writes one dead letter from a shard; a write failure is logged loudly.
-fn dead_letter(ctx: &ShardCtx, reason: RejectReason, detail: &str, source: &str, payload: &[u8]) {
+/// Counts a refusal made in a shard (`count` in the reason's unit, with
+/// the readings it took out) and writes its dead letter; a write failure
+/// is logged loudly.
+fn refuse(ctx: &ShardCtx, reason: RejectReason, count: u64, readings: u64, detail: &str) {
+    ctx.stats.rejected.add(reason, count, readings);
     let reason = reason.as_str();
     let mut w = ctx.dead.lock().unwrap_or_else(|p| p.into_inner());
-    if let Err(e) = w.write(&DeadLetter { at_ms: now_ms(), reason, detail, source, payload }) {
+    let d = DeadLetter { at_ms: now_ms(), reason, detail, source: "pipeline", payload: b"" };
+    if let Err(e) = w.write(&d) {
         tracing::error!(error = %e, reason, "Cannot write a dead letter.");
     }
 }

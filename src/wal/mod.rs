@@ -216,24 +216,8 @@ impl Wal {
     pub fn open(cfg: WalConfig, stats: Arc<crate::telemetry::Stats>) -> Result<Arc<Wal>, String> {
         cfg.validate()?;
         let ctx = |e: std::io::Error| format!("WAL {}: {e}", cfg.dir.display());
-        std::fs::create_dir_all(&cfg.dir).map_err(ctx)?;
         // One process per WAL: a second one would interleave its writes.
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(cfg.dir.join("lock"))
-            .map_err(ctx)?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(format!(
-                    "WAL {} is in use by another process (another rockfeed with the same wal.dir?)",
-                    cfg.dir.display()
-                ));
-            }
-            Err(std::fs::TryLockError::Error(e)) => return Err(ctx(e)),
-        }
+        let lock = lock_dir(&cfg.dir)?;
         let ledger = Ledger::open(&cfg.dir).map_err(ctx)?;
         let floor = ledger.last().map(|e| e.position).unwrap_or(0);
         let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
@@ -293,18 +277,7 @@ impl Wal {
     /// Whether [`Wal::open`] could take the directory's lock now (another
     /// process holds it: an error naming it). The lock is let go at once.
     pub fn probe_lock(dir: &std::path::Path) -> Result<(), String> {
-        let ctx = |e: std::io::Error| format!("WAL {}: {e}", dir.display());
-        std::fs::create_dir_all(dir).map_err(ctx)?;
-        let f =
-            std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(dir.join("lock")).map_err(ctx)?;
-        match f.try_lock() {
-            Ok(()) => Ok(()),
-            Err(std::fs::TryLockError::WouldBlock) => Err(format!(
-                "WAL {} is in use by another process (another rockfeed with the same wal.dir?)",
-                dir.display()
-            )),
-            Err(std::fs::TryLockError::Error(e)) => Err(ctx(e)),
-        }
+        lock_dir(dir).map(drop)
     }
 
     /// Appends a record unless it is a redelivery of one within the dedup
@@ -414,6 +387,21 @@ impl Wal {
 impl Drop for Wal {
     fn drop(&mut self) {
         self.close();
+    }
+}
+
+/// Creates `dir` and takes the exclusive lock on `dir/lock` (held as long
+/// as the file stays open); another holder is an error naming the directory.
+fn lock_dir(dir: &std::path::Path) -> Result<std::fs::File, String> {
+    let ctx = |e: std::io::Error| format!("WAL {}: {e}", dir.display());
+    std::fs::create_dir_all(dir).map_err(ctx)?;
+    let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(dir.join("lock")).map_err(ctx)?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            Err(format!("WAL {} is in use by another process (another rockfeed with the same wal.dir?)", dir.display()))
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(ctx(e)),
     }
 }
 

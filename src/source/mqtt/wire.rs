@@ -45,9 +45,20 @@ pub(super) enum In {
 pub(super) trait Wire: Send + Sync {
     fn connect(&self, cfg: &MqttConfig, password: Option<String>, out: &mut BytesMut) -> Result<(), String>;
     fn subscribe(&self, filters: &[String], qos: u8, pkid: u16, out: &mut BytesMut) -> Result<(), String>;
-    fn puback(&self, pkid: u16, out: &mut BytesMut);
-    fn pingreq(&self, out: &mut BytesMut);
-    fn disconnect(&self, out: &mut BytesMut);
+    /// PUBACK of `pkid`. The same bytes in both versions: MQTT 5 lets a
+    /// Success reason with no properties be left out (§3.4.2.1).
+    fn puback(&self, pkid: u16, out: &mut BytesMut) {
+        // Fixed header 0x40, remaining length 2, packet id.
+        out.extend_from_slice(&[0x40, 0x02]);
+        out.extend_from_slice(&pkid.to_be_bytes());
+    }
+    fn pingreq(&self, out: &mut BytesMut) {
+        out.extend_from_slice(&[0xC0, 0x00]);
+    }
+    /// DISCONNECT; in MQTT 5 an empty body is a normal disconnection (0x00).
+    fn disconnect(&self, out: &mut BytesMut) {
+        out.extend_from_slice(&[0xE0, 0x00]);
+    }
     /// The next whole packet in `buf` (consumed), `None` until one is whole.
     fn read(&self, buf: &mut BytesMut, max: usize) -> Result<Option<In>, String>;
 }
@@ -72,20 +83,6 @@ impl Wire for V4 {
         let mut s = Subscribe::new_many(filters.iter().map(|f| SubscribeFilter::new(f.clone(), q)));
         s.pkid = pkid;
         Packet::Subscribe(s).write(out, usize::MAX).map(drop).map_err(|e| e.to_string())
-    }
-
-    fn puback(&self, pkid: u16, out: &mut BytesMut) {
-        // Fixed header 0x40, remaining length 2, packet id.
-        out.extend_from_slice(&[0x40, 0x02]);
-        out.extend_from_slice(&pkid.to_be_bytes());
-    }
-
-    fn pingreq(&self, out: &mut BytesMut) {
-        out.extend_from_slice(&[0xC0, 0x00]);
-    }
-
-    fn disconnect(&self, out: &mut BytesMut) {
-        out.extend_from_slice(&[0xE0, 0x00]);
     }
 
     fn read(&self, buf: &mut BytesMut, max: usize) -> Result<Option<In>, String> {
@@ -147,21 +144,6 @@ impl Wire for V5 {
         let mut s = Subscribe::new_many(filters.iter().map(|f| Filter::new(f.clone(), q)), None);
         s.pkid = pkid;
         Packet::Subscribe(s).write(out, None).map(drop).map_err(|e| e.to_string())
-    }
-
-    fn puback(&self, pkid: u16, out: &mut BytesMut) {
-        // Reason Success with no properties may be left out (MQTT 5 §3.4.2.1).
-        out.extend_from_slice(&[0x40, 0x02]);
-        out.extend_from_slice(&pkid.to_be_bytes());
-    }
-
-    fn pingreq(&self, out: &mut BytesMut) {
-        out.extend_from_slice(&[0xC0, 0x00]);
-    }
-
-    fn disconnect(&self, out: &mut BytesMut) {
-        // Normal disconnection: reason 0x00, no properties.
-        out.extend_from_slice(&[0xE0, 0x00]);
     }
 
     fn read(&self, buf: &mut BytesMut, max: usize) -> Result<Option<In>, String> {
