@@ -114,7 +114,25 @@ pub fn name_rule(name: &str, max_bytes: usize) -> Option<String> {
 }
 
 fn shown(name: &str) -> String {
-    name.chars().take(MAX_METRIC_NAME).collect()
+    visible(name, MAX_METRIC_NAME)
+}
+
+/// At most `max` characters of `s` for a refusal's detail, control
+/// characters written as escapes (`\t`, `\u{1}`): a detail goes to log
+/// lines and dead letters, where a raw tab or newline would mislead.
+pub fn visible(s: &str, max: usize) -> String {
+    let mut out = String::new();
+    for c in s.chars().take(max) {
+        if c.is_control() {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    if s.chars().nth(max).is_some() {
+        out.push('…');
+    }
+    out
 }
 
 impl MetricCatalog {

@@ -146,7 +146,7 @@ pub fn decode(
     // A refused message held one reading, unless its value was null.
     let held = u64::from(held);
     if let Some(rule) = super::catalog::name_rule(vin, cfg.max_vin_len) {
-        let shown: String = vin.chars().take(64).collect();
+        let shown = super::catalog::visible(vin, 64);
         problem = Some((RejectReason::BadVin, format!("vin '{shown}' from the topic {rule}")));
     }
     if let Some((reason, detail)) = problem {

@@ -142,6 +142,7 @@ fn sample(
     let mut seen = [false; 4];
     let mut problem: Option<(RejectReason, String)> = None;
     let mut duplicate: Option<String> = None;
+    let mut vin_twice = false;
     // Refused values and names: (reason, what).
     let mut bad: Vec<(RejectReason, String)> = Vec::new();
     // New names: (reading index, position, name), and the set of them.
@@ -163,6 +164,8 @@ fn sample(
         };
         if std::mem::replace(&mut seen[field as usize], true) {
             duplicate.get_or_insert(format!("field '{k}' appears twice"));
+            // Which vehicle is ambiguous: the detail names none.
+            vin_twice |= matches!(field, Field::Vin);
             // Refused with the sample below: count what a second `metrics` held.
             if matches!(field, Field::Metrics) && sc.kind()? == Kind::Object {
                 return sc.object(|sc, _| {
@@ -280,7 +283,7 @@ fn sample(
         Ok(())
     };
     // "vin V: " in a refusal's detail (formatted only when refusing).
-    let who = Who(&s.vin);
+    let who = Who(if vin_twice { "" } else { &s.vin });
     if named > cfg.max_metrics_per_sample {
         let detail = format!(
             "{who}{named} metrics in one sample, over decode.max_metrics_per_sample {}",
@@ -345,8 +348,7 @@ impl std::fmt::Display for Who<'_> {
 }
 
 fn truncate(s: &str) -> String {
-    let t: String = s.chars().take(64).collect();
-    if t.len() < s.len() { format!("{t}…") } else { t }
+    super::catalog::visible(s, 64)
 }
 
 #[cfg(test)]
@@ -524,5 +526,17 @@ mod tests {
         );
         assert!(out.rejects[1].detail.contains("NULL"), "{}", out.rejects[1].detail);
         assert!(out.rejects[3].detail.contains("is empty"), "{}", out.rejects[3].detail);
+    }
+
+    /// Found using it by hand: a detail showed a raw tab, and an ambiguous
+    /// vin was named as the first of the two.
+    #[test]
+    fn details_escape_control_characters_and_name_no_ambiguous_vin() {
+        let (d, _) = run(r#"{"vin":"G1","ts":1714979289000,"metrics":{"a\tb":1,"ok":2}}"#);
+        assert!(d.rejects[0].detail.contains(r"'a\tb'"), "{}", d.rejects[0].detail);
+        let (d, _) = run(r#"{"vin":"V\u0007","ts":1714979289000,"metrics":{"ok":2}}"#);
+        assert!(d.rejects[0].detail.contains(r"'V\u{7}'"), "{}", d.rejects[0].detail);
+        let (d, _) = run(r#"{"vin":"X18","vin":"X19","ts":1714979289000,"metrics":{"soc":50}}"#);
+        assert!(!d.rejects[0].detail.contains("X18"), "{}", d.rejects[0].detail);
     }
 }
