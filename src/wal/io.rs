@@ -32,6 +32,8 @@ pub trait SegmentFile {
     /// Writes all of `buf` at `offset`; gives the buffer back for reuse.
     fn write_all_at(&mut self, buf: Vec<u8>, offset: u64) -> io::Result<Vec<u8>>;
     fn sync_data(&mut self) -> io::Result<()>;
+    /// Cuts the file to `len` bytes (made durable by the next sync).
+    fn set_len(&mut self, len: u64) -> io::Result<()>;
 }
 
 /// Opens segment files.
@@ -54,6 +56,10 @@ impl SegmentFile for StdFile {
 
     fn sync_data(&mut self) -> io::Result<()> {
         self.0.sync_data()
+    }
+
+    fn set_len(&mut self, len: u64) -> io::Result<()> {
+        self.0.set_len(len)
     }
 }
 
@@ -81,6 +87,8 @@ pub struct UringBackend {
 struct UringFile {
     rt: Rc<tokio_uring::Runtime>,
     file: Option<tokio_uring::fs::File>,
+    /// The same file for `set_len`, which io_uring has no operation for.
+    plain: std::fs::File,
 }
 
 impl SegmentFile for UringFile {
@@ -93,6 +101,10 @@ impl SegmentFile for UringFile {
     fn sync_data(&mut self) -> io::Result<()> {
         let f = self.file.as_ref().ok_or_else(|| io::Error::other("closed"))?;
         self.rt.block_on(f.sync_data())
+    }
+
+    fn set_len(&mut self, len: u64) -> io::Result<()> {
+        self.plain.set_len(len)
     }
 }
 
@@ -123,7 +135,8 @@ impl UringBackend {
 impl Backend for UringBackend {
     fn open(&self, path: &Path) -> io::Result<Box<dyn SegmentFile>> {
         let std = open_std(path)?;
-        Ok(Box::new(UringFile { rt: self.rt.clone(), file: Some(tokio_uring::fs::File::from_std(std)) }))
+        let plain = std.try_clone()?;
+        Ok(Box::new(UringFile { rt: self.rt.clone(), file: Some(tokio_uring::fs::File::from_std(std)), plain }))
     }
 
     fn name(&self) -> &'static str {

@@ -8,14 +8,23 @@
 //!   when it made a segment): once it returns, everything appended is
 //!   durable. A segment is closed when the next frame would take it past
 //!   `segment_bytes` (a frame larger than that gets a segment of its own).
+//! - **Zeros ahead.** The active segment is kept written with zeros
+//!   [`ZERO_AHEAD`] past its last frame (the zeros go out with a commit's
+//!   frames, under the same fdatasync). A commit then overwrites blocks that
+//!   already exist and does not change the file's size, so its fdatasync
+//!   flushes data only, not the inode: measured on this VM's ext4, about
+//!   half the CPU of an fdatasync that grows the file. A closed segment is
+//!   cut back to its frames (and synced) before the next one is made, so
+//!   every segment but the newest ends exactly where the next begins.
 //! - **Release** deletes segments that lie wholly below a position (the
 //!   decided one). The newest segment is never deleted.
 //! - **Recovery** ([`Log::open`]): every segment but the newest must end
 //!   exactly where the next begins. The first one that does not (a crash
 //!   lost part of an unsynced segment, and a newer one was already made)
 //!   and the newest one are scanned frame by frame (length, bounds, CRC):
-//!   the first invalid frame is the torn tail. The file is cut there and
-//!   every later segment removed. Only unsynced, hence unacknowledged,
+//!   the first invalid frame is the torn tail (zeros ahead read as one: a
+//!   zero length is invalid). The file is cut there and every later segment
+//!   removed; bytes cut up to the last non-zero one count as torn. Only unsynced, hence unacknowledged,
 //!   records can be lost this way.
 //! - **Reading** ([`Reader`]) streams frames through a buffered reader from
 //!   a position up to a bound, segment after segment; a bad frame below
@@ -45,6 +54,10 @@ pub fn list(dir: &Path) -> io::Result<Vec<u64>> {
     Ok(v)
 }
 
+/// How far past its last frame the active segment is kept zero-filled (at
+/// most `segment_bytes`); it is topped up when less than half is left.
+pub const ZERO_AHEAD: u64 = 1 << 20;
+
 /// Frames appended for one segment, not yet written.
 struct Chunk {
     segment: u64,
@@ -60,6 +73,8 @@ pub struct Log {
     segments: BTreeMap<u64, u64>,
     /// The newest segment's file, open for writing.
     active: Option<(u64, Box<dyn SegmentFile>)>,
+    /// The active segment's length on disk: its frames, then zeros.
+    zeroed: u64,
     /// Everything below is durable.
     end: u64,
     /// End of what was appended (≥ `end`).
@@ -95,6 +110,15 @@ impl Log {
                 segments.insert(s, len);
                 continue;
             }
+            if let Some(e) = expected.filter(|&e| len > e && nonzero_end(&path, e).ok() == Some(e)) {
+                // Zeros ahead of a segment whose cut was not made durable:
+                // padding, not frames.
+                let f = std::fs::OpenOptions::new().write(true).open(&path)?;
+                f.set_len(e)?;
+                f.sync_all()?;
+                segments.insert(s, e);
+                continue;
+            }
             if expected.is_some_and(|e| len > e) {
                 return Err(io::Error::other(format!(
                     "WAL segment {} is {len} bytes, past the start of the next segment: the WAL directory is damaged",
@@ -103,10 +127,10 @@ impl Log {
             }
             let valid = scan_valid(&path)?;
             if valid < len {
+                rec.torn_bytes += nonzero_end(&path, valid)? - valid;
                 let f = std::fs::OpenOptions::new().write(true).open(&path)?;
                 f.set_len(valid)?;
                 f.sync_all()?;
-                rec.torn_bytes += len - valid;
             }
             segments.insert(s, valid);
             for &later in &starts[i + 1..] {
@@ -125,9 +149,9 @@ impl Log {
                 dir.display()
             )));
         }
-        let active = match segments.iter().next_back() {
-            Some((&s, _)) => Some((s, io.open(&segment_path(dir, s))?)),
-            None => None,
+        let (active, zeroed) = match segments.iter().next_back() {
+            Some((&s, &len)) => (Some((s, io.open(&segment_path(dir, s))?)), len),
+            None => (None, 0),
         };
         let log = Log {
             dir: dir.into(),
@@ -135,6 +159,7 @@ impl Log {
             io,
             segments,
             active,
+            zeroed,
             end,
             next: end,
             pending: Vec::new(),
@@ -174,19 +199,34 @@ impl Log {
     pub fn write(&mut self) -> io::Result<()> {
         for c in std::mem::take(&mut self.pending) {
             if self.active.as_ref().is_none_or(|(s, _)| *s != c.segment) {
-                if let Some((_, f)) = self.active.as_mut() {
+                if let Some((s, f)) = self.active.as_mut() {
+                    // Closed: cut back to its frames, durably, before the
+                    // next segment exists.
+                    let frames = self.segments[s];
+                    if self.zeroed > frames {
+                        f.set_len(frames)?;
+                    }
                     f.sync_data()?;
                 }
                 let file = self.io.open(&segment_path(&self.dir, c.segment))?;
                 self.active = Some((c.segment, file));
+                self.zeroed = 0;
                 self.segments.entry(c.segment).or_insert(0);
                 self.made_segment = true;
             }
             let (_, f) = self.active.as_mut().expect("set above");
             let at = self.segments[&c.segment];
-            let len = c.buf.len() as u64;
-            f.write_all_at(c.buf, at)?;
-            *self.segments.get_mut(&c.segment).expect("inserted above") += len;
+            let end = at + c.buf.len() as u64;
+            let _ = f.write_all_at(c.buf, at)?;
+            *self.segments.get_mut(&c.segment).expect("inserted above") = end;
+            let ahead = ZERO_AHEAD.min(self.segment_bytes);
+            if self.zeroed.max(end) - end < ahead / 2 {
+                let from = self.zeroed.max(end);
+                let zeros = vec![0u8; (end + ahead - from) as usize];
+                let _ = f.write_all_at(zeros, from)?;
+                self.zeroed = end + ahead;
+            }
+            self.zeroed = self.zeroed.max(end);
         }
         Ok(())
     }
@@ -269,6 +309,26 @@ impl Log {
             f.write_all_at(&c.buf[..take], self.segments.get(&c.segment).copied().unwrap_or(0))?;
         }
         Ok(())
+    }
+}
+
+/// Where the last non-zero byte at or after `from` in `path` ends (`from`
+/// when there is none): the end of a torn tail, zeros ahead excluded.
+fn nonzero_end(path: &Path, from: u64) -> io::Result<u64> {
+    let mut f = File::open(path)?;
+    f.seek(SeekFrom::Start(from))?;
+    let mut r = BufReader::with_capacity(1 << 20, f);
+    let (mut pos, mut last) = (from, from);
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = r.read(&mut buf)?;
+        if n == 0 {
+            return Ok(last);
+        }
+        if let Some(i) = buf[..n].iter().rposition(|&b| b != 0) {
+            last = pos + i as u64 + 1;
+        }
+        pos += n as u64;
     }
 }
 

@@ -299,3 +299,33 @@ async fn a_second_process_cannot_open_a_wal_in_use() {
     wal.close();
     Wal::open(wal_cfg(dir.path(), IoMode::Std, 1 << 20), stats).expect("free again once closed");
 }
+
+#[test]
+fn the_active_segment_is_kept_zero_filled_ahead_and_a_clean_reopen_cuts_no_torn_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let seg = 64 << 10;
+    let (mut log, _) = Log::open(dir.path(), seg, Box::new(StdBackend), 0).unwrap();
+    let mut end = 0;
+    for n in 0..200 {
+        end = log.append(&record(n, 0, 500));
+        if n % 10 == 9 {
+            log.commit().unwrap();
+        }
+    }
+    log.commit().unwrap();
+    let files = segment::list(dir.path()).unwrap();
+    assert!(files.len() > 1);
+    // Closed segments end exactly where the next begins; the newest is
+    // zero-filled ahead of its frames.
+    for w in files.windows(2) {
+        assert_eq!(std::fs::metadata(segment::segment_path(dir.path(), w[0])).unwrap().len(), w[1] - w[0]);
+    }
+    let newest = *files.last().unwrap();
+    let on_disk = std::fs::metadata(segment::segment_path(dir.path(), newest)).unwrap().len();
+    assert!(on_disk > end - newest, "{on_disk} vs {}", end - newest);
+    drop(log);
+    let (log, rec) = Log::open(dir.path(), seg, Box::new(StdBackend), 0).unwrap();
+    assert_eq!(rec, segment::Recovered::default());
+    assert_eq!(log.end(), end);
+    assert_eq!(replay(dir.path(), 0, end).len(), 200);
+}
