@@ -82,6 +82,7 @@ pub fn runner_config(cfg: &Config) -> RunnerConfig {
             prepared_timeout_s: cfg.starrocks.prepared_timeout.map(|d| d.0.as_secs().max(1)),
         },
         route_by_key: cfg.source.kafka.as_ref().is_some_and(|k| k.key_is_colocation_key),
+        rebuild: None,
     }
 }
 
@@ -332,6 +333,11 @@ fn coordinator<S: crate::pipeline::epoch::EpochSource>(
         parts.stats.clone(),
     )
     .with_archive(parts.archive.clone())
+    .with_rebuild(Some(crate::pipeline::runner::rebuilder(
+        rcfg.clone(),
+        parts.loader.clone(),
+        parts.enrich.clone(),
+    )))
 }
 
 /// One life of the MQTT pipeline: recovery, the WAL feeder from the decided

@@ -52,6 +52,8 @@ pub struct DeadLetterWriter {
     pub counts: BTreeMap<String, u64>,
     /// Files deleted to respect `max_files`.
     pub evicted_files: u64,
+    /// Whether refused records are written ([`DeadLetterWriter::write`]).
+    records: bool,
 }
 
 fn name(seq: u64) -> String {
@@ -82,11 +84,24 @@ impl DeadLetterWriter {
             written: 0,
             counts: BTreeMap::new(),
             evicted_files: 0,
+            records: true,
         })
+    }
+
+    /// A writer that drops refused records and keeps only refused Stream
+    /// Load bodies: for a rebuild of a decided epoch, which re-reads records
+    /// the first run already dead-lettered, while a body StarRocks refuses
+    /// now is new.
+    pub fn without_records(mut self) -> Self {
+        self.records = false;
+        self
     }
 
     /// Appends one record (buffered; see [`DeadLetterWriter::flush`]).
     pub fn write(&mut self, d: &DeadLetter<'_>) -> std::io::Result<()> {
+        if !self.records {
+            return Ok(());
+        }
         self.write_with(d, None)
     }
 

@@ -225,12 +225,15 @@ async fn an_oversized_payload_over_mqtt5_is_dead_lettered_and_the_stream_goes_on
     oversize("5").await;
 }
 
-/// Issue 14's crash during a re-load: StarRocks aborted a decided epoch's
-/// prepared transaction, rockfeed began loading the rows again under the
-/// same label, and died before that re-load was prepared. At restart,
+/// Issue 14's crash during a re-load, when the source cannot give the
+/// epoch's rows back: StarRocks aborted a decided epoch's prepared
+/// transaction, rockfeed began loading the rows again under the same label
+/// and died before that re-load was prepared, and the decided range holds
+/// no record (this ledger's decision covers an empty range). At restart,
 /// recovery rolls the re-load back (no transaction is left holding a
-/// running-transaction slot) and counts the loss with an ERROR line
-/// (`rockfeed_txns_lost_total`): never silently, as before.
+/// running-transaction slot), its rebuild finds no rows, and the loss is
+/// counted with an ERROR line (`rockfeed_txns_lost_total`): never
+/// silently. The rebuild itself: `tests/pipeline_faults.rs`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recovery_rolls_back_an_interrupted_reload_of_a_decided_epoch_and_counts_it() {
     use rockfeed::pipeline::epoch::{Decision, EpochSource, Positions};
@@ -248,6 +251,7 @@ async fn recovery_rolls_back_an_interrupted_reload_of_a_decided_epoch_and_counts
             epoch: 5,
             shards: 2,
             tables: vec!["telemetry_1m".into(), "vehicle_latest".into()],
+            ..Default::default()
         };
         rockfeed::wal::WalSource { wal: wal.clone() }.decide(&d, &Positions::new()).await.unwrap();
         wal.close();

@@ -107,7 +107,13 @@ impl Run {
 /// Appends `n` wide messages over ~`n * 10` ms (vins from `vin`) and
 /// returns the expected totals.
 async fn feed(wal: &Wal, n: u32, vin: impl Fn(u32) -> String) -> Totals {
+    feed_frames(wal, n, vin).await.0
+}
+
+/// [`feed`], and the bytes of the frames appended.
+async fn feed_frames(wal: &Wal, n: u32, vin: impl Fn(u32) -> String) -> (Totals, u64) {
     let mut exp = Totals::new();
+    let mut bytes = 0;
     for i in 0..n {
         let now = now_ms() as i64;
         let vin = vin(i);
@@ -118,10 +124,12 @@ async fn feed(wal: &Wal, n: u32, vin: impl Fn(u32) -> String) -> Totals {
             e.0 += 1;
             e.1 += v;
         }
-        wal.append(Record { qos: 1, received_ms: now, topic: "t".into(), payload: p.into() });
+        let r = Record { qos: 1, received_ms: now, topic: "t".into(), payload: p.into() };
+        bytes += r.frame_len() as u64;
+        wal.append(r);
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    exp
+    (exp, bytes)
 }
 
 fn nine(i: u32) -> String {
@@ -381,5 +389,89 @@ async fn a_stop_leaves_what_was_not_loaded_in_the_wal_for_the_next_start() {
     }
     run.stop().await;
     assert_eq!(cnt(), 500, "the rest was loaded by the next start, nothing twice");
+    emu.shutdown().await;
+}
+
+/// Issue 14: StarRocks loses transactions of a decided epoch, and the WAL
+/// still holds the epoch's range, so nothing is lost. Epoch 5 is decided in
+/// the WAL's ledger (through `WalSource::decide`, which records where the
+/// range began). Shard 0's transaction was prepared with a 1 s prepared
+/// timeout that expired while rockfeed was down (ABORTED by StarRocks);
+/// shard 1's was aborted earlier and rockfeed died while loading it again
+/// (a begun re-load, still PREPARE). At the next start, recovery rolls the
+/// re-load back, re-reads the range from the WAL, rebuilds both shards'
+/// rows, loads them under the same labels and commits: the table is
+/// exact, nothing is counted lost, no transaction is left open, and the
+/// rows loaded into the expired transaction (a canary) are not in it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_transactions_of_a_decided_epoch_are_rebuilt_from_the_wal_under_their_labels() {
+    use rockfeed::pipeline::epoch::{Decision, EpochSource, Positions};
+    use rockfeed::wal::{STREAM, WalSource};
+    let dir = tempfile::tempdir().unwrap();
+    let emu = emulator().await;
+    let cfg = config(dir.path(), "exactly-once", "");
+    let loader = common::loader(&emu, "pw", "rockfeed", fast());
+    let wal =
+        Wal::open(WalConfig { dir: cfg.wal.dir.clone(), ..Default::default() }, Arc::new(Stats::default())).unwrap();
+    let n = 60;
+    // A new WAL starts at position 0: the last record ends at `end`.
+    let (want, end) = feed_frames(&wal, n, nine).await;
+    wal.durable().wait_for(|&d| d >= n as u64).await.unwrap();
+    let d = Decision {
+        prefix: "faults".into(),
+        epoch: 5,
+        shards: 2,
+        tables: vec!["telemetry_1m".into()],
+        ..Default::default()
+    };
+    let positions: Positions = [((Arc::<str>::from(STREAM), 0), end as i64)].into_iter().collect();
+    WalSource { wal: wal.clone() }.decide(&d, &positions).await.unwrap();
+    tokio::task::spawn_blocking(move || wal.close()).await.unwrap();
+
+    let call = |path: &'static str, label: &'static str, extra: &[(&'static str, &'static str)], body: &'static str| {
+        let client = loader.client();
+        let mut h = http::HeaderMap::new();
+        h.insert("label", http::HeaderValue::from_static(label));
+        h.insert("db", http::HeaderValue::from_static("rockfeed"));
+        h.insert("table", http::HeaderValue::from_static("telemetry_1m"));
+        for (k, v) in extra {
+            h.insert(*k, http::HeaderValue::from_static(v));
+        }
+        async move {
+            let r =
+                client.request(http::Method::POST, path, &h, bytes::Bytes::from_static(body.as_bytes())).await.unwrap();
+            assert_eq!(r.status, 200, "{path} {label}");
+            let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+            assert_eq!(v["Status"], "OK", "{path} {label}: {v}");
+        }
+    };
+    // Shard 0: prepared (a canary row), its prepared timeout runs out.
+    let l0 = "faults-telemetry_1m-0-5";
+    call("/api/transaction/begin", l0, &[], "").await;
+    call("/api/transaction/load", l0, &[("column_separator", ",")], "GHOST,2026-01-01 00:00:00,x,1,1,1,1\n").await;
+    call("/api/transaction/prepare", l0, &[("prepared_timeout", "1")], "").await;
+    // Shard 1: a re-load begun, never prepared.
+    let l1 = "faults-telemetry_1m-1-5";
+    call("/api/transaction/begin", l1, &[], "").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let state = |l: &str| emu.with_core(|c| c.registry.by_label("rockfeed", l).map(|t| t.state.name()));
+    let open = || -> Vec<String> {
+        emu.with_core(|c| c.registry.all().filter(|t| t.state.is_running()).map(|t| t.label.clone()).collect())
+    };
+    assert_eq!(open(), [l1], "shard 0's prepared timeout expired while rockfeed was down");
+
+    let run = start(&cfg, loader.clone());
+    settles(&emu, &want, Duration::from_secs(30)).await;
+    let end = tokio::time::Instant::now() + Duration::from_secs(10);
+    while run.stats.txns_rebuilt.load(Ordering::Relaxed) < 2 && tokio::time::Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let stats = run.stop().await;
+    assert_same(&table(&emu), &want);
+    assert_eq!(stats.txns_rebuilt.load(Ordering::Relaxed), 2, "both shards' transactions rebuilt");
+    assert_eq!(stats.txns_lost.load(Ordering::Relaxed), 0, "nothing counted lost");
+    assert!(open().is_empty(), "no transaction left open: {:?}", open());
+    assert_eq!(state(l0), Some("VISIBLE"));
+    assert_eq!(state(l1), Some("VISIBLE"));
     emu.shutdown().await;
 }

@@ -21,7 +21,13 @@
 //! every partition assignment) reads the decisions the source holds: the
 //! PREPARED transactions of each decided epoch are committed (for this
 //! instance's prefix and for any other prefix found, since a decided
-//! epoch's commit is always right); labels of this prefix above the last
+//! epoch's commit is always right); one StarRocks lost (ABORTED, or a
+//! re-load left in PREPARE, rolled back) is rebuilt: the source re-reads
+//! the epoch's range ([`EpochSource::replay`], from the `from` position the
+//! decision records), a [`Rebuilder`] runs it through a decoder and shards
+//! of its own from the recorded watermarks, and only the lost labels are
+//! prepared and committed (counted lost only when that cannot be done);
+//! labels of this prefix above the last
 //! decided epoch E are probed upward and rolled back while PREPARE or
 //! PREPARED (cancelled if rollback fails); a COMMITTED one means another
 //! writer uses this label prefix, and rockfeed refuses to go on.
@@ -49,21 +55,41 @@ use crate::util::now_ms;
 pub type Positions = BTreeMap<(Arc<str>, i32), i64>;
 
 /// "Epoch `epoch` of instance `prefix` (with `shards` shards writing
-/// `tables`) is decided": what a source stores with its positions.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `tables`) is decided": what a source stores with its positions. It also
+/// says how to rebuild the epoch's rows from the source, should StarRocks
+/// lose a transaction of it (issue 14): where the epoch's range began
+/// (`from`, a WAL position) and each shard's lateness watermark when it
+/// began (`watermarks`, newest event time seen, ms).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Decision {
     pub prefix: String,
     pub epoch: u64,
     pub shards: u32,
     pub tables: Vec<String>,
+    /// The source position the epoch's range starts at (`None`: not
+    /// recorded; the range cannot be re-read).
+    pub from: Option<i64>,
+    /// Per shard, the newest event time it had seen when the epoch began
+    /// (empty, or `i64::MIN`: none).
+    pub watermarks: Vec<i64>,
 }
 
 const MAGIC: &str = "rockfeed/1";
 
 impl Decision {
-    /// `rockfeed/1 <prefix> <epoch> <shards> <table>,<table>`.
+    /// `rockfeed/1 <prefix> <epoch> <shards> <table>,<table>[ from=<pos>][ wm=<ms>,<ms>]`
+    /// (a watermark of none is written empty).
     pub fn encode(&self) -> String {
-        format!("{MAGIC} {} {} {} {}", self.prefix, self.epoch, self.shards, self.tables.join(","))
+        let mut s = format!("{MAGIC} {} {} {} {}", self.prefix, self.epoch, self.shards, self.tables.join(","));
+        if let Some(f) = self.from {
+            s.push_str(&format!(" from={f}"));
+        }
+        if self.watermarks.iter().any(|&w| w != i64::MIN) {
+            let w: Vec<String> =
+                self.watermarks.iter().map(|&w| if w == i64::MIN { String::new() } else { w.to_string() }).collect();
+            s.push_str(&format!(" wm={}", w.join(",")));
+        }
+        s
     }
 
     /// `None` for metadata rockfeed did not write.
@@ -76,7 +102,23 @@ impl Decision {
         let epoch = it.next()?.parse().ok()?;
         let shards = it.next()?.parse().ok()?;
         let tables = it.next()?.split(',').filter(|t| !t.is_empty()).map(str::to_string).collect();
-        Some(Decision { prefix, epoch, shards, tables })
+        let mut d = Decision { prefix, epoch, shards, tables, ..Default::default() };
+        for field in it {
+            if let Some(f) = field.strip_prefix("from=") {
+                d.from = Some(f.parse().ok()?);
+            } else if let Some(w) = field.strip_prefix("wm=") {
+                d.watermarks = w
+                    .split(',')
+                    .map(|x| if x.is_empty() { Some(i64::MIN) } else { x.parse().ok() })
+                    .collect::<Option<_>>()?;
+            }
+        }
+        Some(d)
+    }
+
+    /// Shard `k`'s watermark when the epoch began (`i64::MIN`: none).
+    pub fn watermark(&self, k: u32) -> i64 {
+        self.watermarks.get(k as usize).copied().unwrap_or(i64::MIN)
     }
 
     fn labels(&self) -> impl Iterator<Item = (String, String)> + '_ {
@@ -105,11 +147,39 @@ pub trait EpochSource: Send + Sync + 'static {
     /// Every transaction of the epoch decided at `positions` is committed:
     /// what lies before them is no longer needed (the WAL deletes segments).
     fn committed(&self, _positions: &Positions) {}
+    /// Re-reads the range of `d`, this instance's last decision, into a
+    /// channel, for a rebuild of its lost transactions; an error says why
+    /// the source cannot (no range recorded, or no longer held).
+    fn replay(&self, _d: &Decision) -> Result<Replay, String> {
+        Err("this source cannot re-read a decided epoch's range".into())
+    }
     /// Whether `d` (or a later epoch of its prefix) is durable.
     fn decided(&self, d: &Decision) -> impl Future<Output = Result<bool, String>> + Send {
         async move { Ok(self.decisions().await?.iter().any(|x| x.prefix == d.prefix && x.epoch >= d.epoch)) }
     }
 }
+
+/// A decided epoch's range, re-read from the source: its messages, then
+/// the reader's end (how many it read, or why it failed; a failed range is
+/// never loaded).
+pub struct Replay {
+    pub messages: mpsc::Receiver<crate::source::RawMessage>,
+    pub done: tokio::task::JoinHandle<Result<u64, String>>,
+}
+
+/// Rebuilds lost transactions of a decided epoch: runs the epoch's
+/// messages (a channel the source fills, then closes) through a private
+/// decoder and shards that prepare only the given labels, and returns
+/// those transactions, prepared (`runner::rebuild`).
+pub type Rebuilder = Arc<
+    dyn Fn(
+            Decision,
+            Vec<String>,
+            mpsc::Receiver<crate::source::RawMessage>,
+        ) -> std::pin::Pin<Box<dyn Future<Output = Result<Vec<PreparedTxn>, String>> + Send>>
+        + Send
+        + Sync,
+>;
 
 /// One table's share of a shard's epoch, prepared (or, at-least-once,
 /// already loaded).
@@ -132,15 +202,19 @@ pub struct ShardDone {
     /// Readings archived (spooled) and refused as too late in this epoch.
     pub archived: u64,
     pub too_late: u64,
+    /// The shard's newest event time after the epoch (`i64::MIN`: none).
+    pub watermark_ms: i64,
     /// Set when the shard could not prepare: the epoch is abandoned.
     pub error: Option<ShardError>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum ShardError {
     /// Retryable failures outlasted the attempts: abandon the epoch, replay.
+    #[error("{0}")]
     Transient(String),
     /// Another writer owns a label: stop.
+    #[error("{0}")]
     Conflict(String),
 }
 
@@ -267,6 +341,11 @@ pub struct Coordinator<S> {
     /// Positions of the last decision (an epoch that moves none and loads
     /// nothing is skipped).
     last_decided: Positions,
+    /// Each shard's watermark after the last decided epoch: where the next
+    /// epoch begins (recorded in its decision).
+    watermarks: Vec<i64>,
+    /// The pipeline a lost transaction of a decided epoch is rebuilt with.
+    rebuild: Option<Rebuilder>,
     archive: Option<Arc<crate::archive::Archive>>,
     /// The source's requests (revoke, assign), while `run` runs.
     requests: Option<mpsc::Receiver<Request>>,
@@ -295,6 +374,8 @@ impl<S: EpochSource> Coordinator<S> {
             received_to_committed: Local::default(),
             event_to_committed: Local::default(),
             last_decided: Positions::new(),
+            watermarks: Vec::new(),
+            rebuild: None,
             archive: None,
             requests: None,
             deferred: None,
@@ -305,6 +386,14 @@ impl<S: EpochSource> Coordinator<S> {
     /// recovery.
     pub fn with_archive(mut self, archive: Option<Arc<crate::archive::Archive>>) -> Self {
         self.archive = archive;
+        self
+    }
+
+    /// Lost transactions of this instance's last decided epoch are rebuilt
+    /// from the source with this pipeline (without one, they are counted
+    /// as lost).
+    pub fn with_rebuild(mut self, rebuild: Option<Rebuilder>) -> Self {
+        self.rebuild = rebuild;
         self
     }
 
@@ -370,6 +459,7 @@ impl<S: EpochSource> Coordinator<S> {
         let mut received = Vec::new();
         let mut failure = None;
         let (mut archived, mut too_late) = (0u64, 0u64);
+        let mut watermarks = Vec::with_capacity(shards.len());
         for s in shards {
             let Ok(done) = s.await else {
                 failure.get_or_insert(ShardError::Transient("a shard stopped".into()));
@@ -379,6 +469,7 @@ impl<S: EpochSource> Coordinator<S> {
             received.extend(done.received);
             archived += done.archived;
             too_late += done.too_late;
+            watermarks.push(done.watermark_ms);
             if let Some(err) = done.error {
                 failure.get_or_insert(err);
             }
@@ -399,6 +490,8 @@ impl<S: EpochSource> Coordinator<S> {
             epoch: e,
             shards: self.cfg.shards,
             tables: self.cfg.tables.clone(),
+            from: None,
+            watermarks: self.watermarks.clone(),
         };
         if let Err(reason) = self.decide(&d, &positions).await {
             self.roll_back(&txns).await;
@@ -455,6 +548,7 @@ impl<S: EpochSource> Coordinator<S> {
         self.source.committed(&positions);
         self.next_epoch = e + 1;
         self.last_decided = positions.clone();
+        self.watermarks = watermarks;
         tracing::debug!(epoch = e, txns = txns.len(), partitions = positions.len(), "Epoch committed.");
         Ok(())
     }
@@ -598,12 +692,16 @@ impl<S: EpochSource> Coordinator<S> {
                 epoch: noted,
                 shards: self.cfg.shards,
                 tables: self.cfg.tables.clone(),
+                ..Default::default()
             };
             latest.insert(d.prefix.clone(), d);
         }
         // At-least-once has no prepared transactions to finish.
         let decided_to_finish = if self.exactly_once() { latest.values().collect() } else { Vec::new() };
         for d in decided_to_finish {
+            // Transactions of this decided epoch StarRocks no longer holds
+            // prepared: (table, label, why).
+            let mut gone = Vec::new();
             for (table, l) in d.labels() {
                 let st = state_patiently(&txn, &l).await;
                 match st.state.as_str() {
@@ -612,27 +710,52 @@ impl<S: EpochSource> Coordinator<S> {
                             self.stats.txns_recovered.fetch_add(1, Ordering::Relaxed);
                             tracing::info!(label = %l, epoch = d.epoch, "Recovery committed a prepared transaction of a decided epoch.");
                         }
-                        Committed::Aborted { reason } => lost(&l, &reason, &self.stats),
+                        Committed::Aborted { reason } => gone.push((table, l, reason)),
                     },
-                    "ABORTED" => lost(&l, &st.reason, &self.stats),
+                    "ABORTED" => gone.push((table, l, st.reason)),
                     // StarRocks aborted the decided epoch's prepared
                     // transaction, rockfeed began loading its rows again
                     // under the label, and stopped (a crash) before that
-                    // re-load was prepared. Roll it back: it holds a
-                    // running-transaction slot until its timeout. Its rows
-                    // are lost, counted and logged (re-reading the epoch's
-                    // range from the source is issue 14's next step).
+                    // re-load was prepared. Roll it back (it holds a
+                    // running-transaction slot until its timeout), then
+                    // rebuild it like an aborted one.
                     "PREPARE" => {
                         let fin = txn.abort(&table, &l).await;
                         self.stats.txns_rolled_back.fetch_add(1, Ordering::Relaxed);
                         tracing::info!(label = %l, now = ?fin, "Recovery rolled back an interrupted re-load of a decided epoch.");
+                        gone.push((
+                            table,
+                            l,
+                            "a re-load of the decided epoch's rows was interrupted before it was prepared".into(),
+                        ));
+                    }
+                    _ => {}
+                }
+            }
+            if gone.is_empty() {
+                continue;
+            }
+            // Only this instance's own epoch can be re-read: another
+            // prefix's range belongs to another instance's source.
+            let rebuilt = if d.prefix == self.cfg.prefix {
+                self.rebuild_lost(d, &gone).await?
+            } else {
+                Err("the epoch belongs to another instance (prefix), whose source this one cannot re-read".into())
+            };
+            match rebuilt {
+                Ok(missing) => {
+                    for (_, l, reason) in gone.iter().filter(|g| missing.contains(&g.1)) {
                         lost(
-                            &l,
-                            "a re-load of the decided epoch's rows was interrupted before it was prepared",
+                            l,
+                            &format!("{reason}; its rebuild from the source produced no rows to load"),
                             &self.stats,
                         );
                     }
-                    _ => {}
+                }
+                Err(why) => {
+                    for (_, l, reason) in &gone {
+                        lost(l, &format!("{reason}; not rebuilt: {why}"), &self.stats);
+                    }
                 }
             }
         }
@@ -650,7 +773,13 @@ impl<S: EpochSource> Coordinator<S> {
         let mut e = decided + 1;
         let mut last_used = None;
         loop {
-            let probe = Decision { prefix: self.cfg.prefix.clone(), epoch: e, shards, tables: tables.clone() };
+            let probe = Decision {
+                prefix: self.cfg.prefix.clone(),
+                epoch: e,
+                shards,
+                tables: tables.clone(),
+                ..Default::default()
+            };
             let mut used = false;
             for (table, l) in probe.labels() {
                 let st = state_patiently(&txn, &l).await;
@@ -701,6 +830,54 @@ impl<S: EpochSource> Coordinator<S> {
         }
         tracing::info!(prefix = %self.cfg.prefix, decided, next = self.next_epoch, "Epoch recovery done.");
         Ok(())
+    }
+}
+
+impl<S: EpochSource> Coordinator<S> {
+    /// Rebuilds the transactions of decided epoch `d` that StarRocks lost
+    /// (`gone`: table, label, why) from the source's range, under the same
+    /// labels, and commits them. `Err`: why it could not (the rows are
+    /// lost); `Ok`: the labels the rebuild had no rows for.
+    async fn rebuild_lost(
+        &self,
+        d: &Decision,
+        gone: &[(String, String, String)],
+    ) -> Result<Result<Vec<String>, String>, EpochError> {
+        let Some(rebuild) = &self.rebuild else { return Ok(Err("no pipeline to rebuild it with".into())) };
+        let Replay { messages, done } = match self.source.replay(d) {
+            Ok(r) => r,
+            Err(why) => return Ok(Err(format!("the source cannot re-read the epoch's range: {why}"))),
+        };
+        let labels: Vec<String> = gone.iter().map(|g| g.1.clone()).collect();
+        tracing::warn!(
+            epoch = d.epoch,
+            ?labels,
+            "StarRocks lost transactions of a decided epoch; rebuilding their rows from the source's range."
+        );
+        let built = rebuild(d.clone(), labels.clone(), messages).await;
+        let read = done.await.map_err(|e| e.to_string()).and_then(|r| r);
+        let txn = TxnLoader::new(&self.loader, self.cfg.timeouts);
+        let txns = match (built, read) {
+            (Ok(t), Ok(n)) => {
+                tracing::info!(epoch = d.epoch, messages = n, "Re-read the decided epoch's range.");
+                t
+            }
+            (built, read) => {
+                // Never load part of a range: roll back what was prepared.
+                for t in built.as_deref().unwrap_or_default() {
+                    txn.abort(&t.table, &t.label).await;
+                    self.stats.txns_rolled_back.fetch_add(1, Ordering::Relaxed);
+                }
+                let why = [built.err(), read.err()].into_iter().flatten().collect::<Vec<_>>().join("; ");
+                return Ok(Err(format!("the rebuild failed: {why}")));
+            }
+        };
+        for t in &txns {
+            commit_decided(&txn, &self.stats, t).await?;
+            self.stats.txns_rebuilt.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(label = %t.label, rows = t.rows, epoch = d.epoch, "Recovery rebuilt a lost transaction of a decided epoch and committed it.");
+        }
+        Ok(Ok(labels.into_iter().filter(|l| !txns.iter().any(|t| &t.label == l)).collect()))
     }
 }
 
@@ -767,8 +944,24 @@ mod tests {
 
     #[test]
     fn decisions_round_trip_and_foreign_metadata_is_ignored() {
-        let d = Decision { prefix: "edge_7".into(), epoch: 42, shards: 4, tables: vec!["t1".into(), "latest".into()] };
+        let d = Decision {
+            prefix: "edge_7".into(),
+            epoch: 42,
+            shards: 4,
+            tables: vec!["t1".into(), "latest".into()],
+            ..Default::default()
+        };
+        assert_eq!(d.encode(), "rockfeed/1 edge_7 42 4 t1,latest");
         assert_eq!(Decision::parse(&d.encode()), Some(d.clone()));
+        // The range and the watermarks a rebuild needs; older decisions
+        // without them still parse.
+        let full =
+            Decision { from: Some(9000), watermarks: vec![i64::MIN, 1_700_000_000_000, -5, i64::MIN], ..d.clone() };
+        assert_eq!(full.encode(), "rockfeed/1 edge_7 42 4 t1,latest from=9000 wm=,1700000000000,-5,");
+        assert_eq!(Decision::parse(&full.encode()), Some(full.clone()));
+        assert_eq!(full.watermark(1), 1_700_000_000_000);
+        assert_eq!(full.watermark(7), i64::MIN);
+        assert_eq!(Decision::parse("rockfeed/1 p 1 1 t from=x"), None);
         assert_eq!(Decision::parse(""), None);
         assert_eq!(Decision::parse("some other consumer"), None);
         assert_eq!(Decision::parse("rockfeed/1 p notanumber 1 t"), None);

@@ -14,10 +14,10 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use http::{HeaderMap, HeaderValue};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 pub use super::decoder::Form;
-use super::epoch::Cut;
+use super::epoch::{Cut, Decision, PreparedTxn, Rebuilder};
 use super::shard::{ShardCtx, ShardMsg};
 use super::window::WindowConfig;
 use crate::archive::Archive;
@@ -28,7 +28,7 @@ use crate::decode::catalog::MetricCatalog;
 use crate::enrich::{Enrichment, UnknownVehicle};
 use crate::sink::starrocks::encode::{Compression, SEPARATOR_HEADER, TelemetryCsv};
 use crate::sink::starrocks::service::StreamLoader;
-use crate::sink::starrocks::txn::TxnTimeouts;
+use crate::sink::starrocks::txn::{TxnLoader, TxnTimeouts};
 use crate::source::RawMessage;
 
 #[derive(Debug, Clone)]
@@ -60,6 +60,18 @@ pub struct RunnerConfig {
     pub timeouts: TxnTimeouts,
     /// Route by the message key (Kafka) instead of the decoded VIN.
     pub route_by_key: bool,
+    /// Set only for a rebuild of a decided epoch ([`rebuild`]).
+    pub rebuild: Option<RebuildScope>,
+}
+
+/// What a rebuild of a decided epoch prepares.
+#[derive(Debug, Clone, Default)]
+pub struct RebuildScope {
+    /// Only these labels are prepared: the epoch's other labels committed.
+    pub labels: Vec<String>,
+    /// Each shard starts from its watermark when the epoch began, so it
+    /// refuses as too late exactly what the first run refused.
+    pub watermarks: Vec<i64>,
 }
 
 impl RunnerConfig {
@@ -100,9 +112,13 @@ pub async fn run(
     let Sinks { loader, archive } = sinks;
     stats.bodies.set_max(cfg.max_epoch_bytes);
     let catalog = Arc::new(RwLock::new(MetricCatalog::with_limits(cfg.catalog)));
-    let dead = Arc::new(Mutex::new(DeadLetterWriter::open(&cfg.dead_letter_dir, 64 << 20, 100).map_err(|e| {
+    let mut dead = DeadLetterWriter::open(&cfg.dead_letter_dir, 64 << 20, 100).map_err(|e| {
         std::io::Error::new(e.kind(), format!("dead-letter directory {}: {e}", cfg.dead_letter_dir.display()))
-    })?));
+    })?;
+    if cfg.rebuild.is_some() {
+        dead = dead.without_records();
+    }
+    let dead = Arc::new(Mutex::new(dead));
     let mut headers = HeaderMap::new();
     headers.insert("column_separator", HeaderValue::from_static(SEPARATOR_HEADER));
     headers.insert("columns", HeaderValue::from_str(&TelemetryCsv::columns(&cfg.dims)).map_err(std::io::Error::other)?);
@@ -135,4 +151,81 @@ pub async fn run(
         d.flush(true)?;
     }
     r
+}
+
+/// Rebuilds the lost transactions `labels` of decided epoch `d` (recovery,
+/// `epoch.rs`): the epoch's messages, re-read from the source, run through
+/// a decoder and shards of their own (own counters, no archive, no dead
+/// letters for records: the first run wrote those), each shard starting
+/// from the watermark the decision recorded; one last cut seals epoch
+/// `d.epoch`, and only `labels` are prepared. Returns them prepared; on
+/// any failure nothing stays prepared.
+pub async fn rebuild(
+    mut cfg: RunnerConfig,
+    loader: Arc<StreamLoader>,
+    enrich: Option<Arc<Enrichment>>,
+    d: Decision,
+    labels: Vec<String>,
+    mut messages: mpsc::Receiver<RawMessage>,
+) -> Result<Vec<PreparedTxn>, String> {
+    if d.shards != cfg.shards {
+        return Err(format!("epoch {} was cut into {} shards; the config now has {}", d.epoch, d.shards, cfg.shards));
+    }
+    cfg.rebuild = Some(RebuildScope { labels, watermarks: (0..cfg.shards).map(|k| d.watermark(k)).collect() });
+    let timeouts = cfg.timeouts;
+    let (tx, rx) = mpsc::channel(1024);
+    let (cut_tx, cut_rx) = mpsc::channel(1);
+    let stats = Arc::new(Stats::default());
+    let pipeline = tokio::spawn(run(cfg, Sinks::starrocks(loader.clone()), enrich, rx, stats, cut_rx));
+    while let Some(m) = messages.recv().await {
+        if tx.send(m).await.is_err() {
+            break;
+        }
+    }
+    // Every message is in the decoder's channel: the last cut takes them all.
+    let (reply, answer) = oneshot::channel();
+    let cut = Cut { epoch: d.epoch, drain: true, reset_positions: false, last: true, reply };
+    let stopped = || "the rebuild's decoder stopped".to_string();
+    let shards = match cut_tx.send(cut).await {
+        Ok(()) => answer.await.map(|r| r.shards).map_err(|_| stopped()),
+        Err(_) => Err(stopped()),
+    };
+    let mut txns = Vec::new();
+    let mut failure = shards.as_ref().err().cloned();
+    for s in shards.unwrap_or_default() {
+        match s.await {
+            Ok(done) => {
+                txns.extend(done.txns);
+                if let Some(e) = done.error {
+                    failure.get_or_insert(e.to_string());
+                }
+            }
+            Err(_) => {
+                failure.get_or_insert("a shard of the rebuild stopped".into());
+            }
+        }
+    }
+    drop(cut_tx);
+    let ended = pipeline.await;
+    if let Ok(Err(e)) = ended {
+        failure.get_or_insert(e.to_string());
+    }
+    match failure {
+        None => Ok(txns),
+        Some(why) => {
+            let txn = TxnLoader::new(&loader, timeouts);
+            for t in &txns {
+                txn.abort(&t.table, &t.label).await;
+            }
+            Err(why)
+        }
+    }
+}
+
+/// The rebuild function the coordinator calls for lost transactions
+/// ([`rebuild`] over this pipeline's config, loader and dims).
+pub fn rebuilder(cfg: RunnerConfig, loader: Arc<StreamLoader>, enrich: Option<Arc<Enrichment>>) -> Rebuilder {
+    Arc::new(move |d, labels, messages| {
+        Box::pin(rebuild(cfg.clone(), loader.clone(), enrich.clone(), d, labels, messages))
+    })
 }

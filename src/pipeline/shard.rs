@@ -107,6 +107,9 @@ pub(crate) async fn run(ctx: ShardCtx, mut rx: mpsc::Receiver<ShardMsg>) {
         raw: Vec::new(),
         too_late: 0,
     };
+    if let Some(r) = &ctx.cfg.rebuild {
+        st.agg.seed(r.watermarks.get(ctx.k as usize).copied().unwrap_or(i64::MIN));
+    }
     while let Some(msg) = rx.recv().await {
         match msg {
             ShardMsg::Samples(batch, handed_over) => fold(&ctx, &mut st, batch, handed_over),
@@ -164,7 +167,12 @@ async fn seal(ctx: &ShardCtx, st: &mut ShardState, epoch: u64) -> ShardDone {
     ctx.stats.merge_queue_wait(ctx.k as usize, &mut st.queue_wait);
     let too_late = std::mem::take(&mut st.too_late);
     let spool = spool_raw(ctx, st, epoch);
-    let mut done = ShardDone { received: std::mem::take(&mut st.received), too_late, ..Default::default() };
+    let mut done = ShardDone {
+        received: std::mem::take(&mut st.received),
+        too_late,
+        watermark_ms: st.agg.newest_ms(),
+        ..Default::default()
+    };
     if let Some(c) = encode(ctx, st) {
         st.chunks.push(c);
     }
@@ -191,6 +199,10 @@ async fn seal(ctx: &ShardCtx, st: &mut ShardState, epoch: u64) -> ShardDone {
                 break;
             }
         };
+        // A rebuild prepares only the labels StarRocks lost.
+        if ctx.cfg.rebuild.as_ref().is_some_and(|r| !r.labels.contains(&l)) {
+            continue;
+        }
         let r = match ctx.cfg.delivery {
             Delivery::ExactlyOnce => prepare(ctx, &table, &l, chunks).await.map(|t| done.txns.extend(t)),
             Delivery::AtLeastOnce => load(ctx, &table, &l, chunks).await,

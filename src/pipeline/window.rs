@@ -153,6 +153,18 @@ impl WindowAggregator {
         WindowAggregator { cfg, max_ts_ms: i64::MIN, ..Default::default() }
     }
 
+    /// The newest event time seen (`i64::MIN`: none): the lateness
+    /// watermark a decision records for a rebuild of the next epoch.
+    pub fn newest_ms(&self) -> i64 {
+        self.max_ts_ms
+    }
+
+    /// Starts from a recorded watermark (a rebuild of a decided epoch
+    /// refuses as too late exactly what the first run refused).
+    pub fn seed(&mut self, newest_ms: i64) {
+        self.max_ts_ms = self.max_ts_ms.max(newest_ms);
+    }
+
     /// Folds a sample's readings in, with its dims row.
     pub fn add(&mut self, s: &Sample, dims: u32) -> Added {
         if self.max_ts_ms != i64::MIN && s.ts_ms < self.max_ts_ms - self.cfg.max_lateness_ms {

@@ -111,6 +111,11 @@ pub fn render(s: &Stats, ready: bool) -> String {
             &s.txns_committed,
         ),
         ("rockfeed_txns_reloaded_total", "Decided transactions found aborted and loaded again.", &s.txns_reloaded),
+        (
+            "rockfeed_txns_rebuilt_total",
+            "Lost transactions of a decided epoch rebuilt from the source at recovery and committed.",
+            &s.txns_rebuilt,
+        ),
         ("rockfeed_txns_rolled_back_total", "Transactions of undecided epochs rolled back.", &s.txns_rolled_back),
         (
             "rockfeed_txns_recovered_total",

@@ -189,6 +189,9 @@ pub struct Stats {
     pub txns_committed: AtomicU64,
     /// Decided transactions found ABORTED and loaded again under their label.
     pub txns_reloaded: AtomicU64,
+    /// Lost transactions of a decided epoch that recovery rebuilt from the
+    /// source's range and committed under their label.
+    pub txns_rebuilt: AtomicU64,
     /// Transactions of undecided epochs rolled back (abandon or recovery).
     pub txns_rolled_back: AtomicU64,
     /// PREPARED transactions of decided epochs committed by recovery.
@@ -255,6 +258,7 @@ impl Default for Stats {
             epochs_decided: AtomicU64::new(0),
             txns_committed: AtomicU64::new(0),
             txns_reloaded: AtomicU64::new(0),
+            txns_rebuilt: AtomicU64::new(0),
             txns_rolled_back: AtomicU64::new(0),
             txns_recovered: AtomicU64::new(0),
             txns_lost: AtomicU64::new(0),

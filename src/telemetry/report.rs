@@ -34,6 +34,7 @@ pub fn build(title: &str, stats: &Stats, elapsed: Duration) -> Report {
         .fact("txns_committed", stats.txns_committed.load(Relaxed))
         .fact("txns_rolled_back", stats.txns_rolled_back.load(Relaxed))
         .fact("txns_recovered", stats.txns_recovered.load(Relaxed))
+        .fact("txns_rebuilt", stats.txns_rebuilt.load(Relaxed))
         .fact("txns_lost", stats.txns_lost.load(Relaxed));
     let by_reason = stats.rejected.snapshot();
     if !by_reason.is_empty() {

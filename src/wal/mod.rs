@@ -60,7 +60,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
 use crate::config::Dur;
-use crate::pipeline::epoch::{Decision, EpochSource, Positions};
+use crate::pipeline::epoch::{Decision, EpochSource, Positions, Replay};
 use crate::source::RawMessage;
 use horizon::{Horizon, Identity};
 pub use io::IoMode;
@@ -535,6 +535,14 @@ fn release(sh: &Shared, log: &mut Log, durable: u64) {
     }
 }
 
+/// The message a record at `pos` (the position after it) feeds.
+fn message(stream: &Arc<str>, r: Record, pos: u64) -> RawMessage {
+    let mut m = RawMessage::new(r.topic, r.payload, r.received_ms);
+    // The decoder notes `offset + 1` as the position to resume from.
+    m.position = Some((stream.clone(), 0, pos as i64 - 1));
+    m
+}
+
 /// Records read from disk per blocking call of the feeder.
 const DISK_BATCH: usize = 4096;
 
@@ -543,12 +551,7 @@ const DISK_BATCH: usize = 4096;
 /// message to the decoder wakes it cheaply, not across threads.
 async fn feed_loop(sh: &Arc<Shared>, mut next: u64, tx: &mpsc::Sender<RawMessage>) -> std::io::Result<()> {
     let stream: Arc<str> = Arc::from(STREAM);
-    let message = |r: Record, pos: u64| {
-        let mut m = RawMessage::new(r.topic, r.payload, r.received_ms);
-        // The decoder notes `offset + 1` as the position to resume from.
-        m.position = Some((stream.clone(), 0, pos as i64 - 1));
-        m
-    };
+    let message = |r: Record, pos: u64| message(&stream, r, pos);
     let mut taken = Vec::new();
     loop {
         let behind = {
@@ -633,7 +636,10 @@ impl WalSource {
 }
 
 impl EpochSource for WalSource {
+    /// Records the epoch's range with it: it began at the previous
+    /// decision's position, where the feeder started.
     async fn decide(&self, d: &Decision, positions: &Positions) -> Result<(), String> {
+        let d = Decision { from: Some(self.decided_position() as i64), ..d.clone() };
         let e = Entry { position: self.position(positions), decision: d.encode() };
         let wal = self.wal.clone();
         tokio::task::spawn_blocking(move || wal.ledger.lock().unwrap_or_else(|p| p.into_inner()).record(e))
@@ -648,6 +654,39 @@ impl EpochSource for WalSource {
 
     fn committed(&self, positions: &Positions) {
         self.wal.release(self.position(positions));
+    }
+
+    /// The records between the decision before `d` and `d` (segments are
+    /// released only below a position whose epoch committed, so they are
+    /// still here), streamed from disk by a blocking task. A record that
+    /// fails to read ends the stream with an error, never early in
+    /// silence: the reader closes the channel only after the whole range.
+    fn replay(&self, d: &Decision) -> Result<Replay, String> {
+        let last = self.wal.decided().ok_or("the WAL's ledger holds no decision")?;
+        if Decision::parse(&last.decision).is_none_or(|l| l.prefix != d.prefix || l.epoch != d.epoch) {
+            return Err(format!("epoch {} is not the WAL's last decision", d.epoch));
+        }
+        let from = d.from.ok_or("the decision does not record where its range began (written by an older rockfeed)")?;
+        let (from, to) = (from as u64, last.position);
+        let first = segment::list(&self.wal.shared.cfg.dir).map_err(|e| e.to_string())?.first().copied();
+        if first.is_none_or(|s| s > from) && from < to {
+            return Err(format!("the WAL no longer holds position {from}"));
+        }
+        let (tx, rx) = mpsc::channel(1024);
+        let dir = self.wal.shared.cfg.dir.clone();
+        let done = tokio::task::spawn_blocking(move || {
+            let stream: Arc<str> = Arc::from(STREAM);
+            let mut rd = Reader::new(&dir, from, to);
+            let mut n = 0u64;
+            while let Some((r, pos)) = rd.next_record().map_err(|e| e.to_string())? {
+                if tx.blocking_send(message(&stream, r, pos)).is_err() {
+                    return Err("the rebuild stopped reading".to_string());
+                }
+                n += 1;
+            }
+            Ok(n)
+        });
+        Ok(Replay { messages: rx, done })
     }
 }
 
