@@ -72,17 +72,23 @@ pub struct Decision {
     /// Per shard, the newest event time it had seen when the epoch began
     /// (empty, or `i64::MIN`: none).
     pub watermarks: Vec<i64>,
+    /// How many partitions the decision was written to (Kafka: a rebuild
+    /// must find every one of them still holding it).
+    pub partitions: Option<u32>,
 }
 
 const MAGIC: &str = "rockfeed/1";
 
 impl Decision {
-    /// `rockfeed/1 <prefix> <epoch> <shards> <table>,<table>[ from=<pos>][ wm=<ms>,<ms>]`
+    /// `rockfeed/1 <prefix> <epoch> <shards> <table>,<table>[ from=<pos>][ parts=<n>][ wm=<ms>,<ms>]`
     /// (a watermark of none is written empty).
     pub fn encode(&self) -> String {
         let mut s = format!("{MAGIC} {} {} {} {}", self.prefix, self.epoch, self.shards, self.tables.join(","));
         if let Some(f) = self.from {
             s.push_str(&format!(" from={f}"));
+        }
+        if let Some(n) = self.partitions {
+            s.push_str(&format!(" parts={n}"));
         }
         if self.watermarks.iter().any(|&w| w != i64::MIN) {
             let w: Vec<String> =
@@ -106,6 +112,8 @@ impl Decision {
         for field in it {
             if let Some(f) = field.strip_prefix("from=") {
                 d.from = Some(f.parse().ok()?);
+            } else if let Some(n) = field.strip_prefix("parts=") {
+                d.partitions = Some(n.parse().ok()?);
             } else if let Some(w) = field.strip_prefix("wm=") {
                 d.watermarks = w
                     .split(',')
@@ -490,8 +498,8 @@ impl<S: EpochSource> Coordinator<S> {
             epoch: e,
             shards: self.cfg.shards,
             tables: self.cfg.tables.clone(),
-            from: None,
             watermarks: self.watermarks.clone(),
+            ..Default::default()
         };
         if let Err(reason) = self.decide(&d, &positions).await {
             self.roll_back(&txns).await;

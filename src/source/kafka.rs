@@ -8,7 +8,11 @@
 //!   it, with the decision (`rockfeed/1 <prefix> <epoch> <shards> <tables>`)
 //!   as the offset metadata of every partition it commits. That commit *is*
 //!   the epoch's decision; [`KafkaSource::decisions`] reads it back for every
-//!   partition of the subscribed topics.
+//!   partition of the subscribed topics. Each partition's metadata also
+//!   records where its range began and how many partitions the decision
+//!   covers, so a decided epoch whose transactions StarRocks lost can be
+//!   re-read ([`EpochSource::replay`]: a consumer of its own, assigned
+//!   outside the group) and rebuilt.
 //! - **Backpressure**: a full pipeline channel is waited on with the next
 //!   message in hand (librdkafka's prefetch is capped by
 //!   `queued.max.messages.kbytes`, 16 MiB here); a stall longer than
@@ -40,7 +44,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::RawMessage;
-use crate::pipeline::epoch::{Decision, EpochSource, Positions, Request};
+use crate::pipeline::epoch::{Decision, EpochSource, Positions, Replay, Request};
 use crate::util::now_ms;
 
 /// Environment variable with the SASL password (`sasl.password`).
@@ -145,6 +149,17 @@ struct Shared {
     /// Set before the consumer is closed: callbacks do nothing.
     closing: AtomicBool,
     ready: watch::Sender<bool>,
+    /// Per partition, the offset the next epoch's range begins at: the
+    /// first message read after an assignment, then each decided position.
+    /// A decision records it (`from`), so a lost transaction can be rebuilt
+    /// from the range. Forgotten on every rebalance.
+    starts: Mutex<HashMap<(Arc<str>, i32), i64>>,
+}
+
+impl Shared {
+    fn starts(&self) -> std::sync::MutexGuard<'_, HashMap<(Arc<str>, i32), i64>> {
+        self.starts.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 pub struct Ctx(Arc<Shared>);
@@ -177,6 +192,7 @@ impl ConsumerContext for Ctx {
             if let Some(Err(e)) = self.ask(Request::Finish) {
                 self.fail(format!("could not finish the epoch on revoke: {e}"));
             }
+            self.0.starts().clear();
         }
     }
 
@@ -184,6 +200,7 @@ impl ConsumerContext for Ctx {
         match r {
             Rebalance::Assign(tpl) => {
                 tracing::info!(partitions = tpl.count(), "Kafka partitions assigned; recovering epochs.");
+                self.0.starts().clear();
                 match self.ask(Request::Recover) {
                     Some(Err(e)) => self.fail(format!("recovery failed: {e}")),
                     Some(Ok(())) => {
@@ -201,6 +218,7 @@ impl ConsumerContext for Ctx {
 /// The consumer, shared by the poll thread and the coordinator.
 pub struct KafkaSource {
     consumer: BaseConsumer<Ctx>,
+    cfg: KafkaConfig,
     topics: Vec<String>,
     timeout: Duration,
     shared: Arc<Shared>,
@@ -221,12 +239,19 @@ impl KafkaSource {
             failed: Mutex::new(None),
             closing: AtomicBool::new(false),
             ready,
+            starts: Mutex::new(HashMap::new()),
         });
         let consumer: BaseConsumer<Ctx> =
             cfg.client_config().create_with_context(Ctx(shared.clone())).map_err(|e| format!("Kafka consumer: {e}"))?;
         let topics: Vec<&str> = cfg.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics).map_err(|e| format!("Kafka subscribe: {e}"))?;
-        Ok(Arc::new(KafkaSource { consumer, topics: cfg.topics.clone(), timeout: Duration::from_secs(30), shared }))
+        Ok(Arc::new(KafkaSource {
+            consumer,
+            cfg: cfg.clone(),
+            topics: cfg.topics.clone(),
+            timeout: Duration::from_secs(30),
+            shared,
+        }))
     }
 
     /// Stops the callbacks from talking to the coordinator (before drop).
@@ -257,15 +282,81 @@ impl KafkaSource {
         Ok(c.elements().iter().filter_map(|e| Decision::parse(e.metadata())).collect())
     }
 
+    /// Commits `positions` with the decision as every partition's
+    /// metadata, each with where that partition's range began and how many
+    /// partitions the decision covers.
     fn decide_blocking(&self, d: &Decision, positions: &Positions) -> Result<(), String> {
         let mut tpl = TopicPartitionList::new();
-        let meta = d.encode();
-        for ((topic, partition), next) in positions {
-            let mut e = tpl.add_partition(topic, *partition);
-            e.set_offset(Offset::Offset(*next)).map_err(|e| e.to_string())?;
-            e.set_metadata(meta.clone());
+        {
+            let starts = self.shared.starts();
+            for ((topic, partition), next) in positions {
+                let meta = Decision {
+                    from: starts.get(&(topic.clone(), *partition)).copied(),
+                    partitions: Some(positions.len() as u32),
+                    ..d.clone()
+                }
+                .encode();
+                let mut e = tpl.add_partition(topic, *partition);
+                e.set_offset(Offset::Offset(*next)).map_err(|e| e.to_string())?;
+                e.set_metadata(meta);
+            }
         }
-        self.consumer.commit(&tpl, CommitMode::Sync).map_err(|e| format!("offset commit: {e}"))
+        self.consumer.commit(&tpl, CommitMode::Sync).map_err(|e| format!("offset commit: {e}"))?;
+        let mut starts = self.shared.starts();
+        for (k, next) in positions {
+            starts.insert(k.clone(), *next);
+        }
+        Ok(())
+    }
+
+    /// Where each partition of `d` (a decision this prefix wrote) began and
+    /// ended: every partition it was written to must still hold it, and
+    /// the broker must still hold the range.
+    fn ranges_blocking(&self, d: &Decision) -> Result<Vec<(String, i32, i64, i64)>, String> {
+        let tpl = self.all_partitions()?;
+        let c = self.consumer.committed_offsets(tpl, self.timeout).map_err(|e| format!("committed offsets: {e}"))?;
+        let mut ranges = Vec::new();
+        let mut covers = None;
+        for e in c.elements() {
+            let Some(pd) = Decision::parse(e.metadata()) else { continue };
+            if pd.prefix != d.prefix || pd.epoch != d.epoch {
+                continue;
+            }
+            let (Offset::Offset(to), Some(from)) = (e.offset(), pd.from) else {
+                return Err(format!(
+                    "{}/{} holds the decision without where its range began",
+                    e.topic(),
+                    e.partition()
+                ));
+            };
+            covers = pd.partitions;
+            ranges.push((e.topic().to_string(), e.partition(), from, to));
+        }
+        match covers {
+            Some(n) if n as usize == ranges.len() => {}
+            Some(n) => {
+                return Err(format!(
+                    "only {} of the {n} partitions it was written to still hold it (another instance committed over the others)",
+                    ranges.len()
+                ));
+            }
+            None => return Err("no partition holds it with its range".into()),
+        }
+        for (topic, partition, from, to) in &ranges {
+            if from >= to {
+                continue;
+            }
+            let (low, _) = self
+                .consumer
+                .fetch_watermarks(topic, *partition, self.timeout)
+                .map_err(|e| format!("watermarks of {topic}/{partition}: {e}"))?;
+            if low > *from {
+                return Err(format!(
+                    "Kafka no longer holds offsets {from}..{low} of {topic}/{partition} (retention deleted them)"
+                ));
+            }
+        }
+        Ok(ranges)
     }
 
     /// Polls until `done` flips or the channel closes; hands messages to
@@ -353,17 +444,8 @@ impl KafkaSource {
                 Some(Err(e)) => tracing::warn!(error = %e, "Kafka consumer error."),
                 Some(Ok(m)) => {
                     let topic = topics.entry(m.topic().to_string()).or_insert_with(|| Arc::from(m.topic())).clone();
-                    let name = match (topic_from_key, m.key()) {
-                        (true, Some(k)) => String::from_utf8_lossy(k).into_owned(),
-                        _ => m.topic().to_string(),
-                    };
-                    pending.push_back(RawMessage {
-                        topic: name,
-                        payload: Bytes::copy_from_slice(m.payload().unwrap_or_default()),
-                        received_ms: now_ms(),
-                        key: m.key().map(Bytes::copy_from_slice),
-                        position: Some((topic, m.partition(), m.offset())),
-                    });
+                    self.shared.starts().entry((topic.clone(), m.partition())).or_insert(m.offset());
+                    pending.push_back(raw(&m, topic, topic_from_key));
                     if pending.len() > max_buffered {
                         tracing::warn!(waiting = pending.len(), "Kafka messages keep arriving while paused.");
                     }
@@ -371,6 +453,95 @@ impl KafkaSource {
             }
         }
     }
+}
+
+/// The pipeline's message for a Kafka record.
+fn raw(m: &rdkafka::message::BorrowedMessage<'_>, topic: Arc<str>, topic_from_key: bool) -> RawMessage {
+    let name = match (topic_from_key, m.key()) {
+        (true, Some(k)) => String::from_utf8_lossy(k).into_owned(),
+        _ => m.topic().to_string(),
+    };
+    RawMessage {
+        topic: name,
+        payload: Bytes::copy_from_slice(m.payload().unwrap_or_default()),
+        received_ms: now_ms(),
+        key: m.key().map(Bytes::copy_from_slice),
+        position: Some((topic, m.partition(), m.offset())),
+    }
+}
+
+/// Reads `ranges` (topic, partition, from, to) with a consumer of its own
+/// (assigned, outside the group: it joins nothing and commits nothing)
+/// into `tx`, each partition from `from` up to `to`. An error if a range
+/// cannot be read whole (its start deleted meanwhile, or no progress for a
+/// minute).
+fn read_ranges(
+    cfg: &KafkaConfig,
+    ranges: &[(String, i32, i64, i64)],
+    tx: &mpsc::Sender<RawMessage>,
+) -> Result<u64, String> {
+    let mut cc = cfg.client_config();
+    cc.set("group.id", format!("{}-rebuild", cfg.group_id)).set("auto.offset.reset", "error");
+    let consumer: BaseConsumer = cc.create().map_err(|e| format!("Kafka consumer for the rebuild: {e}"))?;
+    let mut tpl = TopicPartitionList::new();
+    // (topic, partition) → (next offset wanted, end).
+    let mut open: HashMap<(String, i32), (i64, i64)> = HashMap::new();
+    for (topic, partition, from, to) in ranges.iter().filter(|r| r.2 < r.3) {
+        tpl.add_partition_offset(topic, *partition, Offset::Offset(*from)).map_err(|e| e.to_string())?;
+        open.insert((topic.clone(), *partition), (*from, *to));
+    }
+    if open.is_empty() {
+        return Ok(0);
+    }
+    consumer.assign(&tpl).map_err(|e| format!("assign for the rebuild: {e}"))?;
+    let mut topics: HashMap<String, Arc<str>> = HashMap::new();
+    let mut n = 0u64;
+    let mut progress = std::time::Instant::now();
+    while !open.is_empty() {
+        if progress.elapsed() > Duration::from_secs(60) {
+            return Err(format!("no progress re-reading {:?} for a minute", open.keys().collect::<Vec<_>>()));
+        }
+        let m = match consumer.poll(Duration::from_millis(100)) {
+            // Nothing: a range may end in records the consumer never hands
+            // out (transaction markers); its fetch position says so.
+            None => {
+                if let Ok(at) = consumer.position() {
+                    for e in at.elements() {
+                        if let Offset::Offset(p) = e.offset()
+                            && open.get(&(e.topic().to_string(), e.partition())).is_some_and(|&(_, to)| p >= to)
+                        {
+                            open.remove(&(e.topic().to_string(), e.partition()));
+                        }
+                    }
+                }
+                continue;
+            }
+            Some(Err(e)) => return Err(format!("re-reading the range: {e}")),
+            Some(Ok(m)) => m,
+        };
+        let key = (m.topic().to_string(), m.partition());
+        let Some(&(next, to)) = open.get(&key) else { continue };
+        // Offsets may skip (transaction markers); the range's start was
+        // checked against the broker's low watermark, and a start deleted
+        // since fails the read (`auto.offset.reset = error`).
+        if m.offset() < next {
+            continue;
+        }
+        progress = std::time::Instant::now();
+        if m.offset() < to {
+            let topic = topics.entry(key.0.clone()).or_insert_with(|| Arc::from(m.topic())).clone();
+            if tx.blocking_send(raw(&m, topic, cfg.topic_from_key)).is_err() {
+                return Err("the rebuild stopped reading".into());
+            }
+            n += 1;
+        }
+        if m.offset() + 1 >= to {
+            open.remove(&key);
+        } else {
+            open.insert(key, (m.offset() + 1, to));
+        }
+    }
+    Ok(n)
 }
 
 /// How long a full pipeline channel is waited on before the partitions
@@ -386,6 +557,16 @@ impl EpochSource for KafkaSource {
 
     async fn decisions(&self) -> Result<Vec<Decision>, String> {
         tokio::task::block_in_place(|| self.decisions_blocking())
+    }
+
+    /// Every partition's range of `d` (from its committed offset's
+    /// metadata), read by a consumer of its own on a blocking thread.
+    fn replay(&self, d: &Decision) -> Result<Replay, String> {
+        let ranges = tokio::task::block_in_place(|| self.ranges_blocking(d))?;
+        let (tx, rx) = mpsc::channel(1024);
+        let cfg = self.cfg.clone();
+        let done = tokio::task::spawn_blocking(move || read_ranges(&cfg, &ranges, &tx));
+        Ok(Replay { messages: rx, done })
     }
 
     /// A group that is rebalancing refuses the commit until this member
