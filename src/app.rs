@@ -426,6 +426,25 @@ async fn run_kafka(
     let source = KafkaSource::new(kafka, req_tx, ready.clone()).map_err(EpochError::Fatal)?;
     let (tx, rx) = mpsc::channel(kafka.max_buffered.max(1));
     let (cut_tx, cut_rx) = mpsc::channel(1);
+    let mut coordinator = coordinator(cfg, &rcfg, source.clone(), parts, cut_tx);
+    // Recovery at start, before the group is joined: the decisions are
+    // read from every partition's committed offsets, so an instance that
+    // gets no partition (more members than partitions, or a restart the
+    // group does not assign to) still finishes or rolls back what its last
+    // life left prepared. Each assignment recovers again.
+    let mut stop = shutdown.clone();
+    let recovered = tokio::select! {
+        r = coordinator.recover() => Some(r),
+        _ = stop.wait_for(|s| *s) => None,
+    };
+    if !matches!(recovered, Some(Ok(()))) {
+        source.close();
+        let _ = tokio::task::spawn_blocking(move || drop(source)).await;
+        return Err(recovered.and_then(|r| r.err()).unwrap_or_else(|| EpochError::Abandoned {
+            epoch: 0,
+            reason: "stopped while recovering (StarRocks did not answer)".into(),
+        }));
+    }
     // The poll thread stops on this one: the outer shutdown, or the end of
     // this life.
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -457,7 +476,6 @@ async fn run_kafka(
         stats.clone(),
         cut_rx,
     ));
-    let coordinator = coordinator(cfg, &rcfg, source.clone(), parts, cut_tx);
     // Boxed, so an unfinished coordinator can be dropped below (its cut
     // sender going is what ends the decoder).
     let mut coordinate = Box::pin(coordinator.run(req_rx, shutdown.clone()));

@@ -246,3 +246,47 @@ async fn a_prepared_timeout_that_runs_out_while_down_is_rebuilt_from_kafka() {
     assert!(crash::open_txns(&c.emu).is_empty(), "{:?}", crash::open_txns(&c.emu));
     c.emu.shutdown().await;
 }
+
+/// Issue 14: recovery at start, before any assignment. The child halts
+/// after every shard prepared an epoch (undecided: its transactions
+/// PREPARED) and is killed; as a dynamic member with a 30 s session, the
+/// dead member keeps the group from rebalancing until its session expires,
+/// so the restarted child gets no assignment for that long. Its recovery
+/// still rolls the undecided epoch back at once, from the decisions in the
+/// committed offsets, instead of leaving the transactions holding
+/// running-transaction slots until an assignment (or StarRocks' prepared
+/// timeout) comes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_that_gets_no_assignment_still_recovers() {
+    let mock = mock_cluster(1, "telemetry", 2).unwrap();
+    let brokers = mock.bootstrap_servers();
+    let c = setup(&brokers, "exactly-once", "noassign").await;
+    let text = std::fs::read_to_string(&c.conf)
+        .unwrap()
+        .replace("\"group.instance.id\" = \"crash-noassign-1\"\n", "")
+        .replace("\"session.timeout.ms\" = \"2500\"", "\"session.timeout.ms\" = \"30000\"")
+        .replace("\"heartbeat.interval.ms\" = \"300\"", "\"heartbeat.interval.ms\" = \"1000\"");
+    std::fs::write(&c.conf, text).unwrap();
+    let producer = produce(brokers.clone(), 300.0, 3, 11, Arc::new(AtomicBool::new(false)));
+    let mut run = spawn(&c.conf, Some("after_prepare:1".into()));
+    assert!(run.wait_for("test hook: halted at", Duration::from_secs(60)).await, "{}", run.tail());
+    run.kill9().await;
+    assert!(!crash::open_txns(&c.emu).is_empty(), "the halted epoch's transactions are open");
+    let mut run = spawn(&c.conf, None);
+    assert!(run.wait_for("Epoch recovery done", Duration::from_secs(20)).await, "{}", run.tail());
+    assert!(crash::open_txns(&c.emu).is_empty(), "rolled back at start: {:?}", crash::open_txns(&c.emu));
+    assert!(!run.saw("Kafka partitions assigned"), "the premise: no assignment yet\n{}", run.tail());
+    // The same child goes on once the dead member's session expires.
+    let ledger = producer.await.unwrap();
+    let t = common::emulator_tables(c.emu.fe_url(), true);
+    let end = tokio::time::Instant::now() + Duration::from_secs(90);
+    let mut audits = audit_emulator(&t, &ledger).await.unwrap();
+    while !audits.iter().all(|a| a.ok()) && tokio::time::Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        audits = audit_emulator(&t, &ledger).await.unwrap();
+    }
+    assert!(audits.iter().all(|a| a.ok()), "{audits:?}\n{}", run.tail());
+    assert!(run.saw("Kafka partitions assigned"));
+    run.kill9().await;
+    c.emu.shutdown().await;
+}

@@ -564,3 +564,60 @@ async fn an_instance_restarts_after_another_committed_over_all_its_decisions() {
     assert!(open_txns(&r.emu).is_empty(), "{:?}", open_txns(&r.emu));
     r.emu.shutdown().await;
 }
+
+/// Issue 14: a group with more members than partitions. A holds the only
+/// partition, B (its own prefix, same group) joins and is assigned nothing
+/// (recovery runs at start, and again on the empty assignment). B's last life left
+/// epoch 3 decided (its local note) with a transaction still PREPARED, and
+/// epoch 4 undecided with one PREPARED. B finishes both at start, though it
+/// never gets a partition: epoch 3's commits (its canary row is visible),
+/// epoch 4's rolls back (its canary is not), and no transaction waits for
+/// StarRocks' prepared timeout holding a running-transaction slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_without_partitions_recovers() {
+    let mock = mock_cluster(1, "telemetry", 1).unwrap();
+    let brokers = mock.bootstrap_servers();
+    let (r, cfg_b) = two_instances(&brokers, "kna", "knb").await;
+    let t = tables(r.emu.fe_url());
+    let mut ledger = Ledger::new(&Fleet::new(24, 15, 43, "RFKX").metrics, 60_000);
+    let (stop_a, stop_rx) = watch::channel(false);
+    let (ready_tx, mut ready) = watch::channel(false);
+    let a = tokio::spawn(rockfeed::app::run_with_ready(r.cfg.clone(), stop_rx, ready_tx));
+    assert!(tokio::time::timeout(Duration::from_secs(60), ready.wait_for(|r| *r)).await.is_ok(), "A never assigned");
+    common::produce_kafka(&brokers, Fleet::new(24, 15, 43, "RFKX"), Profile::Narrow, 1500.0, 1, &mut ledger).await;
+    assert!(common::audit_settles(&t, &ledger, Duration::from_secs(60)).await);
+    // B's last life.
+    std::fs::create_dir_all(&cfg_b.pipeline.state_dir).unwrap();
+    std::fs::write(cfg_b.pipeline.state_dir.join("knb.decided"), "3\n").unwrap();
+    let loader = common::loader(&r.emu, "pw", "rockfeed", Default::default());
+    let txn = TxnLoader::new(&loader, Default::default());
+    for (label, vin) in [("knb-telemetry_1m-0-3", "DECIDED"), ("knb-telemetry_1m-1-4", "UNDECIDED")] {
+        let mut h = http::HeaderMap::new();
+        h.insert("column_separator", http::HeaderValue::from_static(","));
+        h.insert("columns", http::HeaderValue::from_static("vehicle_id,window_start,metric,cnt,total,`min`,`max`"));
+        let body = bytes::Bytes::from(format!("{vin},2026-01-01 00:00:00,speed,1,1,1,1\n"));
+        txn.prepare("telemetry_1m", label, &[Chunk { headers: h, body }]).await.unwrap();
+    }
+    let state = |l: &str| r.emu.with_core(|c| c.registry.by_label("rockfeed", l).map(|t| t.state.name()));
+    let (stop_b, stop_rx) = watch::channel(false);
+    let (ready_tx, _ready_b) = watch::channel(false);
+    let b = tokio::spawn(rockfeed::app::run_with_ready(cfg_b, stop_rx, ready_tx));
+    let end = tokio::time::Instant::now() + Duration::from_secs(30);
+    while (state("knb-telemetry_1m-0-3"), state("knb-telemetry_1m-1-4")) != (Some("VISIBLE"), Some("ABORTED"))
+        && tokio::time::Instant::now() < end
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(state("knb-telemetry_1m-0-3"), Some("VISIBLE"), "the decided epoch committed");
+    assert_eq!(state("knb-telemetry_1m-1-4"), Some("ABORTED"), "the undecided epoch rolled back");
+    let vins: Vec<String> = r.emu.with_core(|c| {
+        c.table("rockfeed", "telemetry_1m").unwrap().rows().iter().map(|row| row[0].to_string()).collect()
+    });
+    assert!(vins.contains(&"DECIDED".to_string()) && !vins.contains(&"UNDECIDED".to_string()));
+    stop_b.send(true).unwrap();
+    stop_a.send(true).unwrap();
+    b.await.unwrap().unwrap();
+    a.await.unwrap().unwrap();
+    assert!(open_txns(&r.emu).is_empty(), "{:?}", open_txns(&r.emu));
+    r.emu.shutdown().await;
+}

@@ -218,6 +218,11 @@ impl ConsumerContext for Ctx {
 /// The consumer, shared by the poll thread and the coordinator.
 pub struct KafkaSource {
     consumer: BaseConsumer<Ctx>,
+    /// Reads the group's committed offsets without being a member: a
+    /// member's own offset fetch waits while the group rebalances (a dead
+    /// member holds a rebalance for its whole session), and recovery at
+    /// start must not wait for that.
+    reader: BaseConsumer,
     cfg: KafkaConfig,
     topics: Vec<String>,
     timeout: Duration,
@@ -243,10 +248,12 @@ impl KafkaSource {
         });
         let consumer: BaseConsumer<Ctx> =
             cfg.client_config().create_with_context(Ctx(shared.clone())).map_err(|e| format!("Kafka consumer: {e}"))?;
+        let reader: BaseConsumer = cfg.client_config().create().map_err(|e| format!("Kafka consumer: {e}"))?;
         let topics: Vec<&str> = cfg.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics).map_err(|e| format!("Kafka subscribe: {e}"))?;
         Ok(Arc::new(KafkaSource {
             consumer,
+            reader,
             cfg: cfg.clone(),
             topics: cfg.topics.clone(),
             timeout: Duration::from_secs(30),
@@ -262,8 +269,7 @@ impl KafkaSource {
     fn all_partitions(&self) -> Result<TopicPartitionList, String> {
         let mut tpl = TopicPartitionList::new();
         for t in &self.topics {
-            let md =
-                self.consumer.fetch_metadata(Some(t), self.timeout).map_err(|e| format!("metadata of {t}: {e}"))?;
+            let md = self.reader.fetch_metadata(Some(t), self.timeout).map_err(|e| format!("metadata of {t}: {e}"))?;
             for mt in md.topics() {
                 if let Some(e) = mt.error() {
                     return Err(format!("metadata of {t}: {e:?}"));
@@ -278,7 +284,7 @@ impl KafkaSource {
 
     fn decisions_blocking(&self) -> Result<Vec<Decision>, String> {
         let tpl = self.all_partitions()?;
-        let c = self.consumer.committed_offsets(tpl, self.timeout).map_err(|e| format!("committed offsets: {e}"))?;
+        let c = self.reader.committed_offsets(tpl, self.timeout).map_err(|e| format!("committed offsets: {e}"))?;
         Ok(c.elements().iter().filter_map(|e| Decision::parse(e.metadata())).collect())
     }
 
@@ -314,7 +320,7 @@ impl KafkaSource {
     /// the broker must still hold the range.
     fn ranges_blocking(&self, d: &Decision) -> Result<Vec<(String, i32, i64, i64)>, String> {
         let tpl = self.all_partitions()?;
-        let c = self.consumer.committed_offsets(tpl, self.timeout).map_err(|e| format!("committed offsets: {e}"))?;
+        let c = self.reader.committed_offsets(tpl, self.timeout).map_err(|e| format!("committed offsets: {e}"))?;
         let mut ranges = Vec::new();
         let mut covers = None;
         for e in c.elements() {
