@@ -423,7 +423,7 @@ async fn run_kafka(
     let Parts { loader, enrich, stats, archive } = *parts;
     let rcfg = runner_config(cfg);
     let (req_tx, req_rx) = mpsc::channel(4);
-    let source = KafkaSource::new(kafka, req_tx, ready.clone()).map_err(EpochError::Fatal)?;
+    let source = KafkaSource::new(kafka, req_tx, ready.clone(), stats.clone()).map_err(EpochError::Fatal)?;
     let (tx, rx) = mpsc::channel(kafka.max_buffered.max(1));
     let (cut_tx, cut_rx) = mpsc::channel(1);
     let mut coordinator = coordinator(cfg, &rcfg, source.clone(), parts, cut_tx);

@@ -621,3 +621,71 @@ async fn an_instance_without_partitions_recovers() {
     assert!(open_txns(&r.emu).is_empty(), "{:?}", open_txns(&r.emu));
     r.emu.shutdown().await;
 }
+
+/// Issue 14: a retention loss is counted, per partition, with the number
+/// of offsets skipped. rockfeed consumes, commits and stops; while it is
+/// down, more than the mock broker keeps per partition (5 MiB) is
+/// produced, so the log's start moves past the committed offset. At the
+/// restart consumption resets to the earliest offset kept: rockfeed counts
+/// exactly the offsets between its committed offset and the log's new
+/// start (`rockfeed_kafka_offsets_skipped_total{topic,partition}`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offsets_retention_deleted_before_they_were_read_are_counted() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let mock = mock_cluster(1, "telemetry", 1).unwrap();
+    let brokers = mock.bootstrap_servers();
+    let r = rig(&brokers, "kret", RegistryConfig::default()).await;
+    let t = tables(r.emu.fe_url());
+    let life = |stats: Arc<rockfeed::telemetry::Stats>| {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (ready_tx, ready) = watch::channel(false);
+        (stop_tx, ready, tokio::spawn(rockfeed::app::run_with(r.cfg.clone(), stop_rx, ready_tx, stats)))
+    };
+    let (stop, mut ready, app) = life(Default::default());
+    assert!(tokio::time::timeout(Duration::from_secs(60), ready.wait_for(|r| *r)).await.is_ok());
+    let mut ledger = Ledger::new(&Fleet::new(24, 15, 47, "RFKX").metrics, 60_000);
+    common::produce_kafka(&brokers, Fleet::new(24, 15, 47, "RFKX"), Profile::Narrow, 1500.0, 1, &mut ledger).await;
+    assert!(common::audit_settles(&t, &ledger, Duration::from_secs(60)).await);
+    stop.send(true).unwrap();
+    app.await.unwrap().unwrap();
+    // While rockfeed is down: 8 MiB of filler.
+    let producer: BaseProducer = rdkafka::ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
+    let filler = vec![b'x'; 100 << 10];
+    for _ in 0..80 {
+        producer.send(BaseRecord::<(), [u8]>::to("telemetry").payload(&filler[..])).unwrap();
+        producer.flush(Duration::from_secs(10)).unwrap();
+    }
+    let probe: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", "rockfeed-it")
+        .create()
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition("telemetry", 0);
+    let committed = match probe.committed_offsets(tpl, Duration::from_secs(10)).unwrap().elements()[0].offset() {
+        rdkafka::Offset::Offset(o) => o,
+        o => panic!("no committed offset: {o:?}"),
+    };
+    let (low, _) = probe.fetch_watermarks("telemetry", 0, Duration::from_secs(10)).unwrap();
+    assert!(
+        low > committed,
+        "the premise: retention moved the log's start ({low}) past the committed offset ({committed})"
+    );
+    let stats: Arc<rockfeed::telemetry::Stats> = Default::default();
+    let (stop, mut ready, app) = life(stats.clone());
+    assert!(tokio::time::timeout(Duration::from_secs(60), ready.wait_for(|r| *r)).await.is_ok());
+    let end = tokio::time::Instant::now() + Duration::from_secs(30);
+    while stats.kafka_offset_resets.lock().is_empty() && tokio::time::Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.send(true).unwrap();
+    app.await.unwrap().unwrap();
+    let resets = stats.kafka_offset_resets.lock().clone();
+    assert_eq!(resets.get(&("telemetry".to_string(), 0)), Some(&(1, (low - committed) as u64)), "{resets:?}");
+    let text = rockfeed::telemetry::http::render(&stats, true);
+    let line =
+        format!("rockfeed_kafka_offsets_skipped_total{{topic=\"telemetry\",partition=\"0\"}} {}", low - committed);
+    assert!(text.contains(&line), "{text}");
+    r.emu.shutdown().await;
+}

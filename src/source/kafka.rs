@@ -154,6 +154,12 @@ struct Shared {
     /// A decision records it (`from`), so a lost transaction can be rebuilt
     /// from the range. Forgotten on every rebalance.
     starts: Mutex<HashMap<(Arc<str>, i32), i64>>,
+    /// Per assigned partition, the offset the next message should have:
+    /// the committed offset at the assignment, then the last one read + 1.
+    /// A message past it, when the broker's log now starts past it too,
+    /// means retention deleted what lay between: counted and logged.
+    expected: Mutex<HashMap<(String, i32), i64>>,
+    stats: Arc<crate::telemetry::Stats>,
 }
 
 impl Shared {
@@ -196,11 +202,29 @@ impl ConsumerContext for Ctx {
         }
     }
 
-    fn post_rebalance(&self, _: &BaseConsumer<Self>, r: &Rebalance<'_>) {
+    fn post_rebalance(&self, c: &BaseConsumer<Self>, r: &Rebalance<'_>) {
         match r {
             Rebalance::Assign(tpl) => {
                 tracing::info!(partitions = tpl.count(), "Kafka partitions assigned; recovering epochs.");
                 self.0.starts().clear();
+                let mut expected = self.0.expected.lock().unwrap_or_else(|p| p.into_inner());
+                expected.clear();
+                // Where consumption resumes: the committed offsets (none,
+                // for a partition the group never committed: where it
+                // starts then is auto_offset_reset's choice, not a loss).
+                match c.committed_offsets((*tpl).clone(), Duration::from_secs(30)) {
+                    Ok(committed) => {
+                        for e in committed.elements() {
+                            if let Offset::Offset(o) = e.offset() {
+                                expected.insert((e.topic().to_string(), e.partition()), o);
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "Cannot read the committed offsets of the assignment; offsets retention skips over it are not counted.")
+                    }
+                }
+                drop(expected);
                 match self.ask(Request::Recover) {
                     Some(Err(e)) => self.fail(format!("recovery failed: {e}")),
                     Some(Ok(())) => {
@@ -236,6 +260,7 @@ impl KafkaSource {
         cfg: &KafkaConfig,
         requests: mpsc::Sender<Request>,
         ready: watch::Sender<bool>,
+        stats: Arc<crate::telemetry::Stats>,
     ) -> Result<Arc<KafkaSource>, String> {
         cfg.validate()?;
         let shared = Arc::new(Shared {
@@ -245,6 +270,8 @@ impl KafkaSource {
             closing: AtomicBool::new(false),
             ready,
             starts: Mutex::new(HashMap::new()),
+            expected: Mutex::new(HashMap::new()),
+            stats,
         });
         let consumer: BaseConsumer<Ctx> =
             cfg.client_config().create_with_context(Ctx(shared.clone())).map_err(|e| format!("Kafka consumer: {e}"))?;
@@ -313,6 +340,43 @@ impl KafkaSource {
             starts.insert(k.clone(), *next);
         }
         Ok(())
+    }
+
+    /// Notes `offset` as read from `topic`/`partition`. Offsets may skip
+    /// (transaction markers); a skip is a loss only when the broker's log
+    /// now starts past the offset expected: retention deleted the records
+    /// between before rockfeed read them. Counted per partition
+    /// (`rockfeed_kafka_offset_resets_total`, `…_offsets_skipped_total`)
+    /// and logged as an ERROR naming how many.
+    fn check_gap(&self, topic: &str, partition: i32, offset: i64) {
+        let key = (topic.to_string(), partition);
+        let prev = self.shared.expected.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), offset + 1);
+        let Some(expected) = prev.filter(|&e| offset > e) else { return };
+        let low = match self.reader.fetch_watermarks(topic, partition, self.timeout) {
+            Ok((low, _)) => low,
+            Err(e) => {
+                tracing::warn!(topic, partition, expected, offset, error = %e, "Kafka offsets skipped; cannot read the partition's watermarks to tell a retention loss from transaction markers.");
+                return;
+            }
+        };
+        if low <= expected {
+            return; // the records are there: markers, not a loss
+        }
+        let skipped = (low.min(offset) - expected) as u64;
+        {
+            let mut m = self.shared.stats.kafka_offset_resets.lock();
+            let e = m.entry(key).or_default();
+            e.0 += 1;
+            e.1 += skipped;
+        }
+        tracing::error!(
+            topic,
+            partition,
+            from = expected,
+            to = low,
+            skipped,
+            "Kafka retention deleted offsets before rockfeed read them: those records are lost (rockfeed_kafka_offsets_skipped_total). Keep retention longer than the longest outage."
+        );
     }
 
     /// Where each partition of `d` (a decision this prefix wrote) began and
@@ -451,6 +515,7 @@ impl KafkaSource {
                 Some(Ok(m)) => {
                     let topic = topics.entry(m.topic().to_string()).or_insert_with(|| Arc::from(m.topic())).clone();
                     self.shared.starts().entry((topic.clone(), m.partition())).or_insert(m.offset());
+                    self.check_gap(m.topic(), m.partition(), m.offset());
                     pending.push_back(raw(&m, topic, topic_from_key));
                     if pending.len() > max_buffered {
                         tracing::warn!(waiting = pending.len(), "Kafka messages keep arriving while paused.");
@@ -623,7 +688,7 @@ mod tests {
             ],
         ] {
             let (tx, _rx) = mpsc::channel(1);
-            let r = KafkaSource::new(&cfg(&props), tx, watch::channel(false).0);
+            let r = KafkaSource::new(&cfg(&props), tx, watch::channel(false).0, Default::default());
             assert!(r.is_ok(), "{props:?}: {:?}", r.err());
             r.unwrap().close();
         }

@@ -31,6 +31,30 @@ fn metric(out: &mut String, kind: &str, name: &str, help: &str, v: impl std::fmt
     let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n");
 }
 
+/// Kafka retention losses per partition: how often consumption jumped
+/// past deleted offsets, and how many offsets it skipped.
+fn offset_resets(o: &mut String, s: &Stats) {
+    let m = s.kafka_offset_resets.lock();
+    for (name, help, skipped) in [
+        (
+            "rockfeed_kafka_offset_resets_total",
+            "Times a Kafka partition's consumption jumped past offsets the broker had deleted (retention).",
+            false,
+        ),
+        (
+            "rockfeed_kafka_offsets_skipped_total",
+            "Kafka offsets deleted by retention before rockfeed read them: lost.",
+            true,
+        ),
+    ] {
+        let _ = write!(o, "# HELP {name} {help}\n# TYPE {name} counter\n");
+        for ((topic, partition), (resets, n)) in m.iter() {
+            let v = if skipped { n } else { resets };
+            let _ = writeln!(o, "{name}{{topic=\"{topic}\",partition=\"{partition}\"}} {v}");
+        }
+    }
+}
+
 /// The refusals by reason, one family per unit
 /// (`rockfeed_rejected_{messages,samples,readings,rows}_total`); the
 /// readings family also counts the readings inside refused messages,
@@ -87,6 +111,7 @@ pub fn render(s: &Stats, ready: bool) -> String {
         s.readings_committed.load(Relaxed),
     );
     rejected(&mut o, s);
+    offset_resets(&mut o, s);
     metric(
         &mut o,
         "counter",

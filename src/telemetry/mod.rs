@@ -192,6 +192,9 @@ pub struct Stats {
     /// Lost transactions of a decided epoch that recovery rebuilt from the
     /// source's range and committed under their label.
     pub txns_rebuilt: AtomicU64,
+    /// Kafka partitions whose consumption jumped past offsets the broker
+    /// deleted (retention): (topic, partition) → (resets, offsets skipped).
+    pub kafka_offset_resets: Mutex<std::collections::BTreeMap<(String, i32), (u64, u64)>>,
     /// Transactions of undecided epochs rolled back (abandon or recovery).
     pub txns_rolled_back: AtomicU64,
     /// PREPARED transactions of decided epochs committed by recovery.
@@ -259,6 +262,7 @@ impl Default for Stats {
             txns_committed: AtomicU64::new(0),
             txns_reloaded: AtomicU64::new(0),
             txns_rebuilt: AtomicU64::new(0),
+            kafka_offset_resets: Mutex::default(),
             txns_rolled_back: AtomicU64::new(0),
             txns_recovered: AtomicU64::new(0),
             txns_lost: AtomicU64::new(0),
