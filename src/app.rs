@@ -324,6 +324,7 @@ fn coordinator<S: crate::pipeline::epoch::EpochSource>(
             tables: rcfg.tables(),
             shards: rcfg.shards,
             epoch: rcfg.epoch,
+            max_epoch: cfg.pipeline.max_epoch(),
             timeouts: rcfg.timeouts,
             state_dir: Some(cfg.pipeline.state_dir.clone()),
         },

@@ -170,6 +170,15 @@ async fn emulator() -> Emulator {
     Emulator::start(EmulatorConfig::local(parse_ddl(DDL).unwrap(), "root", "pw")).await.unwrap()
 }
 
+/// An emulator whose compaction removes `per_sec` versions per tablet per
+/// second and refuses loads past `max` versions.
+async fn slow_compaction(max: u64, per_sec: f64) -> Emulator {
+    let mut ec = EmulatorConfig::local(parse_ddl(DDL).unwrap(), "root", "pw");
+    ec.versions =
+        rockfeed::starrocks_emulator::engine::VersionPolicy { max_versions: max, compaction_per_sec: per_sec };
+    Emulator::start(ec).await.unwrap()
+}
+
 async fn transient_faults(delivery: &str) {
     let emu = emulator().await;
     for f in [
@@ -474,4 +483,48 @@ async fn lost_transactions_of_a_decided_epoch_are_rebuilt_from_the_wal_under_the
     assert_eq!(state(l0), Some("VISIBLE"));
     assert_eq!(state(l1), Some("VISIBLE"));
     emu.shutdown().await;
+}
+
+/// Runs 200 ms epochs (pacing up to `max_epoch`) against StarRocks that
+/// compacts 2 versions per tablet per second and refuses a load past 6:
+/// each 200 ms epoch gives every tablet it touches a version. Returns the
+/// loads refused with `too many versions` in a window after 8 s (when
+/// pacing has had time to settle), and the epoch length at the end. The
+/// table must be exact either way.
+async fn paced(max_epoch_ms: u64) -> (u64, u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = slow_compaction(6, 2.0).await;
+    let mut cfg = config(dir.path(), "exactly-once", "");
+    cfg.pipeline.epoch = rockfeed::config::Dur(Duration::from_millis(200));
+    cfg.pipeline.max_epoch = Some(rockfeed::config::Dur(Duration::from_millis(max_epoch_ms)));
+    let loader = common::loader(&emu, "pw", "rockfeed", fast());
+    let run = start(&cfg, loader.clone());
+    let mut want = feed(&run.wal, 800, nine).await;
+    let before = loader.throttled();
+    for (k, v) in feed(&run.wal, 400, nine).await {
+        let e = want.entry(k).or_insert((0, 0.0));
+        e.0 += v.0;
+        e.1 += v.1;
+    }
+    let window = loader.throttled() - before;
+    settles(&emu, &want, Duration::from_secs(60)).await;
+    let epoch_ms = run.stats.epoch_ms.load(Ordering::Relaxed);
+    run.stop().await;
+    assert_same(&table(&emu), &want);
+    emu.shutdown().await;
+    (window, epoch_ms)
+}
+
+/// Issue 14: adaptive pacing. With pacing off, StarRocks keeps refusing
+/// loads for too many versions (retried: nothing is lost, but every epoch
+/// waits for compaction); with it on, the epoch stretches until StarRocks
+/// keeps up, and once it has settled no load is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pacing_stretches_the_epoch_until_starrocks_stops_refusing_for_versions() {
+    let (off_refused, off_epoch) = paced(200).await;
+    assert_eq!(off_epoch, 200, "pacing off keeps the epoch");
+    assert!(off_refused > 0, "the premise: 200 ms epochs outrun compaction");
+    let (on_refused, on_epoch) = paced(10_000).await;
+    assert!(on_epoch >= 800, "the epoch stretched to where compaction keeps up: {on_epoch} ms");
+    assert_eq!(on_refused, 0, "no refusal once settled (off: {off_refused})");
 }

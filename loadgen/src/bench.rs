@@ -78,6 +78,16 @@ pub struct BenchArgs {
     /// rockfeed epoch.
     #[arg(long, default_value = "1s")]
     pub epoch: String,
+    /// rockfeed's `pipeline.max_epoch` (pacing's ceiling; equal to
+    /// `--epoch`: pacing off). Default: rockfeed's.
+    #[arg(long)]
+    pub max_epoch: Option<String>,
+    /// The emulator's versions per tablet before `too many versions`.
+    #[arg(long, default_value_t = 1000)]
+    pub emulator_max_versions: u64,
+    /// The emulator's compaction: versions removed per tablet per second.
+    #[arg(long, default_value_t = 10.0)]
+    pub emulator_compaction_per_sec: f64,
     /// rockfeed's WAL I/O path: auto, uring or std.
     #[arg(long, default_value = "auto")]
     pub wal_io: String,
@@ -196,7 +206,7 @@ replication_num = 1
 [pipeline]
 shards = {shards}
 epoch = "{epoch}"
-state_dir = "{state}"
+{max_epoch}state_dir = "{state}"
 [wal]
 dir = "{wal}"
 io = "{wal_io}"
@@ -208,6 +218,7 @@ dir = "{dead}"
 {archive}"#,
         shards = a.shards,
         epoch = a.epoch,
+        max_epoch = a.max_epoch.as_ref().map(|m| format!("max_epoch = \"{m}\"\n")).unwrap_or_default(),
         dead = dir.join("dead-letter").display(),
         state = dir.join("state").display(),
         wal = dir.join("wal").display(),
@@ -407,6 +418,8 @@ impl Env {
         let _emu = Proc(
             Command::new(&self.rockfeed)
                 .args(["starrocks-emulator", "--fe", &format!("127.0.0.1:{fe}"), "--be", &format!("127.0.0.1:{be}")])
+                .args(["--max-versions", &self.a.emulator_max_versions.to_string()])
+                .args(["--compaction-per-sec", &self.a.emulator_compaction_per_sec.to_string()])
                 .arg("--ddl")
                 .arg(dir.join("ddl.sql"))
                 .env("ROCKFEED_EMULATOR_PASSWORD", PASSWORD)

@@ -389,8 +389,14 @@ impl Default for Window {
 pub struct Pipeline {
     /// Shard workers; shard = StarRocks bucket mod shards.
     pub shards: u32,
-    /// Epoch length: how often partial aggregates are sealed and loaded.
+    /// Epoch length: how often partial aggregates are sealed and loaded
+    /// (while StarRocks shows no pressure).
     pub epoch: Dur,
+    /// The longest epoch pacing may stretch to while StarRocks shows
+    /// pressure (`too many versions`, the running-transaction cap, loads
+    /// slow for the epoch); equal to `epoch`: pacing off. Default: 30 s, or
+    /// `epoch` if that is longer.
+    pub max_epoch: Option<Dur>,
     /// Batches buffered per shard before the source is held back.
     pub channel_batches: usize,
     /// A shard loads early when it holds this many partial rows (bounds
@@ -406,11 +412,19 @@ pub struct Pipeline {
     pub state_dir: PathBuf,
 }
 
+impl Pipeline {
+    /// The longest epoch pacing may stretch to (see `max_epoch`).
+    pub fn max_epoch(&self) -> Duration {
+        self.max_epoch.map(|d| d.0).unwrap_or(Duration::from_secs(30).max(self.epoch.0))
+    }
+}
+
 impl Default for Pipeline {
     fn default() -> Self {
         Pipeline {
             shards: 2,
             epoch: Dur(Duration::from_secs(1)),
+            max_epoch: None,
             channel_batches: 64,
             max_rows_per_load: 500_000,
             max_epoch_bytes: 128 << 20,
@@ -509,6 +523,14 @@ impl Config {
         }
         if self.pipeline.epoch.0 < Duration::from_millis(100) {
             return bad("pipeline.epoch must be at least 100ms".into());
+        }
+        if let Some(m) = self.pipeline.max_epoch
+            && m.0 < self.pipeline.epoch.0
+        {
+            return bad(format!(
+                "pipeline.max_epoch ({:?}) is shorter than pipeline.epoch ({:?}); set it equal to turn pacing off",
+                m.0, self.pipeline.epoch.0
+            ));
         }
         crate::decode::narrow::TopicTemplate::parse(&self.decode.topic_template).map_err(ConfigError::Invalid)?;
         if let Some(m) = &self.source.mqtt {

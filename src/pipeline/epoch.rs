@@ -43,6 +43,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::pace::{Pacer, Signals};
 use crate::config::Delivery;
 use crate::sink::starrocks::label::label;
 use crate::sink::starrocks::retry::Backoff;
@@ -331,6 +332,8 @@ pub struct CoordinatorConfig {
     pub tables: Vec<String>,
     pub shards: u32,
     pub epoch: Duration,
+    /// Pacing stretches epochs up to this while StarRocks shows pressure.
+    pub max_epoch: Duration,
     pub timeouts: TxnTimeouts,
     /// Where the last decided epoch is noted (`None`: nowhere).
     pub state_dir: Option<std::path::PathBuf>,
@@ -354,6 +357,10 @@ pub struct Coordinator<S> {
     watermarks: Vec<i64>,
     /// The pipeline a lost transaction of a decided epoch is rebuilt with.
     rebuild: Option<Rebuilder>,
+    /// The next epoch's length.
+    pacer: Pacer,
+    /// When the coordinator started (the pacer's clock).
+    started: Instant,
     archive: Option<Arc<crate::archive::Archive>>,
     /// The source's requests (revoke, assign), while `run` runs.
     requests: Option<mpsc::Receiver<Request>>,
@@ -371,6 +378,8 @@ impl<S: EpochSource> Coordinator<S> {
         cuts: mpsc::Sender<Cut>,
         stats: Arc<Stats>,
     ) -> Self {
+        stats.epoch_ms.store(cfg.epoch.as_millis() as u64, Ordering::Relaxed);
+        let pacer = Pacer::new(cfg.epoch, cfg.max_epoch);
         Coordinator {
             cfg,
             source,
@@ -384,6 +393,8 @@ impl<S: EpochSource> Coordinator<S> {
             last_decided: Positions::new(),
             watermarks: Vec::new(),
             rebuild: None,
+            pacer,
+            started: Instant::now(),
             archive: None,
             requests: None,
             deferred: None,
@@ -417,7 +428,7 @@ impl<S: EpochSource> Coordinator<S> {
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<(), EpochError> {
         self.requests = Some(requests);
-        let mut next_cut = tokio::time::Instant::now() + self.cfg.epoch;
+        let mut next_cut = tokio::time::Instant::now() + self.pacer.epoch();
         loop {
             tokio::select! {
                 biased;
@@ -428,7 +439,7 @@ impl<S: EpochSource> Coordinator<S> {
                         self.last_decided.clear();
                         let _ = reply.send(r.as_ref().map(|_| ()).map_err(|e| e.to_string()));
                         r?;
-                        next_cut = tokio::time::Instant::now() + self.cfg.epoch;
+                        next_cut = tokio::time::Instant::now() + self.pacer.epoch();
                     }
                     Some(Request::Recover(reply)) => {
                         let r = self.recover().await;
@@ -441,13 +452,13 @@ impl<S: EpochSource> Coordinator<S> {
                 // are loaded, committed and let go (the decoder waits).
                 _ = self.stats.bodies.cut_requested() => {
                     self.epoch(false, false, false).await?;
-                    next_cut = tokio::time::Instant::now() + self.cfg.epoch;
+                    next_cut = tokio::time::Instant::now() + self.pacer.epoch();
                 }
                 _ = tokio::time::sleep_until(next_cut) => {
                     self.epoch(false, false, false).await?;
                     // A fixed cadence: the time an epoch takes to commit
-                    // does not stretch the next one.
-                    next_cut = (next_cut + self.cfg.epoch).max(tokio::time::Instant::now());
+                    // does not stretch the next one (the pacer may).
+                    next_cut = (next_cut + self.pacer.epoch()).max(tokio::time::Instant::now());
                 }
             }
         }
@@ -457,6 +468,8 @@ impl<S: EpochSource> Coordinator<S> {
     /// Seal, decide and commit one epoch.
     async fn epoch(&mut self, drain: bool, reset_positions: bool, last: bool) -> Result<(), EpochError> {
         let e = self.next_epoch;
+        let sealed = Instant::now();
+        let throttled = self.loader.throttled();
         let (tx, rx) = oneshot::channel();
         let cut = Cut { epoch: e, drain, reset_positions, last, reply: tx };
         if self.cuts.send(cut).await.is_err() {
@@ -557,8 +570,30 @@ impl<S: EpochSource> Coordinator<S> {
         self.next_epoch = e + 1;
         self.last_decided = positions.clone();
         self.watermarks = watermarks;
+        self.pace(throttled, sealed.elapsed());
         tracing::debug!(epoch = e, txns = txns.len(), partitions = positions.len(), "Epoch committed.");
         Ok(())
+    }
+
+    /// Feeds the pacer a committed epoch: replies asking for less load
+    /// since `throttled_before`, and its loading time.
+    fn pace(&mut self, throttled_before: u64, loading: Duration) {
+        let before = self.pacer.epoch();
+        let throttled = self.loader.throttled().saturating_sub(throttled_before);
+        let next = self.pacer.committed(Signals { throttled, loading }, self.started.elapsed());
+        if next != before {
+            let ms = next.as_millis() as u64;
+            self.stats.epoch_ms.store(ms, Ordering::Relaxed);
+            let mut changes = self.stats.epoch_changes.lock();
+            if changes.len() < 10_000 {
+                changes.push((now_ms(), ms));
+            }
+            if next > before {
+                tracing::info!(epoch = ?next, throttled, ?loading, "StarRocks shows pressure; epochs are stretched.");
+            } else {
+                tracing::info!(epoch = ?next, "No pressure from StarRocks for a while; epochs shrink back.");
+            }
+        }
     }
 
     /// Makes the decision durable; an ambiguous failure is resolved by

@@ -128,6 +128,20 @@ pub fn render(s: &Stats, ready: bool) -> String {
         s.loads_failed.load(Relaxed),
     );
     metric(&mut o, "counter", "rockfeed_epochs_total", "Epochs sealed.", s.epochs.load(Relaxed));
+    metric(
+        &mut o,
+        "gauge",
+        "rockfeed_epoch_seconds",
+        "The epoch length the pacer set (stretched while StarRocks shows pressure).",
+        s.epoch_ms.load(Relaxed) as f64 / 1000.0,
+    );
+    metric(
+        &mut o,
+        "counter",
+        "rockfeed_starrocks_throttled_total",
+        "StarRocks replies asking for less load (too many versions, running-transaction cap, memory, HTTP concurrency).",
+        s.throttled.load(Relaxed),
+    );
     for (name, help, v) in [
         ("rockfeed_epochs_decided_total", "Epochs whose decision (source positions) is durable.", &s.epochs_decided),
         (

@@ -192,6 +192,13 @@ pub struct Stats {
     /// Lost transactions of a decided epoch that recovery rebuilt from the
     /// source's range and committed under their label.
     pub txns_rebuilt: AtomicU64,
+    /// StarRocks replies asking for less load (too many versions, the
+    /// running-transaction cap, memory, HTTP concurrency).
+    pub throttled: AtomicU64,
+    /// The epoch length the pacer set last (ms), and each change: (unix
+    /// ms, epoch ms), the first 10,000.
+    pub epoch_ms: AtomicU64,
+    pub epoch_changes: Mutex<Vec<(i64, u64)>>,
     /// Kafka partitions whose consumption jumped past offsets the broker
     /// deleted (retention): (topic, partition) → (resets, offsets skipped).
     pub kafka_offset_resets: Mutex<std::collections::BTreeMap<(String, i32), (u64, u64)>>,
@@ -262,6 +269,9 @@ impl Default for Stats {
             txns_committed: AtomicU64::new(0),
             txns_reloaded: AtomicU64::new(0),
             txns_rebuilt: AtomicU64::new(0),
+            throttled: AtomicU64::new(0),
+            epoch_ms: AtomicU64::new(0),
+            epoch_changes: Mutex::default(),
             kafka_offset_resets: Mutex::default(),
             txns_rolled_back: AtomicU64::new(0),
             txns_recovered: AtomicU64::new(0),

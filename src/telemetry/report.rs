@@ -35,7 +35,16 @@ pub fn build(title: &str, stats: &Stats, elapsed: Duration) -> Report {
         .fact("txns_rolled_back", stats.txns_rolled_back.load(Relaxed))
         .fact("txns_recovered", stats.txns_recovered.load(Relaxed))
         .fact("txns_rebuilt", stats.txns_rebuilt.load(Relaxed))
+        .fact("starrocks_throttled", stats.throttled.load(Relaxed))
+        .fact("epoch_ms_last", stats.epoch_ms.load(Relaxed))
         .fact("txns_lost", stats.txns_lost.load(Relaxed));
+    {
+        let changes = stats.epoch_changes.lock();
+        r.fact("epoch_ms_max", changes.iter().map(|c| c.1).max().unwrap_or(0));
+        // The epoch length over time: `unix_ms:epoch_ms` at each change.
+        let series: Vec<String> = changes.iter().map(|(t, e)| format!("{t}:{e}")).collect();
+        r.fact("epoch_ms_changes", series.join(" "));
+    }
     let by_reason = stats.rejected.snapshot();
     if !by_reason.is_empty() {
         let m: serde_json::Map<String, serde_json::Value> = by_reason

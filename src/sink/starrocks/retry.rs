@@ -80,6 +80,11 @@ const THROTTLE: [&str; 6] = [
     "mem limit exceeded",
 ];
 
+/// Whether a message asks for less load (see [`Backoff::Throttle`]).
+pub fn is_throttle(msg: &str) -> bool {
+    THROTTLE.iter().any(|p| msg.contains(*p))
+}
+
 /// The destination trouble a message names, if any.
 pub fn destination_trouble(msg: &str) -> Option<Trouble> {
     DESTINATION.iter().find(|(p, _)| msg.contains(*p)).map(|(_, t)| *t)

@@ -101,11 +101,20 @@ pub struct StreamLoader {
     health: Arc<Health>,
     /// Where the transaction interface's phase times go.
     stats: Option<Arc<crate::telemetry::Stats>>,
+    /// Replies asking for less load so far (the epoch pacer's signal).
+    throttled: std::sync::atomic::AtomicU64,
 }
 
 impl StreamLoader {
     pub fn new(client: StreamLoadClient, db: impl Into<String>, policy: RetryPolicy) -> Self {
-        StreamLoader { client, db: db.into(), policy, health: Arc::default(), stats: None }
+        StreamLoader {
+            client,
+            db: db.into(),
+            policy,
+            health: Arc::default(),
+            stats: None,
+            throttled: Default::default(),
+        }
     }
 
     /// Reports to `health` (the pipeline's, which `/ready` reads).
@@ -124,6 +133,20 @@ impl StreamLoader {
 
     pub fn stats(&self) -> Option<&Arc<crate::telemetry::Stats>> {
         self.stats.as_ref()
+    }
+
+    /// Counts a reply asking for less load (`too many versions`, the
+    /// running-transaction cap, memory, HTTP concurrency).
+    pub fn note_throttled(&self) {
+        self.throttled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Some(s) = &self.stats {
+            s.throttled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Replies asking for less load so far.
+    pub fn throttled(&self) -> u64 {
+        self.throttled.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn health(&self) -> &Arc<Health> {
@@ -215,7 +238,12 @@ impl StreamLoader {
                     }
                     Err(e) => (e, Backoff::Normal),
                 },
-                Outcome::Retry { reason, backoff } => (reason, backoff),
+                Outcome::Retry { reason, backoff } => {
+                    if backoff == Backoff::Throttle {
+                        self.note_throttled();
+                    }
+                    (reason, backoff)
+                }
                 Outcome::Rejected { reason } => {
                     // The destination answered: it is up.
                     self.health.success();

@@ -170,6 +170,11 @@ impl<'a> TxnLoader<'a> {
             "commit" => Some(Stage::TxnCommit),
             _ => None,
         };
+        if let Ok(reply) = &r
+            && LoadReply::parse(&reply.body).is_some_and(|p| super::retry::is_throttle(&p.message))
+        {
+            self.loader.note_throttled();
+        }
         if let (Some(stage), Some(stats)) = (stage, self.loader.stats()) {
             stats.record_load_ms(stage, t.elapsed().as_millis() as u64);
         }
