@@ -185,7 +185,8 @@ async fn run_source(
     if let Some(kafka) = cfg.source.kafka.clone() {
         let parts = Parts { loader: &loader, enrich: &enrich, stats, archive };
         let life = || run_kafka(cfg, &kafka, &parts, &shutdown, &ready);
-        return lives(&shutdown, Some(&ready), "Restarting the Kafka pipeline from the decided offsets.", life).await;
+        return lives(&shutdown, Some(&ready), stats, "Restarting the Kafka pipeline from the decided offsets.", life)
+            .await;
     }
     let Some(mqtt) = cfg.source.mqtt.clone() else { unreachable!("checked above") };
     let parts = Parts { loader: &loader, enrich: &enrich, stats, archive };
@@ -266,7 +267,7 @@ async fn wal_lives(
 ) -> Result<(), AppError> {
     let life = || mqtt_pipeline(cfg, source, parts, shutdown);
     let why = "Restarting the pipeline from the last decided WAL position; MQTT intake goes on into the WAL.";
-    lives(shutdown, None, why, life).await
+    lives(shutdown, None, parts.stats, why, life).await
 }
 
 /// Runs lives of a pipeline until one ends well or fatally, or `shutdown`
@@ -276,6 +277,7 @@ async fn wal_lives(
 async fn lives<F, Fut>(
     shutdown: &watch::Receiver<bool>,
     ready: Option<&watch::Sender<bool>>,
+    stats: &Stats,
     restarting: &str,
     mut life: F,
 ) -> Result<(), AppError>
@@ -294,6 +296,7 @@ where
             }
             Err(e @ EpochError::Abandoned { .. }) => {
                 restarts += 1;
+                stats.pipeline_restarts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let wait = Duration::from_secs(1u64 << restarts.min(5));
                 tracing::error!(error = %e, restarts, ?wait, "{restarting}");
                 if let Some(r) = ready {

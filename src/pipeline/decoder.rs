@@ -104,6 +104,11 @@ pub(crate) async fn run(
             biased;
             cut = cuts.recv() => {
                 let Some(cut) = cut else { break };
+                if cut.discard {
+                    discard(&mut rx, &mut per_shard, &mut dec.positions, shard_tx).await?;
+                    let _ = cut.reply.send(CutReply { positions: Positions::new(), shards: Vec::new() });
+                    continue;
+                }
                 let last = cut.last;
                 if cut.last {
                     // Everything the source handed over belongs to the last epoch.
@@ -283,6 +288,34 @@ impl Decoder<'_> {
         }
         routed
     }
+}
+
+/// A discard cut (epoch rolled back on a revoke): drops what the source
+/// queued, the samples not yet handed over and the positions, and has every
+/// shard drop what it holds; returns once they have.
+async fn discard(
+    rx: &mut mpsc::Receiver<RawMessage>,
+    per_shard: &mut [Vec<Routed>],
+    positions: &mut Positions,
+    shard_tx: &[mpsc::Sender<ShardMsg>],
+) -> std::io::Result<()> {
+    let mut dropped = 0u64;
+    while rx.try_recv().is_ok() {
+        dropped += 1;
+    }
+    per_shard.iter_mut().for_each(Vec::clear);
+    positions.clear();
+    let mut acks = Vec::with_capacity(shard_tx.len());
+    for t in shard_tx {
+        let (tx, ack) = oneshot::channel();
+        t.send(ShardMsg::Discard(tx)).await.map_err(|_| std::io::Error::other("a shard stopped"))?;
+        acks.push(ack);
+    }
+    for a in acks {
+        a.await.map_err(|_| std::io::Error::other("a shard stopped"))?;
+    }
+    tracing::debug!(dropped, "Discarded the revoked partitions' in-flight messages.");
+    Ok(())
 }
 
 /// Where a message came from: `kafka:topic/partition@offset` or `mqtt:topic`.

@@ -238,6 +238,10 @@ pub struct Cut {
     /// The last cut: the decoder closes the source channel, drains it, seals
     /// and stops.
     pub last: bool,
+    /// Seal nothing: drop what the source queued and what the shards hold,
+    /// and forget the positions (an epoch was rolled back on a revoke; the
+    /// partitions' next owner reads it again from the decided offsets).
+    pub discard: bool,
     pub reply: oneshot::Sender<CutReply>,
 }
 
@@ -364,10 +368,10 @@ pub struct Coordinator<S> {
     archive: Option<Arc<crate::archive::Archive>>,
     /// The source's requests (revoke, assign), while `run` runs.
     requests: Option<mpsc::Receiver<Request>>,
-    /// A request that came in while a decision was being retried: answered
-    /// (with the failure) only once the abandoned epoch is rolled back, so
-    /// the source cannot tear the pipeline down under the rollback.
-    deferred: Option<oneshot::Sender<Result<(), String>>>,
+    /// A request that came in while a decision was being retried: the epoch
+    /// is abandoned (rolled back) and the request answered only after that,
+    /// so the partitions cannot go while its transactions are open.
+    deferred: Option<Request>,
 }
 
 impl<S: EpochSource> Coordinator<S> {
@@ -434,28 +438,22 @@ impl<S: EpochSource> Coordinator<S> {
                 biased;
                 _ = shutdown.changed() => break,
                 req = next_request(&mut self.requests) => match req {
-                    Some(Request::Finish(reply)) => {
-                        let r = self.epoch(true, true, false).await;
-                        self.last_decided.clear();
-                        let _ = reply.send(r.as_ref().map(|_| ()).map_err(|e| e.to_string()));
-                        r?;
+                    Some(req) => {
+                        self.request(req).await?;
                         next_cut = tokio::time::Instant::now() + self.pacer.epoch();
-                    }
-                    Some(Request::Recover(reply)) => {
-                        let r = self.recover().await;
-                        let _ = reply.send(r.as_ref().map(|_| ()).map_err(|e| e.to_string()));
-                        r?;
                     }
                     None => break,
                 },
                 // Bodies reached pipeline.max_epoch_bytes: cut now, so they
                 // are loaded, committed and let go (the decoder waits).
                 _ = self.stats.bodies.cut_requested() => {
-                    self.epoch(false, false, false).await?;
+                    let r = self.epoch(false, false, false).await;
+                    self.answer_deferred(r).await?;
                     next_cut = tokio::time::Instant::now() + self.pacer.epoch();
                 }
                 _ = tokio::time::sleep_until(next_cut) => {
-                    self.epoch(false, false, false).await?;
+                    let r = self.epoch(false, false, false).await;
+                    self.answer_deferred(r).await?;
                     // A fixed cadence: the time an epoch takes to commit
                     // does not stretch the next one (the pacer may).
                     next_cut = (next_cut + self.pacer.epoch()).max(tokio::time::Instant::now());
@@ -471,7 +469,7 @@ impl<S: EpochSource> Coordinator<S> {
         let sealed = Instant::now();
         let throttled = self.loader.throttled();
         let (tx, rx) = oneshot::channel();
-        let cut = Cut { epoch: e, drain, reset_positions, last, reply: tx };
+        let cut = Cut { epoch: e, drain, reset_positions, last, discard: false, reply: tx };
         if self.cuts.send(cut).await.is_err() {
             return Ok(()); // the decoder has stopped: nothing more to seal
         }
@@ -516,9 +514,6 @@ impl<S: EpochSource> Coordinator<S> {
         };
         if let Err(reason) = self.decide(&d, &positions).await {
             self.roll_back(&txns).await;
-            if let Some(reply) = self.deferred.take() {
-                let _ = reply.send(Err(reason.clone()));
-            }
             return Err(EpochError::Abandoned { epoch: e, reason });
         }
         self.stats.epochs_decided.fetch_add(1, Ordering::Relaxed);
@@ -572,6 +567,65 @@ impl<S: EpochSource> Coordinator<S> {
         self.watermarks = watermarks;
         self.pace(throttled, sealed.elapsed());
         tracing::debug!(epoch = e, txns = txns.len(), partitions = positions.len(), "Epoch committed.");
+        Ok(())
+    }
+
+    /// A source's request: finish the open epoch (a revoke), or recover (an
+    /// assignment). An error ends this life of the pipeline.
+    async fn request(&mut self, req: Request) -> Result<(), EpochError> {
+        match req {
+            Request::Finish(reply) => {
+                let r = self.epoch(true, true, false).await;
+                self.last_decided.clear();
+                let r = self.revoked(r).await;
+                let _ = reply.send(r.as_ref().map(|_| ()).map_err(|e| e.to_string()));
+                r
+            }
+            Request::Recover(reply) => {
+                let r = self.recover().await;
+                let _ = reply.send(r.as_ref().map(|_| ()).map_err(|e| e.to_string()));
+                r
+            }
+        }
+    }
+
+    /// An epoch's outcome when a request arrived while it was being decided
+    /// (`deferred`): the epoch was abandoned for it, and the request is
+    /// served now.
+    async fn answer_deferred(&mut self, r: Result<(), EpochError>) -> Result<(), EpochError> {
+        let Some(req) = self.deferred.take() else { return r };
+        let r = self.revoked(r).await;
+        match (req, r) {
+            (req, Ok(())) => self.request(req).await,
+            (Request::Finish(reply) | Request::Recover(reply), Err(e)) => {
+                let _ = reply.send(Err(e.to_string()));
+                Err(e)
+            }
+        }
+    }
+
+    /// After a revoke: an epoch that could not be decided was rolled back
+    /// (its transactions aborted); what the pipeline still holds of the
+    /// revoked partitions is discarded, and so are the archive frames of
+    /// the epoch, while the consumer and the pipeline go on (the
+    /// partitions' next owner, maybe this one, reads them again from the
+    /// decided offsets). If the pipeline cannot discard (a stage stopped),
+    /// the error stands and this life ends.
+    async fn revoked(&mut self, r: Result<(), EpochError>) -> Result<(), EpochError> {
+        let Err(EpochError::Abandoned { epoch, reason }) = r else { return r };
+        let (tx, rx) = oneshot::channel();
+        let cut = Cut { epoch, drain: true, reset_positions: true, last: false, discard: true, reply: tx };
+        if self.cuts.send(cut).await.is_err() || rx.await.is_err() {
+            return Err(EpochError::Abandoned { epoch, reason });
+        }
+        self.last_decided.clear();
+        if let Some(a) = &self.archive
+            && self.exactly_once()
+        {
+            a.recover(Some(self.next_epoch - 1)).await.map_err(EpochError::Fatal)?;
+        }
+        self.stats.epochs_abandoned_on_revoke.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(epoch, %reason, "The open epoch was rolled back on a revoke; the pipeline goes on without it (the partitions' next owner reads it again).");
         Ok(())
     }
 
@@ -638,9 +692,7 @@ impl<S: EpochSource> Coordinator<S> {
                     _ = wait => {}
                     req = rq.recv() => {
                         let why = "the open epoch could not be decided while the group rebalances; it is rolled back";
-                        if let Some(Request::Finish(reply) | Request::Recover(reply)) = req {
-                            self.deferred = Some(reply);
-                        }
+                        self.deferred = req;
                         return Err(format!("{err}; {why}"));
                     }
                 },

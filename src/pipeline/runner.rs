@@ -184,7 +184,7 @@ pub async fn rebuild(
     }
     // Every message is in the decoder's channel: the last cut takes them all.
     let (reply, answer) = oneshot::channel();
-    let cut = Cut { epoch: d.epoch, drain: true, reset_positions: false, last: true, reply };
+    let cut = Cut { epoch: d.epoch, drain: true, reset_positions: false, last: true, discard: false, reply };
     let stopped = || "the rebuild's decoder stopped".to_string();
     let shards = match cut_tx.send(cut).await {
         Ok(()) => answer.await.map(|r| r.shards).map_err(|_| stopped()),

@@ -56,6 +56,9 @@ pub(crate) enum ShardMsg {
     /// Load what the shard holds for the coordinator's epoch; answer once
     /// prepared (or loaded).
     Seal(u64, oneshot::Sender<ShardDone>),
+    /// Drop everything held (an epoch rolled back on a revoke); the
+    /// lateness watermark stays.
+    Discard(oneshot::Sender<()>),
 }
 
 /// What a shard shares with the rest of the pipeline.
@@ -116,6 +119,19 @@ pub(crate) async fn run(ctx: ShardCtx, mut rx: mpsc::Receiver<ShardMsg>) {
             ShardMsg::Seal(epoch, reply) => {
                 let done = seal(&ctx, &mut st, epoch).await;
                 let _ = reply.send(done);
+            }
+            ShardMsg::Discard(reply) => {
+                st.agg.drain(|_| {});
+                st.dims.clear();
+                st.dims_index.clear();
+                st.received.clear();
+                if let Some(l) = st.latest.as_mut() {
+                    let _ = l.drain();
+                }
+                st.chunks.clear();
+                st.raw.clear();
+                st.too_late = 0;
+                let _ = reply.send(());
             }
         }
     }

@@ -23,7 +23,8 @@
 //! - **Rebalances** (eager): on revoke, the coordinator finishes the open
 //!   epoch (everything handed over is sealed, decided and committed) before
 //!   the partitions go; if it cannot, the epoch is rolled back and the
-//!   pipeline restarts from the committed offsets. On assign, the
+//!   pipeline drops what it holds of the revoked partitions, then goes on
+//!   with the same consumer (no restart). On assign, the
 //!   coordinator recovers (commits prepared transactions of decided epochs,
 //!   rolls back undecided ones) before a message of the new assignment is
 //!   read.

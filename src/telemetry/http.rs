@@ -151,6 +151,16 @@ pub fn render(s: &Stats, ready: bool) -> String {
         ),
         ("rockfeed_txns_reloaded_total", "Decided transactions found aborted and loaded again.", &s.txns_reloaded),
         (
+            "rockfeed_epochs_abandoned_on_revoke_total",
+            "Epochs rolled back on a Kafka revoke while the pipeline went on.",
+            &s.epochs_abandoned_on_revoke,
+        ),
+        (
+            "rockfeed_pipeline_restarts_total",
+            "Pipeline restarts after an abandoned epoch (from the decided positions).",
+            &s.pipeline_restarts,
+        ),
+        (
             "rockfeed_txns_rebuilt_total",
             "Lost transactions of a decided epoch rebuilt from the source at recovery and committed.",
             &s.txns_rebuilt,

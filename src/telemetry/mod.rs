@@ -192,6 +192,10 @@ pub struct Stats {
     /// Lost transactions of a decided epoch that recovery rebuilt from the
     /// source's range and committed under their label.
     pub txns_rebuilt: AtomicU64,
+    /// Epochs rolled back on a Kafka revoke while the pipeline went on.
+    pub epochs_abandoned_on_revoke: AtomicU64,
+    /// Pipeline restarts after an abandoned epoch (the source reconnects).
+    pub pipeline_restarts: AtomicU64,
     /// StarRocks replies asking for less load (too many versions, the
     /// running-transaction cap, memory, HTTP concurrency).
     pub throttled: AtomicU64,
@@ -269,6 +273,8 @@ impl Default for Stats {
             txns_committed: AtomicU64::new(0),
             txns_reloaded: AtomicU64::new(0),
             txns_rebuilt: AtomicU64::new(0),
+            epochs_abandoned_on_revoke: AtomicU64::new(0),
+            pipeline_restarts: AtomicU64::new(0),
             throttled: AtomicU64::new(0),
             epoch_ms: AtomicU64::new(0),
             epoch_changes: Mutex::default(),

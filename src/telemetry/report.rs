@@ -36,6 +36,8 @@ pub fn build(title: &str, stats: &Stats, elapsed: Duration) -> Report {
         .fact("txns_recovered", stats.txns_recovered.load(Relaxed))
         .fact("txns_rebuilt", stats.txns_rebuilt.load(Relaxed))
         .fact("starrocks_throttled", stats.throttled.load(Relaxed))
+        .fact("pipeline_restarts", stats.pipeline_restarts.load(Relaxed))
+        .fact("epochs_abandoned_on_revoke", stats.epochs_abandoned_on_revoke.load(Relaxed))
         .fact("epoch_ms_last", stats.epoch_ms.load(Relaxed))
         .fact("txns_lost", stats.txns_lost.load(Relaxed));
     {
