@@ -290,3 +290,60 @@ async fn a_restart_that_gets_no_assignment_still_recovers() {
     run.kill9().await;
     c.emu.shutdown().await;
 }
+
+/// Issue 14: the crash window between a decision and its local note. The
+/// child halts after its offset commit decided an epoch, before it noted
+/// it locally, and is killed. Another instance (its own prefix, same
+/// group) then takes every partition over and commits its own decisions
+/// over all of them, so the offsets no longer show the first one's last
+/// decision. When the first restarts, the intent it noted before deciding,
+/// and the decision the other instance found on the partitions when it
+/// took them over (`base`), tell it the epoch was decided: it commits its
+/// prepared transactions instead of rolling them back (the other instance
+/// started after that epoch's range, so rolling back would lose it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_between_a_decision_and_its_note_is_recovered_after_another_instance_took_over() {
+    let mock = mock_cluster(1, "telemetry", 4).unwrap();
+    let brokers = mock.bootstrap_servers();
+    let c = setup(&brokers, "exactly-once", "win").await;
+    // The other instance: same group, its own prefix, member id and dirs.
+    let other = c.dir.path().join("other.toml");
+    let text = std::fs::read_to_string(&c.conf)
+        .unwrap()
+        .replace("label_prefix = \"win\"", "label_prefix = \"winb\"")
+        .replace("\"group.instance.id\" = \"crash-win-1\"", "\"group.instance.id\" = \"crash-winb-1\"")
+        .replace("/archive\"", "/archive-b\"")
+        .replace("/spool\"", "/spool-b\"")
+        .replace("/dead\"", "/dead-b\"")
+        .replace("/state\"", "/state-b\"");
+    std::fs::write(&other, text).unwrap();
+    let producer = produce(brokers.clone(), 600.0, 12, 13, Arc::new(AtomicBool::new(false)));
+    let mut run = spawn(&c.conf, Some("before_note:3".into()));
+    assert!(run.wait_for("test hook: halted at before_note", Duration::from_secs(60)).await, "{}", run.tail());
+    run.kill9().await;
+    assert!(
+        crash::open_txns(&c.emu).iter().any(|t| t.starts_with("win-") && t.ends_with("PREPARED")),
+        "the decided epoch's transactions are prepared: {:?}",
+        crash::open_txns(&c.emu)
+    );
+    let mut b = spawn(&other, None);
+    let visible = |emu: &Emulator| {
+        emu.with_core(|core| {
+            core.registry.all().filter(|t| t.label.starts_with("winb-") && t.state.name() == "VISIBLE").count()
+        })
+    };
+    let end = tokio::time::Instant::now() + Duration::from_secs(60);
+    while visible(&c.emu) < 12 && tokio::time::Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(visible(&c.emu) >= 12, "the other instance committed epochs:\n{}", b.tail());
+    assert!(b.saw("Kafka partitions assigned"), "{}", b.tail());
+    let pid = b.child.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill").arg("-INT").arg(&pid).status().unwrap().success());
+    let _ = tokio::time::timeout(Duration::from_secs(60), b.child.wait()).await;
+    let ledger = producer.await.unwrap();
+    let audits = settle(&c.emu, &c.conf, &ledger, Duration::from_secs(20)).await;
+    assert!(audits.iter().all(|a| a.ok()), "{audits:?}");
+    assert!(crash::open_txns(&c.emu).is_empty(), "{:?}", crash::open_txns(&c.emu));
+    c.emu.shutdown().await;
+}

@@ -76,12 +76,16 @@ pub struct Decision {
     /// How many partitions the decision was written to (Kafka: a rebuild
     /// must find every one of them still holding it).
     pub partitions: Option<u32>,
+    /// The decision this partition held when this instance was assigned it
+    /// (Kafka): (prefix, epoch). It tells a previous owner, recovering,
+    /// whether its last decision landed before the hand-over.
+    pub base: Option<(String, u64)>,
 }
 
 const MAGIC: &str = "rockfeed/1";
 
 impl Decision {
-    /// `rockfeed/1 <prefix> <epoch> <shards> <table>,<table>[ from=<pos>][ parts=<n>][ wm=<ms>,<ms>]`
+    /// `rockfeed/1 <prefix> <epoch> <shards> <table>,<table>[ from=<pos>][ parts=<n>][ base=<prefix>:<epoch>][ wm=<ms>,<ms>]`
     /// (a watermark of none is written empty).
     pub fn encode(&self) -> String {
         let mut s = format!("{MAGIC} {} {} {} {}", self.prefix, self.epoch, self.shards, self.tables.join(","));
@@ -90,6 +94,9 @@ impl Decision {
         }
         if let Some(n) = self.partitions {
             s.push_str(&format!(" parts={n}"));
+        }
+        if let Some((p, e)) = &self.base {
+            s.push_str(&format!(" base={p}:{e}"));
         }
         if self.watermarks.iter().any(|&w| w != i64::MIN) {
             let w: Vec<String> =
@@ -115,6 +122,9 @@ impl Decision {
                 d.from = Some(f.parse().ok()?);
             } else if let Some(n) = field.strip_prefix("parts=") {
                 d.partitions = Some(n.parse().ok()?);
+            } else if let Some(b) = field.strip_prefix("base=") {
+                let (p, e) = b.rsplit_once(':')?;
+                d.base = Some((p.to_string(), e.parse().ok()?));
             } else if let Some(w) = field.strip_prefix("wm=") {
                 d.watermarks = w
                     .split(',')
@@ -271,7 +281,8 @@ pub enum EpochError {
 
 /// Test hook: `ROCKFEED_TEST_HALT_AT=<step>:<n>` stops the process (it logs
 /// the step and sleeps, to be killed) the n-th time it reaches `step`:
-/// `after_prepare`, `after_decide` or `mid_commit`; in the archive,
+/// `after_prepare`, `before_note` (decided, not yet noted locally),
+/// `after_decide` or `mid_commit`; in the archive,
 /// `archive_mid_frame` (half a spool frame written), `archive_after_seal`,
 /// `archive_mid_upload` (file encoded, not published) and
 /// `archive_after_publish` (published, spool segment not yet deleted).
@@ -504,6 +515,9 @@ impl<S: EpochSource> Coordinator<S> {
             return Ok(()); // nothing new: no decision, no epoch number used
         }
         self.hook.reach("after_prepare").await;
+        if self.exactly_once() {
+            self.note(&self.note_path("intent"), e);
+        }
         let d = Decision {
             prefix: self.cfg.prefix.clone(),
             epoch: e,
@@ -517,8 +531,9 @@ impl<S: EpochSource> Coordinator<S> {
             return Err(EpochError::Abandoned { epoch: e, reason });
         }
         self.stats.epochs_decided.fetch_add(1, Ordering::Relaxed);
+        self.hook.reach("before_note").await;
         if self.exactly_once() {
-            self.note_decided(e);
+            self.note(&self.note_path("decided"), e);
         }
         self.hook.reach("after_decide").await;
         if self.exactly_once() && !txns.is_empty() {
@@ -701,14 +716,17 @@ impl<S: EpochSource> Coordinator<S> {
         }
     }
 
-    fn ledger(&self) -> Option<std::path::PathBuf> {
-        self.cfg.state_dir.as_ref().map(|d| d.join(format!("{}.decided", self.cfg.prefix)))
+    /// `{state_dir}/{prefix}.{what}`: `decided` notes this instance's last
+    /// decided epoch, `intent` the epoch it is about to decide (written
+    /// first: a crash between a decision and its note leaves the intent).
+    fn note_path(&self, what: &str) -> Option<std::path::PathBuf> {
+        self.cfg.state_dir.as_ref().map(|d| d.join(format!("{}.{what}", self.cfg.prefix)))
     }
 
-    /// Notes `e` as this instance's last decided epoch (fsynced; a failure
-    /// is logged: the group's offsets still hold the decision).
-    fn note_decided(&self, e: u64) {
-        let Some(path) = self.ledger() else { return };
+    /// Notes epoch `e` at `path` (fsynced; a failure is logged: the
+    /// source's decisions still say what was decided).
+    fn note(&self, path: &Option<std::path::PathBuf>, e: u64) {
+        let Some(path) = path else { return };
         let write = || -> std::io::Result<()> {
             use std::io::Write;
             if let Some(d) = path.parent() {
@@ -718,17 +736,17 @@ impl<S: EpochSource> Coordinator<S> {
             let mut f = std::fs::File::create(&tmp)?;
             f.write_all(format!("{e}\n").as_bytes())?;
             f.sync_data()?;
-            std::fs::rename(&tmp, &path)
+            std::fs::rename(&tmp, path)
         };
         if let Err(err) = write() {
-            tracing::warn!(path = %path.display(), error = %err, "Cannot note the decided epoch locally.");
+            tracing::warn!(path = %path.display(), error = %err, "Cannot note the epoch locally.");
         }
     }
 
-    /// The locally noted last decided epoch.
-    fn noted_decided(&self) -> Result<Option<u64>, EpochError> {
-        let Some(path) = self.ledger() else { return Ok(None) };
-        match std::fs::read_to_string(&path) {
+    /// The epoch noted at `path`.
+    fn noted(&self, path: &Option<std::path::PathBuf>) -> Result<Option<u64>, EpochError> {
+        let Some(path) = path else { return Ok(None) };
+        match std::fs::read_to_string(path) {
             Ok(t) => t
                 .trim()
                 .parse()
@@ -766,9 +784,9 @@ impl<S: EpochSource> Coordinator<S> {
         let txn = TxnLoader::new(&self.loader, self.cfg.timeouts);
         // Latest decision per prefix.
         let mut latest: BTreeMap<String, Decision> = BTreeMap::new();
-        for d in decisions {
+        for d in &decisions {
             if latest.get(&d.prefix).is_none_or(|x| x.epoch < d.epoch) {
-                latest.insert(d.prefix.clone(), d);
+                latest.insert(d.prefix.clone(), d.clone());
             }
         }
         // This instance's own note: later than the group's offsets when
@@ -776,7 +794,23 @@ impl<S: EpochSource> Coordinator<S> {
         // then: offsets that hold no decision at all (a deleted or reset
         // group) are still refused below, since consumption would restart
         // from the reset position.
-        let noted = self.noted_decided()?;
+        let mut noted = self.noted(&self.note_path("decided"))?;
+        // A crash between deciding an epoch and noting it leaves only the
+        // intent. If another instance has since committed over every
+        // partition that held the decision, the offsets no longer show it;
+        // but an instance records the decision it found on a partition when
+        // it was assigned it (`base`): one that found this intent's epoch
+        // proves the decision landed. Without that proof it did not land
+        // where anyone could see it, and the epoch is rolled back below.
+        if let Some(intent) = self.noted(&self.note_path("intent"))?
+            && intent > noted.unwrap_or(0)
+            && latest.get(&self.cfg.prefix).is_none_or(|x| x.epoch < intent)
+            && decisions.iter().any(|d| d.base.as_ref().is_some_and(|(p, e)| *p == self.cfg.prefix && *e >= intent))
+        {
+            tracing::warn!(prefix = %self.cfg.prefix, epoch = intent, "Epoch {intent} was decided but not noted before a crash; another instance took its partitions over after the decision, so it is recovered as decided.");
+            self.note(&self.note_path("decided"), intent);
+            noted = Some(intent);
+        }
         if !latest.is_empty()
             && let Some(noted) = noted
             && latest.get(&self.cfg.prefix).is_none_or(|x| x.epoch < noted)

@@ -160,6 +160,10 @@ struct Shared {
     /// A message past it, when the broker's log now starts past it too,
     /// means retention deleted what lay between: counted and logged.
     expected: Mutex<HashMap<(String, i32), i64>>,
+    /// Per assigned partition, the decision its committed offset held at
+    /// the assignment: recorded as `base` in this instance's decisions, so
+    /// the previous owner can tell whether its last decision landed.
+    bases: Mutex<HashMap<(String, i32), (String, u64)>>,
     stats: Arc<crate::telemetry::Stats>,
 }
 
@@ -213,11 +217,17 @@ impl ConsumerContext for Ctx {
                 // Where consumption resumes: the committed offsets (none,
                 // for a partition the group never committed: where it
                 // starts then is auto_offset_reset's choice, not a loss).
+                let mut bases = self.0.bases.lock().unwrap_or_else(|p| p.into_inner());
+                bases.clear();
                 match c.committed_offsets((*tpl).clone(), Duration::from_secs(30)) {
                     Ok(committed) => {
                         for e in committed.elements() {
+                            let key = (e.topic().to_string(), e.partition());
                             if let Offset::Offset(o) = e.offset() {
-                                expected.insert((e.topic().to_string(), e.partition()), o);
+                                expected.insert(key.clone(), o);
+                            }
+                            if let Some(d) = Decision::parse(e.metadata()) {
+                                bases.insert(key, (d.prefix, d.epoch));
                             }
                         }
                     }
@@ -225,7 +235,7 @@ impl ConsumerContext for Ctx {
                         tracing::warn!(error = %e, "Cannot read the committed offsets of the assignment; offsets retention skips over it are not counted.")
                     }
                 }
-                drop(expected);
+                drop((expected, bases));
                 match self.ask(Request::Recover) {
                     Some(Err(e)) => self.fail(format!("recovery failed: {e}")),
                     Some(Ok(())) => {
@@ -272,6 +282,7 @@ impl KafkaSource {
             ready,
             starts: Mutex::new(HashMap::new()),
             expected: Mutex::new(HashMap::new()),
+            bases: Mutex::new(HashMap::new()),
             stats,
         });
         let consumer: BaseConsumer<Ctx> =
@@ -323,10 +334,12 @@ impl KafkaSource {
         let mut tpl = TopicPartitionList::new();
         {
             let starts = self.shared.starts();
+            let bases = self.shared.bases.lock().unwrap_or_else(|p| p.into_inner());
             for ((topic, partition), next) in positions {
                 let meta = Decision {
                     from: starts.get(&(topic.clone(), *partition)).copied(),
                     partitions: Some(positions.len() as u32),
+                    base: bases.get(&(topic.to_string(), *partition)).cloned(),
                     ..d.clone()
                 }
                 .encode();
