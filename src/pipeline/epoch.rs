@@ -477,8 +477,7 @@ impl<S: EpochSource> Coordinator<S> {
     /// Seal, decide and commit one epoch.
     async fn epoch(&mut self, drain: bool, reset_positions: bool, last: bool) -> Result<(), EpochError> {
         let e = self.next_epoch;
-        let sealed = Instant::now();
-        let throttled = self.loader.throttled();
+        let (throttled, busy) = (self.loader.throttled(), self.loader.busy());
         let (tx, rx) = oneshot::channel();
         let cut = Cut { epoch: e, drain, reset_positions, last, discard: false, reply: tx };
         if self.cuts.send(cut).await.is_err() {
@@ -580,7 +579,7 @@ impl<S: EpochSource> Coordinator<S> {
         self.next_epoch = e + 1;
         self.last_decided = positions.clone();
         self.watermarks = watermarks;
-        self.pace(throttled, sealed.elapsed());
+        self.pace(throttled, busy);
         tracing::debug!(epoch = e, txns = txns.len(), partitions = positions.len(), "Epoch committed.");
         Ok(())
     }
@@ -645,10 +644,14 @@ impl<S: EpochSource> Coordinator<S> {
     }
 
     /// Feeds the pacer a committed epoch: replies asking for less load
-    /// since `throttled_before`, and its loading time.
-    fn pace(&mut self, throttled_before: u64, loading: Duration) {
+    /// since `throttled_before`, and the time StarRocks took over its
+    /// load calls since `busy_before` (per shard: the shards load side by
+    /// side). Only StarRocks' own time counts, not rockfeed's encoding or
+    /// fsyncs: a busy rockfeed is not StarRocks' pressure.
+    fn pace(&mut self, throttled_before: u64, busy_before: Duration) {
         let before = self.pacer.epoch();
         let throttled = self.loader.throttled().saturating_sub(throttled_before);
+        let loading = self.loader.busy().saturating_sub(busy_before) / self.cfg.shards.max(1);
         let next = self.pacer.committed(Signals { throttled, loading }, self.started.elapsed());
         if next != before {
             let ms = next.as_millis() as u64;

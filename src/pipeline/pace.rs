@@ -11,9 +11,10 @@
 //!
 //! - **Pressure** is a reply asking for less load during the epoch (`too
 //!   many versions`, the running-transaction cap, memory, HTTP
-//!   concurrency), or the epoch's loading (seal to commit) taking more
-//!   than half the epoch: StarRocks' write and publish times growing
-//!   relative to the epoch.
+//!   concurrency), or StarRocks' time in the epoch's load calls (begin,
+//!   load, prepare, commit: per shard, the shards load side by side) taking
+//!   more than half the epoch: its write and publish times growing relative
+//!   to the epoch. rockfeed's own encoding and fsyncs do not count.
 //! - **On pressure** the epoch doubles, and the length that cured it is
 //!   remembered as the level not to go below (`hold`).
 //! - **Calm** epochs shrink it by a quarter every [`SHRINK_AFTER`] of them,
@@ -34,7 +35,7 @@ pub const HOLD_FOR: Duration = Duration::from_secs(300);
 pub struct Signals {
     /// Replies asking for less load while the epoch loaded.
     pub throttled: u64,
-    /// From the seal to the last commit.
+    /// StarRocks' time in the epoch's load calls, per shard.
     pub loading: Duration,
 }
 

@@ -103,6 +103,9 @@ pub struct StreamLoader {
     stats: Option<Arc<crate::telemetry::Stats>>,
     /// Replies asking for less load so far (the epoch pacer's signal).
     throttled: std::sync::atomic::AtomicU64,
+    /// Time spent waiting on StarRocks' load calls so far, µs (the pacer's
+    /// other signal: StarRocks' write and publish times).
+    busy_us: std::sync::atomic::AtomicU64,
 }
 
 impl StreamLoader {
@@ -114,6 +117,7 @@ impl StreamLoader {
             health: Arc::default(),
             stats: None,
             throttled: Default::default(),
+            busy_us: Default::default(),
         }
     }
 
@@ -142,6 +146,17 @@ impl StreamLoader {
         if let Some(s) = &self.stats {
             s.throttled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
+    }
+
+    /// Adds the duration of one load call (Stream Load, or a transaction
+    /// step) to [`StreamLoader::busy`].
+    pub fn note_busy(&self, d: Duration) {
+        self.busy_us.fetch_add(d.as_micros() as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Time spent in StarRocks' load calls so far, summed over calls.
+    pub fn busy(&self) -> Duration {
+        Duration::from_micros(self.busy_us.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// Replies asking for less load so far.
@@ -216,7 +231,10 @@ impl StreamLoader {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let outcome = match self.client.request(Method::PUT, &path, &h, body.clone()).await {
+            let call = std::time::Instant::now();
+            let reply = self.client.request(Method::PUT, &path, &h, body.clone()).await;
+            self.note_busy(call.elapsed());
+            let outcome = match reply {
                 Ok(r) => classify(r.status, LoadReply::parse(&r.body)),
                 Err(e) => transport_outcome(&e),
             };

@@ -162,6 +162,9 @@ impl<'a> TxnLoader<'a> {
         let method = if op == "load" { Method::PUT } else { Method::POST };
         let t = std::time::Instant::now();
         let r = self.loader.client().request(method, &format!("/api/transaction/{op}"), &h, body).await;
+        if op != "get_load_state" {
+            self.loader.note_busy(t.elapsed());
+        }
         // Every call's time, answered or not (a slow failure is a slow phase).
         let stage = match op {
             "begin" => Some(Stage::TxnBegin),
