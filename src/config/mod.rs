@@ -402,8 +402,9 @@ pub struct Pipeline {
     /// A shard loads early when it holds this many partial rows (bounds
     /// memory and body size within an epoch).
     pub max_rows_per_load: usize,
-    /// Stream Load bodies held in memory at most (bytes, compressed): past
-    /// it the pipeline takes no more messages and cuts the epoch early
+    /// Stream Load bodies (compressed) and the raw archive's samples not
+    /// yet spooled, held in memory at most (bytes): past it the pipeline
+    /// takes no more messages and cuts the epoch early
     /// (bounds memory while a backlog drains).
     pub max_epoch_bytes: u64,
     /// Local state: the last epoch this instance decided (exactly-once), a

@@ -1,4 +1,5 @@
-//! The memory bound on Stream Load bodies (`pipeline.max_epoch_bytes`).
+//! The memory bound on Stream Load bodies and the raw archive's samples
+//! (`pipeline.max_epoch_bytes`).
 //!
 //! A body lives from its encoding (at `max_rows_per_load` rows, or at the
 //! seal) until its epoch commits: exactly-once keeps it to load it again
@@ -8,7 +9,9 @@
 //! but this bound keeps a drain within DESIGN §7's memory.
 //!
 //! - **Counting**: every body is a [`Bytes`] whose owner counts its size
-//!   here until the last clone is dropped ([`BodyBudget::body`]).
+//!   here until the last clone is dropped ([`BodyBudget::body`]). A shard's
+//!   raw samples for the archive are counted ([`BodyBudget::hold`]) from
+//!   the fold until the spooler has written them ([`BodyBudget::let_go`]).
 //! - **At the bound**: the decoder stops taking messages (the WAL, the
 //!   broker or Kafka hold them) and the coordinator cuts the epoch early
 //!   instead of waiting for the next tick, so what is held gets loaded,
@@ -85,6 +88,22 @@ impl BodyBudget {
         Bytes::from_owner(Counted { buf, budget: stats.clone() })
     }
 
+    /// Counts `n` bytes held outside a body (the archive's raw samples);
+    /// at the bound the coordinator is asked for an early cut.
+    pub fn hold(&self, n: u64) {
+        self.total.fetch_add(n, Ordering::Relaxed);
+        let now = self.held.fetch_add(n, Ordering::Relaxed) + n;
+        self.peak.fetch_max(now, Ordering::Relaxed);
+        if now >= self.max.load(Ordering::Relaxed) {
+            self.cut.notify_one();
+        }
+    }
+
+    /// Lets go of `n` bytes counted by [`BodyBudget::hold`].
+    pub fn let_go(&self, n: u64) {
+        self.release(n);
+    }
+
     fn release(&self, n: u64) {
         let before = self.held.fetch_sub(n, Ordering::Relaxed);
         let max = self.max.load(Ordering::Relaxed);
@@ -153,6 +172,21 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(1), stats.bodies.freed()).await.unwrap();
         assert_eq!(&b[..], &[0u8; 50][..]);
         drop(b);
+        assert_eq!((stats.bodies.held(), stats.bodies.peak()), (0, 110));
+    }
+
+    #[tokio::test]
+    async fn raw_samples_held_count_toward_the_bound_until_let_go() {
+        let stats = Arc::new(Stats::default());
+        stats.bodies.set_max(100);
+        let body = BodyBudget::body(&stats, vec![0; 40]);
+        stats.bodies.hold(70);
+        assert!(stats.bodies.over(), "bodies and raw samples share the bound");
+        tokio::time::timeout(Duration::from_secs(1), stats.bodies.cut_requested()).await.unwrap();
+        stats.bodies.let_go(70);
+        assert!(!stats.bodies.over());
+        tokio::time::timeout(Duration::from_secs(1), stats.bodies.freed()).await.unwrap();
+        drop(body);
         assert_eq!((stats.bodies.held(), stats.bodies.peak()), (0, 110));
     }
 }

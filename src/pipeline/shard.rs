@@ -92,8 +92,10 @@ struct ShardState {
     /// Bodies encoded early in this epoch (at `max_rows_per_load` rows),
     /// with their row counts; the seal loads them with the rest.
     chunks: Vec<(Chunk, u64)>,
-    /// Raw samples of this epoch, for the archive.
+    /// Raw samples of this epoch, for the archive, and their estimated
+    /// bytes (counted in the body budget until spooled).
     raw: Vec<ArchiveSample>,
+    raw_bytes: RawHeld,
     /// Readings refused as too late this epoch (archived, not aggregated).
     too_late: u64,
 }
@@ -108,6 +110,7 @@ pub(crate) async fn run(ctx: ShardCtx, mut rx: mpsc::Receiver<ShardMsg>) {
         latest: ctx.cfg.latest.as_ref().map(|(_, m)| LatestTracker::new(m)),
         chunks: Vec::new(),
         raw: Vec::new(),
+        raw_bytes: RawHeld(ctx.stats.clone(), 0),
         too_late: 0,
     };
     if let Some(r) = &ctx.cfg.rebuild {
@@ -130,6 +133,7 @@ pub(crate) async fn run(ctx: ShardCtx, mut rx: mpsc::Receiver<ShardMsg>) {
                 }
                 st.chunks.clear();
                 st.raw.clear();
+                st.raw_bytes = RawHeld(ctx.stats.clone(), 0);
                 st.too_late = 0;
                 let _ = reply.send(());
             }
@@ -166,6 +170,9 @@ fn fold(ctx: &ShardCtx, st: &mut ShardState, batch: Vec<Routed>, handed_over: In
             }
         }
         if ctx.archive.is_some() {
+            let n = raw_size(&s, &source);
+            ctx.stats.bodies.hold(n);
+            st.raw_bytes.1 += n;
             st.raw.push(ArchiveSample { sample: s, dims: row, received_ms, source });
         }
     }
@@ -183,6 +190,7 @@ async fn seal(ctx: &ShardCtx, st: &mut ShardState, epoch: u64) -> ShardDone {
     ctx.stats.merge_queue_wait(ctx.k as usize, &mut st.queue_wait);
     let too_late = std::mem::take(&mut st.too_late);
     let spool = spool_raw(ctx, st, epoch);
+    let raw_bytes = std::mem::replace(&mut st.raw_bytes, RawHeld(ctx.stats.clone(), 0));
     let mut done = ShardDone {
         received: std::mem::take(&mut st.received),
         too_late,
@@ -229,7 +237,9 @@ async fn seal(ctx: &ShardCtx, st: &mut ShardState, epoch: u64) -> ShardDone {
         }
     }
     if let Some(rx) = spool {
-        match rx.await {
+        let spooled = rx.await;
+        drop(raw_bytes);
+        match spooled {
             Ok(Ok(n)) => done.archived = n,
             Ok(Err(e)) => {
                 done.error.get_or_insert(ShardError::Transient(format!("archive spool: {e}")));
@@ -242,7 +252,23 @@ async fn seal(ctx: &ShardCtx, st: &mut ShardState, epoch: u64) -> ShardDone {
     done
 }
 
-/// Hands the raw samples of the epoch to the archive spooler.
+/// Bytes of raw samples counted in the body budget, let go when dropped
+/// (spooled, discarded, or the shard gone with a pipeline restart).
+struct RawHeld(Arc<crate::telemetry::Stats>, u64);
+
+impl Drop for RawHeld {
+    fn drop(&mut self) {
+        self.0.bodies.let_go(self.1);
+    }
+}
+
+/// The memory a raw sample holds for the archive, estimated.
+fn raw_size(s: &crate::decode::Sample, source: &compact_str::CompactString) -> u64 {
+    (std::mem::size_of::<ArchiveSample>() + std::mem::size_of_val(&s.readings[..]) + s.vin.len() + source.len()) as u64
+}
+
+/// Hands the raw samples of the epoch to the archive spooler; their bytes
+/// stay counted until it has written them (`seal` lets go).
 fn spool_raw(ctx: &ShardCtx, st: &mut ShardState, epoch: u64) -> Option<oneshot::Receiver<Result<u64, String>>> {
     let a = ctx.archive.as_ref()?;
     if st.raw.is_empty() {
