@@ -148,6 +148,7 @@ fn fold(ctx: &ShardCtx, st: &mut ShardState, batch: Vec<Routed>, handed_over: In
         let cat = ctx.catalog.read().unwrap_or_else(|p| p.into_inner());
         l.bind(|id| (id.0 < cat.len() as u32).then(|| cat.name(id).to_string()), cat.len());
     }
+    let mut raw_held = 0;
     for Routed { sample: s, dims: row, received_ms, source } in batch {
         let key = row.as_ref().map(|r| Arc::as_ptr(r) as *const () as usize);
         let dims = &mut st.dims;
@@ -170,11 +171,13 @@ fn fold(ctx: &ShardCtx, st: &mut ShardState, batch: Vec<Routed>, handed_over: In
             }
         }
         if ctx.archive.is_some() {
-            let n = raw_size(&s, &source);
-            ctx.stats.bodies.hold(n);
-            st.raw_bytes.1 += n;
+            raw_held += raw_size(&s, &source);
             st.raw.push(ArchiveSample { sample: s, dims: row, received_ms, source });
         }
+    }
+    if raw_held > 0 {
+        ctx.stats.bodies.hold(raw_held);
+        st.raw_bytes.1 += raw_held;
     }
     // Size limit: a body never grows past max_rows_per_load.
     if st.agg.len() >= ctx.cfg.max_rows_per_load

@@ -159,7 +159,7 @@ struct Shared {
     /// the committed offset at the assignment, then the last one read + 1.
     /// A message past it, when the broker's log now starts past it too,
     /// means retention deleted what lay between: counted and logged.
-    expected: Mutex<HashMap<(String, i32), i64>>,
+    expected: Mutex<HashMap<(Arc<str>, i32), i64>>,
     /// Per assigned partition, the decision its committed offset held at
     /// the assignment: recorded as `base` in this instance's decisions, so
     /// the previous owner can tell whether its last decision landed.
@@ -224,7 +224,7 @@ impl ConsumerContext for Ctx {
                         for e in committed.elements() {
                             let key = (e.topic().to_string(), e.partition());
                             if let Offset::Offset(o) = e.offset() {
-                                expected.insert(key.clone(), o);
+                                expected.insert((Arc::from(e.topic()), e.partition()), o);
                             }
                             if let Some(d) = Decision::parse(e.metadata()) {
                                 bases.insert(key, (d.prefix, d.epoch));
@@ -362,10 +362,15 @@ impl KafkaSource {
     /// between before rockfeed read them. Counted per partition
     /// (`rockfeed_kafka_offset_resets_total`, `…_offsets_skipped_total`)
     /// and logged as an ERROR naming how many.
-    fn check_gap(&self, topic: &str, partition: i32, offset: i64) {
-        let key = (topic.to_string(), partition);
-        let prev = self.shared.expected.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), offset + 1);
+    fn check_gap(&self, topic: &Arc<str>, partition: i32, offset: i64) {
+        let prev = self
+            .shared
+            .expected
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((topic.clone(), partition), offset + 1);
         let Some(expected) = prev.filter(|&e| offset > e) else { return };
+        let topic: &str = topic;
         let low = match self.reader.fetch_watermarks(topic, partition, self.timeout) {
             Ok((low, _)) => low,
             Err(e) => {
@@ -379,7 +384,7 @@ impl KafkaSource {
         let skipped = (low.min(offset) - expected) as u64;
         {
             let mut m = self.shared.stats.kafka_offset_resets.lock();
-            let e = m.entry(key).or_default();
+            let e = m.entry((topic.to_string(), partition)).or_default();
             e.0 += 1;
             e.1 += skipped;
         }
@@ -529,7 +534,7 @@ impl KafkaSource {
                 Some(Ok(m)) => {
                     let topic = topics.entry(m.topic().to_string()).or_insert_with(|| Arc::from(m.topic())).clone();
                     self.shared.starts().entry((topic.clone(), m.partition())).or_insert(m.offset());
-                    self.check_gap(m.topic(), m.partition(), m.offset());
+                    self.check_gap(&topic, m.partition(), m.offset());
                     pending.push_back(raw(&m, topic, topic_from_key));
                     if pending.len() > max_buffered {
                         tracing::warn!(waiting = pending.len(), "Kafka messages keep arriving while paused.");
