@@ -171,7 +171,11 @@ pub fn render(s: &Stats, ready: bool) -> String {
             "Prepared transactions of decided epochs committed by recovery.",
             &s.txns_recovered,
         ),
-        ("rockfeed_txns_lost_total", "Decided transactions StarRocks aborted first (rows lost).", &s.txns_lost),
+        (
+            "rockfeed_txns_lost_total",
+            "Decided transactions StarRocks lost that could not be rebuilt from the source (rows lost).",
+            &s.txns_lost,
+        ),
         (
             "rockfeed_archive_readings_spooled_total",
             "Raw readings fsynced into the archive spool.",
