@@ -479,6 +479,8 @@ async fn lost_transactions_of_a_decided_epoch_are_rebuilt_from_the_wal_under_the
     assert_same(&table(&emu), &want);
     assert_eq!(stats.txns_rebuilt.load(Ordering::Relaxed), 2, "both shards' transactions rebuilt");
     assert_eq!(stats.txns_lost.load(Ordering::Relaxed), 0, "nothing counted lost");
+    let readings: u64 = want.values().map(|v| v.0).sum();
+    assert_eq!(stats.readings_committed.load(Ordering::Relaxed), readings, "the rebuilt readings count as committed");
     assert!(open().is_empty(), "no transaction left open: {:?}", open());
     assert_eq!(state(l0), Some("VISIBLE"));
     assert_eq!(state(l1), Some("VISIBLE"));

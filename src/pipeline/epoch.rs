@@ -195,10 +195,18 @@ pub type Rebuilder = Arc<
             Decision,
             Vec<String>,
             mpsc::Receiver<crate::source::RawMessage>,
-        ) -> std::pin::Pin<Box<dyn Future<Output = Result<Vec<PreparedTxn>, String>> + Send>>
+        ) -> std::pin::Pin<Box<dyn Future<Output = Result<Rebuilt, String>> + Send>>
         + Send
         + Sync,
 >;
+
+/// What a rebuild prepared: the lost transactions, and the readings the
+/// rebuilt telemetry rows aggregate (committed with them).
+#[derive(Debug, Default)]
+pub struct Rebuilt {
+    pub txns: Vec<PreparedTxn>,
+    pub readings: u64,
+}
 
 /// One table's share of a shard's epoch, prepared (or, at-least-once,
 /// already loaded).
@@ -989,14 +997,14 @@ impl<S: EpochSource> Coordinator<S> {
         let built = rebuild(d.clone(), labels.clone(), messages).await;
         let read = done.await.map_err(|e| e.to_string()).and_then(|r| r);
         let txn = TxnLoader::new(&self.loader, self.cfg.timeouts);
-        let txns = match (built, read) {
+        let Rebuilt { txns, readings } = match (built, read) {
             (Ok(t), Ok(n)) => {
                 tracing::info!(epoch = d.epoch, messages = n, "Re-read the decided epoch's range.");
                 t
             }
             (built, read) => {
                 // Never load part of a range: roll back what was prepared.
-                for t in built.as_deref().unwrap_or_default() {
+                for t in built.as_ref().map(|b| &b.txns[..]).unwrap_or_default() {
                     txn.abort(&t.table, &t.label).await;
                     self.stats.txns_rolled_back.fetch_add(1, Ordering::Relaxed);
                 }
@@ -1009,6 +1017,7 @@ impl<S: EpochSource> Coordinator<S> {
             self.stats.txns_rebuilt.fetch_add(1, Ordering::Relaxed);
             tracing::info!(label = %t.label, rows = t.rows, epoch = d.epoch, "Recovery rebuilt a lost transaction of a decided epoch and committed it.");
         }
+        self.stats.readings_committed.fetch_add(readings, Ordering::Relaxed);
         Ok(Ok(labels.into_iter().filter(|l| !txns.iter().any(|t| &t.label == l)).collect()))
     }
 }

@@ -17,7 +17,7 @@ use http::{HeaderMap, HeaderValue};
 use tokio::sync::{mpsc, oneshot};
 
 pub use super::decoder::Form;
-use super::epoch::{Cut, Decision, PreparedTxn, Rebuilder};
+use super::epoch::{Cut, Decision, Rebuilder, Rebuilt};
 use super::shard::{ShardCtx, ShardMsg};
 use super::window::WindowConfig;
 use crate::archive::Archive;
@@ -167,10 +167,17 @@ pub async fn rebuild(
     d: Decision,
     labels: Vec<String>,
     mut messages: mpsc::Receiver<RawMessage>,
-) -> Result<Vec<PreparedTxn>, String> {
+) -> Result<Rebuilt, String> {
     if d.shards != cfg.shards {
         return Err(format!("epoch {} was cut into {} shards; the config now has {}", d.epoch, d.shards, cfg.shards));
     }
+    // The shards whose telemetry rows are rebuilt: their readings commit.
+    let telemetry: Vec<bool> = (0..cfg.shards)
+        .map(|k| {
+            crate::sink::starrocks::label::label(&cfg.label_prefix, &cfg.table, k, d.epoch)
+                .is_ok_and(|l| labels.contains(&l))
+        })
+        .collect();
     cfg.rebuild = Some(RebuildScope { labels, watermarks: (0..cfg.shards).map(|k| d.watermark(k)).collect() });
     let timeouts = cfg.timeouts;
     let (tx, rx) = mpsc::channel(1024);
@@ -191,10 +198,14 @@ pub async fn rebuild(
         Err(_) => Err(stopped()),
     };
     let mut txns = Vec::new();
+    let mut readings = 0u64;
     let mut failure = shards.as_ref().err().cloned();
-    for s in shards.unwrap_or_default() {
+    for (k, s) in shards.unwrap_or_default().into_iter().enumerate() {
         match s.await {
             Ok(done) => {
+                if telemetry.get(k).copied().unwrap_or(false) {
+                    readings += done.received.iter().map(|r| r.2 as u64).sum::<u64>();
+                }
                 txns.extend(done.txns);
                 if let Some(e) = done.error {
                     failure.get_or_insert(e.to_string());
@@ -211,7 +222,7 @@ pub async fn rebuild(
         failure.get_or_insert(e.to_string());
     }
     match failure {
-        None => Ok(txns),
+        None => Ok(Rebuilt { txns, readings }),
         Some(why) => {
             let txn = TxnLoader::new(&loader, timeouts);
             for t in &txns {
