@@ -65,6 +65,15 @@ fn bench(c: &mut Criterion) {
     g.throughput(Throughput::Elements(n));
     g.sample_size(10);
     g.bench_function("parquet_zstd_200k_readings", |b| b.iter(|| black_box(encode(&r, &schema, f).unwrap().len())));
+    // Side by side: every zstd level the archive might default to.
+    for level in [1, 3] {
+        let f = ArchiveFormat { zstd_level: level, ..f };
+        let size = encode(&r, &schema, f).unwrap().len();
+        println!("archive_encode zstd {level}: {size} bytes of Parquet ({:.2} per reading)", size as f64 / n as f64);
+        g.bench_function(format!("parquet_zstd{level}_200k_readings"), |b| {
+            b.iter(|| black_box(encode(&r, &schema, f).unwrap().len()))
+        });
+    }
     g.finish();
 
     let spooled = frame(1, &r, &r.sorted_order()).len();

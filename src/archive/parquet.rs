@@ -37,7 +37,7 @@ pub struct ArchiveFormat {
 
 impl Default for ArchiveFormat {
     fn default() -> Self {
-        ArchiveFormat { row_group_rows: 1 << 20, zstd_level: 3 }
+        ArchiveFormat { row_group_rows: 1 << 20, zstd_level: 1 }
     }
 }
 
