@@ -150,26 +150,34 @@ struct Shared {
     /// Set before the consumer is closed: callbacks do nothing.
     closing: AtomicBool,
     ready: watch::Sender<bool>,
-    /// Per partition, the offset the next epoch's range begins at: the
-    /// first message read after an assignment, then each decided position.
-    /// A decision records it (`from`), so a lost transaction can be rebuilt
-    /// from the range. Forgotten on every rebalance.
-    starts: Mutex<HashMap<(Arc<str>, i32), i64>>,
-    /// Per assigned partition, the offset the next message should have:
-    /// the committed offset at the assignment, then the last one read + 1.
-    /// A message past it, when the broker's log now starts past it too,
-    /// means retention deleted what lay between: counted and logged.
-    expected: Mutex<HashMap<(Arc<str>, i32), i64>>,
-    /// Per assigned partition, the decision its committed offset held at
-    /// the assignment: recorded as `base` in this instance's decisions, so
-    /// the previous owner can tell whether its last decision landed.
-    bases: Mutex<HashMap<(String, i32), (String, u64)>>,
+    /// What rockfeed tracks per assigned partition ([`Partition`]);
+    /// forgotten on every rebalance.
+    partitions: Mutex<HashMap<(Arc<str>, i32), Partition>>,
     stats: Arc<crate::telemetry::Stats>,
 }
 
+/// One assigned partition's state.
+#[derive(Debug, Default)]
+struct Partition {
+    /// The offset the next epoch's range begins at: the first message read
+    /// after the assignment, then each decided position. A decision
+    /// records it (`from`), so a lost transaction can be rebuilt from the
+    /// range.
+    start: Option<i64>,
+    /// The offset the next message should have: the committed offset at
+    /// the assignment, then the last one read + 1. A message past it, when
+    /// the broker's log now starts past it too, means retention deleted
+    /// what lay between: counted and logged.
+    expected: Option<i64>,
+    /// The decision the committed offset held at the assignment, recorded
+    /// as `base` in this instance's decisions, so the previous owner can
+    /// tell whether its last decision landed.
+    base: Option<(String, u64)>,
+}
+
 impl Shared {
-    fn starts(&self) -> std::sync::MutexGuard<'_, HashMap<(Arc<str>, i32), i64>> {
-        self.starts.lock().unwrap_or_else(|p| p.into_inner())
+    fn partitions(&self) -> std::sync::MutexGuard<'_, HashMap<(Arc<str>, i32), Partition>> {
+        self.partitions.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -203,7 +211,7 @@ impl ConsumerContext for Ctx {
             if let Some(Err(e)) = self.ask(Request::Finish) {
                 self.fail(format!("could not finish the epoch on revoke: {e}"));
             }
-            self.0.starts().clear();
+            self.0.partitions().clear();
         }
     }
 
@@ -211,31 +219,26 @@ impl ConsumerContext for Ctx {
         match r {
             Rebalance::Assign(tpl) => {
                 tracing::info!(partitions = tpl.count(), "Kafka partitions assigned; recovering epochs.");
-                self.0.starts().clear();
-                let mut expected = self.0.expected.lock().unwrap_or_else(|p| p.into_inner());
-                expected.clear();
+                let mut parts = self.0.partitions();
+                parts.clear();
                 // Where consumption resumes: the committed offsets (none,
                 // for a partition the group never committed: where it
                 // starts then is auto_offset_reset's choice, not a loss).
-                let mut bases = self.0.bases.lock().unwrap_or_else(|p| p.into_inner());
-                bases.clear();
                 match c.committed_offsets((*tpl).clone(), Duration::from_secs(30)) {
                     Ok(committed) => {
                         for e in committed.elements() {
-                            let key = (e.topic().to_string(), e.partition());
+                            let p = parts.entry((Arc::from(e.topic()), e.partition())).or_default();
                             if let Offset::Offset(o) = e.offset() {
-                                expected.insert((Arc::from(e.topic()), e.partition()), o);
+                                p.expected = Some(o);
                             }
-                            if let Some(d) = Decision::parse(e.metadata()) {
-                                bases.insert(key, (d.prefix, d.epoch));
-                            }
+                            p.base = Decision::parse(e.metadata()).map(|d| (d.prefix, d.epoch));
                         }
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "Cannot read the committed offsets of the assignment; offsets retention skips over it are not counted.")
                     }
                 }
-                drop((expected, bases));
+                drop(parts);
                 match self.ask(Request::Recover) {
                     Some(Err(e)) => self.fail(format!("recovery failed: {e}")),
                     Some(Ok(())) => {
@@ -280,9 +283,7 @@ impl KafkaSource {
             failed: Mutex::new(None),
             closing: AtomicBool::new(false),
             ready,
-            starts: Mutex::new(HashMap::new()),
-            expected: Mutex::new(HashMap::new()),
-            bases: Mutex::new(HashMap::new()),
+            partitions: Mutex::new(HashMap::new()),
             stats,
         });
         let consumer: BaseConsumer<Ctx> =
@@ -333,13 +334,13 @@ impl KafkaSource {
     fn decide_blocking(&self, d: &Decision, positions: &Positions) -> Result<(), String> {
         let mut tpl = TopicPartitionList::new();
         {
-            let starts = self.shared.starts();
-            let bases = self.shared.bases.lock().unwrap_or_else(|p| p.into_inner());
+            let parts = self.shared.partitions();
             for ((topic, partition), next) in positions {
+                let p = parts.get(&(topic.clone(), *partition));
                 let meta = Decision {
-                    from: starts.get(&(topic.clone(), *partition)).copied(),
+                    from: p.and_then(|p| p.start),
                     partitions: Some(positions.len() as u32),
-                    base: bases.get(&(topic.to_string(), *partition)).cloned(),
+                    base: p.and_then(|p| p.base.clone()),
                     ..d.clone()
                 }
                 .encode();
@@ -349,26 +350,27 @@ impl KafkaSource {
             }
         }
         self.consumer.commit(&tpl, CommitMode::Sync).map_err(|e| format!("offset commit: {e}"))?;
-        let mut starts = self.shared.starts();
+        let mut parts = self.shared.partitions();
         for (k, next) in positions {
-            starts.insert(k.clone(), *next);
+            parts.entry(k.clone()).or_default().start = Some(*next);
         }
         Ok(())
     }
 
-    /// Notes `offset` as read from `topic`/`partition`. Offsets may skip
+    /// Notes `offset` as read from `topic`/`partition` (the first since the
+    /// assignment is where the next range starts). Offsets may skip
     /// (transaction markers); a skip is a loss only when the broker's log
     /// now starts past the offset expected: retention deleted the records
     /// between before rockfeed read them. Counted per partition
     /// (`rockfeed_kafka_offset_resets_total`, `…_offsets_skipped_total`)
     /// and logged as an ERROR naming how many.
-    fn check_gap(&self, topic: &Arc<str>, partition: i32, offset: i64) {
-        let prev = self
-            .shared
-            .expected
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert((topic.clone(), partition), offset + 1);
+    fn read(&self, topic: &Arc<str>, partition: i32, offset: i64) {
+        let prev = {
+            let mut parts = self.shared.partitions();
+            let p = parts.entry((topic.clone(), partition)).or_default();
+            p.start.get_or_insert(offset);
+            p.expected.replace(offset + 1)
+        };
         let Some(expected) = prev.filter(|&e| offset > e) else { return };
         let topic: &str = topic;
         let low = match self.reader.fetch_watermarks(topic, partition, self.timeout) {
@@ -533,8 +535,7 @@ impl KafkaSource {
                 Some(Err(e)) => tracing::warn!(error = %e, "Kafka consumer error."),
                 Some(Ok(m)) => {
                     let topic = topics.entry(m.topic().to_string()).or_insert_with(|| Arc::from(m.topic())).clone();
-                    self.shared.starts().entry((topic.clone(), m.partition())).or_insert(m.offset());
-                    self.check_gap(&topic, m.partition(), m.offset());
+                    self.read(&topic, m.partition(), m.offset());
                     pending.push_back(raw(&m, topic, topic_from_key));
                     if pending.len() > max_buffered {
                         tracing::warn!(waiting = pending.len(), "Kafka messages keep arriving while paused.");
