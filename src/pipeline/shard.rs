@@ -100,22 +100,30 @@ struct ShardState {
     too_late: u64,
 }
 
-pub(crate) async fn run(ctx: ShardCtx, mut rx: mpsc::Receiver<ShardMsg>) {
-    let mut st = ShardState {
-        agg: WindowAggregator::new(ctx.cfg.window),
-        dims: Vec::new(),
-        dims_index: HashMap::new(),
-        received: Vec::new(),
-        queue_wait: Local::default(),
-        latest: ctx.cfg.latest.as_ref().map(|(_, m)| LatestTracker::new(m)),
-        chunks: Vec::new(),
-        raw: Vec::new(),
-        raw_bytes: RawHeld(ctx.stats.clone(), 0),
-        too_late: 0,
-    };
-    if let Some(r) = &ctx.cfg.rebuild {
-        st.agg.seed(r.watermarks.get(ctx.k as usize).copied().unwrap_or(i64::MIN));
+impl ShardState {
+    /// Empty, with the lateness watermark at `newest_ms` (`i64::MIN`: none).
+    fn new(ctx: &ShardCtx, newest_ms: i64) -> ShardState {
+        let mut agg = WindowAggregator::new(ctx.cfg.window);
+        agg.seed(newest_ms);
+        ShardState {
+            agg,
+            dims: Vec::new(),
+            dims_index: HashMap::new(),
+            received: Vec::new(),
+            queue_wait: Local::default(),
+            latest: ctx.cfg.latest.as_ref().map(|(_, m)| LatestTracker::new(m)),
+            chunks: Vec::new(),
+            raw: Vec::new(),
+            raw_bytes: RawHeld(ctx.stats.clone(), 0),
+            too_late: 0,
+        }
     }
+}
+
+pub(crate) async fn run(ctx: ShardCtx, mut rx: mpsc::Receiver<ShardMsg>) {
+    // A rebuild starts from the watermark its decision recorded.
+    let seed = ctx.cfg.rebuild.as_ref().and_then(|r| r.watermarks.get(ctx.k as usize).copied());
+    let mut st = ShardState::new(&ctx, seed.unwrap_or(i64::MIN));
     while let Some(msg) = rx.recv().await {
         match msg {
             ShardMsg::Samples(batch, handed_over) => fold(&ctx, &mut st, batch, handed_over),
@@ -124,17 +132,9 @@ pub(crate) async fn run(ctx: ShardCtx, mut rx: mpsc::Receiver<ShardMsg>) {
                 let _ = reply.send(done);
             }
             ShardMsg::Discard(reply) => {
-                st.agg.drain(|_| {});
-                st.dims.clear();
-                st.dims_index.clear();
-                st.received.clear();
-                if let Some(l) = st.latest.as_mut() {
-                    let _ = l.drain();
-                }
-                st.chunks.clear();
-                st.raw.clear();
-                st.raw_bytes = RawHeld(ctx.stats.clone(), 0);
-                st.too_late = 0;
+                let fresh = ShardState::new(&ctx, st.agg.newest_ms());
+                let queue_wait = std::mem::take(&mut st.queue_wait);
+                st = ShardState { queue_wait, ..fresh };
                 let _ = reply.send(());
             }
         }
