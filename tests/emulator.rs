@@ -808,6 +808,31 @@ fn txn_context_lost_in_processing_and_crash_after_prepare() {
 }
 
 #[test]
+fn a_prepared_transaction_aborted_before_its_commit_refuses_the_commit_and_takes_the_label_again() {
+    let t = TestEmu::start();
+    let f = t.file("e.csv", CSV);
+    let fp = f.to_str().unwrap();
+    t.txn("begin", "test_db", Some("table1"), "late1", &[]);
+    t.txn("load", "test_db", Some("table1"), "late1", &["-T", fp, "-H", "column_separator: ,"]);
+    t.txn("prepare", "test_db", None, "late1", &[]);
+    t.fault(r#"{"fault":"aborted_before_commit","next":1}"#);
+    let j = t.txn("commit", "test_db", None, "late1", &[]);
+    assert_eq!(j["Status"], "FAILED", "{j}");
+    let msg = j["Message"].as_str().unwrap();
+    assert!(msg.contains("Can not commit ABORTED transaction"), "{j}");
+    assert!(msg.contains("aborted by user"), "{j}");
+    assert_eq!(t.state("test_db", "late1"), "ABORTED");
+    assert!(t.rows("test_db", "table1").is_empty(), "nothing of the aborted transaction is visible");
+    // The rule fired once: the label loads again and commits.
+    t.txn("begin", "test_db", Some("table1"), "late1", &[]);
+    t.txn("load", "test_db", Some("table1"), "late1", &["-T", fp, "-H", "column_separator: ,"]);
+    t.txn("prepare", "test_db", None, "late1", &[]);
+    let j = t.txn("commit", "test_db", None, "late1", &[]);
+    assert_eq!(j["Status"], "OK", "{j}");
+    assert_eq!(t.rows("test_db", "table1").len(), 4);
+}
+
+#[test]
 fn running_transaction_cap_refuses_new_transactions() {
     let t = TestEmu::start_with(|c| c.registry.max_running_txn_num_per_db = 1);
     t.txn("begin", "test_db", Some("table1"), "cap1", &[]);

@@ -276,3 +276,53 @@ async fn a_redelivery_of_what_the_wal_holds_is_dropped_and_counted_exactly() {
     assert!(audits.iter().all(|a| a.ok() && a.duplicated == 0), "{audits:?}");
     emu.shutdown().await;
 }
+
+/// Issue 14: a crash while a decided epoch's transaction is loaded again.
+/// StarRocks aborts a PREPARED transaction of a decided epoch just before
+/// rockfeed commits it (the emulator's `aborted_before_commit`: a prepared
+/// timeout or an operator's rollback). rockfeed begins loading its rows
+/// again under the same label and is killed before that re-load is
+/// prepared (the hook's `mid_reload`): the label is left in PREPARE. The
+/// next start rolls the re-load back, re-reads the epoch's range from the
+/// WAL, rebuilds the transaction under its label and commits it: the
+/// tables audit exact, nothing is counted lost, no transaction is open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_while_a_decided_epoch_is_loaded_again_is_rebuilt_from_the_wal() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let conf = format!(
+        "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 0\nmax_inflight_messages 200\n"
+    );
+    let _broker = common::mosquitto(dir.path(), port, &conf);
+    let mut cfg = rockfeed::config::Config::parse(&config(port, "http://127.0.0.1:1", dir.path(), "std")).unwrap();
+    let emu = common::emulator_for(&mut cfg).await;
+    let conf = dir.path().join("rockfeed.toml");
+    std::fs::write(&conf, config(port, &emu.fe_url(), dir.path(), "std")).unwrap();
+    make_session(port).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let producer = produce(port, 300.0, 17, stop.clone());
+    // Messages wait in the session, so the first epoch carries data.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rule = r#"{"fault":"aborted_before_commit","next":1}"#;
+    emu.faults().add(serde_json::from_str(rule).unwrap()).unwrap();
+    let mut run = spawn(&conf, Some("mid_reload:1".into()));
+    assert!(run.wait_for("test hook: halted at mid_reload", Duration::from_secs(60)).await, "{}", run.tail());
+    assert!(run.saw("A decided transaction was aborted; loading its rows again"), "{}", run.tail());
+    run.kill9().await;
+    let open = crash::open_txns(&emu);
+    assert!(open.iter().any(|t| t.ends_with("PREPARE")), "the re-load is begun, not prepared: {open:?}");
+
+    let mut run = spawn(&conf, None);
+    assert!(run.wait_for("Recovery rebuilt a lost transaction", Duration::from_secs(60)).await, "{}", run.tail());
+    assert!(run.saw("Recovery rolled back an interrupted re-load"), "{}", run.tail());
+    assert!(!run.saw("did not commit in StarRocks"), "nothing counted lost:\n{}", run.tail());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    run.kill9().await;
+    stop.store(true, Ordering::Relaxed);
+    let ledger = producer.await.unwrap();
+    let audits = settle(&emu, &conf, &ledger, Duration::from_secs(20)).await;
+    assert!(audits.iter().all(|a| a.ok()), "{audits:?}");
+    assert_eq!(audits[0].records_landed, ledger.readings());
+    assert!(crash::open_txns(&emu).is_empty(), "{:?}", crash::open_txns(&emu));
+    emu.shutdown().await;
+}

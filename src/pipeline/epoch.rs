@@ -290,7 +290,9 @@ pub enum EpochError {
 /// Test hook: `ROCKFEED_TEST_HALT_AT=<step>:<n>` stops the process (it logs
 /// the step and sleeps, to be killed) the n-th time it reaches `step`:
 /// `after_prepare`, `before_note` (decided, not yet noted locally),
-/// `after_decide` or `mid_commit`; in the archive,
+/// `after_decide`, `mid_commit` or `mid_reload` (a decided transaction
+/// found aborted at commit, its rows loaded again, not yet prepared); in
+/// the archive,
 /// `archive_mid_frame` (half a spool frame written), `archive_after_seal`,
 /// `archive_mid_upload` (file encoded, not published) and
 /// `archive_after_publish` (published, spool segment not yet deleted).
@@ -339,10 +341,23 @@ impl Hook {
 
     async fn reach(&mut self, step: &'static str) {
         if self.hits(step) {
-            eprintln!("rockfeed test hook: halted at {step}");
-            loop {
-                tokio::time::sleep(Duration::from_secs(3600)).await;
-            }
+            Hook::halt(step).await;
+        }
+    }
+
+    /// [`Hook::hits`] for a step reached from tasks without a hook of
+    /// their own (one process-wide count).
+    pub fn hits_anywhere(step: &'static str) -> bool {
+        static HOOK: std::sync::LazyLock<parking_lot::Mutex<Hook>> =
+            std::sync::LazyLock::new(|| parking_lot::Mutex::new(Hook::from_env()));
+        HOOK.lock().hits(step)
+    }
+
+    /// [`Hook::halt_blocking`] inside the runtime.
+    pub async fn halt(step: &str) -> ! {
+        eprintln!("rockfeed test hook: halted at {step}");
+        loop {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
         }
     }
 }
@@ -1059,7 +1074,12 @@ async fn commit_decided(txn: &TxnLoader<'_>, stats: &Stats, t: &PreparedTxn) -> 
             Ok(Committed::Aborted { reason }) => {
                 stats.txns_reloaded.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(label = %t.label, %reason, "A decided transaction was aborted; loading its rows again under the same label.");
-                txn.prepare(&t.table, &t.label, &t.chunks).await.map_err(|e| fatal_txn(&e))?;
+                let reload = if Hook::hits_anywhere("mid_reload") {
+                    txn.halting_before_prepare("mid_reload")
+                } else {
+                    txn.clone()
+                };
+                reload.prepare(&t.table, &t.label, &t.chunks).await.map_err(|e| fatal_txn(&e))?;
             }
             Err(e) => return Err(fatal_txn(&e)),
         }

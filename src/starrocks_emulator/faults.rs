@@ -39,6 +39,11 @@ pub enum FaultKind {
     /// BE txn API: the emulator "crashes" right after a prepare became
     /// durable: BE contexts are lost and the connection drops without a reply.
     CrashAfterPrepare,
+    /// Txn API commit: the PREPARED transaction is aborted just before the
+    /// commit reaches it (its prepared timeout ran out, or an operator
+    /// rolled it back), so the commit answers that it cannot commit an
+    /// ABORTED transaction.
+    AbortedBeforeCommit,
     /// FE: `No backend alive.` (HTTP 200, Status FAILED).
     NoBackendAlive,
     /// FE: 307 back to the FE itself, forever.
@@ -68,6 +73,8 @@ pub enum Point {
     BeBeforePrepare,
     /// BE txn API, after a prepare became durable.
     BeAfterPrepare,
+    /// FE txn API, when a commit reaches a PREPARED transaction.
+    TxnCommit,
 }
 
 impl FaultKind {
@@ -80,6 +87,7 @@ impl FaultKind {
             ResetMidBody | Slow100Continue => Point::BeBody,
             ContextLost => Point::BeBeforePrepare,
             CrashAfterPrepare => Point::BeAfterPrepare,
+            AbortedBeforeCommit => Point::TxnCommit,
             NoBackendAlive | RedirectLoop | RedirectUnreachable => Point::FeRedirect,
             Unauthorized => Point::FeAuth,
         }

@@ -234,6 +234,12 @@ pub(crate) fn fe_commit(
     state: TxnState,
     now: u64,
 ) -> Resp {
+    let table = core.registry.get(id).map(|t| t.table.clone());
+    let mut state = state;
+    if state == TxnState::Prepared && ctx.faults.check(Point::TxnCommit, Some(label), table.as_deref()).is_some() {
+        let _ = core.abort(id, "transaction is aborted by user.", now);
+        state = TxnState::Aborted;
+    }
     if matches!(state, TxnState::Committed | TxnState::Visible) {
         return txn_reply("OK", &format!("Transaction {id} has already committed, label is {label}"), id, label);
     }
@@ -248,7 +254,6 @@ pub(crate) fn fe_commit(
             label,
         );
     }
-    let table = core.registry.get(id).map(|t| t.table.clone());
     let fault = ctx.faults.check(Point::BeCommit, Some(label), table.as_deref());
     let delay = fault.filter(|f| f.kind == FaultKind::PublishTimeout).map(|f| f.delay_ms);
     if fault.is_some_and(|f| f.kind == FaultKind::CommitUnknownAborted) {

@@ -135,15 +135,24 @@ fn step_of(r: Result<HttpReply, super::client::ClientError>) -> Step {
 }
 
 /// The transaction interface over one database.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct TxnLoader<'a> {
     loader: &'a StreamLoader,
     timeouts: TxnTimeouts,
+    /// Test hook: halt once every chunk is loaded, before the prepare.
+    halt_before_prepare: Option<&'static str>,
 }
 
 impl<'a> TxnLoader<'a> {
     pub fn new(loader: &'a StreamLoader, timeouts: TxnTimeouts) -> Self {
-        TxnLoader { loader, timeouts }
+        TxnLoader { loader, timeouts, halt_before_prepare: None }
+    }
+
+    /// This loader halts the process (the test hook, as `step`) once a
+    /// transaction is begun and loaded, before it is prepared: what a crash
+    /// there leaves behind (a label in PREPARE).
+    pub fn halting_before_prepare(&self, step: &'static str) -> Self {
+        TxnLoader { halt_before_prepare: Some(step), ..self.clone() }
     }
 
     async fn call(
@@ -280,6 +289,9 @@ impl<'a> TxnLoader<'a> {
                 // it; roll it back and load the whole batch again.
                 self.settle_unfinished(table, label, false).await?;
                 continue;
+            }
+            if let Some(step) = self.halt_before_prepare {
+                crate::pipeline::epoch::Hook::halt(step).await;
             }
             // prepare
             let mut prep = HeaderMap::new();
