@@ -167,6 +167,7 @@ pub fn open_archive(cfg: &Config, stats: &Arc<Stats>) -> Result<Option<Arc<Archi
         roll: RollPolicy { max_bytes: a.roll_bytes, max_age: a.roll_age.0, idle: a.roll_idle.0 },
         format: ArchiveFormat { row_group_rows: a.row_group_rows, zstd_level: a.zstd_level },
         fan_in: crate::archive::merge::FAN_IN,
+        spill_bytes: a.spill_bytes,
         exactly_once: cfg.delivery() == Delivery::ExactlyOnce,
     };
     tracing::info!(url = %store.display, table = %a.table, "Raw archive on.");

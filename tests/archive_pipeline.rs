@@ -53,6 +53,7 @@ roll_bytes = 1048576
 spool_max_bytes = 67108864
 roll_age = "2s"
 roll_idle = "1s"
+spill_bytes = 4096
 row_group_rows = 4096
 "#,
         dir = dir.display()
@@ -112,6 +113,9 @@ async fn every_reading_lands_in_the_archive_exactly_once() {
     // Reconciliation: per epoch, archived = aggregated + too late; in total
     // every reading committed to StarRocks was archived and published.
     assert_eq!(stats.reconcile_mismatches.load(Ordering::Relaxed), 0);
+    // `spill_bytes = 4096`: epochs spilled mid-way, and nothing was lost
+    // or doubled by it.
+    assert!(stats.archive_spills.load(Ordering::Relaxed) > 0, "raw samples spilled mid-epoch");
     assert_eq!(stats.archive_readings_published.load(Ordering::Relaxed), ledger.readings());
     assert_eq!(stats.archive_readings_spooled.load(Ordering::Relaxed), ledger.readings());
     assert_eq!(stats.readings_committed.load(Ordering::Relaxed), ledger.readings());

@@ -74,6 +74,7 @@ roll_bytes = 1048576
 spool_max_bytes = 67108864
 roll_age = "3s"
 roll_idle = "1s"
+spill_bytes = 4096
 "#,
         std::env::var("CRASH_KAFKA_DEBUG").map(|d| format!("\"debug\" = \"{d}\"")).unwrap_or_default(),
         dir = dir.display()

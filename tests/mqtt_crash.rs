@@ -76,6 +76,7 @@ roll_bytes = 1048576
 spool_max_bytes = 67108864
 roll_age = "3s"
 roll_idle = "1s"
+spill_bytes = 4096
 "#,
         dir = dir.display()
     )

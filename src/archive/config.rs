@@ -33,6 +33,11 @@ pub struct ArchiveConfig {
     pub roll_age: Dur,
     /// A file with no new reading for this long is cut.
     pub roll_idle: Dur,
+    /// A shard's raw samples of an epoch spill to the spool mid-epoch once
+    /// they pass this many bytes (estimated), so the archive's memory does
+    /// not grow with the rate or the epoch's length. Each spill is one more
+    /// sorted run to merge when the file is cut.
+    pub spill_bytes: u64,
     /// Rows per Parquet row group.
     pub row_group_rows: usize,
     /// zstd level (1–22). Default 1: on the archive bench's data it encodes
@@ -56,6 +61,7 @@ impl Default for ArchiveConfig {
             roll_bytes: 128 << 20,
             roll_age: Dur(Duration::from_secs(600)),
             roll_idle: Dur(Duration::from_secs(120)),
+            spill_bytes: 4 << 20,
             row_group_rows: 1 << 20,
             zstd_level: 1,
             stop_grace: Dur(Duration::from_secs(60)),
@@ -136,6 +142,9 @@ impl ArchiveConfig {
         }
         if !(1..=22).contains(&self.zstd_level) {
             return Err("archive.zstd_level must be within 1..=22".into());
+        }
+        if self.spill_bytes < 4096 {
+            return Err("archive.spill_bytes must be at least 4096 (each spill is a sorted run to merge)".into());
         }
         if self.row_group_rows < 1024 {
             return Err("archive.row_group_rows must be at least 1024".into());

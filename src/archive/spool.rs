@@ -14,6 +14,11 @@
 //! of decided epochs and truncates the file after the last of them, which
 //! also drops a frame torn by a crash (its length or a CRC does not match).
 //!
+//! An epoch may have several frames: a shard whose raw samples pass
+//! `archive.spill_bytes` spills them mid-epoch as a frame of
+//! [`OPEN_EPOCH`], numbered when the epoch is sealed. Each frame is a
+//! sorted run of its own.
+//!
 //! Names: `open-{hour_ms}-{first_epoch}.seg` while appended, renamed (and
 //! the directory synced) to `sealed-{hour_ms}-{first}-{last}.seg` when the
 //! file is cut, before anything is uploaded; a sealed segment is deleted
@@ -24,6 +29,12 @@ use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use super::RawRows;
+
+/// The epoch of a frame spilled mid-epoch, before its epoch has a number
+/// (a shard's raw samples passed `archive.spill_bytes`). The seal numbers
+/// it ([`Segment::number_open_frames`]); until then recovery cuts it, and
+/// everything after it, like any frame of an undecided epoch.
+pub const OPEN_EPOCH: u64 = u64::MAX;
 
 /// Rows per block: the unit a merge holds in memory per run.
 pub const BLOCK_ROWS: usize = 8192;
@@ -255,8 +266,8 @@ impl Segment {
     }
 
     /// Reopens an open segment after a restart: keeps the frames of epochs
-    /// `<= keep_through` (all of them when `None`) and truncates the rest,
-    /// torn frames included. `None` (and the file deleted) when nothing is
+    /// `<= keep_through` (all numbered ones when `None`) and truncates the
+    /// rest, torn frames included. `None` (and the file deleted) when nothing is
     /// left.
     pub fn recover(path: &Path, keep_through: Option<u64>) -> std::io::Result<Option<Segment>> {
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
@@ -264,9 +275,9 @@ impl Segment {
             return Err(std::io::Error::other(format!("{} is not an open spool segment", path.display())));
         };
         let (mut frames, mut valid) = scan(path)?;
-        if let Some(k) = keep_through
-            && let Some(cut) = frames.iter().position(|f| f.epoch > k)
-        {
+        // Spilled frames never numbered belong to an epoch never sealed.
+        let k = keep_through.unwrap_or(OPEN_EPOCH - 1);
+        if let Some(cut) = frames.iter().position(|f| f.epoch > k) {
             valid = frames[cut].offset - FRAME_HEADER;
             frames.truncate(cut);
         }
@@ -316,8 +327,52 @@ impl Segment {
         });
         self.len += bytes.len() as u64;
         self.rows += rows;
+        if epoch != OPEN_EPOCH {
+            self.last_epoch = self.last_epoch.max(epoch);
+        }
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// Frames spilled mid-epoch and not numbered yet: the segment may not
+    /// be cut.
+    pub fn has_open_frames(&self) -> bool {
+        self.frames.iter().any(|f| f.epoch == OPEN_EPOCH)
+    }
+
+    /// A numbered frame of `epoch` or later is here already.
+    pub fn holds_epoch_from(&self, epoch: u64) -> bool {
+        self.frames.iter().any(|f| f.epoch != OPEN_EPOCH && f.epoch >= epoch)
+    }
+
+    /// The seal of `epoch`: its spilled frames get its number (their
+    /// headers rewritten in place), and a segment that a spill opened takes
+    /// `epoch` as its first epoch (renamed, directory synced). Not synced
+    /// here: the seal syncs every segment it touched ([`Segment::sync`]).
+    pub fn number_open_frames(&mut self, epoch: u64) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        if !self.has_open_frames() {
+            return Ok(());
+        }
+        // Positioned writes: the append handle ignores offsets.
+        let w = OpenOptions::new().write(true).open(&self.path)?;
+        let opened_by_spill = self.frames.first().is_some_and(|f| f.epoch == OPEN_EPOCH);
+        for f in self.frames.iter_mut().filter(|f| f.epoch == OPEN_EPOCH) {
+            w.write_all_at(&frame_header(epoch, f.blocks, f.rows, f.payload), f.offset - FRAME_HEADER)?;
+            f.epoch = epoch;
+        }
         self.last_epoch = self.last_epoch.max(epoch);
         self.dirty = true;
+        if opened_by_spill && self.first_epoch != epoch {
+            w.sync_data()?;
+            let dir = self.path.parent().map(Path::to_path_buf).unwrap_or_default();
+            let to = dir.join(open_name(self.hour_ms, epoch));
+            std::fs::rename(&self.path, &to)?;
+            sync_dir(&dir)?;
+            self.path = to;
+            self.first_epoch = epoch;
+            self.last_epoch = epoch;
+        }
         Ok(())
     }
 

@@ -33,7 +33,7 @@ use super::layout::{file_path, hour_of};
 use super::merge::{Run, merge};
 use super::parquet::ParquetWriter;
 use super::roll::{Reason, RollPolicy};
-use super::spool::{Sealed, Segment, frame, sync_dir};
+use super::spool::{OPEN_EPOCH, Sealed, Segment, frame, sync_dir};
 use super::store::{PublishError, Store};
 use super::{ArchiveFormat, RawRows, Schema, ValueKind};
 use crate::decode::Sample;
@@ -67,6 +67,9 @@ pub struct Settings {
     pub format: ArchiveFormat,
     /// Runs merged at once when a file is cut.
     pub fan_in: usize,
+    /// A shard's raw samples spill to the spool mid-epoch past this many
+    /// bytes (estimated).
+    pub spill_bytes: u64,
     /// Epochs are decided by the coordinator (else each is final once
     /// spooled).
     pub exactly_once: bool,
@@ -101,6 +104,11 @@ struct Shared {
     /// Parquet bytes per spool byte of the last file (for the size roll).
     ratio: Mutex<f64>,
     hook: Mutex<Hook>,
+    /// Held while a file is merged and encoded: one at a time per
+    /// instance, so the merge's memory (a block per run, the row group
+    /// being encoded) is paid once, not once per shard. Uploads still run
+    /// side by side.
+    encoding: Mutex<()>,
 }
 
 /// The archive of one rockfeed instance (all shards).
@@ -140,6 +148,7 @@ impl Archive {
             spool_bytes: AtomicU64::new(0),
             ratio: Mutex::new(0.3),
             hook: Mutex::new(Hook::from_env()),
+            encoding: Mutex::new(()),
         });
         let mut senders = Vec::new();
         let mut threads = Vec::new();
@@ -164,8 +173,9 @@ impl Archive {
         Ok(Arc::new(Archive { senders, threads: Mutex::new(threads), shared }))
     }
 
-    /// Spools shard `k`'s raw samples of `epoch`; the answer (readings
-    /// spooled) comes once they are fsynced.
+    /// Spools shard `k`'s raw samples of `epoch` (the seal: frames spilled
+    /// earlier in the epoch get its number); the answer (readings spooled)
+    /// comes once they are fsynced.
     pub fn spool(
         &self,
         k: u32,
@@ -181,6 +191,24 @@ impl Archive {
             let _ = reply.send(Err("the archive spooler stopped".into()));
         }
         rx
+    }
+
+    /// Spills shard `k`'s raw samples mid-epoch (past `spill_bytes`): spooled
+    /// as frames of the open epoch, numbered by the epoch's
+    /// [`Archive::spool`]. The answer (readings spooled) comes once they are
+    /// written, not synced: the seal syncs.
+    pub fn spill(
+        &self,
+        k: u32,
+        samples: Vec<ArchiveSample>,
+        catalog: Arc<RwLock<MetricCatalog>>,
+    ) -> oneshot::Receiver<Result<u64, String>> {
+        self.spool(k, OPEN_EPOCH, samples, catalog)
+    }
+
+    /// Raw sample bytes (estimated) past which a shard spills mid-epoch.
+    pub fn spill_bytes(&self) -> u64 {
+        self.shared.settings.spill_bytes
     }
 
     /// Epoch `e` is decided: its files may be cut.
@@ -286,13 +314,25 @@ struct Spooler {
     up: smpsc::Sender<Sealed>,
     open: BTreeMap<i64, OpenSeg>,
     decided: u64,
+    /// The last epoch sealed here.
+    last_spooled: u64,
     recovered: bool,
     waited: bool,
 }
 
 impl Spooler {
     fn start(k: u32, dir: PathBuf, shared: Arc<Shared>, up: smpsc::Sender<Sealed>) -> std::io::Result<Spooler> {
-        let mut sp = Spooler { k, dir, shared, up, open: BTreeMap::new(), decided: 0, recovered: false, waited: false };
+        let mut sp = Spooler {
+            k,
+            dir,
+            shared,
+            up,
+            open: BTreeMap::new(),
+            decided: 0,
+            last_spooled: 0,
+            recovered: false,
+            waited: false,
+        };
         let mut sealed = Vec::new();
         for e in std::fs::read_dir(&sp.dir)? {
             let e = e?;
@@ -368,6 +408,7 @@ impl Spooler {
         paths.sort();
         let now = now_ms();
         let mut after = 0u64;
+        self.last_spooled = 0;
         for p in paths {
             if let Some(seg) = Segment::recover(&p, keep)? {
                 after += seg.len;
@@ -378,6 +419,7 @@ impl Spooler {
                     .map(|d| d.as_millis() as i64)
                     .unwrap_or(now);
                 tracing::info!(shard = self.k, segment = %p.display(), frames = seg.frames.len(), last_epoch = seg.last_epoch, "Archive spool segment recovered.");
+                self.last_spooled = self.last_spooled.max(seg.last_epoch);
                 self.open.insert(seg.hour_ms, OpenSeg { seg, opened_ms, last_append_ms: now });
             }
         }
@@ -401,6 +443,7 @@ impl Spooler {
         if !self.recovered {
             return Err("the archive spool is not recovered yet".into());
         }
+        let spill = epoch == OPEN_EPOCH;
         let ndims = self.shared.settings.dims.len();
         // Per hour: the rows, and the catalog's metric ids → this hour's
         // ids (strings are interned once per sample, metrics once per id,
@@ -416,7 +459,9 @@ impl Spooler {
         {
             let cat = catalog.read().unwrap_or_else(|p| p.into_inner());
             let mut dims: Vec<Option<u32>> = Vec::with_capacity(ndims);
-            for a in &samples {
+            // By value: each sample's memory goes as soon as its rows are
+            // in (the epoch is never held twice over).
+            for a in samples {
                 let hour = hour_of(a.sample.ts_ms);
                 let (rows, metric_ids) = hours.entry(hour).or_insert_with(|| {
                     let mut r = RawRows::new(ndims);
@@ -445,21 +490,23 @@ impl Spooler {
                 }
             }
         }
-        drop(samples);
         let frames: Vec<(i64, Vec<u8>, u64)> = hours
             .into_iter()
             .map(|(h, (rows, _))| (h, frame(epoch, &rows, &rows.sorted_order()), rows.len() as u64))
             .collect();
         let size: u64 = frames.iter().map(|f| f.1.len() as u64).sum();
         self.wait_for_room(size);
+        // A segment a spill opens is named after the next epoch it can be
+        // (renamed at the seal if the epoch gets another number).
+        let first = if spill { self.last_spooled.max(self.decided) + 1 } else { epoch };
         for (hour, bytes, rows) in &frames {
             let now = now_ms();
             if !self.open.contains_key(hour) {
-                let seg = Segment::create(&self.dir, *hour, epoch).map_err(|e| e.to_string())?;
+                let seg = Segment::create(&self.dir, *hour, first).map_err(|e| e.to_string())?;
                 self.open.insert(*hour, OpenSeg { seg, opened_ms: now, last_append_ms: now });
             }
             let o = self.open.get_mut(hour).ok_or("segment vanished")?;
-            if !o.seg.frames.is_empty() && epoch <= o.seg.last_epoch {
+            if !spill && o.seg.holds_epoch_from(epoch) {
                 return Err(format!("epoch {epoch} is not after the spooled epoch {}", o.seg.last_epoch));
             }
             if self.shared.hook().hits("archive_mid_frame") {
@@ -470,12 +517,18 @@ impl Spooler {
             o.last_append_ms = now;
             self.shared.account(bytes.len() as i64);
         }
-        for (hour, _, _) in &frames {
-            if let Some(o) = self.open.get_mut(hour) {
-                o.seg.sync().map_err(|e| e.to_string())?;
-            }
-        }
         self.shared.stats.archive_readings_spooled.fetch_add(n, Ordering::Relaxed);
+        if spill {
+            self.shared.stats.archive_spills.fetch_add(1, Ordering::Relaxed);
+            return Ok(n);
+        }
+        // The seal: what was spilled this epoch gets its number; every
+        // segment written to since the last seal is synced.
+        for o in self.open.values_mut() {
+            o.seg.number_open_frames(epoch).map_err(|e| e.to_string())?;
+            o.seg.sync().map_err(|e| e.to_string())?;
+        }
+        self.last_spooled = epoch;
         if !self.shared.settings.exactly_once {
             self.set_decided(epoch);
         }
@@ -530,7 +583,7 @@ impl Spooler {
         let hours: Vec<(i64, Reason)> = self
             .open
             .iter()
-            .filter(|(_, o)| o.seg.last_epoch <= decided && !o.seg.frames.is_empty())
+            .filter(|(_, o)| o.seg.last_epoch <= decided && !o.seg.frames.is_empty() && !o.seg.has_open_frames())
             .filter_map(|(h, o)| due(o).map(|r| (*h, r)))
             .collect();
         for (h, reason) in hours {
@@ -613,6 +666,7 @@ fn publish(k: u32, dir: &Path, shared: &Shared, s: &Sealed) -> Result<(), Upload
     let tmp = dir.join(format!("upload-{}-{}.tmp", s.first_epoch, s.last_epoch));
     let l = |e: String| UploadError::Local(format!("{}: {e}", tmp.display()));
     let started = Instant::now();
+    let encoding = shared.encoding.lock().unwrap_or_else(|p| p.into_inner());
     let file = std::fs::File::create(&tmp).map_err(|e| l(e.to_string()))?;
     let mut w =
         ParquetWriter::new(std::io::BufWriter::with_capacity(1 << 20, file), &shared.schema, set.format).map_err(l)?;
@@ -627,6 +681,7 @@ fn publish(k: u32, dir: &Path, shared: &Shared, s: &Sealed) -> Result<(), Upload
     }
     use std::io::Write;
     w.finish().map_err(l)?.flush().map_err(|e| l(e.to_string()))?;
+    drop(encoding);
     shared.hook().reach_blocking("archive_mid_upload");
     let p = shared.rt.block_on(shared.store.publish(&rel, &tmp, rows, &shard));
     let _ = std::fs::remove_file(&tmp);
@@ -681,22 +736,74 @@ mod tests {
         store.list("raw").await.unwrap().into_iter().map(|(p, _)| p).collect()
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_late_reading_for_a_cut_hour_goes_into_a_new_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::memory();
-        let settings = Settings {
+    fn settings(dir: &Path) -> Settings {
+        Settings {
             writer: "w".into(),
             table: "raw".into(),
             dims: vec![],
-            spool_dir: dir.path().to_path_buf(),
+            spool_dir: dir.to_path_buf(),
             spool_max_bytes: 1 << 30,
             roll: RollPolicy { max_bytes: 1 << 30, max_age: Duration::from_secs(3600), idle: Duration::from_secs(1) },
             format: ArchiveFormat::default(),
             fan_in: 64,
+            spill_bytes: 1 << 20,
             exactly_once: true,
-        };
-        let a = Archive::open(settings, 1, store.clone(), Arc::new(Stats::default())).unwrap();
+        }
+    }
+
+    fn spool_files(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir.join("shard-0"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Spills mid-epoch: frames of the open epoch, numbered by its seal. A
+    /// segment a spill opened under a guessed first epoch is renamed to the
+    /// epoch the seal gives it; spills of an epoch never sealed are cut by
+    /// recovery; every spilled reading of a sealed epoch is in the file.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn spills_are_numbered_by_their_seal_and_cut_by_recovery_without_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::memory();
+        let catalog = Arc::new(RwLock::new(MetricCatalog::new(10)));
+        let m = catalog.write().unwrap().admit("V", "speed", 0).unwrap();
+        let a = Archive::open(settings(dir.path()), 1, store.clone(), Arc::new(Stats::default())).unwrap();
+        a.recover(Some(4)).await.unwrap();
+        // Epoch numbers are not known mid-epoch: the spill's segment is
+        // named after the next one it could be (5); the seal says 7.
+        assert_eq!(a.spill(0, vec![sample(10, m, 1.0), sample(11, m, 2.0)], catalog.clone()).await.unwrap(), Ok(2));
+        assert_eq!(a.spill(0, vec![sample(5, m, 3.0)], catalog.clone()).await.unwrap(), Ok(1));
+        assert_eq!(spool_files(dir.path()), ["open-0-5.seg"]);
+        assert_eq!(a.spool(0, 7, vec![sample(12, m, 4.0)], catalog.clone()).await.unwrap(), Ok(1));
+        assert_eq!(spool_files(dir.path()), ["open-0-7.seg"]);
+        let (frames, _) = super::super::spool::scan(&dir.path().join("shard-0/open-0-7.seg")).unwrap();
+        assert_eq!(frames.iter().map(|f| (f.epoch, f.rows)).collect::<Vec<_>>(), [(7, 2), (7, 1), (7, 1)]);
+        // Epoch 8 spills, then the process dies before its seal: recovery
+        // to the decided epoch 7 cuts the spill and keeps epoch 7 whole.
+        assert_eq!(a.spill(0, vec![sample(20, m, 5.0)], catalog.clone()).await.unwrap(), Ok(1));
+        a.recover(Some(7)).await.unwrap();
+        let (frames, _) = super::super::spool::scan(&dir.path().join("shard-0/open-0-7.seg")).unwrap();
+        assert_eq!(frames.iter().map(|f| (f.epoch, f.rows)).collect::<Vec<_>>(), [(7, 2), (7, 1), (7, 1)]);
+        // Undecided spills keep the segment from being cut; decided, it is.
+        assert_eq!(a.spill(0, vec![sample(30, m, 6.0)], catalog.clone()).await.unwrap(), Ok(1));
+        a.decided(7);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert!(files(&store).await.is_empty(), "an open epoch's spill is in the segment");
+        assert_eq!(a.spool(0, 8, vec![], catalog).await.unwrap(), Ok(0));
+        a.decided(8);
+        a.stop(Duration::from_secs(30)).await;
+        assert_eq!(files(&store).await, ["raw/dt=1970-01-01/hour=00/part-w-0-7-8.parquet"]);
+        assert_eq!(store.rows("raw/dt=1970-01-01/hour=00/part-w-0-7-8.parquet").await.unwrap(), 5);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_late_reading_for_a_cut_hour_goes_into_a_new_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::memory();
+        let a = Archive::open(settings(dir.path()), 1, store.clone(), Arc::new(Stats::default())).unwrap();
         a.recover(Some(0)).await.unwrap();
         let catalog = Arc::new(RwLock::new(MetricCatalog::new(10)));
         let m = catalog.write().unwrap().admit("V", "speed", 0).unwrap();

@@ -96,6 +96,13 @@ struct ShardState {
     /// bytes (counted in the body budget until spooled).
     raw: Vec<ArchiveSample>,
     raw_bytes: RawHeld,
+    /// Raw samples of this epoch spilled to the spool mid-epoch, with
+    /// their bytes (let go once written); the seal waits for every one.
+    spills: Vec<(oneshot::Receiver<Result<u64, String>>, RawHeld)>,
+    /// Readings spilled this epoch (written).
+    spilled: u64,
+    /// A spill failed: the epoch cannot be archived whole.
+    spill_error: Option<String>,
     /// Readings refused as too late this epoch (archived, not aggregated).
     too_late: u64,
 }
@@ -115,6 +122,9 @@ impl ShardState {
             chunks: Vec::new(),
             raw: Vec::new(),
             raw_bytes: RawHeld(ctx.stats.clone(), 0),
+            spills: Vec::new(),
+            spilled: 0,
+            spill_error: None,
             too_late: 0,
         }
     }
@@ -178,6 +188,13 @@ fn fold(ctx: &ShardCtx, st: &mut ShardState, batch: Vec<Routed>, handed_over: In
     if raw_held > 0 {
         ctx.stats.bodies.hold(raw_held);
         st.raw_bytes.1 += raw_held;
+    }
+    if let Some(a) = &ctx.archive {
+        settle_spills(st, false);
+        if st.raw_bytes.1 >= a.spill_bytes() {
+            let held = std::mem::replace(&mut st.raw_bytes, RawHeld(ctx.stats.clone(), 0));
+            st.spills.push((a.spill(ctx.k, std::mem::take(&mut st.raw), ctx.catalog.clone()), held));
+        }
     }
     // Size limit: a body never grows past max_rows_per_load.
     if st.agg.len() >= ctx.cfg.max_rows_per_load
@@ -252,7 +269,33 @@ async fn seal(ctx: &ShardCtx, st: &mut ShardState, epoch: u64) -> ShardDone {
             }
         }
     }
+    // The spills went before the seal on the same spooler: all answered.
+    settle_spills(st, true);
+    done.archived += std::mem::take(&mut st.spilled);
+    if let Some(e) = st.spill_error.take() {
+        done.error.get_or_insert(ShardError::Transient(format!("archive spill: {e}")));
+    }
     done
+}
+
+/// Collects the answers of this epoch's spills (`all`: every one, else
+/// those in), letting go of their bytes.
+fn settle_spills(st: &mut ShardState, all: bool) {
+    st.spills.retain_mut(|(rx, _)| {
+        let r = match rx.try_recv() {
+            Ok(r) => r,
+            Err(oneshot::error::TryRecvError::Empty) if !all => return true,
+            Err(oneshot::error::TryRecvError::Empty) => Err("a spill was not answered before its seal".into()),
+            Err(oneshot::error::TryRecvError::Closed) => Err("the archive spooler stopped".into()),
+        };
+        match r {
+            Ok(n) => st.spilled += n,
+            Err(e) => {
+                st.spill_error.get_or_insert(e);
+            }
+        }
+        false
+    });
 }
 
 /// Bytes of raw samples counted in the body budget, let go when dropped
@@ -274,7 +317,7 @@ fn raw_size(s: &crate::decode::Sample, source: &compact_str::CompactString) -> u
 /// stay counted until it has written them (`seal` lets go).
 fn spool_raw(ctx: &ShardCtx, st: &mut ShardState, epoch: u64) -> Option<oneshot::Receiver<Result<u64, String>>> {
     let a = ctx.archive.as_ref()?;
-    if st.raw.is_empty() {
+    if st.raw.is_empty() && st.spills.is_empty() {
         return None;
     }
     Some(a.spool(ctx.k, epoch, std::mem::take(&mut st.raw), ctx.catalog.clone()))

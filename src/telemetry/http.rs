@@ -204,6 +204,11 @@ pub fn render(s: &Stats, ready: bool) -> String {
             "Times spooling waited for the spool's disk bound.",
             &s.archive_spool_full,
         ),
+        (
+            "rockfeed_archive_spills_total",
+            "Times a shard's raw samples spilled to the spool mid-epoch (archive.spill_bytes).",
+            &s.archive_spills,
+        ),
         ("rockfeed_mqtt_received_total", "MQTT messages received.", &s.mqtt_received),
         ("rockfeed_mqtt_payload_bytes_total", "Payload bytes of the MQTT messages received.", &s.mqtt_payload_bytes),
         (

@@ -225,6 +225,8 @@ pub struct Stats {
     pub archive_conflicts: AtomicU64,
     /// Times spooling waited for the spool's disk bound.
     pub archive_spool_full: AtomicU64,
+    /// Raw samples spilled to the spool mid-epoch (`archive.spill_bytes`).
+    pub archive_spills: AtomicU64,
     /// Spool writes that failed (at-least-once: those raw readings are not archived).
     pub archive_spool_failures: AtomicU64,
     /// Spool bytes on disk (gauge).
@@ -290,6 +292,7 @@ impl Default for Stats {
             archive_upload_failures: AtomicU64::new(0),
             archive_conflicts: AtomicU64::new(0),
             archive_spool_full: AtomicU64::new(0),
+            archive_spills: AtomicU64::new(0),
             archive_spool_bytes: AtomicU64::new(0),
             archive_spool_failures: AtomicU64::new(0),
             reconcile_mismatches: AtomicU64::new(0),

@@ -84,6 +84,7 @@ pub fn build(title: &str, stats: &Stats, elapsed: Duration) -> Report {
             .fact("archive_upload_failures", stats.archive_upload_failures.load(Relaxed))
             .fact("archive_conflicts", stats.archive_conflicts.load(Relaxed))
             .fact("archive_spool_full", stats.archive_spool_full.load(Relaxed))
+            .fact("archive_spills", stats.archive_spills.load(Relaxed))
             .fact("archive_spool_failures", stats.archive_spool_failures.load(Relaxed))
             .fact("reconcile_epochs", log.epochs_total)
             .fact("reconcile_mismatches", stats.reconcile_mismatches.load(Relaxed))
