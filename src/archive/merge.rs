@@ -14,7 +14,7 @@ use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use super::spool::{BLOCK_ROWS, FRAME_HEADER, FrameInfo, RunReader, block, frame_header};
-use super::{RawRows, Remap};
+use super::{Interner, RawRows, Remap};
 
 /// One sorted run: a frame of a spool file.
 #[derive(Debug, Clone)]
@@ -26,34 +26,56 @@ pub struct Run {
 /// Default number of runs merged at once.
 pub const FAN_IN: usize = 64;
 
+/// The merge's own ids for vins and metrics. A block's strings are looked
+/// up once when it is read, so comparing two runs' keys compares integers
+/// where the strings are equal (the common case: the runs' heads sit in
+/// the same (vin, metric) group) and strings only where they differ.
+#[derive(Default)]
+struct Keys {
+    vins: Interner,
+    metrics: Interner,
+}
+
 struct Cursor {
     reader: RunReader,
     block: RawRows,
     at: usize,
     remap: Remap,
+    /// The block's vin and metric ids → [`Keys`] ids.
+    vin: Vec<u32>,
+    metric: Vec<u32>,
 }
 
 impl Cursor {
-    fn open(run: &Run) -> std::io::Result<Option<Cursor>> {
+    fn open(run: &Run, keys: &mut Keys) -> std::io::Result<Option<Cursor>> {
         let mut reader = RunReader::open(&run.path, &run.frame)?;
         loop {
             match reader.next_block()? {
                 None => return Ok(None),
                 Some(b) if b.is_empty() => continue,
                 Some(block) => {
-                    let remap = Remap::new(&block);
-                    return Ok(Some(Cursor { reader, block, at: 0, remap }));
+                    let mut c =
+                        Cursor { reader, remap: Remap::new(&block), block, at: 0, vin: Vec::new(), metric: Vec::new() };
+                    c.map_keys(keys);
+                    return Ok(Some(c));
                 }
             }
         }
     }
 
-    fn key(&self) -> (&str, &str, i64) {
-        self.block.key(self.at)
+    fn map_keys(&mut self, keys: &mut Keys) {
+        self.vin = self.block.vins.values.iter().map(|v| keys.vins.id(v)).collect();
+        self.metric = self.block.metrics.values.iter().map(|m| keys.metrics.id(m)).collect();
+    }
+
+    /// The head's key in [`Keys`] ids: (vin, metric, ts).
+    fn key(&self) -> (u32, u32, i64) {
+        let b = &self.block;
+        (self.vin[b.vin[self.at] as usize], self.metric[b.metric[self.at] as usize], b.ts_ms[self.at])
     }
 
     /// Moves to the next row; false when the run is done.
-    fn advance(&mut self) -> std::io::Result<bool> {
+    fn advance(&mut self, keys: &mut Keys) -> std::io::Result<bool> {
         self.at += 1;
         while self.at >= self.block.len() {
             match self.reader.next_block()? {
@@ -62,6 +84,7 @@ impl Cursor {
                     self.remap = Remap::new(&b);
                     self.block = b;
                     self.at = 0;
+                    self.map_keys(keys);
                 }
             }
         }
@@ -75,19 +98,26 @@ struct Heap {
 }
 
 impl Heap {
-    fn less(cs: &[Cursor], a: usize, b: usize) -> bool {
-        (cs[a].key(), a) < (cs[b].key(), b)
+    fn less(cs: &[Cursor], keys: &Keys, a: usize, b: usize) -> bool {
+        let ((av, am, at), (bv, bm, bt)) = (cs[a].key(), cs[b].key());
+        if av != bv {
+            return keys.vins.get(av) < keys.vins.get(bv);
+        }
+        if am != bm {
+            return keys.metrics.get(am) < keys.metrics.get(bm);
+        }
+        (at, a) < (bt, b)
     }
 
-    fn sift_down(&mut self, cs: &[Cursor], mut i: usize) {
+    fn sift_down(&mut self, cs: &[Cursor], keys: &Keys, mut i: usize) {
         let n = self.items.len();
         loop {
             let (l, r) = (2 * i + 1, 2 * i + 2);
             let mut m = i;
-            if l < n && Self::less(cs, self.items[l], self.items[m]) {
+            if l < n && Self::less(cs, keys, self.items[l], self.items[m]) {
                 m = l;
             }
-            if r < n && Self::less(cs, self.items[r], self.items[m]) {
+            if r < n && Self::less(cs, keys, self.items[r], self.items[m]) {
                 m = r;
             }
             if m == i {
@@ -107,28 +137,29 @@ fn merge_into(
     ndims: usize,
     sink: &mut dyn FnMut(RawRows) -> std::io::Result<()>,
 ) -> std::io::Result<u64> {
+    let mut keys = Keys::default();
     let mut cs = Vec::with_capacity(runs.len());
     for r in runs {
-        if let Some(c) = Cursor::open(r)? {
+        if let Some(c) = Cursor::open(r, &mut keys)? {
             cs.push(c);
         }
     }
     let mut heap = Heap { items: (0..cs.len()).collect() };
     for i in (0..heap.items.len() / 2).rev() {
-        heap.sift_down(&cs, i);
+        heap.sift_down(&cs, &keys, i);
     }
     let mut out = RawRows::new(ndims);
     let mut total = 0u64;
     while let Some(&top) = heap.items.first() {
         let c = &mut cs[top];
         out.copy_row(&c.block, c.at, &mut c.remap);
-        if !c.advance()? {
+        if !c.advance(&mut keys)? {
             let last = heap.items.pop().unwrap_or(top);
             if !heap.items.is_empty() {
                 heap.items[0] = last;
             }
         }
-        heap.sift_down(&cs, 0);
+        heap.sift_down(&cs, &keys, 0);
         if out.len() >= chunk_rows {
             total += out.len() as u64;
             sink(std::mem::replace(&mut out, RawRows::new(ndims)))?;

@@ -245,19 +245,45 @@ impl RawRows {
     pub fn sorted_order(&self) -> Vec<u32> {
         let vin_rank = ranks(&self.vins.values);
         let metric_rank = ranks(&self.metrics.values);
-        // One precomputed integer key per row (the sort then compares plain
-        // integers): vin rank, metric rank, ts with its sign bit flipped
-        // (so negative times order first), then the row itself for ties.
-        let mut keys: Vec<(u128, u32)> = (0..self.len())
-            .map(|i| {
-                let k = (u128::from(vin_rank[self.vin[i] as usize]) << 96)
-                    | (u128::from(metric_rank[self.metric[i] as usize]) << 64)
-                    | u128::from((self.ts_ms[i] as u64) ^ (1 << 63));
-                (k, i as u32)
-            })
-            .collect();
-        keys.sort_unstable();
-        keys.into_iter().map(|(_, i)| i).collect()
+        let n = self.len();
+        let nm = metric_rank.len().max(1);
+        let groups = vin_rank.len().max(1).saturating_mul(nm);
+        let group =
+            |i: usize| vin_rank[self.vin[i] as usize] as usize * nm + metric_rank[self.metric[i] as usize] as usize;
+        if groups > (2 * n).max(1 << 16) {
+            // Too many (vin, metric) groups to count: one integer key per
+            // row (vin rank, metric rank, ts with its sign bit flipped so
+            // negative times order first), the row itself for ties.
+            let mut keys: Vec<(u128, u32)> = (0..n)
+                .map(|i| ((group(i) as u128) << 64 | u128::from((self.ts_ms[i] as u64) ^ (1 << 63)), i as u32))
+                .collect();
+            keys.sort_unstable();
+            return keys.into_iter().map(|(_, i)| i).collect();
+        }
+        // A counting sort by (vin, metric) group, stable, then each group
+        // by time, stably: a group's readings mostly arrive in time order,
+        // so the second sort finds them sorted already.
+        let mut start = vec![0u32; groups + 1];
+        for i in 0..n {
+            start[group(i) + 1] += 1;
+        }
+        for g in 0..groups {
+            start[g + 1] += start[g];
+        }
+        let mut next = start.clone();
+        let mut order = vec![0u32; n];
+        for i in 0..n {
+            let g = group(i);
+            order[next[g] as usize] = i as u32;
+            next[g] += 1;
+        }
+        for w in start.windows(2) {
+            let run = &mut order[w[0] as usize..w[1] as usize];
+            if run.len() > 1 {
+                run.sort_by_key(|&i| self.ts_ms[i as usize]);
+            }
+        }
+        order
     }
 
     /// Sort key of row `i`.
@@ -398,4 +424,46 @@ fn ranks(values: &[CompactString]) -> Vec<u32> {
         rank[*id as usize] = r as u32;
     }
     rank
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `n` rows over `vins` × `metrics` names, times with ties and negative
+    /// values, in a scrambled order.
+    fn scrambled(n: usize, vins: usize, metrics: usize, seed: u64) -> RawRows {
+        let mut r = RawRows::new(0);
+        let mut x = seed;
+        for i in 0..n {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let vin = format!("V{}", (x >> 20) as usize % vins);
+            let metric = format!("m{}", (x >> 40) as usize % metrics);
+            let ts = ((x >> 50) as i64 % 7) - 3;
+            let raw = Raw {
+                vin: &vin,
+                ts_ms: ts,
+                seq: Some(i as i64),
+                metric: &metric,
+                value: i as f64,
+                kind: ValueKind::Number,
+                received_ms: 0,
+                source: "s",
+            };
+            r.push(raw, &[]);
+        }
+        r
+    }
+
+    /// Both ways of sorting (counting by group, or one key per row when
+    /// groups outnumber rows) give the stable order by (vin, metric, ts).
+    #[test]
+    fn sorted_order_is_the_stable_order_by_vin_metric_and_time() {
+        for (n, vins, metrics) in [(5000, 40, 12), (1000, 300, 300), (1, 1, 1), (0, 1, 1)] {
+            let r = scrambled(n, vins, metrics, n as u64 + 7);
+            let mut want: Vec<u32> = (0..r.len() as u32).collect();
+            want.sort_by(|&a, &b| r.key(a as usize).cmp(&r.key(b as usize)));
+            assert_eq!(r.sorted_order(), want, "{n} rows, {vins} × {metrics}");
+        }
+    }
 }
