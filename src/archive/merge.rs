@@ -2,9 +2,10 @@
 //! epoch) into rows in (vin, metric, ts) order, in bounded memory.
 //!
 //! At most `fan_in` runs are open at once, each holding one decoded block
-//! ([`BLOCK_ROWS`] rows). With more runs than that, groups of `fan_in` are
-//! first merged into temporary runs (files in `tmp`, deleted afterwards),
-//! as often as needed: memory is `fan_in` blocks plus one output chunk,
+//! ([`BLOCK_ROWS`] rows). With more runs than that, contiguous groups of
+//! at most `fan_in` are first merged into temporary runs (files in `tmp`,
+//! deleted afterwards), just enough of them to leave `fan_in` runs, as
+//! often as needed: memory is `fan_in` blocks plus one output chunk,
 //! however many epochs the file spans. Equal keys keep run order (earlier
 //! epochs first), so the output, and the file encoded from it, is the
 //! same every time the same segment is cut.
@@ -240,15 +241,28 @@ pub fn merge(
     let result = (|| {
         let mut n = 0usize;
         while runs.len() > fan_in {
-            let mut next = Vec::with_capacity(runs.len().div_ceil(fan_in));
-            for group in runs.chunks(fan_in) {
+            // Merge only as many runs as it takes to bring the count down
+            // to `fan_in` (contiguous groups, so equal keys keep run order);
+            // the others are read once, by the final merge.
+            let mut need = runs.len() - fan_in;
+            let mut next = Vec::with_capacity(fan_in);
+            let mut rest = runs.into_iter();
+            while need > 0 {
+                let group: Vec<Run> = rest.by_ref().take(fan_in.min(need + 1)).collect();
+                if group.len() < 2 {
+                    // Over fan_in² runs: this pass is done, another follows.
+                    next.extend(group);
+                    break;
+                }
+                need -= group.len() - 1;
                 let path = tmp.join(format!("merge-{}-{n}.tmp", std::process::id()));
                 n += 1;
                 temps.push(path.clone());
                 let mut w = RunWriter::create(path)?;
-                merge_into(group, BLOCK_ROWS, ndims, &mut |rows| w.push(rows))?;
+                merge_into(&group, BLOCK_ROWS, ndims, &mut |rows| w.push(rows))?;
                 next.push(w.finish()?);
             }
+            next.extend(rest);
             runs = next;
         }
         merge_into(&runs, chunk_rows, ndims, sink)
