@@ -104,12 +104,15 @@ struct Shared {
     /// Parquet bytes per spool byte of the last file (for the size roll).
     ratio: Mutex<f64>,
     hook: Mutex<Hook>,
-    /// Held while a file is merged and encoded: one at a time per
-    /// instance, so the merge's memory (a block per run, the row group
-    /// being encoded) is paid once, not once per shard. Uploads still run
-    /// side by side.
-    encoding: Mutex<()>,
+    /// The encoder thread: files are merged and encoded there, one at a
+    /// time per instance, so the merge's memory (a block per run, the row
+    /// group being encoded) is paid once, and the next file reuses it
+    /// (one thread, one allocator arena), instead of once per uploader
+    /// thread. Uploads still run side by side.
+    encoder: smpsc::Sender<EncodeJob>,
 }
+
+type EncodeJob = Box<dyn FnOnce() + Send>;
 
 /// The archive of one rockfeed instance (all shards).
 pub struct Archive {
@@ -137,6 +140,16 @@ impl Archive {
             }
         }
         let rt = tokio::runtime::Handle::try_current().map_err(|e| format!("archive: {e}"))?;
+        // Ends once `Shared` (the only sender) is gone.
+        let (encoder, jobs) = smpsc::channel::<EncodeJob>();
+        std::thread::Builder::new()
+            .name("archive-encode".into())
+            .spawn(move || {
+                while let Ok(job) = jobs.recv() {
+                    job();
+                }
+            })
+            .map_err(io)?;
         let shared = Arc::new(Shared {
             schema: Schema::new(&settings.dims),
             settings,
@@ -148,7 +161,7 @@ impl Archive {
             spool_bytes: AtomicU64::new(0),
             ratio: Mutex::new(0.3),
             hook: Mutex::new(Hook::from_env()),
-            encoding: Mutex::new(()),
+            encoder,
         });
         let mut senders = Vec::new();
         let mut threads = Vec::new();
@@ -658,6 +671,26 @@ enum UploadError {
     Publish(#[from] PublishError),
 }
 
+/// Merges `runs` into the Parquet file `tmp` (on the encoder thread);
+/// returns the rows written.
+fn encode_file(
+    runs: Vec<Run>,
+    ndims: usize,
+    fan_in: usize,
+    dir: &Path,
+    tmp: &Path,
+    schema: &Schema,
+    format: ArchiveFormat,
+) -> Result<u64, String> {
+    use std::io::Write;
+    let file = std::fs::File::create(tmp).map_err(|e| e.to_string())?;
+    let mut w = ParquetWriter::new(std::io::BufWriter::with_capacity(1 << 20, file), schema, format)?;
+    let rows = merge(runs, ndims, fan_in, 65_536, dir, &mut |chunk| w.write(chunk).map_err(std::io::Error::other))
+        .map_err(|e| e.to_string())?;
+    w.finish()?.flush().map_err(|e| e.to_string())?;
+    Ok(rows)
+}
+
 /// Encodes one sealed segment, publishes it, then deletes the segment.
 fn publish(k: u32, dir: &Path, shared: &Shared, s: &Sealed) -> Result<(), UploadError> {
     let set = &shared.settings;
@@ -666,22 +699,19 @@ fn publish(k: u32, dir: &Path, shared: &Shared, s: &Sealed) -> Result<(), Upload
     let tmp = dir.join(format!("upload-{}-{}.tmp", s.first_epoch, s.last_epoch));
     let l = |e: String| UploadError::Local(format!("{}: {e}", tmp.display()));
     let started = Instant::now();
-    let encoding = shared.encoding.lock().unwrap_or_else(|p| p.into_inner());
-    let file = std::fs::File::create(&tmp).map_err(|e| l(e.to_string()))?;
-    let mut w =
-        ParquetWriter::new(std::io::BufWriter::with_capacity(1 << 20, file), &shared.schema, set.format).map_err(l)?;
+    let (tx, rx) = smpsc::channel();
     let runs: Vec<Run> = s.frames.iter().map(|f| Run { path: s.path.clone(), frame: *f }).collect();
-    let rows = merge(runs, set.dims.len(), set.fan_in, 65_536, dir, &mut |chunk| {
-        w.write(chunk).map_err(std::io::Error::other)
-    })
-    .map_err(|e| l(e.to_string()))?;
+    let (schema, format, ndims, fan_in) = (shared.schema.clone(), set.format, set.dims.len(), set.fan_in);
+    let (dir_, tmp_) = (dir.to_path_buf(), tmp.clone());
+    let job: EncodeJob = Box::new(move || {
+        let _ = tx.send(encode_file(runs, ndims, fan_in, &dir_, &tmp_, &schema, format));
+    });
+    shared.encoder.send(job).map_err(|_| l("the archive encoder stopped".into()))?;
+    let rows = rx.recv().map_err(|_| l("the archive encoder stopped".into()))?.map_err(l)?;
     if rows != s.rows {
         let _ = std::fs::remove_file(&tmp);
         return Err(l(format!("merged {rows} rows of {}", s.rows)));
     }
-    use std::io::Write;
-    w.finish().map_err(l)?.flush().map_err(|e| l(e.to_string()))?;
-    drop(encoding);
     shared.hook().reach_blocking("archive_mid_upload");
     let p = shared.rt.block_on(shared.store.publish(&rel, &tmp, rows, &shard));
     let _ = std::fs::remove_file(&tmp);

@@ -136,7 +136,18 @@ pub(crate) async fn run(ctx: ShardCtx, mut rx: mpsc::Receiver<ShardMsg>) {
     let mut st = ShardState::new(&ctx, seed.unwrap_or(i64::MIN));
     while let Some(msg) = rx.recv().await {
         match msg {
-            ShardMsg::Samples(batch, handed_over) => fold(&ctx, &mut st, batch, handed_over),
+            ShardMsg::Samples(batch, handed_over) => {
+                fold(&ctx, &mut st, batch, handed_over);
+                // Backpressure: a shard never has more than a few spills
+                // on their way to disk (the spooler converts them more
+                // slowly than the source can deliver).
+                while st.spills.len() > MAX_SPILLS_IN_FLIGHT {
+                    let (rx, held) = st.spills.remove(0);
+                    let r = rx.await.unwrap_or_else(|_| Err("the archive spooler stopped".into()));
+                    drop(held);
+                    settle_spill(&mut st, r);
+                }
+            }
             ShardMsg::Seal(epoch, reply) => {
                 let done = seal(&ctx, &mut st, epoch).await;
                 let _ = reply.send(done);
@@ -278,24 +289,34 @@ async fn seal(ctx: &ShardCtx, st: &mut ShardState, epoch: u64) -> ShardDone {
     done
 }
 
+/// Spills a shard may have on their way to the spool before it waits.
+const MAX_SPILLS_IN_FLIGHT: usize = 2;
+
 /// Collects the answers of this epoch's spills (`all`: every one, else
 /// those in), letting go of their bytes.
 fn settle_spills(st: &mut ShardState, all: bool) {
+    let mut answers = Vec::new();
     st.spills.retain_mut(|(rx, _)| {
-        let r = match rx.try_recv() {
+        answers.push(match rx.try_recv() {
             Ok(r) => r,
             Err(oneshot::error::TryRecvError::Empty) if !all => return true,
             Err(oneshot::error::TryRecvError::Empty) => Err("a spill was not answered before its seal".into()),
             Err(oneshot::error::TryRecvError::Closed) => Err("the archive spooler stopped".into()),
-        };
-        match r {
-            Ok(n) => st.spilled += n,
-            Err(e) => {
-                st.spill_error.get_or_insert(e);
-            }
-        }
+        });
         false
     });
+    for r in answers {
+        settle_spill(st, r);
+    }
+}
+
+fn settle_spill(st: &mut ShardState, r: Result<u64, String>) {
+    match r {
+        Ok(n) => st.spilled += n,
+        Err(e) => {
+            st.spill_error.get_or_insert(e);
+        }
+    }
 }
 
 /// Bytes of raw samples counted in the body budget, let go when dropped
