@@ -508,7 +508,13 @@ impl Spooler {
             .map(|(h, (rows, _))| (h, frame(epoch, &rows, &rows.sorted_order()), rows.len() as u64))
             .collect();
         let size: u64 = frames.iter().map(|f| f.1.len() as u64).sum();
-        self.wait_for_room(size);
+        // A spill never waits for room: its frames cannot be cut before
+        // the epoch is sealed and decided, so waiting could never end. The
+        // seal waits as before, for the room of what it appends; spills can
+        // overshoot the bound by one epoch per shard (`max_epoch_bytes`).
+        if !spill {
+            self.wait_for_room(size);
+        }
         // A segment a spill opens is named after the next epoch it can be
         // (renamed at the seal if the epoch gets another number).
         let first = if spill { self.last_spooled.max(self.decided) + 1 } else { epoch };
@@ -569,6 +575,12 @@ impl Spooler {
                     self.waited = true;
                 }
                 self.cut_where(|_| Some(Reason::SpoolFull));
+            }
+            if self.shared.pending.load(Ordering::Acquire) == 0 && self.open.values().any(|o| o.seg.has_open_frames()) {
+                // Nothing is uploading and what is left cannot be cut: it
+                // holds this epoch's own spills. Waiting would never end;
+                // the seal goes on, and the file is cut once it is decided.
+                break;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -827,6 +839,40 @@ mod tests {
         a.stop(Duration::from_secs(30)).await;
         assert_eq!(files(&store).await, ["raw/dt=1970-01-01/hour=00/part-w-0-7-8.parquet"]);
         assert_eq!(store.rows("raw/dt=1970-01-01/hour=00/part-w-0-7-8.parquet").await.unwrap(), 5);
+    }
+
+    /// A full spool whose only uncuttable bytes are the sealing epoch's own
+    /// spills: the seal goes on (waiting could never end), counts the full
+    /// spool, and the file is cut and published once the epoch is decided.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_seal_does_not_wait_for_room_its_own_spills_hold() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::memory();
+        let catalog = Arc::new(RwLock::new(MetricCatalog::new(10)));
+        let m = catalog.write().unwrap().admit("V", "speed", 0).unwrap();
+        let stats = Arc::new(Stats::default());
+        let a =
+            Archive::open(Settings { spool_max_bytes: 4000, ..settings(dir.path()) }, 1, store.clone(), stats.clone())
+                .unwrap();
+        a.recover(Some(0)).await.unwrap();
+        let many = |from: usize| -> Vec<ArchiveSample> {
+            (from..from + 200)
+                .map(|i| ArchiveSample {
+                    sample: Sample { vin: format!("VIN{i:06}").into(), ..sample(i as i64, m, 1.0).sample },
+                    ..sample(i as i64, m, 1.0)
+                })
+                .collect()
+        };
+        assert_eq!(a.spool(0, 1, vec![sample(1, m, 1.0)], catalog.clone()).await.unwrap(), Ok(1));
+        a.decided(1);
+        assert_eq!(a.spill(0, many(0), catalog.clone()).await.unwrap(), Ok(200));
+        // About 3 kB spooled: the seal's 200 readings do not fit in 4 kB.
+        let seal = tokio::time::timeout(Duration::from_secs(10), a.spool(0, 2, many(200), catalog)).await;
+        assert_eq!(seal.expect("the seal went on").unwrap(), Ok(200));
+        assert!(stats.archive_spool_full.load(Ordering::Relaxed) > 0, "the spool was full");
+        a.decided(2);
+        a.stop(Duration::from_secs(30)).await;
+        assert_eq!(store.rows("raw/dt=1970-01-01/hour=00/part-w-0-1-2.parquet").await.unwrap(), 401);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
