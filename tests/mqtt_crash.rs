@@ -136,18 +136,36 @@ const STEPS: [(&str, u32); 9] = [
     ("archive_after_publish", 2),
 ];
 
-async fn crash_run(io: &str, kills_wanted: usize) {
+/// One test's parts: mosquitto on a free port (unbounded queue,
+/// `inflight` messages in flight), the emulator with the config's tables,
+/// `rockfeed.toml` (WAL I/O `io`, then `extra`) and rockfeed's persistent
+/// session, subscribed.
+struct Setup {
+    dir: tempfile::TempDir,
+    port: u16,
+    _broker: common::Broker,
+    emu: rockfeed::starrocks_emulator::Emulator,
+    conf: std::path::PathBuf,
+}
+
+async fn setup(inflight: u32, io: &str, extra: &str) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let port = common::free_port();
-    let conf = format!(
-        "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 0\nmax_inflight_messages 200\n"
+    let broker_conf = format!(
+        "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 0\nmax_inflight_messages {inflight}\n"
     );
-    let _broker = common::mosquitto(dir.path(), port, &conf);
-    let mut cfg = rockfeed::config::Config::parse(&config(port, "http://127.0.0.1:1", dir.path(), io)).unwrap();
+    let _broker = common::mosquitto(dir.path(), port, &broker_conf);
+    let text = |emu: &str| format!("{}{extra}", config(port, emu, dir.path(), io));
+    let mut cfg = rockfeed::config::Config::parse(&text("http://127.0.0.1:1")).unwrap();
     let emu = common::emulator_for(&mut cfg).await;
     let conf = dir.path().join("rockfeed.toml");
-    std::fs::write(&conf, config(port, &emu.fe_url(), dir.path(), io)).unwrap();
+    std::fs::write(&conf, text(&emu.fe_url())).unwrap();
     make_session(port).await;
+    Setup { dir, port, _broker, emu, conf }
+}
+
+async fn crash_run(io: &str, kills_wanted: usize) {
+    let Setup { dir, port, _broker, emu, conf } = setup(200, io, "").await;
 
     let seed: u64 = std::env::var("CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
     eprintln!("mqtt crash test ({io}) seed {seed} (CRASH_SEED={seed} repeats it)");
@@ -233,21 +251,9 @@ fn wal_records(dir: &Path) -> u64 {
 /// count at the kill), and the tables hold every message once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redelivery_of_what_the_wal_holds_is_dropped_and_counted_exactly() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = common::free_port();
-    let conf = format!(
-        "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 0\nmax_inflight_messages 1000\n"
-    );
-    let _broker = common::mosquitto(dir.path(), port, &conf);
     let metrics_port = common::free_port();
-    let text = |emu: &str| {
-        format!("{}[telemetry]\nlisten = \"127.0.0.1:{metrics_port}\"\n", config(port, emu, dir.path(), "std"))
-    };
-    let mut cfg = rockfeed::config::Config::parse(&text("http://127.0.0.1:1")).unwrap();
-    let emu = common::emulator_for(&mut cfg).await;
-    let conf = dir.path().join("rockfeed.toml");
-    std::fs::write(&conf, text(&emu.fe_url())).unwrap();
-    make_session(port).await;
+    let extra = format!("[telemetry]\nlisten = \"127.0.0.1:{metrics_port}\"\n");
+    let Setup { dir, port, _broker, emu, conf } = setup(1000, "std", &extra).await;
     // 600 messages wait in the session while rockfeed is down.
     let fleet = Fleet::new(16, 12, 5, "RFREDELIV");
     let (ledger, _) =
@@ -289,17 +295,7 @@ async fn a_redelivery_of_what_the_wal_holds_is_dropped_and_counted_exactly() {
 /// tables audit exact, nothing is counted lost, no transaction is open.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_while_a_decided_epoch_is_loaded_again_is_rebuilt_from_the_wal() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = common::free_port();
-    let conf = format!(
-        "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 0\nmax_inflight_messages 200\n"
-    );
-    let _broker = common::mosquitto(dir.path(), port, &conf);
-    let mut cfg = rockfeed::config::Config::parse(&config(port, "http://127.0.0.1:1", dir.path(), "std")).unwrap();
-    let emu = common::emulator_for(&mut cfg).await;
-    let conf = dir.path().join("rockfeed.toml");
-    std::fs::write(&conf, config(port, &emu.fe_url(), dir.path(), "std")).unwrap();
-    make_session(port).await;
+    let Setup { dir: _dir, port, _broker, emu, conf } = setup(200, "std", "").await;
     let stop = Arc::new(AtomicBool::new(false));
     let producer = produce(port, 300.0, 17, stop.clone());
     // Messages wait in the session, so the first epoch carries data.

@@ -802,6 +802,24 @@ mod tests {
         v
     }
 
+    /// An archive of one shard over a memory store, recovered to
+    /// `decided`, and a catalog with one metric.
+    struct Fixture {
+        a: Arc<Archive>,
+        store: Store,
+        catalog: Arc<RwLock<MetricCatalog>>,
+        m: crate::decode::catalog::MetricId,
+    }
+
+    async fn open(settings: Settings, stats: Arc<Stats>, decided: u64) -> Fixture {
+        let store = Store::memory();
+        let a = Archive::open(settings, 1, store.clone(), stats).unwrap();
+        a.recover(Some(decided)).await.unwrap();
+        let catalog = Arc::new(RwLock::new(MetricCatalog::new(10)));
+        let m = catalog.write().unwrap().admit("V", "speed", 0).unwrap();
+        Fixture { a, store, catalog, m }
+    }
+
     /// Spills mid-epoch: frames of the open epoch, numbered by its seal. A
     /// segment a spill opened under a guessed first epoch is renamed to the
     /// epoch the seal gives it; spills of an epoch never sealed are cut by
@@ -809,11 +827,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn spills_are_numbered_by_their_seal_and_cut_by_recovery_without_one() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::memory();
-        let catalog = Arc::new(RwLock::new(MetricCatalog::new(10)));
-        let m = catalog.write().unwrap().admit("V", "speed", 0).unwrap();
-        let a = Archive::open(settings(dir.path()), 1, store.clone(), Arc::new(Stats::default())).unwrap();
-        a.recover(Some(4)).await.unwrap();
+        let Fixture { a, store, catalog, m } = open(settings(dir.path()), Arc::new(Stats::default()), 4).await;
         // Epoch numbers are not known mid-epoch: the spill's segment is
         // named after the next one it could be (5); the seal says 7.
         assert_eq!(a.spill(0, vec![sample(10, m, 1.0), sample(11, m, 2.0)], catalog.clone()).await.unwrap(), Ok(2));
@@ -847,14 +861,9 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_seal_does_not_wait_for_room_its_own_spills_hold() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::memory();
-        let catalog = Arc::new(RwLock::new(MetricCatalog::new(10)));
-        let m = catalog.write().unwrap().admit("V", "speed", 0).unwrap();
         let stats = Arc::new(Stats::default());
-        let a =
-            Archive::open(Settings { spool_max_bytes: 4000, ..settings(dir.path()) }, 1, store.clone(), stats.clone())
-                .unwrap();
-        a.recover(Some(0)).await.unwrap();
+        let Fixture { a, store, catalog, m } =
+            open(Settings { spool_max_bytes: 4000, ..settings(dir.path()) }, stats.clone(), 0).await;
         let many = |from: usize| -> Vec<ArchiveSample> {
             (from..from + 200)
                 .map(|i| ArchiveSample {
@@ -878,11 +887,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_late_reading_for_a_cut_hour_goes_into_a_new_file() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::memory();
-        let a = Archive::open(settings(dir.path()), 1, store.clone(), Arc::new(Stats::default())).unwrap();
-        a.recover(Some(0)).await.unwrap();
-        let catalog = Arc::new(RwLock::new(MetricCatalog::new(10)));
-        let m = catalog.write().unwrap().admit("V", "speed", 0).unwrap();
+        let Fixture { a, store, catalog, m } = open(settings(dir.path()), Arc::new(Stats::default()), 0).await;
         const H: i64 = 3_600_000;
         assert_eq!(a.spool(0, 1, vec![sample(10, m, 1.0)], catalog.clone()).await.unwrap(), Ok(1));
         // Undecided, the hour's file is never cut, however idle.

@@ -338,7 +338,10 @@ fn raw_size(s: &crate::decode::Sample, source: &compact_str::CompactString) -> u
 /// stay counted until it has written them (`seal` lets go).
 fn spool_raw(ctx: &ShardCtx, st: &mut ShardState, epoch: u64) -> Option<oneshot::Receiver<Result<u64, String>>> {
     let a = ctx.archive.as_ref()?;
-    if st.raw.is_empty() && st.spills.is_empty() {
+    // A spill of this epoch needs the seal (it numbers the spilled frames),
+    // even with nothing left to spool.
+    let spilled = !st.spills.is_empty() || st.spilled > 0 || st.spill_error.is_some();
+    if st.raw.is_empty() && !spilled {
         return None;
     }
     Some(a.spool(ctx.k, epoch, std::mem::take(&mut st.raw), ctx.catalog.clone()))
