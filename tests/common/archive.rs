@@ -39,12 +39,15 @@ import pyarrow.dataset as ds
 import pyarrow.compute as pc
 import pyarrow as pa
 src = sys.argv[1]
+# The partition values as the layout writes them ("hour=00"): inferred,
+# pyarrow would read hours 00-09 as the integers 0-9.
+parts = ds.partitioning(flavor="hive", schema=pa.schema([("dt", pa.string()), ("hour", pa.string())]))
 if src.startswith("s3://"):
     from pyarrow import fs
     s3 = fs.S3FileSystem(endpoint_override=sys.argv[2], access_key=sys.argv[3], secret_key=sys.argv[4], region="us-east-1", scheme="http")
-    d = ds.dataset(src[5:], format="parquet", partitioning="hive", filesystem=s3)
+    d = ds.dataset(src[5:], format="parquet", partitioning=parts, filesystem=s3)
 else:
-    d = ds.dataset(src, format="parquet", partitioning=ds.partitioning(flavor="hive", schema=pa.schema([("dt", pa.string()), ("hour", pa.string())])))
+    d = ds.dataset(src, format="parquet", partitioning=parts)
 out = sys.stdout
 for frag in d.get_fragments():
     t = frag.to_table(schema=d.schema)
