@@ -63,5 +63,39 @@ fn bench(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, bench);
+/// The dedup horizon at its default size (100,000 identities), full, at
+/// steady state: every message is remembered once (and looked up first, as
+/// `Wal::append` does).
+fn horizon(c: &mut Criterion) {
+    use rockfeed::wal::horizon::Horizon;
+    let size = 100_000;
+    let mut h = Horizon::new(size);
+    // Identities are keyed digests: random 128-bit values.
+    let mut x = 0x9E37_79B9_7F4A_7C15_u128;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for seq in 0..2 * size as u64 {
+        h.remember(next(), seq);
+    }
+    let mut seq = 2 * size as u64;
+    let mut g = c.benchmark_group("wal_horizon");
+    g.throughput(Throughput::Elements(1000));
+    g.bench_function("get_and_remember_1000", |b| {
+        b.iter(|| {
+            for _ in 0..1000 {
+                let id = next();
+                black_box(h.get(id));
+                h.remember(id, seq);
+                seq += 1;
+            }
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench, horizon);
 criterion_main!(benches);

@@ -19,7 +19,8 @@
 //!   durable records: a record lost in a crash is redelivered, and must
 //!   then be taken, not dropped.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::io::{self, Write};
 use std::path::Path;
 
@@ -74,41 +75,69 @@ impl std::hash::Hasher for Prehashed {
 
 /// Identities of the last `size` messages, each with its sequence number
 /// (0: durable before this start).
+///
+/// One hash probe per message: an identity carries its arrival (how many
+/// were remembered before it), and one that arrived more than `size` ago
+/// counts as forgotten. Forgotten entries are swept in one pass whenever
+/// the map reaches twice `size`, not one random removal per message.
 #[derive(Default)]
 pub struct Horizon {
-    seen: HashMap<u128, u64, std::hash::BuildHasherDefault<Prehashed>>,
-    order: VecDeque<u128>,
+    seen: HashMap<u128, Slot, std::hash::BuildHasherDefault<Prehashed>>,
+    /// Identities remembered so far: the next one's arrival.
+    arrivals: u64,
     size: usize,
+}
+
+#[derive(Clone, Copy)]
+struct Slot {
+    seq: u64,
+    arrival: u64,
 }
 
 impl Horizon {
     pub fn new(size: usize) -> Horizon {
-        Horizon { seen: HashMap::default(), order: VecDeque::new(), size }
+        Horizon { seen: HashMap::default(), arrivals: 0, size }
+    }
+
+    /// Whether an identity that arrived at `arrival` is among the last `size`.
+    fn live(arrivals: u64, size: usize, arrival: u64) -> bool {
+        arrival + size as u64 >= arrivals
     }
 
     /// The sequence number of an identity seen within the horizon.
     pub fn get(&self, id: u128) -> Option<u64> {
-        self.seen.get(&id).copied()
+        self.seen.get(&id).filter(|s| Self::live(self.arrivals, self.size, s.arrival)).map(|s| s.seq)
     }
 
     /// Remembers `id` (a known one keeps its first place), forgetting the
     /// oldest past the horizon's size.
     pub fn remember(&mut self, id: u128, seq: u64) {
-        if self.seen.contains_key(&id) {
-            return;
-        }
-        self.seen.insert(id, seq);
-        self.order.push_back(id);
-        while self.order.len() > self.size {
-            if let Some(old) = self.order.pop_front() {
-                self.seen.remove(&old);
+        let (arrivals, size) = (self.arrivals, self.size);
+        let slot = Slot { seq, arrival: arrivals };
+        match self.seen.entry(id) {
+            Entry::Occupied(o) if Self::live(arrivals, size, o.get().arrival) => return,
+            Entry::Occupied(mut o) => *o.get_mut() = slot,
+            Entry::Vacant(v) => {
+                v.insert(slot);
             }
+        }
+        self.arrivals += 1;
+        if self.seen.len() >= 2 * size.max(1) {
+            let arrivals = self.arrivals;
+            self.seen.retain(|_, s| Self::live(arrivals, size, s.arrival));
         }
     }
 
     /// The identities of records durable below sequence `durable`, oldest first.
     pub fn durable(&self, durable: u64) -> Vec<u128> {
-        self.order.iter().copied().filter(|id| self.seen.get(id).is_some_and(|&s| s < durable)).collect()
+        let mut ids: Vec<(u64, u128)> = self
+            .seen
+            .iter()
+            .filter(|(_, s)| Self::live(self.arrivals, self.size, s.arrival) && s.seq < durable)
+            .map(|(id, s)| (s.arrival, *id))
+            .collect();
+        ids.sort_unstable_by_key(|(arrival, _)| *arrival);
+        ids.into_iter().map(|(_, id)| id).collect()
     }
 }
 
@@ -196,5 +225,14 @@ mod tests {
         bytes[50] ^= 1;
         std::fs::write(&path, bytes).unwrap();
         assert!(load(dir.path()).is_err(), "a damaged file is refused, not half read");
+        // Past twice its size the map sweeps what it forgot; what it keeps
+        // is exactly the last three, in order.
+        for (id, seq) in [(14u128, 5u64), (15, 6), (10, 7)] {
+            h.remember(id, seq);
+        }
+        assert!(h.seen.len() <= 5, "swept: {} entries", h.seen.len());
+        assert_eq!(h.durable(u64::MAX), vec![14, 15, 10]);
+        assert_eq!(h.get(10), Some(7), "a forgotten identity seen again is a new message");
+        assert_eq!(h.get(13), None);
     }
 }
