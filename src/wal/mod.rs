@@ -141,6 +141,10 @@ struct Intake {
     next_seq: u64,
     /// Identities of the last `dedup_horizon` records.
     horizon: Horizon,
+    /// The writer waits for a first record (nothing pending, its interval
+    /// over): the next append wakes it. Otherwise appends never signal; the
+    /// writer looks again when its interval is over.
+    writer_idle: bool,
 }
 
 /// Where a message went.
@@ -224,7 +228,12 @@ impl Wal {
         let shared = Arc::new(Shared {
             cfg: cfg.clone(),
             identity: std::sync::OnceLock::new(),
-            intake: Mutex::new(Intake { records: Vec::new(), next_seq: 1, horizon: Horizon::new(cfg.dedup_horizon) }),
+            intake: Mutex::new(Intake {
+                records: Vec::new(),
+                next_seq: 1,
+                horizon: Horizon::new(cfg.dedup_horizon),
+                writer_idle: false,
+            }),
             intake_cv: Condvar::new(),
             durable: watch::channel(1).0,
             tail: Mutex::new(Tail::default()),
@@ -298,8 +307,13 @@ impl Wal {
         }
         let seq = i.next_seq;
         i.next_seq += 1;
-        self.shared.pending_bytes.fetch_add(r.frame_len() as u64, Ordering::Relaxed);
-        let wake = i.records.is_empty();
+        let len = r.frame_len() as u64;
+        let before = self.shared.pending_bytes.fetch_add(len, Ordering::Relaxed);
+        // Wake the writer only when it waits for a first record, or when
+        // this record makes `commit_bytes` wait (a commit before the interval
+        // is over); otherwise it looks when its interval ends.
+        let limit = self.shared.cfg.commit_bytes;
+        let wake = std::mem::take(&mut i.writer_idle) || (before < limit && before + len >= limit);
         i.records.push(r);
         i.horizon.remember(id, seq);
         drop(i);
@@ -439,9 +453,28 @@ fn write_loop(sh: &Shared, mut log: Log) {
     loop {
         {
             let mut i = sh.intake.lock().unwrap_or_else(|p| p.into_inner());
-            // Wait for work; wake up now and then to release segments.
-            while i.records.is_empty() && !sh.stop.load(Ordering::Relaxed) {
+            // The group: whatever arrives until the interval since the last
+            // fsync is over, or until commit_bytes wait. The writer sleeps
+            // out its interval unasked (appends do not signal it), and only
+            // past it, with nothing pending, waits to be woken by the next
+            // append: a steady stream costs one wake-up per group commit.
+            loop {
+                if sh.stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let now = Instant::now();
+                let due = last_sync + interval;
+                if now < due && sh.pending_bytes.load(Ordering::Relaxed) < sh.cfg.commit_bytes {
+                    i = sh.intake_cv.wait_timeout(i, due - now).unwrap_or_else(|p| p.into_inner()).0;
+                    continue;
+                }
+                if !i.records.is_empty() {
+                    break;
+                }
+                // Idle: wait for work; wake up now and then to release segments.
+                i.writer_idle = true;
                 i = sh.intake_cv.wait_timeout(i, Duration::from_millis(100)).unwrap_or_else(|p| p.into_inner()).0;
+                i.writer_idle = false;
                 if i.records.is_empty() {
                     drop(i);
                     release(sh, &mut log, seq);
@@ -450,17 +483,6 @@ fn write_loop(sh: &Shared, mut log: Log) {
             }
             if i.records.is_empty() {
                 return; // stopping, nothing left
-            }
-            // The group: whatever arrives until the interval since the last
-            // fsync is over, or commit_bytes wait.
-            loop {
-                let now = Instant::now();
-                let due = last_sync + interval;
-                let waiting = sh.pending_bytes.load(Ordering::Relaxed);
-                if now >= due || waiting >= sh.cfg.commit_bytes || sh.stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                i = sh.intake_cv.wait_timeout(i, due - now).unwrap_or_else(|p| p.into_inner()).0;
             }
             std::mem::swap(&mut batch, &mut i.records);
         }

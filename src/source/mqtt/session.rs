@@ -3,9 +3,11 @@
 //!
 //! Per connection:
 //! - **Reading**: whatever the socket holds (up to 256 KiB per read), every
-//!   whole packet in it parsed at once, at most one read per millisecond:
-//!   a steady stream costs a wake-up per millisecond, not one per message
-//!   (the group commit waits up to 2 ms anyway). A publish is appended to the WAL
+//!   whole packet in it parsed at once, at most one read per millisecond.
+//!   While appended records wait for their group commit, a read that the
+//!   gate held back waits for the commit's wake-up (the acks) instead of a
+//!   timer of its own: a steady stream costs about one wake-up per group
+//!   commit, acks and the next read together, not one per message. A publish is appended to the WAL
 //!   (or, while the WAL is full, kept in `inbox`; at `receive_maximum`
 //!   waiting there, reading pauses: TCP backpressure to the broker).
 //! - **Acknowledging**: a QoS 1 publish waits in `waiting` with its WAL
@@ -124,7 +126,9 @@ pub(super) async fn serve(
             }
             r = durable.changed() => r.map_err(|_| "the WAL writer stopped".to_string())?,
             _ = tokio::time::sleep(Duration::from_millis(50)), if !inbox.is_empty() => {}
-            _ = tokio::time::sleep_until(read_gate), if gated => {}
+            // With records waiting, the durable change above comes within a
+            // commit interval and reads then; no timer wake-up of its own.
+            _ = tokio::time::sleep_until(read_gate), if gated && waiting.is_empty() => {}
             _ = tokio::time::sleep_until(ping_due) => {
                 if ping_sent.is_some() {
                     return Err(format!("no PINGRESP within the keep-alive ({keep_alive:?})"));
