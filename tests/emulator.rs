@@ -633,6 +633,62 @@ fn primary_key_partial_update_and_delete_through_op() {
     );
 }
 
+/// The docs' "Conditional updates" example, run as written: table5 holds
+/// (101, 2, 80) and (102, 2, 90); loading `101,1,100` and `102,3,100` with
+/// `merge_condition: version` keeps 101 (1 < 2) and updates 102 (3 >= 2).
+/// Then the FE's refusals, worded as `Load.checkMergeCondition` words them.
+#[test]
+fn conditional_update_keeps_the_larger_version_as_the_docs_show() {
+    let t = TestEmu::start();
+    let seed = t.file("seed.csv", b"101,2,80\n102,2,90\n");
+    let (_, j) = t.stream_load("test_db", "table5", "label9", &seed, &["-H", "column_separator:,"]);
+    assert_eq!(j["Status"], "Success", "{j}");
+    let f = t.file("example5.csv", b"101,1,100\n102,3,100\n");
+    let (_, j) = t.stream_load(
+        "test_db",
+        "table5",
+        "label10",
+        &f,
+        &["-H", "Expect:100-continue", "-H", "column_separator:,", "-H", "merge_condition:version"],
+    );
+    assert_eq!(j["Status"], "Success", "{j}");
+    assert_eq!(
+        t.rows("test_db", "table5"),
+        vec![
+            serde_json::json!({"id":101,"version":2,"score":80}),
+            serde_json::json!({"id":102,"version":3,"score":100})
+        ]
+    );
+    // An equal version applies (the update takes effect when >=).
+    let eq = t.file("eq.csv", b"101,2,81\n");
+    let (_, j) = t.stream_load(
+        "test_db",
+        "table5",
+        "label11",
+        &eq,
+        &["-H", "column_separator:,", "-H", "merge_condition:version"],
+    );
+    assert_eq!(j["Status"], "Success", "{j}");
+    assert_eq!(t.rows("test_db", "table5")[0], serde_json::json!({"id":101,"version":2,"score":81}));
+    for (label, db, table, mc, want) in [
+        ("mc1", "test_db", "table5", "id", "Merge condition column id should not be primary key!"),
+        ("mc2", "test_db", "table5", "nope", "Merge condition column nope does not exist."),
+        (
+            "mc3",
+            "test_db",
+            "table1",
+            "name",
+            "Merge condition column has invalid type maybe bitmap/hll/percentile/json/varchar!",
+        ),
+        ("mc4", "rockfeed", "telemetry_1m", "cnt", "Conditional update only support primary key table telemetry_1m"),
+    ] {
+        let (_, j) =
+            t.stream_load(db, table, label, &eq, &["-H", "column_separator:,", "-H", &format!("merge_condition:{mc}")]);
+        assert_eq!(j["Status"], "Fail", "{j}");
+        assert!(j["Message"].as_str().unwrap().contains(want), "{label}: {j}");
+    }
+}
+
 // ---- faults -----------------------------------------------------------------
 
 #[test]

@@ -37,6 +37,16 @@ ENGINE=OLAP
 PRIMARY KEY(`id`)
 DISTRIBUTED BY HASH(`id`) BUCKETS 10;
 
+-- "Conditional updates" (Load to Primary Key tables): merge_condition.
+CREATE TABLE `table5`
+(
+    `id` int(11) NOT NULL COMMENT "user ID",
+    `version` int NOT NULL COMMENT "version",
+    `score` int(11) NOT NULL COMMENT "user score"
+)
+ENGINE=OLAP
+PRIMARY KEY(`id`) DISTRIBUTED BY HASH(`id`);
+
 USE rockfeed;
 
 CREATE TABLE IF NOT EXISTS telemetry_1m (

@@ -9,7 +9,8 @@
 //!   REPLACE_IF_NOT_NULL the newest non-NULL);
 //! - UNIQUE: the newest row per key;
 //! - PRIMARY KEY: `__op` upsert/delete, partial update of the loaded columns,
-//!   and `merge_condition` (update only when new ≥ stored).
+//!   and `merge_condition` (a row applies only when its condition value is
+//!   ≥ the one stored before its batch; NULL is the smallest).
 //!
 //! Versions: each publish adds one version to each tablet it touched.
 //! Compaction removes `compaction_per_sec` versions per tablet per second
@@ -162,13 +163,36 @@ impl Table {
         let def = self.def.clone();
         for b in batches {
             let (partial, mc) = (b.partial, b.merge_condition);
+            // A conditional update compares each row with the value stored
+            // before its batch, as the BE's `_do_update_with_condition`
+            // reads the old condition values of a whole segment from the
+            // primary index before it upserts any of its rows.
+            let before = mc.map(|m| self.condition_values(&def, &b.rows, m));
             for r in b.rows {
-                self.apply_row(&def, r, partial.as_deref(), mc);
+                self.apply_row(&def, r, partial.as_deref(), mc.zip(before.as_ref()));
             }
         }
     }
 
-    fn apply_row(&mut self, def: &TableDef, r: StagedRow, partial: Option<&[bool]>, merge_condition: Option<usize>) {
+    /// The stored condition column (`mc`) of every key `rows` touch.
+    fn condition_values(&self, def: &TableDef, rows: &[StagedRow], mc: usize) -> HashMap<Vec<Value>, Value> {
+        let nkeys = def.key_columns.len();
+        let Rows::Keyed(map) = &self.rows else { return HashMap::new() };
+        rows.iter()
+            .filter_map(|r| {
+                let key = &r.values[..nkeys];
+                map.get(key).map(|old| (key.to_vec(), old[mc - nkeys].clone()))
+            })
+            .collect()
+    }
+
+    fn apply_row(
+        &mut self,
+        def: &TableDef,
+        r: StagedRow,
+        partial: Option<&[bool]>,
+        merge_condition: Option<(usize, &HashMap<Vec<Value>, Value>)>,
+    ) {
         let nkeys = def.key_columns.len();
         let map = match &mut self.rows {
             Rows::Dup(v) => return v.push(r.values),
@@ -196,24 +220,24 @@ impl Table {
                     map.remove(&key);
                     return;
                 }
+                // Applies only when new >= stored (NULL is the smallest:
+                // the BE compares with `compare_at(.., nan_direction_hint = -1)`).
+                if let Some((mc, before)) = merge_condition
+                    && before.get(&key).is_some_and(|stored| vals[mc - nkeys] < *stored)
+                {
+                    return;
+                }
                 match map.get_mut(&key) {
-                    Some(old) => {
-                        if let Some(mc) = merge_condition
-                            && vals[mc - nkeys] < old[mc - nkeys]
-                        {
-                            return;
-                        }
-                        match partial {
-                            Some(mask) => {
-                                for ((slot, new), keep) in old.iter_mut().zip(vals).zip(&mask[nkeys..]) {
-                                    if *keep {
-                                        *slot = new;
-                                    }
+                    Some(old) => match partial {
+                        Some(mask) => {
+                            for ((slot, new), keep) in old.iter_mut().zip(vals).zip(&mask[nkeys..]) {
+                                if *keep {
+                                    *slot = new;
                                 }
                             }
-                            None => *old = vals,
                         }
-                    }
+                        None => *old = vals,
+                    },
                     None => {
                         map.insert(key, vals);
                     }
@@ -415,6 +439,28 @@ mod tests {
         t.apply(vec![cond], &p, 0, &mut id);
         let rows = t.rows();
         assert_eq!(rows, vec![vec![Value::Int(1), s("a"), Value::Int(11)]]);
+        // Equal applies; each row of a batch compares with the value stored
+        // before the batch, and of those that pass the last one stays.
+        let mut cond = stage(
+            &mut t,
+            vec![
+                vec![Value::Int(1), s("eq"), Value::Int(11)],
+                vec![Value::Int(1), s("old"), Value::Int(10)],
+                vec![Value::Int(3), s("new"), Value::Null],
+            ],
+            RowOp::Upsert,
+        );
+        cond.merge_condition = Some(2);
+        t.apply(vec![cond], &p, 0, &mut id);
+        assert_eq!(
+            t.rows(),
+            vec![vec![Value::Int(1), s("eq"), Value::Int(11)], vec![Value::Int(3), s("new"), Value::Null]]
+        );
+        // A stored NULL is the smallest: anything replaces it.
+        let mut cond = stage(&mut t, vec![vec![Value::Int(3), s("num"), Value::Int(-5)]], RowOp::Upsert);
+        cond.merge_condition = Some(2);
+        t.apply(vec![cond], &p, 0, &mut id);
+        assert_eq!(t.rows()[1], vec![Value::Int(3), s("num"), Value::Int(-5)]);
     }
 
     #[test]

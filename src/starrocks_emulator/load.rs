@@ -24,7 +24,7 @@ use super::registry::LoadCounts;
 use crate::starrocks::ddl::{AggFn, KeysType, TableDef};
 use crate::starrocks::expr::{Expr, parse_expr, parse_with, truth};
 use crate::starrocks::sql::{Cursor, lex};
-use crate::starrocks::types::Value;
+use crate::starrocks::types::{ColType, Value};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -200,13 +200,22 @@ impl LoadSpec {
             return Err(format!("Invalid partial update mode: {m}"));
         }
         let merge_condition = header(h, "merge_condition").filter(|s| !s.is_empty()).map(str::to_string);
+        // As the FE's `Load.checkMergeCondition` words its refusals.
         if let Some(mc) = &merge_condition {
             if table.keys != KeysType::Primary {
-                return Err("Only primary key table support merge condition".into());
+                return Err(format!("Conditional update only support primary key table {}", table.name));
             }
-            let idx = table.column_index(mc).ok_or_else(|| format!("Merge condition column {mc} does not exist"))?;
+            let idx = table.column_index(mc).ok_or_else(|| {
+                format!(
+                    "Merge condition column {mc} does not exist. If you are doing partial update with condition update, please check condition column is in the given update columns. Otherwise please check condition column is in table {}",
+                    table.name
+                )
+            })?;
             if table.key_columns.contains(&idx) {
                 return Err(format!("Merge condition column {mc} should not be primary key!"));
+            }
+            if matches!(table.columns[idx].ty, ColType::Char(_) | ColType::Varchar(_) | ColType::String) {
+                return Err("Merge condition column has invalid type maybe bitmap/hll/percentile/json/varchar!".into());
             }
         }
         let jsonpaths = match header(h, "jsonpaths") {
@@ -370,6 +379,15 @@ impl Plan {
         }
         let source_target = sources.iter().map(|s| table.column_index(s)).collect();
         let merge_condition = spec.merge_condition.as_deref().and_then(|m| table.column_index(m));
+        // A partial update compares only a column it carries.
+        if let (Some(m), Some(mask), Some(name)) = (merge_condition, &partial, spec.merge_condition.as_deref())
+            && !mask[m]
+        {
+            return Err(format!(
+                "Merge condition column {name} does not exist. If you are doing partial update with condition update, please check condition column is in the given update columns. Otherwise please check condition column is in table {}",
+                table.name
+            ));
+        }
         let simple = derived.is_empty() && spec.where_.is_none() && op.is_none() && !spec.negative;
         Ok(Plan { table, sources, source_target, derived, assign, op, partial, merge_condition, simple })
     }
