@@ -409,9 +409,10 @@ dir = "{}"
         (cnt, c.table("rockfeed", "vehicle_latest").unwrap().rows())
     });
     assert_eq!(cnt, 40, "20 samples × 2 metrics");
-    assert_eq!(latest.len(), 4);
+    // Per vehicle: its newest sample (metric "") and its speed (the tracked metric).
+    assert_eq!(latest.len(), 8, "{latest:?}");
     // APP3's newest sample is i = 19: speed 19.
-    let app3 = latest.iter().find(|r| r[0].to_string() == "APP3").unwrap();
-    assert_eq!(app3[2].as_f64(), Some(19.0));
+    let app3 = latest.iter().find(|r| r[0].to_string() == "APP3" && r[1].to_string() == "speed").unwrap();
+    assert_eq!(app3[5].as_f64(), Some(19.0));
     emu.shutdown().await;
 }

@@ -71,19 +71,24 @@ pub async fn audit_emulator(t: &EmulatorTables, sent: &Ledger) -> Result<Vec<Tab
     let agg = rows(t, &t.telemetry).await?.iter().map(landed_row).collect::<Result<Vec<_>, _>>()?;
     let mut out = vec![audit_aggregates(&t.telemetry, sent, agg)];
     if let Some(latest) = &t.latest {
-        let rows = rows(t, latest).await?;
-        let mut landed = Vec::with_capacity(rows.len());
-        for r in &rows {
-            let vin =
-                r.get("vehicle_id").and_then(J::as_str).ok_or_else(|| format!("row without vehicle_id: {r:?}"))?;
-            let ts = r.get("last_ts").and_then(J::as_str).and_then(parse_datetime_ms).unwrap_or(i64::MIN);
-            let values = r
-                .iter()
-                .filter(|(k, _)| *k != "vehicle_id" && *k != "last_ts")
-                .map(|(k, v)| (k.clone(), v.as_f64()))
-                .collect();
-            landed.push(LatestRow { vin: vin.to_string(), last_ts_ms: ts, values });
+        // rockfeed's latest table: one row per (vehicle, metric), the empty
+        // metric for the vehicle's newest sample; folded to a row per vehicle.
+        let mut per_vin: std::collections::BTreeMap<String, LatestRow> = Default::default();
+        for r in &rows(t, latest).await? {
+            let s = |k: &str| r.get(k).and_then(J::as_str).ok_or_else(|| format!("{latest} row without {k}: {r:?}"));
+            let (vin, metric) = (s("vehicle_id")?, s("metric")?);
+            let row = per_vin.entry(vin.to_string()).or_insert_with(|| LatestRow {
+                vin: vin.to_string(),
+                last_ts_ms: i64::MIN,
+                values: Vec::new(),
+            });
+            if metric.is_empty() {
+                row.last_ts_ms = parse_datetime_ms(s("ts")?).ok_or_else(|| format!("bad ts in {r:?}"))?;
+            } else {
+                row.values.push((metric.to_string(), r.get("value").and_then(J::as_f64)));
+            }
         }
+        let landed: Vec<LatestRow> = per_vin.into_values().collect();
         out.push(audit_latest(latest, sent, landed));
     }
     Ok(out)

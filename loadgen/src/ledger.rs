@@ -4,8 +4,8 @@
 //! sent, exactly the columns of rockfeed's aggregate table, so an audit can
 //! say per key whether readings are missing (landed count lower), duplicated
 //! (landed count higher) or changed (same count, other values). Per vehicle:
-//! the last seq and the newest event time (what `vehicle_latest.last_ts`
-//! must hold).
+//! the last seq and the newest event time (the `last_ts` of
+//! `vehicle_latest_wide`), and the newest value of each latest metric.
 //!
 //! The sent file is tab-separated text, sorted, one record per line:
 //!
@@ -61,6 +61,11 @@ pub struct VehicleSent {
     pub samples: u64,
     /// (event time, value) of the newest reading of catalogue metric i.
     pub latest: [Option<(i64, f64)>; LATEST],
+    /// The seq of the sample being recorded, and of each newest reading:
+    /// ties of event time go to the larger seq, as rockfeed's latest table
+    /// orders them (kept in memory only; the sent file holds the outcome).
+    pub cur_seq: u64,
+    pub latest_seq: [u64; LATEST],
 }
 
 /// What was sent.
@@ -122,16 +127,20 @@ impl Ledger {
             v.last_seq = seq;
         }
         v.last_ts_ms = if v.samples == 0 { ts_ms } else { v.last_ts_ms.max(ts_ms) };
+        v.cur_seq = seq;
         v.samples += 1;
     }
 
     /// Records one reading of vehicle `v` (from [`Ledger::vehicle`]) and
     /// metric `metric` (catalogue index).
     pub fn reading(&mut self, v: u32, metric: u32, ts_ms: i64, value: f64) {
-        if let Some(l) = self.vehicles[v as usize].latest.get_mut(metric as usize)
-            && l.is_none_or(|(t, _)| ts_ms >= t)
+        let veh = &mut self.vehicles[v as usize];
+        let seq = veh.cur_seq;
+        if let Some(l) = veh.latest.get_mut(metric as usize)
+            && l.is_none_or(|(t, _)| (ts_ms, seq) >= (t, veh.latest_seq[metric as usize]))
         {
             *l = Some((ts_ms, value));
+            veh.latest_seq[metric as usize] = seq;
         }
         let key = (v, window_start(ts_ms, self.window_ms), metric);
         self.keys.entry(key).and_modify(|a| a.merge(&Agg::one(value))).or_insert_with(|| Agg::one(value));
@@ -207,6 +216,7 @@ impl Ledger {
                         last_ts_ms: ts.parse().map_err(|_| bad("bad ts"))?,
                         samples: samples.parse().map_err(|_| bad("bad sample count"))?,
                         latest: [None; LATEST],
+                        ..Default::default()
                     };
                     for (slot, text) in v.latest.iter_mut().zip(latest) {
                         if *text != "-" {
@@ -335,6 +345,10 @@ pub struct LatestRow {
 /// value sent.
 pub fn audit_latest(table: &str, sent: &Ledger, rows: impl IntoIterator<Item = LatestRow>) -> TableAudit {
     let mut landed: HashMap<String, LatestRow> = rows.into_iter().map(|r| (r.vin.clone(), r)).collect();
+    // The metrics the table tracks: any it holds a value of (a vehicle
+    // without a row for one of them has no value of it).
+    let tracked: std::collections::HashSet<String> =
+        landed.values().flat_map(|r| r.values.iter().map(|(c, _)| c.clone())).collect();
     let mut a = TableAudit { table: table.into(), records_landed: landed.len() as u64, ..Default::default() };
     for (i, v) in sent.vehicles.iter().enumerate().filter(|(_, v)| v.samples > 0) {
         a.keys_sent += 1;
@@ -352,8 +366,11 @@ pub fn audit_latest(table: &str, sent: &Ledger, rows: impl IntoIterator<Item = L
         }
         for (m, newest) in v.latest.iter().enumerate() {
             let Some(name) = sent.metrics.get(m) else { continue };
-            let Some((_, got)) = row.values.iter().find(|(c, _)| c == name) else { continue };
-            if *got != newest.map(|(_, x)| x) {
+            if !tracked.contains(name) {
+                continue;
+            }
+            let got = row.values.iter().find(|(c, _)| c == name).and_then(|(_, v)| *v);
+            if got != newest.map(|(_, x)| x) {
                 a.mismatched += 1;
                 a.note(format!("{vin}.{name}: {got:?}, newest sent {:?}", newest.map(|(_, x)| x)));
             }
@@ -473,6 +490,17 @@ mod tests {
 
     fn latest(vin: &str, ts: i64, speed: Option<f64>) -> LatestRow {
         LatestRow { vin: vin.into(), last_ts_ms: ts, values: vec![("speed".into(), speed)] }
+    }
+
+    #[test]
+    fn the_newest_reading_breaks_ties_of_event_time_by_seq() {
+        let mut l = Ledger::new(&catalogue(3), 60_000);
+        let v = l.vehicle("V1");
+        for (seq, ts, x) in [(5, 1_000, 1.0), (3, 1_000, 2.0), (9, 900, 3.0), (6, 1_000, 4.0)] {
+            l.sample(v, seq, ts);
+            l.reading(v, 0, ts, x);
+        }
+        assert_eq!(l.vehicles[0].latest[0], Some((1_000, 4.0)), "(1000, seq 6) is the newest");
     }
 
     #[test]

@@ -6,8 +6,10 @@
 //! Tables (DESIGN.md §2), all in one colocation group:
 //! - `telemetry_1m`: AGGREGATE KEY(vehicle_id, window_start, metric, dims…),
 //!   `cnt`/`total` SUM, `min` MIN, `max` MAX, daily partitions, hashed by vin;
-//! - `vehicle_latest`: one row per vehicle, `last_ts` MAX and one
-//!   REPLACE_IF_NOT_NULL column per configured metric (sparse writes);
+//! - `vehicle_latest`: PRIMARY KEY(vehicle_id, metric), the newest value
+//!   of each configured metric by event order (loads carry
+//!   `merge_condition: event_order`), plus a row per vehicle for its newest
+//!   sample; `vehicle_latest_wide` pivots it to one row per vehicle;
 //! - views for the DWS layer: per-minute statistics with the average, and an
 //!   hourly roll-up.
 
@@ -54,17 +56,37 @@ pub fn ddl(cfg: &Config) -> String {
         q("window_start"),
     ));
 
-    let mut cols = vec![
+    // The latest values: one row per (vehicle, metric), applied by event
+    // order (see `pipeline/latest.rs`), and a wide view of it.
+    let cols = [
         format!("  {} VARCHAR(64) NOT NULL COMMENT \"vehicle identification number\"", q("vehicle_id")),
-        format!("  {} DATETIME MAX COMMENT \"newest event time\"", q("last_ts")),
+        format!("  {} VARCHAR(128) NOT NULL COMMENT \"metric name; empty: the vehicle's newest sample\"", q("metric")),
+        format!("  {} DATETIME NOT NULL COMMENT \"event time of the value\"", q("ts")),
+        format!("  {} LARGEINT NULL COMMENT \"the sample's seq, if it had one\"", q("seq")),
+        format!(
+            "  {} LARGEINT NOT NULL COMMENT \"event time (ms) * 2^64 + seq: the loads' merge_condition\"",
+            q("event_order")
+        ),
+        format!("  {} DOUBLE NULL COMMENT \"latest value\"", q("value")),
     ];
-    for m in &t.latest_metrics {
-        cols.push(format!("  {} DOUBLE REPLACE_IF_NOT_NULL COMMENT \"latest value\"", q(m)));
-    }
     out.push_str(&format!(
-        "CREATE TABLE IF NOT EXISTS {} (\n{}\n) ENGINE=OLAP\nAGGREGATE KEY({})\n{dist}\n{props};\n\n",
+        "CREATE TABLE IF NOT EXISTS {} (\n{}\n) ENGINE=OLAP\nPRIMARY KEY({}, {})\n{dist}\n{props};\n\n",
         q(&t.latest),
         cols.join(",\n"),
+        q("vehicle_id"),
+        q("metric"),
+    ));
+    let mut pivot = vec![format!("MAX(CASE WHEN {} = '' THEN {} END) AS {}", q("metric"), q("ts"), q("last_ts"))];
+    for m in &t.latest_metrics {
+        // Metric names are plain identifiers (validated): safe in a literal.
+        pivot.push(format!("MAX(CASE WHEN {} = '{m}' THEN {} END) AS {}", q("metric"), q("value"), q(m)));
+    }
+    out.push_str(&format!(
+        "CREATE VIEW IF NOT EXISTS {} AS\nSELECT {},\n  {}\nFROM {}\nGROUP BY {};\n\n",
+        q(&format!("{}_wide", t.latest)),
+        q("vehicle_id"),
+        pivot.join(",\n  "),
+        q(&t.latest),
         q("vehicle_id"),
     ));
 
@@ -144,9 +166,26 @@ buckets = 8
         assert_eq!(t.partitioning, Partitioning::DateTrunc { unit: TruncUnit::Day, column: 1 });
         assert_eq!(t.property("colocate_with"), Some("vehicle"));
         let l = cat.table("fleetdb", "vehicle_latest").unwrap();
-        assert_eq!(l.columns[2].agg, Some(AggFn::ReplaceIfNotNull));
+        assert_eq!(l.keys, KeysType::Primary);
+        assert_eq!(l.key_columns, vec![0, 1]);
         assert_eq!(l.distribution, vec![0]);
-        assert_eq!(cat.views.len(), 2);
+        assert_eq!(l.property("colocate_with"), Some("vehicle"));
+        let wide = cat.views.iter().find(|v| v.name == "vehicle_latest_wide").expect("the wide view");
+        assert!(wide.sql.contains("MAX ( CASE WHEN `metric` = 'soc' THEN `value` END ) AS `soc`"), "{}", wide.sql);
+        assert_eq!(cat.views.len(), 3);
+    }
+
+    #[test]
+    fn the_latest_loads_columns_and_merge_condition_match_the_table() {
+        let c = cfg();
+        let cat = parse_ddl(&ddl(&c)).unwrap();
+        let t = cat.table("fleetdb", "vehicle_latest").unwrap();
+        let cols: Vec<&str> = crate::pipeline::latest::COLUMNS.split(',').map(|s| s.trim_matches('`')).collect();
+        let names: Vec<&str> = t.columns.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(cols, names);
+        let mc = t.column_index(crate::pipeline::latest::EVENT_ORDER).unwrap();
+        assert!(!t.key_columns.contains(&mc));
+        assert_eq!(t.columns[mc].ty, crate::starrocks::types::ColType::LargeInt);
     }
 
     #[test]

@@ -219,13 +219,17 @@ pub struct Tables {
     /// The per-minute aggregate table.
     #[serde(default = "default_telemetry")]
     pub telemetry: String,
-    /// The latest-value-per-vehicle table.
+    /// The latest-values table: PRIMARY KEY(vehicle_id, metric), loaded
+    /// with `merge_condition` on the event order; `<latest>_wide` is a view
+    /// with one row per vehicle.
     #[serde(default = "default_latest")]
     pub latest: String,
-    /// Metric columns of the latest table (REPLACE_IF_NOT_NULL, one per metric).
+    /// Metrics whose latest value is kept (a row per vehicle and metric,
+    /// and a column of the wide view).
     #[serde(default)]
     pub latest_metrics: Vec<String>,
-    /// Load the latest table even without metric columns (`last_ts` only).
+    /// Load the latest table even without metrics (each vehicle's newest
+    /// sample only: the wide view's `last_ts`).
     #[serde(default)]
     pub load_latest: bool,
     /// Dimension columns joined from the vehicle file (VARCHAR, nullable).

@@ -1,12 +1,20 @@
-//! The latest value per vehicle, for the `vehicle_latest` table: `last_ts`
-//! (MAX) and one REPLACE_IF_NOT_NULL column per configured metric.
+//! The latest values per vehicle and metric, for the latest table: a
+//! PRIMARY KEY table `(vehicle_id, metric) → (ts, seq, event_order, value)`
+//! loaded with `merge_condition: event_order`, so StarRocks applies a row
+//! only when its event order is ≥ the stored one. A late sample can never
+//! overwrite a newer value, whatever the batch, shard or epoch it rides in.
 //!
-//! Per batch, each vehicle's row carries the newest event time seen and, for
-//! each configured metric, the value with the newest event time in the batch
-//! (`\N` for metrics the batch did not carry, so the table keeps the stored
-//! value: sparse writes). Across batches the table applies versions in commit
-//! order, so a late sample loaded in a later batch overwrites a newer value
-//! it carries; `last_ts` stays right (MAX). Pure state, no I/O.
+//! - **Event order**: `ts_ms × 2⁶⁴ + seq` (a LARGEINT; seq 0 when the sample
+//!   has none), so ties of event time go to the larger seq; equal orders go
+//!   to the later load, as StarRocks' ≥ does.
+//! - **Rows**: per vehicle, one row per configured metric the batch carried
+//!   (the newest reading of it), and one row with the empty metric name
+//!   (never a metric: the decoder refuses empty names) for the vehicle's
+//!   newest sample of any metric, whose `ts` is the vehicle's last event
+//!   time. One row per key per load: the batch keeps only the newest.
+//! - A wide view (`rockfeed ddl`) pivots the table back to a row per vehicle.
+//!
+//! Pure state, no I/O.
 
 use std::collections::HashMap;
 
@@ -18,15 +26,43 @@ use crate::starrocks::types::write_datetime;
 
 use crate::sink::starrocks::encode::SEPARATOR;
 
-/// A vehicle's newest event time and, per tracked metric, (event time, value).
-type LatestRow = (i64, Vec<Option<(i64, f64)>>);
+/// The columns a load carries, in CSV order.
+pub const COLUMNS: &str = "`vehicle_id`,`metric`,`ts`,`seq`,`event_order`,`value`";
+
+/// The merge condition column.
+pub const EVENT_ORDER: &str = "event_order";
+
+/// One key's newest: event time, seq, value (`None` for the any-metric row).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Newest {
+    ts_ms: i64,
+    seq: Option<u64>,
+    value: Option<f64>,
+}
+
+impl Newest {
+    /// `ts_ms × 2⁶⁴ + seq`: the table's `event_order`.
+    fn order(&self) -> i128 {
+        (i128::from(self.ts_ms) << 64) | i128::from(self.seq.unwrap_or(0))
+    }
+
+    /// Keeps `new` when it is at least as new (the later of equals, as StarRocks does).
+    fn fold(cell: &mut Option<Newest>, new: Newest) {
+        if cell.is_none_or(|c| new.order() >= c.order()) {
+            *cell = Some(new);
+        }
+    }
+}
+
+/// A vehicle's newest sample and, per tracked metric, its newest reading.
+type VehicleRow = (Option<Newest>, Vec<Option<Newest>>);
 
 #[derive(Debug, Default)]
 pub struct LatestTracker {
     /// Slot of each metric id among the configured metrics (`u16::MAX` = not tracked).
     slots: Vec<u16>,
     names: Vec<String>,
-    rows: HashMap<CompactString, LatestRow>,
+    rows: HashMap<CompactString, VehicleRow>,
 }
 
 impl LatestTracker {
@@ -47,8 +83,8 @@ impl LatestTracker {
     /// Folds a sample in. Call [`LatestTracker::bind`] with the catalog first.
     pub fn add(&mut self, s: &Sample) {
         let n = self.names.len();
-        let row = self.rows.entry(s.vin.clone()).or_insert_with(|| (i64::MIN, vec![None; n]));
-        row.0 = row.0.max(s.ts_ms);
+        let row = self.rows.entry(s.vin.clone()).or_insert_with(|| (None, vec![None; n]));
+        Newest::fold(&mut row.0, Newest { ts_ms: s.ts_ms, seq: s.seq, value: None });
         if n == 0 {
             return;
         }
@@ -57,10 +93,7 @@ impl LatestTracker {
             if slot == u16::MAX {
                 continue;
             }
-            let cell = &mut row.1[slot as usize];
-            if cell.is_none_or(|(t, _)| s.ts_ms >= t) {
-                *cell = Some((s.ts_ms, r.value));
-            }
+            Newest::fold(&mut row.1[slot as usize], Newest { ts_ms: s.ts_ms, seq: s.seq, value: Some(r.value) });
         }
     }
 
@@ -68,34 +101,43 @@ impl LatestTracker {
         self.rows.is_empty()
     }
 
-    /// The `columns` header.
-    pub fn columns(&self) -> String {
-        let mut c = vec!["`vehicle_id`".to_string(), "`last_ts`".into()];
-        c.extend(self.names.iter().map(|n| format!("`{n}`")));
-        c.join(",")
-    }
-
-    /// Encodes and forgets the batch: one CSV row per vehicle, sorted by vin.
+    /// Encodes and forgets the batch ([`COLUMNS`]), sorted by vin then
+    /// metric (the any-metric row first); returns the body and its rows.
     pub fn drain(&mut self) -> (Vec<u8>, u64) {
-        let mut rows: Vec<_> = self.rows.drain().collect();
-        rows.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut vehicles: Vec<_> = self.rows.drain().collect();
+        vehicles.sort_by(|a, b| a.0.cmp(&b.0));
         let mut b = Vec::new();
-        for (vin, (ts, values)) in &rows {
-            b.extend_from_slice(vin.as_bytes());
-            b.push(SEPARATOR);
-            let mut t = [0u8; 26];
-            let n = write_datetime(&mut t, ts * 1000);
-            b.extend_from_slice(&t[..n]);
-            for v in values {
+        let mut rows = 0;
+        for (vin, (any, values)) in &vehicles {
+            let mut cells: Vec<(&str, Newest)> = any.iter().map(|n| ("", *n)).collect();
+            cells.extend(self.names.iter().zip(values).filter_map(|(m, v)| v.map(|v| (m.as_str(), v))));
+            // "" sorts first.
+            cells.sort_by(|x, y| x.0.cmp(y.0));
+            for (metric, n) in cells {
+                rows += 1;
+                b.extend_from_slice(vin.as_bytes());
                 b.push(SEPARATOR);
-                match v {
-                    Some((_, x)) => b.extend_from_slice(ryu::Buffer::new().format_finite(*x).as_bytes()),
+                b.extend_from_slice(metric.as_bytes());
+                b.push(SEPARATOR);
+                let mut t = [0u8; 26];
+                let len = write_datetime(&mut t, n.ts_ms * 1000);
+                b.extend_from_slice(&t[..len]);
+                b.push(SEPARATOR);
+                match n.seq {
+                    Some(q) => b.extend_from_slice(q.to_string().as_bytes()),
                     None => b.extend_from_slice(b"\\N"),
                 }
+                b.push(SEPARATOR);
+                b.extend_from_slice(n.order().to_string().as_bytes());
+                b.push(SEPARATOR);
+                match n.value {
+                    Some(x) => b.extend_from_slice(ryu::Buffer::new().format_finite(x).as_bytes()),
+                    None => b.extend_from_slice(b"\\N"),
+                }
+                b.push(b'\n');
             }
-            b.push(b'\n');
         }
-        (b, rows.len() as u64)
+        (b, rows)
     }
 }
 
@@ -104,30 +146,48 @@ mod tests {
     use super::*;
     use crate::decode::Reading;
 
-    fn sample(vin: &str, ts: i64, vals: &[(u32, f64)]) -> Sample {
+    fn sample(vin: &str, ts: i64, seq: Option<u64>, vals: &[(u32, f64)]) -> Sample {
         Sample {
             vin: vin.into(),
             ts_ms: ts,
-            seq: None,
+            seq,
             readings: vals.iter().map(|(m, v)| Reading { metric: MetricId(*m), value: *v, is_bool: false }).collect(),
         }
     }
 
     #[test]
-    fn newest_value_per_metric_and_null_for_absent_ones() {
+    fn newest_per_metric_by_event_time_then_seq_and_the_vehicles_newest_sample() {
         let mut t = LatestTracker::new(&["speed".into(), "soc".into()]);
         let names = ["rpm", "speed", "soc"];
         t.bind(|id| names.get(id.0 as usize).map(|s| s.to_string()), 3);
-        t.add(&sample("B", 2_000, &[(1, 10.0)]));
-        t.add(&sample("B", 1_000, &[(1, 99.0), (2, 50.5)])); // older: speed stays 10, soc from it
-        t.add(&sample("A", 500, &[(0, 3000.0)])); // only an untracked metric
-        assert_eq!(t.columns(), "`vehicle_id`,`last_ts`,`speed`,`soc`");
+        t.add(&sample("B", 2_000, Some(7), &[(1, 10.0)]));
+        t.add(&sample("B", 1_000, Some(9), &[(1, 99.0), (2, 50.5)])); // older: speed stays 10, soc from it
+        t.add(&sample("B", 2_000, Some(6), &[(1, 11.0)])); // same time, smaller seq: speed stays 10
+        t.add(&sample("A", 500, None, &[(0, 3000.0)])); // only an untracked metric
         let (body, rows) = t.drain();
-        assert_eq!(rows, 2);
+        assert_eq!(rows, 4);
+        let o = |ts: i64, seq: u64| ((i128::from(ts) << 64) | i128::from(seq)).to_string();
         assert_eq!(
             String::from_utf8(body).unwrap(),
-            "A\x011970-01-01 00:00:00.500000\x01\\N\x01\\N\nB\x011970-01-01 00:00:02\x0110.0\x0150.5\n"
+            format!(
+                "A\x01\x011970-01-01 00:00:00.500000\x01\\N\x01{}\x01\\N\n\
+                 B\x01\x011970-01-01 00:00:02\x017\x01{}\x01\\N\n\
+                 B\x01soc\x011970-01-01 00:00:01\x019\x01{}\x0150.5\n\
+                 B\x01speed\x011970-01-01 00:00:02\x017\x01{}\x0110.0\n",
+                o(500, 0),
+                o(2_000, 7),
+                o(1_000, 9),
+                o(2_000, 7)
+            )
         );
         assert!(t.is_empty());
+    }
+
+    #[test]
+    fn event_order_sorts_by_time_then_seq_also_before_1970() {
+        let n = |ts, seq| Newest { ts_ms: ts, seq, value: None };
+        assert!(n(1, Some(0)).order() > n(0, Some(u64::MAX)).order());
+        assert!(n(0, Some(1)).order() > n(0, None).order());
+        assert!(n(-1, Some(u64::MAX)).order() < n(0, None).order());
     }
 }

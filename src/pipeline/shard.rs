@@ -240,9 +240,9 @@ async fn seal(ctx: &ShardCtx, st: &mut ShardState, epoch: u64) -> ShardDone {
     {
         let mut headers = ctx.headers.clone();
         headers.insert("format", HeaderValue::from_static("csv"));
-        if let Ok(v) = HeaderValue::from_str(&tracker.columns()) {
-            headers.insert("columns", v);
-        }
+        headers.insert("columns", HeaderValue::from_static(super::latest::COLUMNS));
+        // StarRocks keeps a stored value whose event order is newer.
+        headers.insert("merge_condition", HeaderValue::from_static(super::latest::EVENT_ORDER));
         let (body, rows) = tracker.drain();
         work.push((table.clone(), vec![(Chunk { headers, body: BodyBudget::body(&ctx.stats, body) }, rows)]));
     }
