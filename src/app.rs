@@ -111,7 +111,7 @@ pub async fn run_with(
 ) -> Result<Arc<Stats>, AppError> {
     preflight(&cfg)?;
     let loader = Arc::new(loader(&cfg)?.with_stats(stats.clone()));
-    let enrich = open_enrichment(&cfg)?;
+    let enrich = open_enrichment(&cfg, &stats).await?;
     let archive = open_archive(&cfg, &stats)?;
     if let Some(addr) = cfg.telemetry.listen {
         let bound = crate::telemetry::http::start(addr, stats.clone(), ready.subscribe(), shutdown.clone()).await?;
@@ -138,8 +138,19 @@ pub fn preflight(cfg: &Config) -> Result<(), AppError> {
     cfg.check_dirs().map_err(|e| AppError::Config(e.to_string()))?;
     loader(cfg)?;
     if let Some(e) = &cfg.enrich {
-        crate::enrich::load(&e.file, &cfg.tables.dims)
-            .map_err(|err| AppError::Config(format!("enrich.file: {err}")))?;
+        if let Some(f) = &e.file {
+            crate::enrich::load(f, &cfg.tables.dims).map_err(|err| AppError::Config(format!("enrich.file: {err}")))?;
+        }
+        // A database is not reached here (check connects to nothing; run
+        // starts without it, from the cache); its cache must be writable.
+        if let Some(db) = &e.database {
+            db.check().map_err(AppError::Config)?;
+            let cache = enrich_cache(cfg, db);
+            let dir = cache.parent().unwrap_or(std::path::Path::new("."));
+            std::fs::create_dir_all(dir)
+                .and_then(|()| tempfile_in(dir))
+                .map_err(|err| AppError::Config(format!("enrich.database.cache {}: {err}", cache.display())))?;
+        }
     }
     if cfg.archive.enabled {
         Store::open(&cfg.archive).map_err(|e| AppError::Config(format!("archive.url: {e}")))?;
@@ -238,7 +249,7 @@ pub async fn run_wal(
     stats: Arc<Stats>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), AppError> {
-    let enrich = open_enrichment(cfg)?;
+    let enrich = open_enrichment(cfg, &stats).await?;
     let archive = open_archive(cfg, &stats)?;
     let parts = Parts { loader: &loader, enrich: &enrich, stats: &stats, archive: &archive };
     let r = wal_lives(cfg, &Arc::new(WalSource { wal }), &parts, &shutdown).await;
@@ -248,14 +259,32 @@ pub async fn run_wal(
     r
 }
 
+/// Whether a file can be created in `dir` (it is removed again).
+fn tempfile_in(dir: &std::path::Path) -> std::io::Result<()> {
+    let p = dir.join(".rockfeed-write-probe");
+    std::fs::write(&p, b"")?;
+    std::fs::remove_file(p)
+}
+
 /// The vehicle dims, if configured.
-fn open_enrichment(cfg: &Config) -> Result<Option<Arc<Enrichment>>, AppError> {
-    match &cfg.enrich {
-        Some(e) => Ok(Some(Arc::new(
-            Enrichment::open(&e.file, &cfg.tables.dims).map_err(|e| AppError::Config(e.to_string()))?,
+async fn open_enrichment(cfg: &Config, stats: &Arc<Stats>) -> Result<Option<Arc<Enrichment>>, AppError> {
+    let Some(e) = &cfg.enrich else { return Ok(None) };
+    let dims = &cfg.tables.dims;
+    match (&e.file, &e.database) {
+        (Some(f), _) => Ok(Some(Arc::new(
+            Enrichment::open_file(f, dims, stats.clone()).map_err(|e| AppError::Config(e.to_string()))?,
         ))),
-        None => Ok(None),
+        (None, Some(db)) => {
+            let cache = enrich_cache(cfg, db);
+            Ok(Some(Enrichment::open_database(db.clone(), cache, dims, stats.clone()).await))
+        }
+        (None, None) => Err(AppError::Config("[enrich]: give `file` or `[enrich.database]`".into())),
     }
+}
+
+/// Where a database's dims are cached.
+fn enrich_cache(cfg: &Config, db: &crate::enrich::db::DbConfig) -> std::path::PathBuf {
+    db.cache.clone().unwrap_or_else(|| cfg.pipeline.state_dir.join("enrich-cache.csv"))
 }
 
 /// Lives of the pipeline over the WAL until `shutdown`: an abandoned epoch

@@ -219,6 +219,15 @@ fn main() -> ExitCode {
                 println!("messages received       {}", s.messages.load(Relaxed));
                 println!("samples decoded         {}", s.samples.load(Relaxed));
                 println!("refused (dead letters)  {} ({} readings)", s.rejected.total(), s.rejected.readings());
+                let unknown = |p| s.enrich.unknown(p).load(Relaxed);
+                use rockfeed::enrich::UnknownVehicle as U;
+                println!(
+                    "unknown vehicles        {} samples kept with NULL dims, {} dropped, {} dead-lettered (enrich.unknown_vehicle; {} vehicles in the dims)",
+                    unknown(U::Keep),
+                    unknown(U::Drop),
+                    unknown(U::DeadLetter),
+                    s.enrich.vehicles.load(Relaxed)
+                );
                 println!("stream loads            {} ({} failed)", s.loads.load(Relaxed), s.loads_failed.load(Relaxed));
                 println!("rows loaded             {} (rows per reading {:.3})", s.rows_loaded.load(Relaxed), s.rows_loaded.load(Relaxed) as f64 / r.readings_published.max(1) as f64);
                 println!("rows in telemetry_1m    {}", r.table_rows);

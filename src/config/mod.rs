@@ -118,8 +118,12 @@ pub struct Source {
 #[serde(deny_unknown_fields)]
 pub struct Enrich {
     /// CSV with a `vin` column and the `tables.dims` columns; reloaded when it changes.
-    pub file: PathBuf,
-    /// `keep` (NULL dims) or `dead-letter` for vins not in the file.
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+    /// Or a MySQL-protocol database (MySQL, MariaDB, StarRocks), refreshed.
+    #[serde(default)]
+    pub database: Option<crate::enrich::db::DbConfig>,
+    /// `keep` (NULL dims), `drop` or `dead-letter` for vins not in the dims.
     #[serde(default = "default_unknown")]
     pub unknown_vehicle: crate::enrich::UnknownVehicle,
 }
@@ -487,6 +491,15 @@ impl Config {
     /// Checks everything that can be checked without connecting.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
+        if let Some(e) = &self.enrich {
+            match (&e.file, &e.database) {
+                (Some(_), Some(_)) | (None, None) => {
+                    return bad("[enrich]: give exactly one of `file` and `[enrich.database]`".into());
+                }
+                (None, Some(db)) => db.validate().map_err(ConfigError::Invalid)?,
+                _ => {}
+            }
+        }
         let sr = &self.starrocks;
         if sr.endpoints.is_empty() {
             return bad("starrocks.endpoints is empty".into());
@@ -701,6 +714,10 @@ user = "root"
         let a = &c.archive;
         assert!(a.enabled && a.url.starts_with("s3://") && a.s3.path_style);
         assert_eq!((a.roll_bytes, a.roll_age.0.as_secs(), a.roll_idle.0.as_secs()), (128 << 20, 600, 120));
+        // Dims from the registry database (`rockfeed check` reads the CA file).
+        let db = c.enrich.as_ref().and_then(|e| e.database.as_ref()).unwrap();
+        assert_eq!((db.table.as_deref(), db.updated_at.as_deref()), (Some("vehicles"), Some("updated_at")));
+        assert_eq!(db.shown(), "registry.example:3306/fleet");
     }
 
     #[test]

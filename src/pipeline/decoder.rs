@@ -89,6 +89,7 @@ pub(crate) async fn run(
         event_to_received: Local::default(),
         positions: Positions::new(),
         archive,
+        reported_drop: false,
     };
     // Samples routed but not yet handed to their shard; empty between
     // branches, so a seal always follows exactly the samples before it.
@@ -201,6 +202,8 @@ pub(crate) struct Decoder<'a> {
     positions: Positions,
     /// Samples carry their source position for the archive.
     archive: bool,
+    /// The first sample dropped as an unknown vehicle was logged.
+    reported_drop: bool,
 }
 
 impl Decoder<'_> {
@@ -259,6 +262,16 @@ impl Decoder<'_> {
         let mut routed = 0;
         for s in self.decoded.samples.drain(..) {
             let dims = snap.as_ref().and_then(|sn| sn.row(&s.vin));
+            if dims.is_none() && snap.is_some() {
+                stats.enrich.unknown(cfg.unknown_vehicle).fetch_add(1, Ordering::Relaxed);
+            }
+            if dims.is_none() && snap.is_some() && cfg.unknown_vehicle == UnknownVehicle::Drop {
+                if !self.reported_drop {
+                    self.reported_drop = true;
+                    tracing::info!(vin = %s.vin, "Samples of vehicles not in the dims are dropped (enrich.unknown_vehicle = \"drop\"; rockfeed_unknown_vehicles_total{{policy=\"drop\"}} counts them).");
+                }
+                continue;
+            }
             if dims.is_none() && snap.is_some() && cfg.unknown_vehicle == UnknownVehicle::DeadLetter {
                 stats.rejected.add(RejectReason::UnknownVehicle, 1, s.readings.len() as u64);
                 let mut d = self.dead.lock().unwrap_or_else(|p| p.into_inner());

@@ -31,6 +31,42 @@ fn metric(out: &mut String, kind: &str, name: &str, help: &str, v: impl std::fmt
     let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n");
 }
 
+/// Vehicle dims: unknown vehicles by policy, database refreshes, bad rows
+/// of the dims table by problem, vehicles in the snapshot.
+fn enrich(o: &mut String, s: &Stats) {
+    let e = &s.enrich;
+    let _ = write!(
+        o,
+        "# HELP rockfeed_unknown_vehicles_total Samples of vehicles not in the dims, by the policy applied (enrich.unknown_vehicle).\n# TYPE rockfeed_unknown_vehicles_total counter\n"
+    );
+    for p in crate::enrich::UnknownVehicle::ALL {
+        let _ =
+            writeln!(o, "rockfeed_unknown_vehicles_total{{policy=\"{}\"}} {}", p.as_str(), e.unknown(p).load(Relaxed));
+    }
+    metric(
+        o,
+        "counter",
+        "rockfeed_enrich_refreshes_total",
+        "Vehicle dims database refreshes that worked.",
+        e.refreshes.load(Relaxed),
+    );
+    metric(
+        o,
+        "counter",
+        "rockfeed_enrich_refresh_failures_total",
+        "Vehicle dims database refreshes that failed (the last snapshot stays in use).",
+        e.refresh_failures.load(Relaxed),
+    );
+    let _ = write!(
+        o,
+        "# HELP rockfeed_enrich_bad_rows_total Rows of the vehicle dims table left out (or used with NULL dims: null_dim), by problem.\n# TYPE rockfeed_enrich_bad_rows_total counter\n"
+    );
+    for (p, n) in crate::enrich::db::BadRow::ALL.iter().zip(&e.bad_rows) {
+        let _ = writeln!(o, "rockfeed_enrich_bad_rows_total{{problem=\"{}\"}} {}", p.as_str(), n.load(Relaxed));
+    }
+    metric(o, "gauge", "rockfeed_enrich_vehicles", "Vehicles in the current dims snapshot.", e.vehicles.load(Relaxed));
+}
+
 /// Kafka retention losses per partition: how often consumption jumped
 /// past deleted offsets, and how many offsets it skipped.
 fn offset_resets(o: &mut String, s: &Stats) {
@@ -112,6 +148,7 @@ pub fn render(s: &Stats, ready: bool) -> String {
     );
     rejected(&mut o, s);
     offset_resets(&mut o, s);
+    enrich(&mut o, s);
     metric(
         &mut o,
         "counter",

@@ -252,6 +252,8 @@ pub struct Stats {
     pub mqtt_duplicates: AtomicU64,
     /// Socket writes that carried PUBACKs (one per group commit's worth).
     pub mqtt_ack_writes: AtomicU64,
+    /// Vehicle dims: refreshes, bad rows, unknown vehicles.
+    pub enrich: crate::enrich::EnrichStats,
     /// Whether StarRocks takes loads (`/ready`; the loaders report to it).
     pub destination: Arc<crate::sink::starrocks::health::Health>,
     stages: [Mutex<Histogram<u64>>; Stage::ALL.len()],
@@ -305,6 +307,7 @@ impl Default for Stats {
             mqtt_received: AtomicU64::new(0),
             mqtt_payload_bytes: AtomicU64::new(0),
             mqtt_duplicates: AtomicU64::new(0),
+            enrich: Default::default(),
             mqtt_ack_writes: AtomicU64::new(0),
             destination: Arc::default(),
             stages: std::array::from_fn(|_| Mutex::new(histogram())),

@@ -6,6 +6,7 @@
 
 pub mod archive;
 pub mod crash;
+pub mod mariadb;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
