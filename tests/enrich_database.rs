@@ -188,3 +188,36 @@ dir = "{dead}"
     assert_eq!(stats.rejected.total(), 0);
     emu.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_to_the_database_is_verified_against_the_configured_ca() {
+    let certs = tempfile::tempdir().unwrap();
+    common::tls_material(certs.path());
+    // mariadbd reads the key as the user it runs as.
+    use std::os::unix::fs::PermissionsExt;
+    for f in ["ca.pem", "server.pem", "server.key"] {
+        std::fs::set_permissions(certs.path().join(f), std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let db = MariaDb::start_tls(certs.path());
+    db.fleet().await;
+    db.exec(&["ALTER USER 'rockfeed'@'%' REQUIRE SSL", "INSERT INTO fleet.vehicles (vin, fleet) VALUES ('T1', 'tls')"])
+        .await;
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache.csv");
+    let plain = db_config(db.port, &cache);
+    let mut tls = plain.clone();
+    tls.tls_ca_file = Some(certs.path().join("ca.pem"));
+    tls.check().unwrap();
+    // Without TLS the server refuses the user; with it, the dims come.
+    let e = rockfeed::enrich::db::fetch(&plain, &dims(), None).await.unwrap_err();
+    assert!(e.contains("connect"), "{e}");
+    let f = rockfeed::enrich::db::fetch(&tls, &dims(), None).await.unwrap();
+    assert_eq!(f.rows, vec![("T1".to_string(), vec![Some("tls".to_string()), None, None])]);
+    // A CA that did not sign the server's certificate is refused.
+    let other = tempfile::tempdir().unwrap();
+    common::tls_material(other.path());
+    let mut wrong = tls.clone();
+    wrong.tls_ca_file = Some(other.path().join("ca.pem"));
+    let e = rockfeed::enrich::db::fetch(&wrong, &dims(), None).await.unwrap_err();
+    assert!(e.contains("connect"), "{e}");
+}

@@ -145,6 +145,48 @@ dir = "{dead}"
 
 /// Sends each phase with `send`, waits until it is loaded, then checks the
 /// table against what was sent.
+/// The wide view `rockfeed ddl` generates, run by an independent SQL engine
+/// (DuckDB, from tests/run.sh's virtualenv) over the long table's rows:
+/// vin → (last_ts ms, speed, soc).
+fn wide_view_by_duckdb(emu: &Emulator, ddl: &str) -> BTreeMap<String, (i64, Option<f64>, Option<f64>)> {
+    use rockfeed::starrocks::types::Value;
+    let cat = rockfeed::starrocks::ddl::parse_ddl(ddl).unwrap();
+    let view = cat.views.iter().find(|v| v.name == "vehicle_latest_wide").expect("the wide view");
+    let rows: Vec<serde_json::Value> = emu
+        .with_core(|c| c.table("rockfeed", "vehicle_latest").unwrap().rows())
+        .into_iter()
+        .map(|r| {
+            let ts = match &r[2] {
+                Value::DateTime(us) => *us,
+                other => panic!("ts {other:?}"),
+            };
+            serde_json::json!([r[0].to_string(), r[1].to_string(), ts, r[5].as_f64()])
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("rows.json");
+    std::fs::write(&data, serde_json::to_string(&rows).unwrap()).unwrap();
+    let script = r#"
+import duckdb, json, sys
+rows = json.load(open(sys.argv[1]))
+con = duckdb.connect()
+con.execute('CREATE TABLE vehicle_latest (vehicle_id VARCHAR, metric VARCHAR, ts TIMESTAMP, value DOUBLE)')
+con.executemany('INSERT INTO vehicle_latest VALUES (?, ?, make_timestamp(?), ?)', rows)
+con.execute(sys.argv[2])
+out = con.execute('SELECT vehicle_id, epoch_ms(last_ts), speed, soc FROM vehicle_latest_wide ORDER BY vehicle_id').fetchall()
+print(json.dumps(out))
+"#;
+    let out = std::process::Command::new(common::archive::python())
+        .args(["-c", script])
+        .arg(&data)
+        .arg(view.sql.replace('`', "\""))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "duckdb: {}", String::from_utf8_lossy(&out.stderr));
+    let v: Vec<(String, i64, Option<f64>, Option<f64>)> = serde_json::from_slice(&out.stdout).unwrap();
+    v.into_iter().map(|(vin, ts, speed, soc)| (vin, (ts, speed, soc))).collect()
+}
+
 async fn scenario(emu: &Emulator, app: common::App, mut send: impl AsyncFnMut(&[Sent])) {
     let base = rockfeed::util::now_ms() as i64 - 600_000;
     let phases = phases(base);
@@ -184,6 +226,7 @@ async fn late_bursts_over_mqtt_never_overwrite_newer_values() {
         "[source.mqtt]\nhost = \"127.0.0.1\"\nport = {port}\nclient_id = \"rockfeed-late\"\ntopics = [\"telemetry/#\"]\nprotocol = \"5\""
     );
     let mut cfg = config(&source, dir.path(), "latemq");
+    let ddl = rockfeed::config::ddl::ddl(&cfg);
     let emu = common::emulator_for(&mut cfg).await;
     let app = common::run_app(cfg, &emu).await;
     let mut n = 0;
@@ -193,6 +236,16 @@ async fn late_bursts_over_mqtt_never_overwrite_newer_values() {
         common::publish_v5(rumqttc::v5::MqttOptions::new(format!("pub-late-{n}"), "127.0.0.1", port), msgs).await;
     })
     .await;
+    // The wide view over the landed rows: one row per vehicle, its newest
+    // sample's time and the newest speed and soc.
+    let base_rows = landed(&emu);
+    let wide = wide_view_by_duckdb(&emu, &ddl);
+    assert_eq!(wide.len(), VEHICLES);
+    for (vin, (ts, speed, soc)) in &wide {
+        let get = |m: &str| base_rows[&(vin.clone(), m.to_string())];
+        assert_eq!(*ts, get("").0, "{vin}");
+        assert_eq!((*speed, *soc), (get("speed").2, get("soc").2), "{vin}");
+    }
     emu.shutdown().await;
 }
 

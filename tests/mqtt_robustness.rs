@@ -22,39 +22,7 @@ fn sh(cmd: &mut Command) {
 /// CA, server certificate for 127.0.0.1, and a password file.
 fn material(dir: &Path) {
     let p = |n: &str| dir.join(n);
-    sh(Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=rockfeed-test-ca",
-            "-keyout",
-        ])
-        .arg(p("ca.key"))
-        .arg("-out")
-        .arg(p("ca.pem")));
-    sh(Command::new("openssl")
-        .args(["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout"])
-        .arg(p("server.key"))
-        .arg("-out")
-        .arg(p("server.csr")));
-    std::fs::write(p("ext.cnf"), "subjectAltName=IP:127.0.0.1\n").unwrap();
-    sh(Command::new("openssl")
-        .args(["x509", "-req", "-days", "2", "-in"])
-        .arg(p("server.csr"))
-        .arg("-CA")
-        .arg(p("ca.pem"))
-        .arg("-CAkey")
-        .arg(p("ca.key"))
-        .args(["-CAcreateserial", "-out"])
-        .arg(p("server.pem"))
-        .arg("-extfile")
-        .arg(p("ext.cnf")));
+    common::tls_material(dir);
     let passwd = ["/usr/bin/mosquitto_passwd", "/usr/sbin/mosquitto_passwd"]
         .into_iter()
         .find(|b| Path::new(b).exists())

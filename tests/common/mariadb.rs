@@ -29,11 +29,27 @@ pub struct MariaDb {
     dir: tempfile::TempDir,
     pub port: u16,
     child: Option<Child>,
+    /// Further server options (TLS).
+    extra: Vec<String>,
 }
 
 impl MariaDb {
     /// A new server with an empty data directory, running.
     pub fn start() -> MariaDb {
+        Self::start_with(&[])
+    }
+
+    /// The same with TLS: `dir` holds [`super::tls_material`]'s files.
+    pub fn start_tls(dir: &Path) -> MariaDb {
+        let f = |n: &str| dir.join(n).display().to_string();
+        Self::start_with(&[
+            format!("--ssl-ca={}", f("ca.pem")),
+            format!("--ssl-cert={}", f("server.pem")),
+            format!("--ssl-key={}", f("server.key")),
+        ])
+    }
+
+    fn start_with(extra: &[String]) -> MariaDb {
         let dir = tempfile::tempdir().unwrap();
         let install = find(&["/usr/bin/mariadb-install-db", "/usr/bin/mysql_install_db"]);
         let mut cmd = Command::new(install);
@@ -48,7 +64,7 @@ impl MariaDb {
         }
         let out = cmd.output().unwrap();
         assert!(out.status.success(), "mariadb-install-db: {}", String::from_utf8_lossy(&out.stderr));
-        let mut db = MariaDb { dir, port: super::free_port(), child: None };
+        let mut db = MariaDb { dir, port: super::free_port(), child: None, extra: extra.to_vec() };
         db.up();
         db
     }
@@ -67,6 +83,7 @@ impl MariaDb {
             .arg(format!("--log-error={}", d.join("error.log").display()))
             .arg("--skip-name-resolve")
             .arg("--innodb-buffer-pool-size=16M")
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         if as_root() {

@@ -29,6 +29,50 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+fn sh(cmd: &mut Command) {
+    let out = cmd.output().expect("run a setup tool (tests/run.sh installs openssl)");
+    assert!(out.status.success(), "{:?}: {}", cmd, String::from_utf8_lossy(&out.stderr));
+}
+
+/// A throw-away CA (`ca.pem`, `ca.key`) and a server certificate for
+/// 127.0.0.1 it signed (`server.pem`, `server.key`), in `dir`.
+pub fn tls_material(dir: &Path) {
+    let p = |n: &str| dir.join(n);
+    sh(Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=rockfeed-test-ca",
+            "-keyout",
+        ])
+        .arg(p("ca.key"))
+        .arg("-out")
+        .arg(p("ca.pem")));
+    sh(Command::new("openssl")
+        .args(["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout"])
+        .arg(p("server.key"))
+        .arg("-out")
+        .arg(p("server.csr")));
+    std::fs::write(p("ext.cnf"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    sh(Command::new("openssl")
+        .args(["x509", "-req", "-days", "2", "-in"])
+        .arg(p("server.csr"))
+        .arg("-CA")
+        .arg(p("ca.pem"))
+        .arg("-CAkey")
+        .arg(p("ca.key"))
+        .args(["-CAcreateserial", "-out"])
+        .arg(p("server.pem"))
+        .arg("-extfile")
+        .arg(p("ext.cnf")));
+}
+
 /// A running mosquitto, killed and reaped on drop.
 pub struct Broker(Child);
 
