@@ -139,7 +139,7 @@ client_id = "rockfeed-enrich-db"
 topics = ["telemetry/#"]
 protocol = "5"
 [enrich]
-unknown_vehicle = "dead-letter"
+unknown_vehicle = "drop"
 [enrich.database]
 url = "mysql://rockfeed@127.0.0.1:{db}/fleet"
 password = "pw"
@@ -167,7 +167,10 @@ dir = "{dead}"
             })
             .collect::<Vec<_>>()
     };
-    common::publish_v5(rumqttc::v5::MqttOptions::new("pub-enrich-1", "127.0.0.1", port), publish("a", 0)).await;
+    // And a vehicle the registry does not know: dropped (enrich.unknown_vehicle), counted.
+    let mut first = publish("a", 0);
+    first.extend(publish("a", 50).into_iter().map(|(t, p)| (t, p.replace("CAR1", "GHOST"))));
+    common::publish_v5(rumqttc::v5::MqttOptions::new("pub-enrich-1", "127.0.0.1", port), first).await;
     let fleets = |emu: &rockfeed::starrocks_emulator::Emulator| {
         let mut by_fleet = std::collections::BTreeMap::<String, f64>::new();
         for r in emu.with_core(|c| c.table("rockfeed", "telemetry_1m").unwrap().rows()) {
@@ -184,8 +187,14 @@ dir = "{dead}"
     until("the next ten under south", || fleets(&emu).get("south") == Some(&10.0)).await;
     let stats = app.stop().await;
     assert_eq!(fleets(&emu), [("north".to_string(), 10.0), ("south".to_string(), 10.0)].into_iter().collect());
-    assert_eq!(stats.enrich.unknown(rockfeed::enrich::UnknownVehicle::DeadLetter).load(Relaxed), 0);
-    assert_eq!(stats.rejected.total(), 0);
+    use rockfeed::enrich::UnknownVehicle as U;
+    assert_eq!(stats.enrich.unknown(U::Drop).load(Relaxed), 10, "GHOST's samples");
+    assert_eq!(
+        (stats.enrich.unknown(U::Keep).load(Relaxed), stats.enrich.unknown(U::DeadLetter).load(Relaxed)),
+        (0, 0)
+    );
+    assert_eq!(stats.rejected.total(), 0, "dropping is not refusing: no dead letters");
+    assert_eq!(stats.samples.load(Relaxed), 20, "only CAR1's samples go on");
     emu.shutdown().await;
 }
 

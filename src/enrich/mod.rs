@@ -50,12 +50,12 @@ impl UnknownVehicle {
 #[derive(Debug, Default)]
 pub struct EnrichStats {
     /// Samples of vehicles not in the dims, by the policy applied.
-    pub unknown: [AtomicU64; 3],
+    pub unknown: [AtomicU64; UnknownVehicle::ALL.len()],
     /// Database refreshes that worked / failed.
     pub refreshes: AtomicU64,
     pub refresh_failures: AtomicU64,
     /// Rows of the dims table left out or used with NULLs, by [`db::BadRow`].
-    pub bad_rows: [AtomicU64; 5],
+    pub bad_rows: [AtomicU64; db::BadRow::ALL.len()],
     /// Vehicles in the current snapshot (gauge).
     pub vehicles: AtomicU64,
 }

@@ -264,29 +264,31 @@ impl Decoder<'_> {
             let dims = snap.as_ref().and_then(|sn| sn.row(&s.vin));
             if dims.is_none() && snap.is_some() {
                 stats.enrich.unknown(cfg.unknown_vehicle).fetch_add(1, Ordering::Relaxed);
-            }
-            if dims.is_none() && snap.is_some() && cfg.unknown_vehicle == UnknownVehicle::Drop {
-                if !self.reported_drop {
-                    self.reported_drop = true;
-                    tracing::info!(vin = %s.vin, "Samples of vehicles not in the dims are dropped (enrich.unknown_vehicle = \"drop\"; rockfeed_unknown_vehicles_total{{policy=\"drop\"}} counts them).");
+                match cfg.unknown_vehicle {
+                    UnknownVehicle::Keep => {}
+                    UnknownVehicle::Drop => {
+                        if !std::mem::replace(&mut self.reported_drop, true) {
+                            tracing::info!(vin = %s.vin, "Samples of vehicles not in the dims are dropped (enrich.unknown_vehicle = \"drop\"; rockfeed_unknown_vehicles_total{{policy=\"drop\"}} counts them).");
+                        }
+                        continue;
+                    }
+                    UnknownVehicle::DeadLetter => {
+                        stats.rejected.add(RejectReason::UnknownVehicle, 1, s.readings.len() as u64);
+                        let mut d = self.dead.lock().unwrap_or_else(|p| p.into_inner());
+                        let detail = format!("vin {} is not in the vehicle dimensions", s.vin);
+                        let rec = DeadLetter {
+                            at_ms: m.received_ms,
+                            reason: RejectReason::UnknownVehicle.as_str(),
+                            detail: &detail,
+                            source: &source(),
+                            payload: &m.payload,
+                        };
+                        if let Err(e) = d.write(&rec) {
+                            tracing::error!(error = %e, "Cannot write a dead letter.");
+                        }
+                        continue;
+                    }
                 }
-                continue;
-            }
-            if dims.is_none() && snap.is_some() && cfg.unknown_vehicle == UnknownVehicle::DeadLetter {
-                stats.rejected.add(RejectReason::UnknownVehicle, 1, s.readings.len() as u64);
-                let mut d = self.dead.lock().unwrap_or_else(|p| p.into_inner());
-                let detail = format!("vin {} is not in the vehicle dimensions", s.vin);
-                let rec = DeadLetter {
-                    at_ms: m.received_ms,
-                    reason: RejectReason::UnknownVehicle.as_str(),
-                    detail: &detail,
-                    source: &source(),
-                    payload: &m.payload,
-                };
-                if let Err(e) = d.write(&rec) {
-                    tracing::error!(error = %e, "Cannot write a dead letter.");
-                }
-                continue;
             }
             stats.samples.fetch_add(1, Ordering::Relaxed);
             stats.readings.fetch_add(s.readings.len() as u64, Ordering::Relaxed);
