@@ -11,10 +11,24 @@ use rockfeed::starrocks_emulator::registry::RegistryConfig;
 use rockfeed::starrocks_emulator::{Emulator, EmulatorConfig};
 
 #[derive(Parser)]
-#[command(name = "rockfeed", version, about = "Edge telemetry appliance for StarRocks")]
+#[command(
+    name = "rockfeed",
+    version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("ROCKFEED_GIT_COMMIT"), ")"),
+    about = "Edge telemetry appliance for StarRocks"
+)]
 struct Cli {
+    /// Log lines on stderr: `text` (colours only on a terminal) or `json`
+    /// (one object per line, for journald or Loki).
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -154,16 +168,35 @@ struct EmulatorArgs {
 /// Logs go to stderr; `RUST_LOG` overrides the default filter. The demo's
 /// embedded broker is silenced by default (its readiness probe alone makes
 /// it log an error); `RUST_LOG=rumqttd=info` brings it back.
-fn init_tracing(default: &str) {
+fn init_tracing(default: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
-    // Colours only on a terminal: a log file or journald gets plain text.
-    use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
+    let fmt = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        // Colours only on a terminal: a log file or journald gets plain text.
+        LogFormat::Text => {
+            use std::io::IsTerminal;
+            fmt.with_target(false).with_ansi(std::io::stderr().is_terminal()).init()
+        }
+        LogFormat::Json => fmt.json().with_current_span(false).with_span_list(false).init(),
+    }
+}
+
+/// SIGINT (Ctrl-C) or SIGTERM (systemd's and Kubernetes' stop): either
+/// starts the graceful stop.
+async fn stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "Cannot listen for SIGTERM; only Ctrl-C stops gracefully.");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }
 
 async fn run_emulator(a: EmulatorArgs) -> Result<(), Box<dyn std::error::Error>> {
@@ -193,7 +226,7 @@ async fn run_emulator(a: EmulatorArgs) -> Result<(), Box<dyn std::error::Error>>
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(if matches!(cli.command, Command::Demo { .. }) { "info,rumqttd=off" } else { "info" });
+    init_tracing(if matches!(cli.command, Command::Demo { .. }) { "info,rumqttd=off" } else { "info" }, cli.log_format);
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -265,7 +298,7 @@ fn main() -> ExitCode {
                 let started = std::time::Instant::now();
                 let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
                 tokio::spawn(async move {
-                    let _ = tokio::signal::ctrl_c().await;
+                    stop_signal().await;
                     tracing::info!("Shutting down: sealing and loading what is held.");
                     let _ = stop_tx.send(true);
                 });

@@ -9,6 +9,8 @@ command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 [ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null 2>&1 || need+=(mosquitto)
 command -v python3 >/dev/null 2>&1 || need+=(python3 python3-venv)
+# The systemd unit is checked with systemd-analyze verify.
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 # The vehicle-dims database tests start their own MariaDB server.
 [ -x /usr/sbin/mariadbd ] || [ -x /usr/sbin/mysqld ] || need+=(mariadb-server)
 if [ ${#need[@]} -gt 0 ]; then

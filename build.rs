@@ -1,0 +1,21 @@
+//! Puts the git commit into `rockfeed --version` (`unknown` outside a git
+//! checkout, e.g. a source tarball).
+
+fn main() {
+    let commit = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown".into());
+    println!("cargo:rustc-env=ROCKFEED_GIT_COMMIT={commit}");
+    // A new commit or a checkout changes HEAD (or the ref it points at).
+    for p in [".git/HEAD", ".git/refs/heads", ".git/packed-refs"] {
+        if std::path::Path::new(p).exists() {
+            println!("cargo:rerun-if-changed={p}");
+        }
+    }
+}

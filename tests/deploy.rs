@@ -1,0 +1,114 @@
+//! Deployment: the systemd unit in `deploy/systemd` passes `systemd-analyze
+//! verify` without a warning; `rockfeed run` stops gracefully on SIGTERM
+//! (systemd's and Kubernetes' stop signal) and, with `--log-format json`,
+//! logs one JSON object per line; `--version` names the commit.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+mod common;
+
+const BIN: &str = env!("CARGO_BIN_EXE_rockfeed");
+
+#[test]
+fn the_systemd_unit_verifies_without_warnings() {
+    let unit =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/systemd/rockfeed.service")).unwrap();
+    assert!(unit.contains("ExecStart=/usr/local/bin/rockfeed run"), "{unit}");
+    // verify checks that the binary exists: point it at the one just built.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rockfeed.service");
+    std::fs::write(&path, unit.replace("/usr/local/bin/rockfeed", BIN)).unwrap();
+    let Ok(out) = Command::new("systemd-analyze").arg("verify").arg(&path).output() else {
+        panic!("systemd-analyze is missing: run tests/run.sh (it installs the systemd package)");
+    };
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let ours: Vec<&str> = err.lines().filter(|l| l.contains("rockfeed.service")).collect();
+    assert!(ours.is_empty(), "warnings: {ours:?}");
+}
+
+#[test]
+fn version_names_the_commit() {
+    let out = Command::new(BIN).arg("--version").output().unwrap();
+    let v = String::from_utf8(out.stdout).unwrap();
+    assert!(v.starts_with(&format!("rockfeed {} (", env!("CARGO_PKG_VERSION"))) && v.trim_end().ends_with(')'), "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_run_gracefully_with_json_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let conf = format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n");
+    let _broker = common::mosquitto(dir.path(), port, &conf);
+    let listen = common::free_port();
+    let toml = |endpoint: &str| {
+        format!(
+            r#"
+[starrocks]
+endpoints = ["{endpoint}"]
+database = "rockfeed"
+user = "root"
+password = "pw"
+label_prefix = "deployterm"
+[tables]
+buckets = 8
+replication_num = 1
+[pipeline]
+shards = 2
+epoch = "200ms"
+state_dir = "{state}"
+[wal]
+dir = "{wal}"
+[source.mqtt]
+host = "127.0.0.1"
+port = {port}
+client_id = "rockfeed-sigterm"
+topics = ["telemetry/#"]
+[dead_letter]
+dir = "{dead}"
+[telemetry]
+listen = "127.0.0.1:{listen}"
+"#,
+            state = dir.path().join("state").display(),
+            wal = dir.path().join("wal").display(),
+            dead = dir.path().join("dead").display(),
+        )
+    };
+    let mut cfg = rockfeed::config::Config::parse(&toml("http://127.0.0.1:1")).unwrap();
+    let emu = common::emulator_for(&mut cfg).await;
+    let path = dir.path().join("rockfeed.toml");
+    std::fs::write(&path, toml(&emu.fe_url())).unwrap();
+    let child = Command::new(BIN)
+        .args(["run", "--log-format", "json", "--config"])
+        .arg(&path)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ready = format!("http://127.0.0.1:{listen}/ready");
+    let mut up = false;
+    for _ in 0..300 {
+        if matches!(loadgen::http::get(&ready, None).await, Ok((200, _))) {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let pid = child.id().to_string();
+    let term = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(term.success());
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output()).await.unwrap().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(up, "never ready: {err}");
+    assert!(out.status.success(), "SIGTERM is a clean stop, not a kill: {:?}\n{err}", out.status);
+    let mut stopping = false;
+    for line in err.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(v["level"].is_string() && v["fields"]["message"].is_string(), "{line}");
+        stopping |= v["fields"]["message"].as_str().unwrap().starts_with("Shutting down");
+    }
+    assert!(stopping, "{err}");
+    assert!(!err.contains('\u{1b}'), "no ANSI codes off a terminal");
+    emu.shutdown().await;
+}
