@@ -128,7 +128,7 @@ impl DbConfig {
             .map_err(|e| format!("enrich.database.url: not a mysql:// URL ({e})"))?;
         if opts.pass().is_some() {
             return Err(format!(
-                "enrich.database.url holds a password: put it in {PASSWORD_ENV} instead (it is a secret; the URL is logged)"
+                "enrich.database.url holds a password: put it in {PASSWORD_ENV} instead (secrets stay out of the config file)"
             ));
         }
         match (&self.table, &self.query) {
