@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use crate::config::Dur;
+use crate::config::{Dur, is_identifier};
 
 /// The environment variable holding the database password.
 pub const PASSWORD_ENV: &str = "ROCKFEED_ENRICH_PASSWORD";
@@ -110,11 +110,6 @@ fn default_full_refresh() -> Dur {
 }
 fn default_timeout() -> Dur {
     Dur(Duration::from_secs(10))
-}
-
-fn is_identifier(s: &str) -> bool {
-    let mut c = s.chars();
-    c.next().is_some_and(|f| f.is_ascii_alphabetic() || f == '_') && c.all(|x| x.is_ascii_alphanumeric() || x == '_')
 }
 
 /// `a` or `a.b`, backquoted.
