@@ -38,47 +38,16 @@ fn version_names_the_commit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_run_gracefully_with_json_logs() {
     let dir = tempfile::tempdir().unwrap();
-    let port = common::free_port();
-    let conf = format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n");
-    let _broker = common::mosquitto(dir.path(), port, &conf);
+    let (_broker, port) = common::anonymous_mosquitto(dir.path());
     let listen = common::free_port();
-    let toml = |endpoint: &str| {
-        format!(
-            r#"
-[starrocks]
-endpoints = ["{endpoint}"]
-database = "rockfeed"
-user = "root"
-password = "pw"
-label_prefix = "deployterm"
-[tables]
-buckets = 8
-replication_num = 1
-[pipeline]
-shards = 2
-epoch = "200ms"
-state_dir = "{state}"
-[wal]
-dir = "{wal}"
-[source.mqtt]
-host = "127.0.0.1"
-port = {port}
-client_id = "rockfeed-sigterm"
-topics = ["telemetry/#"]
-[dead_letter]
-dir = "{dead}"
-[telemetry]
-listen = "127.0.0.1:{listen}"
-"#,
-            state = dir.path().join("state").display(),
-            wal = dir.path().join("wal").display(),
-            dead = dir.path().join("dead").display(),
-        )
-    };
-    let mut cfg = rockfeed::config::Config::parse(&toml("http://127.0.0.1:1")).unwrap();
+    let rest = format!(
+        "[tables]\nbuckets = 8\nreplication_num = 1\n[source.mqtt]\nhost = \"127.0.0.1\"\nport = {port}\nclient_id = \"rockfeed-sigterm\"\ntopics = [\"telemetry/#\"]\n[telemetry]\nlisten = \"127.0.0.1:{listen}\"\n"
+    );
+    let toml = common::config_toml(dir.path(), "deployterm", 2, &rest);
+    let mut cfg = rockfeed::config::Config::parse(&toml).unwrap();
     let emu = common::emulator_for(&mut cfg).await;
     let path = dir.path().join("rockfeed.toml");
-    std::fs::write(&path, toml(&emu.fe_url())).unwrap();
+    std::fs::write(&path, toml.replace("http://127.0.0.1:1", &emu.fe_url())).unwrap();
     let child = Command::new(BIN)
         .args(["run", "--log-format", "json", "--config"])
         .arg(&path)

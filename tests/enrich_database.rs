@@ -111,27 +111,13 @@ async fn a_fleet_changed_while_data_flows_reaches_the_rows_from_the_next_refresh
     db.fleet().await;
     db.exec(&["INSERT INTO fleet.vehicles (vin, fleet, model, region) VALUES ('CAR1', 'north', 'm1', 'eu')"]).await;
     let dir = tempfile::tempdir().unwrap();
-    let port = common::free_port();
-    let conf = format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n");
-    let _broker = common::mosquitto(dir.path(), port, &conf);
-    let toml = format!(
+    let (_broker, port) = common::anonymous_mosquitto(dir.path());
+    let rest = format!(
         r#"
-[starrocks]
-endpoints = ["http://127.0.0.1:1"]
-database = "rockfeed"
-user = "root"
-password = "pw"
-label_prefix = "enrichdb"
 [tables]
 dims = ["fleet", "model", "region"]
 buckets = 8
 replication_num = 1
-[pipeline]
-shards = 2
-epoch = "200ms"
-state_dir = "{state}"
-[wal]
-dir = "{wal}"
 [source.mqtt]
 host = "127.0.0.1"
 port = {port}
@@ -146,14 +132,10 @@ password = "pw"
 table = "vehicles"
 updated_at = "updated_at"
 refresh = "1s"
-[dead_letter]
-dir = "{dead}"
 "#,
-        state = dir.path().join("state").display(),
-        wal = dir.path().join("wal").display(),
-        dead = dir.path().join("dead").display(),
         db = db.port,
     );
+    let toml = common::config_toml(dir.path(), "enrichdb", 2, &rest);
     let mut cfg = rockfeed::config::Config::parse(&toml).unwrap();
     let emu = common::emulator_for(&mut cfg).await;
     let app = common::run_app(cfg, &emu).await;

@@ -114,37 +114,10 @@ fn landed(emu: &Emulator) -> BTreeMap<(String, String), (i64, u64, Option<f64>)>
 }
 
 fn config(source: &str, dir: &std::path::Path, prefix: &str) -> rockfeed::config::Config {
-    let toml = format!(
-        r#"
-[starrocks]
-endpoints = ["http://127.0.0.1:1"]
-database = "rockfeed"
-user = "root"
-password = "pw"
-label_prefix = "{prefix}"
-[tables]
-latest_metrics = ["speed", "soc"]
-buckets = 8
-replication_num = 1
-[pipeline]
-shards = 3
-epoch = "200ms"
-state_dir = "{state}"
-[wal]
-dir = "{wal}"
-{source}
-[dead_letter]
-dir = "{dead}"
-"#,
-        state = dir.join("state").display(),
-        wal = dir.join("wal").display(),
-        dead = dir.join("dead").display(),
-    );
-    rockfeed::config::Config::parse(&toml).unwrap()
+    let rest = format!("[tables]\nlatest_metrics = [\"speed\", \"soc\"]\nbuckets = 8\nreplication_num = 1\n{source}");
+    rockfeed::config::Config::parse(&common::config_toml(dir, prefix, 3, &rest)).unwrap()
 }
 
-/// Sends each phase with `send`, waits until it is loaded, then checks the
-/// table against what was sent.
 /// The wide view `rockfeed ddl` generates, run by an independent SQL engine
 /// (DuckDB, from tests/run.sh's virtualenv) over the long table's rows:
 /// vin → (last_ts ms, speed, soc).
@@ -187,6 +160,8 @@ print(json.dumps(out))
     v.into_iter().map(|(vin, ts, speed, soc)| (vin, (ts, speed, soc))).collect()
 }
 
+/// Sends each phase with `send`, waits until it is loaded, then checks the
+/// table against what was sent.
 async fn scenario(emu: &Emulator, app: common::App, mut send: impl AsyncFnMut(&[Sent])) {
     let base = rockfeed::util::now_ms() as i64 - 600_000;
     let phases = phases(base);
@@ -218,10 +193,7 @@ async fn scenario(emu: &Emulator, app: common::App, mut send: impl AsyncFnMut(&[
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn late_bursts_over_mqtt_never_overwrite_newer_values() {
     let dir = tempfile::tempdir().unwrap();
-    let port = common::free_port();
-    let conf =
-        format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 100000\n");
-    let _broker = common::mosquitto(dir.path(), port, &conf);
+    let (_broker, port) = common::anonymous_mosquitto(dir.path());
     let source = format!(
         "[source.mqtt]\nhost = \"127.0.0.1\"\nport = {port}\nclient_id = \"rockfeed-late\"\ntopics = [\"telemetry/#\"]\nprotocol = \"5\""
     );

@@ -31,6 +31,8 @@ pub struct MariaDb {
     child: Option<Child>,
     /// Further server options (TLS).
     extra: Vec<String>,
+    /// The data directory.
+    data: PathBuf,
 }
 
 impl MariaDb {
@@ -52,21 +54,32 @@ impl MariaDb {
     fn start_with(extra: &[String]) -> MariaDb {
         let dir = tempfile::tempdir().unwrap();
         let install = find(&["/usr/bin/mariadb-install-db", "/usr/bin/mysql_install_db"]);
-        let mut cmd = Command::new(install);
-        cmd.arg("--no-defaults")
-            .arg(format!("--datadir={}", dir.path().join("data").display()))
-            .arg("--auth-root-authentication-method=normal")
-            .arg("--skip-test-db")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        if as_root() {
-            cmd.arg("--user=root");
+        // Setting up the data directory is the server's own tool; it failed
+        // once in ~20 runs here (output lost), so it gets a second attempt
+        // on a fresh directory, and a failure shows everything it said.
+        let mut last = String::new();
+        for attempt in 0..2 {
+            let data = dir.path().join(format!("data{attempt}"));
+            let mut cmd = Command::new(&install);
+            cmd.arg("--no-defaults")
+                .arg(format!("--datadir={}", data.display()))
+                .arg("--auth-root-authentication-method=normal")
+                .arg("--skip-test-db");
+            if as_root() {
+                cmd.arg("--user=root");
+            }
+            let out = cmd.output().unwrap();
+            if out.status.success() {
+                if attempt > 0 {
+                    eprintln!("mariadb-install-db needed a second attempt; the first said: {last}");
+                }
+                let mut db = MariaDb { dir, port: super::free_port(), child: None, extra: extra.to_vec(), data };
+                db.up();
+                return db;
+            }
+            last = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         }
-        let out = cmd.output().unwrap();
-        assert!(out.status.success(), "mariadb-install-db: {}", String::from_utf8_lossy(&out.stderr));
-        let mut db = MariaDb { dir, port: super::free_port(), child: None, extra: extra.to_vec() };
-        db.up();
-        db
+        panic!("mariadb-install-db failed twice: {last}");
     }
 
     /// Starts the server (again) on its data directory and port.
@@ -75,7 +88,7 @@ impl MariaDb {
         let d = self.dir.path();
         let mut cmd = Command::new(find(&["/usr/sbin/mariadbd", "/usr/sbin/mysqld"]));
         cmd.arg("--no-defaults")
-            .arg(format!("--datadir={}", d.join("data").display()))
+            .arg(format!("--datadir={}", self.data.display()))
             .arg(format!("--port={}", self.port))
             .arg("--bind-address=127.0.0.1")
             .arg(format!("--socket={}", d.join("mysqld.sock").display()))

@@ -103,6 +103,43 @@ pub fn mosquitto(dir: &Path, port: u16, conf: &str) -> Broker {
     panic!("mosquitto did not start on port {port}");
 }
 
+/// mosquitto on a free port, anonymous, without persistence.
+pub fn anonymous_mosquitto(dir: &Path) -> (Broker, u16) {
+    let port = free_port();
+    let conf =
+        format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 100000\n");
+    (mosquitto(dir, port, &conf), port)
+}
+
+/// A `rockfeed run` configuration for tests: StarRocks at a placeholder
+/// endpoint (`emulator_for` and `run_app` point it at the emulator), state,
+/// WAL and dead letters under `dir`, `shards` shards and 200 ms epochs, then
+/// `rest` (`[tables]`, a source, `[enrich]`, `[telemetry]`…).
+pub fn config_toml(dir: &Path, prefix: &str, shards: u32, rest: &str) -> String {
+    format!(
+        r#"
+[starrocks]
+endpoints = ["http://127.0.0.1:1"]
+database = "rockfeed"
+user = "root"
+password = "pw"
+label_prefix = "{prefix}"
+[pipeline]
+shards = {shards}
+epoch = "200ms"
+state_dir = "{state}"
+[wal]
+dir = "{wal}"
+[dead_letter]
+dir = "{dead}"
+{rest}
+"#,
+        state = dir.join("state").display(),
+        wal = dir.join("wal").display(),
+        dead = dir.join("dead").display(),
+    )
+}
+
 /// Publishes QoS 1 messages and returns once every PUBACK has arrived (the
 /// two MQTT versions differ only in their types).
 macro_rules! publish_acked {

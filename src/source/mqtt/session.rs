@@ -7,8 +7,9 @@
 //!   While appended records wait for their group commit, a read that the
 //!   gate held back waits for the commit's wake-up (the acks) instead of a
 //!   timer of its own: a steady stream costs about one wake-up per group
-//!   commit, acks and the next read together, not one per message. A publish is appended to the WAL
-//!   (or, while the WAL is full, kept in `inbox`; at `receive_maximum`
+//!   commit, acks and the next read together, not one per message. A
+//!   publish is appended to the WAL (or, while the WAL is full, kept in
+//!   `inbox`; at `receive_maximum`
 //!   waiting there, reading pauses: TCP backpressure to the broker).
 //! - **Acknowledging**: a QoS 1 publish waits in `waiting` with its WAL
 //!   sequence number. When the WAL says a group commit is durable, the
