@@ -136,8 +136,7 @@ async fn narrow_mqtt5_traffic_lands_exactly_and_the_audit_catches_a_duplicate_an
     cfg.validate().unwrap();
     let (stop_tx, stop_rx) = watch::channel(false);
     let (ready_tx, mut ready) = watch::channel(false);
-    let app = tokio::spawn(rockfeed::app::run_with_ready(cfg, stop_rx, ready_tx));
-    assert!(rockfeed::source::mqtt::wait_ready(&mut ready, Duration::from_secs(30)).await, "never subscribed");
+    let app = common::subscribed(&mut ready, tokio::spawn(rockfeed::app::run_with_ready(cfg, stop_rx, ready_tx))).await;
     let (st, _) = loadgen::http::get(&format!("http://127.0.0.1:{metrics_port}/ready"), None).await.unwrap();
     assert_eq!(st, 200, "/ready once subscribed");
 

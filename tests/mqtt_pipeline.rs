@@ -376,8 +376,7 @@ dir = "{}"
     cfg.validate().unwrap();
     let (stop_tx, stop_rx) = watch::channel(false);
     let (ready_tx, mut ready) = watch::channel(false);
-    let app = tokio::spawn(rockfeed::app::run_with_ready(cfg, stop_rx, ready_tx));
-    assert!(rockfeed::source::mqtt::wait_ready(&mut ready, Duration::from_secs(30)).await, "never subscribed");
+    let app = common::subscribed(&mut ready, tokio::spawn(rockfeed::app::run_with_ready(cfg, stop_rx, ready_tx))).await;
     let now = now_ms() as i64;
     let msgs = (0..20)
         .map(|i| {

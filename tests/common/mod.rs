@@ -92,15 +92,27 @@ pub fn mosquitto(dir: &Path, port: u16, conf: &str) -> Broker {
         .expect("mosquitto is not installed: run tests/run.sh, which installs it (apt-get install mosquitto)");
     let path = dir.join("m.conf");
     std::fs::write(&path, conf).unwrap();
-    let broker =
-        Broker(Command::new(bin).arg("-c").arg(&path).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
+    let log_path = dir.join("mosquitto.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut broker = Broker(Command::new(bin).arg("-c").arg(&path).stdout(Stdio::null()).stderr(log).spawn().unwrap());
+    let said = || std::fs::read_to_string(&log_path).unwrap_or_default();
     for _ in 0..100 {
+        if let Ok(Some(st)) = broker.0.try_wait() {
+            panic!("mosquitto exited ({st}) before listening on port {port}: {}", said());
+        }
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            // Something answers on the port. Make sure it is this mosquitto and
+            // not another process that took the free port first: a mosquitto
+            // that could not bind exits at once.
+            std::thread::sleep(Duration::from_millis(100));
+            if let Ok(Some(st)) = broker.0.try_wait() {
+                panic!("mosquitto exited ({st}); port {port} is held by another process: {}", said());
+            }
             return broker;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    panic!("mosquitto did not start on port {port}");
+    panic!("mosquitto did not start on port {port}: {}", said());
 }
 
 /// mosquitto on a free port, anonymous, without persistence.
@@ -271,6 +283,25 @@ pub fn mqtt_into(
     })
 }
 
+/// Waits until the pipeline `task` has subscribed; a pipeline that ended
+/// first fails the test with the error it returned.
+pub async fn subscribed<T, E: std::fmt::Display>(
+    ready: &mut watch::Receiver<bool>,
+    task: tokio::task::JoinHandle<Result<T, E>>,
+) -> tokio::task::JoinHandle<Result<T, E>> {
+    if rockfeed::source::mqtt::wait_ready(ready, Duration::from_secs(30)).await {
+        return task;
+    }
+    if !task.is_finished() {
+        panic!("never subscribed within 30 s (the pipeline is still running)");
+    }
+    match task.await {
+        Ok(Ok(_)) => panic!("never subscribed: the pipeline ended without an error"),
+        Ok(Err(e)) => panic!("never subscribed: the pipeline ended: {e}"),
+        Err(e) => panic!("never subscribed: the pipeline task failed: {e}"),
+    }
+}
+
 /// `rockfeed run`'s own wiring (`app::run_with`), in-process.
 pub struct App {
     pub stop: watch::Sender<bool>,
@@ -282,13 +313,15 @@ pub struct App {
 /// Starts `cfg` (pointed at `emu`, validated) and waits until the source
 /// has subscribed.
 pub async fn run_app(mut cfg: rockfeed::config::Config, emu: &Emulator) -> App {
+    // The pipeline's log, shown with a failing test's output.
+    let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter("rockfeed=info").try_init();
     cfg.starrocks.endpoints = vec![emu.fe_url()];
     cfg.validate().unwrap();
     let stats = Arc::new(rockfeed::telemetry::Stats::default());
     let (stop, stop_rx) = watch::channel(false);
     let (ready_tx, mut ready) = watch::channel(false);
     let task = tokio::spawn(rockfeed::app::run_with(cfg, stop_rx, ready_tx, stats.clone()));
-    assert!(rockfeed::source::mqtt::wait_ready(&mut ready, Duration::from_secs(30)).await, "never subscribed");
+    let task = subscribed(&mut ready, task).await;
     App { stop, stats, ready, task }
 }
 
