@@ -13,6 +13,8 @@ command -v python3 >/dev/null 2>&1 || need+=(python3 python3-venv)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 # The vehicle-dims database tests start their own MariaDB server.
 [ -x /usr/sbin/mariadbd ] || [ -x /usr/sbin/mysqld ] || need+=(mariadb-server)
+# The alert rules are checked and unit-tested with promtool (Debian: prometheus).
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" = 0 ] || sudo="sudo"

@@ -140,6 +140,7 @@ impl Archive {
             }
         }
         let rt = tokio::runtime::Handle::try_current().map_err(|e| format!("archive: {e}"))?;
+        stats.archive_spool_max_bytes.store(settings.spool_max_bytes, Ordering::Relaxed);
         // Ends once `Shared` (the only sender) is gone.
         let (encoder, jobs) = smpsc::channel::<EncodeJob>();
         std::thread::Builder::new()

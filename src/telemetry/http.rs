@@ -273,7 +273,21 @@ pub fn render(s: &Stats, ready: bool) -> String {
         "Archive spool bytes on disk.",
         s.archive_spool_bytes.load(Relaxed),
     );
+    metric(
+        &mut o,
+        "gauge",
+        "rockfeed_archive_spool_max_bytes",
+        "The spool's bound (archive.spool_max_bytes; 0 without an archive).",
+        s.archive_spool_max_bytes.load(Relaxed),
+    );
     metric(&mut o, "gauge", "rockfeed_wal_bytes", "Bytes the retained WAL segments hold.", s.wal_bytes.load(Relaxed));
+    metric(
+        &mut o,
+        "gauge",
+        "rockfeed_wal_max_bytes",
+        "The WAL's bound (wal.max_bytes; 0 without a WAL).",
+        s.wal_max_bytes.load(Relaxed),
+    );
     metric(
         &mut o,
         "gauge",

@@ -231,6 +231,8 @@ pub struct Stats {
     pub archive_spool_failures: AtomicU64,
     /// Spool bytes on disk (gauge).
     pub archive_spool_bytes: AtomicU64,
+    /// The spool's bound, `archive.spool_max_bytes` (gauge; 0 without an archive).
+    pub archive_spool_max_bytes: AtomicU64,
     /// Epochs whose archived and aggregated reading counts disagreed.
     pub reconcile_mismatches: AtomicU64,
     /// The last published files and the last epochs' reconciliation.
@@ -243,6 +245,8 @@ pub struct Stats {
     pub wal_bytes_written: AtomicU64,
     /// Bytes the retained WAL segments hold (gauge).
     pub wal_bytes: AtomicU64,
+    /// The WAL's bound, `wal.max_bytes` (gauge; 0 without a WAL).
+    pub wal_max_bytes: AtomicU64,
     /// Times the WAL reached `wal.max_bytes` and MQTT intake stopped.
     pub wal_full: AtomicU64,
     /// MQTT messages received (before the WAL), and their payload bytes.
@@ -296,6 +300,7 @@ impl Default for Stats {
             archive_spool_full: AtomicU64::new(0),
             archive_spills: AtomicU64::new(0),
             archive_spool_bytes: AtomicU64::new(0),
+            archive_spool_max_bytes: AtomicU64::new(0),
             archive_spool_failures: AtomicU64::new(0),
             reconcile_mismatches: AtomicU64::new(0),
             archive_log: Mutex::new(ArchiveLog::default()),
@@ -303,6 +308,7 @@ impl Default for Stats {
             wal_records: AtomicU64::new(0),
             wal_bytes_written: AtomicU64::new(0),
             wal_bytes: AtomicU64::new(0),
+            wal_max_bytes: AtomicU64::new(0),
             wal_full: AtomicU64::new(0),
             mqtt_received: AtomicU64::new(0),
             mqtt_payload_bytes: AtomicU64::new(0),

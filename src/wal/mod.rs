@@ -247,6 +247,7 @@ impl Wal {
             reported_duplicate: AtomicBool::new(false),
             stats,
         });
+        shared.stats.wal_max_bytes.store(cfg.max_bytes, Ordering::Relaxed);
         let sh = shared.clone();
         // The log (and an io_uring runtime) lives on the writer thread.
         let writer = std::thread::Builder::new()
