@@ -152,6 +152,27 @@ async fn narrow_mqtt5_traffic_lands_exactly_and_the_audit_catches_a_duplicate_an
     assert!(audits.iter().all(|a| a.ok()), "{audits:?}");
     assert_eq!(audits[0].records_landed, sent.readings);
 
+    // The same rows in a MySQL-protocol server (MariaDB), audited through
+    // it as `loadgen audit --mysql` audits a real StarRocks: the same
+    // verdict, and a row changed there is found.
+    let db = common::mariadb::MariaDb::start();
+    copy_to_mysql(&t, &db).await;
+    let via_sql = EmulatorTables {
+        url: format!("mysql://127.0.0.1:{}", db.port),
+        user: "audit".into(),
+        password: "pw".into(),
+        ..t.clone()
+    };
+    let sql_audits = audit_emulator(&via_sql, &ledger).await.unwrap();
+    assert!(sql_audits.iter().all(|a| a.ok()), "{sql_audits:?}");
+    assert_eq!(sql_audits[0].records_landed, sent.readings);
+    assert!(audits[1].records_landed > 0, "{audits:?}");
+    assert_eq!(sql_audits[1].records_landed, audits[1].records_landed, "{sql_audits:?}");
+    db.exec(&["UPDATE rockfeed.telemetry_1m SET cnt = cnt + 1 ORDER BY vehicle_id, window_start, metric LIMIT 1"])
+        .await;
+    let a = &audit_emulator(&via_sql, &ledger).await.unwrap()[0];
+    assert!(!a.ok(), "a changed row must be found: {a}");
+
     // One row loaded a second time (an existing key, in range): a duplicate.
     let (v, win, m) = *ledger.keys.keys().next().unwrap();
     let (vin, metric) = (&ledger.vins[v as usize], &ledger.metrics[m as usize]);
@@ -182,6 +203,44 @@ async fn narrow_mqtt5_traffic_lands_exactly_and_the_audit_catches_a_duplicate_an
     let a = &audit_emulator(&t, &more).await.unwrap()[0];
     assert_eq!((a.missing, a.duplicated), (1, 1), "{a}");
     emu.shutdown().await;
+}
+
+/// Copies the audited columns of the emulator's tables into MariaDB
+/// (database `rockfeed`, readable by user `audit`, password `pw`).
+async fn copy_to_mysql(t: &EmulatorTables, db: &common::mariadb::MariaDb) {
+    let mut sql = vec![
+        "CREATE DATABASE rockfeed".to_string(),
+        "CREATE TABLE rockfeed.telemetry_1m (vehicle_id VARCHAR(64) NOT NULL, window_start DATETIME NOT NULL, \
+         metric VARCHAR(128) NOT NULL, cnt BIGINT NOT NULL, total DOUBLE NOT NULL, `min` DOUBLE, `max` DOUBLE)"
+            .to_string(),
+        "CREATE TABLE rockfeed.vehicle_latest (vehicle_id VARCHAR(64) NOT NULL, metric VARCHAR(128) NOT NULL, \
+         ts DATETIME(3) NOT NULL, value DOUBLE NULL)"
+            .to_string(),
+        "CREATE USER 'audit'@'%' IDENTIFIED BY 'pw'".to_string(),
+        "GRANT SELECT ON rockfeed.* TO 'audit'@'%'".to_string(),
+    ];
+    let get = |table: &str| {
+        let url = format!("{}/_emulator/rockfeed/{table}", t.url);
+        async move {
+            let (st, body) = loadgen::http::get(&url, Some(("root", "pw"))).await.unwrap();
+            assert_eq!(st, 200);
+            serde_json::from_slice::<Vec<serde_json::Map<String, serde_json::Value>>>(&body).unwrap()
+        }
+    };
+    let lit = |v: &serde_json::Value| match v {
+        serde_json::Value::Null => "NULL".to_string(),
+        serde_json::Value::String(s) => format!("'{}'", s.replace('\'', "''")),
+        other => other.to_string(),
+    };
+    for r in get("telemetry_1m").await {
+        let cols = ["vehicle_id", "window_start", "metric", "cnt", "total", "min", "max"].map(|c| lit(&r[c]));
+        sql.push(format!("INSERT INTO rockfeed.telemetry_1m VALUES ({})", cols.join(", ")));
+    }
+    for r in get("vehicle_latest").await {
+        let cols = ["vehicle_id", "metric", "ts", "value"].map(|c| lit(&r[c]));
+        sql.push(format!("INSERT INTO rockfeed.vehicle_latest VALUES ({})", cols.join(", ")));
+    }
+    db.exec(&sql.iter().map(String::as_str).collect::<Vec<_>>()).await;
 }
 
 /// Days since 1970-01-01 → (year, month, day).

@@ -1,6 +1,7 @@
-//! `loadgen audit`: what landed in the StarRocks emulator against the sent
-//! file. Rows come from the emulator's inspection endpoint
-//! (`GET /_emulator/{db}/{table}`, the visible rows as JSON objects); rows of
+//! `loadgen audit`: what landed in StarRocks against the sent file. Rows
+//! come from the emulator's inspection endpoint (`GET /_emulator/{db}/{table}`,
+//! the visible rows as JSON objects) or, from a real StarRocks, through the
+//! FE's MySQL port (`SELECT` of the audited columns, text protocol); rows of
 //! the aggregate table are summed over their dims before the comparison, as
 //! a `SELECT … GROUP BY vehicle_id, window_start, metric` would.
 
@@ -30,7 +31,9 @@ pub fn parse_datetime_ms(s: &str) -> Option<i64> {
 /// Where the tables are.
 #[derive(Debug, Clone)]
 pub struct EmulatorTables {
-    /// FE base URL, e.g. `http://127.0.0.1:8030`.
+    /// FE base URL, e.g. `http://127.0.0.1:8030` (the emulator's inspection
+    /// endpoint), or `mysql://host:port` (the FE's MySQL port: a real
+    /// StarRocks, or any MySQL-protocol server holding the tables).
     pub url: String,
     pub user: String,
     pub password: String,
@@ -40,7 +43,30 @@ pub struct EmulatorTables {
     pub latest: Option<String>,
 }
 
-async fn rows(t: &EmulatorTables, table: &str) -> Result<Vec<serde_json::Map<String, J>>, String> {
+/// The audited columns of a table: (SQL expression, name, numeric).
+type Columns = &'static [(&'static str, &'static str, bool)];
+
+const TELEMETRY_COLUMNS: Columns = &[
+    ("vehicle_id", "vehicle_id", false),
+    ("CAST(window_start AS CHAR)", "window_start", false),
+    ("metric", "metric", false),
+    ("cnt", "cnt", true),
+    ("total", "total", true),
+    ("`min`", "min", true),
+    ("`max`", "max", true),
+];
+
+const LATEST_COLUMNS: Columns = &[
+    ("vehicle_id", "vehicle_id", false),
+    ("metric", "metric", false),
+    ("CAST(ts AS CHAR)", "ts", false),
+    ("value", "value", true),
+];
+
+async fn rows(t: &EmulatorTables, table: &str, cols: Columns) -> Result<Vec<serde_json::Map<String, J>>, String> {
+    if let Some(addr) = t.url.strip_prefix("mysql://") {
+        return mysql_rows(t, addr.trim_end_matches('/'), table, cols).await;
+    }
     let url = format!("{}/_emulator/{}/{}", t.url.trim_end_matches('/'), t.db, table);
     let (status, body) = crate::http::get(&url, Some((&t.user, &t.password))).await?;
     if status != 200 {
@@ -55,6 +81,64 @@ async fn rows(t: &EmulatorTables, table: &str) -> Result<Vec<serde_json::Map<Str
         .collect())
 }
 
+/// The rows of `table` through the MySQL protocol, as the JSON objects the
+/// emulator's endpoint gives: text columns as strings, numeric ones as
+/// numbers, NULL as null. Plain text queries only, and no `SELECT @@…` on
+/// connect (StarRocks' MySQL subset).
+async fn mysql_rows(
+    t: &EmulatorTables,
+    addr: &str,
+    table: &str,
+    cols: Columns,
+) -> Result<Vec<serde_json::Map<String, J>>, String> {
+    use mysql_async::prelude::Queryable;
+    let (host, port) = match addr.rsplit_once(':') {
+        Some((h, p)) => (h, p.parse::<u16>().map_err(|_| format!("mysql://{addr}: bad port"))?),
+        None => (addr, 9030),
+    };
+    let opts = mysql_async::OptsBuilder::default()
+        .ip_or_hostname(host)
+        .tcp_port(port)
+        .user(Some(t.user.clone()))
+        .pass((!t.password.is_empty()).then(|| t.password.clone()))
+        .prefer_socket(false)
+        .max_allowed_packet(Some(64 << 20))
+        .wait_timeout(Some(28_800))
+        .stmt_cache_size(0);
+    let mut conn = mysql_async::Conn::new(opts).await.map_err(|e| format!("mysql://{addr}: {e}"))?;
+    let select: Vec<String> = cols.iter().map(|(expr, name, _)| format!("{expr} AS `{name}`")).collect();
+    let sql = format!("SELECT {} FROM `{}`.`{}`", select.join(", "), t.db, table);
+    let got: Vec<mysql_async::Row> = conn.query(&sql).await.map_err(|e| format!("{sql}: {e}"))?;
+    let _ = conn.disconnect().await;
+    let mut out = Vec::with_capacity(got.len());
+    for row in got {
+        let mut m = serde_json::Map::new();
+        for (i, (_, name, numeric)) in cols.iter().enumerate() {
+            let v = match row.as_ref(i) {
+                None | Some(mysql_async::Value::NULL) => J::Null,
+                Some(mysql_async::Value::Bytes(b)) => {
+                    let text = String::from_utf8(b.clone()).map_err(|_| format!("{table}.{name}: not UTF-8"))?;
+                    if *numeric {
+                        let x: f64 =
+                            text.trim().parse().map_err(|_| format!("{table}.{name}: not a number: {text:?}"))?;
+                        serde_json::Number::from_f64(x).map(J::Number).unwrap_or(J::Null)
+                    } else {
+                        J::String(text)
+                    }
+                }
+                Some(mysql_async::Value::Int(x)) => J::from(*x),
+                Some(mysql_async::Value::UInt(x)) => J::from(*x),
+                Some(mysql_async::Value::Double(x)) => J::from(*x),
+                Some(mysql_async::Value::Float(x)) => J::from(f64::from(*x)),
+                Some(other) => return Err(format!("{table}.{name}: unexpected value {other:?}")),
+            };
+            m.insert(name.to_string(), v);
+        }
+        out.push(m);
+    }
+    Ok(out)
+}
+
 fn landed_row(r: &serde_json::Map<String, J>) -> Result<LandedRow, String> {
     let s = |k: &str| r.get(k).and_then(J::as_str).ok_or_else(|| format!("row without {k}: {r:?}"));
     let f = |k: &str| r.get(k).and_then(J::as_f64).ok_or_else(|| format!("row without numeric {k}: {r:?}"));
@@ -66,15 +150,15 @@ fn landed_row(r: &serde_json::Map<String, J>) -> Result<LandedRow, String> {
     })
 }
 
-/// Audits the emulator's tables against `sent`.
+/// Audits the tables against `sent`.
 pub async fn audit_emulator(t: &EmulatorTables, sent: &Ledger) -> Result<Vec<TableAudit>, String> {
-    let agg = rows(t, &t.telemetry).await?.iter().map(landed_row).collect::<Result<Vec<_>, _>>()?;
+    let agg = rows(t, &t.telemetry, TELEMETRY_COLUMNS).await?.iter().map(landed_row).collect::<Result<Vec<_>, _>>()?;
     let mut out = vec![audit_aggregates(&t.telemetry, sent, agg)];
     if let Some(latest) = &t.latest {
         // rockfeed's latest table: one row per (vehicle, metric), the empty
         // metric for the vehicle's newest sample; folded to a row per vehicle.
         let mut per_vin: std::collections::BTreeMap<String, LatestRow> = Default::default();
-        for r in &rows(t, latest).await? {
+        for r in &rows(t, latest, LATEST_COLUMNS).await? {
             let s = |k: &str| r.get(k).and_then(J::as_str).ok_or_else(|| format!("{latest} row without {k}: {r:?}"));
             let (vin, metric) = (s("vehicle_id")?, s("metric")?);
             let row = per_vin.entry(vin.to_string()).or_insert_with(|| LatestRow {

@@ -27,7 +27,7 @@ struct Cli {
 enum Cmd {
     /// Send fleet telemetry to an MQTT broker or Kafka on a fixed schedule.
     Run(Box<RunArgs>),
-    /// Compare a sent file with what landed in the StarRocks emulator.
+    /// Compare a sent file with what landed in StarRocks (or its emulator).
     Audit(AuditArgs),
     /// Count what a broker delivers for a topic filter (the no-op consumer).
     Consume(ConsumeArgs),
@@ -140,9 +140,12 @@ struct AuditArgs {
     /// The sent file of a `loadgen run`.
     #[arg(long)]
     sent: PathBuf,
-    /// The emulator's FE URL.
+    /// The emulator's FE URL (its inspection endpoint).
+    #[arg(long, required_unless_present = "mysql", conflicts_with = "mysql")]
+    emulator: Option<String>,
+    /// A real StarRocks: the FE's MySQL port, host:port (9030).
     #[arg(long)]
-    emulator: String,
+    mysql: Option<String>,
     #[arg(long, default_value = "root")]
     user: String,
     #[arg(long, env = "LOADGEN_STARROCKS_PASSWORD", default_value = "", hide_env_values = true)]
@@ -289,8 +292,13 @@ async fn run(a: RunArgs) -> Result<(), String> {
 async fn audit(a: AuditArgs) -> Result<(), String> {
     let file = std::fs::File::open(&a.sent).map_err(|e| format!("{}: {e}", a.sent.display()))?;
     let sent = Ledger::load(std::io::BufReader::new(file))?;
+    let url = match (a.emulator, a.mysql) {
+        (Some(u), _) => u,
+        (None, Some(m)) => format!("mysql://{m}"),
+        (None, None) => return Err("--emulator or --mysql says where the tables are".into()),
+    };
     let t = EmulatorTables {
-        url: a.emulator,
+        url,
         user: a.user,
         password: a.password,
         db: a.db,
