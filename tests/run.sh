@@ -26,9 +26,10 @@ fi
 # From PyPI, in a virtualenv inside the build directory: pyarrow reads the
 # Parquet archive back as an independent reader; duckdb runs the views
 # rockfeed ddl generates, as an independent SQL engine; moto's server is the
-# S3-compatible store of the S3 archive tests.
+# S3-compatible store of the S3 archive tests; PyYAML reads the compose and
+# Kubernetes files for their checks.
 venv=target/pyenv
-if ! "$venv/bin/python" -c 'import pyarrow, duckdb, moto.server, boto3' >/dev/null 2>&1; then
+if ! "$venv/bin/python" -c 'import pyarrow, duckdb, moto.server, boto3, yaml' >/dev/null 2>&1; then
   echo "tests/run.sh: installing pyarrow, duckdb and moto into $venv" >&2
   if ! python3 -m venv "$venv" >/dev/null 2>&1; then
     sudo=""
@@ -37,7 +38,7 @@ if ! "$venv/bin/python" -c 'import pyarrow, duckdb, moto.server, boto3' >/dev/nu
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq python3-venv >/dev/null
     python3 -m venv "$venv"
   fi
-  "$venv/bin/pip" install -q --disable-pip-version-check 'pyarrow>=20' 'duckdb>=1' 'moto[server]>=5'
+  "$venv/bin/pip" install -q --disable-pip-version-check 'pyarrow>=20' 'duckdb>=1' 'moto[server]>=5' 'pyyaml>=6'
 fi
 export ROCKFEED_TEST_PYTHON="$PWD/$venv/bin/python"
 
