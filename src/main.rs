@@ -361,10 +361,11 @@ fn main() -> ExitCode {
                 let cfg = rockfeed::config::Config::load(&config)?;
                 rockfeed::app::preflight(&cfg)?;
                 println!(
-                    "{}: OK ({} endpoint(s), database {}, {} shard(s), {:?} epochs, delivery {:?})",
+                    "{}: OK ({} endpoint(s), database {}, label prefix {}, {} shard(s), {:?} epochs, delivery {:?})",
                     config.display(),
                     cfg.starrocks.endpoints.len(),
                     cfg.starrocks.database,
+                    cfg.starrocks.label_prefix,
                     cfg.pipeline.shards,
                     cfg.pipeline.epoch.0,
                     cfg.delivery()

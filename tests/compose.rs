@@ -10,7 +10,7 @@
 //!   healthcheck on `/health`, and a `.dockerignore` that keeps build output
 //!   and history out of the context.
 //!
-//! The YAML is read by PyYAML (in tests/run.sh's virtualenv), as JSON.
+//! The YAML is read by PyYAML (`common::yaml_documents`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -28,13 +28,7 @@ fn compose_dir() -> PathBuf {
 }
 
 fn yaml(path: &Path) -> Value {
-    let out = Command::new(common::archive::python())
-        .args(["-c", "import sys, json, yaml; json.dump(yaml.safe_load(open(sys.argv[1])), sys.stdout)"])
-        .arg(path)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
+    common::yaml_documents(path).remove(0)
 }
 
 fn services(c: &Value) -> &serde_json::Map<String, Value> {

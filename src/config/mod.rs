@@ -20,6 +20,13 @@ use serde::Deserialize;
 /// The environment variable that overrides `starrocks.password`.
 pub const PASSWORD_ENV: &str = "ROCKFEED_STARROCKS_PASSWORD";
 
+/// Per-instance overrides, for replicas that share one config file (a
+/// Kubernetes StatefulSet sets both to the pod name): `starrocks.label_prefix`
+/// and `source.mqtt.client_id`, each unique per instance and stable across
+/// its restarts.
+pub const LABEL_PREFIX_ENV: &str = "ROCKFEED_LABEL_PREFIX";
+pub const MQTT_CLIENT_ID_ENV: &str = "ROCKFEED_MQTT_CLIENT_ID";
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
@@ -479,8 +486,39 @@ impl Config {
             cfg.starrocks.password = pw;
         }
         cfg.archive.apply_env();
+        cfg.apply_instance_env(|k| std::env::var(k).ok())?;
         cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// Applies [`LABEL_PREFIX_ENV`] and [`MQTT_CLIENT_ID_ENV`] where set
+    /// (`var` reads the environment). A value that is empty or outside
+    /// `[-_A-Za-z0-9]` is refused naming the variable, not the config key it
+    /// replaces: an unexpanded `$(POD_NAME)` is a deployment mistake.
+    pub fn apply_instance_env(&mut self, var: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        let checked = |name: &str, key: &str| -> Result<Option<String>, ConfigError> {
+            let Some(v) = var(name) else { return Ok(None) };
+            if v.is_empty() || !v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+                return Err(ConfigError::Invalid(format!(
+                    "{name} is {v:?}: it replaces {key}, and must be non-empty [-_A-Za-z0-9] (unset it to use the config's value)"
+                )));
+            }
+            Ok(Some(v))
+        };
+        if let Some(p) = checked(LABEL_PREFIX_ENV, "starrocks.label_prefix")? {
+            self.starrocks.label_prefix = p;
+        }
+        if let Some(id) = checked(MQTT_CLIENT_ID_ENV, "source.mqtt.client_id")? {
+            match self.source.mqtt.as_mut() {
+                Some(m) => m.client_id = id,
+                None => {
+                    return Err(ConfigError::Invalid(format!(
+                        "{MQTT_CLIENT_ID_ENV} is set, but the config has no [source.mqtt]"
+                    )));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Parses TOML text (no environment, no validation).
@@ -748,5 +786,36 @@ user = "root"
             (c.wal.dir.to_str(), c.wal.max_bytes, c.wal.io),
             (Some("/var/lib/rockfeed/wal"), 8 << 30, crate::wal::IoMode::Auto)
         );
+    }
+
+    #[test]
+    fn the_instance_overrides_replace_the_prefix_and_the_client_id_and_refuse_a_bad_value() {
+        let text = "[starrocks]\nendpoints = [\"http://fe:8030\"]\ndatabase = \"d\"\nuser = \"u\"\nlabel_prefix = \"shared\"\n[source.mqtt]\nhost = \"b\"\nclient_id = \"c\"\ntopics = [\"t/#\"]\n";
+        let env = |pairs: &[(&str, &str)]| {
+            let m: std::collections::HashMap<String, String> =
+                pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            move |k: &str| m.get(k).cloned()
+        };
+        let mut cfg = Config::parse(text).unwrap();
+        cfg.apply_instance_env(env(&[])).unwrap();
+        assert_eq!(
+            (cfg.starrocks.label_prefix.as_str(), cfg.source.mqtt.as_ref().unwrap().client_id.as_str()),
+            ("shared", "c")
+        );
+        cfg.apply_instance_env(env(&[(LABEL_PREFIX_ENV, "rockfeed-1"), (MQTT_CLIENT_ID_ENV, "rockfeed-1")])).unwrap();
+        assert_eq!(cfg.starrocks.label_prefix, "rockfeed-1");
+        assert_eq!(cfg.source.mqtt.as_ref().unwrap().client_id, "rockfeed-1");
+        cfg.validate().unwrap();
+        for bad in ["", "$(POD_NAME)"] {
+            let e = Config::parse(text)
+                .unwrap()
+                .apply_instance_env(env(&[(LABEL_PREFIX_ENV, bad)]))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(LABEL_PREFIX_ENV) && e.contains("starrocks.label_prefix"), "{e}");
+        }
+        let kafka_only = text.replace("[source.mqtt]\nhost = \"b\"\nclient_id = \"c\"\ntopics = [\"t/#\"]\n", "");
+        let e = Config::parse(&kafka_only).unwrap().apply_instance_env(env(&[(MQTT_CLIENT_ID_ENV, "x")])).unwrap_err();
+        assert!(e.to_string().contains("no [source.mqtt]"), "{e}");
     }
 }

@@ -73,6 +73,18 @@ pub fn tls_material(dir: &Path) {
         .arg(p("ext.cnf")));
 }
 
+/// The documents of a YAML file, as JSON, read by PyYAML (tests/run.sh's
+/// virtualenv): the deployment files' checks.
+pub fn yaml_documents(path: &Path) -> Vec<serde_json::Value> {
+    let out = Command::new(archive::python())
+        .args(["-c", "import sys, json, yaml; json.dump(list(yaml.safe_load_all(open(sys.argv[1]))), sys.stdout)"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 /// A running mosquitto, killed and reaped on drop.
 pub struct Broker(Child);
 
