@@ -21,10 +21,11 @@ use serde::Deserialize;
 pub const PASSWORD_ENV: &str = "ROCKFEED_STARROCKS_PASSWORD";
 
 /// Per-instance overrides, for replicas that share one config file (a
-/// Kubernetes StatefulSet sets both to the pod name): `starrocks.label_prefix`
-/// and `source.mqtt.client_id`, each unique per instance and stable across
-/// its restarts.
+/// Kubernetes StatefulSet sets both to the pod name), each unique per
+/// instance and stable across its restarts: this one replaces
+/// `starrocks.label_prefix`…
 pub const LABEL_PREFIX_ENV: &str = "ROCKFEED_LABEL_PREFIX";
+/// …and this one `source.mqtt.client_id`.
 pub const MQTT_CLIENT_ID_ENV: &str = "ROCKFEED_MQTT_CLIENT_ID";
 
 #[derive(Debug, thiserror::Error)]
