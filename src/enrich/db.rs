@@ -144,8 +144,11 @@ impl DbConfig {
                 return Err(format!("enrich.database.{what} '{n}' is not a plain column name"));
             }
         }
-        if self.refresh.0 < Duration::from_secs(1) || self.timeout.0.is_zero() {
-            return Err("enrich.database.refresh must be at least 1s and timeout positive".into());
+        if self.refresh.0 < Duration::from_secs(1) {
+            return Err(format!("enrich.database.refresh is {:?}: it must be at least 1s", self.refresh.0));
+        }
+        if self.timeout.0.is_zero() {
+            return Err("enrich.database.timeout must be positive".into());
         }
         Ok(())
     }
@@ -489,6 +492,11 @@ mod tests {
             ("url = \"mysql://u@h/db\"", "exactly one of"),
             ("url = \"mysql://u@h/db\"\ntable = \"t; DROP\"", "plain"),
             ("url = \"mysql://u@h/db\"\ntable = \"t\"\nupdated_at = \"a b\"", "plain column"),
+            (
+                "url = \"mysql://u@h/db\"\ntable = \"t\"\nrefresh = \"500ms\"",
+                "refresh is 500ms: it must be at least 1s",
+            ),
+            ("url = \"mysql://u@h/db\"\ntable = \"t\"\ntimeout = \"0s\"", "timeout must be positive"),
         ] {
             let c: DbConfig = toml::from_str(bad).unwrap();
             let e = c.validate().unwrap_err();
