@@ -13,6 +13,7 @@ pub mod decode;
 pub mod demo;
 pub mod enrich;
 pub mod pipeline;
+pub mod preflight;
 pub mod reject;
 pub mod sink;
 pub mod source;

@@ -84,11 +84,18 @@ enum Command {
     },
     /// Validate a configuration file and open what `run` opens before it
     /// connects: directories created and probed for writing, the vehicle
-    /// file read, TLS trust loaded, the WAL's lock tried. Connects to nothing.
+    /// file read, TLS trust loaded, the WAL's lock tried. Connects to
+    /// nothing, unless --connect.
     Check {
         /// The rockfeed configuration file.
         #[arg(long)]
         config: PathBuf,
+        /// Also ask the systems it points at: StarRocks (a probe transaction
+        /// per table, begun and rolled back), the MQTT broker (connect and
+        /// subscribe), the archive store (a probe object). One line per
+        /// check; non-zero exit on any FAIL.
+        #[arg(long)]
+        connect: bool,
     },
 }
 
@@ -357,7 +364,7 @@ fn main() -> ExitCode {
                 }
                 if r.refused.is_empty() { Ok(()) } else { Err("some bodies are still refused".into()) }
             }
-            Command::Check { config } => {
+            Command::Check { config, connect } => {
                 let cfg = rockfeed::config::Config::load(&config)?;
                 rockfeed::app::preflight(&cfg)?;
                 println!(
@@ -370,7 +377,20 @@ fn main() -> ExitCode {
                     cfg.pipeline.epoch.0,
                     cfg.delivery()
                 );
-                Ok(())
+                if !connect {
+                    return Ok(());
+                }
+                let mut failed = 0;
+                for c in rockfeed::preflight::run(&cfg).await {
+                    match c.result {
+                        Ok(found) => println!("OK    {}: {found}", c.what),
+                        Err(todo) => {
+                            failed += 1;
+                            println!("FAIL  {}: {todo}", c.what);
+                        }
+                    }
+                }
+                if failed == 0 { Ok(()) } else { Err(format!("{failed} check(s) failed").into()) }
             }
         }
     });

@@ -227,6 +227,18 @@ impl Store {
         r
     }
 
+    /// `rockfeed check --connect`: writes a small object under
+    /// `_rockfeed-check/` (a name Hive and Spark skip) and deletes it.
+    pub async fn probe(&self) -> Result<String, String> {
+        let p = ObjPath::from(format!("_rockfeed-check/{}-{}", std::process::id(), crate::util::now_ms()));
+        self.inner
+            .put(&p, PutPayload::from(Bytes::from_static(b"rockfeed check\n")))
+            .await
+            .map_err(|e| format!("{}: writing {p}: {e}", self.display))?;
+        self.inner.delete(&p).await.map_err(|e| format!("{}: deleting {p}: {e}", self.display))?;
+        Ok(format!("{} took a probe object and deleted it", self.display))
+    }
+
     /// Removes what a crash left in this writer's staging directory.
     pub async fn clean_staging(&self, writer: &str) {
         if !self.by_rename {

@@ -119,6 +119,35 @@ impl KafkaConfig {
         Ok(())
     }
 
+    /// `rockfeed check --connect`: the brokers answer a metadata request
+    /// for every topic, and each exists with partitions. A consumer that
+    /// never joins the group: nothing is assigned or committed.
+    pub async fn probe(&self) -> Result<String, String> {
+        let cfg = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let c: BaseConsumer = cfg.client_config().create().map_err(|e| format!("a Kafka client: {e}"))?;
+            let mut found = Vec::new();
+            for t in &cfg.topics {
+                let md = c
+                    .fetch_metadata(Some(t), Duration::from_secs(10))
+                    .map_err(|e| format!("{}: no metadata for topic {t}: {e}", cfg.brokers))?;
+                let topic = md.topics().iter().find(|x| x.name() == t.as_str());
+                match topic {
+                    Some(x) if x.error().is_none() && !x.partitions().is_empty() => {
+                        found.push(format!("{t} ({} partitions)", x.partitions().len()));
+                    }
+                    Some(x) if let Some(e) = x.error() => {
+                        return Err(format!("{}: topic {t}: {e:?}", cfg.brokers));
+                    }
+                    _ => return Err(format!("{}: topic {t} does not exist", cfg.brokers)),
+                }
+            }
+            Ok(format!("{} answered: {}", cfg.brokers, found.join(", ")))
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
+
     fn client_config(&self) -> ClientConfig {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.brokers)

@@ -196,6 +196,32 @@ pub async fn run(
     Ok(())
 }
 
+/// `rockfeed check --connect`: connects and subscribes as the source
+/// would, then disconnects. Under a client id of its own
+/// (`{client_id}-check`) with a clean session, so the instance's persistent
+/// session is untouched; a shared subscription's group gets a `-check`
+/// suffix, so the probe never takes a message from the instances sharing
+/// it (it gets copies, dropped with its clean session).
+pub async fn probe(cfg: &MqttConfig) -> Result<String, String> {
+    let mut c = cfg.clone();
+    c.client_id = format!("{}-check", cfg.client_id);
+    c.clean_session = true;
+    c.topics = cfg.topics.iter().map(|t| probe_filter(t)).collect();
+    let tls = c.tls()?;
+    let wire: Box<dyn Wire> = if c.protocol == "3.1.1" { Box::new(wire::V4) } else { Box::new(wire::V5) };
+    session::probe(&c, &*wire, tls.as_ref()).await.map_err(|e| format!("{}:{}: {e}", c.host, c.port))?;
+    Ok(format!("{}:{} accepted the connection and the subscription of {:?}", c.host, c.port, cfg.topics))
+}
+
+/// A topic filter as the probe subscribes it: `$share/{group}/f` becomes
+/// `$share/{group}-check/f`; others stay.
+fn probe_filter(t: &str) -> String {
+    match t.strip_prefix("$share/").and_then(|r| r.split_once('/')) {
+        Some((group, filter)) => format!("$share/{group}-check/{filter}"),
+        None => t.to_string(),
+    }
+}
+
 fn backoff(attempt: u32) -> Duration {
     Duration::from_millis((100u64 << attempt.min(6)).min(5_000))
 }

@@ -83,7 +83,7 @@ pub(super) async fn serve(
     let mut out = BytesMut::with_capacity(4096);
     let mut rbuf = BytesMut::with_capacity(256 * 1024);
     let (mut stream, keep_alive) = tokio::select! {
-        r = connect(ctx, &mut out, &mut rbuf) => r?,
+        r = connect(ctx.cfg, ctx.wire, ctx.tls, &mut out, &mut rbuf) => r?,
         _ = shutdown.changed() => return Ok(End::Stopped),
     };
     let mut last_write = Instant::now();
@@ -193,14 +193,15 @@ pub(super) async fn serve(
 /// TCP (or TLS), CONNECT, CONNACK, SUBSCRIBE: the stream and the keep-alive
 /// to use.
 async fn connect(
-    ctx: &Ctx<'_>,
+    cfg: &MqttConfig,
+    wire: &dyn Wire,
+    tls: Option<&tokio_rustls::TlsConnector>,
     out: &mut BytesMut,
     rbuf: &mut BytesMut,
 ) -> Result<(Box<dyn Stream>, Duration), String> {
-    let cfg = ctx.cfg;
     let tcp = timed("connect", tokio::net::TcpStream::connect((cfg.host.as_str(), cfg.port))).await?;
     tcp.set_nodelay(true).map_err(|e| e.to_string())?;
-    let mut stream: Box<dyn Stream> = match ctx.tls {
+    let mut stream: Box<dyn Stream> = match tls {
         None => Box::new(tcp),
         Some(c) => {
             let name = tokio_rustls::rustls::pki_types::ServerName::try_from(cfg.host.clone())
@@ -209,9 +210,9 @@ async fn connect(
         }
     };
     out.clear();
-    ctx.wire.connect(cfg, cfg.password(), out)?;
+    wire.connect(cfg, cfg.password(), out)?;
     timed("CONNECT", stream.write_all(out)).await?;
-    let keep_alive = match timed("CONNACK", next_packet(ctx, &mut *stream, rbuf)).await? {
+    let keep_alive = match timed("CONNACK", next_packet(cfg, wire, &mut *stream, rbuf)).await? {
         In::ConnAck { refused: Some(r), .. } => return Err(format!("the broker refused the connection: {r}")),
         In::ConnAck { keep_alive, session_present, .. } => {
             tracing::info!(host = %cfg.host, port = cfg.port, protocol = %cfg.protocol, session_present, "MQTT connected; subscribing.");
@@ -220,15 +221,47 @@ async fn connect(
         other => return Err(format!("expected CONNACK, got {other:?}")),
     };
     out.clear();
-    ctx.wire.subscribe(&cfg.topics, cfg.qos, 1, out)?;
+    wire.subscribe(&cfg.topics, cfg.qos, 1, out)?;
     timed("SUBSCRIBE", stream.write_all(out)).await?;
     Ok((stream, keep_alive))
 }
 
-/// Reads until one whole packet is in `rbuf`.
-async fn next_packet(ctx: &Ctx<'_>, stream: &mut dyn Stream, rbuf: &mut BytesMut) -> std::io::Result<In> {
+/// The preflight (`rockfeed check --connect`): CONNECT and SUBSCRIBE as
+/// [`serve`] does, wait for the SUBACK, then DISCONNECT.
+pub(super) async fn probe(
+    cfg: &MqttConfig,
+    wire: &dyn Wire,
+    tls: Option<&tokio_rustls::TlsConnector>,
+) -> Result<(), String> {
+    let (mut out, mut rbuf) = (BytesMut::new(), BytesMut::new());
+    let (mut stream, _) = connect(cfg, wire, tls, &mut out, &mut rbuf).await?;
     loop {
-        if let Some(p) = ctx.wire.read(rbuf, ctx.cfg.max_packet_bytes).map_err(std::io::Error::other)? {
+        match timed("SUBACK", next_packet(cfg, wire, &mut *stream, &mut rbuf)).await? {
+            In::SubAck { refused } if refused.is_empty() => break,
+            In::SubAck { refused } => {
+                return Err(format!("the broker refused the subscription of {:?}: {refused:?}", cfg.topics));
+            }
+            In::Disconnect { reason } => return Err(format!("the broker disconnected: {reason}")),
+            // Retained messages may come first; a clean session drops them.
+            _ => {}
+        }
+    }
+    out.clear();
+    wire.disconnect(&mut out);
+    let _ = timed("DISCONNECT", stream.write_all(&out)).await;
+    let _ = stream.shutdown().await;
+    Ok(())
+}
+
+/// Reads until one whole packet is in `rbuf`.
+async fn next_packet(
+    cfg: &MqttConfig,
+    wire: &dyn Wire,
+    stream: &mut dyn Stream,
+    rbuf: &mut BytesMut,
+) -> std::io::Result<In> {
+    loop {
+        if let Some(p) = wire.read(rbuf, cfg.max_packet_bytes).map_err(std::io::Error::other)? {
             return Ok(p);
         }
         if stream.read_buf(rbuf).await? == 0 {

@@ -1,0 +1,111 @@
+//! `rockfeed check --connect`: the systems a configuration points at,
+//! asked whether they are set up the way `run` needs, one line per check.
+//!
+//! - **StarRocks**: for each table rockfeed loads, a transaction is begun
+//!   and rolled back under a label of its own (`{prefix}-check-{table}-{ms}`)
+//!   through the FE's HTTP port, the one `run` uses. That one call shows
+//!   the FE is reachable, the credentials are right, the database and table
+//!   exist, the user may load them, and the transaction API (exactly-once)
+//!   answers. Not checked yet: the tables' columns, keys, buckets and
+//!   colocation, and `max_running_txn_num_per_db`.
+//! - **MQTT**: CONNECT and SUBSCRIBE as the source would, under a client id
+//!   and share group of its own (`source::mqtt::probe`).
+//! - **Kafka**: a metadata request for every topic, each of which must
+//!   exist with partitions (`KafkaConfig::probe`; the group is not joined).
+//! - **Archive**: a probe object written and deleted (`Store::probe`).
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
+
+use crate::config::Config;
+use crate::sink::starrocks::response::LoadReply;
+
+/// One check's outcome: what was checked, and what was found (`Ok`) or what
+/// to do (`Err`).
+pub struct Check {
+    pub what: String,
+    pub result: Result<String, String>,
+}
+
+/// Every check the configuration calls for, in order.
+pub async fn run(cfg: &Config) -> Vec<Check> {
+    let mut out = starrocks(cfg).await;
+    if let Some(m) = &cfg.source.mqtt {
+        let result = crate::source::mqtt::probe(m).await.map_err(|e| {
+            format!("{e}; check source.mqtt (host, port, tls_ca_file, username, ROCKFEED_MQTT_PASSWORD) and the broker's ACL")
+        });
+        out.push(Check { what: "MQTT broker".into(), result });
+    }
+    if let Some(k) = &cfg.source.kafka {
+        let result = k.probe().await.map_err(|e| {
+            format!(
+                "{e}; check source.kafka (brokers, topics, and the TLS/SASL properties with ROCKFEED_KAFKA_PASSWORD)"
+            )
+        });
+        out.push(Check { what: "Kafka".into(), result });
+    }
+    if cfg.archive.enabled {
+        let result = match crate::archive::store::Store::open(&cfg.archive) {
+            Ok(store) => store.probe().await.map_err(|e| format!("{e}; check archive.url and its credentials")),
+            Err(e) => Err(e),
+        };
+        out.push(Check { what: "archive store".into(), result });
+    }
+    out
+}
+
+async fn starrocks(cfg: &Config) -> Vec<Check> {
+    let sr = &cfg.starrocks;
+    let loader = match crate::app::loader(cfg) {
+        Ok(l) => l,
+        Err(e) => return vec![Check { what: "StarRocks".into(), result: Err(e.to_string()) }],
+    };
+    let mut tables = vec![cfg.tables.telemetry.clone()];
+    if !cfg.tables.latest_metrics.is_empty() {
+        tables.push(cfg.tables.latest.clone());
+    }
+    let mut out = Vec::new();
+    for table in tables {
+        let what = format!("StarRocks {}.{table}", sr.database);
+        let label = format!("{}-check-{table}-{}", sr.label_prefix, crate::util::now_ms());
+        let mut h = HeaderMap::new();
+        for (k, v) in [("label", label.as_str()), ("db", sr.database.as_str()), ("table", table.as_str())] {
+            if let Ok(v) = HeaderValue::from_str(v) {
+                h.insert(HeaderName::from_static(k), v);
+            }
+        }
+        let call = |op: &'static str| {
+            let h = h.clone();
+            let loader = &loader;
+            async move { loader.client().request(Method::POST, &format!("/api/transaction/{op}"), &h, Bytes::new()).await }
+        };
+        let result = match call("begin").await {
+            Err(e) => Err(format!("{e}; check starrocks.endpoints and that this host reaches the FE's HTTP port")),
+            Ok(r) if r.status == 401 || r.status == 403 => Err(format!(
+                "StarRocks refused user '{}' (HTTP {}): {}; check starrocks.user and ROCKFEED_STARROCKS_PASSWORD",
+                sr.user,
+                r.status,
+                LoadReply::parse(&r.body).map(|p| p.message).unwrap_or_else(|| String::from_utf8_lossy(&r.body).into())
+            )),
+            Ok(r) => match LoadReply::parse(&r.body) {
+                Some(p) if p.status.eq_ignore_ascii_case("OK") => match call("rollback").await {
+                    Ok(rb) if LoadReply::parse(&rb.body).is_some_and(|p| p.status.eq_ignore_ascii_case("OK")) => {
+                        Ok(format!("the transaction API began and rolled back a probe transaction ({label})"))
+                    }
+                    Ok(rb) => Err(format!(
+                        "began a probe transaction ({label}) but its rollback answered: {}; it ends at its timeout",
+                        String::from_utf8_lossy(&rb.body)
+                    )),
+                    Err(e) => Err(format!("began a probe transaction ({label}) but could not roll it back: {e}")),
+                },
+                Some(p) => Err(format!(
+                    "{}; the tables come from `rockfeed ddl --config …` (run through the FE's MySQL port), and the user needs INSERT on them",
+                    p.message
+                )),
+                None => Err(format!("HTTP {}: {}", r.status, String::from_utf8_lossy(&r.body))),
+            },
+        };
+        out.push(Check { what, result });
+    }
+    out
+}
