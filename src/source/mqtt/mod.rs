@@ -230,3 +230,13 @@ fn backoff(attempt: u32) -> Duration {
 pub async fn wait_ready(ready: &mut watch::Receiver<bool>, limit: Duration) -> bool {
     tokio::time::timeout(limit, ready.wait_for(|r| *r)).await.map(|r| r.is_ok()).unwrap_or(false)
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_probe_joins_a_share_group_of_its_own_and_keeps_other_filters() {
+        assert_eq!(super::probe_filter("$share/rockfeed/telemetry/#"), "$share/rockfeed-check/telemetry/#");
+        assert_eq!(super::probe_filter("telemetry/+/speed"), "telemetry/+/speed");
+        assert_eq!(super::probe_filter("$share/onlygroup"), "$share/onlygroup");
+    }
+}
