@@ -233,7 +233,13 @@ async fn run_emulator(a: EmulatorArgs) -> Result<(), Box<dyn std::error::Error>>
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(if matches!(cli.command, Command::Demo { .. }) { "info,rumqttd=off" } else { "info" }, cli.log_format);
+    let default_log = match cli.command {
+        Command::Demo { .. } => "info,rumqttd=off",
+        // `check` prints its own result lines; the log says only what went wrong.
+        Command::Check { .. } => "warn",
+        _ => "info",
+    };
+    init_tracing(default_log, cli.log_format);
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
