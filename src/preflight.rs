@@ -14,11 +14,9 @@
 //!   exist with partitions (`KafkaConfig::probe`; the group is not joined).
 //! - **Archive**: a probe object written and deleted (`Store::probe`).
 
-use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Method};
-
 use crate::config::Config;
 use crate::sink::starrocks::response::LoadReply;
+use crate::sink::starrocks::txn::TxnLoader;
 
 /// One check's outcome: what was checked, and what was found (`Ok`) or what
 /// to do (`Err`).
@@ -60,26 +58,16 @@ async fn starrocks(cfg: &Config) -> Vec<Check> {
         Ok(l) => l,
         Err(e) => return vec![Check { what: "StarRocks".into(), result: Err(e.to_string()) }],
     };
-    let mut tables = vec![cfg.tables.telemetry.clone()];
-    if !cfg.tables.latest_metrics.is_empty() {
-        tables.push(cfg.tables.latest.clone());
-    }
+    // The tables and transaction timeouts `run` uses.
+    let rc = crate::app::runner_config(cfg);
+    let mut tables = vec![rc.table.clone()];
+    tables.extend(rc.latest.map(|(t, _)| t));
     let mut out = Vec::new();
     for table in tables {
         let what = format!("StarRocks {}.{table}", sr.database);
         let label = format!("{}-check-{table}-{}", sr.label_prefix, crate::util::now_ms());
-        let mut h = HeaderMap::new();
-        for (k, v) in [("label", label.as_str()), ("db", sr.database.as_str()), ("table", table.as_str())] {
-            if let Ok(v) = HeaderValue::from_str(v) {
-                h.insert(HeaderName::from_static(k), v);
-            }
-        }
-        let call = |op: &'static str| {
-            let h = h.clone();
-            let loader = &loader;
-            async move { loader.client().request(Method::POST, &format!("/api/transaction/{op}"), &h, Bytes::new()).await }
-        };
-        let result = match call("begin").await {
+        let txn = TxnLoader::new(&loader, rc.timeouts);
+        let result = match txn.begin(&table, &label).await {
             Err(e) => Err(format!("{e}; check starrocks.endpoints and that this host reaches the FE's HTTP port")),
             Ok(r) if r.status == 401 || r.status == 403 => Err(format!(
                 "StarRocks refused user '{}' (HTTP {}): {}; check starrocks.user and ROCKFEED_STARROCKS_PASSWORD",
@@ -88,15 +76,14 @@ async fn starrocks(cfg: &Config) -> Vec<Check> {
                 LoadReply::parse(&r.body).map(|p| p.message).unwrap_or_else(|| String::from_utf8_lossy(&r.body).into())
             )),
             Ok(r) => match LoadReply::parse(&r.body) {
-                Some(p) if p.status.eq_ignore_ascii_case("OK") => match call("rollback").await {
-                    Ok(rb) if LoadReply::parse(&rb.body).is_some_and(|p| p.status.eq_ignore_ascii_case("OK")) => {
+                // Rolled back, or cancelled through the FE when the rollback fails.
+                Some(p) if p.status.eq_ignore_ascii_case("OK") => match txn.abort(&table, &label).await.as_deref() {
+                    Some("ABORTED") => {
                         Ok(format!("the transaction API began and rolled back a probe transaction ({label})"))
                     }
-                    Ok(rb) => Err(format!(
-                        "began a probe transaction ({label}) but its rollback answered: {}; it ends at its timeout",
-                        String::from_utf8_lossy(&rb.body)
+                    st => Err(format!(
+                        "began a probe transaction ({label}) but could not roll it back (state {st:?}); it ends at its timeout"
                     )),
-                    Err(e) => Err(format!("began a probe transaction ({label}) but could not roll it back: {e}")),
                 },
                 Some(p) => Err(format!(
                     "{}; the tables come from `rockfeed ddl --config …` (run through the FE's MySQL port), and the user needs INSERT on them",

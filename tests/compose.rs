@@ -14,14 +14,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use serde_json::Value;
 
 mod common;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
-const BIN: &str = env!("CARGO_BIN_EXE_rockfeed");
 
 fn compose_dir() -> PathBuf {
     Path::new(ROOT).join("deploy/compose")
@@ -56,10 +54,7 @@ fn every_image_is_pinned_and_every_mount_and_port_is_sound() {
         let (repo, tag) = image.rsplit_once(':').unwrap_or_else(|| panic!("{name}: {image} has no tag"));
         assert!(!repo.is_empty() && !tag.is_empty() && !repo.ends_with('/'), "{name}: {image}");
         if s.get("build").is_none() {
-            assert!(
-                tag != "latest" && tag.chars().any(|c| c.is_ascii_digit()),
-                "{name}: {image} is not pinned to a version"
-            );
+            assert!(common::pinned(image), "{name}: {image} is not pinned to a version");
         }
         for v in s["volumes"].as_array().into_iter().flatten() {
             let (src, _) = mount(v);
@@ -118,23 +113,18 @@ fn the_stack_config_passes_rockfeed_check() {
         map.push((dst, here));
     }
     let config = config.expect("the rockfeed service mounts /etc/rockfeed/rockfeed.toml");
-    // Longest container path first, so /var/lib/rockfeed/x is not cut short.
-    map.sort_by_key(|(dst, _)| std::cmp::Reverse(dst.len()));
-    let mut text = std::fs::read_to_string(&config).unwrap();
-    for (dst, here) in &map {
-        text = text.replace(dst.as_str(), &here.display().to_string());
-    }
+    let text = common::as_mounted(&std::fs::read_to_string(&config).unwrap(), &mut map);
     assert!(!text.contains("/var/lib/rockfeed") && !text.contains("/etc/rockfeed"), "an unmounted path:\n{text}");
     let path = dir.path().join("rockfeed.toml");
     std::fs::write(&path, &text).unwrap();
-    let mut cmd = Command::new(BIN);
-    cmd.arg("check").arg("--config").arg(&path);
-    for (k, v) in rf["environment"].as_object().into_iter().flatten() {
-        cmd.env(k, v.as_str().expect("environment values as strings"));
-    }
-    let out = cmd.output().unwrap();
-    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "rockfeed check refused the stack's config:\n{said}\n{text}");
+    let env: Vec<(&str, &str)> = rf["environment"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| (k.as_str(), v.as_str().expect("environment values as strings")))
+        .collect();
+    let (ok, said) = common::rockfeed_check(&path, &[], &env);
+    assert!(ok, "rockfeed check refused the stack's config:\n{said}\n{text}");
     assert!(said.contains(": OK"), "{said}");
 }
 
@@ -145,8 +135,7 @@ fn the_image_is_slim_non_root_and_checks_health() {
     assert_eq!(froms.len(), 2, "multi-stage: a build and a runtime stage");
     for f in &froms {
         let image = f.split_whitespace().next().unwrap();
-        let tag = image.rsplit_once(':').map(|t| t.1).unwrap_or("");
-        assert!(tag.chars().any(|c| c.is_ascii_digit()), "FROM {image} is not pinned to a version");
+        assert!(common::pinned(image), "FROM {image} is not pinned to a version");
     }
     assert!(froms[0].starts_with("rust:") && froms[1].contains("slim"), "{froms:?}");
     let runtime = &d[d.rfind("\nFROM ").unwrap()..];

@@ -9,13 +9,10 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
 
 use serde_json::Value;
 
 mod common;
-
-const BIN: &str = env!("CARGO_BIN_EXE_rockfeed");
 
 /// Every document of every file, by kind and name.
 fn manifests() -> BTreeMap<(String, String), Value> {
@@ -63,8 +60,7 @@ fn the_statefulset_services_and_budget_fit_together() {
     assert_eq!(spec["securityContext"]["runAsNonRoot"], true);
     let c = &spec["containers"][0];
     let image = c["image"].as_str().unwrap();
-    let tag = image.rsplit_once(':').map(|t| t.1).unwrap_or("");
-    assert!(tag != "latest" && tag.chars().any(|c| c.is_ascii_digit()), "{image} is not pinned");
+    assert!(common::pinned(image), "{image} is not pinned");
 
     // Per instance: the pod name, defined before the variables that use it.
     let env: Vec<&Value> = c["env"].as_array().unwrap().iter().collect();
@@ -133,33 +129,22 @@ fn the_configmap_passes_rockfeed_check_as_a_pod_sees_it() {
         map.push((at, here));
     }
     assert!(!text.is_empty(), "the pod mounts no rockfeed.toml");
-    map.sort_by_key(|(at, _)| std::cmp::Reverse(at.len()));
-    for (at, here) in &map {
-        text = text.replace(at.as_str(), &here.display().to_string());
-    }
+    let text = common::as_mounted(&text, &mut map);
     let path = dir.path().join("pod.toml");
     std::fs::write(&path, &text).unwrap();
     let pod = format!("{}-0", sts["metadata"]["name"].as_str().unwrap());
-    let out = Command::new(BIN)
-        .arg("check")
-        .arg("--config")
-        .arg(&path)
-        .env("ROCKFEED_LABEL_PREFIX", &pod)
-        .env("ROCKFEED_MQTT_CLIENT_ID", &pod)
-        .env("ROCKFEED_STARROCKS_PASSWORD", "from-the-secret")
-        .output()
-        .unwrap();
-    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "rockfeed check refused the ConfigMap's config:\n{said}\n{text}");
+    let (ok, said) = common::rockfeed_check(
+        &path,
+        &[],
+        &[
+            ("ROCKFEED_LABEL_PREFIX", &pod),
+            ("ROCKFEED_MQTT_CLIENT_ID", &pod),
+            ("ROCKFEED_STARROCKS_PASSWORD", "from-the-secret"),
+        ],
+    );
+    assert!(ok, "rockfeed check refused the ConfigMap's config:\n{said}\n{text}");
     assert!(said.contains(&format!("label prefix {pod}")), "the pod's prefix is the one used: {said}");
     // An unexpanded $(POD_NAME) is refused, naming the variable.
-    let out = Command::new(BIN)
-        .arg("check")
-        .arg("--config")
-        .arg(&path)
-        .env("ROCKFEED_LABEL_PREFIX", "$(POD_NAME)")
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && said.contains("ROCKFEED_LABEL_PREFIX"), "{said}");
+    let (ok, said) = common::rockfeed_check(&path, &[], &[("ROCKFEED_LABEL_PREFIX", "$(POD_NAME)")]);
+    assert!(!ok && said.contains("ROCKFEED_LABEL_PREFIX"), "{said}");
 }

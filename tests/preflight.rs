@@ -5,11 +5,8 @@
 //! non-zero exit.
 
 use std::path::Path;
-use std::process::Command;
 
 mod common;
-
-const BIN: &str = env!("CARGO_BIN_EXE_rockfeed");
 
 fn rest(port: u16, dir: &Path) -> String {
     format!(
@@ -24,13 +21,7 @@ fn rest(port: u16, dir: &Path) -> String {
 fn check(dir: &Path, toml: &str, fe: &str, env: &[(&str, &str)]) -> (bool, String) {
     let path = dir.join("check.toml");
     std::fs::write(&path, toml.replace("http://127.0.0.1:1", fe)).unwrap();
-    let out = Command::new(BIN)
-        .args(["check", "--connect", "--config"])
-        .arg(&path)
-        .envs(env.iter().copied())
-        .output()
-        .unwrap();
-    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    common::rockfeed_check(&path, &["--connect"], env)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

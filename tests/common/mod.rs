@@ -85,6 +85,38 @@ pub fn yaml_documents(path: &Path) -> Vec<serde_json::Value> {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// Whether a container image reference names a version: a tag with a
+/// digit in it, never `latest`.
+pub fn pinned(image: &str) -> bool {
+    let tag = image.rsplit_once(':').map(|t| t.1).unwrap_or("");
+    tag != "latest" && tag.chars().any(|c| c.is_ascii_digit())
+}
+
+/// `text` with every container path of `mounts` replaced by where it is
+/// here, the longest first (so `/var/lib/rockfeed/x` is not cut short).
+pub fn as_mounted(text: &str, mounts: &mut [(String, std::path::PathBuf)]) -> String {
+    mounts.sort_by_key(|(at, _)| std::cmp::Reverse(at.len()));
+    let mut text = text.to_string();
+    for (at, here) in mounts.iter() {
+        text = text.replace(at.as_str(), &here.display().to_string());
+    }
+    text
+}
+
+/// `rockfeed check [args] --config path` with `env`: whether it passed,
+/// and what it printed (stdout, then stderr).
+pub fn rockfeed_check(path: &Path, args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_rockfeed"))
+        .arg("check")
+        .args(args)
+        .arg("--config")
+        .arg(path)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
 /// A running mosquitto, killed and reaped on drop.
 pub struct Broker(Child);
 

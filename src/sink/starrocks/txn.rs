@@ -193,6 +193,17 @@ impl<'a> TxnLoader<'a> {
         r
     }
 
+    /// One `begin` of `label` on `table`, the FE's answer as it is (the
+    /// preflight, `rockfeed check --connect`, reads it; [`Self::prepare`]
+    /// retries it).
+    pub async fn begin(&self, table: &str, label: &str) -> Result<HttpReply, super::client::ClientError> {
+        let mut h = HeaderMap::new();
+        if let Ok(v) = HeaderValue::from_str(&self.timeouts.txn_timeout_s.to_string()) {
+            h.insert("timeout", v);
+        }
+        self.call("begin", table, label, &h, Bytes::new()).await
+    }
+
     /// `get_load_state`, retried a few times on transport errors.
     pub async fn state(&self, label: &str) -> Result<LabelState, String> {
         let mut last = String::new();
@@ -236,12 +247,7 @@ impl<'a> TxnLoader<'a> {
             }
             attempt += 1;
             backoff = Backoff::Normal;
-            // begin
-            let mut begin = HeaderMap::new();
-            if let Ok(v) = HeaderValue::from_str(&self.timeouts.txn_timeout_s.to_string()) {
-                begin.insert("timeout", v);
-            }
-            match self.busy_retry(|| self.call("begin", table, label, &begin, Bytes::new())).await {
+            match self.busy_retry(|| self.begin(table, label)).await {
                 Step::Ok => {}
                 Step::Rejected(reason) => {
                     return Err(TxnError::Rejected { label: label.into(), step: "begin", reason });
