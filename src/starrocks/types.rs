@@ -236,6 +236,30 @@ impl ColType {
     }
 }
 
+impl ColType {
+    /// The type as `SHOW CREATE TABLE` prints it: lower case, integers with
+    /// their MySQL display widths, STRING as `varchar(65533)`.
+    pub fn show_name(&self) -> String {
+        match self {
+            ColType::Boolean => "boolean".into(),
+            ColType::TinyInt => "tinyint(4)".into(),
+            ColType::SmallInt => "smallint(6)".into(),
+            ColType::Int => "int(11)".into(),
+            ColType::BigInt => "bigint(20)".into(),
+            ColType::LargeInt => "largeint(40)".into(),
+            ColType::Float => "float".into(),
+            ColType::Double => "double".into(),
+            ColType::Decimal { precision, scale, v2: false } => format!("decimal({precision}, {scale})"),
+            ColType::Decimal { precision, scale, v2: true } => format!("decimalv2({precision}, {scale})"),
+            ColType::Char(n) => format!("char({n})"),
+            ColType::Varchar(n) => format!("varchar({n})"),
+            ColType::String => format!("varchar({MAX_VARCHAR_LEN})"),
+            ColType::Date => "date".into(),
+            ColType::DateTime => "datetime".into(),
+        }
+    }
+}
+
 impl fmt::Display for ColType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
