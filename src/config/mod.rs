@@ -207,6 +207,11 @@ pub struct StarRocks {
     /// Retries of one batch before it is dead-lettered (0 = forever).
     #[serde(default = "default_max_attempts")]
     pub max_attempts: u32,
+    /// The FE's MySQL port (`query_port`) on the endpoints' hosts. Only
+    /// `rockfeed check --connect` uses it, to read the tables' definitions
+    /// and `max_running_txn_num_per_db`; 0 skips those checks.
+    #[serde(default = "default_query_port")]
+    pub query_port: u16,
 }
 
 fn default_label_prefix() -> String {
@@ -223,6 +228,9 @@ fn default_compression() -> crate::sink::starrocks::encode::Compression {
 }
 fn default_max_attempts() -> u32 {
     10
+}
+fn default_query_port() -> u16 {
+    9030
 }
 
 #[derive(Debug, Clone, Deserialize)]

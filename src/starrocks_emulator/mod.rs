@@ -33,6 +33,7 @@ pub mod faults;
 mod fe;
 pub mod http;
 pub mod load;
+mod mysql;
 pub mod registry;
 
 use std::net::SocketAddr;
@@ -84,6 +85,11 @@ pub struct EmulatorConfig {
     /// certificate chain and key. Redirects to BEs stay `http://`, as the
     /// real FE hard-codes the scheme.
     pub fe_tls: Option<(PathBuf, PathBuf)>,
+    /// The FE's MySQL port (`query_port`), `None` to serve none. It uses
+    /// the FE's TLS certificate when `fe_tls` is set.
+    pub query: Option<SocketAddr>,
+    /// The user holds OPERATE on SYSTEM: `ADMIN SHOW FRONTEND CONFIG` answers.
+    pub operate: bool,
 }
 
 impl EmulatorConfig {
@@ -104,6 +110,8 @@ impl EmulatorConfig {
             max_body_bytes: 10 * 1024 * 1024 * 1024,
             unreachable: "127.0.0.1:1".to_string(),
             fe_tls: None,
+            query: None,
+            operate: true,
         }
     }
 }
@@ -146,6 +154,8 @@ pub struct Emulator {
     pub fe_addr: SocketAddr,
     pub be_addrs: Vec<SocketAddr>,
     pub follower_addr: Option<SocketAddr>,
+    /// The MySQL port's bound address, when one is served.
+    pub query_addr: Option<SocketAddr>,
     ctx: Arc<Ctx>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -172,6 +182,11 @@ impl Emulator {
             None => None,
         };
         let follower_addr = follower.as_ref().and_then(|l| l.local_addr().ok());
+        let query = match cfg.query {
+            Some(a) => Some(bind(a).await?),
+            None => None,
+        };
+        let query_addr = query.as_ref().and_then(|l| l.local_addr().ok());
         let be_locations = be_addrs
             .iter()
             .enumerate()
@@ -222,6 +237,9 @@ impl Emulator {
                 Arc::new(move |req| be::handle(c.clone(), i, req)),
             )));
         }
+        if let Some(l) = query {
+            tasks.push(tokio::spawn(mysql::serve(l, rx.clone(), tls.clone(), ctx.clone())));
+        }
         // Publishes delayed commits and enforces timeouts without traffic.
         let c = ctx.clone();
         let mut stop = rx.clone();
@@ -234,8 +252,8 @@ impl Emulator {
                 }
             }
         }));
-        tracing::info!(fe = %fe_addr, bes = ?be_addrs, follower = ?follower_addr, "StarRocks emulator listening.");
-        Ok(Emulator { fe_addr, be_addrs, follower_addr, ctx, shutdown: tx, tasks })
+        tracing::info!(fe = %fe_addr, bes = ?be_addrs, follower = ?follower_addr, query = ?query_addr, "StarRocks emulator listening.");
+        Ok(Emulator { fe_addr, be_addrs, follower_addr, query_addr, ctx, shutdown: tx, tasks })
     }
 
     /// `http(s)://host:port` of the leader FE.

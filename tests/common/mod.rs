@@ -268,8 +268,10 @@ pub async fn emulator_for(cfg: &mut rockfeed::config::Config) -> Emulator {
     let ddl = rockfeed::starrocks::ddl::parse_ddl(&rockfeed::config::ddl::ddl(cfg)).unwrap();
     let mut ec = rockfeed::starrocks_emulator::EmulatorConfig::local(ddl, "root", "pw");
     ec.bes.push("127.0.0.1:0".parse().unwrap());
+    ec.query = Some("127.0.0.1:0".parse().unwrap());
     let emu = Emulator::start(ec).await.unwrap();
     cfg.starrocks.endpoints = vec![emu.fe_url()];
+    cfg.starrocks.query_port = emu.query_addr.map(|a| a.port()).unwrap_or(0);
     cfg.validate().unwrap();
     emu
 }
