@@ -170,8 +170,19 @@ async fn kafka_topics_are_looked_up_without_joining_the_group() {
     let to = at(&emu);
     let bad = common::config_toml(dir.path(), "prek", 2, &kafka("\"telemetry\", \"missing\""));
     let d = dir.path().to_path_buf();
-    let ((ok, said), (bad_ok, bad_said)) =
-        tokio::task::spawn_blocking(move || (check(&d, &good, &to, &[]), check(&d, &bad, &to, &[]))).await.unwrap();
+    // No broker at all: the reason is in the FAIL line, and librdkafka's
+    // repeated complaints are not on stderr.
+    let down = common::config_toml(dir.path(), "prek", 2, &kafka("\"telemetry\""))
+        .replace(&mock.bootstrap_servers(), &format!("127.0.0.1:{}", common::free_port()));
+    let ((ok, said), (bad_ok, bad_said), (down_ok, down_said)) = tokio::task::spawn_blocking(move || {
+        (check(&d, &good, &to, &[]), check(&d, &bad, &to, &[]), check(&d, &down, &to, &[]))
+    })
+    .await
+    .unwrap();
+    assert!(!down_ok, "{down_said}");
+    let line = down_said.lines().find(|l| l.starts_with("FAIL  Kafka: ")).unwrap_or_else(|| panic!("{down_said}"));
+    assert!(line.contains("Connection refused"), "{line}");
+    assert!(!down_said.contains("librdkafka"), "librdkafka logged on stderr:\n{down_said}");
     assert!(ok, "{said}");
     assert!(said.contains("OK    Kafka: ") && said.contains("telemetry (4 partitions)"), "{said}");
     assert!(!bad_ok, "{bad_said}");

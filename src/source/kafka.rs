@@ -125,12 +125,19 @@ impl KafkaConfig {
     pub async fn probe(&self) -> Result<String, String> {
         let cfg = self.clone();
         tokio::task::spawn_blocking(move || {
-            let c: BaseConsumer = cfg.client_config().create().map_err(|e| format!("a Kafka client: {e}"))?;
+            let c: BaseConsumer<ProbeContext> = cfg
+                .client_config()
+                .create_with_context(ProbeContext::default())
+                .map_err(|e| format!("a Kafka client: {e}"))?;
             let mut found = Vec::new();
             for t in &cfg.topics {
-                let md = c
-                    .fetch_metadata(Some(t), Duration::from_secs(10))
-                    .map_err(|e| format!("{}: no metadata for topic {t}: {e}", cfg.brokers))?;
+                let md = c.fetch_metadata(Some(t), Duration::from_secs(10)).map_err(|e| {
+                    // Serves the queued log lines and errors into the context.
+                    let _ = c.poll(Duration::ZERO);
+                    let why = c.context().first_error.lock().ok().and_then(|f| f.clone());
+                    let why = why.map(|w| format!(" ({w})")).unwrap_or_default();
+                    format!("{}: no metadata for topic {t}: {e}{why}", cfg.brokers)
+                })?;
                 let topic = md.topics().iter().find(|x| x.name() == t.as_str());
                 match topic {
                     Some(x) if x.error().is_none() && !x.partitions().is_empty() => {
@@ -168,6 +175,34 @@ impl KafkaConfig {
         c
     }
 }
+
+/// The preflight's client context: librdkafka's errors and logs, which it
+/// repeats for every broker state change while the brokers are down, are
+/// not logged; the first error goes into the check's FAIL line instead.
+#[derive(Default)]
+struct ProbeContext {
+    first_error: Mutex<Option<String>>,
+}
+
+impl ClientContext for ProbeContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        tracing::debug!(fac, "librdkafka: {log_message}");
+        use rdkafka::config::RDKafkaLogLevel as L;
+        if matches!(level, L::Emerg | L::Alert | L::Critical | L::Error)
+            && let Ok(mut f) = self.first_error.lock()
+        {
+            f.get_or_insert_with(|| log_message.to_string());
+        }
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        if let Ok(mut f) = self.first_error.lock() {
+            f.get_or_insert_with(|| format!("{error}: {reason}"));
+        }
+    }
+}
+
+impl ConsumerContext for ProbeContext {}
 
 /// State shared between the poll thread and the rebalance callbacks.
 struct Shared {
