@@ -8,7 +8,9 @@
 //!   (`{prefix}-check-{table}-{ms}`) through the FE's HTTP port, the one
 //!   `run` uses. That one call shows the FE is reachable, the credentials
 //!   are right, the database and table exist, the user may load them, and
-//!   the transaction API (exactly-once) answers.
+//!   the transaction API (exactly-once) answers. With `delivery =
+//!   "at-least-once"`, which needs no transaction API, the FE is asked for a
+//!   label's state instead (reachable, credentials, database).
 //! - **StarRocks, MySQL port** (`starrocks.query_port`, 9030; 0 skips):
 //!   `SHOW CREATE TABLE` for each table, compared with the table
 //!   `rockfeed ddl` creates from the same config ([`compare`]): key type and
@@ -103,6 +105,24 @@ async fn starrocks(cfg: &Config) -> Vec<Check> {
     let mut tables = vec![rc.table.clone()];
     tables.extend(rc.latest.map(|(t, _)| t));
     let mut out = Vec::new();
+    if cfg.delivery() == crate::config::Delivery::AtLeastOnce {
+        // Plain Stream Load needs no transaction API (StarRocks before 2.4
+        // has none): the FE is asked for a label's state instead, which
+        // shows it answers, knows the database and takes the credentials.
+        let label = format!("{}-check-{}", sr.label_prefix, crate::util::now_ms());
+        let result = match loader.label_state(&label).await {
+            Ok(_) => Outcome::Ok(format!(
+                "the FE answers get_load_state for database {} (at-least-once delivery uses no transaction API, so none was begun)",
+                sr.database
+            )),
+            Err(e) => Outcome::Fail(format!(
+                "{e}; check starrocks.endpoints, starrocks.database, starrocks.user and ROCKFEED_STARROCKS_PASSWORD"
+            )),
+        };
+        out.push(Check { what: format!("StarRocks {}", sr.database), result });
+        out.extend(schema(cfg, &tables).await);
+        return out;
+    }
     for table in &tables {
         let what = format!("StarRocks {}.{table}", sr.database);
         let label = format!("{}-check-{table}-{}", sr.label_prefix, crate::util::now_ms());

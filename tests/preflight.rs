@@ -283,3 +283,34 @@ async fn what_cannot_be_read_is_skipped_and_an_unreachable_mysql_port_fails() {
     );
     emu.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_least_once_begins_no_transaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_broker, port) = common::anonymous_mosquitto(dir.path());
+    let toml = common::config_toml(dir.path(), "prea", 2, &rest(port, dir.path()))
+        .replace("label_prefix = \"prea\"", "label_prefix = \"prea\"\ndelivery = \"at-least-once\"");
+    let cfg = rockfeed::config::Config::parse(&toml).unwrap();
+    let emu = emulator(&cfg, |_| {}).await;
+    let (ok, said, bad_ok, bad_said) = tokio::task::spawn_blocking({
+        let (d, toml, to) = (dir.path().to_path_buf(), toml.clone(), at(&emu));
+        move || {
+            let (ok, said) = check(&d, &toml, &to, &[]);
+            let (bad_ok, bad_said) = check(&d, &toml, &to, &[("ROCKFEED_STARROCKS_PASSWORD", "wrong")]);
+            (ok, said, bad_ok, bad_said)
+        }
+    })
+    .await
+    .unwrap();
+    assert!(ok, "{said}");
+    assert!(said.contains("OK    StarRocks rockfeed: the FE answers get_load_state for database rockfeed"), "{said}");
+    assert!(said.contains("OK    StarRocks rockfeed.vehicle_latest schema: "), "{said}");
+    assert!(!said.contains("prea-check-"), "no probe transaction: {said}");
+    let labels = emu.with_core(|c| c.registry.all().count());
+    assert_eq!(labels, 0, "a transaction was begun");
+    assert!(!bad_ok, "{bad_said}");
+    let line =
+        bad_said.lines().find(|l| l.starts_with("FAIL  StarRocks rockfeed: ")).unwrap_or_else(|| panic!("{bad_said}"));
+    assert!(line.contains("ROCKFEED_STARROCKS_PASSWORD"), "{line}");
+    emu.shutdown().await;
+}
