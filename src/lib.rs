@@ -12,6 +12,7 @@ pub mod deadletter;
 pub mod decode;
 pub mod demo;
 pub mod enrich;
+pub mod halt;
 pub mod pipeline;
 pub mod preflight;
 pub mod reject;

@@ -39,7 +39,7 @@ use super::{ArchiveFormat, RawRows, Schema, ValueKind};
 use crate::decode::Sample;
 use crate::decode::catalog::MetricCatalog;
 use crate::enrich::DimRow;
-use crate::pipeline::epoch::Hook;
+use crate::halt::Hook;
 use crate::telemetry::{Stage, Stats};
 use crate::util::now_ms;
 

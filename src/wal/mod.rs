@@ -450,7 +450,7 @@ fn write_loop(sh: &Shared, mut log: Log) {
     let mut last_sync = Instant::now() - interval;
     let mut seq = 1u64;
     let mut batch: Vec<Record> = Vec::new();
-    let mut hook = crate::pipeline::epoch::Hook::from_env();
+    let mut hook = crate::halt::Hook::from_env();
     loop {
         {
             let mut i = sh.intake.lock().unwrap_or_else(|p| p.into_inner());

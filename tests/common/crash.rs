@@ -23,8 +23,8 @@ pub fn spawn(conf: &Path, halt_at: Option<String>) -> Run {
     cmd.arg("run").arg("--config").arg(conf);
     cmd.env("RUST_LOG", std::env::var("CRASH_RUST_LOG").unwrap_or_else(|_| "rockfeed=info,librdkafka=warn".into()));
     match &halt_at {
-        Some(h) => cmd.env(rockfeed::pipeline::epoch::HOOK_ENV, h),
-        None => cmd.env_remove(rockfeed::pipeline::epoch::HOOK_ENV),
+        Some(h) => cmd.env(rockfeed::halt::HOOK_ENV, h),
+        None => cmd.env_remove(rockfeed::halt::HOOK_ENV),
     };
     let mut child = cmd
         .stdout(std::process::Stdio::null())

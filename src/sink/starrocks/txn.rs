@@ -297,7 +297,7 @@ impl<'a> TxnLoader<'a> {
                 continue;
             }
             if let Some(step) = self.halt_before_prepare {
-                crate::pipeline::epoch::Hook::halt(step).await;
+                crate::halt::Hook::halt(step).await;
             }
             // prepare
             let mut prep = HeaderMap::new();

@@ -1,0 +1,489 @@
+//! The coordinator's loop: seals epochs, decides and commits them, paces
+//! their length, answers the source's revokes and assignments, and notes
+//! each decision locally (the module doc of `epoch` has the protocol).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::{Cut, CutReply, Decision, EpochError, EpochSource, Positions, PreparedTxn, Rebuilder, Request, ShardError};
+use crate::config::Delivery;
+use crate::halt::Hook;
+use crate::pipeline::pace::{Pacer, Signals};
+use crate::sink::starrocks::retry::Backoff;
+use crate::sink::starrocks::service::StreamLoader;
+use crate::sink::starrocks::txn::{Committed, TxnError, TxnLoader, TxnTimeouts};
+use crate::telemetry::{Local, Stage, Stats};
+use crate::util::now_ms;
+
+/// Coordinator settings.
+#[derive(Debug, Clone)]
+pub struct CoordinatorConfig {
+    pub delivery: Delivery,
+    pub prefix: String,
+    pub tables: Vec<String>,
+    pub shards: u32,
+    pub epoch: Duration,
+    /// Pacing stretches epochs up to this while StarRocks shows pressure.
+    pub max_epoch: Duration,
+    pub timeouts: TxnTimeouts,
+    /// Where the last decided epoch is noted (`None`: nowhere).
+    pub state_dir: Option<std::path::PathBuf>,
+}
+
+pub struct Coordinator<S> {
+    pub(super) cfg: CoordinatorConfig,
+    pub(super) source: Arc<S>,
+    pub(super) loader: Arc<StreamLoader>,
+    pub(super) cuts: mpsc::Sender<Cut>,
+    pub(super) stats: Arc<Stats>,
+    pub(super) next_epoch: u64,
+    pub(super) hook: Hook,
+    pub(super) received_to_committed: Local,
+    pub(super) event_to_committed: Local,
+    /// Positions of the last decision (an epoch that moves none and loads
+    /// nothing is skipped).
+    pub(super) last_decided: Positions,
+    /// Each shard's watermark after the last decided epoch: where the next
+    /// epoch begins (recorded in its decision).
+    pub(super) watermarks: Vec<i64>,
+    /// The pipeline a lost transaction of a decided epoch is rebuilt with.
+    pub(super) rebuild: Option<Rebuilder>,
+    /// The next epoch's length.
+    pub(super) pacer: Pacer,
+    /// When the coordinator started (the pacer's clock).
+    pub(super) started: Instant,
+    pub(super) archive: Option<Arc<crate::archive::Archive>>,
+    /// The source's requests (revoke, assign), while `run` runs.
+    pub(super) requests: Option<mpsc::Receiver<Request>>,
+    /// A request that came in while a decision was being retried: the epoch
+    /// is abandoned (rolled back) and the request answered only after that,
+    /// so the partitions cannot go while its transactions are open.
+    pub(super) deferred: Option<Request>,
+}
+
+impl<S: EpochSource> Coordinator<S> {
+    pub fn new(
+        cfg: CoordinatorConfig,
+        source: Arc<S>,
+        loader: Arc<StreamLoader>,
+        cuts: mpsc::Sender<Cut>,
+        stats: Arc<Stats>,
+    ) -> Self {
+        stats.epoch_ms.store(cfg.epoch.as_millis() as u64, Ordering::Relaxed);
+        let pacer = Pacer::new(cfg.epoch, cfg.max_epoch);
+        Coordinator {
+            cfg,
+            source,
+            loader,
+            cuts,
+            stats,
+            next_epoch: 1,
+            hook: Hook::from_env(),
+            received_to_committed: Local::default(),
+            event_to_committed: Local::default(),
+            last_decided: Positions::new(),
+            watermarks: Vec::new(),
+            rebuild: None,
+            pacer,
+            started: Instant::now(),
+            archive: None,
+            requests: None,
+            deferred: None,
+        }
+    }
+
+    /// The raw archive takes part: told of every decision, cut back at
+    /// recovery.
+    pub fn with_archive(mut self, archive: Option<Arc<crate::archive::Archive>>) -> Self {
+        self.archive = archive;
+        self
+    }
+
+    /// Lost transactions of this instance's last decided epoch are rebuilt
+    /// from the source with this pipeline (without one, they are counted
+    /// as lost).
+    pub fn with_rebuild(mut self, rebuild: Option<Rebuilder>) -> Self {
+        self.rebuild = rebuild;
+        self
+    }
+
+    pub(super) fn exactly_once(&self) -> bool {
+        self.cfg.delivery == Delivery::ExactlyOnce
+    }
+
+    /// Runs epochs until `shutdown` flips (then one last, draining epoch) or
+    /// an epoch fails.
+    pub async fn run(
+        mut self,
+        requests: mpsc::Receiver<Request>,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Result<(), EpochError> {
+        self.requests = Some(requests);
+        let mut next_cut = tokio::time::Instant::now() + self.pacer.epoch();
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => break,
+                req = next_request(&mut self.requests) => match req {
+                    Some(req) => {
+                        self.request(req).await?;
+                        next_cut = tokio::time::Instant::now() + self.pacer.epoch();
+                    }
+                    None => break,
+                },
+                // Bodies reached pipeline.max_epoch_bytes: cut now, so they
+                // are loaded, committed and let go (the decoder waits).
+                _ = self.stats.bodies.cut_requested() => {
+                    let r = self.epoch(false, false, false).await;
+                    self.answer_deferred(r).await?;
+                    next_cut = tokio::time::Instant::now() + self.pacer.epoch();
+                }
+                _ = tokio::time::sleep_until(next_cut) => {
+                    let r = self.epoch(false, false, false).await;
+                    self.answer_deferred(r).await?;
+                    // A fixed cadence: the time an epoch takes to commit
+                    // does not stretch the next one (the pacer may).
+                    next_cut = (next_cut + self.pacer.epoch()).max(tokio::time::Instant::now());
+                }
+            }
+        }
+        self.epoch(true, false, true).await
+    }
+
+    /// Seal, decide and commit one epoch.
+    async fn epoch(&mut self, drain: bool, reset_positions: bool, last: bool) -> Result<(), EpochError> {
+        let e = self.next_epoch;
+        let (throttled, busy) = (self.loader.throttled(), self.loader.busy());
+        let (tx, rx) = oneshot::channel();
+        let cut = Cut { epoch: e, drain, reset_positions, last, discard: false, reply: tx };
+        if self.cuts.send(cut).await.is_err() {
+            return Ok(()); // the decoder has stopped: nothing more to seal
+        }
+        let Ok(CutReply { positions, shards }) = rx.await else { return Ok(()) };
+        let mut txns = Vec::new();
+        let mut received = Vec::new();
+        let mut failure = None;
+        let (mut archived, mut too_late) = (0u64, 0u64);
+        let mut watermarks = Vec::with_capacity(shards.len());
+        for s in shards {
+            let Ok(done) = s.await else {
+                failure.get_or_insert(ShardError::Transient("a shard stopped".into()));
+                continue;
+            };
+            txns.extend(done.txns);
+            received.extend(done.received);
+            archived += done.archived;
+            too_late += done.too_late;
+            watermarks.push(done.watermark_ms);
+            if let Some(err) = done.error {
+                failure.get_or_insert(err);
+            }
+        }
+        if let Some(f) = failure {
+            self.roll_back(&txns).await;
+            return Err(match f {
+                ShardError::Conflict(m) => EpochError::Fatal(m),
+                ShardError::Transient(reason) => EpochError::Abandoned { epoch: e, reason },
+            });
+        }
+        if txns.is_empty() && positions == self.last_decided && archived == 0 {
+            return Ok(()); // nothing new: no decision, no epoch number used
+        }
+        self.hook.reach("after_prepare").await;
+        if self.exactly_once() {
+            self.note(&self.note_path("intent"), e);
+        }
+        let d = Decision {
+            prefix: self.cfg.prefix.clone(),
+            epoch: e,
+            shards: self.cfg.shards,
+            tables: self.cfg.tables.clone(),
+            watermarks: self.watermarks.clone(),
+            ..Default::default()
+        };
+        if let Err(reason) = self.decide(&d, &positions).await {
+            self.roll_back(&txns).await;
+            return Err(EpochError::Abandoned { epoch: e, reason });
+        }
+        self.stats.epochs_decided.fetch_add(1, Ordering::Relaxed);
+        self.hook.reach("before_note").await;
+        if self.exactly_once() {
+            self.note(&self.note_path("decided"), e);
+        }
+        self.hook.reach("after_decide").await;
+        if self.exactly_once() && !txns.is_empty() {
+            // The first alone (the test hook halts between two commits),
+            // then the rest concurrently.
+            let txn = TxnLoader::new(&self.loader, self.cfg.timeouts);
+            commit_decided(&txn, &self.stats, &txns[0]).await?;
+            if txns.len() > 1 {
+                self.hook.reach("mid_commit").await;
+            }
+            let mut rest = tokio::task::JoinSet::new();
+            for t in &txns[1..] {
+                let t = t.clone();
+                let (loader, stats, timeouts) = (self.loader.clone(), self.stats.clone(), self.cfg.timeouts);
+                rest.spawn(async move { commit_decided(&TxnLoader::new(&loader, timeouts), &stats, &t).await });
+            }
+            while let Some(r) = rest.join_next().await {
+                r.map_err(|e| EpochError::Fatal(format!("a commit task failed: {e}")))??;
+            }
+        }
+        let done = now_ms();
+        let mut committed = 0u64;
+        for (rx, ts, n) in received {
+            self.received_to_committed.record_ms(done - rx, n as u64);
+            self.event_to_committed.record_ms(done - ts, n as u64);
+            committed += n as u64;
+        }
+        if let Some(a) = &self.archive {
+            if self.exactly_once() {
+                a.decided(e);
+            }
+            self.stats.reconcile(crate::telemetry::Reconciliation {
+                epoch: e,
+                shard: None,
+                aggregated: committed,
+                too_late,
+                archived,
+            });
+        }
+        self.stats.readings_committed.fetch_add(committed, Ordering::Relaxed);
+        self.stats.merge(Stage::ReceivedToCommitted, &mut self.received_to_committed);
+        self.stats.merge(Stage::EventToCommitted, &mut self.event_to_committed);
+        self.source.committed(&positions);
+        self.next_epoch = e + 1;
+        self.last_decided = positions.clone();
+        self.watermarks = watermarks;
+        self.pace(throttled, busy);
+        tracing::debug!(epoch = e, txns = txns.len(), partitions = positions.len(), "Epoch committed.");
+        Ok(())
+    }
+
+    /// A source's request: finish the open epoch (a revoke), or recover (an
+    /// assignment). An error ends this life of the pipeline.
+    async fn request(&mut self, req: Request) -> Result<(), EpochError> {
+        match req {
+            Request::Finish(reply) => {
+                let r = self.epoch(true, true, false).await;
+                self.last_decided.clear();
+                let r = self.revoked(r).await;
+                let _ = reply.send(r.as_ref().map(|_| ()).map_err(|e| e.to_string()));
+                r
+            }
+            Request::Recover(reply) => {
+                let r = self.recover().await;
+                let _ = reply.send(r.as_ref().map(|_| ()).map_err(|e| e.to_string()));
+                r
+            }
+        }
+    }
+
+    /// An epoch's outcome when a request arrived while it was being decided
+    /// (`deferred`): the epoch was abandoned for it, and the request is
+    /// served now.
+    async fn answer_deferred(&mut self, r: Result<(), EpochError>) -> Result<(), EpochError> {
+        let Some(req) = self.deferred.take() else { return r };
+        let r = self.revoked(r).await;
+        match (req, r) {
+            (req, Ok(())) => self.request(req).await,
+            (Request::Finish(reply) | Request::Recover(reply), Err(e)) => {
+                let _ = reply.send(Err(e.to_string()));
+                Err(e)
+            }
+        }
+    }
+
+    /// After a revoke: an epoch that could not be decided was rolled back
+    /// (its transactions aborted); what the pipeline still holds of the
+    /// revoked partitions is discarded, and so are the archive frames of
+    /// the epoch, while the consumer and the pipeline go on (the
+    /// partitions' next owner, maybe this one, reads them again from the
+    /// decided offsets). If the pipeline cannot discard (a stage stopped),
+    /// the error stands and this life ends.
+    async fn revoked(&mut self, r: Result<(), EpochError>) -> Result<(), EpochError> {
+        let Err(EpochError::Abandoned { epoch, reason }) = r else { return r };
+        let (tx, rx) = oneshot::channel();
+        let cut = Cut { epoch, drain: true, reset_positions: true, last: false, discard: true, reply: tx };
+        if self.cuts.send(cut).await.is_err() || rx.await.is_err() {
+            return Err(EpochError::Abandoned { epoch, reason });
+        }
+        self.last_decided.clear();
+        if let Some(a) = &self.archive
+            && self.exactly_once()
+        {
+            a.recover(Some(self.next_epoch - 1)).await.map_err(EpochError::Fatal)?;
+        }
+        self.stats.epochs_abandoned_on_revoke.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(epoch, %reason, "The open epoch was rolled back on a revoke; the pipeline goes on without it (the partitions' next owner reads it again).");
+        Ok(())
+    }
+
+    /// Feeds the pacer a committed epoch: replies asking for less load
+    /// since `throttled_before`, and the time StarRocks took over its
+    /// load calls since `busy_before` (per shard: the shards load side by
+    /// side). Only StarRocks' own time counts, not rockfeed's encoding or
+    /// fsyncs: a busy rockfeed is not StarRocks' pressure.
+    fn pace(&mut self, throttled_before: u64, busy_before: Duration) {
+        let before = self.pacer.epoch();
+        let throttled = self.loader.throttled().saturating_sub(throttled_before);
+        let loading = self.loader.busy().saturating_sub(busy_before) / self.cfg.shards.max(1);
+        let next = self.pacer.committed(Signals { throttled, loading }, self.started.elapsed());
+        if next != before {
+            let ms = next.as_millis() as u64;
+            self.stats.epoch_ms.store(ms, Ordering::Relaxed);
+            let mut changes = self.stats.epoch_changes.lock();
+            if changes.len() < 10_000 {
+                changes.push((now_ms(), ms));
+            }
+            if next > before {
+                tracing::info!(epoch = ?next, throttled, ?loading, "StarRocks shows pressure; epochs are stretched.");
+            } else {
+                tracing::info!(epoch = ?next, "No pressure from StarRocks for a while; epochs shrink back.");
+            }
+        }
+    }
+
+    /// Makes the decision durable; an ambiguous failure is resolved by
+    /// reading it back. Gives up (so the epoch is abandoned) after the
+    /// source's retry budget of failures that leave it undecided. A request
+    /// arriving meanwhile (a revoke's Finish: the group is rebalancing and
+    /// waits for this member) abandons the epoch at once, so the rebalance
+    /// is not held up longer than the rollback; the request is answered
+    /// after it (`deferred`).
+    async fn decide(&mut self, d: &Decision, positions: &Positions) -> Result<(), String> {
+        let policy = self.loader.policy();
+        let started = Instant::now();
+        let mut n = 0;
+        loop {
+            n += 1;
+            let err = match self.source.decide(d, positions).await {
+                Ok(()) => return Ok(()),
+                Err(e) => e,
+            };
+            // A refusal leaves nothing to read back.
+            let undecided = if self.source.refused(&err) {
+                true
+            } else {
+                match self.source.decided(d).await {
+                    Ok(true) => return Ok(()),
+                    Ok(false) => true,
+                    // Cannot even read it back: keep trying, the outcome matters.
+                    Err(e) => {
+                        tracing::warn!(epoch = d.epoch, error = %e, "Cannot read the decision back.");
+                        false
+                    }
+                }
+            };
+            if undecided && started.elapsed() > self.source.retry_for(&err) {
+                return Err(err);
+            }
+            let delay = policy.delay(n, Backoff::Normal);
+            tracing::warn!(epoch = d.epoch, error = %err, ?delay, "Deciding the epoch failed; retrying.");
+            let wait = tokio::time::sleep(delay);
+            match self.requests.as_mut() {
+                Some(rq) => tokio::select! {
+                    _ = wait => {}
+                    req = rq.recv() => {
+                        let why = "the open epoch could not be decided while the group rebalances; it is rolled back";
+                        self.deferred = req;
+                        return Err(format!("{err}; {why}"));
+                    }
+                },
+                None => wait.await,
+            }
+        }
+    }
+
+    /// `{state_dir}/{prefix}.{what}`: `decided` notes this instance's last
+    /// decided epoch, `intent` the epoch it is about to decide (written
+    /// first: a crash between a decision and its note leaves the intent).
+    pub(super) fn note_path(&self, what: &str) -> Option<std::path::PathBuf> {
+        self.cfg.state_dir.as_ref().map(|d| d.join(format!("{}.{what}", self.cfg.prefix)))
+    }
+
+    /// Notes epoch `e` at `path` (fsynced; a failure is logged: the
+    /// source's decisions still say what was decided).
+    pub(super) fn note(&self, path: &Option<std::path::PathBuf>, e: u64) {
+        let Some(path) = path else { return };
+        let write = || -> std::io::Result<()> {
+            use std::io::Write;
+            if let Some(d) = path.parent() {
+                std::fs::create_dir_all(d)?;
+            }
+            let tmp = path.with_extension("tmp");
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(format!("{e}\n").as_bytes())?;
+            f.sync_data()?;
+            std::fs::rename(&tmp, path)
+        };
+        if let Err(err) = write() {
+            tracing::warn!(path = %path.display(), error = %err, "Cannot note the epoch locally.");
+        }
+    }
+
+    /// The epoch noted at `path`.
+    pub(super) fn noted(&self, path: &Option<std::path::PathBuf>) -> Result<Option<u64>, EpochError> {
+        let Some(path) = path else { return Ok(None) };
+        match std::fs::read_to_string(path) {
+            Ok(t) => t
+                .trim()
+                .parse()
+                .map(Some)
+                .map_err(|_| EpochError::Fatal(format!("{} does not hold an epoch number", path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(EpochError::Fatal(format!("{}: {e}", path.display()))),
+        }
+    }
+
+    async fn roll_back(&self, txns: &[PreparedTxn]) {
+        if !self.exactly_once() {
+            return;
+        }
+        let txn = TxnLoader::new(&self.loader, self.cfg.timeouts);
+        for t in txns {
+            txn.abort(&t.table, &t.label).await;
+            self.stats.txns_rolled_back.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+async fn next_request(r: &mut Option<mpsc::Receiver<Request>>) -> Option<Request> {
+    match r {
+        Some(r) => r.recv().await,
+        None => None,
+    }
+}
+
+/// Commits one transaction of a decided epoch; an aborted one is loaded
+/// again under its label and committed.
+pub(super) async fn commit_decided(txn: &TxnLoader<'_>, stats: &Stats, t: &PreparedTxn) -> Result<(), EpochError> {
+    loop {
+        match txn.commit(&t.table, &t.label).await {
+            Ok(Committed::Yes) => {
+                stats.txns_committed.fetch_add(1, Ordering::Relaxed);
+                stats.loads.fetch_add(1, Ordering::Relaxed);
+                stats.rows_loaded.fetch_add(t.rows, Ordering::Relaxed);
+                return Ok(());
+            }
+            Ok(Committed::Aborted { reason }) => {
+                stats.txns_reloaded.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(label = %t.label, %reason, "A decided transaction was aborted; loading its rows again under the same label.");
+                let reload = if Hook::hits_anywhere("mid_reload") {
+                    txn.halting_before_prepare("mid_reload")
+                } else {
+                    txn.clone()
+                };
+                reload.prepare(&t.table, &t.label, &t.chunks).await.map_err(|e| fatal_txn(&e))?;
+            }
+            Err(e) => return Err(fatal_txn(&e)),
+        }
+    }
+}
+
+pub(super) fn fatal_txn(e: &TxnError) -> EpochError {
+    EpochError::Fatal(e.to_string())
+}

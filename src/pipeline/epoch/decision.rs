@@ -1,0 +1,201 @@
+//! The decision a source makes durable with its positions ("epoch e of
+//! prefix p is decided"), its codec, and what a source does for the epoch
+//! protocol.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::PreparedTxn;
+use crate::sink::starrocks::label::label;
+
+/// Source positions: (stream, partition) → the next position to read.
+pub type Positions = BTreeMap<(Arc<str>, i32), i64>;
+
+/// "Epoch `epoch` of instance `prefix` (with `shards` shards writing
+/// `tables`) is decided": what a source stores with its positions. It also
+/// says how to rebuild the epoch's rows from the source, should StarRocks
+/// lose a transaction of it (issue 14): where the epoch's range began
+/// (`from`, a WAL position) and each shard's lateness watermark when it
+/// began (`watermarks`, newest event time seen, ms).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Decision {
+    pub prefix: String,
+    pub epoch: u64,
+    pub shards: u32,
+    pub tables: Vec<String>,
+    /// The source position the epoch's range starts at (`None`: not
+    /// recorded; the range cannot be re-read).
+    pub from: Option<i64>,
+    /// Per shard, the newest event time it had seen when the epoch began
+    /// (empty, or `i64::MIN`: none).
+    pub watermarks: Vec<i64>,
+    /// How many partitions the decision was written to (Kafka: a rebuild
+    /// must find every one of them still holding it).
+    pub partitions: Option<u32>,
+    /// The decision this partition held when this instance was assigned it
+    /// (Kafka): (prefix, epoch). It tells a previous owner, recovering,
+    /// whether its last decision landed before the hand-over.
+    pub base: Option<(String, u64)>,
+}
+
+const MAGIC: &str = "rockfeed/1";
+
+impl Decision {
+    /// `rockfeed/1 <prefix> <epoch> <shards> <table>,<table>[ from=<pos>][ parts=<n>][ base=<prefix>:<epoch>][ wm=<ms>,<ms>]`
+    /// (a watermark of none is written empty).
+    pub fn encode(&self) -> String {
+        let mut s = format!("{MAGIC} {} {} {} {}", self.prefix, self.epoch, self.shards, self.tables.join(","));
+        if let Some(f) = self.from {
+            s.push_str(&format!(" from={f}"));
+        }
+        if let Some(n) = self.partitions {
+            s.push_str(&format!(" parts={n}"));
+        }
+        if let Some((p, e)) = &self.base {
+            s.push_str(&format!(" base={p}:{e}"));
+        }
+        if self.watermarks.iter().any(|&w| w != i64::MIN) {
+            let w: Vec<String> =
+                self.watermarks.iter().map(|&w| if w == i64::MIN { String::new() } else { w.to_string() }).collect();
+            s.push_str(&format!(" wm={}", w.join(",")));
+        }
+        s
+    }
+
+    /// `None` for metadata rockfeed did not write.
+    pub fn parse(s: &str) -> Option<Decision> {
+        let mut it = s.split(' ');
+        if it.next()? != MAGIC {
+            return None;
+        }
+        let prefix = it.next()?.to_string();
+        let epoch = it.next()?.parse().ok()?;
+        let shards = it.next()?.parse().ok()?;
+        let tables = it.next()?.split(',').filter(|t| !t.is_empty()).map(str::to_string).collect();
+        let mut d = Decision { prefix, epoch, shards, tables, ..Default::default() };
+        for field in it {
+            if let Some(f) = field.strip_prefix("from=") {
+                d.from = Some(f.parse().ok()?);
+            } else if let Some(n) = field.strip_prefix("parts=") {
+                d.partitions = Some(n.parse().ok()?);
+            } else if let Some(b) = field.strip_prefix("base=") {
+                let (p, e) = b.rsplit_once(':')?;
+                d.base = Some((p.to_string(), e.parse().ok()?));
+            } else if let Some(w) = field.strip_prefix("wm=") {
+                d.watermarks = w
+                    .split(',')
+                    .map(|x| if x.is_empty() { Some(i64::MIN) } else { x.parse().ok() })
+                    .collect::<Option<_>>()?;
+            }
+        }
+        Some(d)
+    }
+
+    /// Shard `k`'s watermark when the epoch began (`i64::MIN`: none).
+    pub fn watermark(&self, k: u32) -> i64 {
+        self.watermarks.get(k as usize).copied().unwrap_or(i64::MIN)
+    }
+
+    pub(super) fn labels(&self) -> impl Iterator<Item = (String, String)> + '_ {
+        self.tables.iter().flat_map(move |t| {
+            (0..self.shards).filter_map(move |k| label(&self.prefix, t, k, self.epoch).ok().map(|l| (t.clone(), l)))
+        })
+    }
+}
+
+/// What a source does for the epoch protocol.
+pub trait EpochSource: Send + Sync + 'static {
+    /// Makes `d` durable together with `positions`.
+    fn decide(&self, d: &Decision, positions: &Positions) -> impl Future<Output = Result<(), String>> + Send;
+    /// Every decision the source holds (Kafka: the offset metadata of every
+    /// partition of the subscribed topics, not only the assigned ones).
+    fn decisions(&self) -> impl Future<Output = Result<Vec<Decision>, String>> + Send;
+    /// Whether `err` says the decision was refused (nothing to read back).
+    fn refused(&self, _err: &str) -> bool {
+        false
+    }
+    /// How long a failing decision is retried before the epoch is
+    /// abandoned (`err`: the last failure).
+    fn retry_for(&self, _err: &str) -> Duration {
+        Duration::from_secs(60)
+    }
+    /// Every transaction of the epoch decided at `positions` is committed:
+    /// what lies before them is no longer needed (the WAL deletes segments).
+    fn committed(&self, _positions: &Positions) {}
+    /// Re-reads the range of `d`, this instance's last decision, into a
+    /// channel, for a rebuild of its lost transactions; an error says why
+    /// the source cannot (no range recorded, or no longer held).
+    fn replay(&self, _d: &Decision) -> Result<Replay, String> {
+        Err("this source cannot re-read a decided epoch's range".into())
+    }
+    /// Whether `d` (or a later epoch of its prefix) is durable.
+    fn decided(&self, d: &Decision) -> impl Future<Output = Result<bool, String>> + Send {
+        async move { Ok(self.decisions().await?.iter().any(|x| x.prefix == d.prefix && x.epoch >= d.epoch)) }
+    }
+}
+
+/// A decided epoch's range, re-read from the source: its messages, then
+/// the reader's end (how many it read, or why it failed; a failed range is
+/// never loaded).
+pub struct Replay {
+    pub messages: mpsc::Receiver<crate::source::RawMessage>,
+    pub done: tokio::task::JoinHandle<Result<u64, String>>,
+}
+
+/// Rebuilds lost transactions of a decided epoch: runs the epoch's
+/// messages (a channel the source fills, then closes) through a private
+/// decoder and shards that prepare only the given labels, and returns
+/// those transactions, prepared (`runner::rebuild`).
+pub type Rebuilder = Arc<
+    dyn Fn(
+            Decision,
+            Vec<String>,
+            mpsc::Receiver<crate::source::RawMessage>,
+        ) -> std::pin::Pin<Box<dyn Future<Output = Result<Rebuilt, String>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// What a rebuild prepared: the lost transactions, and the readings the
+/// rebuilt telemetry rows aggregate (committed with them).
+#[derive(Debug, Default)]
+pub struct Rebuilt {
+    pub txns: Vec<PreparedTxn>,
+    pub readings: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decisions_round_trip_and_foreign_metadata_is_ignored() {
+        let d = Decision {
+            prefix: "edge_7".into(),
+            epoch: 42,
+            shards: 4,
+            tables: vec!["t1".into(), "latest".into()],
+            ..Default::default()
+        };
+        assert_eq!(d.encode(), "rockfeed/1 edge_7 42 4 t1,latest");
+        assert_eq!(Decision::parse(&d.encode()), Some(d.clone()));
+        // The range and the watermarks a rebuild needs; older decisions
+        // without them still parse.
+        let full =
+            Decision { from: Some(9000), watermarks: vec![i64::MIN, 1_700_000_000_000, -5, i64::MIN], ..d.clone() };
+        assert_eq!(full.encode(), "rockfeed/1 edge_7 42 4 t1,latest from=9000 wm=,1700000000000,-5,");
+        assert_eq!(Decision::parse(&full.encode()), Some(full.clone()));
+        assert_eq!(full.watermark(1), 1_700_000_000_000);
+        assert_eq!(full.watermark(7), i64::MIN);
+        assert_eq!(Decision::parse("rockfeed/1 p 1 1 t from=x"), None);
+        assert_eq!(Decision::parse(""), None);
+        assert_eq!(Decision::parse("some other consumer"), None);
+        assert_eq!(Decision::parse("rockfeed/1 p notanumber 1 t"), None);
+        let labels: Vec<_> = d.labels().map(|(_, l)| l).collect();
+        assert_eq!(labels.len(), 8);
+        assert!(labels.contains(&"edge_7-latest-3-42".to_string()));
+    }
+}
