@@ -1,9 +1,22 @@
-//! rockfeed: an edge telemetry appliance for StarRocks.
+//! rockfeed: an edge telemetry appliance for StarRocks. See `README.md`
+//! and `../shared/DESIGN.md` for the architecture.
 //!
-//! See `README.md` and `../shared/DESIGN.md` for the architecture. This crate
-//! currently holds the StarRocks model shared by every part ([`starrocks`])
-//! and the protocol-exact StarRocks emulator ([`starrocks_emulator`]) that
-//! every sink test, the demo and the benchmarks run against.
+//! The path of a reading, and the module for each step:
+//! - [`source`]: MQTT (through the write-ahead log, [`wal`]) and Kafka;
+//! - [`decode`]: payloads into samples; [`enrich`]: vehicle dimensions;
+//! - [`pipeline`]: routing by StarRocks bucket, event-time windows, the
+//!   latest values, the shards, and the epoch protocol
+//!   ([`pipeline::epoch`]) that makes loads exactly-once;
+//! - [`sink`]: Stream Load and its transaction API; [`archive`]: the raw
+//!   Parquet copy; [`deadletter`] and [`reject`]: what cannot be loaded;
+//! - [`app`]: the wiring of `rockfeed run`; [`config`]; [`telemetry`]:
+//!   `/metrics`, `/health`, the latency report; [`preflight`]:
+//!   `rockfeed check --connect`; [`demo`]: `rockfeed demo`.
+//!
+//! Shared by all: the StarRocks model ([`starrocks`]: types, DDL, the bucket
+//! function). Beside the appliance: the protocol-exact StarRocks emulator
+//! ([`starrocks_emulator`]) that every sink test, the demo and the
+//! benchmarks run against, and the crash tests' [`halt`] hook.
 
 pub mod app;
 pub mod archive;

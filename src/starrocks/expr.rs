@@ -5,7 +5,7 @@
 //! `where` predicate keeps a row only when it is TRUE. Supported: literals,
 //! column references, `+ - * / %`, comparisons, `AND OR NOT`, `IS [NOT] NULL`,
 //! `[NOT] IN (…)`, `[NOT] BETWEEN`, `[NOT] LIKE`, `CAST(x AS type)` and the
-//! functions listed in [`call`]. Anything else is a plan-time error, reported
+//! functions listed in `call`. Anything else is a plan-time error, reported
 //! before any row is read, as StarRocks does.
 
 use super::ddl::parse_type;
