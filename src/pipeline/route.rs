@@ -29,4 +29,26 @@ mod tests {
             assert_eq!(shard_of(vin.as_bytes(), buckets, shards), b % shards);
         }
     }
+
+    proptest::proptest! {
+        /// Any VIN, any bucket count, any shard count: the shard's bucket is
+        /// the tablet the emulator (StarRocks' function) puts the row in.
+        #[test]
+        fn a_vehicles_shard_owns_the_bucket_the_emulator_stores_its_rows_in(
+            vin in "\\PC{1,40}",
+            buckets in 1u32..=1024,
+            shards in 1u32..=64,
+        ) {
+            let shards = shards.min(buckets);
+            let def = crate::starrocks::ddl::parse_table(
+                "d",
+                &format!("CREATE TABLE t (vehicle_id VARCHAR(255) NOT NULL, v BIGINT SUM) AGGREGATE KEY(vehicle_id) DISTRIBUTED BY HASH(vehicle_id) BUCKETS {buckets}"),
+            )
+            .unwrap();
+            let row = [Value::Str(vin.as_str().into()), Value::Int(1)];
+            let stored = crate::starrocks::bucket::row_bucket(&def, &row);
+            proptest::prop_assert_eq!(shard_of(vin.as_bytes(), buckets, shards), stored % shards);
+            proptest::prop_assert_eq!(bucket_of_str(vin.as_bytes(), buckets), stored);
+        }
+    }
 }

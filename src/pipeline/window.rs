@@ -241,6 +241,8 @@ impl WindowAggregator {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
     use crate::decode::Reading;
 
@@ -329,6 +331,41 @@ mod tests {
             merged.get_or_insert(Agg { cnt: 0, sum: 0.0, min: f64::INFINITY, max: f64::NEG_INFINITY }).merge(&p);
         }
         assert_eq!(merged.unwrap(), w);
+    }
+
+    proptest! {
+        /// Any readings, folded in any order and drained at any points (the
+        /// epochs), merge on the table into the aggregates of one in-order
+        /// fold. Values are whole numbers, so sums are exact in any order.
+        #[test]
+        fn partial_rows_merge_to_the_same_aggregates_in_any_order_and_epochs(
+            readings in prop::collection::vec((0u8..4, 0i64..300_000, 0u32..5, -1000i32..1000), 1..200)
+                .prop_flat_map(|r| (Just(r.clone()), Just(r).prop_shuffle())),
+            cuts in prop::collection::vec(0usize..200, 0..6),
+        ) {
+            let (ordered, shuffled) = readings;
+            let fold = |rs: &[(u8, i64, u32, i32)], cuts: &[usize]| {
+                let mut a = WindowAggregator::new(WindowConfig::default());
+                let mut table: std::collections::BTreeMap<(String, i64, u32), Agg> = Default::default();
+                let mut put = |a: &mut WindowAggregator| {
+                    for (vin, w, m, agg) in drained(a) {
+                        table
+                            .entry((vin, w, m))
+                            .or_insert(Agg { cnt: 0, sum: 0.0, min: f64::INFINITY, max: f64::NEG_INFINITY })
+                            .merge(&agg);
+                    }
+                };
+                for (i, (vin, ts, m, v)) in rs.iter().enumerate() {
+                    if cuts.contains(&i) {
+                        put(&mut a);
+                    }
+                    a.add(&sample(&format!("V{vin}"), *ts, &[(*m, *v as f64)]), NO_DIMS);
+                }
+                put(&mut a);
+                table
+            };
+            prop_assert_eq!(fold(&shuffled, &cuts), fold(&ordered, &[]));
+        }
     }
 
     #[test]

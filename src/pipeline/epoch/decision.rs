@@ -169,7 +169,40 @@ pub struct Rebuilt {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    fn decision() -> impl Strategy<Value = Decision> {
+        let name = "[a-z0-9_-]{1,12}";
+        (
+            (name, any::<u64>(), any::<u32>(), prop::collection::vec("[a-z_][a-z0-9_]{0,10}", 0..4)),
+            (
+                prop::option::of(any::<i64>()),
+                prop::collection::vec(prop_oneof![Just(i64::MIN), any::<i64>()], 0..6),
+                prop::option::of(any::<u32>()),
+                prop::option::of((name, any::<u64>())),
+            ),
+        )
+            .prop_map(|((prefix, epoch, shards, tables), (from, watermarks, partitions, base))| Decision {
+                prefix,
+                epoch,
+                shards,
+                tables,
+                from,
+                // Watermarks of none only are not written.
+                watermarks: if watermarks.iter().all(|&w| w == i64::MIN) { Vec::new() } else { watermarks },
+                partitions,
+                base,
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn every_decision_reads_back_as_written(d in decision()) {
+            prop_assert_eq!(Decision::parse(&d.encode()), Some(d));
+        }
+    }
 
     #[test]
     fn decisions_round_trip_and_foreign_metadata_is_ignored() {
