@@ -26,6 +26,7 @@ pub mod decode;
 pub mod demo;
 pub mod enrich;
 pub mod halt;
+pub mod httpd;
 pub mod pipeline;
 pub mod preflight;
 pub mod reject;

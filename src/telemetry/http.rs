@@ -20,7 +20,7 @@ use http::{Method, StatusCode};
 use tokio::sync::watch;
 
 use super::{Stats, process};
-use crate::starrocks_emulator::http::{Drop, Resp, serve, text};
+use crate::httpd::{Drop, Resp, serve, text};
 
 /// Bucket bounds of the latency histograms, seconds.
 pub const BUCKETS_S: [f64; 15] =
