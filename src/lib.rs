@@ -23,6 +23,7 @@ pub mod archive;
 pub mod config;
 pub mod deadletter;
 pub mod decode;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod enrich;
 pub mod halt;

@@ -35,6 +35,7 @@ enum LogFormat {
 enum Command {
     /// Everything on one machine: embedded broker, generator, pipeline,
     /// StarRocks emulator, then a summary and an audit of the table.
+    #[cfg(feature = "demo")]
     Demo {
         /// How long the generator publishes.
         #[arg(long, default_value_t = 20)]
@@ -214,6 +215,70 @@ async fn stop_signal() {
     }
 }
 
+/// `rockfeed demo`: runs it and prints what happened, ending with the audit.
+#[cfg(feature = "demo")]
+async fn run_demo(o: rockfeed::demo::DemoOptions) -> Result<(), Box<dyn std::error::Error>> {
+    let o_archive = o.data_dir.join("archive");
+    println!(
+        "rockfeed demo: {} vehicles × {} metrics at {} Hz for {} s (embedded broker, load generator, emulator, pipeline)…",
+        o.vehicles, o.metrics, o.rate_hz, o.seconds
+    );
+    let r = rockfeed::demo::demo(o).await?;
+    use std::sync::atomic::Ordering::Relaxed;
+    let s = &r.stats;
+    println!("messages published      {}", r.published);
+    println!("readings published      {}", r.readings_published);
+    println!("messages received       {}", s.messages.load(Relaxed));
+    println!("samples decoded         {}", s.samples.load(Relaxed));
+    println!("refused (dead letters)  {} ({} readings)", s.rejected.total(), s.rejected.readings());
+    let unknown = |p| s.enrich.unknown(p).load(Relaxed);
+    use rockfeed::enrich::UnknownVehicle as U;
+    println!(
+        "unknown vehicles        {} samples kept with NULL dims, {} dropped, {} dead-lettered (enrich.unknown_vehicle; {} vehicles in the dims)",
+        unknown(U::Keep),
+        unknown(U::Drop),
+        unknown(U::DeadLetter),
+        s.enrich.vehicles.load(Relaxed)
+    );
+    println!("stream loads            {} ({} failed)", s.loads.load(Relaxed), s.loads_failed.load(Relaxed));
+    println!(
+        "rows loaded             {} (rows per reading {:.3})",
+        s.rows_loaded.load(Relaxed),
+        s.rows_loaded.load(Relaxed) as f64 / r.readings_published.max(1) as f64
+    );
+    println!("rows in telemetry_1m    {}", r.table_rows);
+    let (records, commits) = (s.wal_records.load(Relaxed), s.wal_commits.load(Relaxed));
+    println!(
+        "WAL                     {} records in {} group commits ({:.1} per fsync), {:.3} bytes written per payload byte",
+        records,
+        commits,
+        records as f64 / commits.max(1) as f64,
+        s.wal_bytes_written.load(Relaxed) as f64 / s.mqtt_payload_bytes.load(Relaxed).max(1) as f64
+    );
+    println!("elapsed                 {:.1} s", r.elapsed.as_secs_f64());
+    println!("\n{}", r.report.table());
+    println!("latency report          {} (summary.txt, report.json, *.hgrm, latency.svg)", r.report_dir.display());
+    println!(
+        "archive                 {} Parquet file(s) in {} (rockfeed ddl --hive prints the Hive table)",
+        r.archive_files,
+        o_archive.display()
+    );
+    for a in r.audits.iter().chain(std::iter::once(&r.archive_audit)) {
+        println!("audit                   {a}");
+    }
+    if r.audit_errors.is_empty() {
+        println!(
+            "audit                   PASS: every (vin, window, metric) count/sum/min/max and every vehicle's latest values equal what was published, and the archive holds every reading once"
+        );
+        Ok(())
+    } else {
+        for e in r.audit_errors.iter().take(10) {
+            eprintln!("audit: {e}");
+        }
+        Err(format!("audit FAILED: {} differences", r.audit_errors.len()).into())
+    }
+}
+
 async fn run_emulator(a: EmulatorArgs) -> Result<(), Box<dyn std::error::Error>> {
     let ddl = std::fs::read_to_string(&a.ddl).map_err(|e| format!("cannot read --ddl {}: {e}", a.ddl.display()))?;
     let catalog = parse_ddl(&ddl).map_err(|e| format!("{}: {e}", a.ddl.display()))?;
@@ -252,6 +317,7 @@ async fn run_emulator(a: EmulatorArgs) -> Result<(), Box<dyn std::error::Error>>
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_log = match cli.command {
+        #[cfg(feature = "demo")]
         Command::Demo { .. } => "info,rumqttd=off",
         // `check` prints its own result lines; the log says only what went wrong.
         Command::Check { .. } => "warn",
@@ -268,61 +334,9 @@ fn main() -> ExitCode {
     let res = rt.block_on(async {
         match cli.command {
             Command::StarrocksEmulator(a) => run_emulator(*a).await,
+            #[cfg(feature = "demo")]
             Command::Demo { seconds, vehicles, metrics, rate_hz, data_dir, report } => {
-                let o_archive = data_dir.join("archive");
-                let o = rockfeed::demo::DemoOptions { seconds, vehicles, metrics, rate_hz, data_dir, report };
-                println!(
-                    "rockfeed demo: {} vehicles × {} metrics at {} Hz for {} s (embedded broker, load generator, emulator, pipeline)…",
-                    o.vehicles, o.metrics, o.rate_hz, o.seconds
-                );
-                let r = rockfeed::demo::demo(o).await?;
-                use std::sync::atomic::Ordering::Relaxed;
-                let s = &r.stats;
-                println!("messages published      {}", r.published);
-                println!("readings published      {}", r.readings_published);
-                println!("messages received       {}", s.messages.load(Relaxed));
-                println!("samples decoded         {}", s.samples.load(Relaxed));
-                println!("refused (dead letters)  {} ({} readings)", s.rejected.total(), s.rejected.readings());
-                let unknown = |p| s.enrich.unknown(p).load(Relaxed);
-                use rockfeed::enrich::UnknownVehicle as U;
-                println!(
-                    "unknown vehicles        {} samples kept with NULL dims, {} dropped, {} dead-lettered (enrich.unknown_vehicle; {} vehicles in the dims)",
-                    unknown(U::Keep),
-                    unknown(U::Drop),
-                    unknown(U::DeadLetter),
-                    s.enrich.vehicles.load(Relaxed)
-                );
-                println!("stream loads            {} ({} failed)", s.loads.load(Relaxed), s.loads_failed.load(Relaxed));
-                println!("rows loaded             {} (rows per reading {:.3})", s.rows_loaded.load(Relaxed), s.rows_loaded.load(Relaxed) as f64 / r.readings_published.max(1) as f64);
-                println!("rows in telemetry_1m    {}", r.table_rows);
-                let (records, commits) = (s.wal_records.load(Relaxed), s.wal_commits.load(Relaxed));
-                println!(
-                    "WAL                     {} records in {} group commits ({:.1} per fsync), {:.3} bytes written per payload byte",
-                    records,
-                    commits,
-                    records as f64 / commits.max(1) as f64,
-                    s.wal_bytes_written.load(Relaxed) as f64 / s.mqtt_payload_bytes.load(Relaxed).max(1) as f64
-                );
-                println!("elapsed                 {:.1} s", r.elapsed.as_secs_f64());
-                println!("\n{}", r.report.table());
-                println!("latency report          {} (summary.txt, report.json, *.hgrm, latency.svg)", r.report_dir.display());
-                println!(
-                    "archive                 {} Parquet file(s) in {} (rockfeed ddl --hive prints the Hive table)",
-                    r.archive_files,
-                    o_archive.display()
-                );
-                for a in r.audits.iter().chain(std::iter::once(&r.archive_audit)) {
-                    println!("audit                   {a}");
-                }
-                if r.audit_errors.is_empty() {
-                    println!("audit                   PASS: every (vin, window, metric) count/sum/min/max and every vehicle's latest values equal what was published, and the archive holds every reading once");
-                    Ok(())
-                } else {
-                    for e in r.audit_errors.iter().take(10) {
-                        eprintln!("audit: {e}");
-                    }
-                    Err(format!("audit FAILED: {} differences", r.audit_errors.len()).into())
-                }
+                run_demo(rockfeed::demo::DemoOptions { seconds, vehicles, metrics, rate_hz, data_dir, report }).await
             }
             Command::Run { config, report } => {
                 let cfg = rockfeed::config::Config::load(&config)?;
@@ -335,7 +349,11 @@ fn main() -> ExitCode {
                 });
                 let stats = rockfeed::app::run(cfg, stop_rx).await?;
                 if let Some(dir) = report {
-                    let r = rockfeed::telemetry::report::build(&format!("rockfeed run {}", config.display()), &stats, started.elapsed());
+                    let r = rockfeed::telemetry::report::build(
+                        &format!("rockfeed run {}", config.display()),
+                        &stats,
+                        started.elapsed(),
+                    );
                     r.write(&dir).map_err(|e| format!("--report {}: {e}", dir.display()))?;
                     print!("{}", r.table());
                     println!("latency report: {}", dir.display());
@@ -382,7 +400,12 @@ fn main() -> ExitCode {
                 let cfg = rockfeed::config::Config::load(&config)?;
                 let loader = rockfeed::app::loader(&cfg)?;
                 let r = rockfeed::deadletter::replay(&cfg.dead_letter.dir, &loader).await?;
-                println!("replayed: {} loaded, {} already loaded, {} still refused", r.loaded, r.already, r.refused.len());
+                println!(
+                    "replayed: {} loaded, {} already loaded, {} still refused",
+                    r.loaded,
+                    r.already,
+                    r.refused.len()
+                );
                 for (label, reason) in &r.refused {
                     println!("refused: {label}: {reason}");
                 }
