@@ -7,7 +7,8 @@ use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use rockfeed::decode::catalog::MetricId;
-use rockfeed::pipeline::window::{Agg, NO_DIMS, PartialGroup};
+use rockfeed::model::{Agg, PartialGroup};
+use rockfeed::pipeline::window::NO_DIMS;
 use rockfeed::sink::starrocks::encode::TelemetryCsv;
 
 fn bench(c: &mut Criterion) {

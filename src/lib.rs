@@ -13,8 +13,8 @@
 //!   `/metrics`, `/health`, the latency report; [`preflight`]:
 //!   `rockfeed check --connect`; [`demo`]: `rockfeed demo`.
 //!
-//! Shared by all: the StarRocks model ([`starrocks`]: types, DDL, the bucket
-//! function). Beside the appliance: the protocol-exact StarRocks emulator
+//! Shared by all: the vocabulary of the stages ([`model`]) and the StarRocks
+//! model ([`starrocks`]: types, DDL, the bucket function). Beside the appliance: the protocol-exact StarRocks emulator
 //! ([`starrocks_emulator`]) that every sink test, the demo and the
 //! benchmarks run against, and the crash tests' [`halt`] hook.
 
@@ -28,6 +28,7 @@ pub mod demo;
 pub mod enrich;
 pub mod halt;
 pub mod httpd;
+pub mod model;
 pub mod pipeline;
 pub mod preflight;
 pub mod reject;

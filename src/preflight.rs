@@ -105,7 +105,7 @@ async fn starrocks(cfg: &Config) -> Vec<Check> {
     let mut tables = vec![rc.table.clone()];
     tables.extend(rc.latest.map(|(t, _)| t));
     let mut out = Vec::new();
-    if cfg.delivery() == crate::config::Delivery::AtLeastOnce {
+    if cfg.delivery() == crate::model::Delivery::AtLeastOnce {
         // Plain Stream Load needs no transaction API (StarRocks before 2.4
         // has none): the FE is asked for a label's state instead, which
         // shows it answers, knows the database and takes the credentials.

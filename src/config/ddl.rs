@@ -180,10 +180,11 @@ buckets = 8
         let c = cfg();
         let cat = parse_ddl(&ddl(&c)).unwrap();
         let t = cat.table("fleetdb", "vehicle_latest").unwrap();
-        let cols: Vec<&str> = crate::pipeline::latest::COLUMNS.split(',').map(|s| s.trim_matches('`')).collect();
+        let cols: Vec<&str> =
+            crate::sink::starrocks::encode::LATEST_COLUMNS.split(',').map(|s| s.trim_matches('`')).collect();
         let names: Vec<&str> = t.columns.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(cols, names);
-        let mc = t.column_index(crate::pipeline::latest::EVENT_ORDER).unwrap();
+        let mc = t.column_index(crate::sink::starrocks::encode::EVENT_ORDER).unwrap();
         assert!(!t.key_columns.contains(&mc));
         assert_eq!(t.columns[mc].ty, crate::starrocks::types::ColType::LargeInt);
     }

@@ -17,6 +17,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::model::Delivery;
+
 /// The environment variable that overrides `starrocks.password`.
 pub const PASSWORD_ENV: &str = "ROCKFEED_STARROCKS_PASSWORD";
 
@@ -151,16 +153,6 @@ impl Default for DeadLetterCfg {
     fn default() -> Self {
         DeadLetterCfg { dir: PathBuf::from("rockfeed-data/dead-letter") }
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Delivery {
-    /// Plain Stream Load, exactly once per label; for StarRocks without the
-    /// transaction API.
-    AtLeastOnce,
-    /// Epochs with two-phase commit (`/api/transaction/*`).
-    ExactlyOnce,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -313,7 +305,7 @@ pub struct Decode {
     /// Narrow topics: `<prefix>/{vin}/{metric}`.
     pub topic_template: String,
     /// `wide`, `narrow`, or `auto` (narrow when the topic matches the template).
-    pub form: crate::pipeline::runner::Form,
+    pub form: crate::model::Form,
     /// Largest payload accepted.
     pub max_payload_bytes: usize,
     /// Bounded metric catalog: names at most.
@@ -347,7 +339,7 @@ impl Default for Decode {
             metrics_field: d.metrics_field,
             value_field: d.value_field,
             topic_template: d.topic_template,
-            form: crate::pipeline::runner::Form::Auto,
+            form: crate::model::Form::Auto,
             max_payload_bytes: d.max_payload_bytes,
             max_metrics: 100_000,
             max_metric_name_bytes: crate::decode::catalog::MAX_METRIC_NAME,

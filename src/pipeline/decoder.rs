@@ -28,19 +28,10 @@ use crate::decode::catalog::MetricCatalog;
 use crate::decode::narrow::TopicTemplate;
 use crate::decode::{Decoded, Sample, narrow, wide};
 use crate::enrich::{DimRow, Enrichment, UnknownVehicle};
+use crate::model::Form;
 use crate::reject::RejectReason;
 use crate::source::RawMessage;
 use crate::telemetry::{Local, Stage, Stats};
-
-/// Which wire form payloads use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Form {
-    Wide,
-    Narrow,
-    /// Narrow when the topic matches the template, wide otherwise.
-    Auto,
-}
 
 /// A sample on its way to its shard.
 pub(crate) struct Routed {
@@ -212,8 +203,8 @@ impl Decoder<'_> {
     fn take(&mut self, m: RawMessage, per_shard: &mut [Vec<Routed>]) -> usize {
         let (cfg, stats) = (self.cfg, self.stats);
         stats.messages.fetch_add(1, Ordering::Relaxed);
-        if let Some((stream, partition, offset)) = &m.position {
-            self.positions.insert((stream.clone(), *partition), offset + 1);
+        if let Some(p) = &m.position {
+            self.positions.insert((p.stream.clone(), p.partition), p.offset + 1);
         }
         self.decoded.clear();
         {
@@ -336,10 +327,10 @@ async fn discard(
 /// Where a message came from: `kafka:topic/partition@offset` or `mqtt:topic`.
 fn source_of(m: &RawMessage) -> CompactString {
     match &m.position {
-        Some((s, _, o)) if &**s == crate::wal::STREAM => {
-            compact_str::format_compact!("mqtt:{}@wal:{}", m.topic, o + 1)
+        Some(p) if &*p.stream == crate::wal::STREAM => {
+            compact_str::format_compact!("mqtt:{}@wal:{}", m.topic, p.offset + 1)
         }
-        Some((s, p, o)) => compact_str::format_compact!("kafka:{s}/{p}@{o}"),
+        Some(p) => compact_str::format_compact!("kafka:{}/{}@{}", p.stream, p.partition, p.offset),
         None => compact_str::format_compact!("mqtt:{}", m.topic),
     }
 }

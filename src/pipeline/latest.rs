@@ -22,15 +22,7 @@ use compact_str::CompactString;
 
 use crate::decode::Sample;
 use crate::decode::catalog::MetricId;
-use crate::starrocks::types::write_datetime;
-
-use crate::sink::starrocks::encode::SEPARATOR;
-
-/// The columns a load carries, in CSV order.
-pub const COLUMNS: &str = "`vehicle_id`,`metric`,`ts`,`seq`,`event_order`,`value`";
-
-/// The merge condition column.
-pub const EVENT_ORDER: &str = "event_order";
+use crate::sink::starrocks::encode::{LatestCsv, LatestRow};
 
 /// One key's newest: event time, seq, value (`None` for the any-metric row).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -101,43 +93,29 @@ impl LatestTracker {
         self.rows.is_empty()
     }
 
-    /// Encodes and forgets the batch ([`COLUMNS`]), sorted by vin then
+    /// Encodes and forgets the batch ([`LatestCsv`]), sorted by vin then
     /// metric (the any-metric row first); returns the body and its rows.
     pub fn drain(&mut self) -> (Vec<u8>, u64) {
         let mut vehicles: Vec<_> = self.rows.drain().collect();
         vehicles.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut b = Vec::new();
-        let mut rows = 0;
+        let mut csv = LatestCsv::default();
         for (vin, (any, values)) in &vehicles {
             let mut cells: Vec<(&str, Newest)> = any.iter().map(|n| ("", *n)).collect();
             cells.extend(self.names.iter().zip(values).filter_map(|(m, v)| v.map(|v| (m.as_str(), v))));
             // "" sorts first.
             cells.sort_by(|x, y| x.0.cmp(y.0));
             for (metric, n) in cells {
-                rows += 1;
-                b.extend_from_slice(vin.as_bytes());
-                b.push(SEPARATOR);
-                b.extend_from_slice(metric.as_bytes());
-                b.push(SEPARATOR);
-                let mut t = [0u8; 26];
-                let len = write_datetime(&mut t, n.ts_ms * 1000);
-                b.extend_from_slice(&t[..len]);
-                b.push(SEPARATOR);
-                match n.seq {
-                    Some(q) => b.extend_from_slice(q.to_string().as_bytes()),
-                    None => b.extend_from_slice(b"\\N"),
-                }
-                b.push(SEPARATOR);
-                b.extend_from_slice(n.order().to_string().as_bytes());
-                b.push(SEPARATOR);
-                match n.value {
-                    Some(x) => b.extend_from_slice(ryu::Buffer::new().format_finite(x).as_bytes()),
-                    None => b.extend_from_slice(b"\\N"),
-                }
-                b.push(b'\n');
+                csv.push(&LatestRow {
+                    vin,
+                    metric,
+                    ts_ms: n.ts_ms,
+                    seq: n.seq,
+                    event_order: n.order(),
+                    value: n.value,
+                });
             }
         }
-        (b, rows)
+        (csv.buf, csv.rows)
     }
 }
 

@@ -13,20 +13,18 @@
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use http::{HeaderMap, HeaderValue};
 use tokio::sync::{mpsc, oneshot};
 
-pub use super::decoder::Form;
 use super::epoch::{Cut, Decision, Rebuilder, Rebuilt};
 use super::shard::{ShardCtx, ShardMsg};
 use super::window::WindowConfig;
 use crate::archive::Archive;
-use crate::config::Delivery;
 use crate::deadletter::DeadLetterWriter;
 use crate::decode::DecodeConfig;
 use crate::decode::catalog::MetricCatalog;
 use crate::enrich::{Enrichment, UnknownVehicle};
-use crate::sink::starrocks::encode::{Compression, SEPARATOR_HEADER, TelemetryCsv};
+use crate::model::{Delivery, Form};
+use crate::sink::starrocks::encode::{Compression, TelemetryCsv};
 use crate::sink::starrocks::service::StreamLoader;
 use crate::sink::starrocks::txn::{TxnLoader, TxnTimeouts};
 use crate::source::RawMessage;
@@ -119,10 +117,7 @@ pub async fn run(
         dead = dead.without_records();
     }
     let dead = Arc::new(Mutex::new(dead));
-    let mut headers = HeaderMap::new();
-    headers.insert("column_separator", HeaderValue::from_static(SEPARATOR_HEADER));
-    headers.insert("columns", HeaderValue::from_str(&TelemetryCsv::columns(&cfg.dims)).map_err(std::io::Error::other)?);
-    headers.insert("format", HeaderValue::from_static(cfg.compression.format()));
+    let headers = TelemetryCsv::headers(&cfg.dims, cfg.compression).map_err(std::io::Error::other)?;
     let mut shard_tx = Vec::new();
     let mut shard_tasks = Vec::new();
     for k in 0..cfg.shards {
@@ -204,7 +199,7 @@ pub async fn rebuild(
         match s.await {
             Ok(done) => {
                 if telemetry.get(k).copied().unwrap_or(false) {
-                    readings += done.received.iter().map(|r| r.2 as u64).sum::<u64>();
+                    readings += done.received.iter().map(|r| r.readings as u64).sum::<u64>();
                 }
                 txns.extend(done.txns);
                 if let Some(e) = done.error {

@@ -36,10 +36,10 @@ use super::latest::LatestTracker;
 use super::runner::RunnerConfig;
 use super::window::{Added, WindowAggregator};
 use crate::archive::{Archive, ArchiveSample};
-use crate::config::Delivery;
 use crate::deadletter::{DeadLetter, DeadLetterWriter, LoadMeta};
 use crate::decode::catalog::MetricCatalog;
 use crate::enrich::DimRow;
+use crate::model::Delivery;
 use crate::reject::RejectReason;
 use crate::sink::starrocks::encode::{Compression, TelemetryCsv};
 use crate::sink::starrocks::label::label;
@@ -85,7 +85,7 @@ struct ShardState {
     dims_index: HashMap<Option<usize>, u32>,
     /// (receive time, event time, readings) of this epoch's samples, for
     /// the committed-latency histograms once the epoch commits.
-    received: Vec<(i64, i64, u32)>,
+    received: Vec<crate::model::Received>,
     queue_wait: Local,
     /// Latest values per vehicle for the latest table.
     latest: Option<LatestTracker>,
@@ -179,7 +179,11 @@ fn fold(ctx: &ShardCtx, st: &mut ShardState, batch: Vec<Routed>, handed_over: In
         });
         match st.agg.add(&s, d) {
             Added::Folded(_) => {
-                st.received.push((received_ms, s.ts_ms, s.readings.len() as u32));
+                st.received.push(crate::model::Received {
+                    received_ms,
+                    event_ms: s.ts_ms,
+                    readings: s.readings.len() as u32,
+                });
                 if let Some(l) = st.latest.as_mut() {
                     l.add(&s);
                 }
@@ -238,11 +242,7 @@ async fn seal(ctx: &ShardCtx, st: &mut ShardState, epoch: u64) -> ShardDone {
     if let (Some(tracker), Some((table, _))) = (st.latest.as_mut(), ctx.cfg.latest.as_ref())
         && !tracker.is_empty()
     {
-        let mut headers = ctx.headers.clone();
-        headers.insert("format", HeaderValue::from_static("csv"));
-        headers.insert("columns", HeaderValue::from_static(super::latest::COLUMNS));
-        // StarRocks keeps a stored value whose event order is newer.
-        headers.insert("merge_condition", HeaderValue::from_static(super::latest::EVENT_ORDER));
+        let headers = crate::sink::starrocks::encode::LatestCsv::headers(&ctx.headers);
         let (body, rows) = tracker.drain();
         work.push((table.clone(), vec![(Chunk { headers, body: BodyBudget::body(&ctx.stats, body) }, rows)]));
     }

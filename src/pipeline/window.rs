@@ -20,52 +20,11 @@ use compact_str::CompactString;
 
 use crate::decode::Sample;
 use crate::decode::catalog::MetricId;
+use crate::model::{Agg, PartialGroup};
 use crate::util::hash::FastHash;
 
 /// Dims row for vehicles the enrichment snapshot does not know.
 pub const NO_DIMS: u32 = u32::MAX;
-
-/// Count, sum, min and max of the readings of one key.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Agg {
-    pub cnt: u64,
-    pub sum: f64,
-    pub min: f64,
-    pub max: f64,
-}
-
-impl Agg {
-    fn one(v: f64) -> Agg {
-        Agg { cnt: 1, sum: v, min: v, max: v }
-    }
-
-    #[inline]
-    fn add(&mut self, v: f64) {
-        self.cnt += 1;
-        self.sum += v;
-        self.min = self.min.min(v);
-        self.max = self.max.max(v);
-    }
-
-    /// Folds another partial aggregate in (what the Aggregate table does).
-    pub fn merge(&mut self, o: &Agg) {
-        self.cnt += o.cnt;
-        self.sum += o.sum;
-        self.min = self.min.min(o.min);
-        self.max = self.max.max(o.max);
-    }
-}
-
-/// The drained partial rows of one (vehicle, window, dims) group, in the
-/// order their metrics first arrived.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PartialGroup<'a> {
-    pub vin: &'a str,
-    pub window_start_ms: i64,
-    pub dims: u32,
-    pub metrics: &'a [MetricId],
-    pub aggs: &'a [Agg],
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WindowConfig {

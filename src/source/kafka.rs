@@ -621,7 +621,7 @@ fn raw(m: &rdkafka::message::BorrowedMessage<'_>, topic: Arc<str>, topic_from_ke
         payload: Bytes::copy_from_slice(m.payload().unwrap_or_default()),
         received_ms: now_ms(),
         key: m.key().map(Bytes::copy_from_slice),
-        position: Some((topic, m.partition(), m.offset())),
+        position: Some(crate::model::Position { stream: topic, partition: m.partition(), offset: m.offset() }),
     }
 }
 

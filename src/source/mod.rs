@@ -3,9 +3,9 @@
 pub mod kafka;
 pub mod mqtt;
 
-use std::sync::Arc;
-
 use bytes::Bytes;
+
+use crate::model::Position;
 
 /// One message as received.
 #[derive(Debug, Clone)]
@@ -16,9 +16,8 @@ pub struct RawMessage {
     pub received_ms: i64,
     /// The message key (Kafka), the colocation key when the source routes by key.
     pub key: Option<Bytes>,
-    /// Where the message sits in a replayable source: (stream, partition,
-    /// offset). The epoch coordinator commits the position after it.
-    pub position: Option<(Arc<str>, i32, i64)>,
+    /// Where the message sits in a replayable source.
+    pub position: Option<Position>,
 }
 
 impl RawMessage {

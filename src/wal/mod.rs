@@ -562,7 +562,7 @@ fn release(sh: &Shared, log: &mut Log, durable: u64) {
 fn message(stream: &Arc<str>, r: Record, pos: u64) -> RawMessage {
     let mut m = RawMessage::new(r.topic, r.payload, r.received_ms);
     // The decoder notes `offset + 1` as the position to resume from.
-    m.position = Some((stream.clone(), 0, pos as i64 - 1));
+    m.position = Some(crate::model::Position { stream: stream.clone(), partition: 0, offset: pos as i64 - 1 });
     m
 }
 

@@ -209,7 +209,7 @@ async fn round_trip(io: IoMode, memory_bytes: u64) {
         let m = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.unwrap().unwrap();
         let r = record(i as usize, 1, 700);
         assert_eq!((m.topic.as_str(), &m.payload[..]), (r.topic.as_str(), &r.payload[..]));
-        let pos = m.position.unwrap().2;
+        let pos = m.position.unwrap().offset;
         assert_eq!(pos + 1 - last, r.frame_len() as i64);
         last = pos + 1;
     }

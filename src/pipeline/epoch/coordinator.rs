@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{Cut, CutReply, Decision, EpochError, EpochSource, Positions, PreparedTxn, Rebuilder, Request, ShardError};
-use crate::config::Delivery;
 use crate::halt::Hook;
+use crate::model::Delivery;
 use crate::pipeline::pace::{Pacer, Signals};
 use crate::sink::starrocks::retry::Backoff;
 use crate::sink::starrocks::service::StreamLoader;
@@ -234,10 +234,11 @@ impl<S: EpochSource> Coordinator<S> {
         }
         let done = now_ms();
         let mut committed = 0u64;
-        for (rx, ts, n) in received {
-            self.received_to_committed.record_ms(done - rx, n as u64);
-            self.event_to_committed.record_ms(done - ts, n as u64);
-            committed += n as u64;
+        for r in received {
+            let n = r.readings as u64;
+            self.received_to_committed.record_ms(done - r.received_ms, n);
+            self.event_to_committed.record_ms(done - r.event_ms, n);
+            committed += n;
         }
         if let Some(a) = &self.archive {
             if self.exactly_once() {

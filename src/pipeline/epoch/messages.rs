@@ -22,7 +22,7 @@ pub struct PreparedTxn {
 pub struct ShardDone {
     pub txns: Vec<PreparedTxn>,
     /// (received ms, event ms, readings) of the samples in the epoch.
-    pub received: Vec<(i64, i64, u32)>,
+    pub received: Vec<crate::model::Received>,
     /// Readings archived (spooled) and refused as too late in this epoch.
     pub archived: u64,
     pub too_late: u64,

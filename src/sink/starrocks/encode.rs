@@ -1,6 +1,9 @@
-//! CSV bodies for Stream Load: `\x01` between fields, `\n` between rows,
-//! `\N` for NULL, and an explicit `columns` header so schema-order drift
-//! cannot misplace a value (`starrocks-stream-load.md` §2).
+//! CSV bodies for Stream Load and their headers: `\x01` between fields,
+//! `\n` between rows, `\N` for NULL, and an explicit `columns` header so
+//! schema-order drift cannot misplace a value (`starrocks-stream-load.md`
+//! §2). Two tables: the telemetry table ([`TelemetryCsv`], from the
+//! aggregator's partial rows) and the latest table ([`LatestCsv`], loaded
+//! with `merge_condition`).
 //!
 //! Text fields must not contain the separator or the delimiter; rockfeed
 //! validates vins, metric names and dims where they enter (decode, catalog,
@@ -8,8 +11,10 @@
 //! StarRocks would misparse. Floats are written shortest-round-trip (ryu),
 //! so `total` survives the trip bit for bit.
 
+use http::{HeaderMap, HeaderValue};
+
 use crate::decode::catalog::MetricId;
-use crate::pipeline::window::PartialGroup;
+use crate::model::PartialGroup;
 use crate::starrocks::types::write_datetime;
 
 pub const SEPARATOR: u8 = 0x01;
@@ -118,6 +123,16 @@ impl<'a> TelemetryCsv {
         c.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(",")
     }
 
+    /// The format headers of a telemetry load: separator, columns, and the
+    /// (compressed) CSV format. Dims are plain identifiers (config checks).
+    pub fn headers(dims: &[String], compression: Compression) -> Result<HeaderMap, http::header::InvalidHeaderValue> {
+        let mut h = HeaderMap::new();
+        h.insert("column_separator", HeaderValue::from_static(SEPARATOR_HEADER));
+        h.insert("columns", HeaderValue::from_str(&Self::columns(dims))?);
+        h.insert("format", HeaderValue::from_static(compression.format()));
+        Ok(h)
+    }
+
     /// Appends a group's partial rows; `dims` are the vehicle's dim values
     /// (`None` per unknown dim), `name` maps a metric id to its name (names
     /// were checked when the catalog admitted them). Nothing is written when
@@ -180,10 +195,74 @@ impl<'a> TelemetryCsv {
     }
 }
 
+/// The latest table's columns, in CSV order.
+pub const LATEST_COLUMNS: &str = "`vehicle_id`,`metric`,`ts`,`seq`,`event_order`,`value`";
+
+/// The latest table's merge condition column: StarRocks keeps a stored
+/// value whose event order is newer.
+pub const EVENT_ORDER: &str = "event_order";
+
+/// One row of the latest table.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LatestRow<'a> {
+    pub vin: &'a str,
+    /// Empty: the vehicle's newest sample of any metric.
+    pub metric: &'a str,
+    pub ts_ms: i64,
+    pub seq: Option<u64>,
+    /// `ts_ms × 2⁶⁴ + seq`.
+    pub event_order: i128,
+    pub value: Option<f64>,
+}
+
+/// Builds a latest-table body ([`LATEST_COLUMNS`]).
+#[derive(Debug, Default)]
+pub struct LatestCsv {
+    pub buf: Vec<u8>,
+    pub rows: u64,
+}
+
+impl LatestCsv {
+    /// The headers of a latest-table load: `base` (the separator) with
+    /// plain CSV, its columns and the merge condition.
+    pub fn headers(base: &HeaderMap) -> HeaderMap {
+        let mut h = base.clone();
+        h.insert("format", HeaderValue::from_static("csv"));
+        h.insert("columns", HeaderValue::from_static(LATEST_COLUMNS));
+        h.insert("merge_condition", HeaderValue::from_static(EVENT_ORDER));
+        h
+    }
+
+    pub fn push(&mut self, r: &LatestRow<'_>) {
+        let b = &mut self.buf;
+        self.rows += 1;
+        b.extend_from_slice(r.vin.as_bytes());
+        b.push(SEPARATOR);
+        b.extend_from_slice(r.metric.as_bytes());
+        b.push(SEPARATOR);
+        let mut t = [0u8; 26];
+        let len = write_datetime(&mut t, r.ts_ms * 1000);
+        b.extend_from_slice(&t[..len]);
+        b.push(SEPARATOR);
+        match r.seq {
+            Some(q) => b.extend_from_slice(itoa::Buffer::new().format(q).as_bytes()),
+            None => b.extend_from_slice(b"\\N"),
+        }
+        b.push(SEPARATOR);
+        b.extend_from_slice(itoa::Buffer::new().format(r.event_order).as_bytes());
+        b.push(SEPARATOR);
+        match r.value {
+            Some(x) => b.extend_from_slice(ryu::Buffer::new().format_finite(x).as_bytes()),
+            None => b.extend_from_slice(b"\\N"),
+        }
+        b.push(b'\n');
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::window::Agg;
+    use crate::model::Agg;
 
     #[test]
     fn every_compression_is_undone_by_its_format_header() {

@@ -1,0 +1,93 @@
+//! The vocabulary the stages share, in one place: where a message sits in
+//! its source, what a shard reports of the samples it took, the delivery
+//! mode and payload form the config picks, and the partial rows the
+//! aggregator hands the sink.
+
+use std::sync::Arc;
+
+use crate::decode::catalog::MetricId;
+
+/// Where a message sits in a replayable source: Kafka's topic, partition
+/// and offset, or the MQTT WAL's stream (partition 0) and record position.
+/// The epoch coordinator commits the position after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Position {
+    pub stream: Arc<str>,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// A sample a shard took into an epoch, for the latency histograms
+/// (received → committed, event → committed) and the readings committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Received {
+    /// Receive time, ms.
+    pub received_ms: i64,
+    /// Event time, ms.
+    pub event_ms: i64,
+    pub readings: u32,
+}
+
+/// How loads reach StarRocks (`starrocks.delivery`; see `Config::delivery`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Delivery {
+    /// Plain Stream Load, exactly once per label; for StarRocks without the
+    /// transaction API.
+    AtLeastOnce,
+    /// Epochs with two-phase commit (`/api/transaction/*`).
+    ExactlyOnce,
+}
+
+/// Which wire form payloads use (`decode.form`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Form {
+    Wide,
+    Narrow,
+    /// Narrow when the topic matches the template, wide otherwise.
+    Auto,
+}
+
+/// Count, sum, min and max of the readings of one key.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Agg {
+    pub cnt: u64,
+    pub sum: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl Agg {
+    pub(crate) fn one(v: f64) -> Agg {
+        Agg { cnt: 1, sum: v, min: v, max: v }
+    }
+
+    #[inline]
+    pub(crate) fn add(&mut self, v: f64) {
+        self.cnt += 1;
+        self.sum += v;
+        self.min = self.min.min(v);
+        self.max = self.max.max(v);
+    }
+
+    /// Folds another partial aggregate in (what the Aggregate table does).
+    pub fn merge(&mut self, o: &Agg) {
+        self.cnt += o.cnt;
+        self.sum += o.sum;
+        self.min = self.min.min(o.min);
+        self.max = self.max.max(o.max);
+    }
+}
+
+/// The drained partial rows of one (vehicle, window, dims) group, in the
+/// order their metrics first arrived: what the aggregator hands the sink's
+/// CSV encoder.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PartialGroup<'a> {
+    pub vin: &'a str,
+    pub window_start_ms: i64,
+    pub dims: u32,
+    pub metrics: &'a [MetricId],
+    pub aggs: &'a [Agg],
+}
