@@ -70,7 +70,7 @@ pub fn runner_config(cfg: &Config) -> RunnerConfig {
         unknown_vehicle: cfg.enrich.as_ref().map(|e| e.unknown_vehicle).unwrap_or(crate::enrich::UnknownVehicle::Keep),
         table: cfg.tables.telemetry.clone(),
         label_prefix: cfg.starrocks.label_prefix.clone(),
-        dead_letter_dir: cfg.dead_letter.dir.clone(),
+        dead_letter: cfg.dead_letter.clone(),
         channel_batches: cfg.pipeline.channel_batches,
         max_rows_per_load: cfg.pipeline.max_rows_per_load,
         max_epoch_bytes: cfg.pipeline.max_epoch_bytes,
@@ -395,7 +395,7 @@ async fn mqtt_pipeline(
             return Err(EpochError::Abandoned { epoch: 0, reason: "stopped while recovering (StarRocks did not answer)".into() });
         }
     }
-    let (tx, rx) = mpsc::channel(1024);
+    let (tx, rx) = mpsc::channel(cfg.wal.feed_channel);
     source
         .wal
         .feed(source.decided_position(), tx)
@@ -411,14 +411,9 @@ async fn mqtt_pipeline(
     // No source requests (no rebalances); the sender lives as long as the run.
     let (_req_tx, req_rx) = mpsc::channel(1);
     let mut coordinate = Box::pin(coordinator.run(req_rx, shutdown.clone()));
-    let mut stopping = shutdown.clone();
-    let grace = async move {
-        let _ = stopping.wait_for(|s| *s).await;
-        tokio::time::sleep(SHUTDOWN_GRACE).await;
-    };
     let result = tokio::select! {
         r = &mut coordinate => r,
-        _ = grace => Err(EpochError::Abandoned { epoch: 0, reason: GRACE_MSG.into() }),
+        e = stop_grace(cfg, shutdown) => Err(e),
     };
     drop(coordinate);
     // The decoder ends when the coordinator's cut sender is gone.
@@ -432,9 +427,21 @@ async fn mqtt_pipeline(
     result
 }
 
-/// How long a stop waits for the last epoch to commit.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
-const GRACE_MSG: &str = "the last epoch did not commit within 30 s of the stop; it is rolled back at the next start";
+/// Resolves `pipeline.stop_grace` after a stop begins: the last epoch did
+/// not commit in time (StarRocks down), and rockfeed exits with it
+/// undecided; recovery rolls it back next time.
+async fn stop_grace(cfg: &Config, shutdown: &watch::Receiver<bool>) -> EpochError {
+    let mut stopping = shutdown.clone();
+    let _ = stopping.wait_for(|s| *s).await;
+    tokio::time::sleep(cfg.pipeline.stop_grace.0).await;
+    EpochError::Abandoned {
+        epoch: 0,
+        reason: format!(
+            "the last epoch did not commit within {:?} of the stop (pipeline.stop_grace); it is rolled back at the next start",
+            cfg.pipeline.stop_grace.0
+        ),
+    }
+}
 
 /// What every life of the Kafka pipeline shares.
 #[derive(Clone, Copy)]
@@ -516,11 +523,7 @@ async fn run_kafka(
     let mut coordinate = Box::pin(coordinator.run(req_rx, shutdown.clone()));
     // A stop waits this long for the last epoch; past it (StarRocks down),
     // rockfeed exits undecided and recovery rolls the epoch back next time.
-    let mut stopping = shutdown.clone();
-    let grace = async move {
-        let _ = stopping.wait_for(|s| *s).await;
-        tokio::time::sleep(SHUTDOWN_GRACE).await;
-    };
+    let grace = stop_grace(cfg, shutdown);
     tokio::pin!(grace);
     let result = tokio::select! {
         r = &mut coordinate => r,
@@ -530,10 +533,10 @@ async fn run_kafka(
             // finishes the last epoch.
             _ => tokio::select! {
                 r = &mut coordinate => r,
-                _ = &mut grace => Err(EpochError::Abandoned { epoch: 0, reason: GRACE_MSG.into() }),
+                e = &mut grace => Err(e),
             },
         },
-        _ = &mut grace => Err(EpochError::Abandoned { epoch: 0, reason: GRACE_MSG.into() }),
+        e = &mut grace => Err(e),
     };
     drop(coordinate);
     let _ = stop_tx.send(true);

@@ -81,3 +81,52 @@ async fn sigterm_stops_run_gracefully_with_json_logs() {
     assert!(!err.contains('\u{1b}'), "no ANSI codes off a terminal");
     emu.shutdown().await;
 }
+
+/// `pipeline.stop_grace`: a stop while StarRocks is away waits that long
+/// for the last epoch, then exits with it undecided (the next start rolls
+/// it back), saying so; it does not hang until a service manager kills it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_while_starrocks_is_away_ends_after_the_stop_grace() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_broker, port) = common::anonymous_mosquitto(dir.path());
+    let listen = common::free_port();
+    let rest = format!(
+        "[tables]\nbuckets = 8\nreplication_num = 1\n[source.mqtt]\nhost = \"127.0.0.1\"\nport = {port}\nclient_id = \"rockfeed-grace\"\ntopics = [\"telemetry/#\"]\n[telemetry]\nlisten = \"127.0.0.1:{listen}\"\n"
+    );
+    let toml = common::config_toml(dir.path(), "deploygrace", 2, &rest)
+        .replace("epoch = \"200ms\"", "epoch = \"200ms\"\nstop_grace = \"2s\"");
+    let mut cfg = rockfeed::config::Config::parse(&toml).unwrap();
+    assert_eq!(cfg.pipeline.stop_grace.0, Duration::from_secs(2));
+    let emu = common::emulator_for(&mut cfg).await;
+    let path = dir.path().join("rockfeed.toml");
+    std::fs::write(&path, toml.replace("http://127.0.0.1:1", &emu.fe_url())).unwrap();
+    let child = Command::new(BIN).args(["run", "--config"]).arg(&path).stderr(Stdio::piped()).spawn().unwrap();
+    let ready = format!("http://127.0.0.1:{listen}/ready");
+    let mut up = false;
+    for _ in 0..300 {
+        if matches!(loadgen::http::get(&ready, None).await, Ok((200, _))) {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // StarRocks goes away; a sample arrives that can no longer be loaded.
+    emu.shutdown().await;
+    let now = rockfeed::util::now_ms();
+    let msg = format!(r#"{{"vin":"GRACE1","ts":{now},"metrics":{{"soc":50}}}}"#);
+    common::publish_v4(
+        rumqttc::MqttOptions::new("grace-pub", "127.0.0.1", port),
+        vec![("telemetry/GRACE1".into(), msg)],
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stopped = std::time::Instant::now();
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output()).await.unwrap().unwrap();
+    let took = stopped.elapsed();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(up, "never ready: {err}");
+    assert!(err.contains("pipeline.stop_grace") && err.contains("rolled back at the next start"), "{err}");
+    // Well before the 30 s default: the configured 2 s (plus the archive-less exit).
+    assert!(took < Duration::from_secs(20), "the stop took {took:?}:\n{err}");
+}

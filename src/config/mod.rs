@@ -147,11 +147,16 @@ fn default_unknown() -> crate::enrich::UnknownVehicle {
 pub struct DeadLetterCfg {
     /// Directory of `dead-letter-NNNNNN.jsonl` files.
     pub dir: PathBuf,
+    /// A file is closed past this size (bytes; at least 1 KiB).
+    pub file_bytes: u64,
+    /// Files kept; past it the oldest file is removed, with a WARN line
+    /// (0: keep all).
+    pub max_files: usize,
 }
 
 impl Default for DeadLetterCfg {
     fn default() -> Self {
-        DeadLetterCfg { dir: PathBuf::from("rockfeed-data/dead-letter") }
+        DeadLetterCfg { dir: PathBuf::from("rockfeed-data/dead-letter"), file_bytes: 64 << 20, max_files: 100 }
     }
 }
 
@@ -427,6 +432,11 @@ pub struct Pipeline {
     /// note that survives another instance overwriting the group's offset
     /// metadata.
     pub state_dir: PathBuf,
+    /// How long a stop (SIGTERM) waits for the last epoch to commit; past
+    /// it rockfeed exits with the epoch undecided, and the next start rolls
+    /// it back and reads it again. A service manager's stop timeout must
+    /// exceed it plus `archive.stop_grace`.
+    pub stop_grace: Dur,
 }
 
 impl Pipeline {
@@ -446,6 +456,7 @@ impl Default for Pipeline {
             max_rows_per_load: 500_000,
             max_epoch_bytes: 128 << 20,
             state_dir: PathBuf::from("rockfeed-data/state"),
+            stop_grace: Dur(Duration::from_secs(30)),
         }
     }
 }
@@ -578,6 +589,12 @@ impl Config {
         if self.window.width.0 < Duration::from_secs(1) || 86_400_000 % self.window.width.0.as_millis() != 0 {
             return bad("window.width must be at least 1s and divide a day".into());
         }
+        if self.pipeline.stop_grace.0 < Duration::from_secs(1) {
+            return bad("pipeline.stop_grace must be at least 1s".into());
+        }
+        if self.dead_letter.file_bytes < 1024 {
+            return bad("dead_letter.file_bytes must be at least 1024".into());
+        }
         if self.pipeline.epoch.0 < Duration::from_millis(100) {
             return bad("pipeline.epoch must be at least 100ms".into());
         }
@@ -692,6 +709,14 @@ user = "root"
         assert!(with("[decode]\ntopic_template = \"x/{vin}\"").is_err());
         assert!(Config::parse(&MIN.replace("http://127.0.0.1:8030", "ftp://x")).unwrap().validate().is_err());
         assert!(with("[pipeline]\nepoch = \"10ms\"").is_err());
+        let e = with("[pipeline]\nstop_grace = \"0s\"").unwrap_err().to_string();
+        assert!(e.contains("pipeline.stop_grace"), "{e}");
+        let e = with("[dead_letter]\nfile_bytes = 10").unwrap_err().to_string();
+        assert!(e.contains("dead_letter.file_bytes"), "{e}");
+        let mqtt = "[source.mqtt]\nhost = \"b\"\nclient_id = \"c\"\ntopics = [\"t/#\"]\n";
+        let e = with(&format!("{mqtt}[wal]\nfeed_channel = 0")).unwrap_err().to_string();
+        assert!(e.contains("wal.feed_channel"), "{e}");
+        assert!(with("[dead_letter]\nfile_bytes = 1048576\nmax_files = 0\n[pipeline]\nstop_grace = \"90s\"").is_ok());
     }
 
     #[test]

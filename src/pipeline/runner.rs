@@ -42,7 +42,7 @@ pub struct RunnerConfig {
     pub unknown_vehicle: UnknownVehicle,
     pub table: String,
     pub label_prefix: String,
-    pub dead_letter_dir: std::path::PathBuf,
+    pub dead_letter: crate::config::DeadLetterCfg,
     /// Capacity of each shard channel, in batches.
     pub channel_batches: usize,
     /// A shard loads early when it holds this many partial rows.
@@ -110,9 +110,9 @@ pub async fn run(
     let Sinks { loader, archive } = sinks;
     stats.bodies.set_max(cfg.max_epoch_bytes);
     let catalog = Arc::new(RwLock::new(MetricCatalog::with_limits(cfg.catalog)));
-    let mut dead = DeadLetterWriter::open(&cfg.dead_letter_dir, 64 << 20, 100).map_err(|e| {
-        std::io::Error::new(e.kind(), format!("dead-letter directory {}: {e}", cfg.dead_letter_dir.display()))
-    })?;
+    let dl = &cfg.dead_letter;
+    let mut dead = DeadLetterWriter::open(&dl.dir, dl.file_bytes, dl.max_files)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("dead-letter directory {}: {e}", dl.dir.display())))?;
     if cfg.rebuild.is_some() {
         dead = dead.without_records();
     }

@@ -92,6 +92,9 @@ pub struct WalConfig {
     /// (see "Redeliveries" above): at least the broker's in-flight window
     /// (`receive_maximum`, mosquitto `max_inflight_messages`).
     pub dedup_horizon: usize,
+    /// Durable messages the feeder hands the decoder ahead of it (the
+    /// source channel; memory: about this many payloads).
+    pub feed_channel: usize,
 }
 
 impl Default for WalConfig {
@@ -105,6 +108,7 @@ impl Default for WalConfig {
             io: IoMode::Auto,
             memory_bytes: 64 << 20,
             dedup_horizon: 100_000,
+            feed_channel: 1024,
         }
     }
 }
@@ -123,8 +127,8 @@ impl WalConfig {
         if self.dedup_horizon < 1000 {
             return Err("wal.dedup_horizon must be at least 1000 messages (a broker's in-flight window)".into());
         }
-        if self.commit_bytes == 0 || self.memory_bytes == 0 {
-            return Err("wal.commit_bytes and wal.memory_bytes must be positive".into());
+        if self.commit_bytes == 0 || self.memory_bytes == 0 || self.feed_channel == 0 {
+            return Err("wal.commit_bytes, wal.memory_bytes and wal.feed_channel must be positive".into());
         }
         Ok(())
     }

@@ -184,6 +184,7 @@ fn wal_cfg(dir: &std::path::Path, io: IoMode, memory_bytes: u64) -> WalConfig {
         io,
         memory_bytes,
         dedup_horizon: 1000,
+        feed_channel: 1024,
     }
 }
 
