@@ -212,7 +212,6 @@ fn server_error(e: &mysql_async::Error) -> Option<(u16, &str)> {
 
 /// The tables' definitions and the running-transaction cap, through the FE's MySQL port.
 async fn schema(cfg: &Config, tables: &[String]) -> Vec<Check> {
-    use mysql_async::prelude::Queryable;
     let sr = &cfg.starrocks;
     let cap = "StarRocks max_running_txn_num_per_db".to_string();
     let defs = |t: &String| format!("StarRocks {}.{t} schema", sr.database);
@@ -238,37 +237,31 @@ async fn schema(cfg: &Config, tables: &[String]) -> Vec<Check> {
     };
     let mut out = Vec::new();
     for t in tables {
-        let q = |s: &str| format!("`{}`", s.replace('`', "``"));
-        let sql = format!("SHOW CREATE TABLE {}.{}", q(&sr.database), q(t));
-        let result = match conn.query_first::<mysql_async::Row, _>(sql).await {
-            Ok(Some(row)) => match (row.get_opt::<String, usize>(1), expected.table(&sr.database, t)) {
-                (Some(Ok(text)), Some(want)) => match crate::starrocks::ddl::parse_table(&sr.database, &text) {
-                    Ok(have) => {
-                        let wrong = compare(want, &have, cfg);
-                        if wrong.is_empty() {
-                            Outcome::Ok(format!(
-                                "{} KEY table with every column rockfeed writes, {} buckets on ({}), colocate_with '{}'",
-                                keys_name(have.keys),
-                                have.buckets,
-                                column_names(&have, &have.distribution),
-                                have.property("colocate_with").unwrap_or("")
-                            ))
-                        } else {
-                            Outcome::Fail(format!(
-                                "{}; alter the table or recreate it from `rockfeed ddl --config …`, or change the config to match",
-                                wrong.join("; ")
-                            ))
-                        }
-                    }
-                    Err(e) => Outcome::Fail(format!(
-                        "cannot read the definition SHOW CREATE TABLE returned ({e}); compare it with `rockfeed ddl --config …` by hand"
-                    )),
-                },
-                (_, None) => Outcome::Fail(format!("rockfeed ddl does not define table '{t}'")),
-                (_, Some(_)) => Outcome::Fail("SHOW CREATE TABLE returned no definition".into()),
-            },
-            Ok(None) => Outcome::Fail("SHOW CREATE TABLE returned no row".into()),
-            Err(e) => match server_error(&e) {
+        let result = match expected.table(&sr.database, t) {
+            Some(want) => table_schema(cfg, &mut conn, &addr, want).await,
+            None => Outcome::Fail(format!("rockfeed ddl does not define table '{t}'")),
+        };
+        out.push(Check { what: defs(t), result });
+    }
+    out.push(Check { what: cap, result: txn_cap(cfg, &mut conn, tables.len()).await });
+    let _ = conn.disconnect().await;
+    out
+}
+
+/// `SHOW CREATE TABLE` of `want`'s table, compared with it.
+async fn table_schema(cfg: &Config, conn: &mut mysql_async::Conn, addr: &str, want: &TableDef) -> Outcome {
+    use mysql_async::prelude::Queryable;
+    let sr = &cfg.starrocks;
+    let q = |s: &str| format!("`{}`", s.replace('`', "``"));
+    let sql = format!("SHOW CREATE TABLE {}.{}", q(&sr.database), q(&want.name));
+    let text = match conn.query_first::<mysql_async::Row, _>(sql).await {
+        Ok(Some(row)) => match row.get_opt::<String, usize>(1) {
+            Some(Ok(text)) => text,
+            _ => return Outcome::Fail("SHOW CREATE TABLE returned no definition".into()),
+        },
+        Ok(None) => return Outcome::Fail("SHOW CREATE TABLE returned no row".into()),
+        Err(e) => {
+            return match server_error(&e) {
                 Some((1049 | 1051, m)) => Outcome::Fail(format!(
                     "{m}; create the tables from `rockfeed ddl --config …` (run through the FE's MySQL port)"
                 )),
@@ -277,19 +270,43 @@ async fn schema(cfg: &Config, tables: &[String]) -> Vec<Check> {
                     sr.user
                 )),
                 None => Outcome::Fail(format!("SHOW CREATE TABLE on {addr} failed: {e}")),
-            },
-        };
-        out.push(Check { what: defs(t), result });
+            };
+        }
+    };
+    let have = match crate::starrocks::ddl::parse_table(&sr.database, &text) {
+        Ok(t) => t,
+        Err(e) => {
+            return Outcome::Fail(format!(
+                "cannot read the definition SHOW CREATE TABLE returned ({e}); compare it with `rockfeed ddl --config …` by hand"
+            ));
+        }
+    };
+    let wrong = compare(want, &have, cfg);
+    if wrong.is_empty() {
+        Outcome::Ok(format!(
+            "{} KEY table with every column rockfeed writes, {} buckets on ({}), colocate_with '{}'",
+            keys_name(have.keys),
+            have.buckets,
+            column_names(&have, &have.distribution),
+            have.property("colocate_with").unwrap_or("")
+        ))
+    } else {
+        Outcome::Fail(format!(
+            "{}; alter the table or recreate it from `rockfeed ddl --config …`, or change the config to match",
+            wrong.join("; ")
+        ))
     }
-    let need = cfg.pipeline.shards as u64 * tables.len() as u64;
+}
+
+/// `max_running_txn_num_per_db` against what one instance holds open.
+async fn txn_cap(cfg: &Config, conn: &mut mysql_async::Conn, tables: usize) -> Outcome {
+    use mysql_async::prelude::Queryable;
+    let need = cfg.pipeline.shards as u64 * tables as u64;
     let how = format!(
-        "one instance holds up to pipeline.shards × tables = {} × {} = {need} transactions at once, plus those of every other loader of the database",
+        "one instance holds up to pipeline.shards × tables = {} × {tables} = {need} transactions at once, plus those of every other loader of the database",
         cfg.pipeline.shards,
-        tables.len()
     );
-    let result = match conn
-        .query_first::<mysql_async::Row, _>("ADMIN SHOW FRONTEND CONFIG LIKE 'max_running_txn_num_per_db'")
-        .await
+    match conn.query_first::<mysql_async::Row, _>("ADMIN SHOW FRONTEND CONFIG LIKE 'max_running_txn_num_per_db'").await
     {
         Ok(Some(row)) => {
             match row.get_opt::<String, &str>("Value").and_then(|v| v.ok()).and_then(|v| v.parse::<u64>().ok()) {
@@ -305,13 +322,10 @@ async fn schema(cfg: &Config, tables: &[String]) -> Vec<Check> {
         )),
         Err(e) => Outcome::Skip(format!(
             "not readable by user '{}' ({}); ADMIN SHOW FRONTEND CONFIG needs OPERATE on SYSTEM: make sure it is at least {need} ({how})",
-            sr.user,
+            cfg.starrocks.user,
             server_error(&e).map(|(_, m)| m.to_string()).unwrap_or_else(|| e.to_string())
         )),
-    };
-    out.push(Check { what: cap, result });
-    let _ = conn.disconnect().await;
-    out
+    }
 }
 
 fn keys_name(k: KeysType) -> &'static str {
