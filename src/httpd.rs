@@ -1,5 +1,5 @@
 //! A small HTTP/1.1 server over hyper: the accept loop (plain or TLS) with
-//! a graceful stop, and the reply type. `/metrics` ([`crate::telemetry`])
+//! a graceful stop, and the reply type. `/metrics` (the telemetry module)
 //! and the StarRocks emulator's FE and BE listeners are served with it.
 
 use std::future::Future;

@@ -378,7 +378,7 @@ fn main() -> ExitCode {
             }
             Command::Ddl { config, hive: true } => {
                 let cfg = rockfeed::config::Config::load(&config)?;
-                print!("{}", rockfeed::archive::hive::ddl(&cfg)?);
+                print!("{}", rockfeed::archive::hive::ddl(&cfg.archive, &cfg.tables.dims)?);
                 Ok(())
             }
             Command::Archive(ArchiveCommand::Ls { config }) => {

@@ -49,6 +49,10 @@ pub enum Form {
     Auto,
 }
 
+/// The dims row of a vehicle the enrichment snapshot does not know (its
+/// dims load as NULL).
+pub const NO_DIMS: u32 = u32::MAX;
+
 /// Count, sum, min and max of the readings of one key.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Agg {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::Dur;
+use crate::util::Dur;
 
 /// The environment variables that override the S3 credentials.
 pub const S3_KEY_ENV: &str = "ROCKFEED_S3_ACCESS_KEY_ID";
@@ -131,7 +131,7 @@ impl ArchiveConfig {
         if !self.enabled {
             return Ok(());
         }
-        if !crate::config::is_identifier(&self.table) {
+        if !crate::util::is_identifier(&self.table) {
             return Err(format!("archive.table '{}' is not a plain identifier", self.table));
         }
         if self.roll_bytes < 1 << 20 {

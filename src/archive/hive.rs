@@ -1,12 +1,11 @@
 //! `rockfeed ddl --hive`: the Hive external table over the archive, from the
 //! same configuration the writer runs with, so the two cannot drift.
 
+use super::config::ArchiveConfig;
 use super::store::Location;
-use crate::config::Config;
 
 /// The Hive LOCATION of the archive's table directory.
-pub fn location(cfg: &Config) -> Result<String, String> {
-    let a = &cfg.archive;
+pub fn location(a: &ArchiveConfig) -> Result<String, String> {
     Ok(match Location::parse(&a.url)? {
         Location::Local(dir) => {
             let abs =
@@ -49,12 +48,11 @@ fn comment(column: &str) -> &'static str {
 
 /// `CREATE EXTERNAL TABLE … PARTITIONED BY (dt, hour) STORED AS PARQUET
 /// LOCATION …` and the partition-repair statement.
-pub fn ddl(cfg: &Config) -> Result<String, String> {
-    let a = &cfg.archive;
+pub fn ddl(a: &ArchiveConfig, dims: &[String]) -> Result<String, String> {
     let q = |s: &str| format!("`{s}`");
     // The columns are the Parquet schema's, so the table cannot drift from
     // the files.
-    let schema = super::Schema::new(&cfg.tables.dims);
+    let schema = super::Schema::new(dims);
     let mut body = Vec::new();
     for f in schema.0.fields() {
         let t = hive_type(f.data_type()).ok_or_else(|| format!("no Hive type for column {}", f.name()))?;
@@ -75,7 +73,7 @@ pub fn ddl(cfg: &Config) -> Result<String, String> {
         cols = body.join(",\n"),
         dt = q("dt"),
         hour = q("hour"),
-        loc = location(cfg)?,
+        loc = location(a)?,
     ))
 }
 
@@ -83,8 +81,8 @@ pub fn ddl(cfg: &Config) -> Result<String, String> {
 mod tests {
     use super::*;
 
-    fn cfg(url: &str) -> Config {
-        let mut c = Config::parse(
+    fn cfg(url: &str) -> crate::config::Config {
+        let mut c = crate::config::Config::parse(
             r#"
 [starrocks]
 endpoints = ["http://fe:8030"]
@@ -105,7 +103,8 @@ table = "raw_readings"
 
     #[test]
     fn hive_ddl_matches_the_parquet_schema_and_layout() {
-        let d = ddl(&cfg("s3://lake/edge/7")).unwrap();
+        let hive = |c: crate::config::Config| ddl(&c.archive, &c.tables.dims);
+        let d = hive(cfg("s3://lake/edge/7")).unwrap();
         assert!(d.contains("CREATE EXTERNAL TABLE IF NOT EXISTS `raw_readings` ("), "{d}");
         assert!(d.contains("PARTITIONED BY (`dt` STRING, `hour` STRING)\nSTORED AS PARQUET\n"), "{d}");
         assert!(d.contains("LOCATION 's3a://lake/edge/7/raw_readings'"), "{d}");
@@ -123,7 +122,7 @@ table = "raw_readings"
             let i = d[at..].find(&needle).unwrap_or_else(|| panic!("{needle} missing or out of order in {d}"));
             at += i + needle.len();
         }
-        assert!(ddl(&cfg("/data/archive")).unwrap().contains("LOCATION 'file:///data/archive/raw_readings'"));
-        assert!(ddl(&cfg("hdfs://nn:8020/wh/")).unwrap().contains("LOCATION 'hdfs://nn:8020/wh/raw_readings'"));
+        assert!(hive(cfg("/data/archive")).unwrap().contains("LOCATION 'file:///data/archive/raw_readings'"));
+        assert!(hive(cfg("hdfs://nn:8020/wh/")).unwrap().contains("LOCATION 'hdfs://nn:8020/wh/raw_readings'"));
     }
 }

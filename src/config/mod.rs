@@ -40,34 +40,7 @@ pub enum ConfigError {
     Invalid(String),
 }
 
-/// A duration written as `"250ms"`, `"1s"`, `"5m"`, `"1h"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Dur(pub Duration);
-
-impl<'de> Deserialize<'de> for Dur {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        parse_duration(&s).map(Dur).map_err(serde::de::Error::custom)
-    }
-}
-
-/// Parses `"<n>ms|s|m|h|d"`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split =
-        s.find(|c: char| !c.is_ascii_digit()).ok_or_else(|| format!("duration '{s}' needs a unit (ms, s, m, h, d)"))?;
-    let (n, unit) = s.split_at(split);
-    let n: u64 = n.parse().map_err(|_| format!("bad duration '{s}'"))?;
-    let ms = match unit.trim() {
-        "ms" => n,
-        "s" => n * 1000,
-        "m" => n * 60_000,
-        "h" => n * 3_600_000,
-        "d" => n * 86_400_000,
-        u => return Err(format!("unknown duration unit '{u}' in '{s}' (ms, s, m, h, d)")),
-    };
-    Ok(Duration::from_millis(ms))
-}
+pub use crate::util::{Dur, is_identifier, parse_duration};
 
 /// The whole file.
 #[derive(Debug, Clone, Deserialize)]
@@ -662,13 +635,6 @@ impl Config {
         }
         Ok(())
     }
-}
-
-pub fn is_identifier(s: &str) -> bool {
-    let mut c = s.chars();
-    matches!(c.next(), Some(ch) if ch.is_ascii_alphabetic() || ch == '_')
-        && c.all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
-        && s.len() <= 64
 }
 
 #[cfg(test)]

@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use crate::config::{Dur, is_identifier};
+use crate::util::{Dur, is_identifier};
 
 /// The environment variable holding the database password.
 pub const PASSWORD_ENV: &str = "ROCKFEED_ENRICH_PASSWORD";

@@ -19,7 +19,7 @@ use std::time::{Instant, SystemTime};
 
 use compact_str::CompactString;
 
-use crate::pipeline::window::NO_DIMS;
+use crate::model::NO_DIMS;
 use crate::sink::starrocks::encode::check_field;
 
 /// What to do with a sample whose vin is not in the dims.

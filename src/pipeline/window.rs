@@ -23,8 +23,7 @@ use crate::decode::catalog::MetricId;
 use crate::model::{Agg, PartialGroup};
 use crate::util::hash::FastHash;
 
-/// Dims row for vehicles the enrichment snapshot does not know.
-pub const NO_DIMS: u32 = u32::MAX;
+pub use crate::model::NO_DIMS;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WindowConfig {

@@ -59,9 +59,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 
-use crate::config::Dur;
 use crate::pipeline::epoch::{Decision, EpochSource, Positions, Replay};
 use crate::source::RawMessage;
+use crate::util::Dur;
 use horizon::{Horizon, Identity};
 pub use io::IoMode;
 use ledger::{Entry, Ledger};

@@ -179,7 +179,7 @@ fn wal_cfg(dir: &std::path::Path, io: IoMode, memory_bytes: u64) -> WalConfig {
         dir: dir.into(),
         segment_bytes: 1 << 20,
         max_bytes: 4 << 20,
-        commit_interval: crate::config::Dur(Duration::from_millis(2)),
+        commit_interval: crate::util::Dur(Duration::from_millis(2)),
         commit_bytes: 1 << 20,
         io,
         memory_bytes,
