@@ -279,6 +279,102 @@ async fn run_demo(o: rockfeed::demo::DemoOptions) -> Result<(), Box<dyn std::err
     }
 }
 
+/// `rockfeed run`: until SIGTERM or Ctrl-C, then the summary (and the report).
+async fn cmd_run(config: &std::path::Path, report: Option<PathBuf>) -> Result<(), Box<dyn std::error::Error>> {
+    let cfg = rockfeed::config::Config::load(config)?;
+    let started = std::time::Instant::now();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        stop_signal().await;
+        tracing::info!("Shutting down: sealing and loading what is held.");
+        let _ = stop_tx.send(true);
+    });
+    let stats = rockfeed::app::run(cfg, stop_rx).await?;
+    if let Some(dir) = report {
+        let r = rockfeed::telemetry::report::build(
+            &format!("rockfeed run {}", config.display()),
+            &stats,
+            started.elapsed(),
+        );
+        r.write(&dir).map_err(|e| format!("--report {}: {e}", dir.display()))?;
+        print!("{}", r.table());
+        println!("latency report: {}", dir.display());
+    }
+    use std::sync::atomic::Ordering::Relaxed;
+    println!(
+        "messages {} samples {} readings {} rejected {} rows loaded {} loads {} failed loads {}",
+        stats.messages.load(Relaxed),
+        stats.samples.load(Relaxed),
+        stats.readings.load(Relaxed),
+        stats.rejected.total(),
+        stats.rows_loaded.load(Relaxed),
+        stats.loads.load(Relaxed),
+        stats.loads_failed.load(Relaxed)
+    );
+    Ok(())
+}
+
+/// `rockfeed archive ls`: the archive's files with their rows.
+async fn cmd_archive_ls(config: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
+    let cfg = rockfeed::config::Config::load(config)?;
+    let store = rockfeed::archive::store::Store::open(&cfg.archive)?;
+    let files = store.list(&cfg.archive.table).await?;
+    let (mut rows, mut bytes) = (0i64, 0u64);
+    println!("{:>12} {:>12}  file", "rows", "bytes");
+    for (path, size) in &files {
+        let n = store.rows(path).await?;
+        rows += n;
+        bytes += size;
+        println!("{n:>12} {size:>12}  {path}");
+    }
+    println!("{rows:>12} {bytes:>12}  total: {} file(s) in {}", files.len(), store.display);
+    Ok(())
+}
+
+/// `rockfeed deadletter replay`: dead-lettered bodies loaded again.
+async fn cmd_replay(config: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
+    let cfg = rockfeed::config::Config::load(config)?;
+    let loader = rockfeed::app::loader(&cfg)?;
+    let r = rockfeed::deadletter::replay(&cfg.dead_letter.dir, &loader).await?;
+    println!("replayed: {} loaded, {} already loaded, {} still refused", r.loaded, r.already, r.refused.len());
+    for (label, reason) in &r.refused {
+        println!("refused: {label}: {reason}");
+    }
+    if r.refused.is_empty() { Ok(()) } else { Err("some bodies are still refused".into()) }
+}
+
+/// `rockfeed check [--connect]`: the config, then the systems it points at.
+async fn cmd_check(config: &std::path::Path, connect: bool) -> Result<(), Box<dyn std::error::Error>> {
+    let cfg = rockfeed::config::Config::load(config)?;
+    rockfeed::app::preflight(&cfg)?;
+    println!(
+        "{}: OK ({} endpoint(s), database {}, label prefix {}, {} shard(s), {:?} epochs, delivery {:?})",
+        config.display(),
+        cfg.starrocks.endpoints.len(),
+        cfg.starrocks.database,
+        cfg.starrocks.label_prefix,
+        cfg.pipeline.shards,
+        cfg.pipeline.epoch.0,
+        cfg.delivery()
+    );
+    if !connect {
+        return Ok(());
+    }
+    let mut failed = 0;
+    for c in rockfeed::preflight::run(&cfg).await {
+        use rockfeed::preflight::Outcome;
+        match c.result {
+            Outcome::Ok(found) => println!("OK    {}: {found}", c.what),
+            Outcome::Skip(why) => println!("SKIP  {}: {why}", c.what),
+            Outcome::Fail(todo) => {
+                failed += 1;
+                println!("FAIL  {}: {todo}", c.what);
+            }
+        }
+    }
+    if failed == 0 { Ok(()) } else { Err(format!("{failed} check(s) failed").into()) }
+}
+
 async fn run_emulator(a: EmulatorArgs) -> Result<(), Box<dyn std::error::Error>> {
     let ddl = std::fs::read_to_string(&a.ddl).map_err(|e| format!("cannot read --ddl {}: {e}", a.ddl.display()))?;
     let catalog = parse_ddl(&ddl).map_err(|e| format!("{}: {e}", a.ddl.display()))?;
@@ -338,39 +434,7 @@ fn main() -> ExitCode {
             Command::Demo { seconds, vehicles, metrics, rate_hz, data_dir, report } => {
                 run_demo(rockfeed::demo::DemoOptions { seconds, vehicles, metrics, rate_hz, data_dir, report }).await
             }
-            Command::Run { config, report } => {
-                let cfg = rockfeed::config::Config::load(&config)?;
-                let started = std::time::Instant::now();
-                let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-                tokio::spawn(async move {
-                    stop_signal().await;
-                    tracing::info!("Shutting down: sealing and loading what is held.");
-                    let _ = stop_tx.send(true);
-                });
-                let stats = rockfeed::app::run(cfg, stop_rx).await?;
-                if let Some(dir) = report {
-                    let r = rockfeed::telemetry::report::build(
-                        &format!("rockfeed run {}", config.display()),
-                        &stats,
-                        started.elapsed(),
-                    );
-                    r.write(&dir).map_err(|e| format!("--report {}: {e}", dir.display()))?;
-                    print!("{}", r.table());
-                    println!("latency report: {}", dir.display());
-                }
-                use std::sync::atomic::Ordering::Relaxed;
-                println!(
-                    "messages {} samples {} readings {} rejected {} rows loaded {} loads {} failed loads {}",
-                    stats.messages.load(Relaxed),
-                    stats.samples.load(Relaxed),
-                    stats.readings.load(Relaxed),
-                    stats.rejected.total(),
-                    stats.rows_loaded.load(Relaxed),
-                    stats.loads.load(Relaxed),
-                    stats.loads_failed.load(Relaxed)
-                );
-                Ok(())
-            }
+            Command::Run { config, report } => cmd_run(&config, report).await,
             Command::Ddl { config, hive: false } => {
                 let cfg = rockfeed::config::Config::load(&config)?;
                 print!("{}", rockfeed::config::ddl::ddl(&cfg));
@@ -381,66 +445,9 @@ fn main() -> ExitCode {
                 print!("{}", rockfeed::archive::hive::ddl(&cfg.archive, &cfg.tables.dims)?);
                 Ok(())
             }
-            Command::Archive(ArchiveCommand::Ls { config }) => {
-                let cfg = rockfeed::config::Config::load(&config)?;
-                let store = rockfeed::archive::store::Store::open(&cfg.archive)?;
-                let files = store.list(&cfg.archive.table).await?;
-                let (mut rows, mut bytes) = (0i64, 0u64);
-                println!("{:>12} {:>12}  file", "rows", "bytes");
-                for (path, size) in &files {
-                    let n = store.rows(path).await?;
-                    rows += n;
-                    bytes += size;
-                    println!("{n:>12} {size:>12}  {path}");
-                }
-                println!("{rows:>12} {bytes:>12}  total: {} file(s) in {}", files.len(), store.display);
-                Ok(())
-            }
-            Command::Deadletter(DeadletterCommand::Replay { config }) => {
-                let cfg = rockfeed::config::Config::load(&config)?;
-                let loader = rockfeed::app::loader(&cfg)?;
-                let r = rockfeed::deadletter::replay(&cfg.dead_letter.dir, &loader).await?;
-                println!(
-                    "replayed: {} loaded, {} already loaded, {} still refused",
-                    r.loaded,
-                    r.already,
-                    r.refused.len()
-                );
-                for (label, reason) in &r.refused {
-                    println!("refused: {label}: {reason}");
-                }
-                if r.refused.is_empty() { Ok(()) } else { Err("some bodies are still refused".into()) }
-            }
-            Command::Check { config, connect } => {
-                let cfg = rockfeed::config::Config::load(&config)?;
-                rockfeed::app::preflight(&cfg)?;
-                println!(
-                    "{}: OK ({} endpoint(s), database {}, label prefix {}, {} shard(s), {:?} epochs, delivery {:?})",
-                    config.display(),
-                    cfg.starrocks.endpoints.len(),
-                    cfg.starrocks.database,
-                    cfg.starrocks.label_prefix,
-                    cfg.pipeline.shards,
-                    cfg.pipeline.epoch.0,
-                    cfg.delivery()
-                );
-                if !connect {
-                    return Ok(());
-                }
-                let mut failed = 0;
-                for c in rockfeed::preflight::run(&cfg).await {
-                    use rockfeed::preflight::Outcome;
-                    match c.result {
-                        Outcome::Ok(found) => println!("OK    {}: {found}", c.what),
-                        Outcome::Skip(why) => println!("SKIP  {}: {why}", c.what),
-                        Outcome::Fail(todo) => {
-                            failed += 1;
-                            println!("FAIL  {}: {todo}", c.what);
-                        }
-                    }
-                }
-                if failed == 0 { Ok(()) } else { Err(format!("{failed} check(s) failed").into()) }
-            }
+            Command::Archive(ArchiveCommand::Ls { config }) => cmd_archive_ls(&config).await,
+            Command::Deadletter(DeadletterCommand::Replay { config }) => cmd_replay(&config).await,
+            Command::Check { config, connect } => cmd_check(&config, connect).await,
         }
     });
     match res {
