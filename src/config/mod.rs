@@ -513,6 +513,14 @@ impl Config {
 
     /// Checks everything that can be checked without connecting.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_starrocks()?;
+        self.validate_pipeline()?;
+        self.validate_sources()?;
+        self.validate_decode()
+    }
+
+    /// Endpoints, names, label prefix, prepared timeout, and the enrichment.
+    fn validate_starrocks(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
         if let Some(e) = &self.enrich {
             match (&e.file, &e.database) {
@@ -530,9 +538,6 @@ impl Config {
         for e in &sr.endpoints {
             e.parse::<crate::sink::starrocks::client::Endpoint>()
                 .map_err(|m| ConfigError::Invalid(format!("starrocks.endpoints: {m}")))?;
-        }
-        for e in &sr.endpoints {
-            e.parse::<crate::sink::starrocks::client::Endpoint>().map_err(ConfigError::Invalid)?;
         }
         for (what, name) in [
             ("starrocks.database", &sr.database),
@@ -553,6 +558,23 @@ impl Config {
         if sr.label_prefix.len() + longest + 2 + 10 + 1 + 20 > 128 || sr.label_prefix.is_empty() {
             return bad("starrocks.label_prefix is empty or too long for 128-character labels".into());
         }
+        if !sr.label_prefix.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+            return bad(format!(
+                "starrocks.label_prefix '{}' may only hold [-_A-Za-z0-9] (labels are prefix-table-shard-epoch)",
+                sr.label_prefix
+            ));
+        }
+        if let Some(p) = self.starrocks.prepared_timeout
+            && p.0 < Duration::from_secs(1)
+        {
+            return bad("starrocks.prepared_timeout must be at least 1s".into());
+        }
+        Ok(())
+    }
+
+    /// Buckets and shards, windows, epochs, the stop and the dead letters.
+    fn validate_pipeline(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
         if !(1..=1024).contains(&self.tables.buckets) {
             return bad("tables.buckets must be within 1..=1024".into());
         }
@@ -579,6 +601,12 @@ impl Config {
                 m.0, self.pipeline.epoch.0
             ));
         }
+        Ok(())
+    }
+
+    /// One source, its settings, the WAL (MQTT) and the archive.
+    fn validate_sources(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
         crate::decode::narrow::TopicTemplate::parse(&self.decode.topic_template).map_err(ConfigError::Invalid)?;
         if let Some(m) = &self.source.mqtt {
             m.validate().map_err(ConfigError::Invalid)?;
@@ -600,17 +628,12 @@ impl Config {
         if self.source.mqtt.is_some() {
             self.wal.validate().map_err(ConfigError::Invalid)?;
         }
-        if !sr.label_prefix.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
-            return bad(format!(
-                "starrocks.label_prefix '{}' may only hold [-_A-Za-z0-9] (labels are prefix-table-shard-epoch)",
-                sr.label_prefix
-            ));
-        }
-        if let Some(p) = self.starrocks.prepared_timeout
-            && p.0 < Duration::from_secs(1)
-        {
-            return bad("starrocks.prepared_timeout must be at least 1s".into());
-        }
+        Ok(())
+    }
+
+    /// The decoder's bounds.
+    fn validate_decode(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
         let d = &self.decode;
         if !(1..=crate::decode::catalog::MAX_METRIC_NAME).contains(&d.max_metric_name_bytes) {
             return bad(
