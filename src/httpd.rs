@@ -79,31 +79,44 @@ pub async fn serve<H, F>(
     H: Fn(hyper::Request<Incoming>) -> F + Send + Sync + 'static,
     F: Future<Output = Result<Resp, Drop>> + Send + 'static,
 {
+    let stop = shutdown.clone();
+    accept_loop(listener, &mut shutdown, |stream, _| {
+        let (h, stop, tls) = (handler.clone(), stop.clone(), tls.clone());
+        tokio::spawn(async move {
+            match tls {
+                None => serve_conn(stream, h, stop).await,
+                Some(acceptor) => match acceptor.accept(stream).await {
+                    Ok(s) => serve_conn(s, h, stop).await,
+                    Err(e) => tracing::debug!(error = %e, "TLS handshake failed."),
+                },
+            }
+        });
+    })
+    .await
+}
+
+/// Accepts TCP connections (no Nagle) until `shutdown` flips, handing each
+/// to `on_conn`, which spawns what serves it. A failed accept (out of file
+/// descriptors) is logged and retried after 10 ms.
+pub async fn accept_loop(
+    listener: TcpListener,
+    shutdown: &mut watch::Receiver<bool>,
+    mut on_conn: impl FnMut(tokio::net::TcpStream, std::net::SocketAddr),
+) {
     loop {
         tokio::select! {
             biased;
             _ = shutdown.changed() => break,
-            accepted = listener.accept() => {
-                let (stream, _) = match accepted {
-                    Ok(s) => s,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "Accept failed.");
-                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                let (h, stop, tls) = (handler.clone(), shutdown.clone(), tls.clone());
-                tokio::spawn(async move {
-                    match tls {
-                        None => serve_conn(stream, h, stop).await,
-                        Some(acceptor) => match acceptor.accept(stream).await {
-                            Ok(s) => serve_conn(s, h, stop).await,
-                            Err(e) => tracing::debug!(error = %e, "TLS handshake failed."),
-                        },
-                    }
-                });
-            }
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    on_conn(stream, peer);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "Accept failed.");
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+            },
         }
     }
 }

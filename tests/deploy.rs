@@ -55,15 +55,7 @@ async fn sigterm_stops_run_gracefully_with_json_logs() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let ready = format!("http://127.0.0.1:{listen}/ready");
-    let mut up = false;
-    for _ in 0..300 {
-        if matches!(loadgen::http::get(&ready, None).await, Ok((200, _))) {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let up = ready(listen).await;
     let pid = child.id().to_string();
     let term = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     assert!(term.success());
@@ -101,15 +93,7 @@ async fn a_stop_while_starrocks_is_away_ends_after_the_stop_grace() {
     let path = dir.path().join("rockfeed.toml");
     std::fs::write(&path, toml.replace("http://127.0.0.1:1", &emu.fe_url())).unwrap();
     let child = Command::new(BIN).args(["run", "--config"]).arg(&path).stderr(Stdio::piped()).spawn().unwrap();
-    let ready = format!("http://127.0.0.1:{listen}/ready");
-    let mut up = false;
-    for _ in 0..300 {
-        if matches!(loadgen::http::get(&ready, None).await, Ok((200, _))) {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let up = ready(listen).await;
     // StarRocks goes away; a sample arrives that can no longer be loaded.
     emu.shutdown().await;
     let now = rockfeed::util::now_ms();
@@ -129,4 +113,16 @@ async fn a_stop_while_starrocks_is_away_ends_after_the_stop_grace() {
     assert!(err.contains("pipeline.stop_grace") && err.contains("rolled back at the next start"), "{err}");
     // Well before the 30 s default: the configured 2 s (plus the archive-less exit).
     assert!(took < Duration::from_secs(20), "the stop took {took:?}:\n{err}");
+}
+
+/// Whether `/ready` on `listen` answered 200 within 30 s.
+async fn ready(listen: u16) -> bool {
+    let url = format!("http://127.0.0.1:{listen}/ready");
+    for _ in 0..300 {
+        if matches!(loadgen::http::get(&url, None).await, Ok((200, _))) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
 }

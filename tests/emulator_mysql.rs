@@ -3,12 +3,13 @@
 //! tests/run.sh installs), used as the StarRocks docs use it
 //! (`mysql -h <fe> -P9030 -u root -p`), and mysql_async over TLS.
 
-use std::path::Path;
 use std::process::Command;
 
 use mysql_async::prelude::Queryable;
 use rockfeed::starrocks::ddl::{parse_ddl, parse_table};
 use rockfeed::starrocks_emulator::{Emulator, EmulatorConfig};
+
+mod common;
 
 const DDL: &str = include_str!("../deploy/emulator/docs_examples.sql");
 const PW: &str = "s3cret";
@@ -102,26 +103,12 @@ async fn the_mysql_client_reads_table_definitions_and_fe_config_as_from_starrock
     emu.shutdown().await;
 }
 
-fn certificate(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
-    let (cert, key) = (dir.join("fe.pem"), dir.join("fe.key"));
-    let out = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1"])
-        // Not a CA: rustls refuses a CA certificate as a server's own.
-        .args(["-addext", "subjectAltName=IP:127.0.0.1", "-addext", "basicConstraints=critical,CA:FALSE", "-keyout"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl is required (tests/run.sh installs it)");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    (cert, key)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_https_fe_speaks_tls_on_its_mysql_port_too() {
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = certificate(dir.path());
-    let emu = Emulator::start(config(|c| c.fe_tls = Some((cert.clone(), key)))).await.unwrap();
+    common::tls_material(dir.path());
+    let (cert, key, ca) = (dir.path().join("server.pem"), dir.path().join("server.key"), dir.path().join("ca.pem"));
+    let emu = Emulator::start(config(|c| c.fe_tls = Some((cert, key)))).await.unwrap();
     let port = emu.query_addr.unwrap().port();
     let opts = |tls: bool, pw: &str| {
         let b = mysql_async::OptsBuilder::default()
@@ -133,7 +120,7 @@ async fn an_https_fe_speaks_tls_on_its_mysql_port_too() {
             .max_allowed_packet(Some(16 << 20))
             .wait_timeout(Some(28_800));
         if tls {
-            b.ssl_opts(Some(mysql_async::SslOpts::default().with_root_certs(vec![cert.clone().into()])))
+            b.ssl_opts(Some(mysql_async::SslOpts::default().with_root_certs(vec![ca.clone().into()])))
         } else {
             b
         }

@@ -73,34 +73,21 @@ pub(crate) async fn serve(
     tls: Option<tokio_rustls::TlsAcceptor>,
     ctx: Arc<Ctx>,
 ) {
-    loop {
-        tokio::select! {
-            biased;
-            _ = shutdown.changed() => break,
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(s) => s,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "Accept failed.");
-                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                        continue;
+    let stop = shutdown.clone();
+    crate::httpd::accept_loop(listener, &mut shutdown, |stream, peer| {
+        let (ctx, tls, mut stop) = (ctx.clone(), tls.clone(), stop.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = stop.changed() => {}
+                r = session(stream, peer, tls, ctx) => {
+                    if let Err(e) = r {
+                        tracing::debug!(error = %e, %peer, "MySQL connection ended.");
                     }
-                };
-                let _ = stream.set_nodelay(true);
-                let (ctx, tls, mut stop) = (ctx.clone(), tls.clone(), shutdown.clone());
-                tokio::spawn(async move {
-                    tokio::select! {
-                        _ = stop.changed() => {}
-                        r = session(stream, peer, tls, ctx) => {
-                            if let Err(e) = r {
-                                tracing::debug!(error = %e, %peer, "MySQL connection ended.");
-                            }
-                        }
-                    }
-                });
+                }
             }
-        }
-    }
+        });
+    })
+    .await
 }
 
 async fn session(
