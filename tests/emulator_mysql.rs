@@ -119,11 +119,7 @@ async fn an_https_fe_speaks_tls_on_its_mysql_port_too() {
             .prefer_socket(false)
             .max_allowed_packet(Some(16 << 20))
             .wait_timeout(Some(28_800));
-        if tls {
-            b.ssl_opts(Some(mysql_async::SslOpts::default().with_root_certs(vec![ca.clone().into()])))
-        } else {
-            b
-        }
+        if tls { b.ssl_opts(Some(mysql_async::SslOpts::default().with_root_certs(vec![ca.clone().into()]))) } else { b }
     };
     let mut conn = mysql_async::Conn::new(opts(true, PW)).await.unwrap();
     let dbs: Vec<String> = conn.query("SHOW DATABASES").await.unwrap();
