@@ -114,6 +114,69 @@ pub async fn demo(o: DemoOptions) -> Result<DemoReport, String> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let password = "demo";
+    let mut cfg = demo_config(&o, mqtt_addr, password)?;
+    cfg.pipeline.state_dir = o.data_dir.join("state");
+    let catalog = parse_ddl(&crate::config::ddl::ddl(&cfg)).map_err(|e| e.to_string())?;
+    let emu = Emulator::start(EmulatorConfig::local(catalog, "root", password)).await.map_err(|e| e.to_string())?;
+    cfg.starrocks.endpoints = vec![emu.fe_url()];
+
+    // The fleet, and its vehicle file: every third vehicle has no entry (NULL dims).
+    let fleet = Fleet::new(o.vehicles, o.metrics, 42, "RFDEMO");
+    let vehicles_csv = o.data_dir.join("vehicles.csv");
+    let mut csv = String::from("vin,fleet\n");
+    for v in (0..o.vehicles).filter(|v| v % 3 != 2) {
+        csv.push_str(&format!("{},fleet-{}\n", fleet.vin(v), v % 4));
+    }
+    std::fs::write(&vehicles_csv, csv).map_err(|e| e.to_string())?;
+    cfg.validate().map_err(|e| e.to_string())?;
+
+    // The pipeline exactly as `rockfeed run` runs it.
+    let stats = Arc::new(Stats::default());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (ready_tx, mut ready) = watch::channel(false);
+    let app = tokio::spawn(crate::app::run_with(cfg.clone(), stop_rx, ready_tx, stats.clone()));
+    if !crate::source::mqtt::wait_ready(&mut ready, Duration::from_secs(30)).await {
+        return Err("the pipeline did not subscribe to the embedded broker within 30 s".into());
+    }
+
+    let (ledger, sent) = generate(&o, fleet, mqtt_addr, cfg.window.width.0.as_millis() as i64).await?;
+    // Wait until the pipeline has taken everything, then stop and drain.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while stats.samples.load(Ordering::Relaxed) < sent.messages && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = stop_tx.send(true);
+    app.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+    let (archive_audit, archive_files) = audit_archive(&o.data_dir.join("archive").join(&cfg.archive.table), &ledger)?;
+
+    let (table_rows, audits, audit_errors) = audit_tables(&emu, &cfg, &ledger, &archive_audit, password).await?;
+    emu.shutdown().await;
+
+    let elapsed = started.elapsed();
+    let mut report = crate::telemetry::report::build("rockfeed demo", &stats, elapsed);
+    report.series("loadgen_send_lag", sent.lag_us.clone());
+    report.fact("published_messages", sent.messages).fact("published_readings", sent.readings);
+    report.fact("audit", if audit_errors.is_empty() { "PASS" } else { "FAIL" });
+    let report_dir = o.report.clone().unwrap_or_else(|| o.data_dir.join("report"));
+    report.write(&report_dir).map_err(|e| format!("{}: {e}", report_dir.display()))?;
+    Ok(DemoReport {
+        published: sent.messages,
+        readings_published: sent.readings,
+        stats,
+        table_rows,
+        audits,
+        audit_errors,
+        elapsed,
+        report,
+        report_dir,
+        archive_audit,
+        archive_files,
+    })
+}
+
+/// The demo's configuration, with this run's data directories emptied
+/// (the audits compare this run's data with this run's ledger).
+fn demo_config(o: &DemoOptions, mqtt_addr: SocketAddr, password: &str) -> Result<Config, String> {
     let cfg_text = format!(
         r#"
 [starrocks]
@@ -165,33 +228,18 @@ roll_idle = "5s"
             _ => {}
         }
     }
-    let mut cfg = Config::parse(&cfg_text)?;
-    cfg.pipeline.state_dir = o.data_dir.join("state");
-    let catalog = parse_ddl(&crate::config::ddl::ddl(&cfg)).map_err(|e| e.to_string())?;
-    let emu = Emulator::start(EmulatorConfig::local(catalog, "root", password)).await.map_err(|e| e.to_string())?;
-    cfg.starrocks.endpoints = vec![emu.fe_url()];
+    Config::parse(&cfg_text)
+}
 
-    // The fleet, and its vehicle file: every third vehicle has no entry (NULL dims).
-    let fleet = Fleet::new(o.vehicles, o.metrics, 42, "RFDEMO");
-    let vehicles_csv = o.data_dir.join("vehicles.csv");
-    let mut csv = String::from("vin,fleet\n");
-    for v in (0..o.vehicles).filter(|v| v % 3 != 2) {
-        csv.push_str(&format!("{},fleet-{}\n", fleet.vin(v), v % 4));
-    }
-    std::fs::write(&vehicles_csv, csv).map_err(|e| e.to_string())?;
-    cfg.validate().map_err(|e| e.to_string())?;
-
-    // The pipeline exactly as `rockfeed run` runs it.
-    let stats = Arc::new(Stats::default());
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let (ready_tx, mut ready) = watch::channel(false);
-    let app = tokio::spawn(crate::app::run_with(cfg.clone(), stop_rx, ready_tx, stats.clone()));
-    if !crate::source::mqtt::wait_ready(&mut ready, Duration::from_secs(30)).await {
-        return Err("the pipeline did not subscribe to the embedded broker within 30 s".into());
-    }
-
-    // The load generator: rate_hz samples per vehicle per second, open loop.
-    let mut ledger = Ledger::new(&fleet.metrics, cfg.window.width.0.as_millis() as i64);
+/// The load generator: `rate_hz` wide samples per vehicle per second, open
+/// loop, over two connections, until every message is acknowledged.
+async fn generate(
+    o: &DemoOptions,
+    fleet: Fleet,
+    mqtt_addr: SocketAddr,
+    window_ms: i64,
+) -> Result<(Ledger, loadgen::run::RunSummary), String> {
+    let mut ledger = Ledger::new(&fleet.metrics, window_ms);
     let rate = (o.vehicles * o.rate_hz.max(1)) as f64 * readings_per_sample(&fleet.metrics);
     let mut generator = Generator::new(fleet, Profile::Wide, "telemetry", 0);
     let mut target = MqttTarget::new(&mqtt_addr.ip().to_string(), mqtt_addr.port());
@@ -211,15 +259,18 @@ roll_idle = "5s"
     if !sent.complete() {
         return Err(format!("the broker acknowledged {} of {} messages", sent.delivered, sent.messages));
     }
-    // Wait until the pipeline has taken everything, then stop and drain.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while stats.samples.load(Ordering::Relaxed) < sent.messages && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let _ = stop_tx.send(true);
-    app.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
-    let (archive_audit, archive_files) = audit_archive(&o.data_dir.join("archive").join(&cfg.archive.table), &ledger)?;
+    Ok((ledger, sent))
+}
 
+/// The emulator's tables against the ledger; with the archive's audit, the
+/// differences found.
+async fn audit_tables(
+    emu: &Emulator,
+    cfg: &Config,
+    ledger: &Ledger,
+    archive_audit: &TableAudit,
+    password: &str,
+) -> Result<(usize, Vec<TableAudit>, Vec<String>), String> {
     let table_rows =
         emu.with_core(|c| c.table("rockfeed", &cfg.tables.telemetry).map(|t| t.rows().len()).unwrap_or_default());
     let tables = EmulatorTables {
@@ -230,35 +281,14 @@ roll_idle = "5s"
         telemetry: cfg.tables.telemetry.clone(),
         latest: Some(cfg.tables.latest.clone()),
     };
-    let audits = audit_emulator(&tables, &ledger).await?;
+    let audits = audit_emulator(&tables, ledger).await?;
     let audit_errors: Vec<String> = audits
         .iter()
-        .chain(std::iter::once(&archive_audit))
+        .chain(std::iter::once(archive_audit))
         .filter(|a| !a.ok())
         .flat_map(|a| std::iter::once(a.to_string()).chain(a.examples.clone()))
         .collect();
-    emu.shutdown().await;
-
-    let elapsed = started.elapsed();
-    let mut report = crate::telemetry::report::build("rockfeed demo", &stats, elapsed);
-    report.series("loadgen_send_lag", sent.lag_us.clone());
-    report.fact("published_messages", sent.messages).fact("published_readings", sent.readings);
-    report.fact("audit", if audit_errors.is_empty() { "PASS" } else { "FAIL" });
-    let report_dir = o.report.clone().unwrap_or_else(|| o.data_dir.join("report"));
-    report.write(&report_dir).map_err(|e| format!("{}: {e}", report_dir.display()))?;
-    Ok(DemoReport {
-        published: sent.messages,
-        readings_published: sent.readings,
-        stats,
-        table_rows,
-        audits,
-        audit_errors,
-        elapsed,
-        report,
-        report_dir,
-        archive_audit,
-        archive_files,
-    })
+    Ok((table_rows, audits, audit_errors))
 }
 
 /// Reads every archived reading back and compares it with the ledger:
