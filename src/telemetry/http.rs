@@ -179,6 +179,14 @@ pub fn render(s: &Stats, ready: bool) -> String {
         "StarRocks replies asking for less load (too many versions, running-transaction cap, memory, HTTP concurrency).",
         s.throttled.load(Relaxed),
     );
+    protocol_counters(&mut o, s);
+    gauges(&mut o, s, ready);
+    histograms(&mut o, s);
+    o
+}
+
+/// The epoch protocol's, the archive's, the MQTT source's and the WAL's counters.
+fn protocol_counters(o: &mut String, s: &Stats) {
     for (name, help, v) in [
         ("rockfeed_epochs_decided_total", "Epochs whose decision (source positions) is durable.", &s.epochs_decided),
         (
@@ -264,38 +272,42 @@ pub fn render(s: &Stats, ready: bool) -> String {
             &s.reconcile_mismatches,
         ),
     ] {
-        metric(&mut o, "counter", name, help, v.load(Relaxed));
+        metric(o, "counter", name, help, v.load(Relaxed));
     }
+}
+
+/// What is held now: spool, WAL, bodies, readiness, shard queues, the process.
+fn gauges(o: &mut String, s: &Stats, ready: bool) {
     metric(
-        &mut o,
+        o,
         "gauge",
         "rockfeed_archive_spool_bytes",
         "Archive spool bytes on disk.",
         s.archive_spool_bytes.load(Relaxed),
     );
     metric(
-        &mut o,
+        o,
         "gauge",
         "rockfeed_archive_spool_max_bytes",
         "The spool's bound (archive.spool_max_bytes; 0 without an archive).",
         s.archive_spool_max_bytes.load(Relaxed),
     );
-    metric(&mut o, "gauge", "rockfeed_wal_bytes", "Bytes the retained WAL segments hold.", s.wal_bytes.load(Relaxed));
+    metric(o, "gauge", "rockfeed_wal_bytes", "Bytes the retained WAL segments hold.", s.wal_bytes.load(Relaxed));
     metric(
-        &mut o,
+        o,
         "gauge",
         "rockfeed_wal_max_bytes",
         "The WAL's bound (wal.max_bytes; 0 without a WAL).",
         s.wal_max_bytes.load(Relaxed),
     );
     metric(
-        &mut o,
+        o,
         "gauge",
         "rockfeed_load_bodies_bytes",
         "Stream Load bodies held in memory until their epoch commits (bound: pipeline.max_epoch_bytes).",
         s.bodies.held(),
     );
-    metric(&mut o, "gauge", "rockfeed_ready", "1 once the source has subscribed.", u8::from(ready));
+    metric(o, "gauge", "rockfeed_ready", "1 once the source has subscribed.", u8::from(ready));
     let depth = s.queue_depth.lock().clone();
     if !depth.is_empty() {
         o.push_str("# HELP rockfeed_shard_queue_batches Batches waiting in a shard's channel.\n# TYPE rockfeed_shard_queue_batches gauge\n");
@@ -304,11 +316,15 @@ pub fn render(s: &Stats, ready: bool) -> String {
         }
     }
     if let Some(c) = process::cpu_seconds() {
-        metric(&mut o, "counter", "process_cpu_seconds_total", "User and system CPU time.", c);
+        metric(o, "counter", "process_cpu_seconds_total", "User and system CPU time.", c);
     }
     if let Some(r) = process::rss_bytes() {
-        metric(&mut o, "gauge", "process_resident_memory_bytes", "Resident memory.", r);
+        metric(o, "gauge", "process_resident_memory_bytes", "Resident memory.", r);
     }
+}
+
+/// The stage latency histograms, in seconds.
+fn histograms(o: &mut String, s: &Stats) {
     o.push_str("# HELP rockfeed_stage_latency_seconds Latency per pipeline stage (see the stage label).\n# TYPE rockfeed_stage_latency_seconds histogram\n");
     for (name, h) in s.histograms() {
         for le in BUCKETS_S {
@@ -320,7 +336,6 @@ pub fn render(s: &Stats, ready: bool) -> String {
         let _ = writeln!(o, "rockfeed_stage_latency_seconds_sum{{stage=\"{name}\"}} {sum}");
         let _ = writeln!(o, "rockfeed_stage_latency_seconds_count{{stage=\"{name}\"}} {}", h.len());
     }
-    o
 }
 
 /// Serves the endpoints on `addr` until `shutdown` flips; returns the bound
