@@ -33,6 +33,12 @@ fn check(dir: &Path, toml: &str, (fe, query): &(String, u16), env: &[(&str, &str
     common::rockfeed_check(&path, &["--connect"], env)
 }
 
+/// [`check`] without an environment, off the runtime's threads.
+async fn check_async(dir: &Path, toml: &str, to: &(String, u16)) -> (bool, String) {
+    let (dir, toml, to) = (dir.to_path_buf(), toml.to_string(), to.clone());
+    tokio::task::spawn_blocking(move || check(&dir, &toml, &to, &[])).await.unwrap()
+}
+
 /// An emulator of `cfg`'s tables, changed by `tweak` (MySQL port served).
 async fn emulator(
     cfg: &rockfeed::config::Config,
@@ -57,12 +63,7 @@ async fn every_check_passes_on_a_sound_setup_and_leaves_nothing_open() {
     let mut cfg = rockfeed::config::Config::parse(&toml).unwrap();
     let emu = common::emulator_for(&mut cfg).await;
     let fe = emu.fe_url();
-    let (ok, said) = tokio::task::spawn_blocking({
-        let (dir, toml, to) = (dir.path().to_path_buf(), toml.clone(), at(&emu));
-        move || check(&dir, &toml, &to, &[])
-    })
-    .await
-    .unwrap();
+    let (ok, said) = check_async(dir.path(), &toml, &at(&emu)).await;
     assert!(ok, "{said}");
     for line in [
         "OK    StarRocks rockfeed.telemetry_1m: ",
@@ -113,12 +114,7 @@ async fn a_wrong_password_a_missing_table_and_a_refusing_broker_each_fail_with_w
     let emu = rockfeed::starrocks_emulator::Emulator::start(ec).await.unwrap();
     let to = at(&emu);
     let d = dir.path().to_path_buf();
-    let (ok, said) = tokio::task::spawn_blocking({
-        let (d, toml, to) = (d.clone(), toml.clone(), to.clone());
-        move || check(&d, &toml, &to, &[])
-    })
-    .await
-    .unwrap();
+    let (ok, said) = check_async(&d, &toml, &to).await;
     assert!(!ok, "{said}");
     assert!(said.contains("OK    StarRocks rockfeed.telemetry_1m: "), "{said}");
     let missing = said
@@ -209,12 +205,7 @@ async fn a_wrong_bucket_count_a_missing_column_and_a_low_transaction_cap_each_fa
         ec.registry.max_running_txn_num_per_db = 3;
     })
     .await;
-    let (ok, said) = tokio::task::spawn_blocking({
-        let (d, toml, to) = (dir.path().to_path_buf(), toml.clone(), at(&emu));
-        move || check(&d, &toml, &to, &[])
-    })
-    .await
-    .unwrap();
+    let (ok, said) = check_async(dir.path(), &toml, &at(&emu)).await;
     assert!(!ok, "{said}");
     let line = |what: &str| {
         said.lines()
@@ -247,12 +238,7 @@ async fn what_cannot_be_read_is_skipped_and_an_unreachable_mysql_port_fails() {
     let emu = emulator(&cfg, |ec| ec.operate = false).await;
     let to = at(&emu);
     let d = dir.path().to_path_buf();
-    let (ok, said) = tokio::task::spawn_blocking({
-        let (d, toml, to) = (d.clone(), toml.clone(), to.clone());
-        move || check(&d, &toml, &to, &[])
-    })
-    .await
-    .unwrap();
+    let (ok, said) = check_async(&d, &toml, &to).await;
     assert!(ok, "{said}");
     let skip = said
         .lines()
@@ -263,19 +249,14 @@ async fn what_cannot_be_read_is_skipped_and_an_unreachable_mysql_port_fails() {
 
     // Nothing listening on the configured MySQL port.
     let closed = (to.0.clone(), common::free_port());
-    let (ok, said) = tokio::task::spawn_blocking({
-        let (d, toml) = (d.clone(), toml.clone());
-        move || check(&d, &toml, &closed, &[])
-    })
-    .await
-    .unwrap();
+    let (ok, said) = check_async(&d, &toml, &closed).await;
     assert!(!ok, "{said}");
     let fail = said.lines().find(|l| l.starts_with("FAIL  StarRocks MySQL port: ")).unwrap_or_else(|| panic!("{said}"));
     assert!(fail.contains("cannot reach the FE's MySQL port") && fail.contains("starrocks.query_port"), "{fail}");
 
     // query_port = 0: the schema checks are skipped, by the operator's choice.
     let off = (to.0.clone(), 0);
-    let (ok, said) = tokio::task::spawn_blocking(move || check(&d, &toml, &off, &[])).await.unwrap();
+    let (ok, said) = check_async(&d, &toml, &off).await;
     assert!(ok, "{said}");
     assert!(
         said.contains("SKIP  StarRocks rockfeed.telemetry_1m schema: not checked: starrocks.query_port = 0"),
