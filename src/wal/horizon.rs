@@ -105,17 +105,20 @@ impl Horizon {
     }
 
     /// The sequence number of an identity seen within the horizon.
+    #[cfg(test)]
     pub fn get(&self, id: u128) -> Option<u64> {
         self.seen.get(&id).filter(|s| Self::live(self.arrivals, self.size, s.arrival)).map(|s| s.seq)
     }
 
-    /// Remembers `id` (a known one keeps its first place), forgetting the
-    /// oldest past the horizon's size.
-    pub fn remember(&mut self, id: u128, seq: u64) {
+    /// Remembers `id` under `seq`, forgetting the oldest past the horizon's
+    /// size. An identity it already holds keeps its first place and
+    /// sequence number, which it returns: the message is a redelivery. One
+    /// hash probe either way.
+    pub fn remember(&mut self, id: u128, seq: u64) -> Option<u64> {
         let (arrivals, size) = (self.arrivals, self.size);
         let slot = Slot { seq, arrival: arrivals };
         match self.seen.entry(id) {
-            Entry::Occupied(o) if Self::live(arrivals, size, o.get().arrival) => return,
+            Entry::Occupied(o) if Self::live(arrivals, size, o.get().arrival) => return Some(o.get().seq),
             Entry::Occupied(mut o) => *o.get_mut() = slot,
             Entry::Vacant(v) => {
                 v.insert(slot);
@@ -126,6 +129,7 @@ impl Horizon {
             let arrivals = self.arrivals;
             self.seen.retain(|_, s| Self::live(arrivals, size, s.arrival));
         }
+        None
     }
 
     /// The identities of records durable below sequence `durable`, oldest first.
@@ -212,7 +216,7 @@ mod tests {
         }
         assert_eq!(h.get(10), None);
         assert_eq!(h.get(11), Some(2));
-        h.remember(11, 9);
+        assert_eq!(h.remember(11, 9), Some(2), "a redelivery is told by its first sequence number");
         assert_eq!(h.get(11), Some(2), "a known identity keeps its first sequence number");
         assert_eq!(h.durable(4), vec![11, 12], "sequence 4 is not durable yet");
         let dir = tempfile::tempdir().unwrap();

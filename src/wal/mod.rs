@@ -300,7 +300,8 @@ impl Wal {
     pub fn append(&self, r: Record) -> Appended {
         let id = self.shared.identity.get().expect("set before open returns").of(&r.topic, &r.payload);
         let mut i = self.shared.intake.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(seq) = i.horizon.get(id) {
+        let seq = i.next_seq;
+        if let Some(first) = i.horizon.remember(id, seq) {
             drop(i);
             self.shared.stats.mqtt_duplicates.fetch_add(1, Ordering::Relaxed);
             if !self.shared.reported_duplicate.swap(true, Ordering::Relaxed) {
@@ -308,9 +309,8 @@ impl Wal {
                     "An MQTT redelivery of a message already in the WAL was dropped (rockfeed_mqtt_duplicates_total counts them)."
                 );
             }
-            return Appended::Duplicate(seq);
+            return Appended::Duplicate(first);
         }
-        let seq = i.next_seq;
         i.next_seq += 1;
         let len = r.frame_len() as u64;
         let before = self.shared.pending_bytes.fetch_add(len, Ordering::Relaxed);
@@ -320,7 +320,6 @@ impl Wal {
         let limit = self.shared.cfg.commit_bytes;
         let wake = std::mem::take(&mut i.writer_idle) || (before < limit && before + len >= limit);
         i.records.push(r);
-        i.horizon.remember(id, seq);
         drop(i);
         if wake {
             self.shared.intake_cv.notify_one();
@@ -438,11 +437,11 @@ fn rebuild_horizon(sh: &Shared, log: &Log) -> std::io::Result<()> {
     };
     let mut i = sh.intake.lock().unwrap_or_else(|p| p.into_inner());
     for id in saved {
-        i.horizon.remember(id, 0);
+        let _ = i.horizon.remember(id, 0);
     }
     let mut rd = Reader::new(&sh.cfg.dir, log.start(), log.end());
     while let Some((r, _)) = rd.next_record()? {
-        i.horizon.remember(keys.of(&r.topic, &r.payload), 0);
+        let _ = i.horizon.remember(keys.of(&r.topic, &r.payload), 0);
     }
     let _ = sh.identity.set(keys);
     Ok(())
