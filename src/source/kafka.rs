@@ -40,12 +40,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::RawMessage;
-use crate::pipeline::epoch::{Decision, EpochSource, Positions, Replay, Request};
+use crate::pipeline::epoch::{Decision, EpochSource, Positions, Replay, Request, SourceError};
 use crate::util::now_ms;
 
 /// Environment variable with the SASL password (`sasl.password`).
@@ -370,13 +371,16 @@ impl KafkaSource {
         self.shared.closing.store(true, Ordering::Relaxed);
     }
 
-    fn all_partitions(&self) -> Result<TopicPartitionList, String> {
+    fn all_partitions(&self) -> Result<TopicPartitionList, SourceError> {
         let mut tpl = TopicPartitionList::new();
         for t in &self.topics {
-            let md = self.reader.fetch_metadata(Some(t), self.timeout).map_err(|e| format!("metadata of {t}: {e}"))?;
+            let md = self
+                .reader
+                .fetch_metadata(Some(t), self.timeout)
+                .map_err(|e| failed(&format!("metadata of {t}"), e))?;
             for mt in md.topics() {
                 if let Some(e) = mt.error() {
-                    return Err(format!("metadata of {t}: {e:?}"));
+                    return Err(SourceError::retry(format!("metadata of {t}: {e:?}")));
                 }
                 for p in mt.partitions() {
                     tpl.add_partition(mt.name(), p.id());
@@ -386,16 +390,16 @@ impl KafkaSource {
         Ok(tpl)
     }
 
-    fn decisions_blocking(&self) -> Result<Vec<Decision>, String> {
+    fn decisions_blocking(&self) -> Result<Vec<Decision>, SourceError> {
         let tpl = self.all_partitions()?;
-        let c = self.reader.committed_offsets(tpl, self.timeout).map_err(|e| format!("committed offsets: {e}"))?;
+        let c = self.reader.committed_offsets(tpl, self.timeout).map_err(|e| failed("committed offsets", e))?;
         Ok(c.elements().iter().filter_map(|e| Decision::parse(e.metadata())).collect())
     }
 
     /// Commits `positions` with the decision as every partition's
     /// metadata, each with where that partition's range began and how many
     /// partitions the decision covers.
-    fn decide_blocking(&self, d: &Decision, positions: &Positions) -> Result<(), String> {
+    fn decide_blocking(&self, d: &Decision, positions: &Positions) -> Result<(), SourceError> {
         let mut tpl = TopicPartitionList::new();
         {
             let parts = self.shared.partitions();
@@ -409,11 +413,11 @@ impl KafkaSource {
                 }
                 .encode();
                 let mut e = tpl.add_partition(topic, *partition);
-                e.set_offset(Offset::Offset(*next)).map_err(|e| e.to_string())?;
+                e.set_offset(Offset::Offset(*next)).map_err(|e| failed("offset commit", e))?;
                 e.set_metadata(meta);
             }
         }
-        self.consumer.commit(&tpl, CommitMode::Sync).map_err(|e| format!("offset commit: {e}"))?;
+        self.consumer.commit(&tpl, CommitMode::Sync).map_err(|e| failed("offset commit", e))?;
         let mut parts = self.shared.partitions();
         for (k, next) in positions {
             parts.entry(k.clone()).or_default().start = Some(*next);
@@ -467,9 +471,9 @@ impl KafkaSource {
     /// Where each partition of `d` (a decision this prefix wrote) began and
     /// ended: every partition it was written to must still hold it, and
     /// the broker must still hold the range.
-    fn ranges_blocking(&self, d: &Decision) -> Result<Vec<(String, i32, i64, i64)>, String> {
+    fn ranges_blocking(&self, d: &Decision) -> Result<Vec<(String, i32, i64, i64)>, SourceError> {
         let tpl = self.all_partitions()?;
-        let c = self.reader.committed_offsets(tpl, self.timeout).map_err(|e| format!("committed offsets: {e}"))?;
+        let c = self.reader.committed_offsets(tpl, self.timeout).map_err(|e| failed("committed offsets", e))?;
         let mut ranges = Vec::new();
         let mut covers = None;
         for e in c.elements() {
@@ -478,11 +482,11 @@ impl KafkaSource {
                 continue;
             }
             let (Offset::Offset(to), Some(from)) = (e.offset(), pd.from) else {
-                return Err(format!(
+                return Err(SourceError::gone(format!(
                     "{}/{} holds the decision without where its range began",
                     e.topic(),
                     e.partition()
-                ));
+                )));
             };
             covers = pd.partitions;
             ranges.push((e.topic().to_string(), e.partition(), from, to));
@@ -490,12 +494,12 @@ impl KafkaSource {
         match covers {
             Some(n) if n as usize == ranges.len() => {}
             Some(n) => {
-                return Err(format!(
+                return Err(SourceError::gone(format!(
                     "only {} of the {n} partitions it was written to still hold it (another instance committed over the others)",
                     ranges.len()
-                ));
+                )));
             }
-            None => return Err("no partition holds it with its range".into()),
+            None => return Err(SourceError::gone("no partition holds it with its range")),
         }
         for (topic, partition, from, to) in &ranges {
             if from >= to {
@@ -504,11 +508,11 @@ impl KafkaSource {
             let (low, _) = self
                 .consumer
                 .fetch_watermarks(topic, *partition, self.timeout)
-                .map_err(|e| format!("watermarks of {topic}/{partition}: {e}"))?;
+                .map_err(|e| failed(&format!("watermarks of {topic}/{partition}"), e))?;
             if low > *from {
-                return Err(format!(
+                return Err(SourceError::gone(format!(
                     "Kafka no longer holds offsets {from}..{low} of {topic}/{partition} (retention deleted them)"
-                ));
+                )));
             }
         }
         Ok(ranges)
@@ -706,38 +710,37 @@ pub const PAUSE_AFTER: Duration = Duration::from_secs(1);
 impl EpochSource for KafkaSource {
     // librdkafka's commit and offset fetch block: off the async workers
     // (needs the multi-threaded runtime `rockfeed run` uses).
-    async fn decide(&self, d: &Decision, positions: &Positions) -> Result<(), String> {
+    async fn decide(&self, d: &Decision, positions: &Positions) -> Result<(), SourceError> {
         tokio::task::block_in_place(|| self.decide_blocking(d, positions))
     }
 
-    async fn decisions(&self) -> Result<Vec<Decision>, String> {
+    async fn decisions(&self) -> Result<Vec<Decision>, SourceError> {
         tokio::task::block_in_place(|| self.decisions_blocking())
     }
 
     /// Every partition's range of `d` (from its committed offset's
     /// metadata), read by a consumer of its own on a blocking thread.
-    fn replay(&self, d: &Decision) -> Result<Replay, String> {
+    fn replay(&self, d: &Decision) -> Result<Replay, SourceError> {
         let ranges = tokio::task::block_in_place(|| self.ranges_blocking(d))?;
         let (tx, rx) = mpsc::channel(1024);
         let cfg = self.cfg.clone();
         let done = tokio::task::spawn_blocking(move || read_ranges(&cfg, &ranges, &tx));
         Ok(Replay { messages: rx, done })
     }
+}
 
-    /// A group that is rebalancing refuses the commit until this member
-    /// rejoins, and rejoining starts with the revoke callback, which waits
-    /// for the coordinator, which is here: retrying cannot succeed. A few
-    /// seconds cover a rebalance that completes without us; then the epoch
-    /// is abandoned (rolled back) and the pipeline restarts from the
-    /// decided offsets.
-    fn retry_for(&self, err: &str) -> Duration {
-        if self.refused(err) { Duration::from_secs(5) } else { Duration::from_secs(60) }
-    }
-
-    /// The group coordinator refused the commit for this member's
-    /// generation: it was not applied.
-    fn refused(&self, err: &str) -> bool {
-        ["RebalanceInProgress", "IllegalGeneration", "UnknownMemberId"].iter().any(|c| err.contains(c))
+/// A librdkafka failure of `what`, classified by its error code. A group
+/// that is rebalancing refuses a commit until this member rejoins, and
+/// rejoining starts with the revoke callback, which waits for the
+/// coordinator, which is deciding: retrying cannot succeed, so it is
+/// [`Refused`](crate::pipeline::epoch::SourceErrorKind::Refused) (the epoch is rolled back after a few
+/// seconds and replayed from the decided offsets). Anything else may pass.
+fn failed(what: &str, e: KafkaError) -> SourceError {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    let message = format!("{what}: {e}");
+    match e.rdkafka_error_code() {
+        Some(C::RebalanceInProgress | C::IllegalGeneration | C::UnknownMemberId) => SourceError::refused(message),
+        _ => SourceError::retry(message),
     }
 }
 
@@ -786,5 +789,25 @@ mod tests {
         let mut c = cfg(&[]);
         c.auto_offset_reset = "smallest-ish".into();
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn a_commit_refused_for_the_members_generation_is_told_by_its_code() {
+        use crate::pipeline::epoch::SourceErrorKind;
+        use rdkafka::types::RDKafkaErrorCode as C;
+        for code in [C::RebalanceInProgress, C::IllegalGeneration, C::UnknownMemberId] {
+            let e = failed("offset commit", KafkaError::ConsumerCommit(code));
+            assert_eq!(e.kind, SourceErrorKind::Refused, "{e}");
+            assert!(e.message.starts_with("offset commit: "), "{e}");
+            assert_eq!(e.retry_for(), Duration::from_secs(5));
+        }
+        for e in [
+            KafkaError::ConsumerCommit(C::RequestTimedOut),
+            KafkaError::ConsumerCommit(C::BrokerTransportFailure),
+            KafkaError::MetadataFetch(C::UnknownTopicOrPartition),
+        ] {
+            let e = failed("offset commit", e);
+            assert_eq!((e.kind, e.retry_for()), (SourceErrorKind::Retry, Duration::from_secs(60)), "{e}");
+        }
     }
 }

@@ -59,7 +59,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 
-use crate::pipeline::epoch::{Decision, EpochSource, Positions, Replay};
+use crate::pipeline::epoch::{Decision, EpochSource, Positions, Replay, SourceError};
 use crate::source::RawMessage;
 use crate::util::Dur;
 use horizon::{Horizon, Identity};
@@ -664,17 +664,17 @@ impl WalSource {
 impl EpochSource for WalSource {
     /// Records the epoch's range with it: it began at the previous
     /// decision's position, where the feeder started.
-    async fn decide(&self, d: &Decision, positions: &Positions) -> Result<(), String> {
+    async fn decide(&self, d: &Decision, positions: &Positions) -> Result<(), SourceError> {
         let d = Decision { from: Some(self.decided_position() as i64), ..d.clone() };
         let e = Entry { position: self.position(positions), decision: d.encode() };
         let wal = self.wal.clone();
         tokio::task::spawn_blocking(move || wal.ledger.lock().unwrap_or_else(|p| p.into_inner()).record(e))
             .await
-            .map_err(|e| format!("the ledger write stopped: {e}"))?
-            .map_err(|e| format!("WAL ledger: {e}"))
+            .map_err(|e| SourceError::retry(format!("the ledger write stopped: {e}")))?
+            .map_err(|e| SourceError::retry(format!("WAL ledger: {e}")))
     }
 
-    async fn decisions(&self) -> Result<Vec<Decision>, String> {
+    async fn decisions(&self) -> Result<Vec<Decision>, SourceError> {
         Ok(self.wal.decided().and_then(|e| Decision::parse(&e.decision)).into_iter().collect())
     }
 
@@ -687,16 +687,21 @@ impl EpochSource for WalSource {
     /// still here), streamed from disk by a blocking task. A record that
     /// fails to read ends the stream with an error, never early in
     /// silence: the reader closes the channel only after the whole range.
-    fn replay(&self, d: &Decision) -> Result<Replay, String> {
-        let last = self.wal.decided().ok_or("the WAL's ledger holds no decision")?;
+    fn replay(&self, d: &Decision) -> Result<Replay, SourceError> {
+        let last = self.wal.decided().ok_or_else(|| SourceError::gone("the WAL's ledger holds no decision"))?;
         if Decision::parse(&last.decision).is_none_or(|l| l.prefix != d.prefix || l.epoch != d.epoch) {
-            return Err(format!("epoch {} is not the WAL's last decision", d.epoch));
+            return Err(SourceError::gone(format!("epoch {} is not the WAL's last decision", d.epoch)));
         }
-        let from = d.from.ok_or("the decision does not record where its range began (written by an older rockfeed)")?;
+        let from = d.from.ok_or_else(|| {
+            SourceError::gone("the decision does not record where its range began (written by an older rockfeed)")
+        })?;
         let (from, to) = (from as u64, last.position);
-        let first = segment::list(&self.wal.shared.cfg.dir).map_err(|e| e.to_string())?.first().copied();
+        let first = segment::list(&self.wal.shared.cfg.dir)
+            .map_err(|e| SourceError::retry(format!("listing the WAL's segments: {e}")))?
+            .first()
+            .copied();
         if first.is_none_or(|s| s > from) && from < to {
-            return Err(format!("the WAL no longer holds position {from}"));
+            return Err(SourceError::gone(format!("the WAL no longer holds position {from}")));
         }
         let (tx, rx) = mpsc::channel(1024);
         let dir = self.wal.shared.cfg.dir.clone();

@@ -8,7 +8,10 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::{Cut, CutReply, Decision, EpochError, EpochSource, Positions, PreparedTxn, Rebuilder, Request, ShardError};
+use super::{
+    Cut, CutReply, Decision, EpochError, EpochSource, Positions, PreparedTxn, Rebuilder, Request, ShardError,
+    SourceErrorKind,
+};
 use crate::halt::Hook;
 use crate::model::Delivery;
 use crate::pipeline::pace::{Pacer, Signals};
@@ -366,7 +369,7 @@ impl<S: EpochSource> Coordinator<S> {
                 Err(e) => e,
             };
             // A refusal leaves nothing to read back.
-            let undecided = if self.source.refused(&err) {
+            let undecided = if err.kind == SourceErrorKind::Refused {
                 true
             } else {
                 match self.source.decided(d).await {
@@ -379,8 +382,8 @@ impl<S: EpochSource> Coordinator<S> {
                     }
                 }
             };
-            if undecided && started.elapsed() > self.source.retry_for(&err) {
-                return Err(err);
+            if undecided && started.elapsed() > err.retry_for() {
+                return Err(err.message);
             }
             let delay = policy.delay(n, Backoff::Normal);
             tracing::warn!(epoch = d.epoch, error = %err, ?delay, "Deciding the epoch failed; retrying.");

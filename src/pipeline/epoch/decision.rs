@@ -106,33 +106,75 @@ impl Decision {
     }
 }
 
+/// Why a source's part of the epoch protocol failed, with what the
+/// coordinator does about it ([`SourceErrorKind`]). Sources classify their
+/// own failures (Kafka by librdkafka's error codes), so nothing downstream
+/// reads message text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct SourceError {
+    pub kind: SourceErrorKind,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceErrorKind {
+    /// The outcome is unknown (a timeout, a broker away, a disk error):
+    /// read the decision back, and retry with back-off.
+    Retry,
+    /// Refused for this member's generation of the consumer group: nothing
+    /// was applied, and retrying cannot succeed until the member rejoins,
+    /// which waits for the coordinator (Kafka's RebalanceInProgress,
+    /// IllegalGeneration, UnknownMemberId).
+    Refused,
+    /// The source does not hold what was asked, and never will again (a
+    /// range past retention, a decision without its range): report it.
+    Gone,
+}
+
+impl SourceError {
+    pub fn retry(message: impl Into<String>) -> SourceError {
+        SourceError { kind: SourceErrorKind::Retry, message: message.into() }
+    }
+
+    pub fn refused(message: impl Into<String>) -> SourceError {
+        SourceError { kind: SourceErrorKind::Refused, message: message.into() }
+    }
+
+    pub fn gone(message: impl Into<String>) -> SourceError {
+        SourceError { kind: SourceErrorKind::Gone, message: message.into() }
+    }
+
+    /// How long a decision that fails like this is retried before its
+    /// epoch is abandoned (rolled back, replayed from the decided
+    /// positions). A refusal gets a few seconds, which cover a rebalance
+    /// that completes without this member; anything else a minute.
+    pub fn retry_for(&self) -> Duration {
+        match self.kind {
+            SourceErrorKind::Refused => Duration::from_secs(5),
+            SourceErrorKind::Retry | SourceErrorKind::Gone => Duration::from_secs(60),
+        }
+    }
+}
+
 /// What a source does for the epoch protocol.
 pub trait EpochSource: Send + Sync + 'static {
     /// Makes `d` durable together with `positions`.
-    fn decide(&self, d: &Decision, positions: &Positions) -> impl Future<Output = Result<(), String>> + Send;
+    fn decide(&self, d: &Decision, positions: &Positions) -> impl Future<Output = Result<(), SourceError>> + Send;
     /// Every decision the source holds (Kafka: the offset metadata of every
     /// partition of the subscribed topics, not only the assigned ones).
-    fn decisions(&self) -> impl Future<Output = Result<Vec<Decision>, String>> + Send;
-    /// Whether `err` says the decision was refused (nothing to read back).
-    fn refused(&self, _err: &str) -> bool {
-        false
-    }
-    /// How long a failing decision is retried before the epoch is
-    /// abandoned (`err`: the last failure).
-    fn retry_for(&self, _err: &str) -> Duration {
-        Duration::from_secs(60)
-    }
+    fn decisions(&self) -> impl Future<Output = Result<Vec<Decision>, SourceError>> + Send;
     /// Every transaction of the epoch decided at `positions` is committed:
     /// what lies before them is no longer needed (the WAL deletes segments).
     fn committed(&self, _positions: &Positions) {}
     /// Re-reads the range of `d`, this instance's last decision, into a
     /// channel, for a rebuild of its lost transactions; an error says why
     /// the source cannot (no range recorded, or no longer held).
-    fn replay(&self, _d: &Decision) -> Result<Replay, String> {
-        Err("this source cannot re-read a decided epoch's range".into())
+    fn replay(&self, _d: &Decision) -> Result<Replay, SourceError> {
+        Err(SourceError::gone("this source cannot re-read a decided epoch's range"))
     }
     /// Whether `d` (or a later epoch of its prefix) is durable.
-    fn decided(&self, d: &Decision) -> impl Future<Output = Result<bool, String>> + Send {
+    fn decided(&self, d: &Decision) -> impl Future<Output = Result<bool, SourceError>> + Send {
         async move { Ok(self.decisions().await?.iter().any(|x| x.prefix == d.prefix && x.epoch >= d.epoch)) }
     }
 }

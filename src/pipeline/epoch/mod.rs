@@ -53,5 +53,5 @@ pub mod plan;
 mod recover;
 
 pub use coordinator::{Coordinator, CoordinatorConfig};
-pub use decision::{Decision, EpochSource, Positions, Rebuilder, Rebuilt, Replay};
+pub use decision::{Decision, EpochSource, Positions, Rebuilder, Rebuilt, Replay, SourceError, SourceErrorKind};
 pub use messages::{Cut, CutReply, EpochError, PreparedTxn, Request, ShardDone, ShardError};
