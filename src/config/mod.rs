@@ -255,6 +255,13 @@ fn default_replication() -> u32 {
     3
 }
 
+impl Tables {
+    /// Whether the latest-values table is loaded (named metrics, or all).
+    pub fn loads_latest(&self) -> bool {
+        self.load_latest || !self.latest_metrics.is_empty()
+    }
+}
+
 impl Default for Tables {
     fn default() -> Self {
         Tables {
@@ -270,98 +277,8 @@ impl Default for Tables {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Decode {
-    /// Field names of the wide form.
-    pub vin_field: String,
-    pub ts_field: String,
-    pub seq_field: String,
-    pub metrics_field: String,
-    /// Value field of a narrow object payload.
-    pub value_field: String,
-    /// Narrow topics: `<prefix>/{vin}/{metric}`.
-    pub topic_template: String,
-    /// `wide`, `narrow`, or `auto` (narrow when the topic matches the template).
-    pub form: crate::model::Form,
-    /// Largest payload accepted.
-    pub max_payload_bytes: usize,
-    /// Bounded metric catalog: names at most.
-    pub max_metrics: usize,
-    /// Longest metric name (bytes, at most 128: the key column's width).
-    pub max_metric_name_bytes: usize,
-    /// New metric names one vehicle may introduce at once, refilled at
-    /// `new_metrics_per_vehicle_per_hour` (a few vehicles inventing names
-    /// cannot fill the catalog for the fleet).
-    pub new_metrics_per_vehicle: u32,
-    pub new_metrics_per_vehicle_per_hour: u32,
-    /// Most metrics in one sample.
-    pub max_metrics_per_sample: usize,
-    /// Most samples in one (array) message.
-    pub max_samples_per_message: usize,
-    /// Longest vin (bytes).
-    pub max_vin_bytes: usize,
-    /// Event times this far ahead of the receive time are rejected.
-    pub max_future: Dur,
-    /// Event times this far behind the receive time are rejected.
-    pub max_past: Dur,
-}
-
-impl Default for Decode {
-    fn default() -> Self {
-        let d = crate::decode::DecodeConfig::default();
-        Decode {
-            vin_field: d.vin_field,
-            ts_field: d.ts_field,
-            seq_field: d.seq_field,
-            metrics_field: d.metrics_field,
-            value_field: d.value_field,
-            topic_template: d.topic_template,
-            form: crate::model::Form::Auto,
-            max_payload_bytes: d.max_payload_bytes,
-            max_metrics: 100_000,
-            max_metric_name_bytes: crate::decode::catalog::MAX_METRIC_NAME,
-            new_metrics_per_vehicle: crate::decode::catalog::NewNames::default().burst,
-            new_metrics_per_vehicle_per_hour: crate::decode::catalog::NewNames::default().per_hour,
-            max_metrics_per_sample: d.max_metrics_per_sample,
-            max_samples_per_message: d.max_samples_per_message,
-            max_vin_bytes: d.max_vin_len,
-            max_future: Dur(Duration::from_millis(d.max_future_ms as u64)),
-            max_past: Dur(Duration::from_millis(d.max_past_ms as u64)),
-        }
-    }
-}
-
-impl Decode {
-    /// The metric catalog's bounds.
-    pub fn catalog_limits(&self) -> crate::decode::catalog::Limits {
-        crate::decode::catalog::Limits {
-            max_metrics: self.max_metrics,
-            max_name_bytes: self.max_metric_name_bytes,
-            new_names: crate::decode::catalog::NewNames {
-                burst: self.new_metrics_per_vehicle,
-                per_hour: self.new_metrics_per_vehicle_per_hour,
-            },
-        }
-    }
-
-    pub fn to_decode_config(&self) -> crate::decode::DecodeConfig {
-        crate::decode::DecodeConfig {
-            vin_field: self.vin_field.clone(),
-            ts_field: self.ts_field.clone(),
-            seq_field: self.seq_field.clone(),
-            metrics_field: self.metrics_field.clone(),
-            value_field: self.value_field.clone(),
-            topic_template: self.topic_template.clone(),
-            max_payload_bytes: self.max_payload_bytes,
-            max_vin_len: self.max_vin_bytes,
-            max_samples_per_message: self.max_samples_per_message,
-            max_metrics_per_sample: self.max_metrics_per_sample,
-            max_future_ms: self.max_future.0.as_millis() as i64,
-            max_past_ms: self.max_past.0.as_millis() as i64,
-        }
-    }
-}
+/// The `[decode]` section is the decoder's own settings.
+pub type Decode = crate::decode::DecodeConfig;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]

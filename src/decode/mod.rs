@@ -29,6 +29,7 @@ use compact_str::CompactString;
 
 use self::catalog::MetricId;
 use crate::starrocks::types::parse_datetime;
+use crate::util::Dur;
 
 /// One reading of one metric.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -75,9 +76,12 @@ impl Reject {
     }
 }
 
-/// Decoder settings.
-#[derive(Debug, Clone)]
+/// The decoder's settings: the config's `[decode]` section, deserialised
+/// as it is (unknown keys refused, each key defaulted).
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct DecodeConfig {
+    /// Field names of the wide form.
     pub vin_field: String,
     pub ts_field: String,
     pub seq_field: String,
@@ -86,18 +90,29 @@ pub struct DecodeConfig {
     pub value_field: String,
     /// Narrow form: topic template with `{vin}` and `{metric}` segments.
     pub topic_template: String,
+    /// `wide`, `narrow`, or `auto` (narrow when the topic matches the template).
+    pub form: crate::model::Form,
     /// Largest payload accepted (bigger ones are rejected whole, counted).
     pub max_payload_bytes: usize,
-    /// Longest vin accepted (bytes).
-    pub max_vin_len: usize,
-    /// Most samples one (array) payload may hold.
-    pub max_samples_per_message: usize,
+    /// Bounded metric catalog: names at most.
+    pub max_metrics: usize,
+    /// Longest metric name (bytes, at most 128: the key column's width).
+    pub max_metric_name_bytes: usize,
+    /// New metric names one vehicle may introduce at once, refilled at
+    /// `new_metrics_per_vehicle_per_hour` (a few vehicles inventing names
+    /// cannot fill the catalog for the fleet).
+    pub new_metrics_per_vehicle: u32,
+    pub new_metrics_per_vehicle_per_hour: u32,
     /// Most metrics one sample may hold.
     pub max_metrics_per_sample: usize,
-    /// Event times further ahead of the receive time are absurd.
-    pub max_future_ms: i64,
-    /// Event times further behind the receive time are absurd.
-    pub max_past_ms: i64,
+    /// Most samples one (array) payload may hold.
+    pub max_samples_per_message: usize,
+    /// Longest vin accepted (bytes).
+    pub max_vin_bytes: usize,
+    /// Event times further ahead of the receive time are rejected.
+    pub max_future: Dur,
+    /// Event times further behind the receive time are rejected.
+    pub max_past: Dur,
 }
 
 impl Default for DecodeConfig {
@@ -109,12 +124,31 @@ impl Default for DecodeConfig {
             metrics_field: "metrics".into(),
             value_field: "v".into(),
             topic_template: "telemetry/{vin}/{metric}".into(),
+            form: crate::model::Form::Auto,
             max_payload_bytes: 4 << 20,
-            max_vin_len: 64,
-            max_samples_per_message: 1_000,
+            max_metrics: 100_000,
+            max_metric_name_bytes: catalog::MAX_METRIC_NAME,
+            new_metrics_per_vehicle: catalog::NewNames::default().burst,
+            new_metrics_per_vehicle_per_hour: catalog::NewNames::default().per_hour,
             max_metrics_per_sample: 10_000,
-            max_future_ms: 3_600_000,
-            max_past_ms: 30 * 86_400_000,
+            max_samples_per_message: 1_000,
+            max_vin_bytes: 64,
+            max_future: Dur(std::time::Duration::from_secs(3_600)),
+            max_past: Dur(std::time::Duration::from_secs(30 * 86_400)),
+        }
+    }
+}
+
+impl DecodeConfig {
+    /// The metric catalog's bounds.
+    pub fn catalog_limits(&self) -> catalog::Limits {
+        catalog::Limits {
+            max_metrics: self.max_metrics,
+            max_name_bytes: self.max_metric_name_bytes,
+            new_names: catalog::NewNames {
+                burst: self.new_metrics_per_vehicle,
+                per_hour: self.new_metrics_per_vehicle_per_hour,
+            },
         }
     }
 }
@@ -213,10 +247,11 @@ pub fn event_time(sc: &mut scan::Scanner<'_>) -> Result<Option<i64>, scan::ScanE
 
 /// Checks an event time against the receive time.
 pub fn check_ts(ts_ms: i64, now_ms: i64, cfg: &DecodeConfig) -> Result<(), Reject> {
-    if ts_ms > now_ms.saturating_add(cfg.max_future_ms) || ts_ms < now_ms.saturating_sub(cfg.max_past_ms) {
+    let (max_past_ms, max_future_ms) = (cfg.max_past.0.as_millis() as i64, cfg.max_future.0.as_millis() as i64);
+    if ts_ms > now_ms.saturating_add(max_future_ms) || ts_ms < now_ms.saturating_sub(max_past_ms) {
         return Err(Reject::new(
             RejectReason::TsOutOfRange,
-            format!("event time {ts_ms} ms is outside [now - {} ms, now + {} ms]", cfg.max_past_ms, cfg.max_future_ms),
+            format!("event time {ts_ms} ms is outside [now - {max_past_ms} ms, now + {max_future_ms} ms]"),
             None,
         ));
     }

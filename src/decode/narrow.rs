@@ -145,7 +145,7 @@ pub fn decode(
     }
     // A refused message held one reading, unless its value was null.
     let held = u64::from(held);
-    if let Some(rule) = super::catalog::name_rule(vin, cfg.max_vin_len) {
+    if let Some(rule) = super::catalog::name_rule(vin, cfg.max_vin_bytes) {
         let shown = super::catalog::visible(vin, 64);
         problem = Some((RejectReason::BadVin, format!("vin '{shown}' from the topic {rule}")));
     }

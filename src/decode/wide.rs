@@ -182,7 +182,7 @@ fn sample(
                 let rule = if sc.kind()? == Kind::String {
                     let vin = sc.string()?;
                     // A vin is a key column of the CSV body too: the metric name rules.
-                    match name_rule(&vin, cfg.max_vin_len) {
+                    match name_rule(&vin, cfg.max_vin_bytes) {
                         None => {
                             s.vin = CompactString::from(&*vin);
                             return Ok(());

@@ -209,8 +209,8 @@ impl Decoder<'_> {
         self.decoded.clear();
         {
             let mut cat = self.catalog.write().unwrap_or_else(|p| p.into_inner());
-            let narrow_topic = matches!(cfg.form, Form::Narrow)
-                || (cfg.form == Form::Auto && self.template.captures(&m.topic).is_some());
+            let narrow_topic = matches!(cfg.decode.form, Form::Narrow)
+                || (cfg.decode.form == Form::Auto && self.template.captures(&m.topic).is_some());
             if narrow_topic {
                 narrow::decode(
                     &m.topic,

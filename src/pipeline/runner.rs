@@ -23,7 +23,7 @@ use crate::deadletter::DeadLetterWriter;
 use crate::decode::DecodeConfig;
 use crate::decode::catalog::MetricCatalog;
 use crate::enrich::{Enrichment, UnknownVehicle};
-use crate::model::{Delivery, Form};
+use crate::model::Delivery;
 use crate::sink::starrocks::encode::{Compression, TelemetryCsv};
 use crate::sink::starrocks::service::StreamLoader;
 use crate::sink::starrocks::txn::{TxnLoader, TxnTimeouts};
@@ -31,9 +31,8 @@ use crate::source::RawMessage;
 
 #[derive(Debug, Clone)]
 pub struct RunnerConfig {
+    /// The decoder's settings, the form and the metric catalog's bounds.
     pub decode: DecodeConfig,
-    pub form: Form,
-    pub catalog: crate::decode::catalog::Limits,
     pub window: WindowConfig,
     pub shards: u32,
     pub buckets: u32,
@@ -109,7 +108,7 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let Sinks { loader, archive } = sinks;
     stats.bodies.set_max(cfg.max_epoch_bytes);
-    let catalog = Arc::new(RwLock::new(MetricCatalog::with_limits(cfg.catalog)));
+    let catalog = Arc::new(RwLock::new(MetricCatalog::with_limits(cfg.decode.catalog_limits())));
     let dl = &cfg.dead_letter;
     let mut dead = DeadLetterWriter::open(&dl.dir, dl.file_bytes, dl.max_files)
         .map_err(|e| std::io::Error::new(e.kind(), format!("dead-letter directory {}: {e}", dl.dir.display())))?;

@@ -104,7 +104,7 @@ async fn starrocks(cfg: &Config) -> Vec<Check> {
         Err(e) => return vec![Check { what: "StarRocks".into(), result: Outcome::Fail(e.to_string()) }],
     };
     // The tables and transaction timeouts `run` uses.
-    let rc = crate::app::runner_config(cfg);
+    let rc = crate::pipeline::runner::RunnerConfig::from(cfg);
     let mut tables = vec![rc.table.clone()];
     tables.extend(rc.latest.map(|(t, _)| t));
     let mut out = Vec::new();

@@ -8,26 +8,25 @@
 //! consumer, recovery, consumption from the decided offsets. A fatal error
 //! (another writer on the label prefix) stops rockfeed.
 
+mod settings;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
-use crate::archive::roll::RollPolicy;
+use crate::archive::Archive;
 use crate::archive::store::Store;
 use crate::archive::writer::Settings;
-use crate::archive::{Archive, ArchiveFormat};
 use crate::config::Config;
 use crate::enrich::Enrichment;
-use crate::model::Delivery;
 use crate::pipeline::epoch::{Coordinator, CoordinatorConfig, EpochError};
 use crate::pipeline::runner::{RunnerConfig, Sinks, Stats};
-use crate::pipeline::window::WindowConfig;
-use crate::sink::starrocks::client::{ClientConfig, Credentials, Endpoint, StreamLoadClient};
-use crate::sink::starrocks::service::{RetryPolicy, StreamLoader};
-use crate::sink::starrocks::txn::TxnTimeouts;
+use crate::sink::starrocks::service::StreamLoader;
 use crate::source::kafka::{KafkaConfig, KafkaSource};
 use crate::wal::{Wal, WalSource};
+
+pub use settings::loader;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -35,56 +34,6 @@ pub enum AppError {
     Config(String),
     #[error("{0}")]
     Io(#[from] std::io::Error),
-}
-
-/// The loader for a configuration.
-pub fn loader(cfg: &Config) -> Result<StreamLoader, AppError> {
-    let sr = &cfg.starrocks;
-    let endpoints =
-        sr.endpoints.iter().map(|e| e.parse::<Endpoint>()).collect::<Result<Vec<_>, _>>().map_err(AppError::Config)?;
-    let mut c = ClientConfig::new(endpoints, Credentials { user: sr.user.clone(), password: sr.password.clone() });
-    c.request_timeout = sr.request_timeout.0;
-    c.tls_ca_file = sr.tls_ca_file.clone();
-    let client = StreamLoadClient::new(c).map_err(|e| AppError::Config(e.to_string()))?;
-    Ok(StreamLoader::new(
-        client,
-        sr.database.clone(),
-        RetryPolicy { max_attempts: sr.max_attempts, ..Default::default() },
-    ))
-}
-
-/// The runner settings for a configuration.
-pub fn runner_config(cfg: &Config) -> RunnerConfig {
-    RunnerConfig {
-        decode: cfg.decode.to_decode_config(),
-        form: cfg.decode.form,
-        catalog: cfg.decode.catalog_limits(),
-        window: WindowConfig {
-            width_ms: cfg.window.width.0.as_millis() as i64,
-            max_lateness_ms: cfg.window.max_lateness.0.as_millis() as i64,
-        },
-        shards: cfg.pipeline.shards,
-        buckets: cfg.tables.buckets,
-        epoch: cfg.pipeline.epoch.0,
-        dims: cfg.tables.dims.clone(),
-        unknown_vehicle: cfg.enrich.as_ref().map(|e| e.unknown_vehicle).unwrap_or(crate::enrich::UnknownVehicle::Keep),
-        table: cfg.tables.telemetry.clone(),
-        label_prefix: cfg.starrocks.label_prefix.clone(),
-        dead_letter: cfg.dead_letter.clone(),
-        channel_batches: cfg.pipeline.channel_batches,
-        max_rows_per_load: cfg.pipeline.max_rows_per_load,
-        max_epoch_bytes: cfg.pipeline.max_epoch_bytes,
-        compression: cfg.starrocks.compression,
-        latest: (!cfg.tables.latest_metrics.is_empty() || cfg.tables.load_latest)
-            .then(|| (cfg.tables.latest.clone(), cfg.tables.latest_metrics.clone())),
-        delivery: cfg.delivery(),
-        timeouts: TxnTimeouts {
-            txn_timeout_s: cfg.starrocks.txn_timeout.0.as_secs().max(1),
-            prepared_timeout_s: cfg.starrocks.prepared_timeout.map(|d| d.0.as_secs().max(1)),
-        },
-        route_by_key: cfg.source.kafka.as_ref().is_some_and(|k| k.key_is_colocation_key),
-        rebuild: None,
-    }
 }
 
 /// Runs until `shutdown` flips; returns the pipeline's counters.
@@ -170,18 +119,7 @@ pub fn open_archive(cfg: &Config, stats: &Arc<Stats>) -> Result<Option<Arc<Archi
         return Ok(None);
     }
     let store = Store::open(a).map_err(AppError::Config)?;
-    let settings = Settings {
-        writer: cfg.starrocks.label_prefix.clone(),
-        table: a.table.clone(),
-        dims: cfg.tables.dims.clone(),
-        spool_dir: a.spool_dir.join(&cfg.starrocks.label_prefix),
-        spool_max_bytes: a.spool_max_bytes,
-        roll: RollPolicy { max_bytes: a.roll_bytes, max_age: a.roll_age.0, idle: a.roll_idle.0 },
-        format: ArchiveFormat { row_group_rows: a.row_group_rows, zstd_level: a.zstd_level },
-        fan_in: crate::archive::merge::FAN_IN,
-        spill_bytes: a.spill_bytes,
-        exactly_once: cfg.delivery() == Delivery::ExactlyOnce,
-    };
+    let settings = Settings::from(cfg);
     tracing::info!(url = %store.display, table = %a.table, "Raw archive on.");
     Archive::open(settings, cfg.pipeline.shards, store, stats.clone()).map(Some).map_err(AppError::Config)
 }
@@ -351,28 +289,13 @@ fn coordinator<S: crate::pipeline::epoch::EpochSource>(
     parts: &Parts<'_>,
     cuts: mpsc::Sender<crate::pipeline::epoch::Cut>,
 ) -> Coordinator<S> {
-    Coordinator::new(
-        CoordinatorConfig {
-            delivery: cfg.delivery(),
-            prefix: cfg.starrocks.label_prefix.clone(),
-            tables: rcfg.tables(),
-            shards: rcfg.shards,
-            epoch: rcfg.epoch,
-            max_epoch: cfg.pipeline.max_epoch(),
-            timeouts: rcfg.timeouts,
-            state_dir: Some(cfg.pipeline.state_dir.clone()),
-        },
-        source,
-        parts.loader.clone(),
-        cuts,
-        parts.stats.clone(),
-    )
-    .with_archive(parts.archive.clone())
-    .with_rebuild(Some(crate::pipeline::runner::rebuilder(
-        rcfg.clone(),
-        parts.loader.clone(),
-        parts.enrich.clone(),
-    )))
+    Coordinator::new(CoordinatorConfig::from(cfg), source, parts.loader.clone(), cuts, parts.stats.clone())
+        .with_archive(parts.archive.clone())
+        .with_rebuild(Some(crate::pipeline::runner::rebuilder(
+            rcfg.clone(),
+            parts.loader.clone(),
+            parts.enrich.clone(),
+        )))
 }
 
 /// One life of the MQTT pipeline: recovery, the WAL feeder from the decided
@@ -384,7 +307,7 @@ async fn mqtt_pipeline(
     shutdown: &watch::Receiver<bool>,
 ) -> Result<(), EpochError> {
     let Parts { loader, enrich, stats, archive } = *parts;
-    let rcfg = runner_config(cfg);
+    let rcfg = RunnerConfig::from(cfg);
     let (cut_tx, cut_rx) = mpsc::channel(1);
     let mut coordinator = coordinator(cfg, &rcfg, source.clone(), parts, cut_tx);
     // Recovery waits for StarRocks to answer; a stop must not wait with it.
@@ -463,7 +386,7 @@ async fn run_kafka(
     ready: &watch::Sender<bool>,
 ) -> Result<(), EpochError> {
     let Parts { loader, enrich, stats, archive } = *parts;
-    let rcfg = runner_config(cfg);
+    let rcfg = RunnerConfig::from(cfg);
     let (req_tx, req_rx) = mpsc::channel(4);
     let source = KafkaSource::new(kafka, req_tx, ready.clone(), stats.clone()).map_err(EpochError::Fatal)?;
     let (tx, rx) = mpsc::channel(kafka.max_buffered.max(1));
