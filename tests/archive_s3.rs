@@ -6,6 +6,9 @@
 //!    pipeline is held (backpressure), instead of the spool growing;
 //! 3. when the store comes up, everything is uploaded, the pipeline
 //!    resumes, and pyarrow (reading S3) finds every reading exactly once.
+//!
+//! And a missing bucket is the store refusing rockfeed (a destination
+//! error, waited out), not a failure that may pass or a fault of the file.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -119,6 +122,27 @@ async fn s3_outage_retries_then_holds_the_pipeline_at_the_spool_bound_and_loses_
     assert_eq!(spool_bytes(&dir.path().join("spool")), 0, "the stop published everything");
     emu.shutdown().await;
     drop(moto);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_bucket_is_the_store_refusing_rockfeed_until_it_is_created() {
+    use rockfeed::archive::store::{PublishError, Store};
+    let s3_port = free_port();
+    let moto = Moto::start(s3_port);
+    let dir = tempfile::tempdir().unwrap();
+    let text = config("127.0.0.1:1", dir.path(), s3_port).replace("s3://lake/", "s3://absent/");
+    let cfg = rockfeed::config::Config::parse(&text).unwrap();
+    let store = Store::open(&cfg.archive).unwrap();
+    let local = dir.path().join("f.parquet");
+    std::fs::write(&local, b"PAR1 not really").unwrap();
+    let rel = "t/dt=2026-11-27/hour=10/w-0-1-1.parquet";
+    match store.publish(rel, &local, 1, "w").await {
+        Err(PublishError::Destination(m)) => assert!(m.contains("upload"), "{m}"),
+        other => panic!("a missing bucket must be a destination error: {other:?}"),
+    }
+    moto.create_bucket("absent");
+    let p = store.publish(rel, &local, 1, "w").await.expect("published once the bucket exists");
+    assert_eq!(p.bytes, 15);
 }
 
 /// Bytes of spool segments on disk.

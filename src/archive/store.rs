@@ -82,10 +82,20 @@ pub struct Published {
     pub already: bool,
 }
 
+/// Why a file was not published, and what the uploader does about it.
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
+    /// May pass by itself (the network, a timeout, the store's 5xx, the
+    /// spool's disk): retried with back-off.
     #[error("{0}")]
     Transient(String),
+    /// The store refuses rockfeed itself, whatever the file: credentials,
+    /// permissions, a missing bucket, a full or read-only disk. Nothing is
+    /// wrong with the data; the file waits in the spool and is retried
+    /// until an operator fixes the store.
+    #[error("{0}")]
+    Destination(String),
+    /// Another file holds the name: kept in the spool, never overwritten.
     #[error(
         "refusing to overwrite {path}: it holds {found} rows, this file {ours} (another writer with the same label prefix?)"
     )]
@@ -160,21 +170,24 @@ impl Store {
         rows: u64,
         writer: &str,
     ) -> Result<Published, PublishError> {
-        let t = |e: String| PublishError::Transient(e);
         let dest = ObjPath::from(rel);
         if let Some(p) = self.existing(&dest, rows).await? {
             return Ok(p);
         }
-        let size = std::fs::metadata(local).map_err(|e| t(format!("{}: {e}", local.display())))?.len();
+        let size =
+            std::fs::metadata(local).map_err(|e| PublishError::Transient(format!("{}: {e}", local.display())))?.len();
         let target = if self.by_rename {
             let name = rel.rsplit('/').next().unwrap_or(rel);
             ObjPath::from(format!("{STAGING}/{writer}/{name}"))
         } else {
             dest.clone()
         };
-        self.upload(&target, local, size).await.map_err(|e| t(format!("upload {target}: {e}")))?;
+        self.upload(&target, local, size).await?;
         if self.by_rename {
-            self.inner.rename(&target, &dest).await.map_err(|e| t(format!("rename {target} -> {dest}: {e}")))?;
+            self.inner
+                .rename(&target, &dest)
+                .await
+                .map_err(|e| failed(format!("rename {target} -> {dest}"), e, false))?;
         }
         Ok(Published { bytes: size, already: false })
     }
@@ -183,13 +196,13 @@ impl Store {
     async fn existing(&self, dest: &ObjPath, rows: u64) -> Result<Option<Published>, PublishError> {
         match self.inner.head(dest).await {
             Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(PublishError::Transient(format!("head {dest}: {e}"))),
+            Err(e) => Err(failed(format!("head {dest}"), e, false)),
             Ok(meta) => {
                 // Not a readable Parquet file counts as other content.
                 let found = self
                     .footer_rows(dest, meta.size)
                     .await
-                    .map_err(|e| PublishError::Transient(format!("read {dest}: {e}")))?
+                    .map_err(|e| failed(format!("read {dest}"), e, false))?
                     .unwrap_or(-1);
                 if found == rows as i64 {
                     Ok(Some(Published { bytes: meta.size, already: true }))
@@ -200,25 +213,27 @@ impl Store {
         }
     }
 
-    async fn upload(&self, to: &ObjPath, local: &std::path::Path, size: u64) -> Result<(), String> {
-        let mut f = std::fs::File::open(local).map_err(|e| e.to_string())?;
+    async fn upload(&self, to: &ObjPath, local: &std::path::Path, size: u64) -> Result<(), PublishError> {
+        let spool = |e: std::io::Error| PublishError::Transient(format!("{}: {e}", local.display()));
+        let store = |e| failed(format!("upload {to}"), e, true);
+        let mut f = std::fs::File::open(local).map_err(spool)?;
         if size <= SINGLE_PUT_MAX {
             let mut buf = Vec::with_capacity(size as usize);
-            f.read_to_end(&mut buf).map_err(|e| e.to_string())?;
-            self.inner.put(to, PutPayload::from(Bytes::from(buf))).await.map_err(|e| e.to_string())?;
+            f.read_to_end(&mut buf).map_err(spool)?;
+            self.inner.put(to, PutPayload::from(Bytes::from(buf))).await.map_err(store)?;
             return Ok(());
         }
-        let mut up = self.inner.put_multipart(to).await.map_err(|e| e.to_string())?;
-        let r: Result<(), String> = async {
+        let mut up = self.inner.put_multipart(to).await.map_err(store)?;
+        let r: Result<(), PublishError> = async {
             loop {
                 let mut part = Vec::with_capacity(PART_BYTES);
-                (&mut f).take(PART_BYTES as u64).read_to_end(&mut part).map_err(|e| e.to_string())?;
+                (&mut f).take(PART_BYTES as u64).read_to_end(&mut part).map_err(spool)?;
                 if part.is_empty() {
                     break;
                 }
-                up.put_part(PutPayload::from(Bytes::from(part))).await.map_err(|e| e.to_string())?;
+                up.put_part(PutPayload::from(Bytes::from(part))).await.map_err(store)?;
             }
-            up.complete().await.map(|_| ()).map_err(|e| e.to_string())
+            up.complete().await.map(|_| ()).map_err(store)
         }
         .await;
         if r.is_err() {
@@ -296,6 +311,41 @@ impl Store {
             .map(|md| md.file_metadata().num_rows())
             .map_err(|e| e.to_string()))
     }
+}
+
+/// A store's failure of `what`, by what it says about the store. The store
+/// refusing rockfeed itself is [`PublishError::Destination`]: credentials
+/// or permissions (HTTP 401/403, or the disk's), an operation the store
+/// does not have, a full or read-only disk, and on a write a missing
+/// bucket (`write`: a write's NotFound is the bucket's, not the object's).
+/// Anything else may pass.
+fn failed(what: String, e: object_store::Error, write: bool) -> PublishError {
+    use object_store::Error as E;
+    use std::io::ErrorKind as K;
+    let destination = match &e {
+        E::PermissionDenied { .. }
+        | E::Unauthenticated { .. }
+        | E::NotSupported { .. }
+        | E::NotImplemented { .. }
+        | E::UnknownConfigurationKey { .. } => true,
+        E::NotFound { .. } => write,
+        _ => {
+            let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+            let mut found = false;
+            while let Some(s) = source {
+                if let Some(io) = s.downcast_ref::<std::io::Error>() {
+                    found |= matches!(
+                        io.kind(),
+                        K::PermissionDenied | K::ReadOnlyFilesystem | K::StorageFull | K::QuotaExceeded
+                    );
+                }
+                source = s.source();
+            }
+            found
+        }
+    };
+    let message = format!("{what}: {e}");
+    if destination { PublishError::Destination(message) } else { PublishError::Transient(message) }
 }
 
 #[cfg(feature = "hdfs")]
@@ -400,5 +450,37 @@ mod tests {
         assert!(matches!(e, PublishError::Conflict { found: 10, ours: 11, .. }), "{e}");
         assert_eq!(store.list("t").await.unwrap(), vec![(rel.to_string(), bytes.len() as u64)]);
         assert_eq!(store.rows(rel).await.unwrap(), 10);
+    }
+
+    /// The store refusing rockfeed is told from a failure that may pass,
+    /// by the store's error, not its text.
+    #[test]
+    fn a_store_refusing_rockfeed_is_a_destination_error() {
+        use object_store::Error as E;
+        let boxed = |e: std::io::Error| -> Box<dyn std::error::Error + Send + Sync> { Box::new(e) };
+        let io =
+            |k: std::io::ErrorKind| E::Generic { store: "LocalFileSystem", source: boxed(std::io::Error::from(k)) };
+        let destination = [
+            (E::PermissionDenied { path: "p".into(), source: boxed(std::io::Error::other("403")) }, false),
+            (E::Unauthenticated { path: "p".into(), source: boxed(std::io::Error::other("401")) }, false),
+            (E::NotFound { path: "p".into(), source: boxed(std::io::Error::other("NoSuchBucket")) }, true),
+            (io(std::io::ErrorKind::PermissionDenied), false),
+            (io(std::io::ErrorKind::StorageFull), true),
+            (io(std::io::ErrorKind::ReadOnlyFilesystem), true),
+        ];
+        for (e, write) in destination {
+            let f = failed("upload t/x.parquet".into(), e, write);
+            assert!(matches!(&f, PublishError::Destination(m) if m.starts_with("upload t/x.parquet: ")), "{f:?}");
+        }
+        let transient = [
+            (E::NotFound { path: "p".into(), source: boxed(std::io::Error::other("gone")) }, false),
+            (io(std::io::ErrorKind::TimedOut), true),
+            (io(std::io::ErrorKind::ConnectionRefused), true),
+            (E::Generic { store: "S3", source: boxed(std::io::Error::other("HTTP 503 Slow Down")) }, true),
+        ];
+        for (e, write) in transient {
+            let f = failed("head t/x.parquet".into(), e, write);
+            assert!(matches!(f, PublishError::Transient(_)), "{f:?}");
+        }
     }
 }

@@ -104,6 +104,9 @@ struct Shared {
     /// Parquet bytes per spool byte of the last file (for the size roll).
     ratio: Mutex<f64>,
     hook: Mutex<Hook>,
+    /// The store refuses rockfeed ([`PublishError::Destination`]): logged
+    /// once per episode, across shards.
+    store_refuses: AtomicBool,
     /// The encoder thread: files are merged and encoded there, one at a
     /// time per instance, so the merge's memory (a block per run, the row
     /// group being encoded) is paid once, and the next file reuses it
@@ -162,6 +165,7 @@ impl Archive {
             spool_bytes: AtomicU64::new(0),
             ratio: Mutex::new(0.3),
             hook: Mutex::new(Hook::from_env()),
+            store_refuses: AtomicBool::new(false),
             encoder,
         });
         let mut senders = Vec::new();
@@ -651,15 +655,28 @@ fn uploader(k: u32, dir: PathBuf, shared: Arc<Shared>, rx: smpsc::Receiver<Seale
         let mut attempt = 0u32;
         loop {
             match publish(k, &dir, &shared, &sealed) {
-                Ok(()) => break,
+                Ok(()) => {
+                    if shared.store_refuses.swap(false, Ordering::Relaxed) {
+                        tracing::info!(shard = k, "The archive store takes rockfeed's uploads again.");
+                    }
+                    break;
+                }
                 Err(e) => {
                     attempt += 1;
                     shared.stats.archive_upload_failures.fetch_add(1, Ordering::Relaxed);
-                    if matches!(e, UploadError::Publish(PublishError::Conflict { .. })) {
-                        shared.stats.archive_conflicts.fetch_add(1, Ordering::Relaxed);
-                        tracing::error!(shard = k, error = %e, "Archive file conflicts with a published one; kept in the spool.");
-                    } else {
-                        tracing::warn!(shard = k, attempt, error = %e, "Archive upload failed; retrying.");
+                    match &e {
+                        UploadError::Publish(PublishError::Conflict { .. }) => {
+                            shared.stats.archive_conflicts.fetch_add(1, Ordering::Relaxed);
+                            tracing::error!(shard = k, error = %e, "Archive file conflicts with a published one; kept in the spool.");
+                        }
+                        UploadError::Publish(PublishError::Destination(_)) => {
+                            if !shared.store_refuses.swap(true, Ordering::Relaxed) {
+                                tracing::error!(shard = k, error = %e, "The archive store refuses rockfeed (credentials, permissions, bucket or disk): files wait in the spool and uploads are retried until it is fixed; nothing is dead-lettered.");
+                            } else {
+                                tracing::debug!(shard = k, attempt, error = %e, "The archive store still refuses rockfeed.");
+                            }
+                        }
+                        _ => tracing::warn!(shard = k, attempt, error = %e, "Archive upload failed; retrying."),
                     }
                     let until = Instant::now() + backoff(attempt);
                     while Instant::now() < until {
