@@ -454,7 +454,20 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
-            ExitCode::FAILURE
+            ExitCode::from(exit_code(&*e))
         }
+    }
+}
+
+/// 78 (`EX_CONFIG`) when the configuration cannot work as written (a file
+/// that does not load, or `run` refusing it), so that supervisors need not
+/// restart it; 1 otherwise.
+fn exit_code(e: &(dyn std::error::Error + 'static)) -> u8 {
+    if let Some(a) = e.downcast_ref::<rockfeed::app::AppError>() {
+        a.exit_code()
+    } else if e.downcast_ref::<rockfeed::config::ConfigError>().is_some() {
+        78
+    } else {
+        1
     }
 }

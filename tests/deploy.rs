@@ -1,7 +1,9 @@
 //! Deployment: the systemd unit in `deploy/systemd` passes `systemd-analyze
 //! verify` without a warning; `rockfeed run` stops gracefully on SIGTERM
 //! (systemd's and Kubernetes' stop signal) and, with `--log-format json`,
-//! logs one JSON object per line; `--version` names the commit.
+//! logs one JSON object per line; `--version` names the commit; a
+//! configuration that cannot work exits 78 (`EX_CONFIG`), which the unit
+//! does not restart.
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -15,6 +17,7 @@ fn the_systemd_unit_verifies_without_warnings() {
     let unit =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/systemd/rockfeed.service")).unwrap();
     assert!(unit.contains("ExecStart=/usr/local/bin/rockfeed run"), "{unit}");
+    assert!(unit.contains("\nRestartPreventExitStatus=78\n"), "a configuration mistake is not restarted: {unit}");
     // verify checks that the binary exists: point it at the one just built.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("rockfeed.service");
@@ -26,6 +29,29 @@ fn the_systemd_unit_verifies_without_warnings() {
     assert!(out.status.success(), "{err}");
     let ours: Vec<&str> = err.lines().filter(|l| l.contains("rockfeed.service")).collect();
     assert!(ours.is_empty(), "warnings: {ours:?}");
+}
+
+/// A configuration `run` refuses, and one that does not parse, exit 78 with
+/// the key named; a pipeline failure would exit 1 (systemd restarts that).
+#[test]
+fn a_configuration_that_cannot_work_exits_ex_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let rest = format!(
+        "[enrich]\nfile = \"{}/no-such-vehicles.csv\"\n[source.mqtt]\nhost = \"127.0.0.1\"\nport = 1\nclient_id = \"c\"\ntopics = [\"t/#\"]\n",
+        dir.path().display()
+    );
+    let path = dir.path().join("rockfeed.toml");
+    std::fs::write(&path, common::config_toml(dir.path(), "exitcode", 2, &rest)).unwrap();
+    let out = Command::new(BIN).arg("run").arg("--config").arg(&path).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(err.contains("enrich.file") && err.contains("no-such-vehicles.csv"), "{err}");
+
+    std::fs::write(&path, "[starrocks]\nendpoint = \"typo\"\n").unwrap();
+    let out = Command::new(BIN).arg("run").arg("--config").arg(&path).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(err.contains("endpoint"), "{err}");
 }
 
 #[test]

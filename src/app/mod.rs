@@ -28,12 +28,36 @@ use crate::wal::{Wal, WalSource};
 
 pub use settings::loader;
 
+/// Why `rockfeed run` ended with an error, and what its supervisor should
+/// do about it ([`AppError::exit_code`]).
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
+    /// The configuration cannot work as written: a key, a file or directory
+    /// it names, a WAL another process holds. Starting again cannot help
+    /// until an operator fixes it.
     #[error("{0}")]
     Config(String),
+    /// The pipeline refused to go on: another writer on the label prefix, a
+    /// state file that does not read back, a stage that could not start or
+    /// failed. Nothing is lost (the source replays from the decided
+    /// positions); a restart may help, an operator should look.
+    #[error("{0}")]
+    Fatal(String),
+    /// I/O outside the pipeline's own protocol (the MQTT intake's socket).
     #[error("{0}")]
     Io(#[from] std::io::Error),
+}
+
+impl AppError {
+    /// `EX_CONFIG` (78, sysexits.h) for a configuration that cannot work,
+    /// so that a supervisor need not restart it (the systemd unit's
+    /// `RestartPreventExitStatus=78`); 1 for anything a restart may cure.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            AppError::Config(_) => 78,
+            AppError::Fatal(_) | AppError::Io(_) => 1,
+        }
+    }
 }
 
 /// Runs until `shutdown` flips; returns the pipeline's counters.
@@ -121,7 +145,7 @@ pub fn open_archive(cfg: &Config, stats: &Arc<Stats>) -> Result<Option<Arc<Archi
     let store = Store::open(a).map_err(AppError::Config)?;
     let settings = Settings::from(cfg);
     tracing::info!(url = %store.display, table = %a.table, "Raw archive on.");
-    Archive::open(settings, cfg.pipeline.shards, store, stats.clone()).map(Some).map_err(AppError::Config)
+    Archive::open(settings, cfg.pipeline.shards, store, stats.clone()).map(Some).map_err(AppError::Fatal)
 }
 
 async fn run_source(
@@ -258,7 +282,7 @@ where
     loop {
         match life().await {
             Ok(()) => return Ok(()),
-            Err(EpochError::Fatal(m)) => return Err(AppError::Config(m)),
+            Err(EpochError::Fatal(m)) => return Err(AppError::Fatal(m)),
             Err(e @ EpochError::Abandoned { .. }) if *shutdown.borrow() => {
                 tracing::error!(error = %e, "Stopped without committing the last epoch; the source replays it at the next start.");
                 return Ok(());
@@ -539,6 +563,20 @@ dir = "{d}/wal"
         assert!(e.contains("in use by another process"), "{e}");
         wal.close();
         preflight(&config(tmp.path(), MQTT)).unwrap();
+    }
+
+    /// A configuration mistake is not worth a restart; a pipeline that
+    /// refused to go on may be.
+    #[tokio::test]
+    async fn refusals_say_whether_a_restart_can_help() {
+        let tmp = tempfile::tempdir().unwrap();
+        let e = preflight(&config(tmp.path(), "")).unwrap_err();
+        assert!(matches!(e, AppError::Config(_)) && e.exit_code() == 78, "{e:?}");
+        let (_tx, shutdown) = watch::channel(false);
+        let stats = Stats::default();
+        let life = || async { Err(EpochError::Fatal("label a-t-0-1 is already VISIBLE: another writer".into())) };
+        let e = lives(&shutdown, None, &stats, "restarting", life).await.unwrap_err();
+        assert!(matches!(&e, AppError::Fatal(m) if m.contains("another writer")) && e.exit_code() == 1, "{e:?}");
     }
 
     #[test]
