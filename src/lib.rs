@@ -32,6 +32,7 @@ pub mod model;
 pub mod pipeline;
 pub mod preflight;
 pub mod reject;
+pub mod shutdown;
 pub mod sink;
 pub mod source;
 pub mod starrocks;

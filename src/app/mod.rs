@@ -26,7 +26,12 @@ use crate::sink::starrocks::service::StreamLoader;
 use crate::source::kafka::{KafkaConfig, KafkaSource};
 use crate::wal::{Wal, WalSource};
 
+use crate::shutdown::{Scope, join_within, stopped};
 pub use settings::loader;
+
+/// How long the decoder and shards of a pipeline life that ended get to
+/// finish once their coordinator is gone.
+const PIPELINE_DRAIN: Duration = Duration::from_secs(10);
 
 /// Why `rockfeed run` ended with an error, and what its supervisor should
 /// do about it ([`AppError::exit_code`]).
@@ -182,17 +187,16 @@ async fn run_mqtt(
     let wal = Wal::open(cfg.wal.clone(), parts.stats.clone()).map_err(AppError::Config)?;
     let source = Arc::new(WalSource { wal: wal.clone() });
     // The intake stops on the outer shutdown, or when the pipeline cannot go on.
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let mut outer = shutdown.clone();
-    let forward = stop_tx.clone();
-    let fwd = tokio::spawn(async move {
-        let _ = outer.wait_for(|s| *s).await;
-        let _ = forward.send(true);
-    });
-    let intake = tokio::spawn(crate::source::mqtt::run(mqtt, wal.clone(), stop_rx, ready.clone(), parts.stats.clone()));
+    let intake_scope = Scope::below(&shutdown);
+    let intake = tokio::spawn(crate::source::mqtt::run(
+        mqtt,
+        wal.clone(),
+        intake_scope.signal(),
+        ready.clone(),
+        parts.stats.clone(),
+    ));
     let result = wal_lives(cfg, &source, parts, &shutdown).await;
-    let _ = stop_tx.send(true);
-    fwd.abort();
+    drop(intake_scope);
     let intake = match intake.await {
         Ok(r) => r.map_err(AppError::Io),
         Err(e) => Err(AppError::Io(std::io::Error::other(e))),
@@ -295,10 +299,9 @@ where
                 if let Some(r) = ready {
                     let _ = r.send(false);
                 }
-                let mut stop = shutdown.clone();
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
-                    _ = stop.wait_for(|s| *s) => return Ok(()),
+                    _ = stopped(shutdown) => return Ok(()),
                 }
             }
         }
@@ -335,10 +338,9 @@ async fn mqtt_pipeline(
     let (cut_tx, cut_rx) = mpsc::channel(1);
     let mut coordinator = coordinator(cfg, &rcfg, source.clone(), parts, cut_tx);
     // Recovery waits for StarRocks to answer; a stop must not wait with it.
-    let mut stop = shutdown.clone();
     tokio::select! {
         r = coordinator.recover() => r?,
-        _ = stop.wait_for(|s| *s) => {
+        _ = stopped(shutdown) => {
             return Err(EpochError::Abandoned { epoch: 0, reason: "stopped while recovering (StarRocks did not answer)".into() });
         }
     }
@@ -364,10 +366,7 @@ async fn mqtt_pipeline(
     };
     drop(coordinate);
     // The decoder ends when the coordinator's cut sender is gone.
-    let abort = pipeline.abort_handle();
-    if tokio::time::timeout(Duration::from_secs(10), pipeline).await.is_err() {
-        abort.abort();
-    }
+    join_within(pipeline, PIPELINE_DRAIN).await;
     if let Some(e) = source.wal.failed() {
         return Err(EpochError::Fatal(e));
     }
@@ -378,8 +377,7 @@ async fn mqtt_pipeline(
 /// not commit in time (StarRocks down), and rockfeed exits with it
 /// undecided; recovery rolls it back next time.
 async fn stop_grace(cfg: &Config, shutdown: &watch::Receiver<bool>) -> EpochError {
-    let mut stopping = shutdown.clone();
-    let _ = stopping.wait_for(|s| *s).await;
+    stopped(shutdown).await;
     tokio::time::sleep(cfg.pipeline.stop_grace.0).await;
     EpochError::Abandoned {
         epoch: 0,
@@ -421,10 +419,9 @@ async fn run_kafka(
     // gets no partition (more members than partitions, or a restart the
     // group does not assign to) still finishes or rolls back what its last
     // life left prepared. Each assignment recovers again.
-    let mut stop = shutdown.clone();
     let recovered = tokio::select! {
         r = coordinator.recover() => Some(r),
-        _ = stop.wait_for(|s| *s) => None,
+        _ = stopped(shutdown) => None,
     };
     if !matches!(recovered, Some(Ok(()))) {
         source.close();
@@ -434,20 +431,14 @@ async fn run_kafka(
             reason: "stopped while recovering (StarRocks did not answer)".into(),
         }));
     }
-    // The poll thread stops on this one: the outer shutdown, or the end of
-    // this life.
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let mut outer = shutdown.clone();
-    let forward = stop_tx.clone();
-    let fwd = tokio::spawn(async move {
-        let _ = outer.wait_for(|s| *s).await;
-        let _ = forward.send(true);
-    });
+    // The poll thread stops handing messages over on the outer shutdown or
+    // at the end of this life, and stops polling once `done` flips.
+    let life = Scope::below(shutdown);
     let (done_tx, done_rx) = watch::channel(false);
     let (poll_done_tx, poll_done) = tokio::sync::oneshot::channel();
     let poll = {
         let (source, stop, max, by_key) =
-            (source.clone(), stop_rx.clone(), kafka.max_buffered.max(1), kafka.topic_from_key);
+            (source.clone(), life.signal(), kafka.max_buffered.max(1), kafka.topic_from_key);
         let done = done_rx;
         std::thread::Builder::new()
             .name("kafka-poll".into())
@@ -486,15 +477,11 @@ async fn run_kafka(
         e = &mut grace => Err(e),
     };
     drop(coordinate);
-    let _ = stop_tx.send(true);
+    drop(life);
     let _ = done_tx.send(true);
-    fwd.abort();
     // The decoder ends when the coordinator's cut sender is gone; a shard
     // still retrying a transaction is not waited for long.
-    let abort = pipeline.abort_handle();
-    if tokio::time::timeout(Duration::from_secs(10), pipeline).await.is_err() {
-        abort.abort();
-    }
+    join_within(pipeline, PIPELINE_DRAIN).await;
     source.close();
     let _ = tokio::task::spawn_blocking(move || {
         let _ = poll.join();
