@@ -14,14 +14,15 @@
 //!   most every `commit_interval` (so a stream costs ≤ 500 fsyncs/s by
 //!   default), sooner once `commit_bytes` wait — then publishes the count
 //!   of durable records (the source acks up to it, in receive order) and
-//!   hands the records to the in-memory tail. io_uring or plain files
-//!   (`io.rs`).
+//!   hands the records to the in-memory tail (`writer.rs`). io_uring or
+//!   plain files (`io.rs`).
 //! - **Tail and feeder** ([`Wal::feed`]): the pipeline is fed from memory
 //!   while it keeps up. The tail holds a contiguous run of the newest
 //!   durable records, at most `memory_bytes`; when a group commit would
 //!   pass that, the tail is emptied and restarts at the log's end. The
 //!   feeder reads whatever is below the tail's start from disk, streaming
-//!   (a StarRocks outage's backlog drains from disk, memory stays bounded).
+//!   (a StarRocks outage's backlog drains from disk, memory stays bounded;
+//!   `feed.rs`).
 //! - **Bounded by disk**: [`Wal::full`] once the retained log reaches
 //!   `max_bytes`; the source then stops taking messages and the broker holds
 //!   them in the session.
@@ -42,24 +43,31 @@
 //!   are deleted.
 //!
 //! Recovery (`Log::open`) cuts a torn tail by length and CRC; the ledger's
-//! last decision says where replay starts ([`WalSource`]).
+//! last decision says where replay starts ([`WalSource`], `source.rs`: the
+//! WAL's side of the epoch protocol).
 
+mod feed;
 pub mod horizon;
 pub mod io;
 pub mod ledger;
 pub mod record;
 pub mod segment;
+mod source;
+mod writer;
+
+use feed::feed_loop;
+pub use source::WalSource;
+use writer::write_loop;
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
-use crate::pipeline::epoch::{Decision, EpochSource, Positions, Replay, SourceError};
 use crate::source::RawMessage;
 use crate::util::Dur;
 use horizon::{Horizon, Identity};
@@ -445,280 +453,6 @@ fn rebuild_horizon(sh: &Shared, log: &Log) -> std::io::Result<()> {
     }
     let _ = sh.identity.set(keys);
     Ok(())
-}
-
-/// The writer thread: group commits until stopped.
-fn write_loop(sh: &Shared, mut log: Log) {
-    let interval = sh.cfg.commit_interval.0;
-    let mut last_sync = Instant::now() - interval;
-    let mut seq = 1u64;
-    let mut batch: Vec<Record> = Vec::new();
-    let mut hook = crate::halt::Hook::from_env();
-    loop {
-        {
-            let mut i = sh.intake.lock().unwrap_or_else(|p| p.into_inner());
-            // The group: whatever arrives until the interval since the last
-            // fsync is over, or until commit_bytes wait. The writer sleeps
-            // out its interval unasked (appends do not signal it), and only
-            // past it, with nothing pending, waits to be woken by the next
-            // append: a steady stream costs one wake-up per group commit.
-            loop {
-                if sh.stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                let now = Instant::now();
-                let due = last_sync + interval;
-                if now < due && sh.pending_bytes.load(Ordering::Relaxed) < sh.cfg.commit_bytes {
-                    i = sh.intake_cv.wait_timeout(i, due - now).unwrap_or_else(|p| p.into_inner()).0;
-                    continue;
-                }
-                if !i.records.is_empty() {
-                    break;
-                }
-                // Idle: wait for work; wake up now and then to release segments.
-                i.writer_idle = true;
-                i = sh.intake_cv.wait_timeout(i, Duration::from_millis(100)).unwrap_or_else(|p| p.into_inner()).0;
-                i.writer_idle = false;
-                if i.records.is_empty() {
-                    drop(i);
-                    release(sh, &mut log, seq);
-                    i = sh.intake.lock().unwrap_or_else(|p| p.into_inner());
-                }
-            }
-            if i.records.is_empty() {
-                return; // stopping, nothing left
-            }
-            std::mem::swap(&mut batch, &mut i.records);
-        }
-        let frame_bytes: u64 = batch.iter().map(|r| r.frame_len() as u64).sum();
-        // No longer waiting; counted in `retained` once written (below).
-        sh.pending_bytes.fetch_sub(frame_bytes, Ordering::Relaxed);
-        let mut positions = Vec::with_capacity(batch.len());
-        for r in &batch {
-            positions.push(log.append(r));
-        }
-        last_sync = Instant::now();
-        let r = log.write().and_then(|()| {
-            // Test hook: a kill with this group written, not synced.
-            hook.reach_blocking("wal_before_fsync");
-            log.sync()
-        });
-        if let Err(e) = r {
-            let msg = format!("WAL write failed in {}: {e}", sh.cfg.dir.display());
-            tracing::error!(error = %msg, "Nothing more is acknowledged; restart rockfeed once the disk is fixed.");
-            sh.failed.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(msg);
-            return;
-        }
-        // Test hook: a kill with the group durable, not acknowledged.
-        hook.reach_blocking("wal_after_fsync");
-        let bytes = log.retained();
-        sh.stats.wal_commits.fetch_add(1, Ordering::Relaxed);
-        sh.stats.wal_records.fetch_add(batch.len() as u64, Ordering::Relaxed);
-        seq += batch.len() as u64;
-        sh.retained.store(bytes, Ordering::Relaxed);
-        sh.stats.wal_bytes.store(bytes, Ordering::Relaxed);
-        sh.durable.send_replace(seq);
-        sh.stats.wal_bytes_written.fetch_add(frame_bytes, Ordering::Relaxed);
-        {
-            let mut t = sh.tail.lock().unwrap_or_else(|p| p.into_inner());
-            if t.bytes + frame_bytes > sh.cfg.memory_bytes {
-                // Too far behind: the feeder reads these from disk.
-                t.queue.clear();
-                t.bytes = 0;
-                t.start = log.end();
-                batch.clear();
-            } else {
-                t.bytes += frame_bytes;
-                t.queue.extend(batch.drain(..).zip(positions));
-            }
-        }
-        sh.tail_notify.notify_one();
-        release(sh, &mut log, seq);
-    }
-}
-
-/// Deletes the segments below the released position, after saving the
-/// identities of the durable records (sequence numbers below `durable`) of
-/// the dedup horizon.
-fn release(sh: &Shared, log: &mut Log, durable: u64) {
-    let to = sh.release_to.load(Ordering::Relaxed);
-    if log.releasable(to) == 0 {
-        return;
-    }
-    let ids = sh.intake.lock().unwrap_or_else(|p| p.into_inner()).horizon.durable(durable);
-    if let Err(e) = horizon::save(&sh.cfg.dir, *sh.identity.get().expect("set at open"), &ids) {
-        tracing::warn!(error = %e, "Cannot save the WAL's dedup horizon; keeping the segments for now.");
-        return;
-    }
-    match log.release(to) {
-        Ok(0) => {}
-        Ok(n) => {
-            sh.retained.store(log.retained(), Ordering::Relaxed);
-            sh.stats.wal_bytes.store(log.retained(), Ordering::Relaxed);
-            tracing::debug!(segments = n, below = to, "WAL segments released.");
-        }
-        Err(e) => tracing::warn!(error = %e, "Cannot delete a released WAL segment; retrying later."),
-    }
-}
-
-/// The message a record at `pos` (the position after it) feeds.
-fn message(stream: &Arc<str>, r: Record, pos: u64) -> RawMessage {
-    let mut m = RawMessage::new(r.topic, r.payload, r.received_ms);
-    // The decoder notes `offset + 1` as the position to resume from.
-    m.position = Some(crate::model::Position { stream: stream.clone(), partition: 0, offset: pos as i64 - 1 });
-    m
-}
-
-/// Records read from disk per blocking call of the feeder.
-const DISK_BATCH: usize = 4096;
-
-/// The feeder: disk below the tail's start (read on the blocking pool, a
-/// batch at a time), then the tail. It runs on the runtime, so handing a
-/// message to the decoder wakes it cheaply, not across threads.
-async fn feed_loop(sh: &Arc<Shared>, mut next: u64, tx: &mpsc::Sender<RawMessage>) -> std::io::Result<()> {
-    let stream: Arc<str> = Arc::from(STREAM);
-    let message = |r: Record, pos: u64| message(&stream, r, pos);
-    let mut taken = Vec::new();
-    loop {
-        let behind = {
-            let mut t = sh.tail.lock().unwrap_or_else(|p| p.into_inner());
-            if next < t.start {
-                Some(t.start)
-            } else {
-                taken.extend(t.queue.drain(..));
-                t.bytes = 0;
-                t.start = taken.last().map(|(_, p)| *p).unwrap_or(t.start);
-                None
-            }
-        };
-        if let Some(until) = behind {
-            let mut rd = Reader::new(&sh.cfg.dir, next, until);
-            loop {
-                let (back, batch) = tokio::task::spawn_blocking(move || {
-                    let mut batch = Vec::new();
-                    while batch.len() < DISK_BATCH {
-                        match rd.next_record() {
-                            Ok(Some(x)) => batch.push(x),
-                            Ok(None) => break,
-                            Err(e) => return (rd, Err(e)),
-                        }
-                    }
-                    (rd, Ok(batch))
-                })
-                .await
-                .map_err(std::io::Error::other)?;
-                rd = back;
-                let batch = batch?;
-                if batch.is_empty() {
-                    break;
-                }
-                for (r, pos) in batch {
-                    if tx.send(message(r, pos)).await.is_err() {
-                        return Ok(());
-                    }
-                    next = pos;
-                }
-            }
-            continue;
-        }
-        if taken.is_empty() {
-            if sh.stop.load(Ordering::Relaxed) || tx.is_closed() {
-                return Ok(());
-            }
-            tokio::select! {
-                _ = sh.tail_notify.notified() => {}
-                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-                _ = tx.closed() => return Ok(()),
-            }
-            continue;
-        }
-        for (r, pos) in taken.drain(..) {
-            if pos <= next {
-                continue;
-            }
-            if tx.send(message(r, pos)).await.is_err() {
-                return Ok(());
-            }
-            next = pos;
-        }
-    }
-}
-
-/// MQTT's side of the epoch protocol: decisions in the WAL's ledger,
-/// positions are WAL positions.
-pub struct WalSource {
-    pub wal: Arc<Wal>,
-}
-
-impl WalSource {
-    /// Where replay starts: the last decided position.
-    pub fn decided_position(&self) -> u64 {
-        self.wal.decided().map(|e| e.position).unwrap_or(0)
-    }
-
-    fn position(&self, p: &Positions) -> u64 {
-        p.iter().filter(|((s, _), _)| &**s == STREAM).map(|(_, &o)| o as u64).max().unwrap_or(self.decided_position())
-    }
-}
-
-impl EpochSource for WalSource {
-    /// Records the epoch's range with it: it began at the previous
-    /// decision's position, where the feeder started.
-    async fn decide(&self, d: &Decision, positions: &Positions) -> Result<(), SourceError> {
-        let d = Decision { from: Some(self.decided_position() as i64), ..d.clone() };
-        let e = Entry { position: self.position(positions), decision: d.encode() };
-        let wal = self.wal.clone();
-        tokio::task::spawn_blocking(move || wal.ledger.lock().unwrap_or_else(|p| p.into_inner()).record(e))
-            .await
-            .map_err(|e| SourceError::retry(format!("the ledger write stopped: {e}")))?
-            .map_err(|e| SourceError::retry(format!("WAL ledger: {e}")))
-    }
-
-    async fn decisions(&self) -> Result<Vec<Decision>, SourceError> {
-        Ok(self.wal.decided().and_then(|e| Decision::parse(&e.decision)).into_iter().collect())
-    }
-
-    fn committed(&self, positions: &Positions) {
-        self.wal.release(self.position(positions));
-    }
-
-    /// The records between the decision before `d` and `d` (segments are
-    /// released only below a position whose epoch committed, so they are
-    /// still here), streamed from disk by a blocking task. A record that
-    /// fails to read ends the stream with an error, never early in
-    /// silence: the reader closes the channel only after the whole range.
-    fn replay(&self, d: &Decision) -> Result<Replay, SourceError> {
-        let last = self.wal.decided().ok_or_else(|| SourceError::gone("the WAL's ledger holds no decision"))?;
-        if Decision::parse(&last.decision).is_none_or(|l| l.prefix != d.prefix || l.epoch != d.epoch) {
-            return Err(SourceError::gone(format!("epoch {} is not the WAL's last decision", d.epoch)));
-        }
-        let from = d.from.ok_or_else(|| {
-            SourceError::gone("the decision does not record where its range began (written by an older rockfeed)")
-        })?;
-        let (from, to) = (from as u64, last.position);
-        let first = segment::list(&self.wal.shared.cfg.dir)
-            .map_err(|e| SourceError::retry(format!("listing the WAL's segments: {e}")))?
-            .first()
-            .copied();
-        if first.is_none_or(|s| s > from) && from < to {
-            return Err(SourceError::gone(format!("the WAL no longer holds position {from}")));
-        }
-        let (tx, rx) = mpsc::channel(1024);
-        let dir = self.wal.shared.cfg.dir.clone();
-        let done = tokio::task::spawn_blocking(move || {
-            let stream: Arc<str> = Arc::from(STREAM);
-            let mut rd = Reader::new(&dir, from, to);
-            let mut n = 0u64;
-            while let Some((r, pos)) = rd.next_record().map_err(|e| e.to_string())? {
-                if tx.blocking_send(message(&stream, r, pos)).is_err() {
-                    return Err("the rebuild stopped reading".to_string());
-                }
-                n += 1;
-            }
-            Ok(n)
-        });
-        Ok(Replay { messages: rx, done })
-    }
 }
 
 #[cfg(test)]
