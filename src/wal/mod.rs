@@ -142,7 +142,7 @@ impl WalConfig {
     }
 }
 
-/// The stream name of WAL positions in [`Positions`].
+/// The stream name of WAL positions in [`Positions`](crate::pipeline::epoch::Positions).
 pub const STREAM: &str = "wal";
 
 /// Records appended by the source, not yet taken by the writer.
