@@ -424,8 +424,7 @@ async fn run_kafka(
         _ = stopped(shutdown) => None,
     };
     if !matches!(recovered, Some(Ok(()))) {
-        source.close();
-        let _ = tokio::task::spawn_blocking(move || drop(source)).await;
+        close_kafka(source, None).await;
         return Err(recovered.and_then(|r| r.err()).unwrap_or_else(|| EpochError::Abandoned {
             epoch: 0,
             reason: "stopped while recovering (StarRocks did not answer)".into(),
@@ -435,19 +434,7 @@ async fn run_kafka(
     // at the end of this life, and stops polling once `done` flips.
     let life = Scope::below(shutdown);
     let (done_tx, done_rx) = watch::channel(false);
-    let (poll_done_tx, poll_done) = tokio::sync::oneshot::channel();
-    let poll = {
-        let (source, stop, max, by_key) =
-            (source.clone(), life.signal(), kafka.max_buffered.max(1), kafka.topic_from_key);
-        let done = done_rx;
-        std::thread::Builder::new()
-            .name("kafka-poll".into())
-            .spawn(move || {
-                let r = source.poll_loop(tx, stop, done, max, by_key);
-                let _ = poll_done_tx.send(r);
-            })
-            .map_err(|e| EpochError::Fatal(format!("cannot start the Kafka thread: {e}")))?
-    };
+    let (poll, poll_done) = spawn_poll(&source, kafka, tx, life.signal(), done_rx)?;
     let pipeline = tokio::spawn(crate::pipeline::runner::run(
         rcfg.clone(),
         Sinks { loader: loader.clone(), archive: archive.clone() },
@@ -482,13 +469,47 @@ async fn run_kafka(
     // The decoder ends when the coordinator's cut sender is gone; a shard
     // still retrying a transaction is not waited for long.
     join_within(pipeline, PIPELINE_DRAIN).await;
+    close_kafka(source, Some(poll)).await;
+    result
+}
+
+/// How a poll thread ended: `Err` when the consumer failed.
+type PollEnded = tokio::sync::oneshot::Receiver<Result<(), String>>;
+
+/// The poll thread of one Kafka life: hands messages to `tx` until `stop`
+/// says so and polls until `done` flips; how it ended arrives on the
+/// receiver.
+fn spawn_poll(
+    source: &Arc<KafkaSource>,
+    kafka: &KafkaConfig,
+    tx: mpsc::Sender<crate::source::RawMessage>,
+    stop: watch::Receiver<bool>,
+    done: watch::Receiver<bool>,
+) -> Result<(std::thread::JoinHandle<()>, PollEnded), EpochError> {
+    let (ended_tx, ended) = tokio::sync::oneshot::channel();
+    let (source, max, by_key) = (source.clone(), kafka.max_buffered.max(1), kafka.topic_from_key);
+    let poll = std::thread::Builder::new()
+        .name("kafka-poll".into())
+        .spawn(move || {
+            let r = source.poll_loop(tx, stop, done, max, by_key);
+            let _ = ended_tx.send(r);
+        })
+        .map_err(|e| EpochError::Fatal(format!("cannot start the Kafka thread: {e}")))?;
+    Ok((poll, ended))
+}
+
+/// Stops the source's callbacks, then joins its poll thread and drops it
+/// off the runtime (librdkafka's destructor blocks until the consumer has
+/// left its group).
+async fn close_kafka(source: Arc<KafkaSource>, poll: Option<std::thread::JoinHandle<()>>) {
     source.close();
     let _ = tokio::task::spawn_blocking(move || {
-        let _ = poll.join();
+        if let Some(p) = poll {
+            let _ = p.join();
+        }
         drop(source);
     })
     .await;
-    result
 }
 
 #[cfg(test)]
