@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{
-    Cut, CutReply, Decision, EpochError, EpochSource, Positions, PreparedTxn, Rebuilder, Request, ShardError,
-    SourceErrorKind,
+    Cut, CutReply, Decision, EpochError, EpochSource, Positions, PreparedTxn, Rebuilder, Request, ShardDone,
+    ShardError, SourceErrorKind,
 };
 use crate::halt::Hook;
 use crate::model::Delivery;
@@ -166,25 +166,7 @@ impl<S: EpochSource> Coordinator<S> {
             return Ok(()); // the decoder has stopped: nothing more to seal
         }
         let Ok(CutReply { positions, shards }) = rx.await else { return Ok(()) };
-        let mut txns = Vec::new();
-        let mut received = Vec::new();
-        let mut failure = None;
-        let (mut archived, mut too_late) = (0u64, 0u64);
-        let mut watermarks = Vec::with_capacity(shards.len());
-        for s in shards {
-            let Ok(done) = s.await else {
-                failure.get_or_insert(ShardError::Transient("a shard stopped".into()));
-                continue;
-            };
-            txns.extend(done.txns);
-            received.extend(done.received);
-            archived += done.archived;
-            too_late += done.too_late;
-            watermarks.push(done.watermark_ms);
-            if let Some(err) = done.error {
-                failure.get_or_insert(err);
-            }
-        }
+        let Gathered { txns, received, archived, too_late, watermarks, failure } = gather(shards).await;
         if let Some(f) = failure {
             self.roll_back(&txns).await;
             return Err(match f {
@@ -217,24 +199,45 @@ impl<S: EpochSource> Coordinator<S> {
             self.note(&self.note_path("decided"), e);
         }
         self.hook.reach("after_decide").await;
-        if self.exactly_once() && !txns.is_empty() {
-            // The first alone (the test hook halts between two commits),
-            // then the rest concurrently.
-            let txn = TxnLoader::new(&self.loader, self.cfg.timeouts);
-            commit_decided(&txn, &self.stats, &txns[0]).await?;
-            if txns.len() > 1 {
-                self.hook.reach("mid_commit").await;
-            }
-            let mut rest = tokio::task::JoinSet::new();
-            for t in &txns[1..] {
-                let t = t.clone();
-                let (loader, stats, timeouts) = (self.loader.clone(), self.stats.clone(), self.cfg.timeouts);
-                rest.spawn(async move { commit_decided(&TxnLoader::new(&loader, timeouts), &stats, &t).await });
-            }
-            while let Some(r) = rest.join_next().await {
-                r.map_err(|e| EpochError::Fatal(format!("a commit task failed: {e}")))??;
-            }
+        if self.exactly_once() {
+            self.commit_all(&txns).await?;
         }
+        self.committed(e, &received, too_late, archived);
+        self.source.committed(&positions);
+        self.next_epoch = e + 1;
+        self.last_decided = positions.clone();
+        self.watermarks = watermarks;
+        self.pace(throttled, busy);
+        tracing::debug!(epoch = e, txns = txns.len(), partitions = positions.len(), "Epoch committed.");
+        Ok(())
+    }
+
+    /// Commits a decided epoch's prepared transactions: the first alone
+    /// (the test hook halts between two commits), then the rest side by
+    /// side.
+    async fn commit_all(&mut self, txns: &[PreparedTxn]) -> Result<(), EpochError> {
+        let Some((first, rest)) = txns.split_first() else { return Ok(()) };
+        let txn = TxnLoader::new(&self.loader, self.cfg.timeouts);
+        commit_decided(&txn, &self.stats, first).await?;
+        if !rest.is_empty() {
+            self.hook.reach("mid_commit").await;
+        }
+        let mut tasks = tokio::task::JoinSet::new();
+        for t in rest {
+            let t = t.clone();
+            let (loader, stats, timeouts) = (self.loader.clone(), self.stats.clone(), self.cfg.timeouts);
+            tasks.spawn(async move { commit_decided(&TxnLoader::new(&loader, timeouts), &stats, &t).await });
+        }
+        while let Some(r) = tasks.join_next().await {
+            r.map_err(|e| EpochError::Fatal(format!("a commit task failed: {e}")))??;
+        }
+        Ok(())
+    }
+
+    /// Counts a committed epoch: its readings, their latencies (receive and
+    /// event time to now), and the archive's reconciliation; the archive
+    /// learns the epoch is decided.
+    fn committed(&mut self, e: u64, received: &[crate::model::Received], too_late: u64, archived: u64) {
         let done = now_ms();
         let mut committed = 0u64;
         for r in received {
@@ -258,13 +261,6 @@ impl<S: EpochSource> Coordinator<S> {
         self.stats.readings_committed.fetch_add(committed, Ordering::Relaxed);
         self.stats.merge(Stage::ReceivedToCommitted, &mut self.received_to_committed);
         self.stats.merge(Stage::EventToCommitted, &mut self.event_to_committed);
-        self.source.committed(&positions);
-        self.next_epoch = e + 1;
-        self.last_decided = positions.clone();
-        self.watermarks = watermarks;
-        self.pace(throttled, busy);
-        tracing::debug!(epoch = e, txns = txns.len(), partitions = positions.len(), "Epoch committed.");
-        Ok(())
     }
 
     /// A source's request: finish the open epoch (a revoke), or recover (an
@@ -486,6 +482,44 @@ pub(super) async fn commit_decided(txn: &TxnLoader<'_>, stats: &Stats, t: &Prepa
             Err(e) => return Err(fatal_txn(&e)),
         }
     }
+}
+
+/// Every shard's part of one epoch, together.
+struct Gathered {
+    txns: Vec<PreparedTxn>,
+    received: Vec<crate::model::Received>,
+    archived: u64,
+    too_late: u64,
+    /// Each shard's newest event time after the epoch.
+    watermarks: Vec<i64>,
+    /// The first shard failure: the epoch is abandoned.
+    failure: Option<ShardError>,
+}
+
+async fn gather(shards: Vec<oneshot::Receiver<ShardDone>>) -> Gathered {
+    let mut g = Gathered {
+        txns: Vec::new(),
+        received: Vec::new(),
+        archived: 0,
+        too_late: 0,
+        watermarks: Vec::with_capacity(shards.len()),
+        failure: None,
+    };
+    for s in shards {
+        let Ok(done) = s.await else {
+            g.failure.get_or_insert(ShardError::Transient("a shard stopped".into()));
+            continue;
+        };
+        g.txns.extend(done.txns);
+        g.received.extend(done.received);
+        g.archived += done.archived;
+        g.too_late += done.too_late;
+        g.watermarks.push(done.watermark_ms);
+        if let Some(err) = done.error {
+            g.failure.get_or_insert(err);
+        }
+    }
+    g
 }
 
 pub(super) fn fatal_txn(e: &TxnError) -> EpochError {
