@@ -96,39 +96,7 @@ pub(crate) async fn run(
             biased;
             cut = cuts.recv() => {
                 let Some(cut) = cut else { break };
-                if cut.discard {
-                    discard(&mut rx, &mut per_shard, &mut dec.positions, shard_tx).await?;
-                    let _ = cut.reply.send(CutReply { positions: Positions::new(), shards: Vec::new() });
-                    continue;
-                }
-                let last = cut.last;
-                if cut.last {
-                    // Everything the source handed over belongs to the last epoch.
-                    rx.close();
-                    while let Some(m) = rx.recv().await {
-                        dec.take(m, &mut per_shard);
-                    }
-                } else if cut.drain {
-                    while let Ok(m) = rx.try_recv() {
-                        dec.take(m, &mut per_shard);
-                    }
-                }
-                hand_off(&mut per_shard, shard_tx).await?;
-                if let Ok(mut d) = dead.lock() { let _ = d.flush(false); }
-                let mut replies = Vec::with_capacity(shard_tx.len());
-                for t in shard_tx {
-                    let (done_tx, done_rx) = oneshot::channel();
-                    if t.send(ShardMsg::Seal(cut.epoch, done_tx)).await.is_err() {
-                        return Err(std::io::Error::other("a shard stopped"));
-                    }
-                    replies.push(done_rx);
-                }
-                let positions = if cut.reset_positions { std::mem::take(&mut dec.positions) } else { dec.positions.clone() };
-                let _ = cut.reply.send(CutReply { positions, shards: replies });
-                stats.epochs.fetch_add(1, Ordering::Relaxed);
-                stats.merge(Stage::EventToReceived, &mut dec.event_to_received);
-                *stats.queue_depth.lock() = shard_tx.iter().map(|t| (t.max_capacity() - t.capacity()) as u64).collect();
-                if last {
+                if seal(cut, &mut dec, &mut rx, &mut per_shard, shard_tx).await? {
                     break;
                 }
             }
@@ -144,25 +112,83 @@ pub(crate) async fn run(
                     source_open = false;
                     continue;
                 };
-                let mut readings = dec.take(m, &mut per_shard);
-                // Take what is already waiting too (try_recv never waits, so
-                // a quiet stream gains no latency): a burst of small
-                // messages costs one channel send per shard, not one each.
-                for _ in 1..MAX_MESSAGES_PER_HANDOFF {
-                    if readings >= MAX_READINGS_PER_HANDOFF {
-                        break;
-                    }
-                    match rx.try_recv() {
-                        Ok(m) => readings += dec.take(m, &mut per_shard),
-                        Err(_) => break,
-                    }
-                }
+                take_burst(m, &mut dec, &mut rx, &mut per_shard);
                 hand_off(&mut per_shard, shard_tx).await?;
             }
         }
     }
     stats.merge(Stage::EventToReceived, &mut dec.event_to_received);
     Ok(())
+}
+
+/// Serves the coordinator's cut: takes what it asks for from the source,
+/// hands every routed sample over, and asks each shard to seal the epoch;
+/// the reply carries the positions and the shards' answers. A discard cut
+/// drops what is queued and held instead. Returns whether it was the last.
+async fn seal(
+    cut: Cut,
+    dec: &mut Decoder<'_>,
+    rx: &mut mpsc::Receiver<RawMessage>,
+    per_shard: &mut [Vec<Routed>],
+    shard_tx: &[mpsc::Sender<ShardMsg>],
+) -> std::io::Result<bool> {
+    if cut.discard {
+        discard(rx, per_shard, &mut dec.positions, shard_tx).await?;
+        let _ = cut.reply.send(CutReply { positions: Positions::new(), shards: Vec::new() });
+        return Ok(false);
+    }
+    if cut.last {
+        // Everything the source handed over belongs to the last epoch.
+        rx.close();
+        while let Some(m) = rx.recv().await {
+            dec.take(m, per_shard);
+        }
+    } else if cut.drain {
+        while let Ok(m) = rx.try_recv() {
+            dec.take(m, per_shard);
+        }
+    }
+    hand_off(per_shard, shard_tx).await?;
+    if let Ok(mut d) = dec.dead.lock() {
+        let _ = d.flush(false);
+    }
+    let mut replies = Vec::with_capacity(shard_tx.len());
+    for t in shard_tx {
+        let (done_tx, done_rx) = oneshot::channel();
+        if t.send(ShardMsg::Seal(cut.epoch, done_tx)).await.is_err() {
+            return Err(std::io::Error::other("a shard stopped"));
+        }
+        replies.push(done_rx);
+    }
+    let positions = if cut.reset_positions { std::mem::take(&mut dec.positions) } else { dec.positions.clone() };
+    let _ = cut.reply.send(CutReply { positions, shards: replies });
+    let stats = dec.stats;
+    stats.epochs.fetch_add(1, Ordering::Relaxed);
+    stats.merge(Stage::EventToReceived, &mut dec.event_to_received);
+    *stats.queue_depth.lock() = shard_tx.iter().map(|t| (t.max_capacity() - t.capacity()) as u64).collect();
+    Ok(cut.last)
+}
+
+/// Decodes `m`, then what is already waiting behind it (try_recv never
+/// waits, so a quiet stream gains no latency), up to a hand-off's bounds:
+/// a burst of small messages costs one channel send per shard, not one
+/// each.
+fn take_burst(
+    m: RawMessage,
+    dec: &mut Decoder<'_>,
+    rx: &mut mpsc::Receiver<RawMessage>,
+    per_shard: &mut [Vec<Routed>],
+) {
+    let mut readings = dec.take(m, per_shard);
+    for _ in 1..MAX_MESSAGES_PER_HANDOFF {
+        if readings >= MAX_READINGS_PER_HANDOFF {
+            break;
+        }
+        match rx.try_recv() {
+            Ok(m) => readings += dec.take(m, per_shard),
+            Err(_) => break,
+        }
+    }
 }
 
 /// Sends each shard its routed samples (one batch per shard) and leaves
