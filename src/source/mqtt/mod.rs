@@ -14,6 +14,7 @@
 //! broker's in-flight window bounds (`receive_maximum`); past that the
 //! source stops reading and the backpressure reaches the broker.
 
+mod acks;
 mod session;
 mod wire;
 

@@ -10,11 +10,11 @@
 //!   commit, acks and the next read together, not one per message. Nor do
 //!   the broker's packets wake the runtime meanwhile: the socket's receive
 //!   low-water mark is raised while a commit is awaited (`quiet_socket`). A
-//!   publish is appended to the WAL (or, while the WAL is full, kept in
-//!   `inbox`; at `receive_maximum`
-//!   waiting there, reading pauses: TCP backpressure to the broker).
-//! - **Acknowledging**: a QoS 1 publish waits in `waiting` with its WAL
-//!   sequence number. When the WAL says a group commit is durable, the
+//!   publish is appended to the WAL (or, while the WAL is full, held; at
+//!   `receive_maximum` held, reading pauses: TCP backpressure to the
+//!   broker). The ack queue is `acks.rs`, without I/O.
+//! - **Acknowledging**: a QoS 1 publish waits with its WAL sequence
+//!   number. When the WAL says a group commit is durable, the
 //!   PUBACKs of every record it covers go out in receive order (MQTT §4.6)
 //!   in one socket write: one write per group commit, not one per message.
 //! - **Keep-alive**: a PINGREQ when nothing was written for `keep_alive`
@@ -36,6 +36,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::MqttConfig;
+use super::acks::AckQueue;
 use super::wire::{In, Wire};
 use crate::telemetry::Stats;
 use crate::util::now_ms;
@@ -88,11 +89,7 @@ pub(super) async fn serve(
     };
     let mut last_write = Instant::now();
     let mut ping_sent: Option<Instant> = None;
-    // Appended to the WAL, not yet durable: (sequence number, packet id of a QoS 1 publish).
-    let mut waiting: std::collections::VecDeque<(u64, Option<u16>)> = Default::default();
-    // Received while the WAL was full.
-    let mut inbox: std::collections::VecDeque<(Record, Option<u16>)> = Default::default();
-    let inbox_cap = cfg.receive_maximum.max(1) as usize;
+    let mut acks = AckQueue::new(cfg.receive_maximum as usize);
     // Reads are at most one per READ_GATE: a steady stream then costs one
     // wake-up and one read per millisecond, not one per message.
     let mut read_gate = Instant::now();
@@ -101,21 +98,13 @@ pub(super) async fn serve(
     loop {
         // The PUBACKs of everything durable, in receive order, one write.
         out.clear();
-        let d = *durable.borrow_and_update();
-        while waiting.front().is_some_and(|(seq, _)| *seq < d) {
-            if let Some((_, Some(pkid))) = waiting.pop_front() {
-                ctx.wire.puback(pkid, &mut out);
-            }
-        }
+        acks.durable(*durable.borrow_and_update(), |pkid| ctx.wire.puback(pkid, &mut out));
         if !out.is_empty() {
             timed("PUBACK", stream.write_all(&out)).await?;
             ctx.stats.mqtt_ack_writes.fetch_add(1, Ordering::Relaxed);
             last_write = Instant::now();
         }
-        while !inbox.is_empty() && !ctx.wal.full() {
-            let (r, pkid) = inbox.pop_front().expect("checked");
-            waiting.push_back((ctx.wal.append(r).seq(), pkid));
-        }
+        acks.release_held(|| ctx.wal.full(), |r| ctx.wal.append(r).seq());
         if let Some(e) = ctx.wal.failed() {
             return Err(e);
         }
@@ -126,7 +115,7 @@ pub(super) async fn serve(
         let gated = Instant::now() < read_gate;
         // Records wait for a group commit, whose wake-up reads next: the
         // broker's packets need not wake the runtime meanwhile.
-        let commit_awaited = !waiting.is_empty();
+        let commit_awaited = acks.awaiting_commit();
         if quiet != commit_awaited {
             quiet = commit_awaited;
             quiet_socket(&*stream, quiet);
@@ -134,14 +123,14 @@ pub(super) async fn serve(
         tokio::select! {
             biased;
             _ = shutdown.changed() => {
-                stop(ctx, &mut *stream, durable, &mut waiting).await;
+                stop(ctx, &mut *stream, durable, &mut acks).await;
                 return Ok(End::Stopped);
             }
             r = durable.changed() => r.map_err(|_| "the WAL writer stopped".to_string())?,
-            _ = tokio::time::sleep(Duration::from_millis(50)), if !inbox.is_empty() => {}
+            _ = tokio::time::sleep(Duration::from_millis(50)), if acks.holding() => {}
             // With records waiting, the durable change above comes within a
             // commit interval and reads then; no timer wake-up of its own.
-            _ = tokio::time::sleep_until(read_gate), if gated && waiting.is_empty() => {}
+            _ = tokio::time::sleep_until(read_gate), if gated && !commit_awaited => {}
             _ = tokio::time::sleep_until(ping_due) => {
                 if ping_sent.is_some() {
                     return Err(format!("no PINGRESP within the keep-alive ({keep_alive:?})"));
@@ -152,7 +141,7 @@ pub(super) async fn serve(
                 last_write = Instant::now();
                 ping_sent = Some(last_write);
             }
-            n = stream.read_buf(&mut rbuf), if inbox.len() < inbox_cap && !gated => {
+            n = stream.read_buf(&mut rbuf), if acks.may_read() && !gated => {
                 if n.map_err(|e| format!("read: {e}"))? == 0 {
                     return Err("the broker closed the connection".into());
                 }
@@ -167,11 +156,7 @@ pub(super) async fn serve(
                             ctx.stats.mqtt_payload_bytes.fetch_add(payload.len() as u64, Ordering::Relaxed);
                             let r = Record { qos, received_ms: now_ms(), topic, payload };
                             let pkid = (qos == 1).then_some(pkid);
-                            if inbox.is_empty() && !ctx.wal.full() {
-                                waiting.push_back((ctx.wal.append(r).seq(), pkid));
-                            } else {
-                                inbox.push_back((r, pkid));
-                            }
+                            acks.received(r, pkid, ctx.wal.full(), |r| ctx.wal.append(r).seq());
                         }
                         In::SubAck { refused } if refused.is_empty() => {
                             let _ = ctx.ready.send(true);
@@ -273,23 +258,12 @@ async fn next_packet(
 /// Stopping: what was appended becomes durable within a commit interval;
 /// acknowledge it, then DISCONNECT (up to 2 s). What is left unacknowledged
 /// is redelivered at the next start, and the WAL drops the copies.
-async fn stop(
-    ctx: &Ctx<'_>,
-    stream: &mut dyn Stream,
-    durable: &mut watch::Receiver<u64>,
-    waiting: &mut std::collections::VecDeque<(u64, Option<u16>)>,
-) {
-    let last = waiting.back().map(|(s, _)| *s);
-    if let Some(last) = last {
+async fn stop(ctx: &Ctx<'_>, stream: &mut dyn Stream, durable: &mut watch::Receiver<u64>, acks: &mut AckQueue) {
+    if let Some(last) = acks.last_waiting() {
         let _ = tokio::time::timeout(Duration::from_secs(2), durable.wait_for(|&d| d > last)).await;
     }
-    let d = *durable.borrow();
     let mut out = BytesMut::new();
-    while waiting.front().is_some_and(|(seq, _)| *seq < d) {
-        if let Some((_, Some(pkid))) = waiting.pop_front() {
-            ctx.wire.puback(pkid, &mut out);
-        }
-    }
+    acks.durable(*durable.borrow(), |pkid| ctx.wire.puback(pkid, &mut out));
     ctx.wire.disconnect(&mut out);
     // Then read until the broker closes: closing a socket with unread data
     // makes the kernel send RST, and the broker would drop the PUBACKs it
@@ -302,8 +276,8 @@ async fn stop(
         Ok::<_, std::io::Error>(())
     })
     .await;
-    if !waiting.is_empty() {
-        tracing::warn!(unacked = waiting.len(), "Stopped with acks unsent; the broker will redeliver those messages.");
+    if acks.unacked() > 0 {
+        tracing::warn!(unacked = acks.unacked(), "Stopped with acks unsent; the broker will redeliver those messages.");
     }
 }
 

@@ -1,0 +1,143 @@
+//! The session's ack queue, without I/O: which PUBACKs may go out, in what
+//! order, and what waits while the WAL is full.
+//!
+//! - A publish appended to the WAL waits with its sequence number (and its
+//!   packet id when QoS 1) until the WAL's durable count passes it; then its
+//!   PUBACK goes out, in receive order (MQTT §4.6), with every other one the
+//!   same group commit covers. A QoS 0 publish takes a place in the order
+//!   but is never acknowledged.
+//! - A publish received while the WAL is full is held, and so is every one
+//!   after it, so that the WAL appends them in receive order once it has
+//!   room. At `receive_maximum` held, reading pauses: TCP backpressure to
+//!   the broker.
+
+use std::collections::VecDeque;
+
+use crate::wal::Record;
+
+pub(super) struct AckQueue {
+    /// Appended, not yet durable: (sequence number, packet id of a QoS 1 publish).
+    waiting: VecDeque<(u64, Option<u16>)>,
+    /// Received while the WAL was full, in receive order.
+    held: VecDeque<(Record, Option<u16>)>,
+    held_max: usize,
+}
+
+impl AckQueue {
+    pub fn new(held_max: usize) -> AckQueue {
+        AckQueue { waiting: VecDeque::new(), held: VecDeque::new(), held_max: held_max.max(1) }
+    }
+
+    /// A publish received: appended now (`append` returns its sequence
+    /// number) unless the WAL is full or others are held before it.
+    pub fn received(&mut self, r: Record, pkid: Option<u16>, wal_full: bool, append: impl FnOnce(Record) -> u64) {
+        if self.held.is_empty() && !wal_full {
+            self.waiting.push_back((append(r), pkid));
+        } else {
+            self.held.push_back((r, pkid));
+        }
+    }
+
+    /// Appends what is held, oldest first, while `wal_full` says there is room.
+    pub fn release_held(&mut self, mut wal_full: impl FnMut() -> bool, mut append: impl FnMut(Record) -> u64) {
+        while !self.held.is_empty() && !wal_full() {
+            let (r, pkid) = self.held.pop_front().expect("checked");
+            self.waiting.push_back((append(r), pkid));
+        }
+    }
+
+    /// The packet ids to acknowledge now that records below `durable` are
+    /// durable, in receive order.
+    pub fn durable(&mut self, durable: u64, mut ack: impl FnMut(u16)) {
+        while self.waiting.front().is_some_and(|(seq, _)| *seq < durable) {
+            if let Some((_, Some(pkid))) = self.waiting.pop_front() {
+                ack(pkid);
+            }
+        }
+    }
+
+    /// Whether appended records wait for a group commit.
+    pub fn awaiting_commit(&self) -> bool {
+        !self.waiting.is_empty()
+    }
+
+    /// The newest sequence number waiting, if any.
+    pub fn last_waiting(&self) -> Option<u64> {
+        self.waiting.back().map(|(s, _)| *s)
+    }
+
+    /// Publishes appended or held but not acknowledged.
+    pub fn unacked(&self) -> usize {
+        self.waiting.len() + self.held.len()
+    }
+
+    pub fn holding(&self) -> bool {
+        !self.held.is_empty()
+    }
+
+    /// Whether the socket may be read (fewer than `receive_maximum` held).
+    pub fn may_read(&self) -> bool {
+        self.held.len() < self.held_max
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(n: u8) -> Record {
+        Record { qos: 1, received_ms: 0, topic: format!("t/{n}"), payload: vec![n].into() }
+    }
+
+    #[test]
+    fn acks_go_out_in_receive_order_once_durable_and_qos0_is_never_acked() {
+        let mut q = AckQueue::new(8);
+        let mut next = 0u64;
+        let mut append = |_: Record| {
+            next += 1;
+            next - 1
+        };
+        for (n, pkid) in [(1, Some(10)), (2, None), (3, Some(12)), (4, Some(11))] {
+            q.received(rec(n), pkid, false, &mut append);
+        }
+        let mut acked = Vec::new();
+        q.durable(2, |p| acked.push(p));
+        assert_eq!(acked, vec![10], "sequence 2 (packet 12) is not durable yet; QoS 0 took its place silently");
+        q.durable(4, |p| acked.push(p));
+        assert_eq!(acked, vec![10, 12, 11], "receive order, not packet id order");
+        assert!(!q.awaiting_commit());
+    }
+
+    #[test]
+    fn a_full_wal_holds_every_publish_after_the_first_held_and_appends_them_in_order() {
+        let mut q = AckQueue::new(2);
+        let mut appended = Vec::new();
+        q.received(rec(1), Some(1), true, |r| unreachable!("{r:?}: the WAL is full"));
+        assert!(q.may_read());
+        // Room again, but one is held: the next waits behind it.
+        q.received(rec(2), Some(2), false, |r| unreachable!("{r:?} would overtake the held one"));
+        assert!(!q.may_read(), "receive_maximum (2) held: reading pauses");
+        assert_eq!(q.unacked(), 2);
+        let mut full = [false, true].into_iter();
+        q.release_held(
+            || full.next().unwrap_or(true),
+            |r| {
+                appended.push(r.payload[0]);
+                appended.len() as u64 - 1
+            },
+        );
+        assert_eq!(appended, vec![1], "stops when the WAL is full again");
+        assert!(q.holding() && q.may_read());
+        q.release_held(
+            || false,
+            |r| {
+                appended.push(r.payload[0]);
+                appended.len() as u64 - 1
+            },
+        );
+        assert_eq!(appended, vec![1, 2]);
+        let mut acked = Vec::new();
+        q.durable(2, |p| acked.push(p));
+        assert_eq!((acked, q.last_waiting(), q.unacked()), (vec![1, 2], None, 0));
+    }
+}
