@@ -147,32 +147,41 @@ pub(super) async fn serve(
                 }
                 read_gate = Instant::now() + READ_GATE;
                 while let Some(p) = ctx.wire.read(&mut rbuf, cfg.max_packet_bytes)? {
-                    match p {
-                        In::Publish { topic, payload, qos, pkid } => {
-                            if qos > 1 {
-                                return Err(format!("a QoS {qos} publish on {topic}, though rockfeed subscribed at QoS {}", cfg.qos));
-                            }
-                            ctx.stats.mqtt_received.fetch_add(1, Ordering::Relaxed);
-                            ctx.stats.mqtt_payload_bytes.fetch_add(payload.len() as u64, Ordering::Relaxed);
-                            let r = Record { qos, received_ms: now_ms(), topic, payload };
-                            let pkid = (qos == 1).then_some(pkid);
-                            acks.received(r, pkid, ctx.wal.full(), |r| ctx.wal.append(r).seq());
-                        }
-                        In::SubAck { refused } if refused.is_empty() => {
-                            let _ = ctx.ready.send(true);
-                        }
-                        In::SubAck { refused } => {
-                            return Err(format!("the broker refused the subscription of {:?}: {refused:?}", cfg.topics));
-                        }
-                        In::PingResp => ping_sent = None,
-                        In::Disconnect { reason } => return Err(format!("the broker disconnected: {reason}")),
-                        In::ConnAck { .. } => return Err("a second CONNACK".into()),
-                        In::Other(what) => tracing::debug!(what, "Ignored an MQTT packet."),
-                    }
+                    on_packet(ctx, p, &mut acks, &mut ping_sent)?;
                 }
             }
         }
     }
+}
+
+/// One packet from the broker: a publish goes to the WAL (or is held), a
+/// granted SUBACK makes the source ready; a refusal, a DISCONNECT or a
+/// second CONNACK ends the connection.
+fn on_packet(ctx: &Ctx<'_>, p: In, acks: &mut AckQueue, ping_sent: &mut Option<Instant>) -> Result<(), String> {
+    let cfg = ctx.cfg;
+    match p {
+        In::Publish { topic, payload, qos, pkid } => {
+            if qos > 1 {
+                return Err(format!("a QoS {qos} publish on {topic}, though rockfeed subscribed at QoS {}", cfg.qos));
+            }
+            ctx.stats.mqtt_received.fetch_add(1, Ordering::Relaxed);
+            ctx.stats.mqtt_payload_bytes.fetch_add(payload.len() as u64, Ordering::Relaxed);
+            let r = Record { qos, received_ms: now_ms(), topic, payload };
+            let pkid = (qos == 1).then_some(pkid);
+            acks.received(r, pkid, ctx.wal.full(), |r| ctx.wal.append(r).seq());
+        }
+        In::SubAck { refused } if refused.is_empty() => {
+            let _ = ctx.ready.send(true);
+        }
+        In::SubAck { refused } => {
+            return Err(format!("the broker refused the subscription of {:?}: {refused:?}", cfg.topics));
+        }
+        In::PingResp => *ping_sent = None,
+        In::Disconnect { reason } => return Err(format!("the broker disconnected: {reason}")),
+        In::ConnAck { .. } => return Err("a second CONNACK".into()),
+        In::Other(what) => tracing::debug!(what, "Ignored an MQTT packet."),
+    }
+    Ok(())
 }
 
 /// TCP (or TLS), CONNECT, CONNACK, SUBSCRIBE: the stream and the keep-alive
