@@ -91,6 +91,16 @@ pub enum Committed {
     Aborted { reason: String },
 }
 
+/// Where one phase of a prepare left the transaction.
+enum Phase {
+    /// Go on to the next phase.
+    Next,
+    /// Prepared (perhaps by an earlier attempt whose reply was lost).
+    Done,
+    /// Start over after a back-off, for this reason.
+    Retry(String, Backoff),
+}
+
 /// What a reply to one transaction call means.
 #[derive(Debug)]
 enum Step {
@@ -229,8 +239,7 @@ impl<'a> TxnLoader<'a> {
     pub async fn prepare(&self, table: &str, label: &str, chunks: &[Chunk]) -> Result<(), TxnError> {
         let policy = self.loader.policy();
         let mut attempt = 0u32;
-        let mut why = String::new();
-        let mut backoff = Backoff::Normal;
+        let (mut why, mut backoff) = (String::new(), Backoff::Normal);
         loop {
             if attempt > 0 {
                 let episode = self.loader.health().failure(Trouble::Unavailable, &why);
@@ -246,97 +255,98 @@ impl<'a> TxnLoader<'a> {
                 tokio::time::sleep(d).await;
             }
             attempt += 1;
-            backoff = Backoff::Normal;
-            match self.busy_retry(|| self.begin(table, label)).await {
+            match self.prepare_once(table, label, chunks).await? {
+                Phase::Next | Phase::Done => return Ok(()),
+                Phase::Retry(w, b) => (why, backoff) = (w, b),
+            }
+        }
+    }
+
+    /// One attempt at begin, load every chunk, prepare.
+    async fn prepare_once(&self, table: &str, label: &str, chunks: &[Chunk]) -> Result<Phase, TxnError> {
+        match self.begin_phase(table, label).await? {
+            Phase::Next => {}
+            other => return Ok(other),
+        }
+        match self.load_phase(table, label, chunks).await? {
+            Phase::Next => {}
+            other => return Ok(other),
+        }
+        if let Some(step) = self.halt_before_prepare {
+            crate::halt::Hook::halt(step).await;
+        }
+        self.prepare_phase(table, label).await
+    }
+
+    async fn begin_phase(&self, table: &str, label: &str) -> Result<Phase, TxnError> {
+        match self.busy_retry(|| self.begin(table, label)).await {
+            Step::Ok => Ok(Phase::Next),
+            Step::Rejected(reason) => Err(TxnError::Rejected { label: label.into(), step: "begin", reason }),
+            Step::Destination(reason, trouble) => Err(self.destination(label, "begin", reason, trouble)),
+            Step::Busy(r) | Step::Check(r, _) if r.contains("running txns") => Ok(Phase::Retry(r, Backoff::Throttle)),
+            Step::Busy(r) | Step::Check(r, _) => {
+                // The begin may have happened (reply lost) or an earlier
+                // attempt's transaction may be open under this label.
+                match self.settle_unfinished(table, label, false).await? {
+                    true => Ok(Phase::Done),
+                    false => Ok(Phase::Retry(r, Backoff::Normal)),
+                }
+            }
+        }
+    }
+
+    /// Loads the chunks into the open transaction. A chunk that fails may
+    /// have left part of its data in it: the transaction is never prepared
+    /// then, but rolled back, and the whole batch loaded again.
+    async fn load_phase(&self, table: &str, label: &str, chunks: &[Chunk]) -> Result<Phase, TxnError> {
+        for chunk in chunks {
+            match self.busy_retry(|| self.call("load", table, label, &chunk.headers, chunk.body.clone())).await {
                 Step::Ok => {}
                 Step::Rejected(reason) => {
-                    return Err(TxnError::Rejected { label: label.into(), step: "begin", reason });
+                    self.abort(table, label).await;
+                    return Err(TxnError::Rejected { label: label.into(), step: "load", reason });
                 }
                 Step::Destination(reason, trouble) => {
-                    return Err(self.destination(label, "begin", reason, trouble));
-                }
-                Step::Busy(r) | Step::Check(r, _) if r.contains("running txns") => {
-                    why = r;
-                    backoff = Backoff::Throttle;
-                    continue;
+                    self.abort(table, label).await;
+                    return Err(self.destination(label, "load", reason, trouble));
                 }
                 Step::Busy(r) | Step::Check(r, _) => {
-                    why = r;
-                    // The begin may have happened (reply lost) or an earlier
-                    // attempt's transaction may be open under this label.
-                    match self.settle_unfinished(table, label, false).await? {
-                        true => return Ok(()),
-                        false => continue,
-                    }
+                    self.settle_unfinished(table, label, false).await?;
+                    return Ok(Phase::Retry(r, Backoff::Normal));
                 }
             }
-            // load, chunk by chunk, into the open transaction
-            let mut loaded = true;
-            for chunk in chunks {
-                match self.busy_retry(|| self.call("load", table, label, &chunk.headers, chunk.body.clone())).await {
-                    Step::Ok => {}
-                    Step::Rejected(reason) => {
-                        self.abort(table, label).await;
-                        return Err(TxnError::Rejected { label: label.into(), step: "load", reason });
-                    }
-                    Step::Destination(reason, trouble) => {
-                        self.abort(table, label).await;
-                        return Err(self.destination(label, "load", reason, trouble));
-                    }
-                    Step::Busy(r) | Step::Check(r, _) => {
-                        why = r;
-                        loaded = false;
-                        break;
-                    }
-                }
+        }
+        Ok(Phase::Next)
+    }
+
+    async fn prepare_phase(&self, table: &str, label: &str) -> Result<Phase, TxnError> {
+        let mut prep = HeaderMap::new();
+        if let Some(s) = self.timeouts.prepared_timeout_s
+            && let Ok(v) = HeaderValue::from_str(&s.to_string())
+        {
+            prep.insert("prepared_timeout", v);
+        }
+        let (why, backoff) = match self.busy_retry(|| self.call("prepare", table, label, &prep, Bytes::new())).await {
+            Step::Ok => {
+                self.loader.health().success();
+                return Ok(Phase::Done);
             }
-            if !loaded {
-                // Part of the data may be in the transaction: never prepare
-                // it; roll it back and load the whole batch again.
-                self.settle_unfinished(table, label, false).await?;
-                continue;
+            Step::Rejected(reason) => {
+                self.abort(table, label).await;
+                self.loader.health().success();
+                return Err(TxnError::Rejected { label: label.into(), step: "prepare", reason });
             }
-            if let Some(step) = self.halt_before_prepare {
-                crate::halt::Hook::halt(step).await;
+            Step::Destination(reason, trouble) => {
+                self.abort(table, label).await;
+                return Err(self.destination(label, "prepare", reason, trouble));
             }
-            // prepare
-            let mut prep = HeaderMap::new();
-            if let Some(s) = self.timeouts.prepared_timeout_s
-                && let Ok(v) = HeaderValue::from_str(&s.to_string())
-            {
-                prep.insert("prepared_timeout", v);
-            }
-            match self.busy_retry(|| self.call("prepare", table, label, &prep, Bytes::new())).await {
-                Step::Ok => {
-                    self.loader.health().success();
-                    return Ok(());
-                }
-                Step::Rejected(reason) => {
-                    self.abort(table, label).await;
-                    self.loader.health().success();
-                    return Err(TxnError::Rejected { label: label.into(), step: "prepare", reason });
-                }
-                Step::Destination(reason, trouble) => {
-                    self.abort(table, label).await;
-                    return Err(self.destination(label, "prepare", reason, trouble));
-                }
-                Step::Busy(r) => {
-                    why = r;
-                    match self.settle_unfinished(table, label, true).await? {
-                        true => return Ok(()),
-                        false => continue,
-                    }
-                }
-                Step::Check(r, b) => {
-                    why = r;
-                    backoff = b;
-                    // Prepared with the reply lost → done; otherwise start over.
-                    match self.settle_unfinished(table, label, true).await? {
-                        true => return Ok(()),
-                        false => continue,
-                    }
-                }
-            }
+            Step::Busy(r) => (r, Backoff::Normal),
+            Step::Check(r, b) => (r, b),
+        };
+        // Prepared with the reply lost → done; otherwise start over.
+        match self.settle_unfinished(table, label, true).await? {
+            true => Ok(Phase::Done),
+            false => Ok(Phase::Retry(why, backoff)),
         }
     }
 
