@@ -10,54 +10,15 @@ use super::{Record, Shared, horizon};
 
 /// The writer thread: group commits until stopped.
 pub(super) fn write_loop(sh: &Shared, mut log: Log) {
-    let interval = sh.cfg.commit_interval.0;
-    let mut last_sync = Instant::now() - interval;
+    let mut last_sync = Instant::now() - sh.cfg.commit_interval.0;
     let mut seq = 1u64;
     let mut batch: Vec<Record> = Vec::new();
     let mut hook = crate::halt::Hook::from_env();
-    loop {
-        {
-            let mut i = sh.intake.lock().unwrap_or_else(|p| p.into_inner());
-            // The group: whatever arrives until the interval since the last
-            // fsync is over, or until commit_bytes wait. The writer sleeps
-            // out its interval unasked (appends do not signal it), and only
-            // past it, with nothing pending, waits to be woken by the next
-            // append: a steady stream costs one wake-up per group commit.
-            loop {
-                if sh.stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                let now = Instant::now();
-                let due = last_sync + interval;
-                if now < due && sh.pending_bytes.load(Ordering::Relaxed) < sh.cfg.commit_bytes {
-                    i = sh.intake_cv.wait_timeout(i, due - now).unwrap_or_else(|p| p.into_inner()).0;
-                    continue;
-                }
-                if !i.records.is_empty() {
-                    break;
-                }
-                // Idle: wait for work; wake up now and then to release segments.
-                i.writer_idle = true;
-                i = sh.intake_cv.wait_timeout(i, Duration::from_millis(100)).unwrap_or_else(|p| p.into_inner()).0;
-                i.writer_idle = false;
-                if i.records.is_empty() {
-                    drop(i);
-                    release(sh, &mut log, seq);
-                    i = sh.intake.lock().unwrap_or_else(|p| p.into_inner());
-                }
-            }
-            if i.records.is_empty() {
-                return; // stopping, nothing left
-            }
-            std::mem::swap(&mut batch, &mut i.records);
-        }
+    while next_group(sh, &mut log, last_sync, seq, &mut batch) {
         let frame_bytes: u64 = batch.iter().map(|r| r.frame_len() as u64).sum();
         // No longer waiting; counted in `retained` once written (below).
         sh.pending_bytes.fetch_sub(frame_bytes, Ordering::Relaxed);
-        let mut positions = Vec::with_capacity(batch.len());
-        for r in &batch {
-            positions.push(log.append(r));
-        }
+        let positions: Vec<u64> = batch.iter().map(|r| log.append(r)).collect();
         last_sync = Instant::now();
         let r = log.write().and_then(|()| {
             // Test hook: a kill with this group written, not synced.
@@ -72,30 +33,76 @@ pub(super) fn write_loop(sh: &Shared, mut log: Log) {
         }
         // Test hook: a kill with the group durable, not acknowledged.
         hook.reach_blocking("wal_after_fsync");
-        let bytes = log.retained();
-        sh.stats.wal_commits.fetch_add(1, Ordering::Relaxed);
-        sh.stats.wal_records.fetch_add(batch.len() as u64, Ordering::Relaxed);
         seq += batch.len() as u64;
-        sh.retained.store(bytes, Ordering::Relaxed);
-        sh.stats.wal_bytes.store(bytes, Ordering::Relaxed);
-        sh.durable.send_replace(seq);
-        sh.stats.wal_bytes_written.fetch_add(frame_bytes, Ordering::Relaxed);
-        {
-            let mut t = sh.tail.lock().unwrap_or_else(|p| p.into_inner());
-            if t.bytes + frame_bytes > sh.cfg.memory_bytes {
-                // Too far behind: the feeder reads these from disk.
-                t.queue.clear();
-                t.bytes = 0;
-                t.start = log.end();
-                batch.clear();
-            } else {
-                t.bytes += frame_bytes;
-                t.queue.extend(batch.drain(..).zip(positions));
-            }
-        }
-        sh.tail_notify.notify_one();
+        durable(sh, &log, seq, frame_bytes, &mut batch, positions);
         release(sh, &mut log, seq);
     }
+}
+
+/// Takes the next group into `batch`: whatever arrives until the interval
+/// since the last fsync is over, or until `commit_bytes` wait. The writer
+/// sleeps out its interval unasked (appends do not signal it), and only
+/// past it, with nothing pending, waits to be woken by the next append: a
+/// steady stream costs one wake-up per group commit. `false` when stopping
+/// with nothing left.
+fn next_group(sh: &Shared, log: &mut Log, last_sync: Instant, seq: u64, batch: &mut Vec<Record>) -> bool {
+    let interval = sh.cfg.commit_interval.0;
+    let mut i = sh.intake.lock().unwrap_or_else(|p| p.into_inner());
+    loop {
+        if sh.stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let now = Instant::now();
+        let due = last_sync + interval;
+        if now < due && sh.pending_bytes.load(Ordering::Relaxed) < sh.cfg.commit_bytes {
+            i = sh.intake_cv.wait_timeout(i, due - now).unwrap_or_else(|p| p.into_inner()).0;
+            continue;
+        }
+        if !i.records.is_empty() {
+            break;
+        }
+        // Idle: wait for work; wake up now and then to release segments.
+        i.writer_idle = true;
+        i = sh.intake_cv.wait_timeout(i, Duration::from_millis(100)).unwrap_or_else(|p| p.into_inner()).0;
+        i.writer_idle = false;
+        if i.records.is_empty() {
+            drop(i);
+            release(sh, log, seq);
+            i = sh.intake.lock().unwrap_or_else(|p| p.into_inner());
+        }
+    }
+    if i.records.is_empty() {
+        return false;
+    }
+    std::mem::swap(batch, &mut i.records);
+    true
+}
+
+/// A group is durable: the count the source acks up to, the counters, and
+/// the records for the feeder's tail (or, when the tail would pass
+/// `memory_bytes`, an empty tail from the log's end: the feeder reads them
+/// from disk).
+fn durable(sh: &Shared, log: &Log, seq: u64, frame_bytes: u64, batch: &mut Vec<Record>, positions: Vec<u64>) {
+    let bytes = log.retained();
+    sh.stats.wal_commits.fetch_add(1, Ordering::Relaxed);
+    sh.stats.wal_records.fetch_add(batch.len() as u64, Ordering::Relaxed);
+    sh.retained.store(bytes, Ordering::Relaxed);
+    sh.stats.wal_bytes.store(bytes, Ordering::Relaxed);
+    sh.durable.send_replace(seq);
+    sh.stats.wal_bytes_written.fetch_add(frame_bytes, Ordering::Relaxed);
+    {
+        let mut t = sh.tail.lock().unwrap_or_else(|p| p.into_inner());
+        if t.bytes + frame_bytes > sh.cfg.memory_bytes {
+            t.queue.clear();
+            t.bytes = 0;
+            t.start = log.end();
+            batch.clear();
+        } else {
+            t.bytes += frame_bytes;
+            t.queue.extend(batch.drain(..).zip(positions));
+        }
+    }
+    sh.tail_notify.notify_one();
 }
 
 /// Deletes the segments below the released position, after saving the
