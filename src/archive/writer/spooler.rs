@@ -167,55 +167,10 @@ impl Spooler {
             return Err("the archive spool is not recovered yet".into());
         }
         let spill = epoch == OPEN_EPOCH;
-        let ndims = self.shared.settings.dims.len();
-        // Per hour: the rows, and the catalog's metric ids → this hour's
-        // ids (strings are interned once per sample, metrics once per id,
-        // never hashed per reading).
-        let mut hours: BTreeMap<i64, (RawRows, Vec<u32>)> = BTreeMap::new();
-        let mut n = 0u64;
-        // Readings per hour, so each hour's rows are sized once (a backlog
-        // spread over many hours must not reserve the whole epoch per hour).
-        let mut per_hour: BTreeMap<i64, usize> = BTreeMap::new();
-        for a in &samples {
-            *per_hour.entry(hour_of(a.sample.ts_ms)).or_default() += a.sample.readings.len();
-        }
-        {
-            let cat = catalog.read().unwrap_or_else(|p| p.into_inner());
-            let mut dims: Vec<Option<u32>> = Vec::with_capacity(ndims);
-            // By value: each sample's memory goes as soon as its rows are
-            // in (the epoch is never held twice over).
-            for a in samples {
-                let hour = hour_of(a.sample.ts_ms);
-                let (rows, metric_ids) = hours.entry(hour).or_insert_with(|| {
-                    let mut r = RawRows::new(ndims);
-                    r.reserve(per_hour.get(&hour).copied().unwrap_or(0));
-                    (r, Vec::new())
-                });
-                let vin = rows.vins.id(&a.sample.vin);
-                let source = rows.sources.id(&a.source);
-                dims.clear();
-                for d in 0..ndims {
-                    let v = a.dims.as_ref().and_then(|r| r.get(d)).and_then(|v| v.as_deref());
-                    dims.push(v.map(|v| rows.dim_values.id(v)));
-                }
-                let seq = a.sample.seq.map(|s| s.min(i64::MAX as u64) as i64);
-                for r in &a.sample.readings {
-                    let m = r.metric.0 as usize;
-                    if metric_ids.len() <= m {
-                        metric_ids.resize(m + 1, u32::MAX);
-                    }
-                    if metric_ids[m] == u32::MAX {
-                        metric_ids[m] = rows.metrics.id(cat.name(r.metric));
-                    }
-                    let kind = if r.is_bool { ValueKind::Bool } else { ValueKind::Number };
-                    rows.push_ids(vin, a.sample.ts_ms, seq, metric_ids[m], r.value, kind, a.received_ms, source, &dims);
-                    n += 1;
-                }
-            }
-        }
+        let (hours, n) = hourly_rows(samples, catalog, self.shared.settings.dims.len());
         let frames: Vec<(i64, Vec<u8>, u64)> = hours
             .into_iter()
-            .map(|(h, (rows, _))| (h, frame(epoch, &rows, &rows.sorted_order()), rows.len() as u64))
+            .map(|(h, rows)| (h, frame(epoch, &rows, &rows.sorted_order()), rows.len() as u64))
             .collect();
         let size: u64 = frames.iter().map(|f| f.1.len() as u64).sum();
         // A spill never waits for room: its frames cannot be cut before
@@ -227,8 +182,32 @@ impl Spooler {
         }
         // A segment a spill opens is named after the next epoch it can be
         // (renamed at the seal if the epoch gets another number).
+        self.append_frames(epoch, &frames)?;
+        self.shared.stats.archive_readings_spooled.fetch_add(n, Ordering::Relaxed);
+        if spill {
+            self.shared.stats.archive_spills.fetch_add(1, Ordering::Relaxed);
+            return Ok(n);
+        }
+        // The seal: what was spilled this epoch gets its number; every
+        // segment written to since the last seal is synced.
+        for o in self.open.values_mut() {
+            o.seg.number_open_frames(epoch).map_err(|e| e.to_string())?;
+            o.seg.sync().map_err(|e| e.to_string())?;
+        }
+        self.last_spooled = epoch;
+        if !self.shared.settings.exactly_once {
+            self.set_decided(epoch);
+        }
+        Ok(n)
+    }
+
+    /// Appends each hour's frame to that hour's open segment (opening it
+    /// if need be). A segment a spill opens is named after the next epoch
+    /// it can be (renamed at the seal if the epoch gets another number).
+    fn append_frames(&mut self, epoch: u64, frames: &[(i64, Vec<u8>, u64)]) -> Result<(), String> {
+        let spill = epoch == OPEN_EPOCH;
         let first = if spill { self.last_spooled.max(self.decided) + 1 } else { epoch };
-        for (hour, bytes, rows) in &frames {
+        for (hour, bytes, rows) in frames {
             let now = now_ms();
             if !self.open.contains_key(hour) {
                 let seg = Segment::create(&self.dir, *hour, first).map_err(|e| e.to_string())?;
@@ -246,22 +225,7 @@ impl Spooler {
             o.last_append_ms = now;
             self.shared.account(bytes.len() as i64);
         }
-        self.shared.stats.archive_readings_spooled.fetch_add(n, Ordering::Relaxed);
-        if spill {
-            self.shared.stats.archive_spills.fetch_add(1, Ordering::Relaxed);
-            return Ok(n);
-        }
-        // The seal: what was spilled this epoch gets its number; every
-        // segment written to since the last seal is synced.
-        for o in self.open.values_mut() {
-            o.seg.number_open_frames(epoch).map_err(|e| e.to_string())?;
-            o.seg.sync().map_err(|e| e.to_string())?;
-        }
-        self.last_spooled = epoch;
-        if !self.shared.settings.exactly_once {
-            self.set_decided(epoch);
-        }
-        Ok(n)
+        Ok(())
     }
 
     /// Waits while the spool is over its bound, cutting what may be cut so
@@ -347,4 +311,55 @@ impl Spooler {
             }
         }
     }
+}
+
+/// An epoch's samples as rows per event-time hour, and the readings among
+/// them. The catalog's metric ids become each hour's own ids (strings are
+/// interned once per sample, metrics once per id, never hashed per
+/// reading); each hour's rows are sized once (a backlog spread over many
+/// hours must not reserve the whole epoch per hour). The samples are taken
+/// by value: each one's memory goes as soon as its rows are in, so the
+/// epoch is never held twice over.
+fn hourly_rows(
+    samples: Vec<ArchiveSample>,
+    catalog: &RwLock<MetricCatalog>,
+    ndims: usize,
+) -> (BTreeMap<i64, RawRows>, u64) {
+    let mut per_hour: BTreeMap<i64, usize> = BTreeMap::new();
+    for a in &samples {
+        *per_hour.entry(hour_of(a.sample.ts_ms)).or_default() += a.sample.readings.len();
+    }
+    let mut hours: BTreeMap<i64, (RawRows, Vec<u32>)> = BTreeMap::new();
+    let mut n = 0u64;
+    let cat = catalog.read().unwrap_or_else(|p| p.into_inner());
+    let mut dims: Vec<Option<u32>> = Vec::with_capacity(ndims);
+    for a in samples {
+        let hour = hour_of(a.sample.ts_ms);
+        let (rows, metric_ids) = hours.entry(hour).or_insert_with(|| {
+            let mut r = RawRows::new(ndims);
+            r.reserve(per_hour.get(&hour).copied().unwrap_or(0));
+            (r, Vec::new())
+        });
+        let vin = rows.vins.id(&a.sample.vin);
+        let source = rows.sources.id(&a.source);
+        dims.clear();
+        for d in 0..ndims {
+            let v = a.dims.as_ref().and_then(|r| r.get(d)).and_then(|v| v.as_deref());
+            dims.push(v.map(|v| rows.dim_values.id(v)));
+        }
+        let seq = a.sample.seq.map(|s| s.min(i64::MAX as u64) as i64);
+        for r in &a.sample.readings {
+            let m = r.metric.0 as usize;
+            if metric_ids.len() <= m {
+                metric_ids.resize(m + 1, u32::MAX);
+            }
+            if metric_ids[m] == u32::MAX {
+                metric_ids[m] = rows.metrics.id(cat.name(r.metric));
+            }
+            let kind = if r.is_bool { ValueKind::Bool } else { ValueKind::Number };
+            rows.push_ids(vin, a.sample.ts_ms, seq, metric_ids[m], r.value, kind, a.received_ms, source, &dims);
+            n += 1;
+        }
+    }
+    (hours.into_iter().map(|(h, (rows, _))| (h, rows)).collect(), n)
 }
