@@ -420,7 +420,15 @@ fn main() -> ExitCode {
         _ => "info",
     };
     init_tracing(default_log, cli.log_format);
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // `run` sizes its runtime by `pipeline.worker_threads`; a file that does
+    // not load is reported by `run` itself, inside the runtime.
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Command::Run { config, .. } = &cli.command
+        && let Ok(cfg) = rockfeed::config::Config::load(config)
+    {
+        builder.worker_threads(cfg.pipeline.worker_threads());
+    }
+    let rt = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");

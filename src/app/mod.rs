@@ -184,7 +184,7 @@ async fn run_mqtt(
     shutdown: watch::Receiver<bool>,
     ready: watch::Sender<bool>,
 ) -> Result<(), AppError> {
-    let wal = Wal::open(cfg.wal.clone(), parts.stats.clone()).map_err(AppError::Config)?;
+    let wal = Wal::open(cfg.wal.clone(), parts.stats.clone()).map_err(AppError::Fatal)?;
     let source = Arc::new(WalSource { wal: wal.clone() });
     // The intake stops on the outer shutdown, or when the pipeline cannot go on.
     let intake_scope = Scope::below(&shutdown);
@@ -388,7 +388,7 @@ async fn stop_grace(cfg: &Config, shutdown: &watch::Receiver<bool>) -> EpochErro
     }
 }
 
-/// What every life of the Kafka pipeline shares.
+/// What every life of a pipeline (Kafka or MQTT) shares.
 #[derive(Clone, Copy)]
 struct Parts<'a> {
     loader: &'a Arc<StreamLoader>,

@@ -327,12 +327,28 @@ pub struct Pipeline {
     /// it back and reads it again. A service manager's stop timeout must
     /// exceed it plus `archive.stop_grace`.
     pub stop_grace: Dur,
+    /// Threads of the async runtime `rockfeed run` uses (the MQTT
+    /// connection, decoder, shards, loads, coordinator); 0: half the
+    /// machine's cores, at least one. The blocking work has threads of its
+    /// own (the WAL writer, the archive's encoder and uploaders, librdkafka
+    /// and the Kafka poll thread), and an edge appliance shares its machine
+    /// with the broker: more runtime threads than that cost CPU in
+    /// cross-thread wake-ups (README, "Narrow messages").
+    pub worker_threads: usize,
 }
 
 impl Pipeline {
     /// The longest epoch pacing may stretch to (see `max_epoch`).
     pub fn max_epoch(&self) -> Duration {
         self.max_epoch.map(|d| d.0).unwrap_or(Duration::from_secs(30).max(self.epoch.0))
+    }
+
+    /// The runtime's threads (see `worker_threads`).
+    pub fn worker_threads(&self) -> usize {
+        match self.worker_threads {
+            0 => std::thread::available_parallelism().map(|n| n.get() / 2).unwrap_or(1).max(1),
+            n => n,
+        }
     }
 }
 
@@ -347,6 +363,7 @@ impl Default for Pipeline {
             max_epoch_bytes: 128 << 20,
             state_dir: PathBuf::from("rockfeed-data/state"),
             stop_grace: Dur(Duration::from_secs(30)),
+            worker_threads: 0,
         }
     }
 }
@@ -504,6 +521,9 @@ impl Config {
         if self.pipeline.stop_grace.0 < Duration::from_secs(1) {
             return bad("pipeline.stop_grace must be at least 1s".into());
         }
+        if self.pipeline.worker_threads > 1024 {
+            return bad("pipeline.worker_threads must be within 0..=1024 (0: half the cores)".into());
+        }
         if self.dead_letter.file_bytes < 1024 {
             return bad("dead_letter.file_bytes must be at least 1024".into());
         }
@@ -617,6 +637,13 @@ user = "root"
         assert!(with("[pipeline]\nepoch = \"10ms\"").is_err());
         let e = with("[pipeline]\nstop_grace = \"0s\"").unwrap_err().to_string();
         assert!(e.contains("pipeline.stop_grace"), "{e}");
+        let e = with("[pipeline]\nworker_threads = 5000").unwrap_err().to_string();
+        assert!(e.contains("pipeline.worker_threads"), "{e}");
+        let c = Config::parse(&format!("{MIN}[pipeline]\nworker_threads = 3\n")).unwrap();
+        assert_eq!(c.pipeline.worker_threads(), 3);
+        let auto = Config::parse(MIN).unwrap().pipeline.worker_threads();
+        let cores = std::thread::available_parallelism().unwrap().get();
+        assert_eq!(auto, (cores / 2).max(1), "0: half the cores, at least one");
         let e = with("[dead_letter]\nfile_bytes = 10").unwrap_err().to_string();
         assert!(e.contains("dead_letter.file_bytes"), "{e}");
         let mqtt = "[source.mqtt]\nhost = \"b\"\nclient_id = \"c\"\ntopics = [\"t/#\"]\n";
