@@ -40,6 +40,21 @@ pub fn build(title: &str, stats: &Stats, elapsed: Duration) -> Report {
         .fact("epochs_abandoned_on_revoke", stats.epochs_abandoned_on_revoke.load(Relaxed))
         .fact("epoch_ms_last", stats.epoch_ms.load(Relaxed))
         .fact("txns_lost", stats.txns_lost.load(Relaxed));
+    epoch_facts(&mut r, stats);
+    rejected_facts(&mut r, stats);
+    mqtt_facts(&mut r, stats);
+    archive_facts(&mut r, stats);
+    if let Some(c) = process::cpu_seconds() {
+        r.fact("cpu_seconds", c);
+    }
+    if let Some(p) = process::peak_rss_bytes() {
+        r.fact("peak_rss_bytes", p);
+    }
+    r
+}
+
+/// The epoch length: its longest and its changes over time.
+fn epoch_facts(r: &mut Report, stats: &Stats) {
     {
         let changes = stats.epoch_changes.lock();
         r.fact("epoch_ms_max", changes.iter().map(|c| c.1).max().unwrap_or(0));
@@ -47,6 +62,10 @@ pub fn build(title: &str, stats: &Stats, elapsed: Duration) -> Report {
         let series: Vec<String> = changes.iter().map(|(t, e)| format!("{t}:{e}")).collect();
         r.fact("epoch_ms_changes", series.join(" "));
     }
+}
+
+/// Refusals by reason, in each reason's unit and in readings.
+fn rejected_facts(r: &mut Report, stats: &Stats) {
     let by_reason = stats.rejected.snapshot();
     if !by_reason.is_empty() {
         let m: serde_json::Map<String, serde_json::Value> = by_reason
@@ -57,6 +76,10 @@ pub fn build(title: &str, stats: &Stats, elapsed: Duration) -> Report {
             .collect();
         r.fact("rejected_by_reason", serde_json::Value::Object(m));
     }
+}
+
+/// The MQTT intake and its WAL (when MQTT was used).
+fn mqtt_facts(r: &mut Report, stats: &Stats) {
     if stats.mqtt_received.load(Relaxed) > 0 {
         let (received, payload) = (stats.mqtt_received.load(Relaxed), stats.mqtt_payload_bytes.load(Relaxed));
         let written = stats.wal_bytes_written.load(Relaxed);
@@ -69,6 +92,11 @@ pub fn build(title: &str, stats: &Stats, elapsed: Duration) -> Report {
             // Bytes written to the WAL per payload byte received.
             .fact("wal_write_amplification", if payload > 0 { written as f64 / payload as f64 } else { 0.0 });
     }
+}
+
+/// The raw archive and its reconciliation with what StarRocks aggregated
+/// (when the archive was on).
+fn archive_facts(r: &mut Report, stats: &Stats) {
     if stats.archive_readings_spooled.load(Relaxed) > 0 || stats.archive_files_published.load(Relaxed) > 0 {
         // Reconciliation: per file and per epoch, what the archive holds
         // next to what StarRocks aggregated (archived = aggregated + too late).
@@ -91,11 +119,4 @@ pub fn build(title: &str, stats: &Stats, elapsed: Duration) -> Report {
             .fact("reconcile_last_epochs", serde_json::Value::Array(epochs))
             .fact("archive_last_files", serde_json::Value::Array(files));
     }
-    if let Some(c) = process::cpu_seconds() {
-        r.fact("cpu_seconds", c);
-    }
-    if let Some(p) = process::peak_rss_bytes() {
-        r.fact("peak_rss_bytes", p);
-    }
-    r
 }

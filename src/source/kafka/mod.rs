@@ -313,20 +313,8 @@ impl KafkaSource {
             if let Some(e) = self.shared.failed.lock().unwrap_or_else(|p| p.into_inner()).clone() {
                 return Err(e);
             }
-            // Hand over what waits, waiting a little for room.
-            let started = std::time::Instant::now();
-            while let Some(m) = pending.pop_front() {
-                match tx.try_send(m) {
-                    Ok(()) => {}
-                    Err(mpsc::error::TrySendError::Full(m)) => {
-                        pending.push_front(m);
-                        if paused || started.elapsed() >= PAUSE_AFTER || *shutdown.borrow() {
-                            break;
-                        }
-                        std::thread::sleep(Duration::from_millis(1));
-                    }
-                    Err(mpsc::error::TrySendError::Closed(_)) => return Ok(()),
-                }
+            if !hand_over(&mut pending, tx, paused, &shutdown) {
+                return Ok(()); // the pipeline is gone
             }
             if pending.is_empty() && paused {
                 set_paused(false);
@@ -359,6 +347,32 @@ impl KafkaSource {
             }
         }
     }
+}
+
+/// Hands what waits to the pipeline, waiting for room up to
+/// [`PAUSE_AFTER`] (not while paused or stopping). `false` once the
+/// pipeline's channel is closed.
+fn hand_over(
+    pending: &mut VecDeque<RawMessage>,
+    tx: &mpsc::Sender<RawMessage>,
+    paused: bool,
+    shutdown: &watch::Receiver<bool>,
+) -> bool {
+    let started = std::time::Instant::now();
+    while let Some(m) = pending.pop_front() {
+        match tx.try_send(m) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(m)) => {
+                pending.push_front(m);
+                if paused || started.elapsed() >= PAUSE_AFTER || *shutdown.borrow() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => return false,
+        }
+    }
+    true
 }
 
 /// The pipeline's message for a Kafka record.
