@@ -108,7 +108,8 @@ struct Shared {
     /// Parquet bytes per spool byte of the last file (for the size roll).
     ratio: Mutex<f64>,
     hook: Mutex<Hook>,
-    /// The store refuses rockfeed ([`PublishError::Destination`]): logged
+    /// The store refuses rockfeed
+    /// ([`Destination`](super::store::PublishError::Destination)): logged
     /// once per episode, across shards.
     store_refuses: AtomicBool,
     /// The encoder thread: files are merged and encoded there, one at a
