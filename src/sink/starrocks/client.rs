@@ -278,7 +278,13 @@ impl StreamLoadClient {
                     return Ok(r);
                 }
                 Err(e @ ClientError::Connect { .. }) => {
-                    tracing::warn!(endpoint = %self.cfg.endpoints[idx], error = %e, "StarRocks endpoint unreachable; trying the next one.");
+                    // Only when there is a next one: the caller reports the
+                    // last (StarRocks' health logs an outage once).
+                    if i + 1 < n {
+                        tracing::warn!(endpoint = %self.cfg.endpoints[idx], error = %e, "StarRocks endpoint unreachable; trying the next one.");
+                    } else {
+                        tracing::debug!(endpoint = %self.cfg.endpoints[idx], error = %e, "StarRocks endpoint unreachable.");
+                    }
                     last_err = Some(e);
                 }
                 Err(e) => return Err(e),

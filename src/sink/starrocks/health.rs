@@ -79,7 +79,7 @@ impl Health {
         let mut d = self.down.lock();
         if d.is_none() {
             self.episodes.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(%reason, ?trouble, hint = trouble.hint(), "StarRocks does not take loads: intake waits (the data stays in its source) and /ready answers 503 until it does.");
+            tracing::error!(%reason, ?trouble, hint = trouble.hint(), "StarRocks does not take loads: loading waits, nothing is dead-lettered for it (Kafka: the data stays in the topic; MQTT: it goes on into the WAL, up to wal.max_bytes), and /ready answers 503 until it does.");
             *d = Some(Down { since: Instant::now(), trouble, reason: reason.to_string() });
         } else if let Some(x) = d.as_mut() {
             x.trouble = trouble;
