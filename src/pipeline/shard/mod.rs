@@ -20,34 +20,41 @@
 //! - transient failures past `max_attempts`: the epoch is abandoned (the
 //!   pipeline restarts from the decided positions);
 //! - a label another writer owns: stop.
+//!
+//! Files: this one holds the shard's state, its loop, the fold and the
+//! seal; `load.rs` encoding, loading and preparing bodies (refused rows kept
+//! as dead letters); `spill.rs` the raw samples' way to the archive.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
-use http::{HeaderMap, HeaderValue};
+use http::HeaderMap;
 use tokio::sync::{mpsc, oneshot};
 
 use super::budget::BodyBudget;
 use super::decoder::Routed;
-use super::epoch::{PreparedTxn, ShardDone, ShardError};
+use super::epoch::{ShardDone, ShardError};
 use super::latest::LatestTracker;
 use super::runner::RunnerConfig;
 use super::window::{Added, WindowAggregator};
 use crate::archive::{Archive, ArchiveSample};
-use crate::deadletter::{DeadLetter, DeadLetterWriter, LoadMeta};
+use crate::deadletter::{DeadLetter, DeadLetterWriter};
 use crate::decode::catalog::MetricCatalog;
 use crate::enrich::DimRow;
 use crate::model::Delivery;
 use crate::reject::RejectReason;
-use crate::sink::starrocks::encode::{Compression, TelemetryCsv};
 use crate::sink::starrocks::label::label;
-use crate::sink::starrocks::retry::Backoff;
-use crate::sink::starrocks::service::{LoadError, LoadReport, StreamLoader};
-use crate::sink::starrocks::txn::{Chunk, TxnError, TxnLoader};
-use crate::telemetry::{Local, Stage, Stats};
+use crate::sink::starrocks::service::StreamLoader;
+use crate::sink::starrocks::txn::Chunk;
+use crate::telemetry::{Local, Stats};
 use crate::util::now_ms;
+
+mod load;
+mod spill;
+
+use load::{encode, load, prepare};
+use spill::{MAX_SPILLS_IN_FLIGHT, RawHeld, raw_size, settle_spill, settle_spills, spool_raw};
 
 pub(crate) enum ShardMsg {
     /// Samples, and when the decoder handed them over (for the shard's
@@ -287,248 +294,6 @@ async fn seal(ctx: &ShardCtx, st: &mut ShardState, epoch: u64) -> ShardDone {
         done.error.get_or_insert(ShardError::Transient(format!("archive spill: {e}")));
     }
     done
-}
-
-/// Spills a shard may have on their way to the spool before it waits.
-const MAX_SPILLS_IN_FLIGHT: usize = 2;
-
-/// Collects the answers of this epoch's spills (`all`: every one, else
-/// those in), letting go of their bytes.
-fn settle_spills(st: &mut ShardState, all: bool) {
-    let mut answers = Vec::new();
-    st.spills.retain_mut(|(rx, _)| {
-        answers.push(match rx.try_recv() {
-            Ok(r) => r,
-            Err(oneshot::error::TryRecvError::Empty) if !all => return true,
-            Err(oneshot::error::TryRecvError::Empty) => Err("a spill was not answered before its seal".into()),
-            Err(oneshot::error::TryRecvError::Closed) => Err("the archive spooler stopped".into()),
-        });
-        false
-    });
-    for r in answers {
-        settle_spill(st, r);
-    }
-}
-
-fn settle_spill(st: &mut ShardState, r: Result<u64, String>) {
-    match r {
-        Ok(n) => st.spilled += n,
-        Err(e) => {
-            st.spill_error.get_or_insert(e);
-        }
-    }
-}
-
-/// Bytes of raw samples counted in the body budget, let go when dropped
-/// (spooled, discarded, or the shard gone with a pipeline restart).
-struct RawHeld(Arc<crate::telemetry::Stats>, u64);
-
-impl Drop for RawHeld {
-    fn drop(&mut self) {
-        self.0.bodies.let_go(self.1);
-    }
-}
-
-/// The memory a raw sample holds for the archive, estimated.
-fn raw_size(s: &crate::decode::Sample, source: &compact_str::CompactString) -> u64 {
-    (std::mem::size_of::<ArchiveSample>() + std::mem::size_of_val(&s.readings[..]) + s.vin.len() + source.len()) as u64
-}
-
-/// Hands the raw samples of the epoch to the archive spooler; their bytes
-/// stay counted until it has written them (`seal` lets go).
-fn spool_raw(ctx: &ShardCtx, st: &mut ShardState, epoch: u64) -> Option<oneshot::Receiver<Result<u64, String>>> {
-    let a = ctx.archive.as_ref()?;
-    // A spill of this epoch needs the seal (it numbers the spilled frames),
-    // even with nothing left to spool.
-    let spilled = !st.spills.is_empty() || st.spilled > 0 || st.spill_error.is_some();
-    if st.raw.is_empty() && !spilled {
-        return None;
-    }
-    Some(a.spool(ctx.k, epoch, std::mem::take(&mut st.raw), ctx.catalog.clone()))
-}
-
-/// Waits before retrying a label the destination refused (the health
-/// episode logs why).
-async fn wait_for_destination(ctx: &ShardCtx, attempt: u32) {
-    tokio::time::sleep(ctx.loader.policy().delay(attempt, Backoff::Throttle)).await;
-}
-
-/// Exactly-once: one transaction for the table's bodies, prepared; `None`
-/// when StarRocks refused the rows (dead-lettered).
-async fn prepare(
-    ctx: &ShardCtx,
-    table: &str,
-    l: &str,
-    chunks: Vec<(Chunk, u64)>,
-) -> Result<Option<PreparedTxn>, ShardError> {
-    let (chunks, each): (Vec<Chunk>, Vec<u64>) = chunks.into_iter().unzip();
-    let rows = each.iter().sum();
-    let txn = TxnLoader::new(&ctx.loader, ctx.cfg.timeouts);
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let call = Instant::now();
-        match txn.prepare(table, l, &chunks).await {
-            Ok(()) => {
-                ctx.stats.record_load_ms(Stage::LoadCall, call.elapsed().as_millis() as u64);
-                return Ok(Some(PreparedTxn { table: table.into(), label: l.into(), chunks, rows }));
-            }
-            Err(TxnError::Rejected { reason, .. }) => {
-                for (c, &r) in chunks.iter().zip(&each) {
-                    keep_rejected(ctx, table, l, &reason, c, r);
-                }
-                return Ok(None);
-            }
-            Err(TxnError::Destination { .. }) => wait_for_destination(ctx, attempt).await,
-            Err(e @ TxnError::Conflict { .. }) => return Err(ShardError::Conflict(e.to_string())),
-            Err(e @ TxnError::Exhausted { .. }) => return Err(ShardError::Transient(e.to_string())),
-        }
-    }
-}
-
-/// At-least-once: each body with plain Stream Load under the epoch's label
-/// (`_{n}` appended from the second body on).
-async fn load(ctx: &ShardCtx, table: &str, l: &str, chunks: Vec<(Chunk, u64)>) -> Result<(), ShardError> {
-    for (n, (chunk, rows)) in chunks.into_iter().enumerate() {
-        let label = if n == 0 { l.to_string() } else { format!("{l}_{n}") };
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let call = Instant::now();
-            match ctx.loader.load(table, &label, &chunk.headers, chunk.body.clone()).await {
-                Ok(r) => {
-                    record_load(&ctx.stats, call, &r);
-                    ctx.stats.loads.fetch_add(1, Ordering::Relaxed);
-                    ctx.stats.rows_loaded.fetch_add(rows, Ordering::Relaxed);
-                    break;
-                }
-                Err(LoadError::Rejected { reason, .. }) => {
-                    keep_rejected(ctx, table, &label, &reason, &chunk, rows);
-                    break;
-                }
-                Err(LoadError::Destination { .. }) => wait_for_destination(ctx, attempt).await,
-                Err(e @ LoadError::Exhausted { .. }) => return Err(ShardError::Transient(e.to_string())),
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Drains the aggregator into one CSV body (compressed as configured) with
-/// its headers and row count; `None` when the shard holds no rows.
-fn encode(ctx: &ShardCtx, st: &mut ShardState) -> Option<(Chunk, u64)> {
-    if st.agg.is_empty() {
-        return None;
-    }
-    let mut csv = TelemetryCsv::default();
-    // (detail, rows, readings) of groups the CSV cannot carry.
-    let mut refused: Vec<(String, u64, u64)> = Vec::new();
-    {
-        let cat = ctx.catalog.read().unwrap_or_else(|p| p.into_inner());
-        let ndims = ctx.cfg.dims.len();
-        let dims = &st.dims;
-        st.agg.drain(|g| {
-            let values: Vec<Option<&str>> = match dims.get(g.dims as usize).and_then(|d| d.as_ref()) {
-                Some(r) => r.iter().map(|v| v.as_deref()).collect(),
-                None => vec![None; ndims],
-            };
-            if let Err(e) = csv.push_group(&g, &values, |m| cat.name(m)) {
-                let readings = g.aggs.iter().map(|a| a.cnt).sum();
-                refused.push((
-                    format!("vin {} window {}: {e}", g.vin, g.window_start_ms),
-                    g.metrics.len() as u64,
-                    readings,
-                ));
-            }
-        });
-    }
-    // Rows the CSV cannot carry (a separator or `\N` in a text field) are
-    // kept as dead letters, never dropped silently.
-    for (detail, rows, readings) in refused {
-        refuse(ctx, RejectReason::UnsafeField, rows, readings, &detail);
-    }
-    st.dims.clear();
-    st.dims_index.clear();
-    let rows = csv.rows;
-    // The label is bound to these exact bytes: compress once, and should
-    // compression ever fail, send the plain CSV rather than drop the batch.
-    let mut headers = ctx.headers.clone();
-    let body = match ctx.cfg.compression {
-        Compression::None => csv.buf,
-        c => match c.apply(&csv.buf) {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::error!(error = %e, "Compressing a body failed; sending it uncompressed.");
-                headers.insert("format", HeaderValue::from_static("csv"));
-                csv.buf
-            }
-        },
-    };
-    // Counted against pipeline.max_epoch_bytes until the epoch lets it go.
-    let body = BodyBudget::body(&ctx.stats, body);
-    Some((Chunk { headers, body }, rows))
-}
-
-/// Records a plain load's client-side time and the phases StarRocks
-/// reported (one lock per load, never per reading).
-fn record_load(stats: &Stats, call: Instant, r: &LoadReport) {
-    stats.record_load_ms(Stage::LoadCall, call.elapsed().as_millis() as u64);
-    // A label an earlier attempt already loaded has no phases to report.
-    if r.already_loaded {
-        return;
-    }
-    let p = &r.reply;
-    for (stage, ms) in [
-        (Stage::LoadBeginTxn, p.begin_txn_ms),
-        (Stage::LoadPlan, p.plan_ms),
-        (Stage::LoadReadData, p.read_data_ms),
-        (Stage::LoadWriteData, p.write_data_ms),
-        (Stage::LoadCommitPublish, p.commit_publish_ms),
-        (Stage::LoadTotal, p.load_time_ms),
-    ] {
-        stats.record_load_ms(stage, ms);
-    }
-}
-
-/// A body StarRocks refused for its rows: counted, logged, and written to
-/// the dead-letter directory as plain CSV with its table, label and column
-/// list (synced), so `rockfeed deadletter replay` can send it again.
-fn keep_rejected(ctx: &ShardCtx, table: &str, label: &str, reason: &str, chunk: &Chunk, rows: u64) {
-    ctx.stats.loads_failed.fetch_add(1, Ordering::Relaxed);
-    tracing::error!(
-        shard = ctx.k,
-        table,
-        label,
-        reason,
-        "StarRocks refuses these rows; they go to the dead-letter directory (replay: rockfeed deadletter replay)."
-    );
-    let header = |k: &str| chunk.headers.get(k).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-    let csv = match Compression::undo(&header("format"), &chunk.body) {
-        Ok(b) => b,
-        Err(e) => {
-            tracing::error!(label, error = %e, "Cannot decompress the refused body; keeping it as sent.");
-            chunk.body.to_vec()
-        }
-    };
-    let meta = LoadMeta {
-        table: table.into(),
-        label: label.into(),
-        columns: header("columns"),
-        column_separator: header("column_separator"),
-    };
-    let source = format!("starrocks:{table}/{label}");
-    ctx.stats.rejected.add(RejectReason::LoadRejected, rows, 0);
-    let rec = DeadLetter {
-        at_ms: now_ms(),
-        reason: RejectReason::LoadRejected.as_str(),
-        detail: reason,
-        source: &source,
-        payload: &csv,
-    };
-    let mut w = ctx.dead.lock().unwrap_or_else(|p| p.into_inner());
-    if let Err(io) = w.write_load(&rec, &meta).and_then(|_| w.flush(true)) {
-        tracing::error!(label, error = %io, "Writing the refused body to the dead-letter directory failed.");
-    }
 }
 
 /// Counts a refusal made in a shard (`count` in the reason's unit, with
