@@ -75,12 +75,11 @@ impl From<&Config> for RunnerConfig {
 /// The epoch coordinator.
 impl From<&Config> for CoordinatorConfig {
     fn from(cfg: &Config) -> CoordinatorConfig {
-        let mut tables = vec![cfg.tables.telemetry.clone()];
-        tables.extend(cfg.tables.loads_latest().then(|| cfg.tables.latest.clone()));
         CoordinatorConfig {
             delivery: cfg.delivery(),
             prefix: cfg.starrocks.label_prefix.clone(),
-            tables,
+            // The tables the shards write: one rule, the runner's.
+            tables: RunnerConfig::from(cfg).tables(),
             shards: cfg.pipeline.shards,
             epoch: cfg.pipeline.epoch.0,
             max_epoch: cfg.pipeline.max_epoch(),

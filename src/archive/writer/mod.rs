@@ -41,11 +41,12 @@ use crate::decode::catalog::MetricCatalog;
 use crate::enrich::DimRow;
 use crate::halt::Hook;
 use crate::telemetry::Stats;
-use spooler::Spooler;
-use upload::uploader;
 
 mod spooler;
 mod upload;
+
+use spooler::Spooler;
+use upload::uploader;
 
 /// One sample for the archive, as the shard had it.
 #[derive(Debug)]
