@@ -6,7 +6,7 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use rockfeed::decode::catalog::MetricId;
+use rockfeed::model::MetricId;
 use rockfeed::model::{Agg, PartialGroup};
 use rockfeed::pipeline::window::NO_DIMS;
 use rockfeed::sink::starrocks::encode::TelemetryCsv;

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 mod common;
 
-use rockfeed::source::RawMessage;
+use rockfeed::model::RawMessage;
 use rockfeed::source::mqtt::{MqttConfig, wait_ready};
 use tokio::sync::{mpsc, watch};
 

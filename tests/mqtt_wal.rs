@@ -236,7 +236,7 @@ async fn an_oversized_payload_over_mqtt5_is_dead_lettered_and_the_stream_goes_on
 /// silently. The rebuild itself: `tests/pipeline_faults.rs`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recovery_rolls_back_an_interrupted_reload_of_a_decided_epoch_and_counts_it() {
-    use rockfeed::pipeline::epoch::{Decision, EpochSource, Positions};
+    use rockfeed::model::epoch::{Decision, EpochSource, Positions};
     let dir = tempfile::tempdir().unwrap();
     let port = common::free_port();
     let _broker = common::mosquitto(dir.path(), port, &format!("listener {port} 127.0.0.1\nallow_anonymous true\n"));

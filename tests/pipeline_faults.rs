@@ -414,7 +414,7 @@ async fn a_stop_leaves_what_was_not_loaded_in_the_wal_for_the_next_start() {
 /// rows loaded into the expired transaction (a canary) are not in it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_transactions_of_a_decided_epoch_are_rebuilt_from_the_wal_under_their_labels() {
-    use rockfeed::pipeline::epoch::{Decision, EpochSource, Positions};
+    use rockfeed::model::epoch::{Decision, EpochSource, Positions};
     use rockfeed::wal::{STREAM, WalSource};
     let dir = tempfile::tempdir().unwrap();
     let emu = emulator().await;

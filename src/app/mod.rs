@@ -309,7 +309,7 @@ where
 }
 
 /// The epoch coordinator of one pipeline life over `source`.
-fn coordinator<S: crate::pipeline::epoch::EpochSource>(
+fn coordinator<S: crate::model::epoch::EpochSource>(
     cfg: &Config,
     rcfg: &RunnerConfig,
     source: Arc<S>,
@@ -482,7 +482,7 @@ type PollEnded = tokio::sync::oneshot::Receiver<Result<(), String>>;
 fn spawn_poll(
     source: &Arc<KafkaSource>,
     kafka: &KafkaConfig,
-    tx: mpsc::Sender<crate::source::RawMessage>,
+    tx: mpsc::Sender<crate::model::RawMessage>,
     stop: watch::Receiver<bool>,
     done: watch::Receiver<bool>,
 ) -> Result<(std::thread::JoinHandle<()>, PollEnded), EpochError> {

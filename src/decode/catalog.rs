@@ -18,11 +18,8 @@ use std::collections::HashMap;
 
 use compact_str::CompactString;
 
+use crate::model::MetricId;
 use crate::util::hash::FastHash;
-
-/// A metric's id in the catalog.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct MetricId(pub u32);
 
 /// How many new names a vehicle may introduce (see the module doc).
 #[derive(Debug, Clone, Copy, PartialEq)]

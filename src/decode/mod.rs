@@ -27,7 +27,7 @@ pub mod wide;
 
 use compact_str::CompactString;
 
-use self::catalog::MetricId;
+use crate::model::MetricId;
 use crate::starrocks::types::parse_datetime;
 use crate::util::Dur;
 
@@ -181,7 +181,7 @@ impl Decoded {
     }
 
     /// Whether `id` was already named in this sample (and notes it).
-    fn named_twice(&mut self, id: catalog::MetricId) -> bool {
+    fn named_twice(&mut self, id: MetricId) -> bool {
         let i = id.0 as usize;
         if i >= self.seen.len() {
             self.seen.resize(i + 1, 0);

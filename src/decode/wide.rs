@@ -12,9 +12,10 @@ use std::collections::HashSet;
 
 use compact_str::CompactString;
 
-use super::catalog::{MetricCatalog, MetricId, name_rule};
+use super::catalog::{MetricCatalog, name_rule};
 use super::scan::{Kind, Num, ScanError, Scanner};
 use super::{DecodeConfig, Decoded, Reading, Reject, RejectReason, Sample, check_ts, event_time};
+use crate::model::MetricId;
 
 /// Decodes one wide payload into `out` (appending).
 pub fn decode(payload: &[u8], now_ms: i64, cfg: &DecodeConfig, catalog: &mut MetricCatalog, out: &mut Decoded) {

@@ -19,7 +19,7 @@ use std::time::Instant;
 use compact_str::CompactString;
 use tokio::sync::{mpsc, oneshot};
 
-use super::epoch::{Cut, CutReply, Positions};
+use super::epoch::{Cut, CutReply};
 use super::route::shard_of;
 use super::runner::RunnerConfig;
 use super::shard::ShardMsg;
@@ -29,8 +29,9 @@ use crate::decode::narrow::TopicTemplate;
 use crate::decode::{Decoded, Sample, narrow, wide};
 use crate::enrich::{DimRow, Enrichment, UnknownVehicle};
 use crate::model::Form;
+use crate::model::RawMessage;
+use crate::model::epoch::Positions;
 use crate::reject::RejectReason;
-use crate::source::RawMessage;
 use crate::telemetry::{Local, Stage, Stats};
 
 /// A sample on its way to its shard.

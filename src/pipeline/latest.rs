@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use compact_str::CompactString;
 
 use crate::decode::Sample;
-use crate::decode::catalog::MetricId;
+use crate::model::MetricId;
 use crate::sink::starrocks::encode::{LatestCsv, LatestRow};
 
 /// One key's newest: event time, seq, value (`None` for the any-metric row).

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::epoch::{Cut, Decision, Rebuilder, Rebuilt};
+use super::epoch::{Cut, Rebuilder, Rebuilt};
 use super::shard::{ShardCtx, ShardMsg};
 use super::window::WindowConfig;
 use crate::archive::Archive;
@@ -24,10 +24,11 @@ use crate::decode::DecodeConfig;
 use crate::decode::catalog::MetricCatalog;
 use crate::enrich::{Enrichment, UnknownVehicle};
 use crate::model::Delivery;
+use crate::model::RawMessage;
+use crate::model::epoch::Decision;
 use crate::sink::starrocks::encode::{Compression, TelemetryCsv};
 use crate::sink::starrocks::service::StreamLoader;
 use crate::sink::starrocks::txn::{TxnLoader, TxnTimeouts};
-use crate::source::RawMessage;
 
 #[derive(Debug, Clone)]
 pub struct RunnerConfig {

@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use compact_str::CompactString;
 
 use crate::decode::Sample;
-use crate::decode::catalog::MetricId;
+use crate::model::MetricId;
 use crate::model::{Agg, PartialGroup};
 use crate::util::hash::FastHash;
 

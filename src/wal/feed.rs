@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 
 use super::segment::Reader;
 use super::{Record, STREAM, Shared};
-use crate::source::RawMessage;
+use crate::model::RawMessage;
 
 /// The message a record at `pos` (the position after it) feeds.
 pub(super) fn message(stream: &Arc<str>, r: Record, pos: u64) -> RawMessage {

@@ -68,7 +68,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
-use crate::source::RawMessage;
+use crate::model::RawMessage;
 use crate::util::Dur;
 use horizon::{Horizon, Identity};
 pub use io::IoMode;
@@ -142,7 +142,7 @@ impl WalConfig {
     }
 }
 
-/// The stream name of WAL positions in [`Positions`](crate::pipeline::epoch::Positions).
+/// The stream name of WAL positions in [`Positions`](crate::model::epoch::Positions).
 pub const STREAM: &str = "wal";
 
 /// Records appended by the source, not yet taken by the writer.

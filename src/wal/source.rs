@@ -8,7 +8,7 @@ use super::feed::message;
 use super::ledger::Entry;
 use super::segment::{self, Reader};
 use super::{STREAM, Wal};
-use crate::pipeline::epoch::{Decision, EpochSource, Positions, Replay, SourceError};
+use crate::model::epoch::{Decision, EpochSource, Positions, Replay, SourceError};
 
 /// MQTT's side of the epoch protocol: decisions in the WAL's ledger,
 /// positions are WAL positions.

@@ -314,7 +314,7 @@ pub async fn audit_settles(
 pub fn mqtt_into(
     mcfg: rockfeed::source::mqtt::MqttConfig,
     wal_dir: &Path,
-    tx: tokio::sync::mpsc::Sender<rockfeed::source::RawMessage>,
+    tx: tokio::sync::mpsc::Sender<rockfeed::model::RawMessage>,
     stop: watch::Receiver<bool>,
     ready: watch::Sender<bool>,
     stats: Arc<rockfeed::telemetry::Stats>,

@@ -332,7 +332,7 @@ mod tests {
     use super::*;
     use crate::decode::Reading;
 
-    fn sample(ts_ms: i64, metric: crate::decode::catalog::MetricId, value: f64) -> ArchiveSample {
+    fn sample(ts_ms: i64, metric: crate::model::MetricId, value: f64) -> ArchiveSample {
         ArchiveSample {
             sample: Sample {
                 vin: "VIN1".into(),
@@ -380,7 +380,7 @@ mod tests {
         a: Arc<Archive>,
         store: Store,
         catalog: Arc<RwLock<MetricCatalog>>,
-        m: crate::decode::catalog::MetricId,
+        m: crate::model::MetricId,
     }
 
     async fn open(settings: Settings, stats: Arc<Stats>, decided: u64) -> Fixture {

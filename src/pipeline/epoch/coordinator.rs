@@ -8,12 +8,10 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::{
-    Cut, CutReply, Decision, EpochError, EpochSource, Positions, PreparedTxn, Rebuilder, Request, ShardDone,
-    ShardError, SourceErrorKind,
-};
+use super::{Cut, CutReply, EpochError, PreparedTxn, Rebuilder, ShardDone, ShardError};
 use crate::halt::Hook;
 use crate::model::Delivery;
+use crate::model::epoch::{Decision, EpochSource, Positions, Request, SourceErrorKind};
 use crate::pipeline::pace::{Pacer, Signals};
 use crate::sink::starrocks::retry::Backoff;
 use crate::sink::starrocks::service::StreamLoader;

@@ -1,8 +1,11 @@
 //! What the coordinator, the decoder and the shards send each other.
 
-use tokio::sync::oneshot;
+use std::sync::Arc;
 
-use super::Positions;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::model::RawMessage;
+use crate::model::epoch::{Decision, Positions};
 use crate::sink::starrocks::txn::Chunk;
 
 /// One table's share of a shard's epoch, prepared (or, at-least-once,
@@ -65,14 +68,6 @@ pub struct CutReply {
     pub shards: Vec<oneshot::Receiver<ShardDone>>,
 }
 
-/// Requests from a source (its rebalance callbacks) to the coordinator.
-pub enum Request {
-    /// Finish the open epoch now (partitions are being revoked).
-    Finish(oneshot::Sender<Result<(), String>>),
-    /// Recover after an assignment, before any message of it is read.
-    Recover(oneshot::Sender<Result<(), String>>),
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum EpochError {
     /// The epoch was rolled back; the pipeline must restart from the
@@ -82,4 +77,26 @@ pub enum EpochError {
     /// Refuse to go on (another writer, StarRocks says no for good).
     #[error("{0}")]
     Fatal(String),
+}
+
+/// Rebuilds lost transactions of a decided epoch: runs the epoch's
+/// messages (a channel the source fills, then closes) through a private
+/// decoder and shards that prepare only the given labels, and returns
+/// those transactions, prepared (`runner::rebuild`).
+pub type Rebuilder = Arc<
+    dyn Fn(
+            Decision,
+            Vec<String>,
+            mpsc::Receiver<RawMessage>,
+        ) -> std::pin::Pin<Box<dyn Future<Output = Result<Rebuilt, String>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// What a rebuild prepared: the lost transactions, and the readings the
+/// rebuilt telemetry rows aggregate (committed with them).
+#[derive(Debug, Default)]
+pub struct Rebuilt {
+    pub txns: Vec<PreparedTxn>,
+    pub readings: u64,
 }

@@ -37,21 +37,25 @@
 //! [`EpochSource`] operations: Kafka its offsets, MQTT its WAL positions.
 //!
 //! The files:
-//! - `decision.rs`: the decision a source stores, its codec, and what a
-//!   source does for the protocol ([`EpochSource`]);
+//! - `crate::model::epoch`: the decision a source stores, its codec, and
+//!   what a source does for the protocol ([`EpochSource`]), shared with
+//!   the sources;
 //! - `messages.rs`: what the coordinator, the decoder and the shards send
-//!   each other (cuts, prepared transactions, requests, errors);
+//!   each other (cuts, prepared transactions, rebuilds, errors);
 //! - `coordinator.rs`: the coordinator's loop (seal, decide, commit, pacing,
 //!   revokes, the local notes);
 //! - `plan.rs`: recovery's decisions, pure (no I/O), unit-tested;
 //! - `recover.rs`: recovery carried out against StarRocks and the source.
+//!
+//! [`EpochSource`]: crate::model::epoch::EpochSource
+//! [`EpochSource::decide`]: crate::model::epoch::EpochSource::decide
+//! [`EpochSource::decided`]: crate::model::epoch::EpochSource::decided
+//! [`EpochSource::replay`]: crate::model::epoch::EpochSource::replay
 
 mod coordinator;
-mod decision;
 mod messages;
 pub mod plan;
 mod recover;
 
 pub use coordinator::{Coordinator, CoordinatorConfig};
-pub use decision::{Decision, EpochSource, Positions, Rebuilder, Rebuilt, Replay, SourceError, SourceErrorKind};
-pub use messages::{Cut, CutReply, EpochError, PreparedTxn, Request, ShardDone, ShardError};
+pub use messages::{Cut, CutReply, EpochError, PreparedTxn, Rebuilder, Rebuilt, ShardDone, ShardError};

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use super::Decision;
+use crate::model::epoch::Decision;
 
 /// The instance recovering: its label prefix and what it writes now.
 #[derive(Debug, Clone)]

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use super::coordinator::{commit_decided, fatal_txn};
 use super::plan::{self, Action, Found};
-use super::{Coordinator, Decision, EpochError, EpochSource, Rebuilt, Replay};
+use super::{Coordinator, EpochError, Rebuilt};
+use crate::model::epoch::{Decision, EpochSource, Replay};
+use crate::sink::starrocks::label::label;
 use crate::sink::starrocks::txn::{Committed, TxnLoader};
 use crate::telemetry::Stats;
 
@@ -197,10 +199,17 @@ async fn state_patiently(txn: &TxnLoader<'_>, label: &str) -> crate::sink::starr
     }
 }
 
+/// Every label of `d`'s epoch, with its table: one per table and shard.
+fn labels(d: &Decision) -> impl Iterator<Item = (String, String)> + '_ {
+    d.tables.iter().flat_map(move |t| {
+        (0..d.shards).filter_map(move |k| label(&d.prefix, t, k, d.epoch).ok().map(|l| (t.clone(), l)))
+    })
+}
+
 /// StarRocks' state of every label of `d`, asked patiently.
 async fn found(txn: &TxnLoader<'_>, d: &Decision) -> Vec<Found> {
     let mut out = Vec::new();
-    for (table, label) in d.labels() {
+    for (table, label) in labels(d) {
         let st = state_patiently(txn, &label).await;
         out.push(Found { table, label, state: st.state, reason: st.reason });
     }
@@ -214,4 +223,23 @@ fn lost(label: &str, reason: &str, stats: &Stats) {
         reason,
         "A transaction of a decided epoch did not commit in StarRocks: its rows are lost (rockfeed_txns_lost_total; a prepared timeout shorter than the outage?)."
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_decision_names_one_label_per_table_and_shard() {
+        let d = Decision {
+            prefix: "edge_7".into(),
+            epoch: 42,
+            shards: 4,
+            tables: vec!["t1".into(), "latest".into()],
+            ..Default::default()
+        };
+        let labels: Vec<_> = labels(&d).map(|(_, l)| l).collect();
+        assert_eq!(labels.len(), 8);
+        assert!(labels.contains(&"edge_7-latest-3-42".to_string()));
+    }
 }

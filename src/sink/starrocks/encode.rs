@@ -13,7 +13,7 @@
 
 use http::{HeaderMap, HeaderValue};
 
-use crate::decode::catalog::MetricId;
+use crate::model::MetricId;
 use crate::model::PartialGroup;
 use crate::starrocks::types::write_datetime;
 

@@ -15,8 +15,8 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 
 use super::{KafkaConfig, KafkaSource, raw};
-use crate::pipeline::epoch::{Decision, EpochSource, Positions, Replay, SourceError};
-use crate::source::RawMessage;
+use crate::model::RawMessage;
+use crate::model::epoch::{Decision, EpochSource, Positions, Replay, SourceError};
 
 impl KafkaSource {
     fn all_partitions(&self) -> Result<TopicPartitionList, SourceError> {
@@ -224,7 +224,7 @@ impl EpochSource for KafkaSource {
 /// that is rebalancing refuses a commit until this member rejoins, and
 /// rejoining starts with the revoke callback, which waits for the
 /// coordinator, which is deciding: retrying cannot succeed, so it is
-/// [`Refused`](crate::pipeline::epoch::SourceErrorKind::Refused) (the epoch is rolled back after a few
+/// [`Refused`](crate::model::epoch::SourceErrorKind::Refused) (the epoch is rolled back after a few
 /// seconds and replayed from the decided offsets). Anything else may pass.
 fn failed(what: &str, e: KafkaError) -> SourceError {
     use rdkafka::types::RDKafkaErrorCode as C;
@@ -241,7 +241,7 @@ mod tests {
 
     #[test]
     fn a_commit_refused_for_the_members_generation_is_told_by_its_code() {
-        use crate::pipeline::epoch::SourceErrorKind;
+        use crate::model::epoch::SourceErrorKind;
         use rdkafka::types::RDKafkaErrorCode as C;
         for code in [C::RebalanceInProgress, C::IllegalGeneration, C::UnknownMemberId] {
             let e = failed("offset commit", KafkaError::ConsumerCommit(code));

@@ -7,11 +7,11 @@
 //!   commits the positions of an epoch only once every shard has prepared
 //!   it, with the decision (`rockfeed/1 <prefix> <epoch> <shards> <tables>`)
 //!   as the offset metadata of every partition it commits. That commit *is*
-//!   the epoch's decision; [`decisions`](crate::pipeline::epoch::EpochSource::decisions) reads it back for every
+//!   the epoch's decision; [`decisions`](crate::model::epoch::EpochSource::decisions) reads it back for every
 //!   partition of the subscribed topics. Each partition's metadata also
 //!   records where its range began and how many partitions the decision
 //!   covers, so a decided epoch whose transactions StarRocks lost can be
-//!   re-read ([`replay`](crate::pipeline::epoch::EpochSource::replay): a consumer of its own, assigned
+//!   re-read ([`replay`](crate::model::epoch::EpochSource::replay): a consumer of its own, assigned
 //!   outside the group) and rebuilt.
 //! - **Backpressure**: a full pipeline channel is waited on with the next
 //!   message in hand (librdkafka's prefetch is capped by
@@ -52,8 +52,8 @@ mod epoch;
 
 pub use config::{KafkaConfig, PASSWORD_ENV};
 
-use super::RawMessage;
-use crate::pipeline::epoch::{Decision, Request};
+use crate::model::RawMessage;
+use crate::model::epoch::{Decision, Request};
 use crate::util::now_ms;
 
 /// State shared between the poll thread and the rebalance callbacks.

@@ -1,15 +1,18 @@
-//! The decision a source makes durable with its positions ("epoch e of
-//! prefix p is decided"), its codec, and what a source does for the epoch
-//! protocol.
+//! The epoch protocol's contract between the coordinator
+//! (`pipeline::epoch`) and the sources: the decision a source makes durable
+//! with its positions ("epoch e of prefix p is decided") and its codec,
+//! what a source does for the protocol ([`EpochSource`]), how its failures
+//! are classified ([`SourceError`]), and what its rebalance callbacks ask of
+//! the coordinator ([`Request`]). Kafka (`source::kafka`) and the MQTT WAL
+//! (`wal::source`) implement it; the coordinator drives it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
-use super::PreparedTxn;
-use crate::sink::starrocks::label::label;
+use super::RawMessage;
 
 /// Source positions: (stream, partition) → the next position to read.
 pub type Positions = BTreeMap<(Arc<str>, i32), i64>;
@@ -98,12 +101,6 @@ impl Decision {
     pub fn watermark(&self, k: u32) -> i64 {
         self.watermarks.get(k as usize).copied().unwrap_or(i64::MIN)
     }
-
-    pub(super) fn labels(&self) -> impl Iterator<Item = (String, String)> + '_ {
-        self.tables.iter().flat_map(move |t| {
-            (0..self.shards).filter_map(move |k| label(&self.prefix, t, k, self.epoch).ok().map(|l| (t.clone(), l)))
-        })
-    }
 }
 
 /// Why a source's part of the epoch protocol failed, with what the
@@ -183,30 +180,16 @@ pub trait EpochSource: Send + Sync + 'static {
 /// the reader's end (how many it read, or why it failed; a failed range is
 /// never loaded).
 pub struct Replay {
-    pub messages: mpsc::Receiver<crate::source::RawMessage>,
+    pub messages: mpsc::Receiver<RawMessage>,
     pub done: tokio::task::JoinHandle<Result<u64, String>>,
 }
 
-/// Rebuilds lost transactions of a decided epoch: runs the epoch's
-/// messages (a channel the source fills, then closes) through a private
-/// decoder and shards that prepare only the given labels, and returns
-/// those transactions, prepared (`runner::rebuild`).
-pub type Rebuilder = Arc<
-    dyn Fn(
-            Decision,
-            Vec<String>,
-            mpsc::Receiver<crate::source::RawMessage>,
-        ) -> std::pin::Pin<Box<dyn Future<Output = Result<Rebuilt, String>> + Send>>
-        + Send
-        + Sync,
->;
-
-/// What a rebuild prepared: the lost transactions, and the readings the
-/// rebuilt telemetry rows aggregate (committed with them).
-#[derive(Debug, Default)]
-pub struct Rebuilt {
-    pub txns: Vec<PreparedTxn>,
-    pub readings: u64,
+/// Requests from a source (its rebalance callbacks) to the coordinator.
+pub enum Request {
+    /// Finish the open epoch now (partitions are being revoked).
+    Finish(oneshot::Sender<Result<(), String>>),
+    /// Recover after an assignment, before any message of it is read.
+    Recover(oneshot::Sender<Result<(), String>>),
 }
 
 #[cfg(test)]
@@ -269,8 +252,5 @@ mod tests {
         assert_eq!(Decision::parse(""), None);
         assert_eq!(Decision::parse("some other consumer"), None);
         assert_eq!(Decision::parse("rockfeed/1 p notanumber 1 t"), None);
-        let labels: Vec<_> = d.labels().map(|(_, l)| l).collect();
-        assert_eq!(labels.len(), 8);
-        assert!(labels.contains(&"edge_7-latest-3-42".to_string()));
     }
 }

@@ -3,9 +3,11 @@
 //! mode and payload form the config picks, and the partial rows the
 //! aggregator hands the sink.
 
+pub mod epoch;
+
 use std::sync::Arc;
 
-use crate::decode::catalog::MetricId;
+use bytes::Bytes;
 
 /// Where a message sits in a replayable source: Kafka's topic, partition
 /// and offset, or the MQTT WAL's stream (partition 0) and record position.
@@ -94,4 +96,29 @@ pub struct PartialGroup<'a> {
     pub dims: u32,
     pub metrics: &'a [MetricId],
     pub aggs: &'a [Agg],
+}
+
+/// A metric's id in the catalog (`decode::catalog`): the hot path carries
+/// ids, never names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MetricId(pub u32);
+
+/// One message as received.
+#[derive(Debug, Clone)]
+pub struct RawMessage {
+    pub topic: String,
+    pub payload: Bytes,
+    /// Receive time, epoch milliseconds.
+    pub received_ms: i64,
+    /// The message key (Kafka), the colocation key when the source routes by key.
+    pub key: Option<Bytes>,
+    /// Where the message sits in a replayable source.
+    pub position: Option<Position>,
+}
+
+impl RawMessage {
+    /// A message without key or position (MQTT, tests).
+    pub fn new(topic: impl Into<String>, payload: Bytes, received_ms: i64) -> Self {
+        RawMessage { topic: topic.into(), payload, received_ms, key: None, position: None }
+    }
 }
