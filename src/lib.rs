@@ -13,13 +13,17 @@
 //!   `/metrics`, `/health`, the latency report; [`preflight`]:
 //!   `rockfeed check --connect`; [`demo`]: `rockfeed demo`.
 //!
-//! Shared by all: the vocabulary of the stages ([`model`]) and the StarRocks
-//! model ([`starrocks`]: types, DDL, the bucket function). Beside the appliance: the protocol-exact StarRocks emulator
-//! ([`starrocks_emulator`]) that every sink test, the demo and the
-//! benchmarks run against, and the crash tests' [`halt`] hook.
+//! Shared by all: the vocabulary of the stages ([`model`], with the epoch
+//! protocol's contract between the coordinator and the sources), the
+//! memory bound on what an epoch holds ([`budget`]) and the StarRocks
+//! model ([`starrocks`]: types, DDL, the bucket function). Beside the
+//! appliance: the protocol-exact StarRocks emulator ([`starrocks_emulator`])
+//! that every sink test, the demo and the benchmarks run against, and the
+//! crash tests' [`halt`] hook.
 
 pub mod app;
 pub mod archive;
+pub mod budget;
 pub mod config;
 pub mod deadletter;
 pub mod decode;

@@ -232,7 +232,7 @@ async fn run_demo(o: rockfeed::demo::DemoOptions) -> Result<(), Box<dyn std::err
     println!("samples decoded         {}", s.samples.load(Relaxed));
     println!("refused (dead letters)  {} ({} readings)", s.rejected.total(), s.rejected.readings());
     let unknown = |p| s.enrich.unknown(p).load(Relaxed);
-    use rockfeed::enrich::UnknownVehicle as U;
+    use rockfeed::model::UnknownVehicle as U;
     println!(
         "unknown vehicles        {} samples kept with NULL dims, {} dropped, {} dead-lettered (enrich.unknown_vehicle; {} vehicles in the dims)",
         unknown(U::Keep),

@@ -23,7 +23,7 @@ async fn the_demo_audit_passes() {
     assert!(r.audit_errors.is_empty(), "{:?}", &r.audit_errors[..r.audit_errors.len().min(5)]);
     assert!(r.stats.latency().is_some());
     // Every third vehicle has no entry in the demo's vehicle file: kept with NULL dims, counted.
-    use rockfeed::enrich::UnknownVehicle as U;
+    use rockfeed::model::UnknownVehicle as U;
     assert!(r.stats.enrich.unknown(U::Keep).load(Ordering::Relaxed) > 0);
     assert_eq!(r.stats.enrich.unknown(U::DeadLetter).load(Ordering::Relaxed), 0);
     assert_eq!(r.audits.len(), 2, "telemetry_1m and vehicle_latest are audited");

@@ -12,7 +12,8 @@ mod common;
 
 use common::mariadb::MariaDb;
 use rockfeed::enrich::Enrichment;
-use rockfeed::enrich::db::{BadRow, DbConfig};
+use rockfeed::enrich::db::DbConfig;
+use rockfeed::model::BadRow;
 
 fn dims() -> Vec<String> {
     vec!["fleet".into(), "model".into(), "region".into()]
@@ -169,7 +170,7 @@ refresh = "1s"
     until("the next ten under south", || fleets(&emu).get("south") == Some(&10.0)).await;
     let stats = app.stop().await;
     assert_eq!(fleets(&emu), [("north".to_string(), 10.0), ("south".to_string(), 10.0)].into_iter().collect());
-    use rockfeed::enrich::UnknownVehicle as U;
+    use rockfeed::model::UnknownVehicle as U;
     assert_eq!(stats.enrich.unknown(U::Drop).load(Relaxed), 10, "GHOST's samples");
     assert_eq!(
         (stats.enrich.unknown(U::Keep).load(Relaxed), stats.enrich.unknown(U::DeadLetter).load(Relaxed)),

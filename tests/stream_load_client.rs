@@ -137,7 +137,7 @@ async fn destination_and_data_refusals_return_at_once_and_apart() {
     match bad.load("table1", "auth-1", &csv_headers(), Bytes::from_static(BODY)).await {
         Err(LoadError::Destination { reason, trouble, .. }) => {
             assert!(reason.contains("401"), "{reason}");
-            assert_eq!(trouble, rockfeed::sink::starrocks::health::Trouble::Auth);
+            assert_eq!(trouble, rockfeed::telemetry::health::Trouble::Auth);
         }
         other => panic!("expected the destination refusing the credentials, got {other:?}"),
     }

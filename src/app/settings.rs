@@ -55,7 +55,7 @@ impl From<&Config> for RunnerConfig {
                 .enrich
                 .as_ref()
                 .map(|e| e.unknown_vehicle)
-                .unwrap_or(crate::enrich::UnknownVehicle::Keep),
+                .unwrap_or(crate::model::UnknownVehicle::Keep),
             table: cfg.tables.telemetry.clone(),
             label_prefix: cfg.starrocks.label_prefix.clone(),
             dead_letter: cfg.dead_letter.clone(),

@@ -108,11 +108,11 @@ pub struct Enrich {
     pub database: Option<crate::enrich::db::DbConfig>,
     /// `keep` (NULL dims), `drop` or `dead-letter` for vins not in the dims.
     #[serde(default = "default_unknown")]
-    pub unknown_vehicle: crate::enrich::UnknownVehicle,
+    pub unknown_vehicle: crate::model::UnknownVehicle,
 }
 
-fn default_unknown() -> crate::enrich::UnknownVehicle {
-    crate::enrich::UnknownVehicle::Keep
+fn default_unknown() -> crate::model::UnknownVehicle {
+    crate::model::UnknownVehicle::Keep
 }
 
 #[derive(Debug, Clone, Deserialize)]

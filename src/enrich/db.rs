@@ -31,6 +31,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use crate::model::BadRow;
 use crate::util::{Dur, is_identifier};
 
 /// The environment variable holding the database password.
@@ -209,37 +210,6 @@ impl DbConfig {
             }
             (None, Some(q)) => format!("SELECT * FROM ({}) AS rockfeed_dims{filter}", q.trim().trim_end_matches(';')),
             (None, None) => unreachable!("validated"),
-        }
-    }
-}
-
-/// What is wrong with a row of the dims table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum BadRow {
-    /// The vin is NULL or empty: the row is left out.
-    NullVin,
-    /// Several rows have this vin: all are left out (which is right is unknown).
-    DuplicateVin,
-    /// A vin or value longer than the tables take: the row is left out.
-    TooLong,
-    /// A value StarRocks' CSV cannot carry (separator, newline, `\N`, not
-    /// UTF-8): the row is left out.
-    BadValue,
-    /// A dim is NULL: used as NULL.
-    NullDim,
-}
-
-impl BadRow {
-    pub const ALL: [BadRow; 5] =
-        [BadRow::NullVin, BadRow::DuplicateVin, BadRow::TooLong, BadRow::BadValue, BadRow::NullDim];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BadRow::NullVin => "null_vin",
-            BadRow::DuplicateVin => "duplicate_vin",
-            BadRow::TooLong => "too_long",
-            BadRow::BadValue => "bad_value",
-            BadRow::NullDim => "null_dim",
         }
     }
 }
@@ -434,7 +404,7 @@ pub fn write_cache(path: &Path, dims: &[String], rows: &[Row]) -> std::io::Resul
 }
 
 /// Counts and logs what a fetch found wrong (one line per problem kind, with an example).
-pub fn report(stats: &super::EnrichStats, shown: &str, problems: &[(BadRow, String)]) {
+pub fn report(stats: &crate::telemetry::EnrichStats, shown: &str, problems: &[(BadRow, String)]) {
     let mut by: HashMap<BadRow, (u64, &str)> = HashMap::new();
     for (p, detail) in problems {
         stats.bad_rows[BadRow::ALL.iter().position(|x| x == p).expect("listed")].fetch_add(1, Ordering::Relaxed);

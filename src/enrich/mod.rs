@@ -13,7 +13,7 @@ pub mod db;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 use std::time::{Instant, SystemTime};
 
@@ -21,50 +21,6 @@ use compact_str::CompactString;
 
 use crate::model::NO_DIMS;
 use crate::sink::starrocks::encode::check_field;
-
-/// What to do with a sample whose vin is not in the dims.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum UnknownVehicle {
-    /// Load it with NULL dims.
-    Keep,
-    /// Leave it out (counted, logged once).
-    Drop,
-    /// Refuse it (dead letter, counted).
-    DeadLetter,
-}
-
-impl UnknownVehicle {
-    pub const ALL: [UnknownVehicle; 3] = [UnknownVehicle::Keep, UnknownVehicle::Drop, UnknownVehicle::DeadLetter];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            UnknownVehicle::Keep => "keep",
-            UnknownVehicle::Drop => "drop",
-            UnknownVehicle::DeadLetter => "dead_letter",
-        }
-    }
-}
-
-/// Enrichment's counters (`/metrics`, the report).
-#[derive(Debug, Default)]
-pub struct EnrichStats {
-    /// Samples of vehicles not in the dims, by the policy applied.
-    pub unknown: [AtomicU64; UnknownVehicle::ALL.len()],
-    /// Database refreshes that worked / failed.
-    pub refreshes: AtomicU64,
-    pub refresh_failures: AtomicU64,
-    /// Rows of the dims table left out or used with NULLs, by [`db::BadRow`].
-    pub bad_rows: [AtomicU64; db::BadRow::ALL.len()],
-    /// Vehicles in the current snapshot (gauge).
-    pub vehicles: AtomicU64,
-}
-
-impl EnrichStats {
-    pub fn unknown(&self, p: UnknownVehicle) -> &AtomicU64 {
-        &self.unknown[UnknownVehicle::ALL.iter().position(|x| *x == p).expect("listed")]
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum EnrichError {
@@ -304,7 +260,7 @@ impl Enrichment {
         if full {
             st.reported.clear();
         }
-        let new: Vec<(db::BadRow, String)> =
+        let new: Vec<(crate::model::BadRow, String)> =
             fetched.problems.iter().filter(|(_, d)| !st.reported.contains(d)).cloned().collect();
         st.reported.extend(fetched.problems.iter().map(|(_, d)| d.clone()));
         db::report(es, &cfg.shown(), &new);

@@ -1,7 +1,12 @@
-//! The vocabulary the stages share, in one place: where a message sits in
-//! its source, what a shard reports of the samples it took, the delivery
-//! mode and payload form the config picks, and the partial rows the
-//! aggregator hands the sink.
+//! The vocabulary the stages share, in one place: a message as received
+//! and where it sits in its source, a metric's id, what a shard reports of
+//! the samples it took, the delivery mode, payload form and unknown-vehicle
+//! policy the config picks, the partial rows the aggregator hands the sink,
+//! what can be wrong with a dims row, and ([`epoch`]) the epoch protocol's
+//! contract between the coordinator and the sources.
+//!
+//! It imports no other module of the crate: every stage may use it, so the
+//! stages never import each other for a type.
 
 pub mod epoch;
 
@@ -120,5 +125,60 @@ impl RawMessage {
     /// A message without key or position (MQTT, tests).
     pub fn new(topic: impl Into<String>, payload: Bytes, received_ms: i64) -> Self {
         RawMessage { topic: topic.into(), payload, received_ms, key: None, position: None }
+    }
+}
+
+/// What to do with a sample whose vin is not in the dims.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UnknownVehicle {
+    /// Load it with NULL dims.
+    Keep,
+    /// Leave it out (counted, logged once).
+    Drop,
+    /// Refuse it (dead letter, counted).
+    DeadLetter,
+}
+
+impl UnknownVehicle {
+    pub const ALL: [UnknownVehicle; 3] = [UnknownVehicle::Keep, UnknownVehicle::Drop, UnknownVehicle::DeadLetter];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UnknownVehicle::Keep => "keep",
+            UnknownVehicle::Drop => "drop",
+            UnknownVehicle::DeadLetter => "dead_letter",
+        }
+    }
+}
+
+/// What is wrong with a row of the dims table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BadRow {
+    /// The vin is NULL or empty: the row is left out.
+    NullVin,
+    /// Several rows have this vin: all are left out (which is right is unknown).
+    DuplicateVin,
+    /// A vin or value longer than the tables take: the row is left out.
+    TooLong,
+    /// A value StarRocks' CSV cannot carry (separator, newline, `\N`, not
+    /// UTF-8): the row is left out.
+    BadValue,
+    /// A dim is NULL: used as NULL.
+    NullDim,
+}
+
+impl BadRow {
+    pub const ALL: [BadRow; 5] =
+        [BadRow::NullVin, BadRow::DuplicateVin, BadRow::TooLong, BadRow::BadValue, BadRow::NullDim];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BadRow::NullVin => "null_vin",
+            BadRow::DuplicateVin => "duplicate_vin",
+            BadRow::TooLong => "too_long",
+            BadRow::BadValue => "bad_value",
+            BadRow::NullDim => "null_dim",
+        }
     }
 }

@@ -39,7 +39,7 @@ fn enrich(o: &mut String, s: &Stats) {
         o,
         "# HELP rockfeed_unknown_vehicles_total Samples of vehicles not in the dims, by the policy applied (enrich.unknown_vehicle).\n# TYPE rockfeed_unknown_vehicles_total counter\n"
     );
-    for p in crate::enrich::UnknownVehicle::ALL {
+    for p in crate::model::UnknownVehicle::ALL {
         let _ =
             writeln!(o, "rockfeed_unknown_vehicles_total{{policy=\"{}\"}} {}", p.as_str(), e.unknown(p).load(Relaxed));
     }
@@ -61,7 +61,7 @@ fn enrich(o: &mut String, s: &Stats) {
         o,
         "# HELP rockfeed_enrich_bad_rows_total Rows of the vehicle dims table left out (or used with NULL dims: null_dim), by problem.\n# TYPE rockfeed_enrich_bad_rows_total counter\n"
     );
-    for (p, n) in crate::enrich::db::BadRow::ALL.iter().zip(&e.bad_rows) {
+    for (p, n) in crate::model::BadRow::ALL.iter().zip(&e.bad_rows) {
         let _ = writeln!(o, "rockfeed_enrich_bad_rows_total{{problem=\"{}\"}} {}", p.as_str(), n.load(Relaxed));
     }
     metric(o, "gauge", "rockfeed_enrich_vehicles", "Vehicles in the current dims snapshot.", e.vehicles.load(Relaxed));
@@ -428,7 +428,7 @@ mod tests {
 
     #[tokio::test]
     async fn ready_is_503_with_the_reason_while_starrocks_refuses_loads() {
-        use crate::sink::starrocks::health::Trouble;
+        use crate::telemetry::health::Trouble;
         let stats = Arc::new(Stats::default());
         let (_ready_tx, ready) = watch::channel(true);
         let (stop_tx, stop) = watch::channel(false);

@@ -1,5 +1,9 @@
 //! Counters and latency histograms of a running pipeline, the `/metrics`,
-//! `/health` and `/ready` endpoints, and the end-of-run report.
+//! `/health` and `/ready` endpoints ([`http`]), the end-of-run report
+//! ([`report`]), and whether StarRocks takes the loads ([`health`], which
+//! the loaders write and `/ready` reads). Every stage writes here and
+//! nothing here reads a stage: the counters' label sets live in
+//! [`model`](crate::model) and the memory bound in [`budget`](crate::budget).
 //!
 //! **Counters** ([`Stats`]) are relaxed atomics, bumped per message or per
 //! batch. **Latency** is kept in HDR histograms (microseconds, 1 µs to 1 h,
@@ -20,12 +24,15 @@
 //! (decoder). A reading "counts as committed" when the load that carries its
 //! aggregate has succeeded, so committed latencies are recorded only then.
 
+pub mod health;
 pub mod http;
 pub mod process;
 pub mod report;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+
+use crate::model::{BadRow, UnknownVehicle};
 
 use hdrhistogram::Histogram;
 use parking_lot::Mutex;
@@ -176,7 +183,7 @@ pub struct Stats {
     /// Readings whose aggregate rows were loaded.
     pub readings_committed: AtomicU64,
     /// Stream Load bodies held in memory, and their bound.
-    pub bodies: crate::pipeline::budget::BodyBudget,
+    pub bodies: crate::budget::BodyBudget,
     /// Refusals by reason (dead-lettered input and rows).
     pub rejected: crate::reject::Rejections,
     pub rows_loaded: AtomicU64,
@@ -257,9 +264,9 @@ pub struct Stats {
     /// Socket writes that carried PUBACKs (one per group commit's worth).
     pub mqtt_ack_writes: AtomicU64,
     /// Vehicle dims: refreshes, bad rows, unknown vehicles.
-    pub enrich: crate::enrich::EnrichStats,
+    pub enrich: EnrichStats,
     /// Whether StarRocks takes loads (`/ready`; the loaders report to it).
-    pub destination: Arc<crate::sink::starrocks::health::Health>,
+    pub destination: Arc<crate::telemetry::health::Health>,
     stages: [Mutex<Histogram<u64>>; Stage::ALL.len()],
     queue_wait: Mutex<Vec<Histogram<u64>>>,
 }
@@ -385,6 +392,32 @@ impl Stats {
     pub fn latency(&self) -> Option<(u64, u64, u64)> {
         let h = self.stage(Stage::ReceivedToCommitted);
         (!h.is_empty()).then(|| (h.value_at_quantile(0.5) / 1000, h.value_at_quantile(0.99) / 1000, h.max() / 1000))
+    }
+}
+
+impl AsRef<crate::budget::BodyBudget> for Stats {
+    fn as_ref(&self) -> &crate::budget::BodyBudget {
+        &self.bodies
+    }
+}
+
+/// Enrichment's counters (`/metrics`, the report).
+#[derive(Debug, Default)]
+pub struct EnrichStats {
+    /// Samples of vehicles not in the dims, by the policy applied.
+    pub unknown: [AtomicU64; UnknownVehicle::ALL.len()],
+    /// Database refreshes that worked / failed.
+    pub refreshes: AtomicU64,
+    pub refresh_failures: AtomicU64,
+    /// Rows of the dims table left out or used with NULLs, by [`BadRow`].
+    pub bad_rows: [AtomicU64; BadRow::ALL.len()],
+    /// Vehicles in the current snapshot (gauge).
+    pub vehicles: AtomicU64,
+}
+
+impl EnrichStats {
+    pub fn unknown(&self, p: UnknownVehicle) -> &AtomicU64 {
+        &self.unknown[UnknownVehicle::ALL.iter().position(|x| *x == p).expect("listed")]
     }
 }
 

@@ -8,8 +8,8 @@ use std::time::Instant;
 use http::HeaderValue;
 
 use super::{ShardCtx, ShardState, refuse};
+use crate::budget::BodyBudget;
 use crate::deadletter::{DeadLetter, LoadMeta};
-use crate::pipeline::budget::BodyBudget;
 use crate::pipeline::epoch::{PreparedTxn, ShardError};
 use crate::reject::RejectReason;
 use crate::sink::starrocks::encode::{Compression, TelemetryCsv};

@@ -32,13 +32,13 @@ use std::time::Instant;
 use http::HeaderMap;
 use tokio::sync::{mpsc, oneshot};
 
-use super::budget::BodyBudget;
 use super::decoder::Routed;
 use super::epoch::{ShardDone, ShardError};
 use super::latest::LatestTracker;
 use super::runner::RunnerConfig;
 use super::window::{Added, WindowAggregator};
 use crate::archive::{Archive, ArchiveSample};
+use crate::budget::BodyBudget;
 use crate::deadletter::{DeadLetter, DeadLetterWriter};
 use crate::decode::catalog::MetricCatalog;
 use crate::enrich::DimRow;

@@ -11,7 +11,6 @@
 
 pub mod client;
 pub mod encode;
-pub mod health;
 pub mod label;
 pub mod response;
 pub mod retry;

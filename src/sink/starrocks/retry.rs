@@ -20,8 +20,8 @@
 //! back-off instead of failing, because rockfeed's labels are deterministic and
 //! a retry can never duplicate data.
 
-use super::health::Trouble;
 use super::response::LoadReply;
+use crate::telemetry::health::Trouble;
 
 /// How long to back off before retrying.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

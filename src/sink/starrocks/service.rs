@@ -30,9 +30,9 @@ use rand::Rng;
 use std::sync::Arc;
 
 use super::client::{ClientError, StreamLoadClient};
-use super::health::{Health, Trouble};
 use super::response::{LabelState, LoadReply};
 use super::retry::{Backoff, Outcome, classify};
+use crate::telemetry::health::{Health, Trouble};
 
 /// Retry settings.
 #[derive(Debug, Clone)]

@@ -38,10 +38,10 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 
 use super::client::HttpReply;
-use super::health::Trouble;
 use super::response::{LabelState, LoadReply};
 use super::retry::{Backoff, Outcome, classify};
 use super::service::{StreamLoader, transport_outcome};
+use crate::telemetry::health::Trouble;
 
 /// Transaction timeouts sent as headers.
 #[derive(Debug, Clone, Copy)]

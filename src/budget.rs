@@ -20,6 +20,7 @@
 //! One epoch in flight may pass the bound by the bodies being encoded when
 //! it is reached (at most one per shard and table).
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
@@ -51,21 +52,22 @@ impl Default for BodyBudget {
     }
 }
 
-/// A body's bytes, counted while they live.
-struct Counted {
+/// A body's bytes, counted while they live in the budget `owner` holds
+/// (the pipeline's [`Stats`](crate::telemetry::Stats)).
+struct Counted<O: AsRef<BodyBudget>> {
     buf: Vec<u8>,
-    budget: std::sync::Arc<crate::telemetry::Stats>,
+    owner: Arc<O>,
 }
 
-impl AsRef<[u8]> for Counted {
+impl<O: AsRef<BodyBudget>> AsRef<[u8]> for Counted<O> {
     fn as_ref(&self) -> &[u8] {
         &self.buf
     }
 }
 
-impl Drop for Counted {
+impl<O: AsRef<BodyBudget>> Drop for Counted<O> {
     fn drop(&mut self) {
-        self.budget.bodies.release(self.buf.len() as u64);
+        (*self.owner).as_ref().release(self.buf.len() as u64);
     }
 }
 
@@ -75,9 +77,10 @@ impl BodyBudget {
         self.max.store(max.max(1), Ordering::Relaxed);
     }
 
-    /// `buf` as a body counted in `stats.bodies` until its last clone goes.
-    pub fn body(stats: &std::sync::Arc<crate::telemetry::Stats>, buf: Vec<u8>) -> Bytes {
-        let b = &stats.bodies;
+    /// `buf` as a body counted in `owner`'s budget (`stats.bodies`) until
+    /// its last clone goes.
+    pub fn body<O: AsRef<BodyBudget> + Send + Sync + 'static>(owner: &Arc<O>, buf: Vec<u8>) -> Bytes {
+        let b: &BodyBudget = (**owner).as_ref();
         let n = buf.len() as u64;
         b.total.fetch_add(n, Ordering::Relaxed);
         let now = b.held.fetch_add(n, Ordering::Relaxed) + n;
@@ -85,7 +88,7 @@ impl BodyBudget {
         if now >= b.max.load(Ordering::Relaxed) {
             b.cut.notify_one();
         }
-        Bytes::from_owner(Counted { buf, budget: stats.clone() })
+        Bytes::from_owner(Counted { buf, owner: owner.clone() })
     }
 
     /// Counts `n` bytes held outside a body (the archive's raw samples);
