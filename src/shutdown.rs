@@ -7,20 +7,28 @@
 //!    what is durable still go out; Kafka: no more hand-offs, polling goes
 //!    on so the last offset commit meets a live group member);
 //! 2. the decoder takes what is queued and seals the last epoch;
-//! 3. the shards load it and the coordinator decides and commits it,
-//!    within `pipeline.stop_grace` (past it rockfeed exits with the epoch
-//!    undecided, and recovery rolls it back at the next start);
-//! 4. the archive publishes what it holds, within `archive.stop_grace`;
+//! 3. the shards load it and the coordinator decides and commits it (past
+//!    the deadline rockfeed exits with the epoch undecided, and recovery
+//!    rolls it back at the next start);
+//! 4. the archive publishes what it holds, in the time left (what is not
+//!    published stays in the spool for the next start);
 //! 5. dead letters are synced.
+//!
+//! One grace period bounds it all: `pipeline.stop_grace` from the signal
+//! ([`Deadline`]). Past it only bounded clean-up remains: a stage task
+//! that does not end is aborted after a few seconds ([`join_within`]), and
+//! the archive's threads are given 10 s to return.
 //!
 //! A pipeline *life* (the pipeline between two restarts) stops when the
 //! process does, or when the life ends on its own (an abandoned epoch):
 //! its stages watch a [`Scope`] below the process' signal.
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 /// Resolves once `signal` says stop (or its sender is gone, which can only
 /// mean the same).
@@ -64,6 +72,47 @@ impl Drop for Scope {
     }
 }
 
+/// The one deadline of a stop: `grace` after the signal flips. Every
+/// stage that drains after the signal (the last epoch, then the archive's
+/// last uploads) finishes by it, so a service manager's stop timeout needs
+/// to exceed one number.
+#[derive(Clone)]
+pub struct Deadline {
+    grace: Duration,
+    began: Arc<OnceLock<Instant>>,
+    signal: watch::Receiver<bool>,
+}
+
+impl Deadline {
+    /// Notes when `signal` flips (a task waits for it).
+    pub fn new(signal: &watch::Receiver<bool>, grace: Duration) -> Deadline {
+        let began = Arc::new(OnceLock::new());
+        let (s, b) = (signal.clone(), began.clone());
+        tokio::spawn(async move {
+            stopped(&s).await;
+            b.get_or_init(Instant::now);
+        });
+        Deadline { grace, began, signal: signal.clone() }
+    }
+
+    pub fn grace(&self) -> Duration {
+        self.grace
+    }
+
+    /// Resolves at the deadline; never before the stop began.
+    pub async fn passed(&self) {
+        stopped(&self.signal).await;
+        tokio::time::sleep_until(*self.began.get_or_init(Instant::now) + self.grace).await;
+    }
+
+    /// The time left before the deadline. A stop that had not begun begins
+    /// now: a pipeline that ended on its own error stops the rest as a
+    /// signal would.
+    pub fn left(&self) -> Duration {
+        (*self.began.get_or_init(Instant::now) + self.grace).saturating_duration_since(Instant::now())
+    }
+}
+
 /// Waits up to `grace` for a stage's task to finish; past it, the task is
 /// aborted (a shard still retrying a transaction that no decision will
 /// use). `None` when it did not finish or failed.
@@ -103,6 +152,34 @@ mod tests {
         let (_p, rx) = watch::channel(false);
         let signal = Scope::below(&rx).signal();
         tokio::time::timeout(Duration::from_secs(5), stopped(&signal)).await.expect("a dropped scope says stop");
+    }
+
+    #[tokio::test]
+    async fn a_stop_has_one_deadline_counted_from_the_signal() {
+        let ms = Duration::from_millis;
+        let (process, rx) = watch::channel(false);
+        let deadline = Deadline::new(&rx, ms(2000));
+        tokio::time::sleep(ms(300)).await;
+        let passed = deadline.clone();
+        let passed = tokio::spawn(async move { passed.passed().await });
+        tokio::time::sleep(ms(100)).await;
+        assert!(!passed.is_finished(), "no deadline before the stop");
+        process.send_replace(true);
+        tokio::time::sleep(ms(500)).await;
+        // The pipeline took 0.5 s of it: the archive gets the rest, counted
+        // from the signal, not from the deadline's making.
+        let left = deadline.left();
+        assert!(left <= ms(1500) && left > ms(500), "{left:?}");
+        assert!(!passed.is_finished());
+        tokio::time::timeout(Duration::from_secs(10), passed).await.expect("the deadline passes").unwrap();
+        assert_eq!(deadline.left(), Duration::ZERO);
+
+        // A pipeline that ended on its own: the stop begins when the rest is
+        // stopped, with the whole grace.
+        let (_p, rx) = watch::channel(false);
+        let deadline = Deadline::new(&rx, ms(2000));
+        tokio::time::sleep(ms(300)).await;
+        assert!(deadline.left() > ms(1900), "{:?}", deadline.left());
     }
 
     #[tokio::test]

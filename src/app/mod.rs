@@ -26,7 +26,7 @@ use crate::sink::starrocks::service::StreamLoader;
 use crate::source::kafka::{KafkaConfig, KafkaSource};
 use crate::wal::{Wal, WalSource};
 
-use crate::shutdown::{Scope, join_within, stopped};
+use crate::shutdown::{Deadline, Scope, join_within, stopped};
 pub use settings::loader;
 
 /// How long the decoder and shards of a pipeline life that ended get to
@@ -96,9 +96,17 @@ pub async fn run_with(
         let bound = crate::telemetry::http::start(addr, stats.clone(), ready.subscribe(), shutdown.clone()).await?;
         tracing::info!(%bound, "Serving /metrics, /health and /ready.");
     }
-    let r = run_source(&cfg, loader, enrich, &stats, shutdown, ready, &archive).await;
+    // One deadline for the whole stop: the last epoch, then the archive.
+    let stop = Deadline::new(&shutdown, cfg.pipeline.stop_grace.0);
+    let r = run_source(
+        &cfg,
+        Parts { loader: &loader, enrich: &enrich, stats: &stats, archive: &archive, stop: &stop },
+        shutdown,
+        ready,
+    )
+    .await;
     if let Some(a) = &archive {
-        a.stop(cfg.archive.stop_grace.0).await;
+        a.stop(stop.left()).await;
     }
     r.map(|_| stats)
 }
@@ -155,21 +163,16 @@ pub fn open_archive(cfg: &Config, stats: &Arc<Stats>) -> Result<Option<Arc<Archi
 
 async fn run_source(
     cfg: &Config,
-    loader: Arc<StreamLoader>,
-    enrich: Option<Arc<Enrichment>>,
-    stats: &Arc<Stats>,
+    parts: Parts<'_>,
     shutdown: watch::Receiver<bool>,
     ready: watch::Sender<bool>,
-    archive: &Option<Arc<Archive>>,
 ) -> Result<(), AppError> {
     if let Some(kafka) = cfg.source.kafka.clone() {
-        let parts = Parts { loader: &loader, enrich: &enrich, stats, archive };
         let life = || run_kafka(cfg, &kafka, &parts, &shutdown, &ready);
-        return lives(&shutdown, Some(&ready), stats, "Restarting the Kafka pipeline from the decided offsets.", life)
-            .await;
+        let restart = "Restarting the Kafka pipeline from the decided offsets.";
+        return lives(&shutdown, Some(&ready), parts.stats, restart, life).await;
     }
     let Some(mqtt) = cfg.source.mqtt.clone() else { unreachable!("checked above") };
-    let parts = Parts { loader: &loader, enrich: &enrich, stats, archive };
     run_mqtt(cfg, mqtt, &parts, shutdown, ready).await
 }
 
@@ -218,10 +221,11 @@ pub async fn run_wal(
 ) -> Result<(), AppError> {
     let enrich = open_enrichment(cfg, &stats).await?;
     let archive = open_archive(cfg, &stats)?;
-    let parts = Parts { loader: &loader, enrich: &enrich, stats: &stats, archive: &archive };
+    let stop = Deadline::new(&shutdown, cfg.pipeline.stop_grace.0);
+    let parts = Parts { loader: &loader, enrich: &enrich, stats: &stats, archive: &archive, stop: &stop };
     let r = wal_lives(cfg, &Arc::new(WalSource { wal }), &parts, &shutdown).await;
     if let Some(a) = &archive {
-        a.stop(cfg.archive.stop_grace.0).await;
+        a.stop(stop.left()).await;
     }
     r
 }
@@ -333,7 +337,7 @@ async fn mqtt_pipeline(
     parts: &Parts<'_>,
     shutdown: &watch::Receiver<bool>,
 ) -> Result<(), EpochError> {
-    let Parts { loader, enrich, stats, archive } = *parts;
+    let Parts { loader, enrich, stats, archive, .. } = *parts;
     let rcfg = RunnerConfig::from(cfg);
     let (cut_tx, cut_rx) = mpsc::channel(1);
     let mut coordinator = coordinator(cfg, &rcfg, source.clone(), parts, cut_tx);
@@ -362,7 +366,7 @@ async fn mqtt_pipeline(
     let mut coordinate = Box::pin(coordinator.run(req_rx, shutdown.clone()));
     let result = tokio::select! {
         r = &mut coordinate => r,
-        e = stop_grace(cfg, shutdown) => Err(e),
+        e = stop_grace(parts.stop) => Err(e),
     };
     drop(coordinate);
     // The decoder ends when the coordinator's cut sender is gone.
@@ -373,17 +377,16 @@ async fn mqtt_pipeline(
     result
 }
 
-/// Resolves `pipeline.stop_grace` after a stop begins: the last epoch did
-/// not commit in time (StarRocks down), and rockfeed exits with it
-/// undecided; recovery rolls it back next time.
-async fn stop_grace(cfg: &Config, shutdown: &watch::Receiver<bool>) -> EpochError {
-    stopped(shutdown).await;
-    tokio::time::sleep(cfg.pipeline.stop_grace.0).await;
+/// Resolves at the stop's deadline (`pipeline.stop_grace` after the
+/// signal): the last epoch did not commit in time (StarRocks down), and
+/// rockfeed exits with it undecided; recovery rolls it back next time.
+async fn stop_grace(stop: &Deadline) -> EpochError {
+    stop.passed().await;
     EpochError::Abandoned {
         epoch: 0,
         reason: format!(
             "the last epoch did not commit within {:?} of the stop (pipeline.stop_grace); it is rolled back at the next start",
-            cfg.pipeline.stop_grace.0
+            stop.grace()
         ),
     }
 }
@@ -395,6 +398,8 @@ struct Parts<'a> {
     enrich: &'a Option<Arc<Enrichment>>,
     stats: &'a Arc<Stats>,
     archive: &'a Option<Arc<Archive>>,
+    /// The stop's one deadline.
+    stop: &'a Deadline,
 }
 
 /// One life of the Kafka pipeline: consumer thread, decoder and shards,
@@ -407,7 +412,7 @@ async fn run_kafka(
     shutdown: &watch::Receiver<bool>,
     ready: &watch::Sender<bool>,
 ) -> Result<(), EpochError> {
-    let Parts { loader, enrich, stats, archive } = *parts;
+    let Parts { loader, enrich, stats, archive, .. } = *parts;
     let rcfg = RunnerConfig::from(cfg);
     let (req_tx, req_rx) = mpsc::channel(4);
     let source = KafkaSource::new(kafka, req_tx, ready.clone(), stats.clone()).map_err(EpochError::Fatal)?;
@@ -448,7 +453,7 @@ async fn run_kafka(
     let mut coordinate = Box::pin(coordinator.run(req_rx, shutdown.clone()));
     // A stop waits this long for the last epoch; past it (StarRocks down),
     // rockfeed exits undecided and recovery rolls the epoch back next time.
-    let grace = stop_grace(cfg, shutdown);
+    let grace = stop_grace(parts.stop);
     tokio::pin!(grace);
     let result = tokio::select! {
         r = &mut coordinate => r,

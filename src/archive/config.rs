@@ -43,9 +43,6 @@ pub struct ArchiveConfig {
     /// zstd level (1–22). Default 1: on the archive bench's data it encodes
     /// 6% faster than 3 and the files come out no larger.
     pub zstd_level: i32,
-    /// How long a stop waits for the last files to be published (the rest
-    /// are published at the next start).
-    pub stop_grace: Dur,
     /// S3-compatible store settings (for `s3://` URLs).
     pub s3: S3Config,
 }
@@ -64,7 +61,6 @@ impl Default for ArchiveConfig {
             spill_bytes: 4 << 20,
             row_group_rows: 1 << 20,
             zstd_level: 1,
-            stop_grace: Dur(Duration::from_secs(60)),
             s3: S3Config::default(),
         }
     }

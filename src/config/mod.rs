@@ -322,10 +322,12 @@ pub struct Pipeline {
     /// note that survives another instance overwriting the group's offset
     /// metadata.
     pub state_dir: PathBuf,
-    /// How long a stop (SIGTERM) waits for the last epoch to commit; past
-    /// it rockfeed exits with the epoch undecided, and the next start rolls
-    /// it back and reads it again. A service manager's stop timeout must
-    /// exceed it plus `archive.stop_grace`.
+    /// The one grace period of a stop (SIGTERM), from the signal: the last
+    /// epoch commits within it (past it rockfeed exits with the epoch
+    /// undecided, and the next start rolls it back and reads it again),
+    /// then the archive publishes what it can in the time left (the rest
+    /// stays in the spool for the next start). A service manager's stop
+    /// timeout must exceed it by some 20 s of bounded clean-up.
     pub stop_grace: Dur,
     /// Threads of the async runtime `rockfeed run` uses (the MQTT
     /// connection, decoder, shards, loads, coordinator); 0: half the
@@ -362,7 +364,7 @@ impl Default for Pipeline {
             max_rows_per_load: 500_000,
             max_epoch_bytes: 128 << 20,
             state_dir: PathBuf::from("rockfeed-data/state"),
-            stop_grace: Dur(Duration::from_secs(30)),
+            stop_grace: Dur(Duration::from_secs(60)),
             worker_threads: 0,
         }
     }
@@ -442,7 +444,17 @@ impl Config {
 
     /// Parses TOML text (no environment, no validation).
     pub fn parse(text: &str) -> Result<Config, String> {
-        toml::from_str(text).map_err(|e| e.to_string())
+        toml::from_str(text).map_err(|e| {
+            let e = e.to_string();
+            // Only [pipeline] takes `stop_grace` now.
+            if e.contains("unknown field `stop_grace`") {
+                format!(
+                    "{e}archive.stop_grace is gone: pipeline.stop_grace bounds the whole stop, the archive's last uploads included"
+                )
+            } else {
+                e
+            }
+        })
     }
 
     /// Checks everything that can be checked without connecting.
@@ -650,6 +662,10 @@ user = "root"
         let e = with(&format!("{mqtt}[wal]\nfeed_channel = 0")).unwrap_err().to_string();
         assert!(e.contains("wal.feed_channel"), "{e}");
         assert!(with("[dead_letter]\nfile_bytes = 1048576\nmax_files = 0\n[pipeline]\nstop_grace = \"90s\"").is_ok());
+        // One grace period for the whole stop: the archive's own is gone, and
+        // a config that still has it is told where it went.
+        let e = Config::parse(&format!("{MIN}\n[archive]\nstop_grace = \"60s\"\n")).err().unwrap();
+        assert!(e.contains("archive.stop_grace is gone: pipeline.stop_grace bounds the whole stop"), "{e}");
     }
 
     #[test]
