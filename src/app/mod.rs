@@ -1,13 +1,21 @@
 //! `rockfeed run`: builds the stages from the configuration, wires the
-//! bounded channels, and owns shutdown (sources stop first, shards seal and
-//! load what they hold, dead letters are synced last).
+//! bounded channels, and owns the stop (`crate::shutdown`: the source
+//! stops first, the shards seal and load what they hold, the archive
+//! publishes, all within one grace period).
 //!
-//! With Kafka, the epoch coordinator drives the shards. An epoch that has to
-//! be abandoned (StarRocks failing past the retry budget, a decision that
-//! cannot be made) restarts the whole Kafka pipeline after a back-off: new
-//! consumer, recovery, consumption from the decided offsets. A fatal error
-//! (another writer on the label prefix) stops rockfeed.
+//! Whatever the source, the epoch coordinator drives the shards, and the
+//! pipeline runs in *lives* (`lives`): an epoch that has to be abandoned
+//! (StarRocks failing past the retry budget, a decision that cannot be
+//! made) ends the life, and the next one starts after a back-off from the
+//! decided positions. A fatal error (another writer on the label prefix)
+//! stops rockfeed. The files:
+//! - `kafka.rs`: a Kafka life (consumer, poll thread, decoder, shards);
+//! - `mqtt.rs`: the MQTT connection into the WAL, and lives over the WAL;
+//! - `settings.rs`: each stage's settings projected from the [`Config`],
+//!   and the StarRocks loader.
 
+mod kafka;
+mod mqtt;
 mod settings;
 
 use std::sync::Arc;
@@ -21,12 +29,11 @@ use crate::archive::writer::Settings;
 use crate::config::Config;
 use crate::enrich::Enrichment;
 use crate::pipeline::epoch::{Coordinator, CoordinatorConfig, EpochError};
-use crate::pipeline::runner::{RunnerConfig, Sinks, Stats};
+use crate::pipeline::runner::{RunnerConfig, Stats};
 use crate::sink::starrocks::service::StreamLoader;
-use crate::source::kafka::{KafkaConfig, KafkaSource};
-use crate::wal::{Wal, WalSource};
 
-use crate::shutdown::{Deadline, Scope, join_within, stopped};
+use crate::shutdown::{Deadline, stopped};
+pub use mqtt::run_wal;
 pub use settings::loader;
 
 /// How long the decoder and shards of a pipeline life that ended get to
@@ -168,66 +175,12 @@ async fn run_source(
     ready: watch::Sender<bool>,
 ) -> Result<(), AppError> {
     if let Some(kafka) = cfg.source.kafka.clone() {
-        let life = || run_kafka(cfg, &kafka, &parts, &shutdown, &ready);
+        let life = || kafka::run_kafka(cfg, &kafka, &parts, &shutdown, &ready);
         let restart = "Restarting the Kafka pipeline from the decided offsets.";
         return lives(&shutdown, Some(&ready), parts.stats, restart, life).await;
     }
     let Some(mqtt) = cfg.source.mqtt.clone() else { unreachable!("checked above") };
-    run_mqtt(cfg, mqtt, &parts, shutdown, ready).await
-}
-
-/// MQTT: the connection appends to the WAL for as long as rockfeed runs
-/// (store-and-forward: it does not depend on StarRocks); the pipeline reads
-/// the WAL under the epoch coordinator, and an abandoned epoch restarts only
-/// the pipeline, from the last decided WAL position.
-async fn run_mqtt(
-    cfg: &Config,
-    mqtt: crate::source::mqtt::MqttConfig,
-    parts: &Parts<'_>,
-    shutdown: watch::Receiver<bool>,
-    ready: watch::Sender<bool>,
-) -> Result<(), AppError> {
-    let wal = Wal::open(cfg.wal.clone(), parts.stats.clone()).map_err(AppError::Fatal)?;
-    let source = Arc::new(WalSource { wal: wal.clone() });
-    // The intake stops on the outer shutdown, or when the pipeline cannot go on.
-    let intake_scope = Scope::below(&shutdown);
-    let intake = tokio::spawn(crate::source::mqtt::run(
-        mqtt,
-        wal.clone(),
-        intake_scope.signal(),
-        ready.clone(),
-        parts.stats.clone(),
-    ));
-    let result = wal_lives(cfg, &source, parts, &shutdown).await;
-    drop(intake_scope);
-    let intake = match intake.await {
-        Ok(r) => r.map_err(AppError::Io),
-        Err(e) => Err(AppError::Io(std::io::Error::other(e))),
-    };
-    wal.close();
-    result.and(intake)
-}
-
-/// The pipeline over an open WAL, as `rockfeed run` runs it for MQTT, but
-/// without an MQTT connection: whatever is appended to `wal` is loaded
-/// under the epoch protocol until `shutdown` flips. For tests and tools
-/// that feed the WAL themselves; `loader` is the StarRocks loader to use.
-pub async fn run_wal(
-    cfg: &Config,
-    wal: Arc<Wal>,
-    loader: Arc<StreamLoader>,
-    stats: Arc<Stats>,
-    shutdown: watch::Receiver<bool>,
-) -> Result<(), AppError> {
-    let enrich = open_enrichment(cfg, &stats).await?;
-    let archive = open_archive(cfg, &stats)?;
-    let stop = Deadline::new(&shutdown, cfg.pipeline.stop_grace.0);
-    let parts = Parts { loader: &loader, enrich: &enrich, stats: &stats, archive: &archive, stop: &stop };
-    let r = wal_lives(cfg, &Arc::new(WalSource { wal }), &parts, &shutdown).await;
-    if let Some(a) = &archive {
-        a.stop(stop.left()).await;
-    }
-    r
+    mqtt::run_mqtt(cfg, mqtt, &parts, shutdown, ready).await
 }
 
 /// Whether a file can be created in `dir` (it is removed again).
@@ -256,19 +209,6 @@ async fn open_enrichment(cfg: &Config, stats: &Arc<Stats>) -> Result<Option<Arc<
 /// Where a database's dims are cached.
 fn enrich_cache(cfg: &Config, db: &crate::enrich::db::DbConfig) -> std::path::PathBuf {
     db.cache.clone().unwrap_or_else(|| cfg.pipeline.state_dir.join("enrich-cache.csv"))
-}
-
-/// Lives of the pipeline over the WAL until `shutdown`: an abandoned epoch
-/// restarts it (after a back-off) from the last decided position.
-async fn wal_lives(
-    cfg: &Config,
-    source: &Arc<WalSource>,
-    parts: &Parts<'_>,
-    shutdown: &watch::Receiver<bool>,
-) -> Result<(), AppError> {
-    let life = || mqtt_pipeline(cfg, source, parts, shutdown);
-    let why = "Restarting the pipeline from the last decided WAL position; MQTT intake goes on into the WAL.";
-    lives(shutdown, None, parts.stats, why, life).await
 }
 
 /// Runs lives of a pipeline until one ends well or fatally, or `shutdown`
@@ -329,54 +269,6 @@ fn coordinator<S: crate::model::epoch::EpochSource>(
         )))
 }
 
-/// One life of the MQTT pipeline: recovery, the WAL feeder from the decided
-/// position, decoder and shards, coordinator.
-async fn mqtt_pipeline(
-    cfg: &Config,
-    source: &Arc<WalSource>,
-    parts: &Parts<'_>,
-    shutdown: &watch::Receiver<bool>,
-) -> Result<(), EpochError> {
-    let Parts { loader, enrich, stats, archive, .. } = *parts;
-    let rcfg = RunnerConfig::from(cfg);
-    let (cut_tx, cut_rx) = mpsc::channel(1);
-    let mut coordinator = coordinator(cfg, &rcfg, source.clone(), parts, cut_tx);
-    // Recovery waits for StarRocks to answer; a stop must not wait with it.
-    tokio::select! {
-        r = coordinator.recover() => r?,
-        _ = stopped(shutdown) => {
-            return Err(EpochError::Abandoned { epoch: 0, reason: "stopped while recovering (StarRocks did not answer)".into() });
-        }
-    }
-    let (tx, rx) = mpsc::channel(cfg.wal.feed_channel);
-    source
-        .wal
-        .feed(source.decided_position(), tx)
-        .map_err(|e| EpochError::Fatal(format!("cannot start the WAL feeder: {e}")))?;
-    let pipeline = tokio::spawn(crate::pipeline::runner::run(
-        rcfg,
-        Sinks { loader: loader.clone(), archive: archive.clone() },
-        enrich.clone(),
-        rx,
-        stats.clone(),
-        cut_rx,
-    ));
-    // No source requests (no rebalances); the sender lives as long as the run.
-    let (_req_tx, req_rx) = mpsc::channel(1);
-    let mut coordinate = Box::pin(coordinator.run(req_rx, shutdown.clone()));
-    let result = tokio::select! {
-        r = &mut coordinate => r,
-        e = stop_grace(parts.stop) => Err(e),
-    };
-    drop(coordinate);
-    // The decoder ends when the coordinator's cut sender is gone.
-    join_within(pipeline, PIPELINE_DRAIN).await;
-    if let Some(e) = source.wal.failed() {
-        return Err(EpochError::Fatal(e));
-    }
-    result
-}
-
 /// Resolves at the stop's deadline (`pipeline.stop_grace` after the
 /// signal): the last epoch did not commit in time (StarRocks down), and
 /// rockfeed exits with it undecided; recovery rolls it back next time.
@@ -400,121 +292,6 @@ struct Parts<'a> {
     archive: &'a Option<Arc<Archive>>,
     /// The stop's one deadline.
     stop: &'a Deadline,
-}
-
-/// One life of the Kafka pipeline: consumer thread, decoder and shards,
-/// coordinator. Returns when `shutdown` has flipped and the last epoch is
-/// committed, or with the error that ended it.
-async fn run_kafka(
-    cfg: &Config,
-    kafka: &KafkaConfig,
-    parts: &Parts<'_>,
-    shutdown: &watch::Receiver<bool>,
-    ready: &watch::Sender<bool>,
-) -> Result<(), EpochError> {
-    let Parts { loader, enrich, stats, archive, .. } = *parts;
-    let rcfg = RunnerConfig::from(cfg);
-    let (req_tx, req_rx) = mpsc::channel(4);
-    let source = KafkaSource::new(kafka, req_tx, ready.clone(), stats.clone()).map_err(EpochError::Fatal)?;
-    let (tx, rx) = mpsc::channel(kafka.max_buffered.max(1));
-    let (cut_tx, cut_rx) = mpsc::channel(1);
-    let mut coordinator = coordinator(cfg, &rcfg, source.clone(), parts, cut_tx);
-    // Recovery at start, before the group is joined: the decisions are
-    // read from every partition's committed offsets, so an instance that
-    // gets no partition (more members than partitions, or a restart the
-    // group does not assign to) still finishes or rolls back what its last
-    // life left prepared. Each assignment recovers again.
-    let recovered = tokio::select! {
-        r = coordinator.recover() => Some(r),
-        _ = stopped(shutdown) => None,
-    };
-    if !matches!(recovered, Some(Ok(()))) {
-        close_kafka(source, None).await;
-        return Err(recovered.and_then(|r| r.err()).unwrap_or_else(|| EpochError::Abandoned {
-            epoch: 0,
-            reason: "stopped while recovering (StarRocks did not answer)".into(),
-        }));
-    }
-    // The poll thread stops handing messages over on the outer shutdown or
-    // at the end of this life, and stops polling once `done` flips.
-    let life = Scope::below(shutdown);
-    let (done_tx, done_rx) = watch::channel(false);
-    let (poll, poll_done) = spawn_poll(&source, kafka, tx, life.signal(), done_rx)?;
-    let pipeline = tokio::spawn(crate::pipeline::runner::run(
-        rcfg.clone(),
-        Sinks { loader: loader.clone(), archive: archive.clone() },
-        enrich.clone(),
-        rx,
-        stats.clone(),
-        cut_rx,
-    ));
-    // Boxed, so an unfinished coordinator can be dropped below (its cut
-    // sender going is what ends the decoder).
-    let mut coordinate = Box::pin(coordinator.run(req_rx, shutdown.clone()));
-    // A stop waits this long for the last epoch; past it (StarRocks down),
-    // rockfeed exits undecided and recovery rolls the epoch back next time.
-    let grace = stop_grace(parts.stop);
-    tokio::pin!(grace);
-    let result = tokio::select! {
-        r = &mut coordinate => r,
-        r = poll_done => match r {
-            Ok(Err(e)) => Err(EpochError::Abandoned { epoch: 0, reason: e }),
-            // The poll loop ended because of shutdown: the coordinator
-            // finishes the last epoch.
-            _ => tokio::select! {
-                r = &mut coordinate => r,
-                e = &mut grace => Err(e),
-            },
-        },
-        e = &mut grace => Err(e),
-    };
-    drop(coordinate);
-    drop(life);
-    let _ = done_tx.send(true);
-    // The decoder ends when the coordinator's cut sender is gone; a shard
-    // still retrying a transaction is not waited for long.
-    join_within(pipeline, PIPELINE_DRAIN).await;
-    close_kafka(source, Some(poll)).await;
-    result
-}
-
-/// How a poll thread ended: `Err` when the consumer failed.
-type PollEnded = tokio::sync::oneshot::Receiver<Result<(), String>>;
-
-/// The poll thread of one Kafka life: hands messages to `tx` until `stop`
-/// says so and polls until `done` flips; how it ended arrives on the
-/// receiver.
-fn spawn_poll(
-    source: &Arc<KafkaSource>,
-    kafka: &KafkaConfig,
-    tx: mpsc::Sender<crate::model::RawMessage>,
-    stop: watch::Receiver<bool>,
-    done: watch::Receiver<bool>,
-) -> Result<(std::thread::JoinHandle<()>, PollEnded), EpochError> {
-    let (ended_tx, ended) = tokio::sync::oneshot::channel();
-    let (source, max, by_key) = (source.clone(), kafka.max_buffered.max(1), kafka.topic_from_key);
-    let poll = std::thread::Builder::new()
-        .name("kafka-poll".into())
-        .spawn(move || {
-            let r = source.poll_loop(tx, stop, done, max, by_key);
-            let _ = ended_tx.send(r);
-        })
-        .map_err(|e| EpochError::Fatal(format!("cannot start the Kafka thread: {e}")))?;
-    Ok((poll, ended))
-}
-
-/// Stops the source's callbacks, then joins its poll thread and drops it
-/// off the runtime (librdkafka's destructor blocks until the consumer has
-/// left its group).
-async fn close_kafka(source: Arc<KafkaSource>, poll: Option<std::thread::JoinHandle<()>>) {
-    source.close();
-    let _ = tokio::task::spawn_blocking(move || {
-        if let Some(p) = poll {
-            let _ = p.join();
-        }
-        drop(source);
-    })
-    .await;
 }
 
 #[cfg(test)]
