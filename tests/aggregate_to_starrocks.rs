@@ -126,7 +126,7 @@ async fn decoded_aggregated_and_loaded_rows_equal_an_independent_audit() {
     assert_eq!(rows.len(), expected.len(), "one row per (vin, window, metric)");
     for r in &rows {
         let vin = r[0].as_str().unwrap().to_string();
-        let win = rockfeed::starrocks::types::parse_datetime(r[1].as_str().unwrap()).unwrap() / 1000;
+        let win = rockfeed::starrocks::text::parse_datetime(r[1].as_str().unwrap()).unwrap() / 1000;
         let key = (vin, win, r[2].as_str().unwrap().to_string());
         let (cnt, sum, min, max) = expected[&key];
         let f = |i: usize| r[i].as_str().unwrap().parse::<f64>().unwrap();

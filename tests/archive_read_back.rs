@@ -130,6 +130,6 @@ fn parse_iso_utc(s: &str) -> i64 {
     let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
     let t: Vec<i64> = hms.split(':').map(|x| x.parse().unwrap()).collect();
     let ms: i64 = format!("{frac:0<3}")[..3].parse().unwrap();
-    let days = i64::from(rockfeed::starrocks::types::days_from_civil(d[0] as i32, d[1], d[2]));
+    let days = i64::from(rockfeed::starrocks::text::days_from_civil(d[0] as i32, d[1], d[2]));
     ((days * 24 + t[0]) * 60 + t[1]) * 60_000 + t[2] * 1000 + ms
 }

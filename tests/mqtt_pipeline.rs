@@ -131,7 +131,7 @@ async fn publish(port: u16, v5: bool, now: i64) -> (BTreeMap<Key, (u64, f64, f64
 }
 
 fn rfc3339(ms: i64) -> String {
-    let s = rockfeed::starrocks::types::format_datetime(ms * 1000);
+    let s = rockfeed::starrocks::text::format_datetime(ms * 1000);
     format!("{}Z", s.replace(' ', "T"))
 }
 

@@ -302,7 +302,7 @@ async fn refused_rows_are_dead_lettered_as_replayable_csv() {
         // vin, window, metric, cnt, total, min, max (no dims here).
         for line in d["payload"].as_str().unwrap().lines() {
             let f: Vec<&str> = line.split('\x01').collect();
-            let w = rockfeed::starrocks::types::parse_datetime(f[1]).unwrap() / 1000;
+            let w = rockfeed::starrocks::text::parse_datetime(f[1]).unwrap() / 1000;
             let e = landed.entry((f[0].to_string(), w, f[2].to_string())).or_insert((0, 0.0));
             e.0 += f[3].parse::<u64>().unwrap();
             e.1 += f[4].parse::<f64>().unwrap();

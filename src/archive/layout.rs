@@ -3,7 +3,7 @@
 //! its content's epoch range, so writing the same content again after a
 //! crash names the same file.
 
-use crate::starrocks::types::civil_from_days;
+use crate::starrocks::text::civil_from_days;
 
 /// (date `YYYY-MM-DD`, hour `HH`) of an event time in ms, UTC.
 pub fn partition_of(ts_ms: i64) -> (String, String) {

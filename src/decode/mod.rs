@@ -28,7 +28,7 @@ pub mod wide;
 use compact_str::CompactString;
 
 use crate::model::MetricId;
-use crate::starrocks::types::parse_datetime;
+use crate::starrocks::text::parse_datetime;
 use crate::util::Dur;
 
 /// One reading of one metric.

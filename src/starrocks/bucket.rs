@@ -17,7 +17,8 @@
 //! The emulator assigns tablets with this function and the pipeline routes
 //! with it, so both sides agree by construction.
 
-use super::types::{ColType, Value, write_date, write_datetime};
+use super::text::{write_date, write_datetime};
+use super::types::{ColType, Value};
 
 /// Feeds one typed value into a running bucket hash.
 pub fn hash_value(hasher: &mut crc32fast::Hasher, ty: &ColType, v: &Value) {
@@ -133,16 +134,17 @@ mod tests {
 
     #[test]
     fn dates_hash_their_string_form() {
-        let d = super::super::types::parse_date("2024-05-06").unwrap();
+        let d = super::super::text::parse_date("2024-05-06").unwrap();
         assert_eq!(one(ColType::Date, Value::Date(d)), 3354853316);
-        let t = super::super::types::parse_datetime("2024-05-06 07:08:09").unwrap();
+        let t = super::super::text::parse_datetime("2024-05-06 07:08:09").unwrap();
         assert_eq!(one(ColType::DateTime, Value::DateTime(t)), 3694311775);
         assert_eq!(one(ColType::DateTime, Value::DateTime(t + 500_000)), 2241633901);
     }
 
     #[test]
     fn allocation_free_date_text_matches_display() {
-        use super::super::types::{MICROS_PER_DAY, format_date, format_datetime};
+        use super::super::text::{format_date, format_datetime};
+        use super::super::types::MICROS_PER_DAY;
         for t in [0i64, 1_714_978_800_123_456, -86_400_000_001, 253_402_300_799_000_000] {
             let mut b = [0u8; 26];
             let n = write_datetime(&mut b, t);

@@ -10,7 +10,8 @@
 
 use super::ddl::parse_type;
 use super::sql::{Cursor, Tok, lex};
-use super::types::{ColType, MICROS_PER_DAY, Value, format_date, format_datetime};
+use super::text::{format_date, format_datetime};
+use super::types::{ColType, MICROS_PER_DAY, Value};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Expr {
@@ -575,7 +576,7 @@ fn str_to_date(s: &str, fmt: &str) -> Option<Value> {
         }
     }
     let text = format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{se:02}.{us:06}");
-    let t = super::types::parse_datetime(&text)?;
+    let t = super::text::parse_datetime(&text)?;
     Some(if has_time { Value::DateTime(t) } else { Value::Date(t.div_euclid(MICROS_PER_DAY) as i32) })
 }
 
@@ -621,7 +622,7 @@ mod tests {
         assert_eq!(eval("unix_timestamp('1970-01-02 00:00:01')", &[]), Value::Int(86401));
         assert_eq!(
             eval("str_to_date('2024/05/06 07:08', '%Y/%m/%d %H:%i')", &[]),
-            Value::DateTime(super::super::types::parse_datetime("2024-05-06 07:08:00").unwrap())
+            Value::DateTime(super::super::text::parse_datetime("2024-05-06 07:08:00").unwrap())
         );
     }
 

@@ -22,7 +22,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use crate::starrocks::ddl::{AggFn, KeysType, Partitioning, TableDef, TruncUnit};
-use crate::starrocks::types::{MICROS_PER_DAY, Value, civil_from_days, format_date};
+use crate::starrocks::text::{civil_from_days, format_date};
+use crate::starrocks::types::{MICROS_PER_DAY, Value};
 pub use crate::util::hash::FastHash;
 
 /// A row-level operation for Primary Key tables.
@@ -497,7 +498,7 @@ mod tests {
         let t = table(
             "CREATE TABLE e (ts DATETIME, v INT) DUPLICATE KEY(ts) PARTITION BY date_trunc('day', ts) DISTRIBUTED BY HASH(ts) BUCKETS 1",
         );
-        let ts = crate::starrocks::types::parse_datetime("2024-05-06 23:59:59").unwrap();
+        let ts = crate::starrocks::text::parse_datetime("2024-05-06 23:59:59").unwrap();
         assert_eq!(&*t.partition_of(&[Value::DateTime(ts), Value::Int(1)]).unwrap(), "p20240506");
     }
 }

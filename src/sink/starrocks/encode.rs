@@ -15,7 +15,7 @@ use http::{HeaderMap, HeaderValue};
 
 use crate::model::MetricId;
 use crate::model::PartialGroup;
-use crate::starrocks::types::write_datetime;
+use crate::starrocks::text::write_datetime;
 
 pub const SEPARATOR: u8 = 0x01;
 /// The `column_separator` header value for [`SEPARATOR`].

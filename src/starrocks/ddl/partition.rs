@@ -6,7 +6,8 @@
 use super::parse::{PResult, name_list};
 use super::{RangePartition, TruncUnit};
 use crate::starrocks::sql::{Cursor, Tok};
-use crate::starrocks::types::{ColType, Value, format_date, parse_date};
+use crate::starrocks::text::{format_date, parse_date};
+use crate::starrocks::types::{ColType, Value};
 
 pub(super) enum PartClause {
     Trunc(TruncUnit, String),
@@ -165,9 +166,9 @@ pub fn add_units(d: i32, unit: TruncUnit, n: i64) -> i32 {
         TruncUnit::Hour | TruncUnit::Day => d + n as i32,
         TruncUnit::Month | TruncUnit::Year => {
             let months = if unit == TruncUnit::Year { n * 12 } else { n };
-            let (y, m, _) = crate::starrocks::types::civil_from_days(d);
+            let (y, m, _) = crate::starrocks::text::civil_from_days(d);
             let total = y as i64 * 12 + (m as i64 - 1) + months;
-            crate::starrocks::types::days_from_civil((total / 12) as i32, (total % 12) as u32 + 1, 1)
+            crate::starrocks::text::days_from_civil((total / 12) as i32, (total % 12) as u32 + 1, 1)
         }
     }
 }
