@@ -13,7 +13,8 @@ use std::hint::black_box;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use rockfeed::archive::merge::{Run, merge};
 use rockfeed::archive::parquet::{ParquetWriter, batch};
-use rockfeed::archive::spool::{Segment, frame};
+use rockfeed::archive::spool::frame;
+use rockfeed::archive::spool::segment::Segment;
 use rockfeed::archive::{ArchiveFormat, Raw, RawRows, Schema, ValueKind, encode};
 
 fn rows(vehicles: usize, metrics: usize, samples: usize) -> RawRows {

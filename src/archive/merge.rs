@@ -276,7 +276,8 @@ pub fn merge(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::archive::spool::{Segment, frame};
+    use crate::archive::spool::frame;
+    use crate::archive::spool::segment::Segment;
     use crate::archive::{Raw, ValueKind};
 
     /// Epoch `e`'s readings: 40 vehicles × 6 metrics, timestamps growing
