@@ -1,6 +1,6 @@
-//! The coordinator's loop: seals epochs, decides and commits them, paces
-//! their length, answers the source's revokes and assignments, and notes
-//! each decision locally (the module doc of `epoch` has the protocol).
+//! The coordinator's loop: seals epochs, decides and commits them, and paces
+//! their length (the module doc of `epoch` has the protocol). A decision
+//! made durable is in `decide.rs`, the source's requests in `requests.rs`.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::requests::next_request;
 use super::{Cut, CutReply, EpochError, PreparedTxn, Rebuilder, ShardDone, ShardError};
 use crate::halt::Hook;
 use crate::model::Delivery;
-use crate::model::epoch::{Decision, EpochSource, Positions, Request, SourceErrorKind};
+use crate::model::epoch::{Decision, EpochSource, Positions, Request};
 use crate::pipeline::pace::{Pacer, Signals};
-use crate::sink::starrocks::retry::Backoff;
 use crate::sink::starrocks::service::StreamLoader;
 use crate::sink::starrocks::txn::{Committed, TxnError, TxnLoader, TxnTimeouts};
 use crate::telemetry::{Local, Stage, Stats};
@@ -155,7 +155,7 @@ impl<S: EpochSource> Coordinator<S> {
     }
 
     /// Seal, decide and commit one epoch.
-    async fn epoch(&mut self, drain: bool, reset_positions: bool, last: bool) -> Result<(), EpochError> {
+    pub(super) async fn epoch(&mut self, drain: bool, reset_positions: bool, last: bool) -> Result<(), EpochError> {
         let e = self.next_epoch;
         let (throttled, busy) = (self.loader.throttled(), self.loader.busy());
         let (tx, rx) = oneshot::channel();
@@ -261,65 +261,6 @@ impl<S: EpochSource> Coordinator<S> {
         self.stats.merge(Stage::EventToCommitted, &mut self.event_to_committed);
     }
 
-    /// A source's request: finish the open epoch (a revoke), or recover (an
-    /// assignment). An error ends this life of the pipeline.
-    async fn request(&mut self, req: Request) -> Result<(), EpochError> {
-        match req {
-            Request::Finish(reply) => {
-                let r = self.epoch(true, true, false).await;
-                self.last_decided.clear();
-                let r = self.revoked(r).await;
-                let _ = reply.send(r.as_ref().map(|_| ()).map_err(|e| e.to_string()));
-                r
-            }
-            Request::Recover(reply) => {
-                let r = self.recover().await;
-                let _ = reply.send(r.as_ref().map(|_| ()).map_err(|e| e.to_string()));
-                r
-            }
-        }
-    }
-
-    /// An epoch's outcome when a request arrived while it was being decided
-    /// (`deferred`): the epoch was abandoned for it, and the request is
-    /// served now.
-    async fn answer_deferred(&mut self, r: Result<(), EpochError>) -> Result<(), EpochError> {
-        let Some(req) = self.deferred.take() else { return r };
-        let r = self.revoked(r).await;
-        match (req, r) {
-            (req, Ok(())) => self.request(req).await,
-            (Request::Finish(reply) | Request::Recover(reply), Err(e)) => {
-                let _ = reply.send(Err(e.to_string()));
-                Err(e)
-            }
-        }
-    }
-
-    /// After a revoke: an epoch that could not be decided was rolled back
-    /// (its transactions aborted); what the pipeline still holds of the
-    /// revoked partitions is discarded, and so are the archive frames of
-    /// the epoch, while the consumer and the pipeline go on (the
-    /// partitions' next owner, maybe this one, reads them again from the
-    /// decided offsets). If the pipeline cannot discard (a stage stopped),
-    /// the error stands and this life ends.
-    async fn revoked(&mut self, r: Result<(), EpochError>) -> Result<(), EpochError> {
-        let Err(EpochError::Abandoned { epoch, reason }) = r else { return r };
-        let (tx, rx) = oneshot::channel();
-        let cut = Cut { epoch, drain: true, reset_positions: true, last: false, discard: true, reply: tx };
-        if self.cuts.send(cut).await.is_err() || rx.await.is_err() {
-            return Err(EpochError::Abandoned { epoch, reason });
-        }
-        self.last_decided.clear();
-        if let Some(a) = &self.archive
-            && self.exactly_once()
-        {
-            a.recover(Some(self.next_epoch - 1)).await.map_err(EpochError::Fatal)?;
-        }
-        self.stats.epochs_abandoned_on_revoke.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(epoch, %reason, "The open epoch was rolled back on a revoke; the pipeline goes on without it (the partitions' next owner reads it again).");
-        Ok(())
-    }
-
     /// Feeds the pacer a committed epoch: replies asking for less load
     /// since `throttled_before`, and the time StarRocks took over its
     /// load calls since `busy_before` (per shard: the shards load side by
@@ -345,98 +286,6 @@ impl<S: EpochSource> Coordinator<S> {
         }
     }
 
-    /// Makes the decision durable; an ambiguous failure is resolved by
-    /// reading it back. Gives up (so the epoch is abandoned) after the
-    /// source's retry budget of failures that leave it undecided. A request
-    /// arriving meanwhile (a revoke's Finish: the group is rebalancing and
-    /// waits for this member) abandons the epoch at once, so the rebalance
-    /// is not held up longer than the rollback; the request is answered
-    /// after it (`deferred`).
-    async fn decide(&mut self, d: &Decision, positions: &Positions) -> Result<(), String> {
-        let policy = self.loader.policy();
-        let started = Instant::now();
-        let mut n = 0;
-        loop {
-            n += 1;
-            let err = match self.source.decide(d, positions).await {
-                Ok(()) => return Ok(()),
-                Err(e) => e,
-            };
-            // A refusal leaves nothing to read back.
-            let undecided = if err.kind == SourceErrorKind::Refused {
-                true
-            } else {
-                match self.source.decided(d).await {
-                    Ok(true) => return Ok(()),
-                    Ok(false) => true,
-                    // Cannot even read it back: keep trying, the outcome matters.
-                    Err(e) => {
-                        tracing::warn!(epoch = d.epoch, error = %e, "Cannot read the decision back.");
-                        false
-                    }
-                }
-            };
-            if undecided && started.elapsed() > err.retry_for() {
-                return Err(err.message);
-            }
-            let delay = policy.delay(n, Backoff::Normal);
-            tracing::warn!(epoch = d.epoch, error = %err, ?delay, "Deciding the epoch failed; retrying.");
-            let wait = tokio::time::sleep(delay);
-            match self.requests.as_mut() {
-                Some(rq) => tokio::select! {
-                    _ = wait => {}
-                    req = rq.recv() => {
-                        let why = "the open epoch could not be decided while the group rebalances; it is rolled back";
-                        self.deferred = req;
-                        return Err(format!("{err}; {why}"));
-                    }
-                },
-                None => wait.await,
-            }
-        }
-    }
-
-    /// `{state_dir}/{prefix}.{what}`: `decided` notes this instance's last
-    /// decided epoch, `intent` the epoch it is about to decide (written
-    /// first: a crash between a decision and its note leaves the intent).
-    pub(super) fn note_path(&self, what: &str) -> Option<std::path::PathBuf> {
-        self.cfg.state_dir.as_ref().map(|d| d.join(format!("{}.{what}", self.cfg.prefix)))
-    }
-
-    /// Notes epoch `e` at `path` (fsynced; a failure is logged: the
-    /// source's decisions still say what was decided).
-    pub(super) fn note(&self, path: &Option<std::path::PathBuf>, e: u64) {
-        let Some(path) = path else { return };
-        let write = || -> std::io::Result<()> {
-            use std::io::Write;
-            if let Some(d) = path.parent() {
-                std::fs::create_dir_all(d)?;
-            }
-            let tmp = path.with_extension("tmp");
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(format!("{e}\n").as_bytes())?;
-            f.sync_data()?;
-            std::fs::rename(&tmp, path)
-        };
-        if let Err(err) = write() {
-            tracing::warn!(path = %path.display(), error = %err, "Cannot note the epoch locally.");
-        }
-    }
-
-    /// The epoch noted at `path`.
-    pub(super) fn noted(&self, path: &Option<std::path::PathBuf>) -> Result<Option<u64>, EpochError> {
-        let Some(path) = path else { return Ok(None) };
-        match std::fs::read_to_string(path) {
-            Ok(t) => t
-                .trim()
-                .parse()
-                .map(Some)
-                .map_err(|_| EpochError::Fatal(format!("{} does not hold an epoch number", path.display()))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(EpochError::Fatal(format!("{}: {e}", path.display()))),
-        }
-    }
-
     async fn roll_back(&self, txns: &[PreparedTxn]) {
         if !self.exactly_once() {
             return;
@@ -446,13 +295,6 @@ impl<S: EpochSource> Coordinator<S> {
             txn.abort(&t.table, &t.label).await;
             self.stats.txns_rolled_back.fetch_add(1, Ordering::Relaxed);
         }
-    }
-}
-
-async fn next_request(r: &mut Option<mpsc::Receiver<Request>>) -> Option<Request> {
-    match r {
-        Some(r) => r.recv().await,
-        None => None,
     }
 }
 

@@ -42,8 +42,11 @@
 //!   the sources;
 //! - `messages.rs`: what the coordinator, the decoder and the shards send
 //!   each other (cuts, prepared transactions, rebuilds, errors);
-//! - `coordinator.rs`: the coordinator's loop (seal, decide, commit, pacing,
-//!   revokes, the local notes);
+//! - `coordinator.rs`: the coordinator's loop (seal, decide, commit,
+//!   pacing);
+//! - `decide.rs`: a decision made durable, at the source and in the local
+//!   notes;
+//! - `requests.rs`: the source's revokes and assignments;
 //! - `plan.rs`: recovery's decisions, pure (no I/O), unit-tested;
 //! - `recover.rs`: recovery carried out against StarRocks and the source.
 //!
@@ -53,9 +56,11 @@
 //! [`EpochSource::replay`]: crate::model::epoch::EpochSource::replay
 
 mod coordinator;
+mod decide;
 mod messages;
 pub mod plan;
 mod recover;
+mod requests;
 
 pub use coordinator::{Coordinator, CoordinatorConfig};
 pub use messages::{Cut, CutReply, EpochError, PreparedTxn, Rebuilder, Rebuilt, ShardDone, ShardError};
