@@ -2,7 +2,7 @@
 //!
 //! Two wire forms (field names and the topic template are configurable):
 //! - **wide**: `{"vin":"…","ts":<epoch ms | RFC 3339>,"seq":<u64>,"metrics":{"name":number|bool|null,…}}`,
-//!   or a JSON array of such objects in one message (`wide.rs`);
+//!   or a JSON array of such objects in one message (`wide/`);
 //! - **narrow**: topic `<prefix>/{vin}/{metric}` with payload `{"ts":…,"v":…}`
 //!   or a bare number/bool (`narrow.rs`).
 //!

@@ -1,7 +1,7 @@
 //! Vehicle dimensions: a snapshot joined to every sample by vin, from a CSV
 //! file (header `vin,` then the configured dims, e.g. `fleet,model,region`;
 //! swapped atomically when the file changes) or from a MySQL-protocol
-//! database (`db.rs`: refreshed, swapped atomically, cached on disk).
+//! database (`db/`: refreshed, swapped atomically, cached on disk).
 //!
 //! A reload that fails (unreadable file, missing column, a value with a CSV
 //! separator StarRocks would misparse, a duplicate vin) keeps the previous

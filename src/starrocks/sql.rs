@@ -92,42 +92,9 @@ pub fn lex(src: &str, first_line: usize) -> Result<Vec<Token>, LexError> {
             i = start + end + 1;
         } else if c == b'\'' || c == b'"' {
             let tok_line = line;
-            let mut s = String::new();
-            i += 1;
-            loop {
-                let Some(&ch) = b.get(i) else {
-                    return Err(LexError { line: tok_line, msg: "unterminated string literal".into() });
-                };
-                if ch == c {
-                    if b.get(i + 1) == Some(&c) {
-                        s.push(c as char);
-                        i += 2;
-                        continue;
-                    }
-                    i += 1;
-                    break;
-                }
-                if ch == b'\\' && i + 1 < b.len() {
-                    let esc = b[i + 1];
-                    s.push(match esc {
-                        b'n' => '\n',
-                        b't' => '\t',
-                        b'r' => '\r',
-                        b'0' => '\0',
-                        _ => esc as char,
-                    });
-                    i += 2;
-                    continue;
-                }
-                if ch == b'\n' {
-                    line += 1;
-                }
-                // Copy one UTF-8 scalar.
-                let len = utf8_len(ch);
-                s.push_str(&src[i..i + len]);
-                i += len;
-            }
+            let (s, next) = string_literal(src, i, &mut line)?;
             out.push(Token { tok: Tok::Str(s), line: tok_line });
+            i = next;
         } else if c.is_ascii_digit() || (c == b'.' && b.get(i + 1).is_some_and(u8::is_ascii_digit)) {
             let start = i;
             while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'.') {
@@ -157,6 +124,48 @@ pub fn lex(src: &str, first_line: usize) -> Result<Vec<Token>, LexError> {
         }
     }
     Ok(out)
+}
+
+/// The string literal quoted at `src[start]` (`'…'` or `"…"`, a doubled
+/// quote and backslash escapes inside), and where the text after it
+/// begins; `line` counts the newlines in it.
+fn string_literal(src: &str, start: usize, line: &mut usize) -> Result<(String, usize), LexError> {
+    let b = src.as_bytes();
+    let (quote, tok_line) = (b[start], *line);
+    let mut s = String::new();
+    let mut i = start + 1;
+    loop {
+        let Some(&ch) = b.get(i) else {
+            return Err(LexError { line: tok_line, msg: "unterminated string literal".into() });
+        };
+        if ch == quote {
+            if b.get(i + 1) == Some(&quote) {
+                s.push(quote as char);
+                i += 2;
+                continue;
+            }
+            return Ok((s, i + 1));
+        }
+        if ch == b'\\' && i + 1 < b.len() {
+            let esc = b[i + 1];
+            s.push(match esc {
+                b'n' => '\n',
+                b't' => '\t',
+                b'r' => '\r',
+                b'0' => '\0',
+                _ => esc as char,
+            });
+            i += 2;
+            continue;
+        }
+        if ch == b'\n' {
+            *line += 1;
+        }
+        // Copy one UTF-8 scalar.
+        let len = utf8_len(ch);
+        s.push_str(&src[i..i + len]);
+        i += len;
+    }
 }
 
 fn utf8_len(first: u8) -> usize {

@@ -161,6 +161,62 @@ pub struct Emulator {
     tasks: Vec<JoinHandle<()>>,
 }
 
+/// What `start` binds, before anything serves.
+struct Listeners {
+    fe: TcpListener,
+    follower: Option<TcpListener>,
+    bes: Vec<TcpListener>,
+    query: Option<TcpListener>,
+}
+
+/// Serves every listener (the FEs and the MySQL port with `tls`), and ticks
+/// the core (delayed publishes, timeouts) until `rx` flips.
+fn serve_all(
+    ctx: &Arc<Ctx>,
+    listeners: Listeners,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    rx: watch::Receiver<bool>,
+) -> Vec<JoinHandle<()>> {
+    let Listeners { fe, follower, bes, query } = listeners;
+    let mut tasks = Vec::new();
+    let c = ctx.clone();
+    tasks.push(tokio::spawn(http::serve(
+        fe,
+        rx.clone(),
+        tls.clone(),
+        Arc::new(move |req| fe::handle(c.clone(), fe::Role::Leader, req)),
+    )));
+    if let Some(l) = follower {
+        let c = ctx.clone();
+        tasks.push(tokio::spawn(http::serve(
+            l,
+            rx.clone(),
+            tls.clone(),
+            Arc::new(move |req| fe::handle(c.clone(), fe::Role::Follower, req)),
+        )));
+    }
+    for (i, l) in bes.into_iter().enumerate() {
+        let c = ctx.clone();
+        tasks.push(tokio::spawn(http::serve(l, rx.clone(), None, Arc::new(move |req| be::handle(c.clone(), i, req)))));
+    }
+    if let Some(l) = query {
+        tasks.push(tokio::spawn(mysql::serve(l, rx.clone(), tls.clone(), ctx.clone())));
+    }
+    // Publishes delayed commits and enforces timeouts without traffic.
+    let c = ctx.clone();
+    let mut stop = rx.clone();
+    tasks.push(tokio::spawn(async move {
+        let mut iv = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tokio::select! {
+                _ = stop.changed() => break,
+                _ = iv.tick() => c.core.lock().tick(now_ms()),
+            }
+        }
+    }));
+    tasks
+}
+
 async fn bind(addr: SocketAddr) -> Result<TcpListener, EmulatorError> {
     TcpListener::bind(addr).await.map_err(|source| EmulatorError::Bind { addr, source })
 }
@@ -211,47 +267,7 @@ impl Emulator {
             None => None,
         };
         let (tx, rx) = watch::channel(false);
-        let mut tasks = Vec::new();
-        let c = ctx.clone();
-        tasks.push(tokio::spawn(http::serve(
-            fe,
-            rx.clone(),
-            tls.clone(),
-            Arc::new(move |req| fe::handle(c.clone(), fe::Role::Leader, req)),
-        )));
-        if let Some(l) = follower {
-            let c = ctx.clone();
-            tasks.push(tokio::spawn(http::serve(
-                l,
-                rx.clone(),
-                tls.clone(),
-                Arc::new(move |req| fe::handle(c.clone(), fe::Role::Follower, req)),
-            )));
-        }
-        for (i, l) in bes.into_iter().enumerate() {
-            let c = ctx.clone();
-            tasks.push(tokio::spawn(http::serve(
-                l,
-                rx.clone(),
-                None,
-                Arc::new(move |req| be::handle(c.clone(), i, req)),
-            )));
-        }
-        if let Some(l) = query {
-            tasks.push(tokio::spawn(mysql::serve(l, rx.clone(), tls.clone(), ctx.clone())));
-        }
-        // Publishes delayed commits and enforces timeouts without traffic.
-        let c = ctx.clone();
-        let mut stop = rx.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut iv = tokio::time::interval(Duration::from_millis(100));
-            loop {
-                tokio::select! {
-                    _ = stop.changed() => break,
-                    _ = iv.tick() => c.core.lock().tick(now_ms()),
-                }
-            }
-        }));
+        let tasks = serve_all(&ctx, Listeners { fe, follower, bes, query }, tls, rx);
         tracing::info!(fe = %fe_addr, bes = ?be_addrs, follower = ?follower_addr, query = ?query_addr, "StarRocks emulator listening.");
         Ok(Emulator { fe_addr, be_addrs, follower_addr, query_addr, ctx, shutdown: tx, tasks })
     }

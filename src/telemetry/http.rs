@@ -187,6 +187,13 @@ pub fn render(s: &Stats, ready: bool) -> String {
 
 /// The epoch protocol's, the archive's, the MQTT source's and the WAL's counters.
 fn protocol_counters(o: &mut String, s: &Stats) {
+    epoch_counters(o, s);
+    archive_counters(o, s);
+    intake_counters(o, s);
+}
+
+/// The epoch protocol's counters: decisions, transactions, restarts.
+fn epoch_counters(o: &mut String, s: &Stats) {
     for (name, help, v) in [
         ("rockfeed_epochs_decided_total", "Epochs whose decision (source positions) is durable.", &s.epochs_decided),
         (
@@ -221,6 +228,14 @@ fn protocol_counters(o: &mut String, s: &Stats) {
             "Decided transactions StarRocks lost that could not be rebuilt from the source (rows lost).",
             &s.txns_lost,
         ),
+    ] {
+        metric(o, "counter", name, help, v.load(Relaxed));
+    }
+}
+
+/// The raw archive's counters, and its reconciliation with the tables.
+fn archive_counters(o: &mut String, s: &Stats) {
+    for (name, help, v) in [
         (
             "rockfeed_archive_readings_spooled_total",
             "Raw readings fsynced into the archive spool.",
@@ -254,6 +269,19 @@ fn protocol_counters(o: &mut String, s: &Stats) {
             "Times a shard's raw samples spilled to the spool mid-epoch (archive.spill_bytes).",
             &s.archive_spills,
         ),
+        (
+            "rockfeed_reconcile_mismatches_total",
+            "Epochs whose archived readings differ from aggregated + too-late ones.",
+            &s.reconcile_mismatches,
+        ),
+    ] {
+        metric(o, "counter", name, help, v.load(Relaxed));
+    }
+}
+
+/// The MQTT intake's and the WAL's counters.
+fn intake_counters(o: &mut String, s: &Stats) {
+    for (name, help, v) in [
         ("rockfeed_mqtt_received_total", "MQTT messages received.", &s.mqtt_received),
         ("rockfeed_mqtt_payload_bytes_total", "Payload bytes of the MQTT messages received.", &s.mqtt_payload_bytes),
         (
@@ -266,11 +294,6 @@ fn protocol_counters(o: &mut String, s: &Stats) {
         ("rockfeed_wal_records_total", "Records made durable in the WAL.", &s.wal_records),
         ("rockfeed_wal_written_bytes_total", "Frame bytes written to the WAL.", &s.wal_bytes_written),
         ("rockfeed_wal_full_total", "Times the WAL reached wal.max_bytes and MQTT intake stopped.", &s.wal_full),
-        (
-            "rockfeed_reconcile_mismatches_total",
-            "Epochs whose archived readings differ from aggregated + too-late ones.",
-            &s.reconcile_mismatches,
-        ),
     ] {
         metric(o, "counter", name, help, v.load(Relaxed));
     }

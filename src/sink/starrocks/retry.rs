@@ -6,7 +6,7 @@
 //! Errors about the destination are not errors about the data: bad
 //! credentials, an unknown database, table or column, a table model that
 //! does not fit, a refused request are [`Outcome::Destination`] — the
-//! caller waits and retries (`health.rs`), the data is never dead-lettered.
+//! caller waits and retries (`telemetry::health`), the data is never dead-lettered.
 //! Only `too many filtered rows` and `primary key size exceed the limit`
 //! are about the rows themselves ([`Outcome::Rejected`]).
 //!

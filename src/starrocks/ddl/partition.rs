@@ -25,24 +25,7 @@ pub(super) fn parse_partition_clause(c: &mut Cursor<'_>) -> PResult<PartClause> 
     // (`PARTITION BY (date_trunc('day', ts))`) in SHOW CREATE TABLE.
     let wrapped = c.eat_sym("(");
     if c.eat_kw("date_trunc") {
-        c.expect_sym("(").map_err(Ok)?;
-        let unit = match c.advance() {
-            Some(Tok::Str(s)) => match s.to_ascii_lowercase().as_str() {
-                "hour" => TruncUnit::Hour,
-                "day" => TruncUnit::Day,
-                "month" => TruncUnit::Month,
-                "year" => TruncUnit::Year,
-                u => return Err(Ok(format!("unsupported date_trunc unit '{u}'"))),
-            },
-            _ => return Err(Ok("expected a unit string in date_trunc".into())),
-        };
-        c.expect_sym(",").map_err(Ok)?;
-        let col = c.ident().map_err(Ok)?;
-        c.expect_sym(")").map_err(Ok)?;
-        if wrapped {
-            c.expect_sym(")").map_err(Ok)?;
-        }
-        return Ok(PartClause::Trunc(unit, col));
+        return date_trunc(c, wrapped);
     }
     if wrapped {
         return Err(Ok(format!("unsupported PARTITION BY ({}: use date_trunc('day', col)", c.describe())));
@@ -59,67 +42,94 @@ pub(super) fn parse_partition_clause(c: &mut Cursor<'_>) -> PResult<PartClause> 
     if c.eat_sym(")") {
         return Ok(PartClause::Range(cols[0].clone(), raw));
     }
-    let lit = |c: &mut Cursor<'_>| -> PResult<String> {
-        c.expect_sym("(").map_err(Ok)?;
-        let v = match c.advance() {
-            Some(Tok::Str(s)) | Some(Tok::Num(s)) => s.clone(),
-            _ => return Err(Ok("expected a partition bound literal".into())),
-        };
-        c.expect_sym(")").map_err(Ok)?;
-        Ok(v)
-    };
     loop {
-        if c.eat_kw("PARTITION") {
-            let pname = c.ident().map_err(Ok)?;
-            c.expect_kw("VALUES").map_err(Ok)?;
-            if c.eat_kw("LESS") {
-                c.expect_kw("THAN").map_err(Ok)?;
-                if c.eat_kw("MAXVALUE") {
-                    raw.push(RawRange::LessThan(pname, None));
-                } else {
-                    let v = lit(c)?;
-                    raw.push(RawRange::LessThan(pname, Some(v)));
-                }
-            } else if c.eat_sym("[") {
-                let lo = lit(c)?;
-                c.expect_sym(",").map_err(Ok)?;
-                let hi = lit(c)?;
-                c.expect_sym(")").map_err(Ok)?;
-                raw.push(RawRange::Fixed(pname, lo, hi));
-            } else {
-                return Err(Ok(format!("expected LESS THAN or [ after VALUES, found {}", c.describe())));
-            }
-        } else if c.eat_kw("START") {
-            let start = lit(c)?;
-            c.expect_kw("END").map_err(Ok)?;
-            let end = lit(c)?;
-            c.expect_kw("EVERY").map_err(Ok)?;
-            c.expect_sym("(").map_err(Ok)?;
-            c.expect_kw("INTERVAL").map_err(Ok)?;
-            let every = match c.advance() {
-                Some(Tok::Num(n)) => {
-                    n.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| Ok(format!("bad EVERY {n}")))?
-                }
-                _ => return Err(Ok("expected a number after INTERVAL".into())),
-            };
-            let unit = match c.ident().map_err(Ok)?.to_ascii_uppercase().as_str() {
-                "HOUR" => TruncUnit::Hour,
-                "DAY" => TruncUnit::Day,
-                "MONTH" => TruncUnit::Month,
-                "YEAR" => TruncUnit::Year,
-                u => return Err(Ok(format!("unsupported INTERVAL unit {u}"))),
-            };
-            c.expect_sym(")").map_err(Ok)?;
-            raw.push(RawRange::Batch { start, end, every, unit });
-        } else {
-            return Err(Ok(format!("expected PARTITION or START, found {}", c.describe())));
-        }
+        raw.push(range_item(c)?);
         if c.eat_sym(")") {
             break;
         }
         c.expect_sym(",").map_err(Ok)?;
     }
     Ok(PartClause::Range(cols[0].clone(), raw))
+}
+
+/// `date_trunc('<unit>', col)` after the keyword, and the closing
+/// parenthesis when the clause was `wrapped`.
+fn date_trunc(c: &mut Cursor<'_>, wrapped: bool) -> PResult<PartClause> {
+    c.expect_sym("(").map_err(Ok)?;
+    let unit = match c.advance() {
+        Some(Tok::Str(s)) => match s.to_ascii_lowercase().as_str() {
+            "hour" => TruncUnit::Hour,
+            "day" => TruncUnit::Day,
+            "month" => TruncUnit::Month,
+            "year" => TruncUnit::Year,
+            u => return Err(Ok(format!("unsupported date_trunc unit '{u}'"))),
+        },
+        _ => return Err(Ok("expected a unit string in date_trunc".into())),
+    };
+    c.expect_sym(",").map_err(Ok)?;
+    let col = c.ident().map_err(Ok)?;
+    c.expect_sym(")").map_err(Ok)?;
+    if wrapped {
+        c.expect_sym(")").map_err(Ok)?;
+    }
+    Ok(PartClause::Trunc(unit, col))
+}
+
+/// A partition bound: `("<literal>")`.
+fn bound(c: &mut Cursor<'_>) -> PResult<String> {
+    c.expect_sym("(").map_err(Ok)?;
+    let v = match c.advance() {
+        Some(Tok::Str(s)) | Some(Tok::Num(s)) => s.clone(),
+        _ => return Err(Ok("expected a partition bound literal".into())),
+    };
+    c.expect_sym(")").map_err(Ok)?;
+    Ok(v)
+}
+
+/// One item of a RANGE list: `PARTITION p VALUES LESS THAN (…)`,
+/// `PARTITION p VALUES [(…), (…))`, or `START (…) END (…) EVERY (INTERVAL n unit)`.
+fn range_item(c: &mut Cursor<'_>) -> PResult<RawRange> {
+    if c.eat_kw("PARTITION") {
+        let pname = c.ident().map_err(Ok)?;
+        c.expect_kw("VALUES").map_err(Ok)?;
+        if c.eat_kw("LESS") {
+            c.expect_kw("THAN").map_err(Ok)?;
+            if c.eat_kw("MAXVALUE") {
+                return Ok(RawRange::LessThan(pname, None));
+            }
+            return Ok(RawRange::LessThan(pname, Some(bound(c)?)));
+        }
+        if c.eat_sym("[") {
+            let lo = bound(c)?;
+            c.expect_sym(",").map_err(Ok)?;
+            let hi = bound(c)?;
+            c.expect_sym(")").map_err(Ok)?;
+            return Ok(RawRange::Fixed(pname, lo, hi));
+        }
+        return Err(Ok(format!("expected LESS THAN or [ after VALUES, found {}", c.describe())));
+    }
+    if !c.eat_kw("START") {
+        return Err(Ok(format!("expected PARTITION or START, found {}", c.describe())));
+    }
+    let start = bound(c)?;
+    c.expect_kw("END").map_err(Ok)?;
+    let end = bound(c)?;
+    c.expect_kw("EVERY").map_err(Ok)?;
+    c.expect_sym("(").map_err(Ok)?;
+    c.expect_kw("INTERVAL").map_err(Ok)?;
+    let every = match c.advance() {
+        Some(Tok::Num(n)) => n.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| Ok(format!("bad EVERY {n}")))?,
+        _ => return Err(Ok("expected a number after INTERVAL".into())),
+    };
+    let unit = match c.ident().map_err(Ok)?.to_ascii_uppercase().as_str() {
+        "HOUR" => TruncUnit::Hour,
+        "DAY" => TruncUnit::Day,
+        "MONTH" => TruncUnit::Month,
+        "YEAR" => TruncUnit::Year,
+        u => return Err(Ok(format!("unsupported INTERVAL unit {u}"))),
+    };
+    c.expect_sym(")").map_err(Ok)?;
+    Ok(RawRange::Batch { start, end, every, unit })
 }
 
 pub(super) fn build_ranges(ty: &ColType, raw: Vec<RawRange>) -> Result<Vec<RangePartition>, String> {

@@ -26,6 +26,7 @@ use super::http::{BodyError, Drop, Resp, basic_auth, json, query_param, read_bod
 use super::load::{LoadSpec, Parsed, Plan, check_label, decompress, parse_body};
 use super::registry::{BeginError, LoadCounts};
 use super::{Ctx, now_ms};
+use crate::starrocks::ddl::TableDef;
 use txn::{be_txn, txn};
 
 /// The fields of a Stream Load reply, filled as the load progresses.
@@ -222,41 +223,46 @@ fn keep_errors(ctx: &Ctx, be: usize, errors: &[String]) -> Option<String> {
     Some(format!("http://{}/api/_load_error_log?file={name}", ctx.be_locations[be]))
 }
 
-async fn stream_load(ctx: &Ctx, be: usize, db: &str, table: &str, req: hyper::Request<Incoming>) -> Result<Resp, Drop> {
-    let mut r = Reply { txn_id: -1, started: Some(Instant::now()), ..Default::default() };
-    let label = hdr(&req, "label");
+/// A Stream Load's request checked (label, auth, header faults, the
+/// table) and planned from its headers; the refusal's message otherwise.
+fn plan_load(
+    ctx: &Ctx,
+    db: &str,
+    table: &str,
+    req: &hyper::Request<Incoming>,
+    r: &mut Reply,
+) -> Result<(Arc<TableDef>, LoadSpec, Plan), String> {
+    let label = hdr(req, "label");
     r.label = if label.is_empty() {
         format!("{:032x}", ctx.seq.fetch_add(1, Ordering::Relaxed) as u128 * 0x9e37_79b9_7f4a_7c15)
     } else {
         label
     };
-    if let Err(m) = be_auth(ctx, &req) {
-        return Ok(r.fail(m));
-    }
+    be_auth(ctx, req)?;
     if let Some((_, msg)) = header_fault(ctx, &r.label, table) {
-        return Ok(r.fail(msg));
+        return Err(msg);
     }
-    if let Err(m) = check_label(&r.label) {
-        return Ok(r.fail(m));
-    }
+    check_label(&r.label)?;
     let Some(def) = ctx.core.lock().def(db, table) else {
-        let msg = if ctx.cfg.catalog.databases.iter().any(|d| d == db) {
+        return Err(if ctx.cfg.catalog.databases.iter().any(|d| d == db) {
             format!("Unknown table '{table}'")
         } else {
             format!("Unknown database '{db}'")
-        };
-        return Ok(r.fail(msg));
+        });
     };
     let plan_start = Instant::now();
-    let spec = match LoadSpec::from_headers(req.headers(), &def) {
-        Ok(s) => s,
-        Err(m) => return Ok(r.fail(m)),
-    };
-    let plan = match Plan::new(&spec, def.clone()) {
+    let spec = LoadSpec::from_headers(req.headers(), &def)?;
+    let plan = Plan::new(&spec, def.clone())?;
+    r.plan_ms = ms(plan_start);
+    Ok((def, spec, plan))
+}
+
+async fn stream_load(ctx: &Ctx, be: usize, db: &str, table: &str, req: hyper::Request<Incoming>) -> Result<Resp, Drop> {
+    let mut r = Reply { txn_id: -1, started: Some(Instant::now()), ..Default::default() };
+    let (def, spec, plan) = match plan_load(ctx, db, table, &req, &mut r) {
         Ok(p) => p,
         Err(m) => return Ok(r.fail(m)),
     };
-    r.plan_ms = ms(plan_start);
     let begin = Instant::now();
     let id = {
         let mut core = ctx.core.lock();
@@ -300,6 +306,12 @@ async fn stream_load(ctx: &Ctx, be: usize, db: &str, table: &str, req: hyper::Re
     if let Err(msg) = check_write(ctx, db, table, &r.label, &parsed.touched, now) {
         return Ok(abort_fail(ctx, r, msg));
     }
+    Ok(commit_load(ctx, r, id, table, parsed, now, write))
+}
+
+/// A checked Stream Load's rows staged and committed (or the commit's
+/// injected faults), and the reply.
+fn commit_load(ctx: &Ctx, mut r: Reply, id: i64, table: &str, parsed: Parsed, now: u64, write: Instant) -> Resp {
     let mut core = ctx.core.lock();
     core.stage(id, vec![parsed.batch], &parsed.counts);
     r.write_ms = ms(write);
@@ -309,7 +321,7 @@ async fn stream_load(ctx: &Ctx, be: usize, db: &str, table: &str, req: hyper::Re
     if kind == Some(FaultKind::CommitUnknownAborted) {
         let _ = core.abort(id, "commit transport error (injected)", now);
         drop(core);
-        return Ok(count_fail(ctx, r, commit_unknown_msg(id)));
+        return count_fail(ctx, r, commit_unknown_msg(id));
     }
     let delay = fault.filter(|f| f.kind == FaultKind::PublishTimeout).map(|f| f.delay_ms);
     let res = core.commit(id, delay, now);
@@ -319,17 +331,17 @@ async fn stream_load(ctx: &Ctx, be: usize, db: &str, table: &str, req: hyper::Re
     drop(core);
     r.commit_ms = ms(commit);
     match res {
-        Err(e) => Ok(count_fail(ctx, r, e.to_string())),
-        Ok(_) if kind == Some(FaultKind::CommitUnknownCommitted) => Ok(count_fail(ctx, r, commit_unknown_msg(id))),
+        Err(e) => count_fail(ctx, r, e.to_string()),
+        Ok(_) if kind == Some(FaultKind::CommitUnknownCommitted) => count_fail(ctx, r, commit_unknown_msg(id)),
         Ok(_) if delay.is_some() => {
             r.status = "Publish Timeout";
             r.message = "publish timeout".into();
-            Ok(count(ctx, r))
+            count(ctx, r)
         }
         Ok(_) => {
             r.status = "Success";
             r.message = "OK".into();
-            Ok(count(ctx, r))
+            count(ctx, r)
         }
     }
 }

@@ -11,7 +11,7 @@ use hyper::body::Incoming;
 use serde_json::{Value as J, json};
 
 use super::{be_auth, body, check_write, hdr, header_fault, in_processing, keep_errors, ms, too_filtered};
-use crate::starrocks_emulator::core::BeCtx;
+use crate::starrocks_emulator::core::{BeCtx, Core};
 use crate::starrocks_emulator::faults::{FaultKind, Point};
 use crate::starrocks_emulator::fe::{commit_unknown_msg, fe_commit};
 use crate::starrocks_emulator::http::{Drop, Resp, json};
@@ -52,103 +52,122 @@ pub(super) async fn txn(ctx: &Ctx, be: usize, op: &str, req: hyper::Request<Inco
     }
     let key = (db.clone(), label.clone());
     match op {
-        "begin" => {
-            if table.is_empty() {
-                return Ok(be_txn("INTERNAL_ERROR", "No table selected.", &label, None, json!({})));
-            }
-            if let Err(m) = check_label(&label) {
-                return Ok(be_txn("INTERNAL_ERROR", &m, &label, None, json!({})));
-            }
-            let Some(def) = ctx.core.lock().def(&db, &table) else {
-                return Ok(be_txn("INTERNAL_ERROR", &format!("Unknown table '{table}'"), &label, None, json!({})));
-            };
-            let timeout_s =
-                hdr(&req, "timeout").parse::<u64>().ok().filter(|t| (1..=259_200).contains(t)).unwrap_or(600);
-            let idle = hdr(&req, "idle_transaction_timeout").parse::<u64>().ok().map(|s| s * 1000);
-            let t0 = Instant::now();
-            let now = now_ms();
-            let mut core = ctx.core.lock();
-            if core.be_ctx.contains_key(&key) {
-                return Ok(be_txn(
-                    "LABEL_ALREADY_EXISTS",
-                    &format!("Label [{label}] has already been used."),
-                    &label,
-                    None,
-                    json!({"ExistingJobStatus": "RUNNING"}),
-                ));
-            }
-            match core.begin(&db, &def.name, &label, timeout_s * 1000, be, now) {
-                Ok(id) => {
-                    core.be_ctx.insert(
-                        key,
-                        BeCtx {
-                            txn_id: id,
-                            be,
-                            table: def.name.clone(),
-                            batches: Vec::new(),
-                            counts: LoadCounts::default(),
-                            errors: Vec::new(),
-                            max_filter_ratio: 0.0,
-                            loads: 0,
-                            busy: false,
-                            last_active_ms: now,
-                            idle_timeout_ms: idle,
-                        },
-                    );
-                    Ok(be_txn("OK", "", &label, Some(id), json!({"BeginTxnTimeMs": ms(t0)})))
-                }
-                Err(BeginError::LabelExists { state, .. }) => Ok(be_txn(
-                    "LABEL_ALREADY_EXISTS",
-                    &format!("Label [{label}] has already been used."),
-                    &label,
-                    None,
-                    json!({"ExistingJobStatus": state.job_status()}),
-                )),
-                Err(e) => Ok(be_txn("INTERNAL_ERROR", &e.to_string(), &label, None, json!({}))),
-            }
-        }
+        "begin" => begin(ctx, be, &req, key, &table),
         "load" => txn_load(ctx, be, key, &table, req).await,
-        "prepare" => {
-            let prepared_timeout = hdr(&req, "prepared_timeout");
-            let prepared_timeout_ms = if prepared_timeout.is_empty() {
-                None
-            } else {
-                match prepared_timeout.parse::<u64>() {
-                    Ok(s) if s > 0 => Some(s * 1000),
-                    _ => {
-                        return Ok(be_txn(
-                            "INTERNAL_ERROR",
-                            &format!("Invalid prepared_timeout: {prepared_timeout}"),
-                            &label,
-                            None,
-                            json!({}),
-                        ));
-                    }
-                }
-            };
-            finish(ctx, be, key, Finish::Prepare(prepared_timeout_ms))
-        }
+        "prepare" => prepare(ctx, be, &req, key),
         "commit" => finish(ctx, be, key, Finish::Commit),
-        "rollback" => {
-            let now = now_ms();
-            let mut core = ctx.core.lock();
-            match core.be_ctx.remove(&key) {
-                Some(c) => {
-                    let _ = core.abort(c.txn_id, "transaction is aborted by user.", now);
-                    Ok(be_txn("OK", "", &label, Some(c.txn_id), json!({})))
-                }
-                None => match core.registry.by_label(&db, &label).map(|t| t.id) {
-                    Some(id) => match core.abort(id, "transaction is aborted by user.", now) {
-                        Ok(_) => Ok(be_txn("OK", "", &label, Some(id), json!({}))),
-                        Err(e) => Ok(be_txn("INTERNAL_ERROR", &e.to_string(), &label, Some(id), json!({}))),
-                    },
-                    None => Ok(not_exists(&label)),
-                },
-            }
-        }
+        "rollback" => rollback(ctx, key),
         other => {
             Ok(be_txn("INTERNAL_ERROR", &format!("Unknown transaction operation: {other}"), &label, None, json!({})))
         }
+    }
+}
+
+/// `begin`: a transaction for the label, with the BE's context for its
+/// loads (`timeout` and `idle_transaction_timeout` honoured).
+fn begin(
+    ctx: &Ctx,
+    be: usize,
+    req: &hyper::Request<Incoming>,
+    key: (String, String),
+    table: &str,
+) -> Result<Resp, Drop> {
+    let (db, label) = (key.0.clone(), key.1.clone());
+    if table.is_empty() {
+        return Ok(be_txn("INTERNAL_ERROR", "No table selected.", &label, None, json!({})));
+    }
+    if let Err(m) = check_label(&label) {
+        return Ok(be_txn("INTERNAL_ERROR", &m, &label, None, json!({})));
+    }
+    let Some(def) = ctx.core.lock().def(&db, table) else {
+        return Ok(be_txn("INTERNAL_ERROR", &format!("Unknown table '{table}'"), &label, None, json!({})));
+    };
+    let timeout_s = hdr(req, "timeout").parse::<u64>().ok().filter(|t| (1..=259_200).contains(t)).unwrap_or(600);
+    let idle = hdr(req, "idle_transaction_timeout").parse::<u64>().ok().map(|s| s * 1000);
+    let t0 = Instant::now();
+    let now = now_ms();
+    let mut core = ctx.core.lock();
+    if core.be_ctx.contains_key(&key) {
+        return Ok(be_txn(
+            "LABEL_ALREADY_EXISTS",
+            &format!("Label [{label}] has already been used."),
+            &label,
+            None,
+            json!({"ExistingJobStatus": "RUNNING"}),
+        ));
+    }
+    match core.begin(&db, &def.name, &label, timeout_s * 1000, be, now) {
+        Ok(id) => {
+            core.be_ctx.insert(
+                key,
+                BeCtx {
+                    txn_id: id,
+                    be,
+                    table: def.name.clone(),
+                    batches: Vec::new(),
+                    counts: LoadCounts::default(),
+                    errors: Vec::new(),
+                    max_filter_ratio: 0.0,
+                    loads: 0,
+                    busy: false,
+                    last_active_ms: now,
+                    idle_timeout_ms: idle,
+                },
+            );
+            Ok(be_txn("OK", "", &label, Some(id), json!({"BeginTxnTimeMs": ms(t0)})))
+        }
+        Err(BeginError::LabelExists { state, .. }) => Ok(be_txn(
+            "LABEL_ALREADY_EXISTS",
+            &format!("Label [{label}] has already been used."),
+            &label,
+            None,
+            json!({"ExistingJobStatus": state.job_status()}),
+        )),
+        Err(e) => Ok(be_txn("INTERNAL_ERROR", &e.to_string(), &label, None, json!({}))),
+    }
+}
+
+/// `prepare`: with an optional `prepared_timeout` (seconds).
+fn prepare(ctx: &Ctx, be: usize, req: &hyper::Request<Incoming>, key: (String, String)) -> Result<Resp, Drop> {
+    let label = key.1.clone();
+    let prepared_timeout = hdr(req, "prepared_timeout");
+    let prepared_timeout_ms = if prepared_timeout.is_empty() {
+        None
+    } else {
+        match prepared_timeout.parse::<u64>() {
+            Ok(s) if s > 0 => Some(s * 1000),
+            _ => {
+                return Ok(be_txn(
+                    "INTERNAL_ERROR",
+                    &format!("Invalid prepared_timeout: {prepared_timeout}"),
+                    &label,
+                    None,
+                    json!({}),
+                ));
+            }
+        }
+    };
+    finish(ctx, be, key, Finish::Prepare(prepared_timeout_ms))
+}
+
+/// `rollback`: the BE's context if it has one, else the FE's transaction
+/// of the label.
+fn rollback(ctx: &Ctx, key: (String, String)) -> Result<Resp, Drop> {
+    let (db, label) = (&key.0, &key.1);
+    let now = now_ms();
+    let mut core = ctx.core.lock();
+    match core.be_ctx.remove(&key) {
+        Some(c) => {
+            let _ = core.abort(c.txn_id, "transaction is aborted by user.", now);
+            Ok(be_txn("OK", "", label, Some(c.txn_id), json!({})))
+        }
+        None => match core.registry.by_label(db, label).map(|t| t.id) {
+            Some(id) => match core.abort(id, "transaction is aborted by user.", now) {
+                Ok(_) => Ok(be_txn("OK", "", label, Some(id), json!({}))),
+                Err(e) => Ok(be_txn("INTERNAL_ERROR", &e.to_string(), label, Some(id), json!({}))),
+            },
+            None => Ok(not_exists(label)),
+        },
     }
 }
 
@@ -341,35 +360,50 @@ fn finish(ctx: &Ctx, be: usize, key: (String, String), what: Finish) -> Result<R
         extra["ErrorURL"] = json!(u);
     }
     match what {
-        Finish::Prepare(timeout) => {
-            if let Err(e) = core.prepare(id, timeout, now) {
-                return Ok(be_txn("INTERNAL_ERROR", &e.to_string(), &label, Some(id), json!({})));
-            }
-            drop(core);
-            if let Some(f) = ctx.faults.check(Point::BeAfterPrepare, Some(&label), Some(&table))
-                && f.kind == FaultKind::CrashAfterPrepare
-            {
-                ctx.core.lock().be_ctx.clear();
-                return Err(Drop("crash_after_prepare"));
-            }
-            Ok(be_txn("OK", "", &label, Some(id), extra))
+        Finish::Prepare(timeout) => prepare_staged(ctx, core, (id, &label, &table), timeout, now, extra),
+        Finish::Commit => Ok(commit_staged(ctx, &mut core, (id, &label, &table), now, extra)),
+    }
+}
+
+/// Prepares a transaction whose rows were just staged (under the same
+/// lock); an injected BE crash after the prepare drops the connection.
+fn prepare_staged(
+    ctx: &Ctx,
+    mut core: parking_lot::MutexGuard<'_, Core>,
+    (id, label, table): (i64, &str, &str),
+    timeout: Option<u64>,
+    now: u64,
+    extra: J,
+) -> Result<Resp, Drop> {
+    if let Err(e) = core.prepare(id, timeout, now) {
+        return Ok(be_txn("INTERNAL_ERROR", &e.to_string(), label, Some(id), json!({})));
+    }
+    drop(core);
+    if let Some(f) = ctx.faults.check(Point::BeAfterPrepare, Some(label), Some(table))
+        && f.kind == FaultKind::CrashAfterPrepare
+    {
+        ctx.core.lock().be_ctx.clear();
+        return Err(Drop("crash_after_prepare"));
+    }
+    Ok(be_txn("OK", "", label, Some(id), extra))
+}
+
+/// Commits in one phase a transaction whose rows were just staged, with
+/// the commit's injected faults (an unknown outcome, a publish timeout).
+fn commit_staged(ctx: &Ctx, core: &mut Core, (id, label, table): (i64, &str, &str), now: u64, extra: J) -> Resp {
+    let fault = ctx.faults.check(Point::BeCommit, Some(label), Some(table));
+    let kind = fault.map(|f| f.kind);
+    if kind == Some(FaultKind::CommitUnknownAborted) {
+        let _ = core.abort(id, "commit transport error (injected)", now);
+        return be_txn("INTERNAL_ERROR", &commit_unknown_msg(id), label, Some(id), json!({}));
+    }
+    let delay = fault.filter(|f| f.kind == FaultKind::PublishTimeout).map(|f| f.delay_ms);
+    match core.commit(id, delay, now) {
+        Err(e) => be_txn("INTERNAL_ERROR", &e.to_string(), label, Some(id), json!({})),
+        Ok(_) if kind == Some(FaultKind::CommitUnknownCommitted) => {
+            be_txn("INTERNAL_ERROR", &commit_unknown_msg(id), label, Some(id), json!({}))
         }
-        Finish::Commit => {
-            let fault = ctx.faults.check(Point::BeCommit, Some(&label), Some(&table));
-            let kind = fault.map(|f| f.kind);
-            if kind == Some(FaultKind::CommitUnknownAborted) {
-                let _ = core.abort(id, "commit transport error (injected)", now);
-                return Ok(be_txn("INTERNAL_ERROR", &commit_unknown_msg(id), &label, Some(id), json!({})));
-            }
-            let delay = fault.filter(|f| f.kind == FaultKind::PublishTimeout).map(|f| f.delay_ms);
-            match core.commit(id, delay, now) {
-                Err(e) => Ok(be_txn("INTERNAL_ERROR", &e.to_string(), &label, Some(id), json!({}))),
-                Ok(_) if kind == Some(FaultKind::CommitUnknownCommitted) => {
-                    Ok(be_txn("INTERNAL_ERROR", &commit_unknown_msg(id), &label, Some(id), json!({})))
-                }
-                Ok(_) if delay.is_some() => Ok(be_txn("PUBLISH_TIMEOUT", "publish timeout", &label, Some(id), extra)),
-                Ok(_) => Ok(be_txn("OK", "", &label, Some(id), extra)),
-            }
-        }
+        Ok(_) if delay.is_some() => be_txn("PUBLISH_TIMEOUT", "publish timeout", label, Some(id), extra),
+        Ok(_) => be_txn("OK", "", label, Some(id), extra),
     }
 }
