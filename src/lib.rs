@@ -20,6 +20,23 @@
 //! appliance: the protocol-exact StarRocks emulator ([`starrocks_emulator`])
 //! that every sink test, the demo and the benchmarks run against, and the
 //! crash tests' [`halt`] hook.
+//!
+//! Where this differs from `shared/STYLE.md`'s layout, and why:
+//! - `model`, `source/*`, `app` and others are directories, split to stay
+//!   near 300 lines a file.
+//! - A few small modules sit at the top level. [`budget`] (the pipeline
+//!   counts, telemetry shows), [`httpd`] (`/metrics` and the emulator),
+//!   [`reject`] (decode, pipeline, telemetry) and [`util`] are used by
+//!   several modules that may not import each other. [`shutdown`] is the
+//!   process' stop, which `app` runs. [`deadletter`] is the store of refused
+//!   input, which the pipeline writes and `rockfeed deadletter replay` loads again.
+//! - The destination's health is `telemetry::health`, not in the sink: the
+//!   loaders write it, `/ready` reads it.
+//!
+//! Top-level modules form layers: `model`, `budget`, `util` and the other
+//! leaves import nothing of the crate, `telemetry` imports only those, the
+//! stages import downwards, and `app`, `preflight` and `demo` sit on top.
+//! `tests/layering.rs` fails on an import cycle.
 
 pub mod app;
 pub mod archive;
