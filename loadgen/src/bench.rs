@@ -420,6 +420,10 @@ impl Env {
                 .args(["starrocks-emulator", "--fe", &format!("127.0.0.1:{fe}"), "--be", &format!("127.0.0.1:{be}")])
                 .args(["--max-versions", &self.a.emulator_max_versions.to_string()])
                 .args(["--compaction-per-sec", &self.a.emulator_compaction_per_sec.to_string()])
+                // No MySQL port: `rockfeed run` does not use it, and a fixed
+                // one (9030) would collide with the previous step's emulator
+                // while it exits.
+                .args(["--query", "off"])
                 .arg("--ddl")
                 .arg(dir.join("ddl.sql"))
                 .env("ROCKFEED_EMULATOR_PASSWORD", PASSWORD)
