@@ -10,11 +10,15 @@
 //! epochs first), so the output, and the file encoded from it, is the
 //! same every time the same segment is cut.
 
+use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Seek, SeekFrom, Write};
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
 
 use super::spool::{BLOCK_ROWS, FRAME_HEADER, FrameInfo, RunReader, block, frame_header};
+use compact_str::CompactString;
+
 use super::{Interner, RawRows, Remap};
 
 /// One sorted run: a frame of a spool file.
@@ -28,13 +32,72 @@ pub struct Run {
 pub const FAN_IN: usize = 64;
 
 /// The merge's own ids for vins and metrics. A block's strings are looked
-/// up once when it is read, so comparing two runs' keys compares integers
-/// where the strings are equal (the common case: the runs' heads sit in
-/// the same (vin, metric) group) and strings only where they differ.
+/// up once when it is read, so comparing two runs' keys compares integers:
+/// ids where the strings are equal (the runs' heads in the same (vin,
+/// metric) group), and ranks in the strings' order where they differ.
 #[derive(Default)]
 struct Keys {
-    vins: Interner,
-    metrics: Interner,
+    vins: Ranked,
+    metrics: Ranked,
+}
+
+/// Merge-wide ids of one key column, each with a rank that follows the
+/// strings' order. Names are met in almost sorted order (every run is
+/// sorted, and the runs advance together), so a new name usually ranks
+/// after every known one; one met out of order takes the midpoint of its
+/// neighbours' ranks. Should no midpoint be left, ranks are given up and
+/// comparisons read the strings, as they always may.
+#[derive(Default)]
+struct Ranked {
+    names: Interner,
+    rank: Vec<u64>,
+    order: BTreeMap<CompactString, u64>,
+    strings_only: bool,
+}
+
+impl Ranked {
+    /// Room left between two names appended one after the other.
+    const GAP: u64 = 1 << 32;
+
+    fn id(&mut self, s: &str) -> u32 {
+        let id = self.names.id(s);
+        if id as usize == self.rank.len() {
+            let r = if self.strings_only { 0 } else { self.rank_for(s) };
+            self.rank.push(r);
+        }
+        id
+    }
+
+    fn rank_for(&mut self, s: &str) -> u64 {
+        let below = self.order.range::<str, _>((Bound::Unbounded, Bound::Excluded(s))).next_back().map(|(_, r)| *r);
+        let above = self.order.range::<str, _>((Bound::Excluded(s), Bound::Unbounded)).next().map(|(_, r)| *r);
+        let r = match (below, above) {
+            (None, None) => Some(u64::MAX / 2),
+            (Some(b), None) => b.checked_add(Self::GAP),
+            (None, Some(a)) => a.checked_sub(Self::GAP),
+            (Some(b), Some(a)) => (a - b > 1).then(|| b + (a - b) / 2),
+        };
+        match r {
+            Some(r) => {
+                self.order.insert(s.into(), r);
+                r
+            }
+            None => {
+                self.strings_only = true;
+                self.order.clear();
+                0
+            }
+        }
+    }
+
+    fn get(&self, id: u32) -> &str {
+        self.names.get(id)
+    }
+
+    /// Whether name `a` sorts before name `b`.
+    fn less(&self, a: u32, b: u32) -> bool {
+        if self.strings_only { self.get(a) < self.get(b) } else { self.rank[a as usize] < self.rank[b as usize] }
+    }
 }
 
 struct Cursor {
@@ -102,10 +165,10 @@ impl Heap {
     fn less(cs: &[Cursor], keys: &Keys, a: usize, b: usize) -> bool {
         let ((av, am, at), (bv, bm, bt)) = (cs[a].key(), cs[b].key());
         if av != bv {
-            return keys.vins.get(av) < keys.vins.get(bv);
+            return keys.vins.less(av, bv);
         }
         if am != bm {
-            return keys.metrics.get(am) < keys.metrics.get(bm);
+            return keys.metrics.less(am, bm);
         }
         (at, a) < (bt, b)
     }
@@ -279,6 +342,54 @@ mod tests {
     use crate::archive::spool::frame;
     use crate::archive::spool::segment::Segment;
     use crate::archive::{Raw, ValueKind};
+
+    /// Every pair of names compares as their strings do.
+    fn ranks_follow_the_strings(r: &Ranked) -> Result<(), String> {
+        for a in 0..r.names.len() as u32 {
+            for b in 0..r.names.len() as u32 {
+                if r.less(a, b) != (r.get(a) < r.get(b)) {
+                    return Err(format!("{} vs {}", r.get(a), r.get(b)));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn ranks_follow_the_names_in_whatever_order_they_are_met(
+            names in proptest::collection::vec("[A-Z]{1,3}[0-9]{0,3}", 1..80),
+        ) {
+            let mut r = Ranked::default();
+            for n in &names {
+                r.id(n);
+            }
+            proptest::prop_assert!(!r.strings_only, "80 names never use up the gaps");
+            proptest::prop_assert_eq!(ranks_follow_the_strings(&r), Ok(()));
+        }
+    }
+
+    #[test]
+    fn names_met_out_of_order_until_no_midpoint_is_left_fall_back_to_the_strings() {
+        let mut r = Ranked::default();
+        r.id("b");
+        r.id("a");
+        // Each new name lands between the last two: the gap halves every time.
+        let mut names: Vec<String> = Vec::new();
+        for i in 0..40 {
+            let n = format!("a{}", "z".repeat(i));
+            r.id(&n);
+            names.push(n);
+        }
+        assert!(r.strings_only, "40 halvings of a 2^32 gap leave no midpoint");
+        assert_eq!(ranks_follow_the_strings(&r), Ok(()));
+        let mut in_order = Ranked::default();
+        for n in ["V001", "V002", "V003", "V000", "V0025"] {
+            in_order.id(n);
+        }
+        assert!(!in_order.strings_only);
+        assert_eq!(ranks_follow_the_strings(&in_order), Ok(()));
+    }
 
     /// Epoch `e`'s readings: 40 vehicles × 6 metrics, timestamps growing
     /// with the epoch, and a few late ones from earlier epochs.

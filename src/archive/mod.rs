@@ -31,6 +31,8 @@ use std::collections::HashMap;
 
 use compact_str::CompactString;
 
+use crate::util::hash::FastHash;
+
 /// How a reading's value was sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ValueKind {
@@ -52,7 +54,7 @@ impl ValueKind {
 #[derive(Debug, Default, Clone)]
 pub struct Interner {
     pub values: Vec<CompactString>,
-    index: HashMap<CompactString, u32>,
+    index: HashMap<CompactString, u32, FastHash>,
 }
 
 impl Interner {

@@ -23,6 +23,7 @@ use compact_str::CompactString;
 use crate::decode::Sample;
 use crate::model::MetricId;
 use crate::sink::starrocks::encode::{LatestCsv, LatestRow};
+use crate::util::hash::FastHash;
 
 /// One key's newest: event time, seq, value (`None` for the any-metric row).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -54,12 +55,12 @@ pub struct LatestTracker {
     /// Slot of each metric id among the configured metrics (`u16::MAX` = not tracked).
     slots: Vec<u16>,
     names: Vec<String>,
-    rows: HashMap<CompactString, VehicleRow>,
+    rows: HashMap<CompactString, VehicleRow, FastHash>,
 }
 
 impl LatestTracker {
     pub fn new(metrics: &[String]) -> Self {
-        LatestTracker { slots: Vec::new(), names: metrics.to_vec(), rows: HashMap::new() }
+        LatestTracker { slots: Vec::new(), names: metrics.to_vec(), rows: HashMap::default() }
     }
 
     /// Tells the tracker which catalog id a configured metric has.

@@ -48,6 +48,7 @@ use crate::sink::starrocks::label::label;
 use crate::sink::starrocks::service::StreamLoader;
 use crate::sink::starrocks::txn::Chunk;
 use crate::telemetry::{Local, Stats};
+use crate::util::hash::FastHash;
 use crate::util::now_ms;
 
 mod load;
@@ -89,7 +90,7 @@ struct ShardState {
     /// Keyed by the snapshot row's address (`None` for unknown vehicles):
     /// rows are shared `Arc`s kept alive in `dims`, so equal rows of one
     /// snapshot share a key without hashing their strings per sample.
-    dims_index: HashMap<Option<usize>, u32>,
+    dims_index: HashMap<Option<usize>, u32, FastHash>,
     /// (receive time, event time, readings) of this epoch's samples, for
     /// the committed-latency histograms once the epoch commits.
     received: Vec<crate::model::Received>,
@@ -122,7 +123,7 @@ impl ShardState {
         ShardState {
             agg,
             dims: Vec::new(),
-            dims_index: HashMap::new(),
+            dims_index: HashMap::default(),
             received: Vec::new(),
             queue_wait: Local::default(),
             latest: ctx.cfg.latest.as_ref().map(|(_, m)| LatestTracker::new(m)),
