@@ -16,8 +16,9 @@
 //!
 //! One grace period bounds it all: `pipeline.stop_grace` from the signal
 //! ([`Deadline`]). Past it only bounded clean-up remains: a stage task
-//! that does not end is aborted after a few seconds ([`join_within`]), and
-//! the archive's threads are given 10 s to return.
+//! still retrying (a shard whose epoch will not be decided) is aborted
+//! within a second ([`join_within`]), and the archive's threads are given
+//! 10 s to return.
 //!
 //! A pipeline *life* (the pipeline between two restarts) stops when the
 //! process does, or when the life ends on its own (an abandoned epoch):
@@ -111,6 +112,12 @@ impl Deadline {
     pub fn left(&self) -> Duration {
         (*self.began.get_or_init(Instant::now) + self.grace).saturating_duration_since(Instant::now())
     }
+
+    /// The time left, once the stop has begun (`None` before: a pipeline
+    /// life that ends on its own does not start the stop).
+    pub fn left_if_stopping(&self) -> Option<Duration> {
+        self.began.get().map(|b| (*b + self.grace).saturating_duration_since(Instant::now()))
+    }
 }
 
 /// Waits up to `grace` for a stage's task to finish; past it, the task is
@@ -173,12 +180,14 @@ mod tests {
         assert!(!passed.is_finished());
         tokio::time::timeout(Duration::from_secs(10), passed).await.expect("the deadline passes").unwrap();
         assert_eq!(deadline.left(), Duration::ZERO);
+        assert_eq!(deadline.left_if_stopping(), Some(Duration::ZERO));
 
         // A pipeline that ended on its own: the stop begins when the rest is
         // stopped, with the whole grace.
         let (_p, rx) = watch::channel(false);
         let deadline = Deadline::new(&rx, ms(2000));
         tokio::time::sleep(ms(300)).await;
+        assert_eq!(deadline.left_if_stopping(), None, "asking does not start the stop");
         assert!(deadline.left() > ms(1900), "{:?}", deadline.left());
     }
 

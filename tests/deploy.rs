@@ -137,8 +137,9 @@ async fn a_stop_while_starrocks_is_away_ends_after_the_stop_grace() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(up, "never ready: {err}");
     assert!(err.contains("pipeline.stop_grace") && err.contains("rolled back at the next start"), "{err}");
-    // Well before the 30 s default: the configured 2 s (plus the archive-less exit).
-    assert!(took < Duration::from_secs(20), "the stop took {took:?}:\n{err}");
+    // The configured 2 s, then at most a second for the shards still
+    // retrying (not the 10 s a life's drain otherwise gets), and the exit.
+    assert!(took < Duration::from_secs(10), "the stop took {took:?}:\n{err}");
 }
 
 /// Whether `/ready` on `listen` answered 200 within 30 s.

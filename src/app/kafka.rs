@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, watch};
 
-use super::{PIPELINE_DRAIN, Parts, coordinator, stop_grace};
+use super::{Parts, coordinator, drain_within, stop_grace};
 use crate::config::Config;
 use crate::pipeline::epoch::EpochError;
 use crate::pipeline::runner::{RunnerConfig, Sinks};
@@ -86,7 +86,7 @@ pub(super) async fn run_kafka(
     let _ = done_tx.send(true);
     // The decoder ends when the coordinator's cut sender is gone; a shard
     // still retrying a transaction is not waited for long.
-    join_within(pipeline, PIPELINE_DRAIN).await;
+    join_within(pipeline, drain_within(parts.stop)).await;
     close_kafka(source, Some(poll)).await;
     result
 }

@@ -40,6 +40,13 @@ pub use settings::loader;
 /// finish once their coordinator is gone.
 const PIPELINE_DRAIN: Duration = Duration::from_secs(10);
 
+/// [`PIPELINE_DRAIN`], within what is left of a stop's deadline: past it
+/// (the last epoch did not commit), a shard still retrying its
+/// transaction gets one more second, not ten.
+fn drain_within(stop: &Deadline) -> Duration {
+    stop.left_if_stopping().map_or(PIPELINE_DRAIN, |left| left.clamp(Duration::from_secs(1), PIPELINE_DRAIN))
+}
+
 /// Why `rockfeed run` ended with an error, and what its supervisor should
 /// do about it ([`AppError::exit_code`]).
 #[derive(Debug, thiserror::Error)]

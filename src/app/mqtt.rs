@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, watch};
 
-use super::{AppError, PIPELINE_DRAIN, Parts, coordinator, lives, open_archive, open_enrichment, stop_grace};
+use super::{AppError, Parts, coordinator, drain_within, lives, open_archive, open_enrichment, stop_grace};
 use crate::config::Config;
 use crate::pipeline::epoch::EpochError;
 use crate::pipeline::runner::{RunnerConfig, Sinks, Stats};
@@ -123,7 +123,7 @@ async fn mqtt_pipeline(
     };
     drop(coordinate);
     // The decoder ends when the coordinator's cut sender is gone.
-    join_within(pipeline, PIPELINE_DRAIN).await;
+    join_within(pipeline, drain_within(parts.stop)).await;
     if let Some(e) = source.wal.failed() {
         return Err(EpochError::Fatal(e));
     }
