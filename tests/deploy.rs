@@ -142,6 +142,31 @@ async fn a_stop_while_starrocks_is_away_ends_after_the_stop_grace() {
     assert!(took < Duration::from_secs(10), "the stop took {took:?}:\n{err}");
 }
 
+/// A stop while recovery still waits for StarRocks (away from the start):
+/// no epoch was open, so the exit is clean and says so at INFO, without
+/// the ERROR of a stop that leaves an epoch undecided.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_during_recovery_is_not_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_broker, port) = common::anonymous_mosquitto(dir.path());
+    let rest = format!(
+        "[tables]\nbuckets = 8\nreplication_num = 1\n[source.mqtt]\nhost = \"127.0.0.1\"\nport = {port}\nclient_id = \"rockfeed-early\"\ntopics = [\"telemetry/#\"]\n"
+    );
+    // StarRocks at http://127.0.0.1:1: nothing answers there.
+    let toml = common::config_toml(dir.path(), "deployearly", 2, &rest);
+    assert!(toml.contains("http://127.0.0.1:1\""), "{toml}");
+    let path = dir.path().join("rockfeed.toml");
+    std::fs::write(&path, &toml).unwrap();
+    let child = Command::new(BIN).args(["run", "--config"]).arg(&path).stderr(Stdio::piped()).spawn().unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output()).await.unwrap().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{:?}\n{err}", out.status);
+    assert!(err.contains("Stopped during recovery (StarRocks did not answer)"), "{err}");
+    assert!(!err.contains("Stopped without committing"), "no epoch was open:\n{err}");
+}
+
 /// Whether `/ready` on `listen` answered 200 within 30 s.
 async fn ready(listen: u16) -> bool {
     let url = format!("http://127.0.0.1:{listen}/ready");

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, watch};
 
-use super::{Parts, coordinator, drain_within, stop_grace};
+use super::{Parts, coordinator, drain_within, stop_grace, stopped_while_recovering};
 use crate::config::Config;
 use crate::pipeline::epoch::EpochError;
 use crate::pipeline::runner::{RunnerConfig, Sinks};
@@ -43,10 +43,10 @@ pub(super) async fn run_kafka(
     };
     if !matches!(recovered, Some(Ok(()))) {
         close_kafka(source, None).await;
-        return Err(recovered.and_then(|r| r.err()).unwrap_or_else(|| EpochError::Abandoned {
-            epoch: 0,
-            reason: "stopped while recovering (StarRocks did not answer)".into(),
-        }));
+        return match recovered {
+            Some(r) => r,
+            None => stopped_while_recovering(),
+        };
     }
     // The poll thread stops handing messages over on the outer shutdown or
     // at the end of this life, and stops polling once `done` flips.

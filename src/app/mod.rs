@@ -276,6 +276,16 @@ fn coordinator<S: crate::model::epoch::EpochSource>(
         )))
 }
 
+/// A stop that came while recovery waited for StarRocks: this life opened
+/// no epoch, so there is nothing of it to roll back or replay; the next
+/// start recovers again. Not an error: the life ends well.
+fn stopped_while_recovering() -> Result<(), EpochError> {
+    tracing::info!(
+        "Stopped during recovery (StarRocks did not answer); no epoch was open, and the next start recovers again."
+    );
+    Ok(())
+}
+
 /// Resolves at the stop's deadline (`pipeline.stop_grace` after the
 /// signal): the last epoch did not commit in time (StarRocks down), and
 /// rockfeed exits with it undecided; recovery rolls it back next time.

@@ -7,7 +7,10 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, watch};
 
-use super::{AppError, Parts, coordinator, drain_within, lives, open_archive, open_enrichment, stop_grace};
+use super::{
+    AppError, Parts, coordinator, drain_within, lives, open_archive, open_enrichment, stop_grace,
+    stopped_while_recovering,
+};
 use crate::config::Config;
 use crate::pipeline::epoch::EpochError;
 use crate::pipeline::runner::{RunnerConfig, Sinks, Stats};
@@ -97,9 +100,7 @@ async fn mqtt_pipeline(
     // Recovery waits for StarRocks to answer; a stop must not wait with it.
     tokio::select! {
         r = coordinator.recover() => r?,
-        _ = stopped(shutdown) => {
-            return Err(EpochError::Abandoned { epoch: 0, reason: "stopped while recovering (StarRocks did not answer)".into() });
-        }
+        _ = stopped(shutdown) => return stopped_while_recovering(),
     }
     let (tx, rx) = mpsc::channel(cfg.wal.feed_channel);
     source
