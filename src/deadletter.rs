@@ -54,6 +54,9 @@ pub struct DeadLetterWriter {
     pub evicted_files: u64,
     /// Whether refused records are written ([`DeadLetterWriter::write`]).
     records: bool,
+    /// Where evictions are counted for `/metrics`
+    /// (`rockfeed_dead_letter_files_evicted_total`).
+    stats: Option<std::sync::Arc<crate::telemetry::Stats>>,
 }
 
 fn name(seq: u64) -> String {
@@ -85,6 +88,7 @@ impl DeadLetterWriter {
             counts: BTreeMap::new(),
             evicted_files: 0,
             records: true,
+            stats: None,
         })
     }
 
@@ -94,6 +98,12 @@ impl DeadLetterWriter {
     /// now is new.
     pub fn without_records(mut self) -> Self {
         self.records = false;
+        self
+    }
+
+    /// Counts evicted files into `stats` too.
+    pub fn with_stats(mut self, stats: std::sync::Arc<crate::telemetry::Stats>) -> Self {
+        self.stats = Some(stats);
         self
     }
 
@@ -146,7 +156,14 @@ impl DeadLetterWriter {
             for old in seqs.iter().take(seqs.len().saturating_sub(self.max_files)) {
                 std::fs::remove_file(self.dir.join(name(*old)))?;
                 self.evicted_files += 1;
-                tracing::warn!(file = %name(*old), "Dead-letter directory full; removed the oldest file.");
+                if let Some(s) = &self.stats {
+                    s.dead_letter_files_evicted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                tracing::warn!(
+                    file = %name(*old),
+                    max_files = self.max_files,
+                    "Dead-letter directory full; removed the oldest file and the refused input in it (rockfeed_dead_letter_files_evicted_total; raise dead_letter.max_files, or 0 to keep all)."
+                );
             }
         }
         Ok(())
@@ -259,13 +276,16 @@ mod tests {
     fn rotates_by_size_and_bounds_the_number_of_files() {
         let dir = tempfile::tempdir().unwrap();
         let big = vec![b'x'; 600];
+        let stats = std::sync::Arc::new(crate::telemetry::Stats::default());
         {
-            let mut w = DeadLetterWriter::open(dir.path(), 1024, 3).unwrap();
+            let mut w = DeadLetterWriter::open(dir.path(), 1024, 3).unwrap().with_stats(stats.clone());
             for _ in 0..10 {
                 w.write(&dl("oversize", &big)).unwrap();
             }
             assert_eq!(w.total(), 10);
             assert_eq!(w.evicted_files, 7);
+            // Counted where /metrics reads it, not only logged.
+            assert_eq!(stats.dead_letter_files_evicted.load(std::sync::atomic::Ordering::Relaxed), 7);
         }
         assert_eq!(existing(dir.path()).unwrap().len(), 3);
         // Reopening continues after the newest file.

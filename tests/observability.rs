@@ -182,6 +182,7 @@ async fn the_dashboard_and_the_alerts_query_what_metrics_exports() {
         "rockfeed_readings_total",
         "rockfeed_loads_failed_total",
         "rockfeed_txns_lost_total",
+        "rockfeed_dead_letter_files_evicted_total",
         "rockfeed_rejected_readings_total",
         "rockfeed_archive_upload_failures_total",
         "rockfeed_archive_spool_max_bytes",

@@ -114,6 +114,7 @@ pub async fn run(
     let dl = &cfg.dead_letter;
     let mut dead = DeadLetterWriter::open(&dl.dir, dl.file_bytes, dl.max_files)
         .map_err(|e| std::io::Error::new(e.kind(), format!("dead-letter directory {}: {e}", dl.dir.display())))?;
+    dead = dead.with_stats(stats.clone());
     if cfg.rebuild.is_some() {
         dead = dead.without_records();
     }

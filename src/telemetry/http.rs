@@ -228,6 +228,11 @@ fn epoch_counters(o: &mut String, s: &Stats) {
             "Decided transactions StarRocks lost that could not be rebuilt from the source (rows lost).",
             &s.txns_lost,
         ),
+        (
+            "rockfeed_dead_letter_files_evicted_total",
+            "Dead-letter files removed, with the refused input in them, to respect dead_letter.max_files.",
+            &s.dead_letter_files_evicted,
+        ),
     ] {
         metric(o, "counter", name, help, v.load(Relaxed));
     }

@@ -219,6 +219,8 @@ pub struct Stats {
     pub txns_recovered: AtomicU64,
     /// Decided transactions StarRocks aborted before they could be committed.
     pub txns_lost: AtomicU64,
+    /// Dead-letter files removed to respect `dead_letter.max_files`.
+    pub dead_letter_files_evicted: AtomicU64,
     /// Batches waiting in each shard's channel, sampled every epoch.
     pub queue_depth: Mutex<Vec<u64>>,
     /// Raw readings fsynced into the archive spool.
@@ -297,6 +299,7 @@ impl Default for Stats {
             txns_rolled_back: AtomicU64::new(0),
             txns_recovered: AtomicU64::new(0),
             txns_lost: AtomicU64::new(0),
+            dead_letter_files_evicted: AtomicU64::new(0),
             queue_depth: Mutex::new(Vec::new()),
             archive_readings_spooled: AtomicU64::new(0),
             archive_readings_published: AtomicU64::new(0),
