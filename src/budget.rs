@@ -52,22 +52,21 @@ impl Default for BodyBudget {
     }
 }
 
-/// A body's bytes, counted while they live in the budget `owner` holds
-/// (the pipeline's [`Stats`](crate::telemetry::Stats)).
-struct Counted<O: AsRef<BodyBudget>> {
+/// A body's bytes, counted in `budget` while they live.
+struct Counted {
     buf: Vec<u8>,
-    owner: Arc<O>,
+    budget: Arc<BodyBudget>,
 }
 
-impl<O: AsRef<BodyBudget>> AsRef<[u8]> for Counted<O> {
+impl AsRef<[u8]> for Counted {
     fn as_ref(&self) -> &[u8] {
         &self.buf
     }
 }
 
-impl<O: AsRef<BodyBudget>> Drop for Counted<O> {
+impl Drop for Counted {
     fn drop(&mut self) {
-        (*self.owner).as_ref().release(self.buf.len() as u64);
+        self.budget.release(self.buf.len() as u64);
     }
 }
 
@@ -77,18 +76,11 @@ impl BodyBudget {
         self.max.store(max.max(1), Ordering::Relaxed);
     }
 
-    /// `buf` as a body counted in `owner`'s budget (`stats.bodies`) until
-    /// its last clone goes.
-    pub fn body<O: AsRef<BodyBudget> + Send + Sync + 'static>(owner: &Arc<O>, buf: Vec<u8>) -> Bytes {
-        let b: &BodyBudget = (**owner).as_ref();
-        let n = buf.len() as u64;
-        b.total.fetch_add(n, Ordering::Relaxed);
-        let now = b.held.fetch_add(n, Ordering::Relaxed) + n;
-        b.peak.fetch_max(now, Ordering::Relaxed);
-        if now >= b.max.load(Ordering::Relaxed) {
-            b.cut.notify_one();
-        }
-        Bytes::from_owner(Counted { buf, owner: owner.clone() })
+    /// `buf` as a body counted in `budget` (`stats.bodies`) until its last
+    /// clone goes.
+    pub fn body(budget: &Arc<BodyBudget>, buf: Vec<u8>) -> Bytes {
+        budget.hold(buf.len() as u64);
+        Bytes::from_owner(Counted { buf, budget: budget.clone() })
     }
 
     /// Counts `n` bytes held outside a body (the archive's raw samples);
@@ -159,9 +151,9 @@ mod tests {
     async fn bodies_are_counted_until_their_last_clone_and_the_bound_wakes_both_sides() {
         let stats = Arc::new(Stats::default());
         stats.bodies.set_max(100);
-        let a = BodyBudget::body(&stats, vec![0; 60]);
+        let a = BodyBudget::body(&stats.bodies, vec![0; 60]);
         assert!(!stats.bodies.over());
-        let b = BodyBudget::body(&stats, vec![0; 50]);
+        let b = BodyBudget::body(&stats.bodies, vec![0; 50]);
         assert!(stats.bodies.over());
         // The coordinator was asked for a cut.
         tokio::time::timeout(Duration::from_secs(1), stats.bodies.cut_requested()).await.unwrap();
@@ -182,7 +174,7 @@ mod tests {
     async fn raw_samples_held_count_toward_the_bound_until_let_go() {
         let stats = Arc::new(Stats::default());
         stats.bodies.set_max(100);
-        let body = BodyBudget::body(&stats, vec![0; 40]);
+        let body = BodyBudget::body(&stats.bodies, vec![0; 40]);
         stats.bodies.hold(70);
         assert!(stats.bodies.over(), "bodies and raw samples share the bound");
         tokio::time::timeout(Duration::from_secs(1), stats.bodies.cut_requested()).await.unwrap();

@@ -110,7 +110,8 @@ impl Deadline {
     /// now: a pipeline that ended on its own error stops the rest as a
     /// signal would.
     pub fn left(&self) -> Duration {
-        (*self.began.get_or_init(Instant::now) + self.grace).saturating_duration_since(Instant::now())
+        self.began.get_or_init(Instant::now);
+        self.left_if_stopping().unwrap_or(self.grace)
     }
 
     /// The time left, once the stop has begun (`None` before: a pipeline

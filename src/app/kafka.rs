@@ -41,12 +41,12 @@ pub(super) async fn run_kafka(
         r = coordinator.recover() => Some(r),
         _ = stopped(shutdown) => None,
     };
-    if !matches!(recovered, Some(Ok(()))) {
-        close_kafka(source, None).await;
-        return match recovered {
-            Some(r) => r,
-            None => stopped_while_recovering(),
-        };
+    match recovered {
+        Some(Ok(())) => {}
+        ended => {
+            close_kafka(source, None).await;
+            return ended.unwrap_or_else(stopped_while_recovering);
+        }
     }
     // The poll thread stops handing messages over on the outer shutdown or
     // at the end of this life, and stops polling once `done` flips.

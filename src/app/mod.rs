@@ -30,9 +30,9 @@ use crate::config::Config;
 use crate::enrich::Enrichment;
 use crate::pipeline::epoch::{Coordinator, CoordinatorConfig, EpochError};
 use crate::pipeline::runner::{RunnerConfig, Stats};
+use crate::shutdown::{Deadline, stopped};
 use crate::sink::starrocks::service::StreamLoader;
 
-use crate::shutdown::{Deadline, stopped};
 pub use mqtt::run_wal;
 pub use settings::loader;
 

@@ -14,6 +14,7 @@
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 
 use http::{Method, StatusCode};
@@ -192,116 +193,134 @@ fn protocol_counters(o: &mut String, s: &Stats) {
     intake_counters(o, s);
 }
 
-/// The epoch protocol's counters: decisions, transactions, restarts.
-fn epoch_counters(o: &mut String, s: &Stats) {
-    for (name, help, v) in [
-        ("rockfeed_epochs_decided_total", "Epochs whose decision (source positions) is durable.", &s.epochs_decided),
-        (
-            "rockfeed_txns_committed_total",
-            "2PC transactions committed after their epoch's decision.",
-            &s.txns_committed,
-        ),
-        ("rockfeed_txns_reloaded_total", "Decided transactions found aborted and loaded again.", &s.txns_reloaded),
-        (
-            "rockfeed_epochs_abandoned_on_revoke_total",
-            "Epochs rolled back on a Kafka revoke while the pipeline went on.",
-            &s.epochs_abandoned_on_revoke,
-        ),
-        (
-            "rockfeed_pipeline_restarts_total",
-            "Pipeline restarts after an abandoned epoch (from the decided positions).",
-            &s.pipeline_restarts,
-        ),
-        (
-            "rockfeed_txns_rebuilt_total",
-            "Lost transactions of a decided epoch rebuilt from the source at recovery and committed.",
-            &s.txns_rebuilt,
-        ),
-        ("rockfeed_txns_rolled_back_total", "Transactions of undecided epochs rolled back.", &s.txns_rolled_back),
-        (
-            "rockfeed_txns_recovered_total",
-            "Prepared transactions of decided epochs committed by recovery.",
-            &s.txns_recovered,
-        ),
-        (
-            "rockfeed_txns_lost_total",
-            "Decided transactions StarRocks lost that could not be rebuilt from the source (rows lost).",
-            &s.txns_lost,
-        ),
-        (
-            "rockfeed_dead_letter_files_evicted_total",
-            "Dead-letter files removed, with the refused input in them, to respect dead_letter.max_files.",
-            &s.dead_letter_files_evicted,
-        ),
-    ] {
+/// Counters, each with its name and help.
+fn counters(o: &mut String, list: &[(&str, &str, &AtomicU64)]) {
+    for (name, help, v) in list {
         metric(o, "counter", name, help, v.load(Relaxed));
     }
+}
+
+/// The epoch protocol's counters: decisions, transactions, restarts.
+fn epoch_counters(o: &mut String, s: &Stats) {
+    counters(
+        o,
+        &[
+            (
+                "rockfeed_epochs_decided_total",
+                "Epochs whose decision (source positions) is durable.",
+                &s.epochs_decided,
+            ),
+            (
+                "rockfeed_txns_committed_total",
+                "2PC transactions committed after their epoch's decision.",
+                &s.txns_committed,
+            ),
+            ("rockfeed_txns_reloaded_total", "Decided transactions found aborted and loaded again.", &s.txns_reloaded),
+            (
+                "rockfeed_epochs_abandoned_on_revoke_total",
+                "Epochs rolled back on a Kafka revoke while the pipeline went on.",
+                &s.epochs_abandoned_on_revoke,
+            ),
+            (
+                "rockfeed_pipeline_restarts_total",
+                "Pipeline restarts after an abandoned epoch (from the decided positions).",
+                &s.pipeline_restarts,
+            ),
+            (
+                "rockfeed_txns_rebuilt_total",
+                "Lost transactions of a decided epoch rebuilt from the source at recovery and committed.",
+                &s.txns_rebuilt,
+            ),
+            ("rockfeed_txns_rolled_back_total", "Transactions of undecided epochs rolled back.", &s.txns_rolled_back),
+            (
+                "rockfeed_txns_recovered_total",
+                "Prepared transactions of decided epochs committed by recovery.",
+                &s.txns_recovered,
+            ),
+            (
+                "rockfeed_txns_lost_total",
+                "Decided transactions StarRocks lost that could not be rebuilt from the source (rows lost).",
+                &s.txns_lost,
+            ),
+            (
+                "rockfeed_dead_letter_files_evicted_total",
+                "Dead-letter files removed, with the refused input in them, to respect dead_letter.max_files.",
+                &s.dead_letter_files_evicted,
+            ),
+        ],
+    );
 }
 
 /// The raw archive's counters, and its reconciliation with the tables.
 fn archive_counters(o: &mut String, s: &Stats) {
-    for (name, help, v) in [
-        (
-            "rockfeed_archive_readings_spooled_total",
-            "Raw readings fsynced into the archive spool.",
-            &s.archive_readings_spooled,
-        ),
-        (
-            "rockfeed_archive_readings_published_total",
-            "Raw readings in published archive files.",
-            &s.archive_readings_published,
-        ),
-        ("rockfeed_archive_files_published_total", "Archive Parquet files published.", &s.archive_files_published),
-        ("rockfeed_archive_bytes_published_total", "Bytes of archive files published.", &s.archive_bytes_published),
-        (
-            "rockfeed_archive_upload_failures_total",
-            "Archive uploads that failed (retried).",
-            &s.archive_upload_failures,
-        ),
-        (
-            "rockfeed_archive_conflicts_total",
-            "Archive files refused: their name holds other content.",
-            &s.archive_conflicts,
-        ),
-        ("rockfeed_archive_spool_failures_total", "Archive spool writes that failed.", &s.archive_spool_failures),
-        (
-            "rockfeed_archive_spool_full_total",
-            "Times spooling waited for the spool's disk bound.",
-            &s.archive_spool_full,
-        ),
-        (
-            "rockfeed_archive_spills_total",
-            "Times a shard's raw samples spilled to the spool mid-epoch (archive.spill_bytes).",
-            &s.archive_spills,
-        ),
-        (
-            "rockfeed_reconcile_mismatches_total",
-            "Epochs whose archived readings differ from aggregated + too-late ones.",
-            &s.reconcile_mismatches,
-        ),
-    ] {
-        metric(o, "counter", name, help, v.load(Relaxed));
-    }
+    counters(
+        o,
+        &[
+            (
+                "rockfeed_archive_readings_spooled_total",
+                "Raw readings fsynced into the archive spool.",
+                &s.archive_readings_spooled,
+            ),
+            (
+                "rockfeed_archive_readings_published_total",
+                "Raw readings in published archive files.",
+                &s.archive_readings_published,
+            ),
+            ("rockfeed_archive_files_published_total", "Archive Parquet files published.", &s.archive_files_published),
+            ("rockfeed_archive_bytes_published_total", "Bytes of archive files published.", &s.archive_bytes_published),
+            (
+                "rockfeed_archive_upload_failures_total",
+                "Archive uploads that failed (retried).",
+                &s.archive_upload_failures,
+            ),
+            (
+                "rockfeed_archive_conflicts_total",
+                "Archive files refused: their name holds other content.",
+                &s.archive_conflicts,
+            ),
+            ("rockfeed_archive_spool_failures_total", "Archive spool writes that failed.", &s.archive_spool_failures),
+            (
+                "rockfeed_archive_spool_full_total",
+                "Times spooling waited for the spool's disk bound.",
+                &s.archive_spool_full,
+            ),
+            (
+                "rockfeed_archive_spills_total",
+                "Times a shard's raw samples spilled to the spool mid-epoch (archive.spill_bytes).",
+                &s.archive_spills,
+            ),
+            (
+                "rockfeed_reconcile_mismatches_total",
+                "Epochs whose archived readings differ from aggregated + too-late ones.",
+                &s.reconcile_mismatches,
+            ),
+        ],
+    );
 }
 
 /// The MQTT intake's and the WAL's counters.
 fn intake_counters(o: &mut String, s: &Stats) {
-    for (name, help, v) in [
-        ("rockfeed_mqtt_received_total", "MQTT messages received.", &s.mqtt_received),
-        ("rockfeed_mqtt_payload_bytes_total", "Payload bytes of the MQTT messages received.", &s.mqtt_payload_bytes),
-        (
-            "rockfeed_mqtt_duplicates_total",
-            "MQTT redeliveries of messages already in the WAL, dropped.",
-            &s.mqtt_duplicates,
-        ),
-        ("rockfeed_mqtt_ack_writes_total", "Socket writes that carried PUBACKs.", &s.mqtt_ack_writes),
-        ("rockfeed_wal_commits_total", "WAL group commits (one fdatasync each).", &s.wal_commits),
-        ("rockfeed_wal_records_total", "Records made durable in the WAL.", &s.wal_records),
-        ("rockfeed_wal_written_bytes_total", "Frame bytes written to the WAL.", &s.wal_bytes_written),
-        ("rockfeed_wal_full_total", "Times the WAL reached wal.max_bytes and MQTT intake stopped.", &s.wal_full),
-    ] {
-        metric(o, "counter", name, help, v.load(Relaxed));
-    }
+    counters(
+        o,
+        &[
+            ("rockfeed_mqtt_received_total", "MQTT messages received.", &s.mqtt_received),
+            (
+                "rockfeed_mqtt_payload_bytes_total",
+                "Payload bytes of the MQTT messages received.",
+                &s.mqtt_payload_bytes,
+            ),
+            (
+                "rockfeed_mqtt_duplicates_total",
+                "MQTT redeliveries of messages already in the WAL, dropped.",
+                &s.mqtt_duplicates,
+            ),
+            ("rockfeed_mqtt_ack_writes_total", "Socket writes that carried PUBACKs.", &s.mqtt_ack_writes),
+            ("rockfeed_wal_commits_total", "WAL group commits (one fdatasync each).", &s.wal_commits),
+            ("rockfeed_wal_records_total", "Records made durable in the WAL.", &s.wal_records),
+            ("rockfeed_wal_written_bytes_total", "Frame bytes written to the WAL.", &s.wal_bytes_written),
+            ("rockfeed_wal_full_total", "Times the WAL reached wal.max_bytes and MQTT intake stopped.", &s.wal_full),
+        ],
+    );
 }
 
 /// What is held now: spool, WAL, bodies, readiness, shard queues, the process.

@@ -183,7 +183,7 @@ pub struct Stats {
     /// Readings whose aggregate rows were loaded.
     pub readings_committed: AtomicU64,
     /// Stream Load bodies held in memory, and their bound.
-    pub bodies: crate::budget::BodyBudget,
+    pub bodies: Arc<crate::budget::BodyBudget>,
     /// Refusals by reason (dead-lettered input and rows).
     pub rejected: crate::reject::Rejections,
     pub rows_loaded: AtomicU64,
@@ -395,12 +395,6 @@ impl Stats {
     pub fn latency(&self) -> Option<(u64, u64, u64)> {
         let h = self.stage(Stage::ReceivedToCommitted);
         (!h.is_empty()).then(|| (h.value_at_quantile(0.5) / 1000, h.value_at_quantile(0.99) / 1000, h.max() / 1000))
-    }
-}
-
-impl AsRef<crate::budget::BodyBudget> for Stats {
-    fn as_ref(&self) -> &crate::budget::BodyBudget {
-        &self.bodies
     }
 }
 

@@ -137,7 +137,7 @@ pub(super) fn encode(ctx: &ShardCtx, st: &mut ShardState) -> Option<(Chunk, u64)
         },
     };
     // Counted against pipeline.max_epoch_bytes until the epoch lets it go.
-    let body = BodyBudget::body(&ctx.stats, body);
+    let body = BodyBudget::body(&ctx.stats.bodies, body);
     Some((Chunk { headers, body }, rows))
 }
 

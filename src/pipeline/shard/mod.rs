@@ -252,7 +252,7 @@ async fn seal(ctx: &ShardCtx, st: &mut ShardState, epoch: u64) -> ShardDone {
     {
         let headers = crate::sink::starrocks::encode::LatestCsv::headers(&ctx.headers);
         let (body, rows) = tracker.drain();
-        work.push((table.clone(), vec![(Chunk { headers, body: BodyBudget::body(&ctx.stats, body) }, rows)]));
+        work.push((table.clone(), vec![(Chunk { headers, body: BodyBudget::body(&ctx.stats.bodies, body) }, rows)]));
     }
     for (table, chunks) in work {
         let l = match label(&ctx.cfg.label_prefix, &table, ctx.k, epoch) {
