@@ -224,8 +224,10 @@ async fn a_prepared_timeout_that_runs_out_while_down_is_rebuilt_from_kafka() {
         .replace("max_attempts = 0\n", "max_attempts = 0\nprepared_timeout = \"2s\"\n");
     std::fs::write(&c.conf, text).unwrap();
     // Produced while the child runs, so the halted epoch's ranges start
-    // past offset 0.
-    let producer = produce(brokers.clone(), 600.0, 4, 7, Arc::new(AtomicBool::new(false)));
+    // past offset 0; for 10 s, so that data still arrives for a third
+    // epoch when a loaded machine joins the group late and the backlog
+    // fits in two.
+    let producer = produce(brokers.clone(), 600.0, 10, 7, Arc::new(AtomicBool::new(false)));
     let mut run = spawn(&c.conf, Some("after_decide:3".into()));
     assert!(run.wait_for("test hook: halted at", Duration::from_secs(60)).await, "{}", run.tail());
     run.kill9().await;
