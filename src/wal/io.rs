@@ -8,13 +8,27 @@
 //! `kernel.io_uring_disabled` often forbid it. `"uring"` makes a failing
 //! probe an error, `"std"` never tries.
 //!
+//! **Direct I/O.** Where the filesystem takes it (probed at start: tmpfs,
+//! for one, does not), segments are opened with `O_DIRECT`: a group commit
+//! then goes from its buffer to the device without the page cache, and its
+//! fdatasync has no dirty pages to find, only the device's cache to flush.
+//! Measured on this VM's ext4 (a ~6 KB commit, pwrite + fdatasync in a
+//! loop): about 40 µs of CPU per commit instead of 62-71. Direct writes
+//! must be aligned in offset, length and memory ([`ALIGN`]); the log
+//! (`segment.rs`) rewrites the last partial block with each commit.
+//!
 //! The io_uring runtime is not `Send`: a backend lives on the one thread
 //! that made it (the WAL's writer thread).
 
 use std::io;
-use std::os::unix::fs::FileExt;
+use std::ops::Range;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 use std::rc::Rc;
+
+/// The alignment of direct writes: offset, length and memory. 4 KiB covers
+/// every common device's logical block (512 or 4096 bytes).
+pub const ALIGN: usize = 4096;
 
 /// How the WAL writes its segments.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
@@ -29,8 +43,10 @@ pub enum IoMode {
 
 /// One open segment file.
 pub trait SegmentFile {
-    /// Writes all of `buf` at `offset`; gives the buffer back for reuse.
-    fn write_all_at(&mut self, buf: Vec<u8>, offset: u64) -> io::Result<Vec<u8>>;
+    /// Writes `buf[range]` at `offset` (under direct I/O, the range's start
+    /// in memory, its length and `offset` are multiples of [`ALIGN`]); gives
+    /// the buffer back for reuse.
+    fn write_all_at(&mut self, buf: Vec<u8>, range: Range<usize>, offset: u64) -> io::Result<Vec<u8>>;
     fn sync_data(&mut self) -> io::Result<()>;
     /// Cuts the file to `len` bytes (made durable by the next sync).
     fn set_len(&mut self, len: u64) -> io::Result<()>;
@@ -41,16 +57,32 @@ pub trait Backend {
     /// Opens `path` for writing, creating it if missing.
     fn open(&self, path: &Path) -> io::Result<Box<dyn SegmentFile>>;
     fn name(&self) -> &'static str;
+    /// Whether segments are opened for direct I/O.
+    fn direct(&self) -> bool;
 }
 
 /// Plain positional writes (`pwrite`, `fdatasync`).
-pub struct StdBackend;
+pub struct StdBackend {
+    direct: bool,
+}
+
+impl StdBackend {
+    /// Through the page cache.
+    pub fn buffered() -> StdBackend {
+        StdBackend { direct: false }
+    }
+
+    /// Direct I/O where `dir` takes it (see [`probe_direct`]).
+    pub fn probe(dir: &Path) -> StdBackend {
+        StdBackend { direct: probe_direct(dir) }
+    }
+}
 
 struct StdFile(std::fs::File);
 
 impl SegmentFile for StdFile {
-    fn write_all_at(&mut self, buf: Vec<u8>, offset: u64) -> io::Result<Vec<u8>> {
-        self.0.write_all_at(&buf, offset)?;
+    fn write_all_at(&mut self, buf: Vec<u8>, range: Range<usize>, offset: u64) -> io::Result<Vec<u8>> {
+        self.0.write_all_at(&buf[range], offset)?;
         Ok(buf)
     }
 
@@ -63,17 +95,59 @@ impl SegmentFile for StdFile {
     }
 }
 
-fn open_std(path: &Path) -> io::Result<std::fs::File> {
-    std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(path)
+fn open_std(path: &Path, direct: bool) -> io::Result<std::fs::File> {
+    let mut o = std::fs::OpenOptions::new();
+    o.create(true).truncate(false).write(true);
+    if direct {
+        o.custom_flags(libc::O_DIRECT);
+    }
+    o.open(path)
+}
+
+/// The index in `buf` (cleared, with room for `len` more bytes) from which
+/// its bytes are [`ALIGN`]ed in memory; zeros fill the bytes before it.
+/// Pushing up to `len` bytes after it does not move the allocation.
+pub fn aligned_start(buf: &mut Vec<u8>, len: usize) -> usize {
+    buf.clear();
+    buf.reserve(len + ALIGN);
+    let off = (ALIGN - buf.as_ptr().addr() % ALIGN) % ALIGN;
+    buf.resize(off, 0);
+    off
+}
+
+/// Whether `dir`'s filesystem takes direct I/O: an aligned block written to
+/// a probe file opened with `O_DIRECT`, and synced. Logged when it does not.
+pub fn probe_direct(dir: &Path) -> bool {
+    let path = dir.join(".direct_probe");
+    let r = (|| {
+        let f = open_std(&path, true)?;
+        let mut buf = Vec::new();
+        let off = aligned_start(&mut buf, ALIGN);
+        buf.resize(off + ALIGN, 0);
+        f.write_all_at(&buf[off..], 0)?;
+        f.sync_data()
+    })();
+    let _ = std::fs::remove_file(&path);
+    match r {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::info!(dir = %dir.display(), error = %e, "The WAL's filesystem does not take direct I/O; group commits go through the page cache (more CPU per fdatasync, nothing else).");
+            false
+        }
+    }
 }
 
 impl Backend for StdBackend {
     fn open(&self, path: &Path) -> io::Result<Box<dyn SegmentFile>> {
-        Ok(Box::new(StdFile(open_std(path)?)))
+        Ok(Box::new(StdFile(open_std(path, self.direct)?)))
     }
 
     fn name(&self) -> &'static str {
         "std"
+    }
+
+    fn direct(&self) -> bool {
+        self.direct
     }
 }
 
@@ -82,6 +156,7 @@ impl Backend for StdBackend {
 /// overlap).
 pub struct UringBackend {
     rt: Rc<tokio_uring::Runtime>,
+    direct: bool,
 }
 
 struct UringFile {
@@ -92,10 +167,11 @@ struct UringFile {
 }
 
 impl SegmentFile for UringFile {
-    fn write_all_at(&mut self, buf: Vec<u8>, offset: u64) -> io::Result<Vec<u8>> {
+    fn write_all_at(&mut self, buf: Vec<u8>, range: Range<usize>, offset: u64) -> io::Result<Vec<u8>> {
+        use tokio_uring::buf::BoundedBuf;
         let f = self.file.as_ref().ok_or_else(|| io::Error::other("closed"))?;
-        let (r, buf) = self.rt.block_on(f.write_all_at(buf, offset));
-        r.map(|_| buf)
+        let (r, buf) = self.rt.block_on(f.write_all_at(buf.slice(range), offset));
+        r.map(|_| buf.into_inner())
     }
 
     fn sync_data(&mut self) -> io::Result<()> {
@@ -117,14 +193,18 @@ impl Drop for UringFile {
 }
 
 impl UringBackend {
-    /// A runtime, and a probe write + fdatasync in `dir`.
+    /// A runtime, and a probe write + fdatasync in `dir` (direct where
+    /// `dir` takes it).
     pub fn probe(dir: &Path) -> io::Result<UringBackend> {
         let rt = Rc::new(tokio_uring::Runtime::new(&tokio_uring::builder())?);
-        let b = UringBackend { rt };
+        let b = UringBackend { rt, direct: probe_direct(dir) };
         let path = dir.join(".io_uring_probe");
         let r = (|| {
             let mut f = b.open(&path)?;
-            f.write_all_at(vec![0u8; 4096], 0)?;
+            let mut buf = Vec::new();
+            let off = aligned_start(&mut buf, ALIGN);
+            buf.resize(off + ALIGN, 0);
+            f.write_all_at(buf, off..off + ALIGN, 0)?;
             f.sync_data()
         })();
         let _ = std::fs::remove_file(&path);
@@ -134,7 +214,7 @@ impl UringBackend {
 
 impl Backend for UringBackend {
     fn open(&self, path: &Path) -> io::Result<Box<dyn SegmentFile>> {
-        let std = open_std(path)?;
+        let std = open_std(path, self.direct)?;
         let plain = std.try_clone()?;
         Ok(Box::new(UringFile { rt: self.rt.clone(), file: Some(tokio_uring::fs::File::from_std(std)), plain }))
     }
@@ -142,12 +222,16 @@ impl Backend for UringBackend {
     fn name(&self) -> &'static str {
         "io_uring"
     }
+
+    fn direct(&self) -> bool {
+        self.direct
+    }
 }
 
 /// The backend for `mode` (see the module doc).
 pub fn backend(mode: IoMode, dir: &Path) -> io::Result<Box<dyn Backend>> {
     match mode {
-        IoMode::Std => Ok(Box::new(StdBackend)),
+        IoMode::Std => Ok(Box::new(StdBackend::probe(dir))),
         IoMode::Uring => UringBackend::probe(dir)
             .map(|b| Box::new(b) as Box<dyn Backend>)
             .map_err(|e| io::Error::new(e.kind(), format!("wal.io = \"uring\", but io_uring is not usable here: {e}"))),
@@ -155,7 +239,7 @@ pub fn backend(mode: IoMode, dir: &Path) -> io::Result<Box<dyn Backend>> {
             Ok(b) => Ok(Box::new(b)),
             Err(e) => {
                 tracing::warn!(error = %e, "io_uring is not usable here; the WAL uses plain file I/O.");
-                Ok(Box::new(StdBackend))
+                Ok(Box::new(StdBackend::probe(dir)))
             }
         },
     }

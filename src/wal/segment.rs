@@ -16,6 +16,12 @@
 //!   half the CPU of an fdatasync that grows the file. A closed segment is
 //!   cut back to its frames (and synced) before the next one is made, so
 //!   every segment but the newest ends exactly where the next begins.
+//! - **Whole blocks.** Every write starts and ends at an [`ALIGN`] boundary
+//!   of the file, as direct I/O requires (`io.rs`): a commit rewrites the
+//!   active segment's last partial block (its bytes kept in memory) ahead
+//!   of its frames, and pads its last block with zeros, which is what the
+//!   file holds there anyway (zeros ahead). The same writes go through the
+//!   page cache where direct I/O is not available.
 //! - **Release** deletes segments that lie wholly below a position (the
 //!   decided one). The newest segment is never deleted.
 //! - **Recovery** ([`Log::open`]): every segment but the newest must end
@@ -33,9 +39,10 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use super::io::{Backend, SegmentFile};
+use super::io::{ALIGN, Backend, SegmentFile, aligned_start};
 use super::record::{self, HEADER, Record};
 
 const SUFFIX: &str = ".wal";
@@ -82,6 +89,11 @@ pub struct Log {
     pending: Vec<Chunk>,
     /// A segment was made since the last sync (the directory needs one).
     made_segment: bool,
+    /// The active segment's bytes from its last [`ALIGN`] boundary to the
+    /// end of its frames: the next write begins with them.
+    block: Vec<u8>,
+    /// The write buffer, kept between commits.
+    wbuf: Vec<u8>,
 }
 
 /// What recovery found.
@@ -149,9 +161,14 @@ impl Log {
                 dir.display()
             )));
         }
-        let (active, zeroed) = match segments.iter().next_back() {
-            Some((&s, &len)) => (Some((s, io.open(&segment_path(dir, s))?)), len),
-            None => (None, 0),
+        let (active, zeroed, block) = match segments.iter().next_back() {
+            Some((&s, &len)) => {
+                let from = len - len % ALIGN as u64;
+                let mut block = vec![0u8; (len - from) as usize];
+                File::open(segment_path(dir, s))?.read_exact_at(&mut block, from)?;
+                (Some((s, io.open(&segment_path(dir, s))?)), len, block)
+            }
+            None => (None, 0, Vec::new()),
         };
         let log = Log {
             dir: dir.into(),
@@ -164,6 +181,8 @@ impl Log {
             next: end,
             pending: Vec::new(),
             made_segment: false,
+            block,
+            wbuf: Vec::new(),
         };
         Ok((log, rec))
     }
@@ -211,22 +230,42 @@ impl Log {
                 let file = self.io.open(&segment_path(&self.dir, c.segment))?;
                 self.active = Some((c.segment, file));
                 self.zeroed = 0;
+                self.block.clear();
                 self.segments.entry(c.segment).or_insert(0);
                 self.made_segment = true;
             }
             let (_, f) = self.active.as_mut().expect("set above");
             let at = self.segments[&c.segment];
             let end = at + c.buf.len() as u64;
-            let _ = f.write_all_at(c.buf, at)?;
+            // From the block holding `at` (its bytes before `at` kept in
+            // `block`) to the block boundary after the frames (zeros).
+            let base = at - self.block.len() as u64;
+            let len = self.block.len() + c.buf.len();
+            let padded = len.next_multiple_of(ALIGN);
+            let mut w = std::mem::take(&mut self.wbuf);
+            let off = aligned_start(&mut w, padded);
+            w.extend_from_slice(&self.block);
+            w.extend_from_slice(&c.buf);
+            w.resize(off + padded, 0);
+            let w = f.write_all_at(w, off..off + padded, base)?;
+            let last_block = end - end % ALIGN as u64;
+            self.block.clear();
+            self.block.extend_from_slice(&w[off + (last_block - base) as usize..off + len]);
+            self.wbuf = w;
             *self.segments.get_mut(&c.segment).expect("inserted above") = end;
+            self.zeroed = self.zeroed.max(base + padded as u64);
             let ahead = ZERO_AHEAD.min(self.segment_bytes);
-            if self.zeroed.max(end) - end < ahead / 2 {
-                let from = self.zeroed.max(end);
-                let zeros = vec![0u8; (end + ahead - from) as usize];
-                let _ = f.write_all_at(zeros, from)?;
-                self.zeroed = end + ahead;
+            if self.zeroed - end < ahead / 2 {
+                let from = self.zeroed;
+                debug_assert_eq!(from % ALIGN as u64, 0);
+                let to = (end + ahead).next_multiple_of(ALIGN as u64);
+                let mut zeros = Vec::new();
+                let off = aligned_start(&mut zeros, (to - from) as usize);
+                zeros.resize(off + (to - from) as usize, 0);
+                let n = zeros.len();
+                let _ = f.write_all_at(zeros, off..n, from)?;
+                self.zeroed = to;
             }
-            self.zeroed = self.zeroed.max(end);
         }
         Ok(())
     }
@@ -289,8 +328,13 @@ impl Log {
         self.segments.len()
     }
 
+    /// The backend's name, with `+direct` under direct I/O.
     pub fn io_name(&self) -> &'static str {
-        self.io.name()
+        match (self.io.name(), self.io.direct()) {
+            ("io_uring", true) => "io_uring+direct",
+            ("std", true) => "std+direct",
+            (name, _) => name,
+        }
     }
 
     /// Test only: a crash after the first `written` bytes of what was
@@ -305,7 +349,6 @@ impl Log {
             written -= take;
             let path = segment_path(&self.dir, c.segment);
             let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(path)?;
-            use std::os::unix::fs::FileExt;
             f.write_all_at(&c.buf[..take], self.segments.get(&c.segment).copied().unwrap_or(0))?;
         }
         Ok(())

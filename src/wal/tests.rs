@@ -64,10 +64,14 @@ proptest! {
     /// broker, harmless) after that decision, once each, in order — and
     /// nothing else.
     #[test]
-    fn replay_after_the_last_decision_is_exactly_what_was_made_durable(ops in prop::collection::vec(op(), 1..120)) {
+    fn replay_after_the_last_decision_is_exactly_what_was_made_durable(ops in prop::collection::vec(op(), 1..120), direct in any::<bool>()) {
         let dir = tempfile::tempdir().unwrap();
         let seg = 4096;
-        let (mut log, _) = Log::open(dir.path(), seg, Box::new(StdBackend), 0).unwrap();
+        // Direct I/O where the filesystem takes it, else the page cache.
+        let backend = || -> Box<dyn io::Backend> {
+            if direct { Box::new(StdBackend::probe(dir.path())) } else { Box::new(StdBackend::buffered()) }
+        };
+        let (mut log, _) = Log::open(dir.path(), seg, backend(), 0).unwrap();
         let mut ledger = Ledger::open(dir.path()).unwrap();
         // The model: durable records with their positions, appended ones
         // not yet committed, the decided position.
@@ -113,7 +117,7 @@ proptest! {
                     ledger = Ledger::open(dir.path()).unwrap();
                     let floor = ledger.last().map(|e| e.position).unwrap_or(0);
                     prop_assert_eq!(floor, decided);
-                    log = Log::open(dir.path(), seg, Box::new(StdBackend), floor).unwrap().0;
+                    log = Log::open(dir.path(), seg, backend(), floor).unwrap().0;
                     prop_assert_eq!(log.end(), end);
                     let want: Vec<_> = durable.iter().filter(|d| d.1 > decided).cloned().collect();
                     prop_assert_eq!(replay(dir.path(), decided, log.end()), want);
@@ -145,7 +149,7 @@ proptest! {
 #[test]
 fn a_torn_segment_before_a_newer_one_cuts_the_log_there() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut log, _) = Log::open(dir.path(), 1 << 20, Box::new(StdBackend), 0).unwrap();
+    let (mut log, _) = Log::open(dir.path(), 1 << 20, Box::new(StdBackend::probe(dir.path())), 0).unwrap();
     let a = log.append(&record(0, 0, 100));
     log.commit().unwrap();
     let torn_at = log.append(&record(1, 0, 100));
@@ -155,7 +159,7 @@ fn a_torn_segment_before_a_newer_one_cuts_the_log_there() {
     let first = segment::segment_path(dir.path(), 0);
     std::fs::OpenOptions::new().write(true).open(&first).unwrap().set_len(torn_at - 10).unwrap();
     std::fs::write(segment::segment_path(dir.path(), torn_at), b"anything").unwrap();
-    let (log, rec) = Log::open(dir.path(), 1 << 20, Box::new(StdBackend), 0).unwrap();
+    let (log, rec) = Log::open(dir.path(), 1 << 20, Box::new(StdBackend::probe(dir.path())), 0).unwrap();
     assert_eq!(log.end(), a);
     assert_eq!(rec.removed_segments, 1);
     assert_eq!(rec.torn_bytes, torn_at - 10 - a);
@@ -165,12 +169,12 @@ fn a_torn_segment_before_a_newer_one_cuts_the_log_there() {
 #[test]
 fn an_empty_log_continues_at_the_decided_position_and_refuses_to_end_below_it() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut log, _) = Log::open(dir.path(), 1 << 20, Box::new(StdBackend), 5000).unwrap();
+    let (mut log, _) = Log::open(dir.path(), 1 << 20, Box::new(StdBackend::probe(dir.path())), 5000).unwrap();
     assert_eq!(log.append(&record(0, 0, 10)), 5000 + record(0, 0, 10).frame_len() as u64);
     log.commit().unwrap();
     assert!(segment::segment_path(dir.path(), 5000).exists());
     drop(log);
-    let err = Log::open(dir.path(), 1 << 20, Box::new(StdBackend), 9000).err().expect("refused");
+    let err = Log::open(dir.path(), 1 << 20, Box::new(StdBackend::probe(dir.path())), 9000).err().expect("refused");
     assert!(err.to_string().contains("below the decided position 9000"), "{err}");
 }
 
@@ -305,7 +309,7 @@ async fn a_second_process_cannot_open_a_wal_in_use() {
 fn the_active_segment_is_kept_zero_filled_ahead_and_a_clean_reopen_cuts_no_torn_bytes() {
     let dir = tempfile::tempdir().unwrap();
     let seg = 64 << 10;
-    let (mut log, _) = Log::open(dir.path(), seg, Box::new(StdBackend), 0).unwrap();
+    let (mut log, _) = Log::open(dir.path(), seg, Box::new(StdBackend::probe(dir.path())), 0).unwrap();
     let mut end = 0;
     for n in 0..200 {
         end = log.append(&record(n, 0, 500));
@@ -325,7 +329,7 @@ fn the_active_segment_is_kept_zero_filled_ahead_and_a_clean_reopen_cuts_no_torn_
     let on_disk = std::fs::metadata(segment::segment_path(dir.path(), newest)).unwrap().len();
     assert!(on_disk > end - newest, "{on_disk} vs {}", end - newest);
     drop(log);
-    let (log, rec) = Log::open(dir.path(), seg, Box::new(StdBackend), 0).unwrap();
+    let (log, rec) = Log::open(dir.path(), seg, Box::new(StdBackend::probe(dir.path())), 0).unwrap();
     assert_eq!(rec, segment::Recovered::default());
     assert_eq!(log.end(), end);
     assert_eq!(replay(dir.path(), 0, end).len(), 200);
