@@ -20,7 +20,6 @@
 //!   then be taken, not dropped.
 
 use std::collections::HashMap;
-use std::collections::hash_map::Entry;
 use std::io::{self, Write};
 use std::path::Path;
 
@@ -51,97 +50,174 @@ impl Identity {
     }
 }
 
-/// Identities are keyed digests already: their low 64 bits are as good a
-/// hash as any, so the map does not hash them again.
-#[derive(Default)]
-pub struct Prehashed(u64);
+/// Entries per line of the table: seven tags and seven stamps, the line's
+/// spill stamp and padding fill one 64-byte cache line.
+const WAYS: usize = 7;
 
-impl std::hash::Hasher for Prehashed {
-    fn write(&mut self, bytes: &[u8]) {
-        // Only u128 keys are hashed (`write_u128`); anything else folds in.
-        for b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
-        }
-    }
-
-    fn write_u128(&mut self, i: u128) {
-        self.0 = i as u64;
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
+/// One cache line of the table: up to [`WAYS`] identities whose low bits
+/// pick this line, each as a 32-bit tag (bits 64..96 of the identity) and
+/// a stamp (its arrival + 1, truncated to 32 bits; 0: empty).
+#[derive(Clone, Copy, Default)]
+#[repr(C, align(64))]
+struct Line {
+    tags: [u32; WAYS],
+    stamps: [u32; WAYS],
+    /// The stamp of the last identity of this line that went to the
+    /// spill map because every entry was live (0: none).
+    spilled: u32,
+    _pad: u32,
 }
 
 /// Identities of the last `size` messages, each with its sequence number
 /// (0: durable before this start).
 ///
-/// One hash probe per message: an identity carries its arrival (how many
-/// were remembered before it), and one that arrived more than `size` ago
-/// counts as forgotten. Forgotten entries are swept in one pass whenever
-/// the map reaches twice `size`, not one random removal per message.
-#[derive(Default)]
+/// Built so that a new message, nearly every message, costs one cache
+/// line of a random access (a general hash map costs two: its control
+/// bytes and its bucket, on a table several MiB large):
+/// - **The ring** holds the last `size` identities and their sequence
+///   numbers in arrival order (slot `arrival % size`): written
+///   sequentially, read only to confirm a match, and the source of the
+///   durable identities saved before a release.
+/// - **The table** maps an identity to its arrival: lines of [`WAYS`]
+///   entries, one line per identity (its low bits), about 1.5 live
+///   identities per line at the default size. An entry is live while its
+///   arrival is among the last `size`; older ones are free to overwrite,
+///   so nothing is ever swept or deleted. A tag match is confirmed against
+///   the ring's full 128 bits.
+/// - **The spill map** takes an identity whose line has no free entry
+///   (0.1% of them at the default size); a line remembers when it last
+///   spilled, so only its identities look there, and the map drops
+///   forgotten entries when it reaches twice `size`.
+///
+/// Arrivals are counted in 64 bits; stamps keep 32 (ages are what
+/// matters, and the ring confirms). The arrival whose stamp would be 0 is
+/// skipped, once in 2^32.
 pub struct Horizon {
-    seen: HashMap<u128, Slot, std::hash::BuildHasherDefault<Prehashed>>,
+    lines: Vec<Line>,
+    /// `lines.len() - 1` (a power of two).
+    mask: usize,
+    ring: Vec<(u128, u64)>,
+    spill: HashMap<u128, (u64, u64)>,
     /// Identities remembered so far: the next one's arrival.
     arrivals: u64,
     size: usize,
 }
 
-#[derive(Clone, Copy)]
-struct Slot {
-    seq: u64,
-    arrival: u64,
-}
-
 impl Horizon {
     pub fn new(size: usize) -> Horizon {
-        Horizon { seen: HashMap::default(), arrivals: 0, size }
+        let size = size.max(1);
+        Horizon::with_lines(size, (size.next_power_of_two() / 2).max(1))
     }
 
-    /// Whether an identity that arrived at `arrival` is among the last `size`.
-    fn live(arrivals: u64, size: usize, arrival: u64) -> bool {
-        arrival + size as u64 >= arrivals
+    fn with_lines(size: usize, lines: usize) -> Horizon {
+        Horizon {
+            lines: vec![Line::default(); lines],
+            mask: lines - 1,
+            ring: vec![(0, u64::MAX); size],
+            spill: HashMap::new(),
+            arrivals: 0,
+            size,
+        }
+    }
+
+    /// The arrival of a live stamp (among the last `size`), else `None`.
+    fn live(&self, stamp: u32) -> Option<u64> {
+        if stamp == 0 {
+            return None;
+        }
+        let age = (self.arrivals as u32).wrapping_sub(stamp.wrapping_sub(1)) as u64;
+        (age <= self.size as u64 && age <= self.arrivals).then(|| self.arrivals - age)
+    }
+
+    /// The sequence number of a live `id`, and the line's first free entry.
+    fn find(&self, id: u128) -> (Option<u64>, Option<usize>) {
+        let line = &self.lines[id as usize & self.mask];
+        let tag = (id >> 64) as u32;
+        let mut free = None;
+        for w in 0..WAYS {
+            match self.live(line.stamps[w]) {
+                Some(arrival) => {
+                    if line.tags[w] == tag {
+                        let (rid, seq) = self.ring[(arrival % self.size as u64) as usize];
+                        if rid == id {
+                            return (Some(seq), None);
+                        }
+                    }
+                }
+                None => {
+                    free.get_or_insert(w);
+                }
+            }
+        }
+        if self.live(line.spilled).is_some()
+            && let Some(&(arrival, seq)) = self.spill.get(&id)
+            && arrival + self.size as u64 >= self.arrivals
+        {
+            return (Some(seq), None);
+        }
+        (None, free)
+    }
+
+    /// Reads the lines of `ids` ahead of remembering them, so that their
+    /// cache misses overlap (the loads are independent) instead of coming
+    /// one after another.
+    pub fn warm(&self, ids: &[u128]) {
+        let mut x = 0u32;
+        for &id in ids {
+            x = x.wrapping_add(self.lines[id as usize & self.mask].stamps[0]);
+        }
+        std::hint::black_box(x);
     }
 
     /// The sequence number of an identity seen within the horizon.
     #[cfg(test)]
     pub fn get(&self, id: u128) -> Option<u64> {
-        self.seen.get(&id).filter(|s| Self::live(self.arrivals, self.size, s.arrival)).map(|s| s.seq)
+        self.find(id).0
     }
 
     /// Remembers `id` under `seq`, forgetting the oldest past the horizon's
     /// size. An identity it already holds keeps its first place and
-    /// sequence number, which it returns: the message is a redelivery. One
-    /// hash probe either way.
+    /// sequence number, which it returns: the message is a redelivery.
     pub fn remember(&mut self, id: u128, seq: u64) -> Option<u64> {
-        let (arrivals, size) = (self.arrivals, self.size);
-        let slot = Slot { seq, arrival: arrivals };
-        match self.seen.entry(id) {
-            Entry::Occupied(o) if Self::live(arrivals, size, o.get().arrival) => return Some(o.get().seq),
-            Entry::Occupied(mut o) => *o.get_mut() = slot,
-            Entry::Vacant(v) => {
-                v.insert(slot);
+        let (found, free) = self.find(id);
+        if found.is_some() {
+            return found;
+        }
+        if (self.arrivals + 1) as u32 == 0 {
+            // Its stamp would read as empty: this arrival stays unused.
+            self.ring[(self.arrivals % self.size as u64) as usize] = (0, u64::MAX);
+            self.arrivals += 1;
+        }
+        let arrival = self.arrivals;
+        let stamp = (arrival + 1) as u32;
+        self.ring[(arrival % self.size as u64) as usize] = (id, seq);
+        let line = &mut self.lines[id as usize & self.mask];
+        match free {
+            Some(w) => {
+                line.tags[w] = (id >> 64) as u32;
+                line.stamps[w] = stamp;
+            }
+            None => {
+                line.spilled = stamp;
+                self.spill.insert(id, (arrival, seq));
             }
         }
         self.arrivals += 1;
-        if self.seen.len() >= 2 * size.max(1) {
-            let arrivals = self.arrivals;
-            self.seen.retain(|_, s| Self::live(arrivals, size, s.arrival));
+        if self.spill.len() >= 2 * self.size {
+            let (arrivals, size) = (self.arrivals, self.size as u64);
+            self.spill.retain(|_, (a, _)| *a + size >= arrivals);
         }
         None
     }
 
     /// The identities of records durable below sequence `durable`, oldest first.
     pub fn durable(&self, durable: u64) -> Vec<u128> {
-        let mut ids: Vec<(u64, u128)> = self
-            .seen
-            .iter()
-            .filter(|(_, s)| Self::live(self.arrivals, self.size, s.arrival) && s.seq < durable)
-            .map(|(id, s)| (s.arrival, *id))
-            .collect();
-        ids.sort_unstable_by_key(|(arrival, _)| *arrival);
-        ids.into_iter().map(|(_, id)| id).collect()
+        let from = self.arrivals.saturating_sub(self.size as u64);
+        (from..self.arrivals)
+            .map(|a| self.ring[(a % self.size as u64) as usize])
+            .filter(|&(_, seq)| seq < durable)
+            .map(|(id, _)| id)
+            .collect()
     }
 }
 
@@ -229,14 +305,68 @@ mod tests {
         bytes[50] ^= 1;
         std::fs::write(&path, bytes).unwrap();
         assert!(load(dir.path()).is_err(), "a damaged file is refused, not half read");
-        // Past twice its size the map sweeps what it forgot; what it keeps
-        // is exactly the last three, in order.
+        // What it keeps is exactly the last three, in order, in memory
+        // that does not grow.
         for (id, seq) in [(14u128, 5u64), (15, 6), (10, 7)] {
             h.remember(id, seq);
         }
-        assert!(h.seen.len() <= 5, "swept: {} entries", h.seen.len());
+        assert_eq!((h.ring.len(), h.lines.len(), h.spill.len()), (3, 2, 0));
         assert_eq!(h.durable(u64::MAX), vec![14, 15, 10]);
         assert_eq!(h.get(10), Some(7), "a forgotten identity seen again is a new message");
         assert_eq!(h.get(13), None);
+    }
+
+    /// The rule, in the simplest form: the last `size` identities remembered
+    /// as new, each with its first sequence number.
+    struct Model {
+        size: usize,
+        last: std::collections::VecDeque<Option<(u128, u64)>>,
+    }
+
+    impl Model {
+        fn remember(&mut self, id: u128, seq: u64, skips: bool) -> Option<u64> {
+            if let Some(s) = self.last.iter().flatten().find(|(i, _)| *i == id).map(|(_, s)| *s) {
+                return Some(s);
+            }
+            if skips {
+                self.last.push_back(None);
+            }
+            self.last.push_back(Some((id, seq)));
+            while self.last.len() > self.size {
+                self.last.pop_front();
+            }
+            None
+        }
+    }
+
+    proptest::proptest! {
+        /// Against the model, with few lines (so lines fill and spill),
+        /// identities that share lines and tags (so the ring's full
+        /// comparison decides), and arrival counts that cross the 32-bit
+        /// stamps' wrap.
+        #[test]
+        fn the_horizon_answers_as_the_last_size_identities_would(
+            size in 1usize..40,
+            lines in proptest::sample::select(vec![1usize, 2, 8]),
+            near_wrap in proptest::bool::ANY,
+            ops in proptest::collection::vec((0u8..60, 0u8..3), 1..400),
+        ) {
+            let mut h = Horizon::with_lines(size, lines);
+            let mut m = Model { size, last: Default::default() };
+            if near_wrap {
+                h.arrivals = u32::MAX as u64 - 100;
+            }
+            for (seq, (n, hi)) in ops.into_iter().enumerate() {
+                // The low bits pick the line; `hi` varies the tag or only
+                // the bits above it.
+                let id = (n as u128 % 4) | (n as u128) << 8 | ((hi as u128) << 96) | (7u128 << 64);
+                let skips = (h.arrivals + 1) as u32 == 0;
+                let want = m.remember(id, seq as u64, skips);
+                proptest::prop_assert_eq!(h.remember(id, seq as u64), want, "id {:x}", id);
+                proptest::prop_assert!(h.spill.len() <= 2 * size);
+            }
+            let model_ids: Vec<u128> = m.last.iter().flatten().map(|(i, _)| *i).collect();
+            proptest::prop_assert_eq!(h.durable(u64::MAX - 1), model_ids);
+        }
     }
 }
