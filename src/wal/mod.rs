@@ -306,33 +306,61 @@ impl Wal {
     /// horizon; either way, the answer's sequence number says when the
     /// message may be acknowledged ([`Wal::durable`] passes it).
     pub fn append(&self, r: Record) -> Appended {
-        let id = self.shared.identity.get().expect("set before open returns").of(&r.topic, &r.payload);
+        let mut one = VecDeque::from([(r, ())]);
+        let mut out = None;
+        self.append_from(&mut one, false, |a, ()| out = Some(a));
+        out.expect("one record, always taken")
+    }
+
+    /// Takes records from the front of `batch` (one socket read's
+    /// publishes, in receive order) while the log is not [`full`](Wal::full),
+    /// each as [`Wal::append`] would, and gives `done` each one's answer
+    /// with its tag; what is left stays in `batch`. One lock for the batch,
+    /// and the dedup horizon's lines are read for all of it first.
+    pub fn append_while_room<T>(&self, batch: &mut VecDeque<(Record, T)>, done: impl FnMut(Appended, T)) {
+        self.append_from(batch, true, done);
+    }
+
+    fn append_from<T>(&self, batch: &mut VecDeque<(Record, T)>, until_full: bool, mut done: impl FnMut(Appended, T)) {
+        let identity = self.shared.identity.get().expect("set before open returns");
+        let ids: Vec<u128> = batch.iter().map(|(r, _)| identity.of(&r.topic, &r.payload)).collect();
+        let limit = self.shared.cfg.commit_bytes;
+        let (mut wake, mut duplicates) = (false, 0u64);
         let mut i = self.shared.intake.lock().unwrap_or_else(|p| p.into_inner());
-        let seq = i.next_seq;
-        if let Some(first) = i.horizon.remember(id, seq) {
-            drop(i);
-            self.shared.stats.mqtt_duplicates.fetch_add(1, Ordering::Relaxed);
+        i.horizon.warm(&ids);
+        for id in ids {
+            if until_full && self.full() {
+                break;
+            }
+            let (r, tag) = batch.pop_front().expect("an identity per record");
+            let seq = i.next_seq;
+            if let Some(first) = i.horizon.remember(id, seq) {
+                duplicates += 1;
+                done(Appended::Duplicate(first), tag);
+                continue;
+            }
+            i.next_seq += 1;
+            let len = r.frame_len() as u64;
+            let before = self.shared.pending_bytes.fetch_add(len, Ordering::Relaxed);
+            // Wake the writer only when it waits for a first record, or when
+            // this record makes `commit_bytes` wait (a commit before the
+            // interval is over); otherwise it looks when its interval ends.
+            wake |= std::mem::take(&mut i.writer_idle) || (before < limit && before + len >= limit);
+            i.records.push(r);
+            done(Appended::New(seq), tag);
+        }
+        drop(i);
+        if wake {
+            self.shared.intake_cv.notify_one();
+        }
+        if duplicates > 0 {
+            self.shared.stats.mqtt_duplicates.fetch_add(duplicates, Ordering::Relaxed);
             if !self.shared.reported_duplicate.swap(true, Ordering::Relaxed) {
                 tracing::info!(
                     "An MQTT redelivery of a message already in the WAL was dropped (rockfeed_mqtt_duplicates_total counts them)."
                 );
             }
-            return Appended::Duplicate(first);
         }
-        i.next_seq += 1;
-        let len = r.frame_len() as u64;
-        let before = self.shared.pending_bytes.fetch_add(len, Ordering::Relaxed);
-        // Wake the writer only when it waits for a first record, or when
-        // this record makes `commit_bytes` wait (a commit before the interval
-        // is over); otherwise it looks when its interval ends.
-        let limit = self.shared.cfg.commit_bytes;
-        let wake = std::mem::take(&mut i.writer_idle) || (before < limit && before + len >= limit);
-        i.records.push(r);
-        drop(i);
-        if wake {
-            self.shared.intake_cv.notify_one();
-        }
-        Appended::New(seq)
     }
 
     /// The count of durable records (every sequence number below it).

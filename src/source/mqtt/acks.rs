@@ -28,14 +28,20 @@ impl AckQueue {
         AckQueue { waiting: VecDeque::new(), held: VecDeque::new(), held_max: held_max.max(1) }
     }
 
-    /// A publish received: appended now (`append` returns its sequence
-    /// number) unless the WAL is full or others are held before it.
-    pub fn received(&mut self, r: Record, pkid: Option<u16>, wal_full: bool, append: impl FnOnce(Record) -> u64) {
-        if self.held.is_empty() && !wal_full {
-            self.waiting.push_back((append(r), pkid));
-        } else {
-            self.held.push_back((r, pkid));
+    /// Publishes received (one socket read's, in receive order): `append`
+    /// takes them from the front while the WAL has room, reporting each
+    /// one's sequence number, unless others are held before them; what is
+    /// left is held, behind those.
+    pub fn received(
+        &mut self,
+        burst: &mut VecDeque<(Record, Option<u16>)>,
+        append: impl FnOnce(&mut VecDeque<(Record, Option<u16>)>, &mut dyn FnMut(u64, Option<u16>)),
+    ) {
+        if self.held.is_empty() {
+            let waiting = &mut self.waiting;
+            append(burst, &mut |seq, pkid| waiting.push_back((seq, pkid)));
         }
+        self.held.extend(burst.drain(..));
     }
 
     /// Appends what is held, oldest first, while `wal_full` says there is room.
@@ -97,9 +103,16 @@ mod tests {
             next += 1;
             next - 1
         };
-        for (n, pkid) in [(1, Some(10)), (2, None), (3, Some(12)), (4, Some(11))] {
-            q.received(rec(n), pkid, false, &mut append);
-        }
+        let mut burst: VecDeque<_> = [(1, Some(10)), (2, None), (3, Some(12)), (4, Some(11))]
+            .into_iter()
+            .map(|(n, pkid)| (rec(n), pkid))
+            .collect();
+        q.received(&mut burst, |b, done| {
+            while let Some((r, pkid)) = b.pop_front() {
+                done(append(r), pkid);
+            }
+        });
+        assert!(burst.is_empty() && !q.holding());
         let mut acked = Vec::new();
         q.durable(2, |p| acked.push(p));
         assert_eq!(acked, vec![10], "sequence 2 (packet 12) is not durable yet; QoS 0 took its place silently");
@@ -112,10 +125,11 @@ mod tests {
     fn a_full_wal_holds_every_publish_after_the_first_held_and_appends_them_in_order() {
         let mut q = AckQueue::new(2);
         let mut appended = Vec::new();
-        q.received(rec(1), Some(1), true, |r| unreachable!("{r:?}: the WAL is full"));
+        // The WAL is full: it takes none.
+        q.received(&mut VecDeque::from([(rec(1), Some(1))]), |_, _| {});
         assert!(q.may_read());
         // Room again, but one is held: the next waits behind it.
-        q.received(rec(2), Some(2), false, |r| unreachable!("{r:?} would overtake the held one"));
+        q.received(&mut VecDeque::from([(rec(2), Some(2))]), |b, _| unreachable!("{b:?} would overtake the held one"));
         assert!(!q.may_read(), "receive_maximum (2) held: reading pauses");
         assert_eq!(q.unacked(), 2);
         let mut full = [false, true].into_iter();

@@ -25,6 +25,7 @@
 //!   the broker under the persistent session, and the WAL's dedup horizon
 //!   drops the copies it already holds.
 
+use std::collections::VecDeque;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -90,6 +91,8 @@ pub(super) async fn serve(
     let mut last_write = Instant::now();
     let mut ping_sent: Option<Instant> = None;
     let mut acks = AckQueue::new(cfg.receive_maximum as usize);
+    // The publishes of one read, on their way to the WAL.
+    let mut burst = VecDeque::new();
     // Reads are at most one per READ_GATE: a steady stream then costs one
     // wake-up and one read per millisecond, not one per message.
     let mut read_gate = Instant::now();
@@ -146,18 +149,29 @@ pub(super) async fn serve(
                     return Err("the broker closed the connection".into());
                 }
                 read_gate = Instant::now() + READ_GATE;
+                // Every publish of the read goes to the WAL in one call.
+                let received_ms = now_ms();
                 while let Some(p) = ctx.wire.read(&mut rbuf, cfg.max_packet_bytes)? {
-                    on_packet(ctx, p, &mut acks, &mut ping_sent)?;
+                    on_packet(ctx, p, received_ms, &mut burst, &mut ping_sent)?;
+                }
+                if !burst.is_empty() {
+                    acks.received(&mut burst, |b, done| ctx.wal.append_while_room(b, |a, pkid| done(a.seq(), pkid)));
                 }
             }
         }
     }
 }
 
-/// One packet from the broker: a publish goes to the WAL (or is held), a
-/// granted SUBACK makes the source ready; a refusal, a DISCONNECT or a
-/// second CONNACK ends the connection.
-fn on_packet(ctx: &Ctx<'_>, p: In, acks: &mut AckQueue, ping_sent: &mut Option<Instant>) -> Result<(), String> {
+/// One packet from the broker: a publish joins the read's burst (for the
+/// WAL), a granted SUBACK makes the source ready; a refusal, a DISCONNECT
+/// or a second CONNACK ends the connection.
+fn on_packet(
+    ctx: &Ctx<'_>,
+    p: In,
+    received_ms: i64,
+    burst: &mut VecDeque<(Record, Option<u16>)>,
+    ping_sent: &mut Option<Instant>,
+) -> Result<(), String> {
     let cfg = ctx.cfg;
     match p {
         In::Publish { topic, payload, qos, pkid } => {
@@ -166,9 +180,8 @@ fn on_packet(ctx: &Ctx<'_>, p: In, acks: &mut AckQueue, ping_sent: &mut Option<I
             }
             ctx.stats.mqtt_received.fetch_add(1, Ordering::Relaxed);
             ctx.stats.mqtt_payload_bytes.fetch_add(payload.len() as u64, Ordering::Relaxed);
-            let r = Record { qos, received_ms: now_ms(), topic, payload };
-            let pkid = (qos == 1).then_some(pkid);
-            acks.received(r, pkid, ctx.wal.full(), |r| ctx.wal.append(r).seq());
+            let r = Record { qos, received_ms, topic, payload };
+            burst.push_back((r, (qos == 1).then_some(pkid)));
         }
         In::SubAck { refused } if refused.is_empty() => {
             let _ = ctx.ready.send(true);
