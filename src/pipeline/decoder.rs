@@ -198,7 +198,10 @@ fn take_burst(
 async fn hand_off(per_shard: &mut [Vec<Routed>], shard_tx: &[mpsc::Sender<ShardMsg>]) -> std::io::Result<()> {
     let now = Instant::now();
     for (batch, tx) in per_shard.iter_mut().zip(shard_tx) {
-        if !batch.is_empty() && tx.send(ShardMsg::Samples(std::mem::take(batch), now)).await.is_err() {
+        // The next batch is allocated at this one's size: grown from empty
+        // it would be reallocated a dozen times per hand-off.
+        let next = Vec::with_capacity(batch.len());
+        if !batch.is_empty() && tx.send(ShardMsg::Samples(std::mem::replace(batch, next), now)).await.is_err() {
             return Err(std::io::Error::other("a shard stopped"));
         }
     }

@@ -59,18 +59,47 @@ struct Group {
     dims: u32,
     metrics: Vec<MetricId>,
     aggs: Vec<Agg>,
-    index: Option<HashMap<MetricId, u32, FastHash>>,
+    /// Metric → slot, valid when `indexed`.
+    index: HashMap<MetricId, u32, FastHash>,
+    indexed: bool,
 }
 
 impl Group {
+    /// A group for a key, in the memory of a drained one when there is one
+    /// (a narrow stream would otherwise grow every group's vectors and
+    /// index from empty, every epoch).
+    fn new(spare: &mut Vec<Group>, vehicle: u32, window_start_ms: i64, dims: u32) -> Group {
+        match spare.pop() {
+            Some(mut g) => {
+                g.metrics.clear();
+                g.aggs.clear();
+                g.index.clear();
+                g.indexed = false;
+                Group { vehicle, window_start_ms, dims, ..g }
+            }
+            None => Group {
+                vehicle,
+                window_start_ms,
+                dims,
+                metrics: Vec::new(),
+                aggs: Vec::new(),
+                index: HashMap::default(),
+                indexed: false,
+            },
+        }
+    }
+
     #[inline]
     fn add(&mut self, pos: usize, metric: MetricId, v: f64) -> bool {
         if self.metrics.get(pos) == Some(&metric) {
             self.aggs[pos].add(v);
             return false;
         }
-        let index =
-            self.index.get_or_insert_with(|| self.metrics.iter().enumerate().map(|(i, m)| (*m, i as u32)).collect());
+        if !self.indexed {
+            self.index.extend(self.metrics.iter().enumerate().map(|(i, m)| (*m, i as u32)));
+            self.indexed = true;
+        }
+        let index = &mut self.index;
         match index.get(&metric) {
             Some(&i) => {
                 self.aggs[i as usize].add(v);
@@ -90,6 +119,8 @@ impl Group {
 pub struct WindowAggregator {
     cfg: WindowConfig,
     groups: Vec<Group>,
+    /// Drained groups, their memory kept for the next epoch's.
+    spare: Vec<Group>,
     by_key: HashMap<(u32, i64, u32), u32, FastHash>,
     vehicles: HashMap<CompactString, u32, FastHash>,
     vins: Vec<CompactString>,
@@ -139,9 +170,9 @@ impl WindowAggregator {
             }
         };
         let window_start_ms = window_start(s.ts_ms, self.cfg.width_ms);
-        let groups = &mut self.groups;
+        let (groups, spare) = (&mut self.groups, &mut self.spare);
         let g = *self.by_key.entry((vehicle, window_start_ms, dims)).or_insert_with(|| {
-            groups.push(Group { vehicle, window_start_ms, dims, metrics: Vec::new(), aggs: Vec::new(), index: None });
+            groups.push(Group::new(spare, vehicle, window_start_ms, dims));
             (groups.len() - 1) as u32
         });
         let group = &mut self.groups[g as usize];
@@ -188,7 +219,9 @@ impl WindowAggregator {
                 aggs: &g.aggs,
             });
         }
-        self.groups.clear();
+        // Kept for the next epoch: as many as this one used, no more.
+        self.spare.clear();
+        self.spare.append(&mut self.groups);
         self.by_key.clear();
         self.vehicles.clear();
         self.vins.clear();
