@@ -29,13 +29,17 @@ fn records(n: usize, payload: usize) -> Vec<Record> {
 fn bench(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let mut backends = vec!["std"];
+    if rockfeed::wal::io::probe_direct(dir.path()) {
+        backends.push("std+direct");
+    }
     match UringBackend::probe(dir.path()) {
         Ok(_) => backends.push("io_uring"),
         Err(e) => println!("wal: io_uring not usable here ({e}); plain files only"),
     }
     let make = |name: &str| -> Box<dyn Backend> {
         match name {
-            "std" => Box::new(StdBackend),
+            "std" => Box::new(StdBackend::buffered()),
+            "std+direct" => Box::new(StdBackend::probe(dir.path())),
             _ => Box::new(UringBackend::probe(dir.path()).unwrap()),
         }
     };
