@@ -235,7 +235,9 @@ async fn exactly_once_from_mqtt_survives_repeated_sigkill_with_io_uring() {
 
 /// The records a WAL directory holds (recovering it as rockfeed would).
 fn wal_records(dir: &Path) -> u64 {
-    let (log, _) = rockfeed::wal::segment::Log::open(dir, 1 << 20, Box::new(rockfeed::wal::io::StdBackend), 0).unwrap();
+    let (log, _) =
+        rockfeed::wal::segment::Log::open(dir, 1 << 20, Box::new(rockfeed::wal::io::StdBackend::buffered()), 0)
+            .unwrap();
     let mut r = rockfeed::wal::segment::Reader::new(dir, log.start(), log.end());
     let mut n = 0;
     while r.next_record().unwrap().is_some() {

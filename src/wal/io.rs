@@ -115,16 +115,23 @@ pub fn aligned_start(buf: &mut Vec<u8>, len: usize) -> usize {
     off
 }
 
+/// `len` zeros starting at an [`ALIGN`] boundary in memory: the buffer and
+/// where in it they are.
+pub fn aligned_zeros(len: usize) -> (Vec<u8>, Range<usize>) {
+    let mut buf = Vec::new();
+    let off = aligned_start(&mut buf, len);
+    buf.resize(off + len, 0);
+    (buf, off..off + len)
+}
+
 /// Whether `dir`'s filesystem takes direct I/O: an aligned block written to
 /// a probe file opened with `O_DIRECT`, and synced. Logged when it does not.
 pub fn probe_direct(dir: &Path) -> bool {
     let path = dir.join(".direct_probe");
     let r = (|| {
         let f = open_std(&path, true)?;
-        let mut buf = Vec::new();
-        let off = aligned_start(&mut buf, ALIGN);
-        buf.resize(off + ALIGN, 0);
-        f.write_all_at(&buf[off..], 0)?;
+        let (buf, range) = aligned_zeros(ALIGN);
+        f.write_all_at(&buf[range], 0)?;
         f.sync_data()
     })();
     let _ = std::fs::remove_file(&path);
@@ -196,15 +203,18 @@ impl UringBackend {
     /// A runtime, and a probe write + fdatasync in `dir` (direct where
     /// `dir` takes it).
     pub fn probe(dir: &Path) -> io::Result<UringBackend> {
+        Self::probe_with(dir, probe_direct(dir))
+    }
+
+    /// [`UringBackend::probe`], direct or not as told.
+    fn probe_with(dir: &Path, direct: bool) -> io::Result<UringBackend> {
         let rt = Rc::new(tokio_uring::Runtime::new(&tokio_uring::builder())?);
-        let b = UringBackend { rt, direct: probe_direct(dir) };
+        let b = UringBackend { rt, direct };
         let path = dir.join(".io_uring_probe");
         let r = (|| {
             let mut f = b.open(&path)?;
-            let mut buf = Vec::new();
-            let off = aligned_start(&mut buf, ALIGN);
-            buf.resize(off + ALIGN, 0);
-            f.write_all_at(buf, off..off + ALIGN, 0)?;
+            let (buf, range) = aligned_zeros(ALIGN);
+            f.write_all_at(buf, range, 0)?;
             f.sync_data()
         })();
         let _ = std::fs::remove_file(&path);
@@ -228,18 +238,19 @@ impl Backend for UringBackend {
     }
 }
 
-/// The backend for `mode` (see the module doc).
+/// The backend for `mode` (see the module doc), direct where `dir` takes it.
 pub fn backend(mode: IoMode, dir: &Path) -> io::Result<Box<dyn Backend>> {
+    let direct = probe_direct(dir);
     match mode {
-        IoMode::Std => Ok(Box::new(StdBackend::probe(dir))),
-        IoMode::Uring => UringBackend::probe(dir)
+        IoMode::Std => Ok(Box::new(StdBackend { direct })),
+        IoMode::Uring => UringBackend::probe_with(dir, direct)
             .map(|b| Box::new(b) as Box<dyn Backend>)
             .map_err(|e| io::Error::new(e.kind(), format!("wal.io = \"uring\", but io_uring is not usable here: {e}"))),
-        IoMode::Auto => match UringBackend::probe(dir) {
+        IoMode::Auto => match UringBackend::probe_with(dir, direct) {
             Ok(b) => Ok(Box::new(b)),
             Err(e) => {
                 tracing::warn!(error = %e, "io_uring is not usable here; the WAL uses plain file I/O.");
-                Ok(Box::new(StdBackend::probe(dir)))
+                Ok(Box::new(StdBackend { direct }))
             }
         },
     }

@@ -42,7 +42,7 @@ use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use super::io::{ALIGN, Backend, SegmentFile, aligned_start};
+use super::io::{ALIGN, Backend, SegmentFile, aligned_start, aligned_zeros};
 use super::record::{self, HEADER, Record};
 
 const SUFFIX: &str = ".wal";
@@ -259,11 +259,8 @@ impl Log {
                 let from = self.zeroed;
                 debug_assert_eq!(from % ALIGN as u64, 0);
                 let to = (end + ahead).next_multiple_of(ALIGN as u64);
-                let mut zeros = Vec::new();
-                let off = aligned_start(&mut zeros, (to - from) as usize);
-                zeros.resize(off + (to - from) as usize, 0);
-                let n = zeros.len();
-                let _ = f.write_all_at(zeros, off..n, from)?;
+                let (zeros, range) = aligned_zeros((to - from) as usize);
+                let _ = f.write_all_at(zeros, range, from)?;
                 self.zeroed = to;
             }
         }

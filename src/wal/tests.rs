@@ -334,3 +334,27 @@ fn the_active_segment_is_kept_zero_filled_ahead_and_a_clean_reopen_cuts_no_torn_
     assert_eq!(log.end(), end);
     assert_eq!(replay(dir.path(), 0, end).len(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_reads_publishes_are_taken_in_order_until_the_wal_is_full_and_redeliveries_among_them_are_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let stats = Arc::new(crate::telemetry::Stats::default());
+    // 4 MiB at most: 100 records of ~64 KiB do not all fit.
+    let wal = Wal::open(wal_cfg(dir.path(), IoMode::Std, 1 << 20), stats.clone()).unwrap();
+    let mut batch: VecDeque<(Record, usize)> = (0..100).map(|n| (record(n, 0, 64 << 10), n)).collect();
+    // A redelivery of the first, within the same read.
+    batch.insert(1, (record(0, 0, 64 << 10), 1000));
+    let mut answers = Vec::new();
+    wal.append_while_room(&mut batch, |a, tag| answers.push((tag, a)));
+    let taken = answers.len();
+    assert!(taken > 40 && !batch.is_empty(), "{taken} taken, {} left", batch.len());
+    assert!(wal.full());
+    assert_eq!(answers[..3], [(0, Appended::New(1)), (1000, Appended::Duplicate(1)), (1, Appended::New(2))]);
+    // New ones numbered in receive order; what did not fit stays, in order, after them.
+    let news: Vec<usize> = answers.iter().filter(|(t, _)| *t != 1000).map(|(t, _)| *t).collect();
+    assert_eq!(news, (0..taken - 1).collect::<Vec<_>>());
+    assert_eq!(answers.last(), Some(&(taken - 2, Appended::New(taken as u64 - 1))));
+    let left: Vec<usize> = batch.iter().map(|(_, t)| *t).collect();
+    assert_eq!(left, (taken - 1..100).collect::<Vec<_>>());
+    assert_eq!(stats.mqtt_duplicates.load(Ordering::Relaxed), 1);
+}
