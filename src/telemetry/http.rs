@@ -317,7 +317,11 @@ fn intake_counters(o: &mut String, s: &Stats) {
             ("rockfeed_mqtt_ack_writes_total", "Socket writes that carried PUBACKs.", &s.mqtt_ack_writes),
             ("rockfeed_wal_commits_total", "WAL group commits (one fdatasync each).", &s.wal_commits),
             ("rockfeed_wal_records_total", "Records made durable in the WAL.", &s.wal_records),
-            ("rockfeed_wal_written_bytes_total", "Frame bytes written to the WAL.", &s.wal_bytes_written),
+            (
+                "rockfeed_wal_written_bytes_total",
+                "Bytes written to the WAL's segment files: frames, the whole blocks around them (direct I/O), zeros ahead.",
+                &s.wal_bytes_written,
+            ),
             ("rockfeed_wal_full_total", "Times the WAL reached wal.max_bytes and MQTT intake stopped.", &s.wal_full),
         ],
     );

@@ -250,7 +250,8 @@ pub struct Stats {
     pub wal_commits: AtomicU64,
     /// Records made durable in the WAL.
     pub wal_records: AtomicU64,
-    /// Frame bytes written to the WAL (write amplification = this / payload bytes).
+    /// Bytes written to the WAL's segment files: frames, the whole blocks
+    /// around them, zeros ahead (write amplification = this / payload bytes).
     pub wal_bytes_written: AtomicU64,
     /// Bytes the retained WAL segments hold (gauge).
     pub wal_bytes: AtomicU64,

@@ -94,6 +94,9 @@ pub struct Log {
     block: Vec<u8>,
     /// The write buffer, kept between commits.
     wbuf: Vec<u8>,
+    /// Bytes handed to the files since open: frames, each write's rewritten
+    /// partial block and padding, zeros ahead.
+    written: u64,
 }
 
 /// What recovery found.
@@ -183,6 +186,7 @@ impl Log {
             made_segment: false,
             block,
             wbuf: Vec::new(),
+            written: 0,
         };
         Ok((log, rec))
     }
@@ -248,6 +252,7 @@ impl Log {
             w.extend_from_slice(&c.buf);
             w.resize(off + padded, 0);
             let w = f.write_all_at(w, off..off + padded, base)?;
+            self.written += padded as u64;
             let last_block = end - end % ALIGN as u64;
             self.block.clear();
             self.block.extend_from_slice(&w[off + (last_block - base) as usize..off + len]);
@@ -261,6 +266,7 @@ impl Log {
                 let to = (end + ahead).next_multiple_of(ALIGN as u64);
                 let (zeros, range) = aligned_zeros((to - from) as usize);
                 let _ = f.write_all_at(zeros, range, from)?;
+                self.written += to - from;
                 self.zeroed = to;
             }
         }
@@ -282,6 +288,11 @@ impl Log {
         }
         self.end = self.next;
         Ok(self.end)
+    }
+
+    /// Bytes handed to the segment files since open (see `written`).
+    pub fn written(&self) -> u64 {
+        self.written
     }
 
     /// The first retained position.
