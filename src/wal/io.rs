@@ -8,8 +8,9 @@
 //! `kernel.io_uring_disabled` often forbid it. `"uring"` makes a failing
 //! probe an error, `"std"` never tries.
 //!
-//! **Direct I/O.** Where the filesystem takes it (probed at start: tmpfs,
-//! for one, does not), segments are opened with `O_DIRECT`: a group commit
+//! **Direct I/O.** Where the filesystem takes it (probed at start: tmpfs
+//! before Linux 6.6 and some network or FUSE filesystems do not), segments
+//! are opened with `O_DIRECT`: a group commit
 //! then goes from its buffer to the device without the page cache, and its
 //! fdatasync has no dirty pages to find, only the device's cache to flush.
 //! Measured on this VM's ext4 (a ~6 KB commit, pwrite + fdatasync in a
