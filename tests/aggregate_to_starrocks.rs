@@ -152,3 +152,25 @@ async fn decoded_aggregated_and_loaded_rows_equal_an_independent_audit() {
     }
     emu.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_audit_with_the_wrong_password_says_so_in_a_sentence() {
+    let emu = Emulator::start(EmulatorConfig::local(parse_ddl(DDL).unwrap(), "root", "pw")).await.unwrap();
+    let t = loadgen::audit::EmulatorTables {
+        url: emu.fe_url(),
+        user: "root".into(),
+        password: String::new(),
+        db: "rockfeed".into(),
+        telemetry: "telemetry_1m".into(),
+        latest: None,
+    };
+    let ledger = loadgen::ledger::Ledger::new(&[], 60_000);
+    let err = loadgen::audit::audit_emulator(&t, &ledger).await.err().expect("refused");
+    assert!(
+        err.contains("the FE refused user 'root' (HTTP 401: Access denied for user 'root'")
+            && err.contains("LOADGEN_STARROCKS_PASSWORD")
+            && !err.contains('{'),
+        "{err}"
+    );
+    emu.shutdown().await;
+}

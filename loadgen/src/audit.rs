@@ -69,6 +69,17 @@ async fn rows(t: &EmulatorTables, table: &str, cols: Columns) -> Result<Vec<serd
     }
     let url = format!("{}/_emulator/{}/{}", t.url.trim_end_matches('/'), t.db, table);
     let (status, body) = crate::http::get(&url, Some((&t.user, &t.password))).await?;
+    if status == 401 || status == 403 {
+        // The FE's JSON says why in `msg`; a sentence, not the raw body.
+        let why = serde_json::from_slice::<J>(&body)
+            .ok()
+            .and_then(|v| v.get("msg").and_then(J::as_str).map(str::to_string))
+            .unwrap_or_else(|| String::from_utf8_lossy(&body).trim().to_string());
+        return Err(format!(
+            "GET {url}: the FE refused user '{}' (HTTP {status}: {why}); give its password with --password or LOADGEN_STARROCKS_PASSWORD",
+            t.user
+        ));
+    }
     if status != 200 {
         return Err(format!("GET {url}: HTTP {status}: {}", String::from_utf8_lossy(&body)));
     }
