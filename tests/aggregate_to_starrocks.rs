@@ -165,7 +165,7 @@ async fn an_audit_with_the_wrong_password_says_so_in_a_sentence() {
         latest: None,
     };
     let ledger = loadgen::ledger::Ledger::new(&[], 60_000);
-    let err = loadgen::audit::audit_emulator(&t, &ledger).await.err().expect("refused");
+    let err = loadgen::audit::audit_emulator(&t, &ledger).await.expect_err("refused");
     assert!(
         err.contains("the FE refused user 'root' (HTTP 401: Access denied for user 'root'")
             && err.contains("LOADGEN_STARROCKS_PASSWORD")
