@@ -120,6 +120,21 @@ impl Horizon {
         }
     }
 
+    /// The line of `id` (its low bits) and its tag there (bits 64..96).
+    fn place(&self, id: u128) -> (usize, u32) {
+        (id as usize & self.mask, (id >> 64) as u32)
+    }
+
+    /// The ring's slot of an arrival.
+    fn slot(&self, arrival: u64) -> usize {
+        (arrival % self.size as u64) as usize
+    }
+
+    /// Whether an arrival is among the last `size`.
+    fn live_arrival(arrivals: u64, size: usize, arrival: u64) -> bool {
+        arrival + size as u64 >= arrivals
+    }
+
     /// The arrival of a live stamp (among the last `size`), else `None`.
     fn live(&self, stamp: u32) -> Option<u64> {
         if stamp == 0 {
@@ -131,14 +146,14 @@ impl Horizon {
 
     /// The sequence number of a live `id`, and the line's first free entry.
     fn find(&self, id: u128) -> (Option<u64>, Option<usize>) {
-        let line = &self.lines[id as usize & self.mask];
-        let tag = (id >> 64) as u32;
+        let (at, tag) = self.place(id);
+        let line = &self.lines[at];
         let mut free = None;
         for w in 0..WAYS {
             match self.live(line.stamps[w]) {
                 Some(arrival) => {
                     if line.tags[w] == tag {
-                        let (rid, seq) = self.ring[(arrival % self.size as u64) as usize];
+                        let (rid, seq) = self.ring[self.slot(arrival)];
                         if rid == id {
                             return (Some(seq), None);
                         }
@@ -151,7 +166,7 @@ impl Horizon {
         }
         if self.live(line.spilled).is_some()
             && let Some(&(arrival, seq)) = self.spill.get(&id)
-            && arrival + self.size as u64 >= self.arrivals
+            && Self::live_arrival(self.arrivals, self.size, arrival)
         {
             return (Some(seq), None);
         }
@@ -164,7 +179,7 @@ impl Horizon {
     pub fn warm(&self, ids: &[u128]) {
         let mut x = 0u32;
         for &id in ids {
-            x = x.wrapping_add(self.lines[id as usize & self.mask].stamps[0]);
+            x = x.wrapping_add(self.lines[self.place(id).0].stamps[0]);
         }
         std::hint::black_box(x);
     }
@@ -185,16 +200,18 @@ impl Horizon {
         }
         if (self.arrivals + 1) as u32 == 0 {
             // Its stamp would read as empty: this arrival stays unused.
-            self.ring[(self.arrivals % self.size as u64) as usize] = (0, u64::MAX);
+            let skipped = self.slot(self.arrivals);
+            self.ring[skipped] = (0, u64::MAX);
             self.arrivals += 1;
         }
         let arrival = self.arrivals;
         let stamp = (arrival + 1) as u32;
-        self.ring[(arrival % self.size as u64) as usize] = (id, seq);
-        let line = &mut self.lines[id as usize & self.mask];
+        let (slot, (at, tag)) = (self.slot(arrival), self.place(id));
+        self.ring[slot] = (id, seq);
+        let line = &mut self.lines[at];
         match free {
             Some(w) => {
-                line.tags[w] = (id >> 64) as u32;
+                line.tags[w] = tag;
                 line.stamps[w] = stamp;
             }
             None => {
@@ -204,8 +221,8 @@ impl Horizon {
         }
         self.arrivals += 1;
         if self.spill.len() >= 2 * self.size {
-            let (arrivals, size) = (self.arrivals, self.size as u64);
-            self.spill.retain(|_, (a, _)| *a + size >= arrivals);
+            let (arrivals, size) = (self.arrivals, self.size);
+            self.spill.retain(|_, (a, _)| Self::live_arrival(arrivals, size, *a));
         }
         None
     }
@@ -214,7 +231,7 @@ impl Horizon {
     pub fn durable(&self, durable: u64) -> Vec<u128> {
         let from = self.arrivals.saturating_sub(self.size as u64);
         (from..self.arrivals)
-            .map(|a| self.ring[(a % self.size as u64) as usize])
+            .map(|a| self.ring[self.slot(a)])
             .filter(|&(_, seq)| seq < durable)
             .map(|(id, _)| id)
             .collect()
