@@ -57,9 +57,8 @@ pub trait SegmentFile {
 pub trait Backend {
     /// Opens `path` for writing, creating it if missing.
     fn open(&self, path: &Path) -> io::Result<Box<dyn SegmentFile>>;
+    /// `std` or `io_uring`, with `+direct` under direct I/O.
     fn name(&self) -> &'static str;
-    /// Whether segments are opened for direct I/O.
-    fn direct(&self) -> bool;
 }
 
 /// Plain positional writes (`pwrite`, `fdatasync`).
@@ -151,11 +150,7 @@ impl Backend for StdBackend {
     }
 
     fn name(&self) -> &'static str {
-        "std"
-    }
-
-    fn direct(&self) -> bool {
-        self.direct
+        if self.direct { "std+direct" } else { "std" }
     }
 }
 
@@ -231,11 +226,7 @@ impl Backend for UringBackend {
     }
 
     fn name(&self) -> &'static str {
-        "io_uring"
-    }
-
-    fn direct(&self) -> bool {
-        self.direct
+        if self.direct { "io_uring+direct" } else { "io_uring" }
     }
 }
 

@@ -94,8 +94,8 @@ pub struct Log {
     block: Vec<u8>,
     /// The write buffer, kept between commits.
     wbuf: Vec<u8>,
-    /// Bytes handed to the files since open: frames, each write's rewritten
-    /// partial block and padding, zeros ahead.
+    /// Bytes handed to the files since the last [`Log::take_written`]:
+    /// frames, each write's rewritten partial block and padding, zeros ahead.
     written: u64,
 }
 
@@ -290,9 +290,9 @@ impl Log {
         Ok(self.end)
     }
 
-    /// Bytes handed to the segment files since open (see `written`).
-    pub fn written(&self) -> u64 {
-        self.written
+    /// Bytes handed to the segment files since the last call (see `written`).
+    pub fn take_written(&mut self) -> u64 {
+        std::mem::take(&mut self.written)
     }
 
     /// The first retained position.
@@ -336,13 +336,8 @@ impl Log {
         self.segments.len()
     }
 
-    /// The backend's name, with `+direct` under direct I/O.
     pub fn io_name(&self) -> &'static str {
-        match (self.io.name(), self.io.direct()) {
-            ("io_uring", true) => "io_uring+direct",
-            ("std", true) => "std+direct",
-            (name, _) => name,
-        }
+        self.io.name()
     }
 
     /// Test only: a crash after the first `written` bytes of what was

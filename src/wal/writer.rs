@@ -14,7 +14,6 @@ pub(super) fn write_loop(sh: &Shared, mut log: Log) {
     let mut seq = 1u64;
     let mut batch: Vec<Record> = Vec::new();
     let mut hook = crate::halt::Hook::from_env();
-    let mut written = log.written();
     while next_group(sh, &mut log, last_sync, seq, &mut batch) {
         let frame_bytes: u64 = batch.iter().map(|r| r.frame_len() as u64).sum();
         // No longer waiting; counted in `retained` once written (below).
@@ -35,8 +34,7 @@ pub(super) fn write_loop(sh: &Shared, mut log: Log) {
         // Test hook: a kill with the group durable, not acknowledged.
         hook.reach_blocking("wal_after_fsync");
         seq += batch.len() as u64;
-        sh.stats.wal_bytes_written.fetch_add(log.written() - written, Ordering::Relaxed);
-        written = log.written();
+        sh.stats.wal_bytes_written.fetch_add(log.take_written(), Ordering::Relaxed);
         durable(sh, &log, seq, frame_bytes, &mut batch, positions);
         release(sh, &mut log, seq);
     }
