@@ -44,11 +44,15 @@ impl AckQueue {
         self.held.extend(burst.drain(..));
     }
 
-    /// Appends what is held, oldest first, while `wal_full` says there is room.
-    pub fn release_held(&mut self, mut wal_full: impl FnMut() -> bool, mut append: impl FnMut(Record) -> u64) {
-        while !self.held.is_empty() && !wal_full() {
-            let (r, pkid) = self.held.pop_front().expect("checked");
-            self.waiting.push_back((append(r), pkid));
+    /// Appends what is held, oldest first: `append` takes from the front
+    /// while the WAL has room, as for [`AckQueue::received`].
+    pub fn release_held(
+        &mut self,
+        append: impl FnOnce(&mut VecDeque<(Record, Option<u16>)>, &mut dyn FnMut(u64, Option<u16>)),
+    ) {
+        if !self.held.is_empty() {
+            let waiting = &mut self.waiting;
+            append(&mut self.held, &mut |seq, pkid| waiting.push_back((seq, pkid)));
         }
     }
 
@@ -132,23 +136,20 @@ mod tests {
         q.received(&mut VecDeque::from([(rec(2), Some(2))]), |b, _| unreachable!("{b:?} would overtake the held one"));
         assert!(!q.may_read(), "receive_maximum (2) held: reading pauses");
         assert_eq!(q.unacked(), 2);
-        let mut full = [false, true].into_iter();
-        q.release_held(
-            || full.next().unwrap_or(true),
-            |r| {
-                appended.push(r.payload[0]);
-                appended.len() as u64 - 1
-            },
-        );
+        // The WAL has room for one, then is full again.
+        q.release_held(|b, done| {
+            let (r, pkid) = b.pop_front().expect("one held");
+            appended.push(r.payload[0]);
+            done(appended.len() as u64 - 1, pkid);
+        });
         assert_eq!(appended, vec![1], "stops when the WAL is full again");
         assert!(q.holding() && q.may_read());
-        q.release_held(
-            || false,
-            |r| {
+        q.release_held(|b, done| {
+            while let Some((r, pkid)) = b.pop_front() {
                 appended.push(r.payload[0]);
-                appended.len() as u64 - 1
-            },
-        );
+                done(appended.len() as u64 - 1, pkid);
+            }
+        });
         assert_eq!(appended, vec![1, 2]);
         let mut acked = Vec::new();
         q.durable(2, |p| acked.push(p));

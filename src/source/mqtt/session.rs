@@ -91,8 +91,12 @@ pub(super) async fn serve(
     let mut last_write = Instant::now();
     let mut ping_sent: Option<Instant> = None;
     let mut acks = AckQueue::new(cfg.receive_maximum as usize);
-    // The publishes of one read, on their way to the WAL.
+    // The publishes of one read, on their way to the WAL, and how they (and
+    // those held while it was full) go in: in order, while it has room.
     let mut burst = VecDeque::new();
+    let append = |b: &mut VecDeque<(Record, Option<u16>)>, done: &mut dyn FnMut(u64, Option<u16>)| {
+        ctx.wal.append_while_room(b, |a, pkid| done(a.seq(), pkid))
+    };
     // Reads are at most one per READ_GATE: a steady stream then costs one
     // wake-up and one read per millisecond, not one per message.
     let mut read_gate = Instant::now();
@@ -107,7 +111,7 @@ pub(super) async fn serve(
             ctx.stats.mqtt_ack_writes.fetch_add(1, Ordering::Relaxed);
             last_write = Instant::now();
         }
-        acks.release_held(|| ctx.wal.full(), |r| ctx.wal.append(r).seq());
+        acks.release_held(append);
         if let Some(e) = ctx.wal.failed() {
             return Err(e);
         }
@@ -155,7 +159,7 @@ pub(super) async fn serve(
                     on_packet(ctx, p, received_ms, &mut burst, &mut ping_sent)?;
                 }
                 if !burst.is_empty() {
-                    acks.received(&mut burst, |b, done| ctx.wal.append_while_room(b, |a, pkid| done(a.seq(), pkid)));
+                    acks.received(&mut burst, append);
                 }
             }
         }
