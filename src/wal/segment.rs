@@ -4,8 +4,9 @@
 //! the position just after it (the position to read from next).
 //!
 //! - **Appends** are buffered (`pending`) until [`Log::commit`], which
-//!   writes them and `fdatasync`s every file it touched (and the directory,
-//!   when it made a segment): once it returns, everything appended is
+//!   writes them and `fdatasync`s every file it touched (io_uring's writes
+//!   are durable by themselves: `io.rs`), and the directory when it made
+//!   a segment: once it returns, everything appended is
 //!   durable. A segment is closed when the next frame would take it past
 //!   `segment_bytes` (a frame larger than that gets a segment of its own).
 //! - **Zeros ahead.** The active segment is kept written with zeros
