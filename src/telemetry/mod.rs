@@ -17,6 +17,7 @@
 //! | `stream_load_call` | one load, client side, retries included | loads |
 //! | `stream_load_begin_txn`, `_plan`, `_read_data`, `_write_data`, `_commit_publish`, `_total` | the phases StarRocks reports in the load reply (`BeginTxnTimeMs`, …, `LoadTimeMs`) | loads |
 //! | `queue_wait_shard_{k}` | decoder hand-off → shard k picks the batch up | samples |
+//! | `wal_commit` | a WAL group commit: its write begins → it is durable | commits |
 //!
 //! Nothing takes a lock per reading: the decoder and each shard record into
 //! histograms they own ([`Local`]) and merge them into the shared ones
@@ -66,10 +67,12 @@ pub enum Stage {
     TxnLoad,
     TxnPrepare,
     TxnCommit,
+    /// A WAL group commit, write to durable (the acks wait for it).
+    WalCommit,
 }
 
 impl Stage {
-    pub const ALL: [Stage; 15] = [
+    pub const ALL: [Stage; 16] = [
         Stage::EventToReceived,
         Stage::ReceivedToCommitted,
         Stage::EventToCommitted,
@@ -85,6 +88,7 @@ impl Stage {
         Stage::TxnLoad,
         Stage::TxnPrepare,
         Stage::TxnCommit,
+        Stage::WalCommit,
     ];
 
     pub fn name(self) -> &'static str {
@@ -104,6 +108,7 @@ impl Stage {
             Stage::TxnLoad => "txn_load",
             Stage::TxnPrepare => "txn_prepare",
             Stage::TxnCommit => "txn_commit",
+            Stage::WalCommit => "wal_commit",
         }
     }
 }
@@ -346,6 +351,11 @@ impl Stats {
     /// Records one value (ms) of a per-load stage directly (one lock per load).
     pub fn record_load_ms(&self, stage: Stage, ms: u64) {
         self.stages[stage as usize].lock().saturating_record(ms.saturating_mul(1000));
+    }
+
+    /// Records one value (µs) of a stage directly (one lock per value).
+    pub fn record_us(&self, stage: Stage, us: u64) {
+        self.stages[stage as usize].lock().saturating_record(us.max(1));
     }
 
     /// Merges shard `k`'s queue-wait histogram and clears it.

@@ -207,6 +207,8 @@ async fn round_trip(io: IoMode, memory_bytes: u64) {
     tokio::time::timeout(Duration::from_secs(10), durable.wait_for(|&d| d == n + 1)).await.unwrap().unwrap();
     // Several segments, several group commits.
     assert!(stats.wal_commits.load(Ordering::Relaxed) >= 1);
+    // Each group commit's time is in the `wal_commit` histogram.
+    assert_eq!(stats.stage(crate::telemetry::Stage::WalCommit).len(), stats.wal_commits.load(Ordering::Relaxed));
     let (tx, mut rx) = mpsc::channel(16);
     wal.feed(0, tx).unwrap();
     let mut last = 0i64;

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::segment::Log;
 use super::{Record, Shared, horizon};
+use crate::telemetry::Stage;
 
 /// The writer thread: group commits until stopped.
 pub(super) fn write_loop(sh: &Shared, mut log: Log) {
@@ -31,6 +32,7 @@ pub(super) fn write_loop(sh: &Shared, mut log: Log) {
             sh.failed.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(msg);
             return;
         }
+        sh.stats.record_us(Stage::WalCommit, last_sync.elapsed().as_micros() as u64);
         // Test hook: a kill with the group durable, not acknowledged.
         hook.reach_blocking("wal_after_fsync");
         seq += batch.len() as u64;
