@@ -329,7 +329,7 @@ impl Wal {
         let mut i = self.shared.intake.lock().unwrap_or_else(|p| p.into_inner());
         i.horizon.warm(&ids);
         for id in ids {
-            if until_full && self.full() {
+            if until_full && self.full_with(batch.front().map_or(0, |(r, _)| r.frame_len() as u64)) {
                 break;
             }
             let (r, tag) = batch.pop_front().expect("an identity per record");
@@ -373,11 +373,18 @@ impl Wal {
     /// bound (a released segment), so intake does not flap. Counted and
     /// logged once per episode.
     pub fn full(&self) -> bool {
+        self.full_with(0)
+    }
+
+    /// [`Wal::full`], or a record of `next` bytes would take the log past
+    /// `wal.max_bytes` (an empty log takes any record: a record larger
+    /// than the bound would otherwise stop intake for good).
+    fn full_with(&self, next: u64) -> bool {
         let waiting = self.shared.pending_bytes.load(Ordering::Relaxed);
         let used = self.shared.retained.load(Ordering::Relaxed) + waiting;
         let max = self.shared.cfg.max_bytes;
         let was = self.shared.full.load(Ordering::Relaxed);
-        let full = if was { used >= max / 10 * 9 } else { used >= max };
+        let full = if was { used >= max / 10 * 9 } else { used >= max || (used > 0 && used + next > max) };
         if full != was {
             self.shared.full.store(full, Ordering::Relaxed);
             if full {

@@ -359,4 +359,8 @@ async fn one_reads_publishes_are_taken_in_order_until_the_wal_is_full_and_redeli
     let left: Vec<usize> = batch.iter().map(|(_, t)| *t).collect();
     assert_eq!(left, (taken - 1..100).collect::<Vec<_>>());
     assert_eq!(stats.mqtt_duplicates.load(Ordering::Relaxed), 1);
+    // The bound holds to the byte: what was taken fits, and the next would not.
+    let frames = |n: usize| record(n, 0, 64 << 10).frame_len() as u64;
+    let used: u64 = news.iter().map(|&n| frames(n)).sum();
+    assert!(used <= 4 << 20 && used + frames(taken - 1) > 4 << 20, "{used} bytes taken");
 }
