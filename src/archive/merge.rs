@@ -94,9 +94,14 @@ impl Ranked {
         self.names.get(id)
     }
 
-    /// Whether name `a` sorts before name `b`.
-    fn less(&self, a: u32, b: u32) -> bool {
-        if self.strings_only { self.get(a) < self.get(b) } else { self.rank[a as usize] < self.rank[b as usize] }
+    /// Whether name `a` sorts before name `b`, each an id with its rank
+    /// (as [`Ranked::rank`] gave it: a rank never changes once given).
+    fn less(&self, (a, ra): (u32, u64), (b, rb): (u32, u64)) -> bool {
+        if self.strings_only { self.get(a) < self.get(b) } else { ra < rb }
+    }
+
+    fn rank(&self, id: u32) -> u64 {
+        self.rank[id as usize]
     }
 }
 
@@ -132,10 +137,16 @@ impl Cursor {
         self.metric = self.block.metrics.values.iter().map(|m| keys.metrics.id(m)).collect();
     }
 
-    /// The head's key in [`Keys`] ids: (vin, metric, ts).
-    fn key(&self) -> (u32, u32, i64) {
+    /// The head row's key, for the heap, as cursor `cursor`.
+    fn head(&self, keys: &Keys, cursor: usize) -> Head {
         let b = &self.block;
-        (self.vin[b.vin[self.at] as usize], self.metric[b.metric[self.at] as usize], b.ts_ms[self.at])
+        let (vin, metric) = (self.vin[b.vin[self.at] as usize], self.metric[b.metric[self.at] as usize]);
+        Head {
+            vin: (vin, keys.vins.rank(vin)),
+            metric: (metric, keys.metrics.rank(metric)),
+            ts: b.ts_ms[self.at],
+            cursor,
+        }
     }
 
     /// Moves to the next row; false when the run is done.
@@ -156,32 +167,41 @@ impl Cursor {
     }
 }
 
-/// A binary min-heap of cursor indices; ties go to the lower index.
+/// A cursor's head row as the heap compares it: [`Keys`] ids with their
+/// ranks, and the time, read once per row rather than once per comparison.
+#[derive(Clone, Copy)]
+struct Head {
+    vin: (u32, u64),
+    metric: (u32, u64),
+    ts: i64,
+    cursor: usize,
+}
+
+/// A binary min-heap of cursors' heads; ties go to the lower cursor.
 struct Heap {
-    items: Vec<usize>,
+    items: Vec<Head>,
 }
 
 impl Heap {
-    fn less(cs: &[Cursor], keys: &Keys, a: usize, b: usize) -> bool {
-        let ((av, am, at), (bv, bm, bt)) = (cs[a].key(), cs[b].key());
-        if av != bv {
-            return keys.vins.less(av, bv);
+    fn less(keys: &Keys, a: &Head, b: &Head) -> bool {
+        if a.vin.0 != b.vin.0 {
+            return keys.vins.less(a.vin, b.vin);
         }
-        if am != bm {
-            return keys.metrics.less(am, bm);
+        if a.metric.0 != b.metric.0 {
+            return keys.metrics.less(a.metric, b.metric);
         }
-        (at, a) < (bt, b)
+        (a.ts, a.cursor) < (b.ts, b.cursor)
     }
 
-    fn sift_down(&mut self, cs: &[Cursor], keys: &Keys, mut i: usize) {
+    fn sift_down(&mut self, keys: &Keys, mut i: usize) {
         let n = self.items.len();
         loop {
             let (l, r) = (2 * i + 1, 2 * i + 2);
             let mut m = i;
-            if l < n && Self::less(cs, keys, self.items[l], self.items[m]) {
+            if l < n && Self::less(keys, &self.items[l], &self.items[m]) {
                 m = l;
             }
-            if r < n && Self::less(cs, keys, self.items[r], self.items[m]) {
+            if r < n && Self::less(keys, &self.items[r], &self.items[m]) {
                 m = r;
             }
             if m == i {
@@ -208,22 +228,24 @@ fn merge_into(
             cs.push(c);
         }
     }
-    let mut heap = Heap { items: (0..cs.len()).collect() };
+    let mut heap = Heap { items: cs.iter().enumerate().map(|(i, c)| c.head(&keys, i)).collect() };
     for i in (0..heap.items.len() / 2).rev() {
-        heap.sift_down(&cs, &keys, i);
+        heap.sift_down(&keys, i);
     }
     let mut out = RawRows::new(ndims);
     let mut total = 0u64;
     while let Some(&top) = heap.items.first() {
-        let c = &mut cs[top];
+        let c = &mut cs[top.cursor];
         out.copy_row(&c.block, c.at, &mut c.remap);
-        if !c.advance(&mut keys)? {
+        if c.advance(&mut keys)? {
+            heap.items[0] = c.head(&keys, top.cursor);
+        } else {
             let last = heap.items.pop().unwrap_or(top);
             if !heap.items.is_empty() {
                 heap.items[0] = last;
             }
         }
-        heap.sift_down(&cs, &keys, 0);
+        heap.sift_down(&keys, 0);
         if out.len() >= chunk_rows {
             total += out.len() as u64;
             sink(std::mem::replace(&mut out, RawRows::new(ndims)))?;
@@ -347,7 +369,7 @@ mod tests {
     fn ranks_follow_the_strings(r: &Ranked) -> Result<(), String> {
         for a in 0..r.names.len() as u32 {
             for b in 0..r.names.len() as u32 {
-                if r.less(a, b) != (r.get(a) < r.get(b)) {
+                if r.less((a, r.rank(a)), (b, r.rank(b))) != (r.get(a) < r.get(b)) {
                     return Err(format!("{} vs {}", r.get(a), r.get(b)));
                 }
             }
