@@ -350,12 +350,12 @@ impl Stats {
 
     /// Records one value (ms) of a per-load stage directly (one lock per load).
     pub fn record_load_ms(&self, stage: Stage, ms: u64) {
-        self.stages[stage as usize].lock().saturating_record(ms.saturating_mul(1000));
+        self.record_us(stage, ms.saturating_mul(1000));
     }
 
     /// Records one value (µs) of a stage directly (one lock per value).
     pub fn record_us(&self, stage: Stage, us: u64) {
-        self.stages[stage as usize].lock().saturating_record(us.max(1));
+        self.stages[stage as usize].lock().saturating_record(us);
     }
 
     /// Merges shard `k`'s queue-wait histogram and clears it.

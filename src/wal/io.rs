@@ -2,8 +2,8 @@
 //! writes. Both write a whole buffer at an offset and make it durable
 //! (below: how); nothing else of the WAL differs between them.
 //!
-//! `wal.io = "auto"` probes io_uring at start (a runtime, then a write and
-//! an fdatasync on a probe file in the WAL directory) and falls back to
+//! `wal.io = "auto"` probes io_uring at start (a runtime, then a write, a
+//! cut and an fdatasync on a probe file in the WAL directory) and falls back to
 //! plain files, logging why: container seccomp profiles and
 //! `kernel.io_uring_disabled` often forbid it. `"uring"` makes a failing
 //! probe an error, `"std"` never tries.
