@@ -249,7 +249,7 @@ async fn run_demo(o: rockfeed::demo::DemoOptions) -> Result<(), Box<dyn std::err
     println!("rows in telemetry_1m    {}", r.table_rows);
     let (records, commits) = (s.wal_records.load(Relaxed), s.wal_commits.load(Relaxed));
     println!(
-        "WAL                     {} records in {} group commits ({:.1} per fsync), {:.3} bytes written per payload byte",
+        "WAL                     {} records in {} group commits ({:.1} per commit), {:.3} bytes written per payload byte",
         records,
         commits,
         records as f64 / commits.max(1) as f64,

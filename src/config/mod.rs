@@ -396,6 +396,12 @@ impl Config {
             dirs.push(("archive.spool_dir", &self.archive.spool_dir));
         }
         for (key, dir) in dirs {
+            if std::fs::metadata(dir).is_ok_and(|m| !m.is_dir()) {
+                return Err(ConfigError::Invalid(format!(
+                    "{key} {}: this is a file, not a directory; name a directory (created if missing)",
+                    dir.display()
+                )));
+            }
             let probe = dir.join(".rockfeed-check");
             std::fs::create_dir_all(dir)
                 .and_then(|_| std::fs::write(&probe, b"ok"))
@@ -569,6 +575,12 @@ user = "root"
         let bad = text.replace(&format!("{d}/wal"), "/proc/rockfeed-no/wal");
         let e = Config::parse(&bad).unwrap().check_dirs().unwrap_err().to_string();
         assert!(e.contains("wal.dir /proc/rockfeed-no/wal"), "{e}");
+        // A file where a directory should be is said to be one (creating it
+        // would only say "File exists").
+        std::fs::write(tmp.path().join("a-file"), b"x").unwrap();
+        let file = text.replace(&format!("{d}/wal"), &format!("{d}/a-file"));
+        let e = Config::parse(&file).unwrap().check_dirs().unwrap_err().to_string();
+        assert!(e.contains(&format!("wal.dir {d}/a-file: this is a file, not a directory")), "{e}");
     }
 
     #[test]
