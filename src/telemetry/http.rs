@@ -315,7 +315,11 @@ fn intake_counters(o: &mut String, s: &Stats) {
                 &s.mqtt_duplicates,
             ),
             ("rockfeed_mqtt_ack_writes_total", "Socket writes that carried PUBACKs.", &s.mqtt_ack_writes),
-            ("rockfeed_wal_commits_total", "WAL group commits (one fdatasync each).", &s.wal_commits),
+            (
+                "rockfeed_wal_commits_total",
+                "WAL group commits (each made durable once: an fdatasync, or one O_DSYNC write through io_uring).",
+                &s.wal_commits,
+            ),
             ("rockfeed_wal_records_total", "Records made durable in the WAL.", &s.wal_records),
             (
                 "rockfeed_wal_written_bytes_total",

@@ -23,9 +23,10 @@
 //!   feeder reads whatever is below the tail's start from disk, streaming
 //!   (a StarRocks outage's backlog drains from disk, memory stays bounded;
 //!   `feed.rs`).
-//! - **Bounded by disk**: [`Wal::full`] once the retained log reaches
-//!   `max_bytes`; the source then stops taking messages and the broker holds
-//!   them in the session.
+//! - **Bounded by disk**: full once the next record would take the retained
+//!   log past `max_bytes` ([`Wal::append_while_room`] takes none then); the
+//!   source then stops taking messages and the broker holds them in the
+//!   session.
 //! - **Release**: after an epoch commits, segments wholly below its
 //!   position are deleted by the writer thread ([`Wal::release`]).
 //!
@@ -313,7 +314,7 @@ impl Wal {
     }
 
     /// Takes records from the front of `batch` (one socket read's
-    /// publishes, in receive order) while the log is not [`full`](Wal::full),
+    /// publishes, in receive order) while the log has room for the next,
     /// each as [`Wal::append`] would, and gives `done` each one's answer
     /// with its tag; what is left stays in `batch`. One lock for the batch,
     /// and the dedup horizon's lines are read for all of it first.
@@ -368,17 +369,12 @@ impl Wal {
         self.shared.durable.subscribe()
     }
 
-    /// Whether the log is at `wal.max_bytes` (the source should stop taking
-    /// messages). Once full, it stays so until the log is below 90% of the
-    /// bound (a released segment), so intake does not flap. Counted and
-    /// logged once per episode.
-    pub fn full(&self) -> bool {
-        self.full_with(0)
-    }
-
-    /// [`Wal::full`], or a record of `next` bytes would take the log past
-    /// `wal.max_bytes` (an empty log takes any record: a record larger
-    /// than the bound would otherwise stop intake for good).
+    /// Whether the log is at `wal.max_bytes`, or a record of `next` bytes
+    /// would take it past (an empty log takes any record: one larger than
+    /// the bound would otherwise stop intake for good); the source then
+    /// stops taking messages. Once full, it stays so until the log is below
+    /// 90% of the bound (a released segment), so intake does not flap.
+    /// Counted and logged once per episode.
     fn full_with(&self, next: u64) -> bool {
         let waiting = self.shared.pending_bytes.load(Ordering::Relaxed);
         let used = self.shared.retained.load(Ordering::Relaxed) + waiting;
