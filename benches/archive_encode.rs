@@ -1,8 +1,7 @@
 //! The archive's CPU per core:
 //! - `archive_encode`: raw readings (interned column-wise as the archive
 //!   collects them) sorted by (vin, metric, ts) and written as one zstd
-//!   Parquet file with dictionaries and page statistics, in readings/s and
-//!   in MB/s of the uncompressed Arrow columns;
+//!   Parquet file with dictionaries and page statistics, in readings/s;
 //! - `archive_spool_frame`: one epoch's readings sorted and framed for the
 //!   spool (LZ4 blocks with CRCs), the work on every seal;
 //! - `archive_cut`: a file cut from 20 spooled epochs: the runs merged and
@@ -12,7 +11,7 @@ use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use rockfeed::archive::merge::{Run, merge};
-use rockfeed::archive::parquet::{ParquetWriter, batch};
+use rockfeed::archive::parquet::ParquetWriter;
 use rockfeed::archive::spool::frame;
 use rockfeed::archive::spool::segment::Segment;
 use rockfeed::archive::{ArchiveFormat, Raw, RawRows, Schema, ValueKind, encode};
@@ -55,13 +54,7 @@ fn bench(c: &mut Criterion) {
     let n = r.len() as u64;
     let f = ArchiveFormat::default();
     let size = encode(&r, &schema, f).unwrap().len();
-    // The Arrow columns encoded, so readings/s converts to MiB/s of Arrow.
-    let arrow_bytes = batch(r.select(&r.sorted_order()), &schema).unwrap().get_array_memory_size();
-    println!(
-        "archive_encode: {n} readings ({arrow_bytes} bytes of Arrow columns, {:.1} per reading) -> {size} bytes of Parquet ({:.2} per reading)",
-        arrow_bytes as f64 / n as f64,
-        size as f64 / n as f64
-    );
+    println!("archive_encode: {n} readings -> {size} bytes of Parquet ({:.2} per reading)", size as f64 / n as f64);
     let mut g = c.benchmark_group("archive_encode");
     g.throughput(Throughput::Elements(n));
     g.sample_size(10);

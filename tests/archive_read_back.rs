@@ -133,3 +133,97 @@ fn parse_iso_utc(s: &str) -> i64 {
     let days = i64::from(rockfeed::starrocks::text::days_from_civil(d[0] as i32, d[1], d[2]));
     ((days * 24 + t[0]) * 60 + t[1]) * 60_000 + t[2] * 1000 + ms
 }
+
+const PY_BOTH: &str = r#"
+import sys
+path, reader = sys.argv[1], sys.argv[2]
+cols = "vin, ts, metric, value, seq, value_kind, received_at, source, fleet"
+if reader == "pyarrow":
+    import pyarrow.parquet as pq, pyarrow.compute as pc, pyarrow as pa
+    t = pq.read_table(path)
+    ms = lambda c: pc.cast(pc.cast(t[c], pa.timestamp("ms")), pa.int64()).to_pylist()
+    data = [t["vin"].to_pylist(), ms("ts"), t["metric"].to_pylist(), t["value"].to_pylist(), t["seq"].to_pylist(),
+            t["value_kind"].to_pylist(), ms("received_at"), t["source"].to_pylist(), t["fleet"].to_pylist()]
+    rows = zip(*data)
+else:
+    import duckdb
+    q = f"select vin, epoch_ms(ts), metric, value, seq, value_kind, epoch_ms(received_at), source, fleet from read_parquet('{path}')"
+    rows = duckdb.connect().execute(q).fetchall()
+out = sys.stdout
+for r in rows:
+    out.write("\t".join("NULL" if x is None else repr(x) if isinstance(x, float) else str(x) for x in r) + "\n")
+"#;
+
+/// Every kind of page the writer makes, read back by pyarrow and by DuckDB:
+/// two row groups; a dimension whose first pages are all NULL (no
+/// dictionary yet) and whose later pages are dictionary-encoded; and a
+/// `source` column whose distinct values outgrow the dictionary (1 MiB),
+/// so its later pages are PLAIN.
+#[test]
+fn pyarrow_and_duckdb_read_dictionary_null_and_plain_pages() {
+    let schema = Schema::new(&["fleet".to_string()]);
+    let mut rows = RawRows::new(1);
+    let mut want = Vec::new();
+    let t0 = 1_795_514_400_000i64;
+    let n = 60_000i64;
+    for i in 0..n {
+        // Sorted by (vin, metric, ts) as written, so the first 30,000 rows
+        // (NULL fleet) fill the first pages.
+        let vin = format!("VIN{:05}", i / 600);
+        let metric = format!("m{}", (i / 100) % 6);
+        let ts = t0 + i % 100 * 1000;
+        let fleet = (i >= 30_000).then(|| format!("fleet-{}", i / 7_000));
+        let kind = if i % 5 == 0 { ValueKind::Bool } else { ValueKind::Number };
+        let value = if kind == ValueKind::Bool { (i % 2) as f64 } else { i as f64 / 3.0 };
+        let seq = (i % 13 != 0).then_some(i);
+        let source = format!("kafka:telemetry-with-a-long-name/{}@{i:012}", i % 6);
+        rows.push(
+            Raw { vin: &vin, ts_ms: ts, seq, metric: &metric, value, kind, received_ms: ts + 5, source: &source },
+            &[fleet.as_deref()],
+        );
+        let line = [
+            vin,
+            ts.to_string(),
+            metric,
+            format!("{value:?}"),
+            seq.map_or("NULL".into(), |s| s.to_string()),
+            kind.as_str().into(),
+            (ts + 5).to_string(),
+            source,
+            fleet.unwrap_or("NULL".into()),
+        ];
+        want.push(line.join("\t"));
+    }
+    want.sort();
+    let bytes = encode(&rows, &schema, ArchiveFormat { row_group_rows: 50_000, zstd_level: 1 }).unwrap();
+
+    // The pages are what the test says they are.
+    use parquet::basic::Encoding;
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let file = SerializedFileReader::new(bytes.clone()).unwrap();
+    let md = file.metadata();
+    assert_eq!(md.num_row_groups(), 2);
+    let encodings = |c: usize| md.row_group(0).column(c).encodings().collect::<Vec<_>>();
+    assert!(
+        encodings(7).contains(&Encoding::PLAIN) && encodings(7).contains(&Encoding::RLE_DICTIONARY),
+        "source falls back"
+    );
+    assert!(
+        encodings(8).contains(&Encoding::PLAIN) && encodings(8).contains(&Encoding::RLE_DICTIONARY),
+        "fleet: NULL pages then dictionary"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f.parquet");
+    std::fs::write(&path, &bytes).unwrap();
+    for reader in ["pyarrow", "duckdb"] {
+        let out = std::process::Command::new(python()).arg("-c").arg(PY_BOTH).arg(&path).arg(reader).output().unwrap();
+        assert!(out.status.success(), "{reader}: {}", String::from_utf8_lossy(&out.stderr));
+        let mut got: Vec<String> = String::from_utf8(out.stdout).unwrap().lines().map(String::from).collect();
+        got.sort();
+        assert_eq!(got.len(), want.len(), "{reader}: every row");
+        for (g, w) in got.iter().zip(&want) {
+            assert_eq!(g, w, "{reader}");
+        }
+    }
+}

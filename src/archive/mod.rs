@@ -68,6 +68,11 @@ impl Interner {
         &self.values[id as usize]
     }
 
+    /// The id of `s`, if interned.
+    pub fn find(&self, s: &str) -> Option<u32> {
+        self.index.get(s).copied()
+    }
+
     pub fn id(&mut self, s: &str) -> u32 {
         if let Some(i) = self.index.get(s) {
             return *i;
