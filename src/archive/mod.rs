@@ -200,7 +200,8 @@ pub struct Remap {
     dim: Vec<u32>,
 }
 
-const UNMAPPED: u32 = u32::MAX;
+/// No id yet (a [`Remap`] entry not filled), or a NULL dimension in a spool block.
+pub(crate) const UNMAPPED: u32 = u32::MAX;
 
 impl Remap {
     pub fn new(src: &RawRows) -> Remap {

@@ -28,7 +28,7 @@ use parquet::file::statistics::{Statistics, ValueStatistics};
 use parquet::file::writer::{SerializedPageWriter, TrackedWrite};
 use parquet::schema::types::ColumnDescPtr;
 
-use crate::archive::Interner;
+use crate::archive::{Interner, UNMAPPED};
 
 /// Rows per data page (the parquet crate's default row limit).
 pub const PAGE_ROWS: usize = 20_000;
@@ -37,8 +37,6 @@ const PAGE_BYTES: usize = 1 << 20;
 /// The dictionary page's size past which a chunk falls back to `PLAIN`
 /// (the crate's default).
 pub const DICT_LIMIT: usize = 1 << 20;
-
-const UNMAPPED: u32 = u32::MAX;
 
 /// zstd for pages, one context reused for every page of a file.
 pub struct Zstd {

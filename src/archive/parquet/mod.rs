@@ -80,15 +80,14 @@ impl Schema {
 }
 
 fn properties(format: ArchiveFormat) -> Result<WriterProperties, String> {
-    Ok(WriterProperties::builder()
+    let mut b = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(format.zstd_level).map_err(|e| e.to_string())?))
         .set_dictionary_enabled(true)
-        .set_statistics_enabled(EnabledStatistics::Page)
-        .set_column_statistics_enabled(ColumnPath::from("source"), EnabledStatistics::None)
-        .set_column_statistics_enabled(ColumnPath::from("seq"), EnabledStatistics::None)
-        .set_column_statistics_enabled(ColumnPath::from("received_at"), EnabledStatistics::None)
-        .set_column_statistics_enabled(ColumnPath::from("value_kind"), EnabledStatistics::None)
-        .set_max_row_group_row_count(Some(format.row_group_rows.max(1)))
+        .set_statistics_enabled(EnabledStatistics::Page);
+    for c in NO_STATS {
+        b = b.set_column_statistics_enabled(ColumnPath::from(c), EnabledStatistics::None);
+    }
+    Ok(b.set_max_row_group_row_count(Some(format.row_group_rows.max(1)))
         .set_sorting_columns(Some(vec![
             SortingColumn { column_idx: 0, descending: false, nulls_first: false },
             SortingColumn { column_idx: 3, descending: false, nulls_first: false },
@@ -98,7 +97,8 @@ fn properties(format: ArchiveFormat) -> Result<WriterProperties, String> {
         .build())
 }
 
-/// Columns without statistics (nobody filters by them).
+/// Columns without statistics (nobody filters by them), whichever writer
+/// writes them.
 const NO_STATS: [&str; 4] = ["source", "seq", "received_at", "value_kind"];
 
 /// The columns of the schema, in order: the fixed eight, then the dims.
