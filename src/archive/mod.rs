@@ -190,6 +190,51 @@ impl RawRows {
     }
 }
 
+/// Block-local ids of one string table, for [`RawRows::write_selected_to`]:
+/// `ids[source id]` is the local id, and `used` the source ids in local
+/// order (so a reset touches only what a block used).
+#[derive(Debug, Default)]
+pub struct LocalIds {
+    ids: Vec<u32>,
+    used: Vec<u32>,
+}
+
+impl LocalIds {
+    fn reset(&mut self, len: usize) {
+        for id in self.used.drain(..) {
+            self.ids[id as usize] = UNMAPPED;
+        }
+        self.ids.resize(len, UNMAPPED);
+    }
+
+    fn local(&mut self, id: u32) -> u32 {
+        let l = &mut self.ids[id as usize];
+        if *l == UNMAPPED {
+            *l = self.used.len() as u32;
+            self.used.push(id);
+        }
+        *l
+    }
+}
+
+/// Scratch space of [`RawRows::write_selected_to`], kept across blocks.
+#[derive(Debug, Default)]
+pub struct SelectScratch {
+    vin: LocalIds,
+    metric: LocalIds,
+    source: LocalIds,
+    dim: LocalIds,
+}
+
+impl SelectScratch {
+    fn reset(&mut self, rows: &RawRows) {
+        self.vin.reset(rows.vins.len());
+        self.metric.reset(rows.metrics.len());
+        self.source.reset(rows.sources.len());
+        self.dim.reset(rows.dim_values.len());
+    }
+}
+
 /// Id translation from one [`RawRows`] into another, filled as rows are
 /// copied (one lookup per distinct string, not per row).
 #[derive(Debug)]
@@ -326,6 +371,53 @@ impl RawRows {
         for col in &self.dims {
             col.iter().for_each(|v| out.extend_from_slice(&v.unwrap_or(UNMAPPED).to_le_bytes()));
         }
+    }
+
+    /// What `self.select(idx).write_to(out)` writes, without the copy: the
+    /// block's string tables hold the strings its rows use, numbered in the
+    /// order the rows first use them, and the columns follow in `idx` order.
+    pub fn write_selected_to(&self, idx: &[u32], out: &mut Vec<u8>, s: &mut SelectScratch) {
+        let n = idx.len();
+        let rows = || idx.iter().map(|&i| i as usize);
+        s.reset(self);
+        let (vin, metric, source): (Vec<u32>, Vec<u32>, Vec<u32>) = (
+            rows().map(|i| s.vin.local(self.vin[i])).collect(),
+            rows().map(|i| s.metric.local(self.metric[i])).collect(),
+            rows().map(|i| s.source.local(self.source[i])).collect(),
+        );
+        let ndims = self.dims.len();
+        let mut dims = vec![UNMAPPED; n * ndims];
+        for (r, i) in rows().enumerate() {
+            for d in 0..ndims {
+                if let Some(id) = self.dims[d][i] {
+                    dims[d * n + r] = s.dim.local(id);
+                }
+            }
+        }
+        out.push(ndims as u8);
+        for (t, used) in
+            [(&self.vins, &s.vin), (&self.metrics, &s.metric), (&self.sources, &s.source), (&self.dim_values, &s.dim)]
+        {
+            out.extend_from_slice(&(used.used.len() as u32).to_le_bytes());
+            for id in &used.used {
+                let v = t.get(*id);
+                out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+                out.extend_from_slice(v.as_bytes());
+            }
+        }
+        out.extend_from_slice(&(n as u32).to_le_bytes());
+        out.reserve(n * (45 + 4 * ndims));
+        vin.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
+        rows().for_each(|i| out.extend_from_slice(&self.ts_ms[i].to_le_bytes()));
+        rows().for_each(|i| out.extend_from_slice(&self.seq[i].unwrap_or(0).to_le_bytes()));
+        metric.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
+        rows().for_each(|i| out.extend_from_slice(&self.value[i].to_le_bytes()));
+        for i in rows() {
+            out.push(u8::from(self.seq[i].is_some()) | (u8::from(self.kind[i] == ValueKind::Bool) << 1));
+        }
+        rows().for_each(|i| out.extend_from_slice(&self.received_ms[i].to_le_bytes()));
+        source.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
+        dims.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
     }
 
     /// Reads what [`RawRows::write_to`] wrote; every id is checked.
@@ -472,6 +564,45 @@ mod tests {
             let mut want: Vec<u32> = (0..r.len() as u32).collect();
             want.sort_by(|&a, &b| r.key(a as usize).cmp(&r.key(b as usize)));
             assert_eq!(r.sorted_order(), want, "{n} rows, {vins} × {metrics}");
+        }
+    }
+
+    /// A block written straight from the rows in sorted order is, byte for
+    /// byte, the block of the sorted copy: the spool's format is unchanged.
+    #[test]
+    fn blocks_written_from_an_order_equal_those_of_the_sorted_copy() {
+        let mut scratch = SelectScratch::default();
+        for (n, vins, metrics, ndims) in [(5000usize, 40, 12, 3), (300, 300, 2, 0), (1, 1, 1, 2), (0, 1, 1, 1)] {
+            let mut r = RawRows::new(ndims);
+            let mut x = n as u64 + 3;
+            for i in 0..n {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                let vin = format!("V{}", (x >> 20) as usize % vins);
+                let metric = format!("m{}", (x >> 40) as usize % metrics);
+                let source = format!("s{}", (x >> 30) % 97);
+                let dims: Vec<Option<String>> = (0..ndims)
+                    .map(|d| (!(x >> (10 + d)).is_multiple_of(4)).then(|| format!("d{}", (x >> (20 + d)) % 5)))
+                    .collect();
+                let dims: Vec<Option<&str>> = dims.iter().map(|d| d.as_deref()).collect();
+                let raw = Raw {
+                    vin: &vin,
+                    ts_ms: (x >> 50) as i64 - 7,
+                    seq: (!i.is_multiple_of(3)).then_some(i as i64),
+                    metric: &metric,
+                    value: i as f64 * 0.5,
+                    kind: if i.is_multiple_of(4) { ValueKind::Bool } else { ValueKind::Number },
+                    received_ms: i as i64,
+                    source: &source,
+                };
+                r.push(raw, &dims);
+            }
+            let order = r.sorted_order();
+            for chunk in order.chunks(777).chain([&order[..0]]) {
+                let (mut want, mut got) = (Vec::new(), Vec::new());
+                r.select(chunk).write_to(&mut want);
+                r.write_selected_to(chunk, &mut got, &mut scratch);
+                assert_eq!(got, want, "{n} rows, a block of {}", chunk.len());
+            }
         }
     }
 }

@@ -31,7 +31,7 @@ use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
 
-use super::RawRows;
+use super::{RawRows, SelectScratch};
 
 pub mod segment;
 
@@ -68,9 +68,11 @@ pub fn frame(epoch: u64, rows: &RawRows, order: &[u32]) -> Vec<u8> {
     let mut out = Vec::with_capacity(head + order.len() * 8);
     out.resize(head, 0);
     let mut blocks = 0u32;
-    let mut plain = Vec::new();
+    let (mut plain, mut scratch) = (Vec::new(), SelectScratch::default());
     for chunk in order.chunks(BLOCK_ROWS) {
-        out.extend_from_slice(&block(&rows.select(chunk), &mut plain));
+        plain.clear();
+        rows.write_selected_to(chunk, &mut plain, &mut scratch);
+        out.extend_from_slice(&packed_block(&plain));
         blocks += 1;
     }
     let payload = (out.len() - head) as u64;
@@ -96,6 +98,11 @@ pub fn frame_header(epoch: u64, blocks: u32, rows: u64, payload: u64) -> [u8; FR
 pub fn block(rows: &RawRows, plain: &mut Vec<u8>) -> Vec<u8> {
     plain.clear();
     rows.write_to(plain);
+    packed_block(plain)
+}
+
+/// One block of rows already in binary form.
+fn packed_block(plain: &[u8]) -> Vec<u8> {
     let packed = lz4_flex::block::compress_prepend_size(plain);
     let mut out = Vec::with_capacity(8 + packed.len());
     out.extend_from_slice(&(packed.len() as u32).to_le_bytes());
