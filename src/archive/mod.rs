@@ -345,37 +345,15 @@ impl RawRows {
     }
 
     /// Binary form (the spool's block payload, before compression):
-    /// little-endian, the four string tables, then the columns.
+    /// little-endian, the four string tables (the strings the rows use, in
+    /// the order they first use them), then the columns.
     pub fn write_to(&self, out: &mut Vec<u8>) {
-        out.push(self.dims.len() as u8);
-        for t in [&self.vins, &self.metrics, &self.sources, &self.dim_values] {
-            out.extend_from_slice(&(t.len() as u32).to_le_bytes());
-            for v in &t.values {
-                out.extend_from_slice(&(v.len() as u32).to_le_bytes());
-                out.extend_from_slice(v.as_bytes());
-            }
-        }
-        let n = self.len();
-        out.extend_from_slice(&(n as u32).to_le_bytes());
-        out.reserve(n * (45 + 4 * self.dims.len()));
-        self.vin.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
-        self.ts_ms.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
-        self.seq.iter().for_each(|v| out.extend_from_slice(&v.unwrap_or(0).to_le_bytes()));
-        self.metric.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
-        self.value.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
-        for i in 0..n {
-            out.push(u8::from(self.seq[i].is_some()) | (u8::from(self.kind[i] == ValueKind::Bool) << 1));
-        }
-        self.received_ms.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
-        self.source.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
-        for col in &self.dims {
-            col.iter().for_each(|v| out.extend_from_slice(&v.unwrap_or(UNMAPPED).to_le_bytes()));
-        }
+        let all: Vec<u32> = (0..self.len() as u32).collect();
+        self.write_selected_to(&all, out, &mut SelectScratch::default());
     }
 
     /// What `self.select(idx).write_to(out)` writes, without the copy: the
-    /// block's string tables hold the strings its rows use, numbered in the
-    /// order the rows first use them, and the columns follow in `idx` order.
+    /// rows at `idx`, in that order, in binary form ([`RawRows::write_to`]).
     pub fn write_selected_to(&self, idx: &[u32], out: &mut Vec<u8>, s: &mut SelectScratch) {
         let n = idx.len();
         let rows = || idx.iter().map(|&i| i as usize);
