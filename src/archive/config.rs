@@ -145,8 +145,14 @@ impl ArchiveConfig {
         if self.row_group_rows < 1024 {
             return Err("archive.row_group_rows must be at least 1024".into());
         }
-        if self.roll_idle.0 < Duration::from_secs(1) || self.roll_age.0 < self.roll_idle.0 {
-            return Err("archive.roll_idle must be at least 1s and archive.roll_age at least roll_idle".into());
+        if self.roll_idle.0 < Duration::from_secs(1) {
+            return Err(format!("archive.roll_idle must be at least 1s (it is {:?})", self.roll_idle.0));
+        }
+        if self.roll_age.0 < self.roll_idle.0 {
+            return Err(format!(
+                "archive.roll_age ({:?}) is shorter than archive.roll_idle ({:?}, 120s unless set): set roll_idle no longer than roll_age",
+                self.roll_age.0, self.roll_idle.0
+            ));
         }
         super::store::Location::parse(&self.url)?;
         Ok(())
