@@ -149,8 +149,9 @@ impl ArchiveConfig {
             return Err(format!("archive.roll_idle must be at least 1s (it is {:?})", self.roll_idle.0));
         }
         if self.roll_age.0 < self.roll_idle.0 {
+            let default = if self.roll_idle == ArchiveConfig::default().roll_idle { ", the default" } else { "" };
             return Err(format!(
-                "archive.roll_age ({:?}) is shorter than archive.roll_idle ({:?}, 120s unless set): set roll_idle no longer than roll_age",
+                "archive.roll_age ({:?}) is shorter than archive.roll_idle ({:?}{default}): set roll_idle no longer than roll_age",
                 self.roll_age.0, self.roll_idle.0
             ));
         }

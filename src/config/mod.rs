@@ -614,7 +614,7 @@ user = "root"
         assert!(check("roll_idle = \"20m\"\n").is_err(), "idle longer than age");
         // Each refusal names the one rule broken, with the values.
         let e = check("roll_age = \"5s\"\n").unwrap_err().to_string();
-        assert!(e.contains("archive.roll_age (5s) is shorter than archive.roll_idle (120s"), "{e}");
+        assert!(e.contains("archive.roll_age (5s) is shorter than archive.roll_idle (120s, the default)"), "{e}");
         let e = check("roll_idle = \"500ms\"\n").unwrap_err().to_string();
         assert!(e.contains("archive.roll_idle must be at least 1s (it is 500ms)") && !e.contains("roll_age"), "{e}");
         let c = Config::parse(&format!("{base}[archive.s3]\nsecret_access_key = \"hunter2\"\n")).unwrap();
