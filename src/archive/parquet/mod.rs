@@ -301,6 +301,14 @@ mod tests {
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     use parquet::file::reader::{FileReader, SerializedFileReader};
 
+    /// Column `c` of `b`, a dictionary of strings, as its strings.
+    fn strings(
+        b: &arrow_array::RecordBatch,
+        c: usize,
+    ) -> arrow_array::TypedDictionaryArray<'_, Int32Type, StringArray> {
+        arrow_array::cast::as_dictionary_array::<Int32Type>(b.column(c)).downcast_dict::<StringArray>().unwrap()
+    }
+
     /// `n` readings of 7 vehicles × 5 metrics in a scrambled order.
     fn rows(n: usize) -> RawRows {
         let mut r = RawRows::new(1);
@@ -357,16 +365,13 @@ mod tests {
         let mut nulls = (0, 0);
         for b in reader {
             let b = b.unwrap();
-            let vin = arrow_array::cast::as_dictionary_array::<Int32Type>(b.column(0));
-            let vin = vin.downcast_dict::<StringArray>().unwrap();
-            let metric = arrow_array::cast::as_dictionary_array::<Int32Type>(b.column(3));
-            let metric = metric.downcast_dict::<StringArray>().unwrap();
+            let (vin, metric) = (strings(&b, 0), strings(&b, 3));
             let ts = b.column(1).as_primitive::<arrow_array::types::TimestampMillisecondType>();
             let seq = b.column(2).as_primitive::<arrow_array::types::Int64Type>();
             let value = b.column(4).as_primitive::<arrow_array::types::Float64Type>();
             let kind = arrow_array::cast::as_dictionary_array::<Int8Type>(b.column(5));
             let kind = kind.downcast_dict::<StringArray>().unwrap();
-            let fleet = arrow_array::cast::as_dictionary_array::<Int32Type>(b.column(8));
+            let fleet = strings(&b, 8);
             for i in 0..b.num_rows() {
                 let j = (ts.value(i) - 1_795_514_400_000) as usize;
                 assert!(!seen[j], "reading {j} twice");
@@ -404,10 +409,7 @@ mod tests {
         let (mut vins, mut fleets) = (Vec::new(), Vec::new());
         for b in reader {
             let b = b.unwrap();
-            let vin = arrow_array::cast::as_dictionary_array::<Int32Type>(b.column(0));
-            let vin = vin.downcast_dict::<StringArray>().unwrap();
-            let fleet = arrow_array::cast::as_dictionary_array::<Int32Type>(b.column(8));
-            let fleet = fleet.downcast_dict::<StringArray>().unwrap();
+            let (vin, fleet) = (strings(&b, 0), strings(&b, 8));
             for i in 0..b.num_rows() {
                 vins.push(vin.value(i).to_string());
                 fleets.push((!fleet.is_null(i)).then(|| fleet.value(i).to_string()));
