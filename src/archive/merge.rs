@@ -2,13 +2,18 @@
 //! epoch) into rows in (vin, metric, ts) order, in bounded memory.
 //!
 //! At most `fan_in` runs are open at once, each holding one decoded block
-//! ([`BLOCK_ROWS`] rows). With more runs than that, contiguous groups of
-//! at most `fan_in` are first merged into temporary runs (files in `tmp`,
+//! ([`BLOCK_ROWS`] rows) and its rows' keys. A tournament tree over the
+//! runs' head keys picks each next row, and only its place (block, row) is
+//! noted; a full chunk of places is then gathered column by column, so each
+//! column of each block is read in turn instead of every column of some
+//! block per row. With more runs than `fan_in`, contiguous groups of at
+//! most `fan_in` are first merged into temporary runs (files in `tmp`,
 //! deleted afterwards), just enough of them to leave `fan_in` runs, as
-//! often as needed: memory is `fan_in` blocks plus one output chunk,
-//! however many epochs the file spans. Equal keys keep run order (earlier
-//! epochs first), so the output, and the file encoded from it, is the
-//! same every time the same segment is cut.
+//! often as needed: memory is `fan_in` blocks, the blocks finished since
+//! the last chunk (no more rows than a chunk) and one output chunk, however
+//! many epochs the file spans. Equal keys keep run order (earlier epochs
+//! first), so the output, and the file encoded from it, is the same every
+//! time the same segment is cut.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -19,7 +24,7 @@ use std::path::{Path, PathBuf};
 use super::spool::{BLOCK_ROWS, FRAME_HEADER, FrameInfo, RunReader, block, frame_header};
 use compact_str::CompactString;
 
-use super::{Interner, RawRows, Remap};
+use super::{Interner, RawRows, Remap, remap};
 
 /// One sorted run: a frame of a spool file.
 #[derive(Debug, Clone)]
@@ -105,111 +110,181 @@ impl Ranked {
     }
 }
 
+/// A row's merge key: [`Keys`] ids of its vin and metric, and its time.
+#[derive(Clone, Copy)]
+struct Key {
+    vin: u32,
+    metric: u32,
+    ts: i64,
+}
+
 struct Cursor {
     reader: RunReader,
-    block: RawRows,
+    /// The current block's slot in the chunk's [`Blocks`].
+    slot: usize,
     at: usize,
-    remap: Remap,
-    /// The block's vin and metric ids → [`Keys`] ids.
-    vin: Vec<u32>,
-    metric: Vec<u32>,
+    /// The current block's keys, one per row, computed when it is read: the
+    /// merge compares these, not the block's columns.
+    keys: Vec<Key>,
+    done: bool,
 }
 
 impl Cursor {
-    fn open(run: &Run, keys: &mut Keys) -> std::io::Result<Option<Cursor>> {
-        let mut reader = RunReader::open(&run.path, &run.frame)?;
+    fn open(run: &Run, keys: &mut Keys, blocks: &mut Blocks) -> std::io::Result<Option<Cursor>> {
+        let mut c =
+            Cursor { reader: RunReader::open(&run.path, &run.frame)?, slot: 0, at: 0, keys: Vec::new(), done: false };
+        Ok(c.next_block(keys, blocks)?.then_some(c))
+    }
+
+    /// Reads the next non-empty block into a new slot; false at the run's end.
+    fn next_block(&mut self, keys: &mut Keys, blocks: &mut Blocks) -> std::io::Result<bool> {
         loop {
-            match reader.next_block()? {
-                None => return Ok(None),
-                Some(b) if b.is_empty() => continue,
-                Some(block) => {
-                    let mut c =
-                        Cursor { reader, remap: Remap::new(&block), block, at: 0, vin: Vec::new(), metric: Vec::new() };
-                    c.map_keys(keys);
-                    return Ok(Some(c));
-                }
-            }
-        }
-    }
-
-    fn map_keys(&mut self, keys: &mut Keys) {
-        self.vin = self.block.vins.values.iter().map(|v| keys.vins.id(v)).collect();
-        self.metric = self.block.metrics.values.iter().map(|m| keys.metrics.id(m)).collect();
-    }
-
-    /// The head row's key, for the heap, as cursor `cursor`.
-    fn head(&self, keys: &Keys, cursor: usize) -> Head {
-        let b = &self.block;
-        let (vin, metric) = (self.vin[b.vin[self.at] as usize], self.metric[b.metric[self.at] as usize]);
-        Head {
-            vin: (vin, keys.vins.rank(vin)),
-            metric: (metric, keys.metrics.rank(metric)),
-            ts: b.ts_ms[self.at],
-            cursor,
-        }
-    }
-
-    /// Moves to the next row; false when the run is done.
-    fn advance(&mut self, keys: &mut Keys) -> std::io::Result<bool> {
-        self.at += 1;
-        while self.at >= self.block.len() {
             match self.reader.next_block()? {
                 None => return Ok(false),
+                Some(b) if b.is_empty() => continue,
                 Some(b) => {
-                    self.remap = Remap::new(&b);
-                    self.block = b;
+                    let vin: Vec<u32> = b.vins.values.iter().map(|v| keys.vins.id(v)).collect();
+                    let metric: Vec<u32> = b.metrics.values.iter().map(|m| keys.metrics.id(m)).collect();
+                    self.keys.clear();
+                    self.keys.extend(b.vin.iter().zip(&b.metric).zip(&b.ts_ms).map(|((&v, &m), &ts)| Key {
+                        vin: vin[v as usize],
+                        metric: metric[m as usize],
+                        ts,
+                    }));
+                    self.slot = blocks.rows.len();
+                    blocks.rows.push(b);
                     self.at = 0;
-                    self.map_keys(keys);
+                    return Ok(true);
                 }
             }
         }
-        Ok(true)
+    }
+
+    /// Moves to the next row; marks the cursor done at the run's end.
+    fn advance(&mut self, keys: &mut Keys, blocks: &mut Blocks) -> std::io::Result<()> {
+        self.at += 1;
+        if self.at >= self.keys.len() && !self.next_block(keys, blocks)? {
+            self.done = true;
+        }
+        Ok(())
     }
 }
 
-/// A cursor's head row as the heap compares it: [`Keys`] ids with their
-/// ranks, and the time, read once per row rather than once per comparison.
-#[derive(Clone, Copy)]
-struct Head {
-    vin: (u32, u64),
-    metric: (u32, u64),
-    ts: i64,
-    cursor: usize,
+/// The blocks the rows of the chunk being merged come from: every cursor's
+/// current block, and the blocks finished since the last chunk. A chunk is
+/// built column by column from these (see [`Blocks::gather`]), which reads
+/// each column of each block in turn rather than every column of a block
+/// per row.
+#[derive(Default)]
+struct Blocks {
+    rows: Vec<RawRows>,
 }
 
-/// A binary min-heap of cursors' heads; ties go to the lower cursor.
-struct Heap {
-    items: Vec<Head>,
-}
-
-impl Heap {
-    fn less(keys: &Keys, a: &Head, b: &Head) -> bool {
-        if a.vin.0 != b.vin.0 {
-            return keys.vins.less(a.vin, b.vin);
+impl Blocks {
+    /// The rows at `order` ((slot, row) pairs), in that order. Each string
+    /// table holds the strings the rows use; the dimension columns' shared
+    /// table numbers them column by column (ids only key the Parquet
+    /// writer's dictionaries, which are in the order of each column's
+    /// values).
+    fn gather(&self, order: &[(u32, u32)], ndims: usize) -> RawRows {
+        let mut out = RawRows::new(ndims);
+        out.reserve(order.len());
+        let mut maps: Vec<Remap> = self.rows.iter().map(Remap::new).collect();
+        let b = &self.rows;
+        let at = |&(s, r): &(u32, u32)| (s as usize, r as usize);
+        for o in order {
+            let (s, r) = at(o);
+            out.vin.push(remap(&mut maps[s].vin, b[s].vin[r], &b[s].vins, &mut out.vins));
         }
-        if a.metric.0 != b.metric.0 {
-            return keys.metrics.less(a.metric, b.metric);
+        out.ts_ms.extend(order.iter().map(at).map(|(s, r)| b[s].ts_ms[r]));
+        out.seq.extend(order.iter().map(at).map(|(s, r)| b[s].seq[r]));
+        for o in order {
+            let (s, r) = at(o);
+            out.metric.push(remap(&mut maps[s].metric, b[s].metric[r], &b[s].metrics, &mut out.metrics));
         }
-        (a.ts, a.cursor) < (b.ts, b.cursor)
+        out.value.extend(order.iter().map(at).map(|(s, r)| b[s].value[r]));
+        out.kind.extend(order.iter().map(at).map(|(s, r)| b[s].kind[r]));
+        out.received_ms.extend(order.iter().map(at).map(|(s, r)| b[s].received_ms[r]));
+        for o in order {
+            let (s, r) = at(o);
+            out.source.push(remap(&mut maps[s].source, b[s].source[r], &b[s].sources, &mut out.sources));
+        }
+        for (d, col) in out.dims.iter_mut().enumerate() {
+            for o in order {
+                let (s, r) = at(o);
+                col.push(b[s].dims[d][r].map(|id| remap(&mut maps[s].dim, id, &b[s].dim_values, &mut out.dim_values)));
+            }
+        }
+        out
     }
 
-    fn sift_down(&mut self, keys: &Keys, mut i: usize) {
-        let n = self.items.len();
-        loop {
-            let (l, r) = (2 * i + 1, 2 * i + 2);
-            let mut m = i;
-            if l < n && Self::less(keys, &self.items[l], &self.items[m]) {
-                m = l;
-            }
-            if r < n && Self::less(keys, &self.items[r], &self.items[m]) {
-                m = r;
-            }
-            if m == i {
-                return;
-            }
-            self.items.swap(i, m);
-            i = m;
+    /// Keeps only the open cursors' current blocks, renumbering their slots.
+    fn retain_current(&mut self, cs: &mut [Cursor]) {
+        let mut old = std::mem::take(&mut self.rows);
+        for c in cs.iter_mut().filter(|c| !c.done) {
+            self.rows.push(std::mem::take(&mut old[c.slot]));
+            c.slot = self.rows.len() - 1;
         }
+    }
+}
+
+/// A tournament (loser) tree over the cursors: node `n` of `1..k` holds the
+/// loser of the match below it, `winner` the cursor whose head row comes
+/// first. Replacing the winner's head replays one leaf-to-root path:
+/// log2(k) comparisons per row, each against a key already loaded.
+struct Tree {
+    losers: Vec<usize>,
+    winner: usize,
+}
+
+impl Tree {
+    /// Whether cursor `a`'s head comes before cursor `b`'s: a done cursor
+    /// never does; equal keys go to the lower cursor (the earlier run).
+    fn before(keys: &Keys, cs: &[Cursor], a: usize, b: usize) -> bool {
+        let (ca, cb) = (&cs[a], &cs[b]);
+        if ca.done || cb.done {
+            return !ca.done && cb.done;
+        }
+        let (x, y) = (&ca.keys[ca.at], &cb.keys[cb.at]);
+        if x.vin != y.vin {
+            return keys.vins.less((x.vin, keys.vins.rank(x.vin)), (y.vin, keys.vins.rank(y.vin)));
+        }
+        if x.metric != y.metric {
+            return keys.metrics.less((x.metric, keys.metrics.rank(x.metric)), (y.metric, keys.metrics.rank(y.metric)));
+        }
+        (x.ts, a) < (y.ts, b)
+    }
+
+    fn new(keys: &Keys, cs: &[Cursor]) -> Tree {
+        let k = cs.len();
+        let mut losers = vec![0; k.max(1)];
+        // winners[n]: the winner below node n; leaves are k..2k.
+        let mut winners = vec![0; 2 * k];
+        for (i, w) in winners[k..].iter_mut().enumerate() {
+            *w = i;
+        }
+        for n in (1..k).rev() {
+            let (l, r) = (winners[2 * n], winners[2 * n + 1]);
+            let (w, lose) = if Self::before(keys, cs, r, l) { (r, l) } else { (l, r) };
+            winners[n] = w;
+            losers[n] = lose;
+        }
+        Tree { losers, winner: if k > 1 { winners[1] } else { 0 } }
+    }
+
+    /// Cursor `c`, the winner, has a new head (or is done): replays its path.
+    fn replay(&mut self, keys: &Keys, cs: &[Cursor], c: usize) {
+        let mut n = (cs.len() + c) / 2;
+        let mut w = c;
+        while n >= 1 {
+            let l = self.losers[n];
+            if Self::before(keys, cs, l, w) {
+                self.losers[n] = w;
+                w = l;
+            }
+            n /= 2;
+        }
+        self.winner = w;
     }
 }
 
@@ -222,42 +297,35 @@ fn merge_into(
     sink: &mut dyn FnMut(RawRows) -> std::io::Result<()>,
 ) -> std::io::Result<u64> {
     let mut keys = Keys::default();
+    let mut blocks = Blocks::default();
     let mut cs = Vec::with_capacity(runs.len());
     for r in runs {
-        if let Some(c) = Cursor::open(r, &mut keys)? {
+        if let Some(c) = Cursor::open(r, &mut keys, &mut blocks)? {
             cs.push(c);
         }
     }
-    let mut heap = Heap { items: cs.iter().enumerate().map(|(i, c)| c.head(&keys, i)).collect() };
-    for i in (0..heap.items.len() / 2).rev() {
-        heap.sift_down(&keys, i);
+    if cs.is_empty() {
+        return Ok(0);
     }
-    let mut out = RawRows::new(ndims);
+    let mut tree = Tree::new(&keys, &cs);
+    let mut order: Vec<(u32, u32)> = Vec::with_capacity(chunk_rows);
     let mut total = 0u64;
-    while let Some(&top) = heap.items.first() {
-        let c = &mut cs[top.cursor];
-        out.copy_row(&c.block, c.at, &mut c.remap);
-        if c.advance(&mut keys)? {
-            heap.items[0] = c.head(&keys, top.cursor);
-        } else {
-            let last = heap.items.pop().unwrap_or(top);
-            if !heap.items.is_empty() {
-                heap.items[0] = last;
-            }
-        }
-        heap.sift_down(&keys, 0);
-        if out.len() >= chunk_rows {
-            total += out.len() as u64;
-            sink(std::mem::replace(&mut out, RawRows::new(ndims)))?;
-            // Output ids start over with every chunk.
-            for c in &mut cs {
-                c.remap = Remap::new(&c.block);
-            }
+    while !cs[tree.winner].done {
+        let w = tree.winner;
+        let c = &mut cs[w];
+        order.push((c.slot as u32, c.at as u32));
+        c.advance(&mut keys, &mut blocks)?;
+        tree.replay(&keys, &cs, w);
+        if order.len() >= chunk_rows {
+            total += order.len() as u64;
+            sink(blocks.gather(&order, ndims))?;
+            order.clear();
+            blocks.retain_current(&mut cs);
         }
     }
-    if !out.is_empty() {
-        total += out.len() as u64;
-        sink(out)?;
+    if !order.is_empty() {
+        total += order.len() as u64;
+        sink(blocks.gather(&order, ndims))?;
     }
     Ok(total)
 }
@@ -439,6 +507,45 @@ mod tests {
             );
         }
         r
+    }
+
+    /// One run merges to itself (a tree of one leaf), none to nothing.
+    #[test]
+    fn one_run_merges_to_its_rows_and_none_to_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut seg = Segment::create(dir.path(), 0, 1).unwrap();
+        let r = epoch_rows(4, 9_000, 3);
+        let order = r.sorted_order();
+        seg.append(4, &frame(4, &r, &order), r.len() as u64).unwrap();
+        seg.sync().unwrap();
+        let runs: Vec<Run> = seg.frames.iter().map(|f| Run { path: seg.path.clone(), frame: *f }).collect();
+        let want: Vec<(String, String, i64, f64)> = order
+            .iter()
+            .map(|&i| {
+                let (v, m, t) = r.key(i as usize);
+                (v.to_string(), m.to_string(), t, r.value[i as usize])
+            })
+            .collect();
+        let mut got = Vec::new();
+        let n = merge(runs, 1, 64, 2_000, dir.path(), &mut |rows| {
+            for i in 0..rows.len() {
+                let (v, m, t) = rows.key(i);
+                got.push((v.to_string(), m.to_string(), t, rows.value[i]));
+            }
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!((n as usize, &got), (want.len(), &want));
+        let mut called = false;
+        assert_eq!(
+            merge(Vec::new(), 1, 64, 2_000, dir.path(), &mut |_| {
+                called = true;
+                Ok(())
+            })
+            .unwrap(),
+            0
+        );
+        assert!(!called);
     }
 
     #[test]
