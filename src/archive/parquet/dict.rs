@@ -87,6 +87,10 @@ pub struct DictColumn {
     dict_bytes: usize,
     /// The current chunk's string ids → dictionary ids.
     remap: Vec<u32>,
+    /// The last row's (chunk id, dictionary id) on the current page, while
+    /// the dictionary is in use: a run of one value (a sorted column's
+    /// usual shape) skips the lookups.
+    last: (u32, u32),
     /// The dictionary is full: values are written `PLAIN`.
     fallback: bool,
     page: PageBuf,
@@ -117,6 +121,7 @@ impl DictColumn {
             dict: Interner::default(),
             dict_bytes: 0,
             remap: Vec::new(),
+            last: (UNMAPPED, UNMAPPED),
             fallback: false,
             page: PageBuf::default(),
             seen: Vec::new(),
@@ -140,6 +145,7 @@ impl DictColumn {
     ) -> Result<(), String> {
         self.remap.clear();
         self.remap.resize(values.len(), UNMAPPED);
+        self.last = (UNMAPPED, UNMAPPED);
         for id in ids {
             match id {
                 None if self.nullable => {
@@ -161,6 +167,13 @@ impl DictColumn {
     }
 
     fn value(&mut self, id: u32, s: &CompactString, z: &mut Zstd) -> Result<(), String> {
+        if id == self.last.0 {
+            if self.nullable {
+                self.page.defs.push(1);
+            }
+            self.page.ids.push(self.last.1);
+            return Ok(());
+        }
         if !self.fallback {
             let mut d = self.remap[id as usize];
             if d == UNMAPPED {
@@ -186,6 +199,7 @@ impl DictColumn {
                     self.seen[d as usize] = self.page_no;
                     self.page.distinct.push(d);
                 }
+                self.last = (id, d);
                 return Ok(());
             }
         }
@@ -216,6 +230,7 @@ impl DictColumn {
     }
 
     fn flush_page(&mut self, z: &mut Zstd) -> Result<(), String> {
+        self.last = (UNMAPPED, UNMAPPED);
         let p = std::mem::take(&mut self.page);
         if p.rows == 0 {
             self.page = p;
