@@ -51,17 +51,20 @@ impl ValueKind {
 }
 
 /// Interned strings of one file: id → string, string → id.
+///
+/// The string → id index covers `values[..indexed]`: an interner read back
+/// from a spool block, which is only read by id, never builds it.
 #[derive(Debug, Default, Clone)]
 pub struct Interner {
     pub values: Vec<CompactString>,
     index: HashMap<CompactString, u32, FastHash>,
+    indexed: usize,
 }
 
 impl Interner {
-    /// An interner holding `values` (ids in that order).
+    /// An interner holding `values` (ids in that order, each distinct).
     pub fn from_values(values: Vec<CompactString>) -> Interner {
-        let index = values.iter().enumerate().map(|(i, v)| (v.clone(), i as u32)).collect();
-        Interner { values, index }
+        Interner { values, index: HashMap::default(), indexed: 0 }
     }
 
     pub fn get(&self, id: u32) -> &str {
@@ -70,16 +73,26 @@ impl Interner {
 
     /// The id of `s`, if interned.
     pub fn find(&self, s: &str) -> Option<u32> {
-        self.index.get(s).copied()
+        self.index.get(s).copied().or_else(|| {
+            let tail = self.values[self.indexed..].iter().position(|v| v == s)?;
+            Some((self.indexed + tail) as u32)
+        })
     }
 
     pub fn id(&mut self, s: &str) -> u32 {
+        if self.indexed < self.values.len() {
+            for (i, v) in self.values.iter().enumerate().skip(self.indexed) {
+                self.index.entry(v.clone()).or_insert(i as u32);
+            }
+            self.indexed = self.values.len();
+        }
         if let Some(i) = self.index.get(s) {
             return *i;
         }
         let i = self.values.len() as u32;
         self.values.push(s.into());
         self.index.insert(s.into(), i);
+        self.indexed = self.values.len();
         i
     }
 
@@ -345,8 +358,17 @@ impl RawRows {
     }
 
     /// Binary form (the spool's block payload, before compression):
-    /// little-endian, the four string tables (the strings the rows use, in
-    /// the order they first use them), then the columns.
+    /// little-endian, [`BLOCK_V2`], the number of dimension columns (u32),
+    /// the four string tables (the strings the rows use, in the order they
+    /// first use them), the row count, then the columns. The string-id
+    /// columns (vin, metric, source, each dimension) are each written as
+    /// runs of one id when that is shorter ([`put_ids`]): a sorted block's
+    /// vins, and a dimension's NULLs, are long runs, which the LZ4 decoder
+    /// would otherwise copy back a byte at a time.
+    ///
+    /// [`RawRows::read_from`] also reads the first layout, which spools
+    /// written by earlier builds hold: a one-byte dimension count first, and
+    /// every id column a plain array.
     pub fn write_to(&self, out: &mut Vec<u8>) {
         let all: Vec<u32> = (0..self.len() as u32).collect();
         self.write_selected_to(&all, out, &mut SelectScratch::default());
@@ -372,7 +394,8 @@ impl RawRows {
                 }
             }
         }
-        out.push(ndims as u8);
+        out.push(BLOCK_V2);
+        out.extend_from_slice(&(ndims as u32).to_le_bytes());
         for (t, used) in
             [(&self.vins, &s.vin), (&self.metrics, &s.metric), (&self.sources, &s.source), (&self.dim_values, &s.dim)]
         {
@@ -384,24 +407,29 @@ impl RawRows {
             }
         }
         out.extend_from_slice(&(n as u32).to_le_bytes());
-        out.reserve(n * (45 + 4 * ndims));
-        vin.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
+        out.reserve(n * 45);
+        put_ids(out, &vin);
         rows().for_each(|i| out.extend_from_slice(&self.ts_ms[i].to_le_bytes()));
         rows().for_each(|i| out.extend_from_slice(&self.seq[i].unwrap_or(0).to_le_bytes()));
-        metric.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
+        put_ids(out, &metric);
         rows().for_each(|i| out.extend_from_slice(&self.value[i].to_le_bytes()));
         for i in rows() {
             out.push(u8::from(self.seq[i].is_some()) | (u8::from(self.kind[i] == ValueKind::Bool) << 1));
         }
         rows().for_each(|i| out.extend_from_slice(&self.received_ms[i].to_le_bytes()));
-        source.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
-        dims.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
+        put_ids(out, &source);
+        if n > 0 {
+            dims.chunks(n).for_each(|col| put_ids(out, col));
+        }
     }
 
-    /// Reads what [`RawRows::write_to`] wrote; every id is checked.
+    /// Reads what [`RawRows::write_to`] wrote (either layout); every id is
+    /// checked.
     pub fn read_from(buf: &[u8]) -> Result<RawRows, String> {
         let mut r = Reader { buf, at: 0 };
-        let ndims = r.take(1)?[0] as usize;
+        let first = r.take(1)?[0];
+        let v2 = first == BLOCK_V2;
+        let ndims = if v2 { r.u32()? as usize } else { first as usize };
         let mut tables = Vec::with_capacity(4);
         for _ in 0..4 {
             let count = r.u32()? as usize;
@@ -419,8 +447,8 @@ impl RawRows {
         let vins = tables.pop().unwrap_or_default();
         let n = r.u32()? as usize;
         let ids = |r: &mut Reader, limit: usize| -> Result<Vec<u32>, String> {
-            let raw = r.take(n * 4)?;
-            let v: Vec<u32> = raw.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+            let v =
+                if v2 { get_ids(r, n)? } else { plain_ids(r.take(n.checked_mul(4).ok_or("spool block: too long")?)?) };
             match v.iter().find(|id| **id as usize >= limit) {
                 Some(bad) => Err(format!("spool block: string id {bad} out of range {limit}")),
                 None => Ok(v),
@@ -440,10 +468,9 @@ impl RawRows {
         let source = ids(&mut r, sources.len())?;
         let mut dims = Vec::with_capacity(ndims);
         for _ in 0..ndims {
-            let raw = r.take(n * 4)?;
+            let raw = if v2 { get_ids(&mut r, n)? } else { plain_ids(r.take(n * 4)?) };
             let mut col = Vec::with_capacity(n);
-            for c in raw.chunks_exact(4) {
-                let id = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+            for id in raw {
                 if id != UNMAPPED && id as usize >= dim_values.len() {
                     return Err(format!("spool block: dim id {id} out of range"));
                 }
@@ -472,6 +499,60 @@ impl RawRows {
             dim_values,
         })
     }
+}
+
+/// The first byte of a spool block in the current layout ([`RawRows::write_to`]).
+/// The first layout began with the dimension count, one byte; a block of
+/// 255 dimension columns in that layout is the only one it is mistaken for,
+/// and its columns would then fail the reader's checks.
+const BLOCK_V2: u8 = 0xFF;
+
+/// One string-id column of a block: `0` and the ids, or `1`, the number of
+/// runs, and each run's id and length, whichever is shorter.
+fn put_ids(out: &mut Vec<u8>, ids: &[u32]) {
+    let runs = 1 + ids.windows(2).filter(|w| w[0] != w[1]).count();
+    if ids.is_empty() || runs * 8 + 4 >= ids.len() * 4 {
+        out.push(0);
+        ids.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
+        return;
+    }
+    out.push(1);
+    out.extend_from_slice(&(runs as u32).to_le_bytes());
+    let mut start = 0;
+    for i in 1..=ids.len() {
+        if i == ids.len() || ids[i] != ids[start] {
+            out.extend_from_slice(&ids[start].to_le_bytes());
+            out.extend_from_slice(&((i - start) as u32).to_le_bytes());
+            start = i;
+        }
+    }
+}
+
+/// Reads what [`put_ids`] wrote: `n` ids.
+fn get_ids(r: &mut Reader, n: usize) -> Result<Vec<u32>, String> {
+    match r.take(1)?[0] {
+        0 => Ok(plain_ids(r.take(n.checked_mul(4).ok_or("spool block: too long")?)?)),
+        1 => {
+            let runs = r.u32()? as usize;
+            let mut v = Vec::with_capacity(n);
+            for _ in 0..runs {
+                let (id, len) = (r.u32()?, r.u32()? as usize);
+                if len > n - v.len() {
+                    return Err(format!("spool block: runs of more than {n} ids"));
+                }
+                v.resize(v.len() + len, id);
+            }
+            if v.len() != n {
+                return Err(format!("spool block: runs of {} ids, not {n}", v.len()));
+            }
+            Ok(v)
+        }
+        t => Err(format!("spool block: unknown id column encoding {t}")),
+    }
+}
+
+fn plain_ids(raw: &[u8]) -> Vec<u32> {
+    raw.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
 }
 
 struct Reader<'a> {
@@ -543,6 +624,76 @@ mod tests {
             want.sort_by(|&a, &b| r.key(a as usize).cmp(&r.key(b as usize)));
             assert_eq!(r.sorted_order(), want, "{n} rows, {vins} × {metrics}");
         }
+    }
+
+    /// A block of the first layout, as an earlier build wrote it (four rows,
+    /// a NULL dimension, a missing seq, a boolean), still reads back.
+    #[test]
+    fn blocks_of_the_first_layout_still_read_back() {
+        const V1: &str = "02020000000200000056310200000056320200000005000000737065656403000000736f63010000000c0000006d7174743a744077616c3a310300000002000000657501000000780200000075730400000000000000000000000000000001000000e803000000000000e903000000000000ea03000000000000eb030000000000000000000000000000000000000000000002000000000000000300000000000000000000000000000001000000000000000000000000000000000000000000e03f000000000000f03f000000000000f83f01000301d007000000000000d107000000000000d207000000000000d3070000000000000000000000000000000000000000000000000000ffffffff020000000000000001000000010000000100000001000000";
+        let bytes: Vec<u8> = (0..V1.len()).step_by(2).map(|i| u8::from_str_radix(&V1[i..i + 2], 16).unwrap()).collect();
+        let r = RawRows::read_from(&bytes).unwrap();
+        let rows: Vec<_> = (0..r.len())
+            .map(|i| {
+                let dim = |d: usize| r.dims[d][i].map(|id| r.dim_values.get(id).to_string());
+                (
+                    r.key(i),
+                    r.seq[i],
+                    r.value[i],
+                    r.kind[i],
+                    r.received_ms[i],
+                    r.sources.get(r.source[i]),
+                    dim(0),
+                    dim(1),
+                )
+            })
+            .collect();
+        let (n, b) = (ValueKind::Number, ValueKind::Bool);
+        let (eu, us, x, src) = (Some("eu".to_string()), Some("us".to_string()), Some("x".to_string()), "mqtt:t@wal:1");
+        assert_eq!(
+            rows,
+            vec![
+                (("V1", "speed", 1000), Some(0), 0.0, n, 2000, src, eu.clone(), x.clone()),
+                (("V1", "speed", 1001), None, 0.5, n, 2001, src, None, x.clone()),
+                (("V1", "soc", 1002), Some(2), 1.0, b, 2002, src, us, x.clone()),
+                (("V2", "speed", 1003), Some(3), 1.5, n, 2003, src, eu, x),
+            ]
+        );
+        // Written again, it takes the current layout and reads back the same.
+        let mut again = Vec::new();
+        r.write_to(&mut again);
+        assert_eq!(again[0], BLOCK_V2);
+        let back = RawRows::read_from(&again).unwrap();
+        assert_eq!((0..4).map(|i| back.key(i)).collect::<Vec<_>>(), (0..4).map(|i| r.key(i)).collect::<Vec<_>>());
+    }
+
+    /// An id column is written as runs exactly when that is shorter, reads
+    /// back as written either way, and runs that do not add up to the
+    /// block's rows are refused.
+    #[test]
+    fn id_columns_round_trip_as_runs_or_plain_and_bad_runs_are_refused() {
+        let long_runs: Vec<u32> = (0..4096).map(|i| i / 300).collect();
+        let no_runs: Vec<u32> = (0..4096).map(|i| i % 7).collect();
+        let nulls = vec![UNMAPPED; 4096];
+        for (ids, runs) in
+            [(&long_runs, true), (&no_runs, false), (&nulls, true), (&vec![5u32], false), (&vec![], false)]
+        {
+            let mut out = Vec::new();
+            put_ids(&mut out, ids);
+            assert_eq!(out[0] == 1, runs, "{} ids", ids.len());
+            assert!(out.len() <= 1 + 4 * ids.len().max(3));
+            let mut r = Reader { buf: &out, at: 0 };
+            assert_eq!(&get_ids(&mut r, ids.len()).unwrap(), ids);
+            assert_eq!(r.at, out.len());
+        }
+        let mut out = Vec::new();
+        put_ids(&mut out, &long_runs);
+        for n in [4095, 4097] {
+            let e = get_ids(&mut Reader { buf: &out, at: 0 }, n).unwrap_err();
+            assert!(e.contains("runs of"), "{e}");
+        }
+        out[0] = 2;
+        assert!(get_ids(&mut Reader { buf: &out, at: 0 }, 4096).unwrap_err().contains("unknown id column encoding 2"));
     }
 
     /// A block written straight from the rows in sorted order is, byte for
