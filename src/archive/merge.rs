@@ -228,63 +228,75 @@ impl Blocks {
     }
 }
 
+/// A cursor's head row as the tree compares it: its key, copied out of the
+/// block's keys so a comparison reads no cursor.
+#[derive(Clone, Copy)]
+struct Head {
+    key: Key,
+    cursor: usize,
+    done: bool,
+}
+
+impl Cursor {
+    /// This cursor's head, as cursor `cursor`.
+    fn head(&self, cursor: usize) -> Head {
+        let key = if self.done { Key { vin: 0, metric: 0, ts: 0 } } else { self.keys[self.at] };
+        Head { key, cursor, done: self.done }
+    }
+}
+
 /// A tournament (loser) tree over the cursors: node `n` of `1..k` holds the
-/// loser of the match below it, `winner` the cursor whose head row comes
-/// first. Replacing the winner's head replays one leaf-to-root path:
-/// log2(k) comparisons per row, each against a key already loaded.
+/// head that lost the match below it, `winner` the head that comes first.
+/// A new head of the winner's cursor replays one leaf-to-root path: log2(k)
+/// comparisons per row, each against a head held in the tree.
 struct Tree {
-    losers: Vec<usize>,
-    winner: usize,
+    losers: Vec<Head>,
+    winner: Head,
 }
 
 impl Tree {
-    /// Whether cursor `a`'s head comes before cursor `b`'s: a done cursor
-    /// never does; equal keys go to the lower cursor (the earlier run).
-    fn before(keys: &Keys, cs: &[Cursor], a: usize, b: usize) -> bool {
-        let (ca, cb) = (&cs[a], &cs[b]);
-        if ca.done || cb.done {
-            return !ca.done && cb.done;
+    /// Whether head `a` comes before head `b`: a done cursor's never does;
+    /// equal keys go to the lower cursor (the earlier run).
+    fn before(keys: &Keys, a: &Head, b: &Head) -> bool {
+        if a.done || b.done {
+            return !a.done && b.done;
         }
-        let (x, y) = (&ca.keys[ca.at], &cb.keys[cb.at]);
+        let (x, y) = (&a.key, &b.key);
         if x.vin != y.vin {
             return keys.vins.less((x.vin, keys.vins.rank(x.vin)), (y.vin, keys.vins.rank(y.vin)));
         }
         if x.metric != y.metric {
             return keys.metrics.less((x.metric, keys.metrics.rank(x.metric)), (y.metric, keys.metrics.rank(y.metric)));
         }
-        (x.ts, a) < (y.ts, b)
+        (x.ts, a.cursor) < (y.ts, b.cursor)
     }
 
     fn new(keys: &Keys, cs: &[Cursor]) -> Tree {
         let k = cs.len();
-        let mut losers = vec![0; k.max(1)];
         // winners[n]: the winner below node n; leaves are k..2k.
-        let mut winners = vec![0; 2 * k];
-        for (i, w) in winners[k..].iter_mut().enumerate() {
-            *w = i;
-        }
+        let mut winners: Vec<Head> = cs.iter().enumerate().map(|(i, c)| c.head(i)).collect();
+        winners.splice(0..0, winners.clone());
+        let mut losers = winners[..k.max(1)].to_vec();
         for n in (1..k).rev() {
             let (l, r) = (winners[2 * n], winners[2 * n + 1]);
-            let (w, lose) = if Self::before(keys, cs, r, l) { (r, l) } else { (l, r) };
+            let (w, lose) = if Self::before(keys, &r, &l) { (r, l) } else { (l, r) };
             winners[n] = w;
             losers[n] = lose;
         }
-        Tree { losers, winner: if k > 1 { winners[1] } else { 0 } }
+        Tree { losers, winner: if k > 1 { winners[1] } else { winners[0] } }
     }
 
-    /// Cursor `c`, the winner, has a new head (or is done): replays its path.
-    fn replay(&mut self, keys: &Keys, cs: &[Cursor], c: usize) {
-        let mut n = (cs.len() + c) / 2;
-        let mut w = c;
+    /// The winner's cursor has a new head `h` (or is done): replays its path.
+    fn replay(&mut self, keys: &Keys, mut h: Head) {
+        let mut n = (self.losers.len() + h.cursor) / 2;
         while n >= 1 {
-            let l = self.losers[n];
-            if Self::before(keys, cs, l, w) {
-                self.losers[n] = w;
-                w = l;
+            let l = &mut self.losers[n];
+            if Self::before(keys, l, &h) {
+                std::mem::swap(l, &mut h);
             }
             n /= 2;
         }
-        self.winner = w;
+        self.winner = h;
     }
 }
 
@@ -310,12 +322,12 @@ fn merge_into(
     let mut tree = Tree::new(&keys, &cs);
     let mut order: Vec<(u32, u32)> = Vec::with_capacity(chunk_rows);
     let mut total = 0u64;
-    while !cs[tree.winner].done {
-        let w = tree.winner;
+    while !tree.winner.done {
+        let w = tree.winner.cursor;
         let c = &mut cs[w];
         order.push((c.slot as u32, c.at as u32));
         c.advance(&mut keys, &mut blocks)?;
-        tree.replay(&keys, &cs, w);
+        tree.replay(&keys, c.head(w));
         if order.len() >= chunk_rows {
             total += order.len() as u64;
             sink(blocks.gather(&order, ndims))?;
