@@ -10,8 +10,8 @@
 //! most `fan_in` are first merged into temporary runs (files in `tmp`,
 //! deleted afterwards), just enough of them to leave `fan_in` runs, as
 //! often as needed: memory is `fan_in` blocks, the blocks finished since
-//! the last chunk (no more rows than a chunk) and one output chunk, however
-//! many epochs the file spans. Equal keys keep run order (earlier epochs
+//! the last chunk (at most a chunk's rows plus a block per run) and one
+//! output chunk, however many epochs the file spans. Equal keys keep run order (earlier epochs
 //! first), so the output, and the file encoded from it, is the same every
 //! time the same segment is cut.
 

@@ -510,8 +510,17 @@ const BLOCK_V2: u8 = 0xFF;
 /// One string-id column of a block: `0` and the ids, or `1`, the number of
 /// runs, and each run's id and length, whichever is shorter.
 fn put_ids(out: &mut Vec<u8>, ids: &[u32]) {
-    let runs = 1 + ids.windows(2).filter(|w| w[0] != w[1]).count();
-    if ids.is_empty() || runs * 8 + 4 >= ids.len() * 4 {
+    // Runs pay when there are fewer than half as many as ids: stop
+    // counting there.
+    let half = ids.len() / 2;
+    let mut runs = 1;
+    for w in ids.windows(2) {
+        runs += usize::from(w[0] != w[1]);
+        if runs >= half {
+            break;
+        }
+    }
+    if ids.is_empty() || runs >= half {
         out.push(0);
         ids.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
         return;
