@@ -446,9 +446,13 @@ impl RawRows {
         let metrics = tables.pop().unwrap_or_default();
         let vins = tables.pop().unwrap_or_default();
         let n = r.u32()? as usize;
+        // Every row has at least 8 bytes of its own (its time), so a count
+        // past that is damage: refused before runs could expand to it.
+        if n > buf.len() / 8 {
+            return Err(format!("spool block: {n} rows in {} bytes", buf.len()));
+        }
         let ids = |r: &mut Reader, limit: usize| -> Result<Vec<u32>, String> {
-            let v =
-                if v2 { get_ids(r, n)? } else { plain_ids(r.take(n.checked_mul(4).ok_or("spool block: too long")?)?) };
+            let v = if v2 { get_ids(r, n)? } else { plain_ids(r.take(n * 4)?) };
             match v.iter().find(|id| **id as usize >= limit) {
                 Some(bad) => Err(format!("spool block: string id {bad} out of range {limit}")),
                 None => Ok(v),
@@ -540,7 +544,7 @@ fn put_ids(out: &mut Vec<u8>, ids: &[u32]) {
 /// Reads what [`put_ids`] wrote: `n` ids.
 fn get_ids(r: &mut Reader, n: usize) -> Result<Vec<u32>, String> {
     match r.take(1)?[0] {
-        0 => Ok(plain_ids(r.take(n.checked_mul(4).ok_or("spool block: too long")?)?)),
+        0 => Ok(plain_ids(r.take(n * 4)?)),
         1 => {
             let runs = r.u32()? as usize;
             let mut v = Vec::with_capacity(n);
@@ -703,6 +707,17 @@ mod tests {
         }
         out[0] = 2;
         assert!(get_ids(&mut Reader { buf: &out, at: 0 }, 4096).unwrap_err().contains("unknown id column encoding 2"));
+        // A block claiming more rows than its bytes can hold is refused
+        // before its runs are expanded.
+        let mut huge = vec![BLOCK_V2];
+        huge.extend_from_slice(&[0; 4 * 5]); // no dims, four empty tables
+        huge.extend_from_slice(&u32::MAX.to_le_bytes());
+        huge.push(1);
+        huge.extend_from_slice(&1u32.to_le_bytes());
+        huge.extend_from_slice(&0u32.to_le_bytes());
+        huge.extend_from_slice(&u32::MAX.to_le_bytes());
+        let e = RawRows::read_from(&huge).err().unwrap();
+        assert!(e.contains("4294967295 rows in"), "{e}");
     }
 
     /// A block written straight from the rows in sorted order is, byte for
