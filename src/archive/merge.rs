@@ -273,9 +273,10 @@ impl Tree {
 
     fn new(keys: &Keys, cs: &[Cursor]) -> Tree {
         let k = cs.len();
-        // winners[n]: the winner below node n; leaves are k..2k.
-        let mut winners: Vec<Head> = cs.iter().enumerate().map(|(i, c)| c.head(i)).collect();
-        winners.splice(0..0, winners.clone());
+        let heads: Vec<Head> = cs.iter().enumerate().map(|(i, c)| c.head(i)).collect();
+        // winners[n]: the winner below node n of 1..k (filled below); the
+        // leaves are k..2k.
+        let mut winners = [heads.clone(), heads].concat();
         let mut losers = winners[..k.max(1)].to_vec();
         for n in (1..k).rev() {
             let (l, r) = (winners[2 * n], winners[2 * n + 1]);
