@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use super::spool::{BLOCK_ROWS, FRAME_HEADER, FrameInfo, RunReader, block, frame_header};
 use compact_str::CompactString;
 
-use super::{Interner, RawRows, Remap, remap};
+use super::{Interner, RawRows};
 
 /// One sorted run: a frame of a spool file.
 #[derive(Debug, Clone)]
@@ -181,41 +181,9 @@ struct Blocks {
 }
 
 impl Blocks {
-    /// The rows at `order` ((slot, row) pairs), in that order. Each string
-    /// table holds the strings the rows use; the dimension columns' shared
-    /// table numbers them column by column (ids only key the Parquet
-    /// writer's dictionaries, which are in the order of each column's
-    /// values).
+    /// The rows at `order` ((slot, row) pairs), in that order.
     fn gather(&self, order: &[(u32, u32)], ndims: usize) -> RawRows {
-        let mut out = RawRows::new(ndims);
-        out.reserve(order.len());
-        let mut maps: Vec<Remap> = self.rows.iter().map(Remap::new).collect();
-        let b = &self.rows;
-        let at = |&(s, r): &(u32, u32)| (s as usize, r as usize);
-        for o in order {
-            let (s, r) = at(o);
-            out.vin.push(remap(&mut maps[s].vin, b[s].vin[r], &b[s].vins, &mut out.vins));
-        }
-        out.ts_ms.extend(order.iter().map(at).map(|(s, r)| b[s].ts_ms[r]));
-        out.seq.extend(order.iter().map(at).map(|(s, r)| b[s].seq[r]));
-        for o in order {
-            let (s, r) = at(o);
-            out.metric.push(remap(&mut maps[s].metric, b[s].metric[r], &b[s].metrics, &mut out.metrics));
-        }
-        out.value.extend(order.iter().map(at).map(|(s, r)| b[s].value[r]));
-        out.kind.extend(order.iter().map(at).map(|(s, r)| b[s].kind[r]));
-        out.received_ms.extend(order.iter().map(at).map(|(s, r)| b[s].received_ms[r]));
-        for o in order {
-            let (s, r) = at(o);
-            out.source.push(remap(&mut maps[s].source, b[s].source[r], &b[s].sources, &mut out.sources));
-        }
-        for (d, col) in out.dims.iter_mut().enumerate() {
-            for o in order {
-                let (s, r) = at(o);
-                col.push(b[s].dims[d][r].map(|id| remap(&mut maps[s].dim, id, &b[s].dim_values, &mut out.dim_values)));
-            }
-        }
-        out
+        RawRows::gather(&self.rows, order, ndims)
     }
 
     /// Keeps only the open cursors' current blocks, renumbering their slots.
@@ -565,16 +533,15 @@ mod tests {
     fn merging_many_runs_in_several_passes_equals_one_sort() {
         let dir = tempfile::tempdir().unwrap();
         let mut seg = Segment::create(dir.path(), 0, 1).unwrap();
-        let mut all = RawRows::new(1);
+        let (mut epochs, mut places) = (Vec::new(), Vec::new());
         for e in 1..=37u64 {
             let r = epoch_rows(e, 3000 + (e as usize * 97) % 5000, 9);
             let order = r.sorted_order();
             seg.append(e, &frame(e, &r, &order), r.len() as u64).unwrap();
-            let mut rm = crate::archive::Remap::new(&r);
-            for i in order {
-                all.copy_row(&r, i as usize, &mut rm);
-            }
+            places.extend(order.iter().map(|&i| (epochs.len() as u32, i)));
+            epochs.push(r);
         }
+        let all = RawRows::gather(&epochs, &places, 1);
         seg.sync().unwrap();
         let runs: Vec<Run> = seg.frames.iter().map(|f| Run { path: seg.path.clone(), frame: *f }).collect();
 

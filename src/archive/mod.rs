@@ -251,7 +251,7 @@ impl SelectScratch {
 /// Id translation from one [`RawRows`] into another, filled as rows are
 /// copied (one lookup per distinct string, not per row).
 #[derive(Debug)]
-pub struct Remap {
+struct Remap {
     vin: Vec<u32>,
     metric: Vec<u32>,
     source: Vec<u32>,
@@ -262,7 +262,7 @@ pub struct Remap {
 pub(crate) const UNMAPPED: u32 = u32::MAX;
 
 impl Remap {
-    pub fn new(src: &RawRows) -> Remap {
+    fn new(src: &RawRows) -> Remap {
         Remap {
             vin: vec![UNMAPPED; src.vins.len()],
             metric: vec![UNMAPPED; src.metrics.len()],
@@ -281,30 +281,48 @@ fn remap(cache: &mut [u32], id: u32, src: &Interner, dst: &mut Interner) -> u32 
 }
 
 impl RawRows {
-    /// Appends row `i` of `src` (same dimension columns).
-    pub fn copy_row(&mut self, src: &RawRows, i: usize, m: &mut Remap) {
-        self.vin.push(remap(&mut m.vin, src.vin[i], &src.vins, &mut self.vins));
-        self.ts_ms.push(src.ts_ms[i]);
-        self.seq.push(src.seq[i]);
-        self.metric.push(remap(&mut m.metric, src.metric[i], &src.metrics, &mut self.metrics));
-        self.value.push(src.value[i]);
-        self.kind.push(src.kind[i]);
-        self.received_ms.push(src.received_ms[i]);
-        self.source.push(remap(&mut m.source, src.source[i], &src.sources, &mut self.sources));
-        for (d, col) in self.dims.iter_mut().enumerate() {
-            let v = src.dims[d][i].map(|id| remap(&mut m.dim, id, &src.dim_values, &mut self.dim_values));
-            col.push(v);
+    /// The rows at `order`, (index into `from`, row) pairs, in that order,
+    /// with only the strings they use. Built column by column, so each
+    /// column of each source is read in turn (the merge's chunks come from
+    /// up to `fan_in` blocks at once). The dimension columns' shared string
+    /// table is numbered column by column: ids only key the Parquet
+    /// writer's dictionaries, which follow each column's values.
+    pub fn gather(from: &[RawRows], order: &[(u32, u32)], ndims: usize) -> RawRows {
+        let mut out = RawRows::new(ndims);
+        out.reserve(order.len());
+        let mut maps: Vec<Remap> = from.iter().map(Remap::new).collect();
+        let b = from;
+        let at = |&(s, r): &(u32, u32)| (s as usize, r as usize);
+        for o in order {
+            let (s, r) = at(o);
+            out.vin.push(remap(&mut maps[s].vin, b[s].vin[r], &b[s].vins, &mut out.vins));
         }
+        out.ts_ms.extend(order.iter().map(at).map(|(s, r)| b[s].ts_ms[r]));
+        out.seq.extend(order.iter().map(at).map(|(s, r)| b[s].seq[r]));
+        for o in order {
+            let (s, r) = at(o);
+            out.metric.push(remap(&mut maps[s].metric, b[s].metric[r], &b[s].metrics, &mut out.metrics));
+        }
+        out.value.extend(order.iter().map(at).map(|(s, r)| b[s].value[r]));
+        out.kind.extend(order.iter().map(at).map(|(s, r)| b[s].kind[r]));
+        out.received_ms.extend(order.iter().map(at).map(|(s, r)| b[s].received_ms[r]));
+        for o in order {
+            let (s, r) = at(o);
+            out.source.push(remap(&mut maps[s].source, b[s].source[r], &b[s].sources, &mut out.sources));
+        }
+        for (d, col) in out.dims.iter_mut().enumerate() {
+            for o in order {
+                let (s, r) = at(o);
+                col.push(b[s].dims[d][r].map(|id| remap(&mut maps[s].dim, id, &b[s].dim_values, &mut out.dim_values)));
+            }
+        }
+        out
     }
 
     /// The rows at `idx`, in that order, with only the strings they use.
     pub fn select(&self, idx: &[u32]) -> RawRows {
-        let mut out = RawRows::new(self.dims.len());
-        let mut m = Remap::new(self);
-        for &i in idx {
-            out.copy_row(self, i as usize, &mut m);
-        }
-        out
+        let order: Vec<(u32, u32)> = idx.iter().map(|&i| (0, i)).collect();
+        RawRows::gather(std::slice::from_ref(self), &order, self.dims.len())
     }
 
     /// Row order by (vin, metric, ts), ties in insertion order.
